@@ -1,0 +1,271 @@
+"""OpenAI Chat Completions and Responses bodies → ``llm_call`` subjects; usage from responses and streams.
+
+A body with ``messages`` is Chat Completions (``api="chat.completions"``); one with ``input`` or
+``instructions`` and no ``messages`` is the Responses API (``api="responses"``). The ``openai``
+SDK is never imported::
+
+    >>> call = subject_from_request({"model": "gpt-4.1-mini", "max_tokens": 300,
+    ...     "messages": [{"role": "user", "content": "Hi"}]})
+    >>> call.kind, call.request.max_tokens_field
+    ('chat.completions', 'max_tokens')
+
+OpenAI caches prompt prefixes on its own, so there are no breakpoints: ``cache_breakpoints`` is 0,
+``prefix_pointer`` None, and ``cacheable_prefix_tokens`` the estimate of tools, structured-output
+schema, instructions and leading system/developer messages. OpenAI's ``prompt_tokens`` include
+cached tokens; :class:`TokenUsage` does not, so cache reads (and billed cache writes) are taken
+out of ``input_tokens``. The estimate itself is described in :mod:`costwarden.adapters.llm_payload`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from costwarden.adapters.llm_payload import (
+    TokenTally,
+    compact_json,
+    flag,
+    mapping,
+    optional_int,
+    optional_str,
+    require_body,
+    stream_events,
+)
+from costwarden.engine.subjects import LlmCall, LlmRequest, SourceLocation, TokenUsage
+from costwarden.errors import AdapterError
+
+PROVIDER = "openai"
+_WHAT = "OpenAI"
+
+# Fixed parts of the estimate, after OpenAI's cookbook token counting for chat models: 3 tokens
+# of framing a message, 3 priming the reply. Tool definitions reach the model as a terse
+# TypeScript-like rendering, so their JSON is measured at the prose rate plus a little framing.
+REQUEST_TOKENS = 3
+MESSAGE_TOKENS = 3
+TOOL_TOKENS = 4
+IMAGE_TOKENS = 1_105  # "auto"/"high" detail of a landscape photo: 85 + 170 × 6 tiles
+LOW_DETAIL_IMAGE_TOKENS = 85
+_PREFIX_ROLES = frozenset({"system", "developer"})
+
+
+def subject_from_request(
+    body: Mapping[str, Any],
+    *,
+    feature: str | None = None,
+    user: str | None = None,
+    team: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    response: Mapping[str, Any] | None = None,
+    batch: bool = False,
+    source: SourceLocation | None = None,
+    provider: str = PROVIDER,
+) -> LlmCall:
+    """An ``llm_call`` subject for a Chat Completions or Responses body; ``phase="post"`` with ``response``.
+
+    ``batch=True`` marks a request sent through the Batch API (``api="batch"``). ``user`` defaults to
+    the body's ``safety_identifier``, then ``user``. ``provider`` names an OpenAI-compatible API
+    (``"x-ai"``, ``"groq"``...) so it is priced as that provider. Raises AdapterError for a body that
+    is not an object, has no ``model``, or carries malformed numbers.
+    """
+    body = require_body(body, _WHAT)
+    api = api_of(body)
+    field = _max_tokens_field(body, api)
+    prefix_tokens, input_tokens = _estimate(body, api)
+    request = LlmRequest(
+        api="batch" if batch else api,
+        max_tokens=optional_int(body, field, _WHAT),
+        max_tokens_field=field,
+        input_tokens=input_tokens,
+        cacheable_prefix_tokens=prefix_tokens,
+        prefix_pointer=None,
+        cache_breakpoints=0,
+        stream=flag(body, "stream"),
+        batch=batch,
+    )
+    usage = usage_from_response(response) if response is not None else None
+    default_user = optional_str(body.get("safety_identifier")) or optional_str(body.get("user"))
+    return LlmCall(
+        provider=provider,
+        model=body["model"],
+        feature=feature,
+        user=user if user is not None else default_user,
+        team=team,
+        tags=tags or {},
+        phase="post" if usage is not None else "pre",
+        request=request,
+        usage=usage,
+        body=body,
+        source=source or SourceLocation(),
+    )
+
+
+def api_of(body: Mapping[str, Any]) -> str:
+    """``"responses"`` for a Responses API body, else ``"chat.completions"``."""
+    if "messages" not in body and ("input" in body or "instructions" in body):
+        return "responses"
+    return "chat.completions"
+
+
+def _max_tokens_field(body: Mapping[str, Any], api: str) -> str:
+    if api == "responses":
+        return "max_output_tokens"
+    if body.get("max_completion_tokens") is None and body.get("max_tokens") is not None:
+        return "max_tokens"
+    return "max_completion_tokens"
+
+
+def estimate_input_tokens(body: Mapping[str, Any]) -> int:
+    """The estimated input tokens of a Chat Completions or Responses body."""
+    return _estimate(body, api_of(body))[1]
+
+
+def _estimate(body: Mapping[str, Any], api: str) -> tuple[int, int]:
+    """(tokens of the cacheable prefix, tokens of the whole input)."""
+    prefix = TokenTally()
+    rest = TokenTally()
+    rest.fixed(REQUEST_TOKENS)
+    _add_tools(prefix, body)
+    _add_output_schema(prefix, body, api)
+    if api == "responses":
+        instructions = body.get("instructions")
+        if isinstance(instructions, str) and instructions:
+            prefix.fixed(MESSAGE_TOKENS)
+            prefix.text(instructions)
+        items = body.get("input")
+        if isinstance(items, str):
+            rest.fixed(MESSAGE_TOKENS)
+            rest.text(items)
+            items = None
+    else:
+        items = body.get("messages")
+    if items is not None and not isinstance(items, list):
+        key = "input" if api == "responses" else "messages"
+        raise AdapterError(f"{_WHAT}: '{key}' must be a list, got {type(items).__name__}")
+    leading = True
+    for item in items or ():
+        leading = leading and isinstance(item, Mapping) and item.get("role") in _PREFIX_ROLES
+        tally = prefix if leading else rest
+        tally.fixed(MESSAGE_TOKENS)
+        if isinstance(item, Mapping):
+            tally.block(item, _image_tokens)
+    return prefix.total, prefix.total + rest.total
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _image_tokens(block: Mapping[str, Any]) -> int:
+    detail = block.get("detail") or mapping(block.get("image_url")).get("detail")
+    return LOW_DETAIL_IMAGE_TOKENS if detail == "low" else IMAGE_TOKENS
+
+
+def _add_tools(tally: TokenTally, body: Mapping[str, Any]) -> None:
+    functions = body.get("functions")  # the pre-tools form of Chat Completions
+    for tool in _list(body.get("tools")) + _list(functions):
+        if isinstance(tool, Mapping):
+            tally.text(compact_json(tool.get("function", tool)))
+            tally.fixed(TOOL_TOKENS)
+
+
+def _add_output_schema(tally: TokenTally, body: Mapping[str, Any], api: str) -> None:
+    if api == "responses":
+        fmt = mapping(mapping(body.get("text")).get("format"))
+        schema = fmt.get("schema")
+    else:
+        fmt = mapping(body.get("response_format"))
+        schema = mapping(fmt.get("json_schema")).get("schema")
+    if schema is not None:
+        tally.json(schema)
+        tally.fixed(MESSAGE_TOKENS)
+
+
+# --- usage -----------------------------------------------------------------------------------
+
+
+def usage_from_response(response: Mapping[str, Any]) -> TokenUsage:
+    """Token usage of a chat completion, a Responses object, a Batch output line or a bare usage object.
+
+    Cache reads (``*_tokens_details.cached_tokens``) and billed cache writes
+    (``*_tokens_details.cache_write_tokens``, counted as 5m writes) are taken out of
+    ``input_tokens``. Output is ``max(completion_tokens, total_tokens - prompt_tokens)`` because
+    some OpenAI-compatible APIs (xAI) leave reasoning tokens out of ``completion_tokens`` but bill them.
+    """
+    if not isinstance(response, Mapping):
+        raise AdapterError(f"{_WHAT} response must be a JSON object, got {type(response).__name__}")
+    body = mapping(response.get("response")).get("body")  # a Batch API output line
+    if isinstance(body, Mapping):
+        response = body
+    usage = response.get("usage")
+    if usage is None and ("prompt_tokens" in response or "input_tokens" in response):
+        usage = response
+    if not isinstance(usage, Mapping):
+        raise AdapterError(f"{_WHAT} response has no 'usage' object")
+    return _usage(usage)
+
+
+def _usage(usage: Mapping[str, Any]) -> TokenUsage:
+    what = f"{_WHAT} usage"
+    if "prompt_tokens" in usage:
+        prompt = optional_int(usage, "prompt_tokens", what) or 0
+        output = optional_int(usage, "completion_tokens", what) or 0
+        details = mapping(usage.get("prompt_tokens_details"))
+        total = optional_int(usage, "total_tokens", what)
+        if total is not None:
+            output = max(output, total - prompt)
+    elif "input_tokens" in usage:
+        prompt = optional_int(usage, "input_tokens", what) or 0
+        output = optional_int(usage, "output_tokens", what) or 0
+        details = mapping(usage.get("input_tokens_details"))
+    else:
+        raise AdapterError(f"{what} has neither 'prompt_tokens' nor 'input_tokens'")
+    cached = optional_int(details, "cached_tokens", what) or 0
+    written = optional_int(details, "cache_write_tokens", what) or 0
+    if cached + written > prompt:
+        raise AdapterError(f"{what}: cached ({cached}) + cache-write ({written}) tokens exceed input ({prompt})")
+    return TokenUsage(
+        input_tokens=prompt - cached - written,
+        output_tokens=output,
+        cache_read_tokens=cached,
+        cache_write_5m_tokens=written,
+    )
+
+
+_FINAL_RESPONSE_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+def usage_from_chunks(chunks: Iterable[Mapping[str, Any]]) -> TokenUsage:
+    """Token usage of a stream: Chat Completions chunks or Responses stream events.
+
+    With ``stream_options.include_usage`` the last chat chunk carries ``usage`` (earlier ones carry
+    ``null``); a Responses stream carries it in ``response.completed``. The last usage seen wins.
+    Raises AdapterError when no chunk carries usage, because a stream without it cannot be billed.
+    """
+    last: Mapping[str, Any] | None = None
+    for chunk in chunks:
+        if not isinstance(chunk, Mapping):
+            continue
+        usage = chunk.get("usage")
+        if chunk.get("type") in _FINAL_RESPONSE_EVENTS:
+            usage = mapping(chunk.get("response")).get("usage")
+        if isinstance(usage, Mapping):
+            last = usage
+    if last is None:
+        raise AdapterError(f"{_WHAT} stream carried no usage; send stream_options={{'include_usage': true}} to get it")
+    return _usage(last)
+
+
+def usage_from_sse(lines: Iterable[str]) -> TokenUsage:
+    """:func:`usage_from_chunks` over raw SSE lines (``data: {...}``) or JSON-lines chunks."""
+    return usage_from_chunks(stream_events(lines))
+
+
+__all__ = [
+    "PROVIDER",
+    "api_of",
+    "estimate_input_tokens",
+    "subject_from_request",
+    "usage_from_chunks",
+    "usage_from_response",
+    "usage_from_sse",
+]

@@ -1,0 +1,231 @@
+""":class:`~costwarden.engine.pricing.LlmPricer` on ``genai-prices``' bundled, offline price data.
+
+    >>> from costwarden.engine.subjects import TokenUsage
+    >>> pricer = GenaiPricer()
+    >>> pricer.cost("anthropic", "claude-haiku-4-5-20251001", TokenUsage(input_tokens=1_000_000))
+    1.0
+
+``genai_prices.calc_price`` takes ~300 µs a call (it re-validates the unit registry every time),
+so a model's price is resolved once per (provider, model, batch) and compiled to plain per-token
+floats; pricing a call afterwards is a dict hit and a handful of multiplications (~3 µs). Compiled
+prices are refreshed every minute, because genai-prices has prices that start on a date or apply
+at a time of day, and so that a replaced data snapshot (its opt-in auto-update) is picked up.
+
+genai-prices' ``input_tokens`` is the *total* input, cache reads and writes included, while
+:class:`TokenUsage` keeps them apart; :func:`genai_usage` converts, and the compiled arithmetic
+reproduces genai-prices' own: a cache unit without a price of its own is billed at its parent's
+(1h writes → writes → input; reads → input), and a tiered price applies to every token once the
+total input crosses the tier. Importing this module does not import genai-prices.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from costwarden.engine.subjects import TokenUsage
+from costwarden.errors import PricingError
+
+BATCH_DISCOUNT = 0.5  # Anthropic Message Batches, OpenAI Batch and Gemini batch all bill 50 %
+REFRESH_S = 60.0
+_MAX_ENTRIES = 4_096
+_BATCH_CONTEXT = {"processing": "batch"}
+_TOKEN_KEYS = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok", "cache_write_1h_mtok")
+
+
+@dataclass(frozen=True, slots=True)
+class _Rate:
+    """USD per token, with optional (threshold, USD per token) tiers on total input tokens."""
+
+    base: float
+    tiers: tuple[tuple[int, float], ...] = ()
+
+    def at(self, total_input: int) -> float:
+        for start, price in reversed(self.tiers):
+            if total_input > start:
+                return price
+        return self.base
+
+
+_ZERO = _Rate(0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Prices:
+    """One model's compiled token prices, already scaled for batch when needed."""
+
+    input: _Rate
+    output: _Rate
+    cache_read: _Rate
+    cache_write_5m: _Rate
+    cache_write_1h: _Rate
+    factor: float
+    tiered: bool
+    has_input: bool
+    has_output: bool
+    label: str
+    per_call: float = 0.0
+
+    def cost(self, usage: TokenUsage) -> float:
+        if usage.output_tokens and not self.has_output:
+            raise PricingError(f"{self.label} has no output-token price, yet the usage has output tokens")
+        if usage.total_input_tokens and not self.has_input:
+            raise PricingError(f"{self.label} has no input-token price, yet the usage has input tokens")
+        if self.tiered:
+            return self._tiered_cost(usage)
+        return self.factor * (
+            self.per_call
+            + usage.input_tokens * self.input.base
+            + usage.output_tokens * self.output.base
+            + usage.cache_read_tokens * self.cache_read.base
+            + usage.cache_write_5m_tokens * self.cache_write_5m.base
+            + usage.cache_write_1h_tokens * self.cache_write_1h.base
+        )
+
+    def _tiered_cost(self, usage: TokenUsage) -> float:
+        total = usage.total_input_tokens
+        return self.factor * (
+            self.per_call
+            + usage.input_tokens * self.input.at(total)
+            + usage.output_tokens * self.output.at(total)
+            + usage.cache_read_tokens * self.cache_read.at(total)
+            + usage.cache_write_5m_tokens * self.cache_write_5m.at(total)
+            + usage.cache_write_1h_tokens * self.cache_write_1h.at(total)
+        )
+
+
+class GenaiPricer:
+    """Prices token usage from genai-prices; an unknown model raises PricingError, never $0.
+
+    ``provider`` is a genai-prices provider id or alias (``anthropic``, ``openai``, ``x-ai``,
+    ``google``...); an empty provider lets genai-prices infer it from the model. Model names may
+    carry a provider prefix (``anthropic/claude-sonnet-4-5``) and dated snapshot suffixes.
+    Batch usage costs genai-prices' batch price where it has one, else 50 % of the standard price.
+    Instances are safe to share between threads.
+    """
+
+    def __init__(self, *, refresh_s: float = REFRESH_S) -> None:
+        self._refresh_s = refresh_s
+        self._cache: dict[tuple[str, str, bool], tuple[float, _Prices | PricingError]] = {}
+
+    def cost(self, provider: str, model: str, usage: TokenUsage, *, batch: bool = False) -> float:
+        """USD for ``usage`` on ``model``; raises PricingError when the model has no token price."""
+        key = (provider, model, batch)
+        entry = self._cache.get(key)
+        if entry is None or entry[0] < time.monotonic():
+            entry = self._compile(key)
+        prices = entry[1]
+        if isinstance(prices, PricingError):
+            raise prices
+        return prices.cost(usage)
+
+    def _compile(self, key: tuple[str, str, bool]) -> tuple[float, _Prices | PricingError]:
+        compiled: _Prices | PricingError
+        try:
+            compiled = _compile_prices(_snapshot(), *key)
+        except PricingError as exc:
+            compiled = exc
+        entry = (time.monotonic() + self._refresh_s, compiled)
+        if len(self._cache) >= _MAX_ENTRIES:  # model names can come from callers; stay bounded
+            self._cache.clear()
+        self._cache[key] = entry
+        return entry
+
+
+def genai_usage(usage: TokenUsage) -> Any:
+    """``usage`` as a ``genai_prices.Usage``, whose ``input_tokens`` is the total input."""
+    from genai_prices import Usage
+
+    return Usage(
+        input_tokens=usage.total_input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_read_tokens=usage.cache_read_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+        cache_write_5m_tokens=usage.cache_write_5m_tokens,
+        cache_write_1h_tokens=usage.cache_write_1h_tokens,
+    )
+
+
+def _snapshot() -> object:
+    from genai_prices import data_snapshot
+
+    return data_snapshot.get_snapshot()
+
+
+def _model_refs(model: str) -> list[str]:
+    refs = [model.strip()]
+    if "/" in model:
+        refs += [model.split("/", 1)[1], model.rsplit("/", 1)[1]]
+    return list(dict.fromkeys(refs))
+
+
+def _find(snapshot: Any, provider: str, model: str) -> tuple[Any, Any]:
+    provider_id = provider.strip() or (model.split("/", 1)[0] if "/" in model else None)
+    for ref in _model_refs(model):
+        try:
+            return snapshot.find_provider_model(ref, None, provider_id, None)  # type: ignore[no-any-return]
+        except LookupError:
+            continue
+    from genai_prices import __version__
+
+    raise PricingError(
+        f"no price for model {model!r} from provider {provider or '(any)'!r} in genai-prices {__version__}"
+    )
+
+
+def _compile_prices(snapshot: Any, provider: str, model: str, batch: bool) -> _Prices:
+    found_provider, info = _find(snapshot, provider, model)
+    now = datetime.now(tz=UTC)
+    own_model = any(info is candidate for candidate in found_provider.models)
+    has_batch_price = (
+        batch
+        and own_model
+        and any(
+            variant.when == _BATCH_CONTEXT and (variant.constraint is None or variant.constraint.active(now))
+            for variant in info.price_variants or ()
+        )
+    )
+    price = info.get_prices(now, _BATCH_CONTEXT if has_batch_price else None)
+    label = f"model {model!r} ({found_provider.id}/{info.id})"
+    values = {key: getattr(price, key) for key in _TOKEN_KEYS}
+    free = all(value is None for value in values.values())  # an empty price: a free model
+    if free and _has_other_prices(price):
+        raise PricingError(f"{label} is not priced per token ({price}); it cannot be priced from token usage")
+    rates = {key: _rate(value) for key, value in values.items()}
+    requests_kcount = getattr(price, "requests_kcount", None)
+    input_rate = rates["input_mtok"] or _ZERO
+    write = rates["cache_write_mtok"] or input_rate
+    return _Prices(
+        input=input_rate,
+        output=rates["output_mtok"] or _ZERO,
+        cache_read=rates["cache_read_mtok"] or input_rate,
+        cache_write_5m=write,
+        cache_write_1h=rates["cache_write_1h_mtok"] or write,
+        factor=BATCH_DISCOUNT if batch and not has_batch_price else 1.0,
+        tiered=any(rate is not None and rate.tiers for rate in rates.values()),
+        has_input=free or rates["input_mtok"] is not None,
+        has_output=free or rates["output_mtok"] is not None,
+        label=label,
+        per_call=float(requests_kcount) / 1_000 if requests_kcount is not None else 0.0,
+    )
+
+
+def _has_other_prices(price: Any) -> bool:
+    return any(value is not None for key, value in vars(price).items() if key not in _TOKEN_KEYS)
+
+
+def _rate(value: Any) -> _Rate | None:
+    if value is None:
+        return None
+    tiers = getattr(value, "tiers", None)
+    if tiers is None:
+        return _Rate(float(value) / 1e6)
+    return _Rate(
+        float(value.base) / 1e6,
+        tuple((int(tier.start), float(tier.price) / 1e6) for tier in tiers),
+    )
+
+
+__all__ = ["BATCH_DISCOUNT", "GenaiPricer", "genai_usage"]

@@ -1,0 +1,153 @@
+"""Detect what a file holds and turn it into subjects: the one place input types are recognised.
+
+Recognised inputs:
+
+* subject JSON (``{"type": "resource" | "llm_call" | "serving_config", ...}``), one or a list;
+* LLM call records ``{"provider": "anthropic" | "openai", "feature", "user", "team", "tags",
+  "request": <API request body>, "response": <optional response body>}`` in JSON or JSONL;
+* Kubernetes manifests (multi-document YAML or JSON, ``List`` objects);
+* Terraform plans (``terraform show -json``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from costwarden.engine.subjects import SUBJECT_TYPES, LlmCall, SourceLocation, Subject, subject_from_dict
+from costwarden.errors import AdapterError, SubjectError
+
+LLM_PROVIDERS = ("anthropic", "openai")
+
+
+def subjects_from_path(path: str | Path, *, include_all: bool = False) -> list[Subject]:
+    """Every subject in a file; raises AdapterError naming the file (and line) on bad input."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AdapterError(f"cannot read: {exc}", file=file) from exc
+    return subjects_from_text(text, file=file, include_all=include_all)
+
+
+def subjects_from_text(text: str, *, file: str = "<stdin>", include_all: bool = False) -> list[Subject]:
+    stripped = text.lstrip()
+    if file.endswith(".jsonl"):
+        return _jsonl(text, file)
+    if stripped.startswith(("{", "[")):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            if stripped.startswith("{") and "\n{" in text.strip():
+                return _jsonl(text, file)
+            raise AdapterError(f"invalid JSON: {exc.msg}", file=file, line=exc.lineno) from exc
+        return subjects_from_data(data, file=file, include_all=include_all)
+    return _kubernetes(text, file)
+
+
+def subjects_from_data(
+    data: Any, *, file: str = "<data>", line: int | None = None, include_all: bool = False
+) -> list[Subject]:
+    """Subjects from already-parsed JSON data of any recognised shape."""
+    if isinstance(data, list):
+        out: list[Subject] = []
+        for item in data:
+            out += subjects_from_data(item, file=file, line=line, include_all=include_all)
+        return out
+    if not isinstance(data, Mapping):
+        raise AdapterError("expected a JSON object or a list of objects", file=file, line=line)
+    if data.get("type") in SUBJECT_TYPES:
+        return [_subject(data, file, line)]
+    if "request" in data and data.get("provider") in LLM_PROVIDERS:
+        return [llm_call_from_record(data, file=file, line=line)]
+    if "format_version" in data and ("planned_values" in data or "resource_changes" in data):
+        from costwarden.adapters.terraform import subjects_from_plan
+
+        return list(subjects_from_plan(data, file=file, include_all=include_all))
+    if "apiVersion" in data and "kind" in data:
+        from costwarden.adapters.kubernetes import subjects_from_object
+
+        return list(subjects_from_object(dict(data), file=file, line=line))
+    raise AdapterError(
+        "unrecognised input: not a subject, an LLM call record, a Terraform plan or a Kubernetes object",
+        file=file,
+        line=line,
+    )
+
+
+def _subject(data: Mapping[str, Any], file: str, line: int | None) -> Subject:
+    try:
+        subject = subject_from_dict(data)
+    except SubjectError as exc:
+        raise AdapterError(f"invalid subject: {exc}", file=file, line=line) from exc
+    if subject.source.file is None:
+        from costwarden.engine.subjects import replace
+
+        subject = replace(subject, source=SourceLocation(file, line, subject.source.pointer))
+    return subject
+
+
+def llm_call_from_record(record: Mapping[str, Any], *, file: str | None = None, line: int | None = None) -> LlmCall:
+    """An LLM call record → an ``llm_call`` subject (post-call when it carries a response)."""
+    provider = record.get("provider")
+    request = record.get("request")
+    if not isinstance(request, Mapping):
+        raise AdapterError("'request' must be the API request body (an object)", file=file, line=line)
+    tags = record.get("tags") or {}
+    if not isinstance(tags, Mapping):
+        raise AdapterError("'tags' must be an object", file=file, line=line)
+    response = record.get("response")
+    kwargs: dict[str, Any] = {
+        "feature": _opt_str(record, "feature", file, line),
+        "user": _opt_str(record, "user", file, line),
+        "team": _opt_str(record, "team", file, line),
+        "tags": {str(k): str(v) for k, v in tags.items()},
+        "response": response if isinstance(response, Mapping) else None,
+        "batch": bool(record.get("batch", False)),
+        "source": SourceLocation(file, line, None),
+    }
+    if provider == "anthropic":
+        from costwarden.adapters.anthropic import subject_from_request as anthropic_subject
+
+        return anthropic_subject(request, **kwargs)
+    if provider == "openai":
+        from costwarden.adapters.openai import subject_from_request as openai_subject
+
+        return openai_subject(request, **kwargs)
+    raise AdapterError(f"unknown provider {provider!r}; known: {', '.join(LLM_PROVIDERS)}", file=file, line=line)
+
+
+def _opt_str(record: Mapping[str, Any], key: str, file: str | None, line: int | None) -> str | None:
+    value = record.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise AdapterError(f"'{key}' must be a string", file=file, line=line)
+
+
+def _jsonl(text: str, file: str) -> list[Subject]:
+    out: list[Subject] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise AdapterError(f"invalid JSON: {exc.msg}", file=file, line=number) from exc
+        out += subjects_from_data(data, file=file, line=number)
+    return out
+
+
+def _kubernetes(text: str, file: str) -> list[Subject]:
+    from costwarden.adapters.kubernetes import load_documents, subjects_from_object
+
+    out: list[Subject] = []
+    for obj, line in load_documents(text, file):
+        if not isinstance(obj, Mapping) or "kind" not in obj:
+            raise AdapterError("not a Kubernetes object (no 'kind')", file=file, line=line)
+        out += subjects_from_object(dict(obj), file=file, line=line)
+    return out
+
+
+__all__ = ["llm_call_from_record", "subjects_from_data", "subjects_from_path", "subjects_from_text"]

@@ -1,0 +1,61 @@
+"""Budget windows as keys: a window is named by the period it covers, never swept.
+
+``window_keys("day", now, tz)`` → ``["2026-11-30"]``; a rolling window is the list of hourly
+buckets it spans, newest last, so spend over it is the sum of those keys.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta, tzinfo
+from functools import cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+WINDOW_PATTERN = r"^(day|week|month|rolling:[1-9][0-9]{0,3}h)$"
+_ROLLING = re.compile(r"^rolling:(\d+)h$")
+
+
+@cache
+def zone(name: str) -> tzinfo:
+    """A time zone by IANA name; raises ValueError for an unknown one."""
+    if name.upper() == "UTC":
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {name!r}") from exc
+
+
+def window_keys(window: str, now: datetime, tz: tzinfo) -> list[str]:
+    """The ledger key suffixes that make up ``window`` at ``now`` (calendar windows in ``tz``)."""
+    local = now.astimezone(tz)
+    if window == "day":
+        return [local.strftime("%Y-%m-%d")]
+    if window == "week":
+        year, week, _ = local.isocalendar()
+        return [f"{year}-W{week:02d}"]
+    if window == "month":
+        return [local.strftime("%Y-%m")]
+    match = _ROLLING.match(window)
+    if not match:
+        raise ValueError(f"unknown budget window {window!r}")
+    hours = int(match.group(1))
+    utc = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return [(utc - timedelta(hours=h)).strftime("h%Y-%m-%dT%H") for h in range(hours - 1, -1, -1)]
+
+
+def window_end(window: str, now: datetime, tz: tzinfo) -> datetime:
+    """When the current window (or the newest rolling bucket) stops receiving spend."""
+    local = now.astimezone(tz)
+    start_of_day = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    if window == "day":
+        return start_of_day + timedelta(days=1)
+    if window == "week":
+        return start_of_day + timedelta(days=7 - local.weekday())
+    if window == "month":
+        first = start_of_day.replace(day=1)
+        return (first + timedelta(days=32)).replace(day=1)
+    return now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+
+
+__all__ = ["WINDOW_PATTERN", "window_end", "window_keys", "zone"]

@@ -1,0 +1,221 @@
+"""The model catalog: model tiers, cache minimums, model sizes and GPU/instance prices as data.
+
+Every policy set starts from the catalog shipped in ``engine/data/catalog.yaml`` and layers the
+``ModelCatalog`` documents it loads on top (later documents win: a tier of the same name is
+replaced, price and minimum entries are consulted first). Lookups are memoised, so the hot path
+costs one dict hit after the first call for a model.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+from costwarden.engine.subjects import TokenUsage, Workload
+from costwarden.errors import PricingError
+
+if TYPE_CHECKING:
+    from costwarden.engine.pricing import LlmPricer
+    from costwarden.engine.schema import HourlyPrice, ModelCatalogSpec, ModelPrice
+
+HOURS_PER_MONTH = 730.0
+
+
+def normalize_model(model: str) -> str:
+    """``anthropic/Claude-Sonnet-4-5`` → ``claude-sonnet-4-5``: lower case, no provider prefix."""
+    return model.rsplit("/", 1)[-1].strip().lower()
+
+
+def _glob(patterns: Iterable[str]) -> re.Pattern[str]:
+    joined = "|".join(fnmatch.translate(p.lower()) for p in patterns) or "(?!)"
+    return re.compile(joined)
+
+
+def normalize_gpu(gpu_type: str) -> str:
+    """``nvidia-h100-80gb`` / ``NVIDIA-H100-80GB-HBM3`` / ``H100`` → ``H100-80GB...`` upper case."""
+    text = gpu_type.strip().upper().replace(" ", "-").replace("_", "-")
+    for prefix in ("NVIDIA-TESLA-", "NVIDIA-", "TESLA-", "AMD-INSTINCT-", "AMD-"):
+        if text.startswith(prefix):
+            text = text[len(prefix) :]
+            break
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    name: str
+    rank: int
+    pattern: re.Pattern[str]
+    downgrade_to: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Merged catalog data with memoised lookups. Immutable once built."""
+
+    tiers: tuple[Tier, ...] = ()
+    prices: tuple[tuple[re.Pattern[str], str | None, ModelPrice], ...] = ()
+    cache_minimums: tuple[tuple[re.Pattern[str], int], ...] = ()
+    gpu_prices: Mapping[str, HourlyPrice] = field(default_factory=dict)
+    instance_prices: Mapping[str, HourlyPrice] = field(default_factory=dict)
+    model_sizes: tuple[tuple[re.Pattern[str], float], ...] = ()
+    prices_as_of: date | None = None
+    _memo: dict[tuple[str, str], Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def merge(cls, specs: Sequence[ModelCatalogSpec]) -> Catalog:
+        """Layer catalog specs, earliest first; later ones take precedence."""
+        tiers: dict[str, Any] = {}
+        prices: list[Any] = []
+        minimums: list[tuple[re.Pattern[str], int]] = []
+        sizes: list[tuple[re.Pattern[str], float]] = []
+        gpu: dict[str, HourlyPrice] = {}
+        instance: dict[str, HourlyPrice] = {}
+        as_of: date | None = None
+        for spec in specs:
+            for tier in spec.tiers:
+                tiers.pop(tier.name, None)
+                tiers[tier.name] = tier
+            prices[:0] = [(_glob([p.model]), p.provider, p) for p in spec.prices]
+            minimums[:0] = [(_glob(m.models), m.minTokens) for m in spec.cacheMinimums]
+            sizes[:0] = [(_glob([k]), v) for k, v in spec.modelSizes.items()]
+            gpu.update({normalize_gpu(k): v for k, v in spec.gpuPrices.items()})
+            instance.update({k.lower(): v for k, v in spec.instancePrices.items()})
+            as_of = spec.pricesAsOf or as_of
+        compiled = tuple(
+            Tier(t.name, rank, _glob(t.models), dict(t.downgradeTo)) for rank, t in enumerate(tiers.values())
+        )
+        return cls(compiled, tuple(prices), tuple(minimums), gpu, instance, tuple(sizes), as_of)
+
+    def _lookup(self, table: str, key: str, compute: Any) -> Any:
+        memo_key = (table, key)
+        try:
+            return self._memo[memo_key]
+        except KeyError:
+            value = compute()
+            if len(self._memo) < 65536:
+                self._memo[memo_key] = value
+            return value
+
+    # --- tiers -------------------------------------------------------------------------------
+
+    def tier(self, name: str) -> Tier | None:
+        return next((t for t in self.tiers if t.name == name), None)
+
+    def tier_of(self, model: str) -> Tier | None:
+        """The first tier (cheapest first) whose globs match the model, or None."""
+        name = normalize_model(model)
+        return self._lookup("tier", name, lambda: next((t for t in self.tiers if t.pattern.match(name)), None))  # type: ignore[no-any-return]
+
+    # --- caching -----------------------------------------------------------------------------
+
+    def min_cacheable_tokens(self, model: str) -> int | None:
+        """The provider's minimum cacheable prefix for the model, when known."""
+        name = normalize_model(model)
+        return self._lookup(  # type: ignore[no-any-return]
+            "cachemin", name, lambda: next((n for p, n in self.cache_minimums if p.match(name)), None)
+        )
+
+    def params_b(self, model: str) -> float | None:
+        """Billions of parameters, from the catalog's modelSizes, else from the name (``-70b``)."""
+        name = normalize_model(model)
+        return self._lookup("size", name, lambda: _params_from_name(name, self.model_sizes))  # type: ignore[no-any-return]
+
+    # --- prices ------------------------------------------------------------------------------
+
+    def price_override(self, provider: str, model: str) -> ModelPrice | None:
+        name = normalize_model(model)
+        return next((p for pat, prov, p in self.prices if pat.match(name) and prov in (None, provider)), None)
+
+    def gpu_price(self, gpu_type: str | None) -> HourlyPrice | None:
+        """Per-GPU hourly prices; matches the longest known type inside the given name."""
+        if not gpu_type:
+            return None
+        text = normalize_gpu(gpu_type)
+        return self._lookup("gpu", text, lambda: _longest_key_in(text, self.gpu_prices))  # type: ignore[no-any-return]
+
+    def instance_price(self, instance_type: str | None) -> HourlyPrice | None:
+        return self.instance_prices.get(instance_type.lower()) if instance_type else None
+
+    def hourly_usd(self, workload: Workload, *, spot: bool) -> float | None:
+        """Estimated USD per hour for all replicas of a workload, or None when no price is known."""
+        replicas = max(workload.replicas, 1)
+        inst = self.instance_price(workload.instance_type)
+        if inst is not None:
+            return _pick(inst, spot) * replicas
+        if workload.gpus > 0:
+            gpu = self.gpu_price(workload.gpu_type)
+            if gpu is not None:
+                return _pick(gpu, spot) * workload.gpus * replicas
+        return None
+
+    def spot_hourly_usd(self, workload: Workload) -> float | None:
+        inst = self.instance_price(workload.instance_type)
+        price = inst if inst is not None else self.gpu_price(workload.gpu_type)
+        if price is None or price.spotUsd is None:
+            return None
+        factor = 1.0 if inst is not None else workload.gpus
+        return price.spotUsd * factor * max(workload.replicas, 1)
+
+    def pricer(self, fallback: LlmPricer | None) -> LlmPricer:
+        """An LlmPricer that uses this catalog's overrides first, then ``fallback``."""
+        return _CatalogPricer(self, fallback)
+
+
+def _pick(price: HourlyPrice, spot: bool) -> float:
+    return price.spotUsd if spot and price.spotUsd is not None else price.onDemandUsd
+
+
+def _longest_key_in(text: str, table: Mapping[str, HourlyPrice]) -> HourlyPrice | None:
+    best = max((k for k in table if k in text), key=len, default=None)
+    return table[best] if best is not None else None
+
+
+_SIZE = re.compile(r"(?<![a-z0-9.])(\d+(?:\.\d+)?)b(?![a-z0-9])")
+_MOE_SIZE = re.compile(r"(\d+)x(\d+(?:\.\d+)?)b(?![a-z0-9])")
+
+
+def _params_from_name(name: str, sizes: Sequence[tuple[re.Pattern[str], float]]) -> float | None:
+    for pattern, value in sizes:
+        if pattern.match(name):
+            return value
+    moe = _MOE_SIZE.search(name)
+    if moe:
+        return float(moe.group(1)) * float(moe.group(2))
+    found = [float(m) for m in _SIZE.findall(name.replace("_", "-"))]
+    return max(found) if found else None
+
+
+@dataclass(frozen=True, slots=True)
+class _CatalogPricer:
+    catalog: Catalog
+    fallback: LlmPricer | None
+
+    def cost(self, provider: str, model: str, usage: TokenUsage, *, batch: bool = False) -> float:
+        override = self.catalog.price_override(provider, model)
+        if override is not None:
+            return _override_cost(override, usage, batch)
+        if self.fallback is None:
+            raise PricingError(f"no price for model {model!r} ({provider}) and no price source configured")
+        return self.fallback.cost(provider, model, usage, batch=batch)
+
+
+def _override_cost(p: ModelPrice, usage: TokenUsage, batch: bool) -> float:
+    read = p.cacheReadPerMTok if p.cacheReadPerMTok is not None else p.inputPerMTok
+    write = p.cacheWritePerMTok if p.cacheWritePerMTok is not None else p.inputPerMTok
+    write_1h = p.cacheWrite1hPerMTok if p.cacheWrite1hPerMTok is not None else write
+    total = (
+        usage.input_tokens * p.inputPerMTok
+        + usage.output_tokens * p.outputPerMTok
+        + usage.cache_read_tokens * read
+        + usage.cache_write_5m_tokens * write
+        + usage.cache_write_1h_tokens * write_1h
+    ) / 1e6
+    return total * 0.5 if batch else total
+
+
+__all__ = ["HOURS_PER_MONTH", "Catalog", "Tier", "normalize_gpu", "normalize_model"]

@@ -1,0 +1,146 @@
+"""CEL conditions and rules, compiled once at load time and evaluated many times.
+
+The library is ``common-expression-language`` (Rust, PyPI ``cel``), chosen by measurement over
+``cel-python`` (see ``benchmarks/cel_choice.py`` and ``benchmarks/RESULTS.md``). Expressions see
+one variable, ``subject`` — the subject's ``to_dict()`` shape. Evaluation is bounded by
+construction: the expression length and nesting are capped at load time, CEL has no unbounded
+loops (comprehensions iterate only over the subject's finite lists and maps), and unknown
+variables or functions are rejected at load time rather than failing on the first subject.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import cel as _cel
+
+MAX_LENGTH = 2000
+MAX_NESTING = 32
+VARIABLES = frozenset({"subject"})
+FUNCTIONS = frozenset(
+    {
+        "size",
+        "has",
+        "matches",
+        "contains",
+        "startsWith",
+        "endsWith",
+        "exists",
+        "exists_one",
+        "all",
+        "map",
+        "filter",
+        "int",
+        "uint",
+        "double",
+        "string",
+        "bool",
+        "bytes",
+        "type",
+        "dyn",
+        "duration",
+        "timestamp",
+        "max",
+        "min",
+        "lowerAscii",
+        "upperAscii",
+        "trim",
+        "split",
+        "join",
+        "replace",
+        "getFullYear",
+        "getMonth",
+        "getDayOfMonth",
+        "getHours",
+        "getMinutes",
+        "getDayOfWeek",
+        "@in",
+        "@not_strictly_false",
+    }
+)
+_POSITION = re.compile(r"<input>:(\d+):(\d+):\s*(.*)")
+
+
+class CelCompileError(Exception):
+    """A CEL expression that cannot be compiled; ``offset`` is the 0-based character offset."""
+
+    def __init__(self, message: str, offset: int = 0) -> None:
+        self.message = message
+        self.offset = offset
+        super().__init__(message)
+
+
+class CelEvalError(Exception):
+    """A CEL expression failed on a subject (missing field, type mismatch, division by zero)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CelProgram:
+    """A compiled CEL expression."""
+
+    source: str
+    program: Any
+
+    def evaluate(self, subject_dict: dict[str, Any]) -> Any:
+        try:
+            return self.program.execute({"subject": subject_dict})
+        except Exception as exc:  # the binding raises built-in types for every CEL runtime error
+            raise CelEvalError(_first_line(str(exc)) or exc.__class__.__name__) from exc
+
+    def evaluate_bool(self, subject_dict: dict[str, Any]) -> bool:
+        value = self.evaluate(subject_dict)
+        if not isinstance(value, bool):
+            raise CelEvalError(f"expression returned {type(value).__name__}, expected a boolean")
+        return value
+
+
+def compile_cel(source: str) -> CelProgram:
+    """Compile ``source`` or raise :class:`CelCompileError` with the offending offset."""
+    if len(source) > MAX_LENGTH:
+        raise CelCompileError(f"expression is {len(source)} characters long; the limit is {MAX_LENGTH}")
+    depth = _nesting(source)
+    if depth > MAX_NESTING:
+        raise CelCompileError(f"expression nests {depth} levels deep; the limit is {MAX_NESTING}")
+    try:
+        program = _cel.compile(source)
+    except Exception as exc:  # ValueError for syntax errors; anything else is equally a bad policy
+        raise _syntax_error(source, str(exc)) from exc
+    unknown_vars = sorted(set(program.variables()) - VARIABLES)
+    if unknown_vars:
+        name = unknown_vars[0]
+        raise CelCompileError(f"unknown variable '{name}': expressions see only 'subject'", max(source.find(name), 0))
+    unknown_fns = sorted(f for f in program.functions() if not f.startswith("_") and f not in FUNCTIONS)
+    if unknown_fns:
+        name = unknown_fns[0]
+        raise CelCompileError(f"unknown function '{name}'", max(source.find(name), 0))
+    return CelProgram(source, program)
+
+
+def _syntax_error(source: str, text: str) -> CelCompileError:
+    match = _POSITION.search(text)
+    if not match:
+        return CelCompileError(_first_line(text) or "invalid CEL expression")
+    line, column, message = int(match.group(1)), int(match.group(2)), match.group(3)
+    lines = source.split("\n")
+    offset = sum(len(x) + 1 for x in lines[: line - 1]) + column
+    return CelCompileError(message.strip(), min(offset, len(source)))
+
+
+def _nesting(source: str) -> int:
+    depth = best = 0
+    for ch in source:
+        if ch in "([{":
+            depth += 1
+            best = max(best, depth)
+        elif ch in ")]}":
+            depth -= 1
+    return best
+
+
+def _first_line(text: str) -> str:
+    return text.strip().split("\n", 1)[0]
+
+
+__all__ = ["CelCompileError", "CelEvalError", "CelProgram", "compile_cel"]

@@ -1,0 +1,220 @@
+"""Compile loaded documents into an immutable :class:`~costwarden.engine.evaluate.PolicySet`.
+
+Every problem the loader and the compiler find — in every file — is collected, and a policy set
+is only built when there is none: a bad policy never loads partly and is never skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from costwarden.engine.catalog import Catalog
+from costwarden.engine.cel import CelCompileError
+from costwarden.engine.decision import SURFACES, Effect, Severity
+from costwarden.engine.diagnostics import Diagnostic, did_you_mean
+from costwarden.engine.exemptions import CompiledExemption
+from costwarden.engine.loader import SourceDocument, load_paths
+from costwarden.engine.matching import Matcher
+from costwarden.engine.rules import RULE_KINDS
+from costwarden.engine.rules.base import Check, CompileEnv, RuleCompileError
+from costwarden.engine.schema import ExemptionDocument, ModelCatalogDocument, PolicyDocument, rule_kind_of
+from costwarden.errors import PolicyError
+
+if TYPE_CHECKING:
+    from costwarden.engine.evaluate import PolicySet
+    from costwarden.engine.pricing import LlmPricer
+
+BUILTIN_CATALOG = Path(__file__).parent / "data" / "catalog.yaml"
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    name: str
+    kind: str
+    check: Check
+    severity: Severity
+    message: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPolicy:
+    """A policy ready to evaluate: matchers, per-surface effects and compiled rule checks."""
+
+    name: str
+    title: str
+    severity: Severity
+    subject_type: str
+    match: Matcher
+    exclude: Matcher | None
+    effects: dict[str, Effect]
+    on_error: str
+    rules: tuple[CompiledRule, ...]
+    file: str
+    line: int
+    document: PolicyDocument
+
+
+def compile_documents(
+    documents: Sequence[SourceDocument], *, pricer: LlmPricer | None = None, diagnostics: Sequence[Diagnostic] = ()
+) -> PolicySet:
+    """Build a PolicySet from loaded documents, or raise PolicyError with every problem."""
+    from costwarden.engine.evaluate import PolicySet
+
+    problems = list(diagnostics)
+    builtin = load_paths(BUILTIN_CATALOG)
+    problems += builtin.diagnostics
+    catalog_docs = [d for d in (*builtin.documents, *documents) if d.kind == "ModelCatalog"]
+    catalog = Catalog.merge([d.model.spec for d in catalog_docs if isinstance(d.model, ModelCatalogDocument)])
+    policies: list[CompiledPolicy] = []
+    for doc in documents:
+        if isinstance(doc.model, PolicyDocument):
+            compiled = _compile_policy(doc, doc.model, catalog, problems)
+            if compiled is not None:
+                policies.append(compiled)
+    exemptions = _compile_exemptions(documents, policies, problems)
+    if problems:
+        raise PolicyError(_sorted(problems))
+    return PolicySet(
+        tuple(policies), tuple(exemptions), catalog, catalog.pricer(pricer), tuple(d.file for d in documents)
+    )
+
+
+def _sorted(problems: list[Diagnostic]) -> list[Diagnostic]:
+    return sorted(problems, key=lambda d: (d.file, d.line, d.column))
+
+
+def _compile_policy(
+    doc: SourceDocument, model: PolicyDocument, catalog: Catalog, problems: list[Diagnostic]
+) -> CompiledPolicy | None:
+    spec = model.spec
+    before = len(problems)
+    match = _matcher(doc, spec.match, ("spec", "match"), problems) or Matcher.build(None)
+    exclude = _matcher(doc, spec.exclude, ("spec", "exclude"), problems) if spec.exclude else None
+    rules = []
+    for index, rule in enumerate(spec.rules):
+        compiled = _compile_rule(doc, model, index, rule, catalog, problems)
+        if compiled is not None:
+            rules.append(compiled)
+    if len(problems) > before:
+        return None
+    effects = {surface: spec.enforcement.effect(surface) for surface in SURFACES}
+    return CompiledPolicy(
+        name=model.metadata.name,
+        title=model.metadata.title or model.metadata.name,
+        severity=model.metadata.severity,
+        subject_type=spec.subject,
+        match=match or _MATCH_ALL,
+        exclude=exclude if exclude is not None and not exclude.is_empty else None,
+        effects=effects,
+        on_error=spec.onError,
+        rules=tuple(rules),
+        file=doc.file,
+        line=doc.line,
+        document=model,
+    )
+
+
+_MATCH_ALL = Matcher(None, None, None, None, None, None)
+
+
+def _matcher(doc: SourceDocument, block: Any, loc: tuple[str | int, ...], problems: list[Diagnostic]) -> Matcher | None:
+    try:
+        return Matcher.build(block)
+    except CelCompileError as exc:
+        problems.append(
+            _offset_diag(
+                doc,
+                (*loc, "when"),
+                "invalid-cel",
+                f"invalid CEL: {exc.message}",
+                exc.offset,
+                "CEL expressions see one variable, 'subject'",
+            )
+        )
+        return None
+
+
+def _compile_rule(
+    doc: SourceDocument, model: PolicyDocument, index: int, rule: Any, catalog: Catalog, problems: list[Diagnostic]
+) -> CompiledRule | None:
+    key = rule_kind_of(rule)
+    kind = RULE_KINDS[key]
+    loc: tuple[str | int, ...] = ("spec", "rules", index, key)
+    subject = model.spec.subject
+    if subject not in kind.subjects:
+        problems.append(
+            doc.diagnostic(
+                loc,
+                "wrong-subject",
+                f"rule kind '{key}' does not judge {subject} subjects",
+                f"'{key}' judges: {', '.join(kind.subjects)}; change spec.subject or the rule",
+            )
+        )
+        return None
+    env = CompileEnv(catalog=catalog, policy=model.metadata.name, rule=rule.name)
+    try:
+        check = kind.compile(getattr(rule, key), env)
+    except RuleCompileError as exc:
+        if exc.offset is not None:
+            problems.append(_offset_diag(doc, (*loc, *exc.loc), exc.code, exc.message, exc.offset, exc.hint))
+        else:
+            problems.append(doc.diagnostic((*loc, *exc.loc), exc.code, exc.message, exc.hint))
+        return None
+    return CompiledRule(rule.name, key, check, rule.severity or model.metadata.severity, rule.message)
+
+
+def _offset_diag(
+    doc: SourceDocument, loc: tuple[str | int, ...], code: str, message: str, offset: int, hint: str | None
+) -> Diagnostic:
+    """A diagnostic inside a scalar (a CEL expression): shift the column by the offset when the
+    scalar is on one line, so the caret points at the offending character."""
+    base = doc.diagnostic(loc, code, message, hint)
+    if base.source_line is None or base.length <= offset:
+        return base
+    return Diagnostic(base.file, base.line, base.column + offset, code, message, hint, base.source_line, 1, base.level)
+
+
+def _compile_exemptions(
+    documents: Sequence[SourceDocument], policies: list[CompiledPolicy], problems: list[Diagnostic]
+) -> list[CompiledExemption]:
+    by_name = {p.name: p for p in policies}
+    known = {d.model.metadata.name for d in documents if isinstance(d.model, PolicyDocument)}
+    out = []
+    for doc in documents:
+        model = doc.model
+        if not isinstance(model, ExemptionDocument):
+            continue
+        ok = True
+        for i, target in enumerate(model.spec.policies):
+            if target.policy not in known:
+                problems.append(
+                    doc.diagnostic(
+                        ("spec", "policies", i, "policy"),
+                        "unknown-policy",
+                        f"exemption names unknown policy '{target.policy}'",
+                        did_you_mean(target.policy, sorted(known), what="policies"),
+                    )
+                )
+                ok = False
+            elif target.rules and target.policy in by_name:
+                rules = [r.name for r in by_name[target.policy].rules]
+                for j, rule in enumerate(target.rules):
+                    if rule not in rules:
+                        problems.append(
+                            doc.diagnostic(
+                                ("spec", "policies", i, "rules", j),
+                                "unknown-rule",
+                                f"policy '{target.policy}' has no rule '{rule}'",
+                                did_you_mean(rule, rules, what="rules"),
+                            )
+                        )
+                        ok = False
+        if ok:
+            out.append(CompiledExemption.build(model))
+    return out
+
+
+__all__ = ["BUILTIN_CATALOG", "CompiledPolicy", "CompiledRule", "compile_documents"]

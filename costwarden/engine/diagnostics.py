@@ -1,0 +1,85 @@
+"""Positioned diagnostics for policy files, rendered like a compiler's::
+
+policies/llm/user-daily-budget/user-daily-budget.yaml:14:7: error[unknown-field]: 'limtUsd' is not a field of 'budget'
+   14 |       limtUsd: 25
+      |       ^^^^^^^
+   = hint: did you mean 'limitUsd'? fields: per, limitUsd, window, alertAt, onExceed
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """A 1-based line and column, with the span length the caret underlines."""
+
+    line: int
+    column: int
+    length: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    """One problem in a policy file."""
+
+    file: str
+    line: int
+    column: int
+    code: str
+    message: str
+    hint: str | None = None
+    source_line: str | None = None
+    length: int = 1
+    level: Literal["error", "warning"] = "error"
+
+    def headline(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}: {self.level}[{self.code}]: {self.message}"
+
+    def render(self, *, color: bool = False) -> str:
+        """The headline, the source line with a caret under the span, and the hint."""
+        lines = [self.headline()]
+        if self.source_line is not None:
+            gutter = str(self.line)
+            pad = " " * len(gutter)
+            text = self.source_line.rstrip("\n")
+            lines.append(f"   {gutter} | {text}")
+            caret = " " * max(self.column - 1, 0) + "^" * max(self.length, 1)
+            lines.append(f"   {pad} | {caret}")
+        if self.hint:
+            lines.append(f"   = hint: {self.hint}")
+        out = "\n".join(lines)
+        if color:
+            out = out.replace(f"{self.level}[", f"\x1b[1;31m{self.level}\x1b[0m[", 1)
+        return out
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "level": self.level,
+            "code": self.code,
+            "message": self.message,
+            "hint": self.hint,
+        }
+
+
+def did_you_mean(word: str, choices: Iterable[str], *, what: str = "") -> str | None:
+    """'did you mean 'keys'? fields: a, b, c' — or just the list when nothing is close."""
+    options = list(choices)
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    if not close:
+        lowered = {o.lower(): o for o in options}
+        close = [lowered[word.lower()]] if word.lower() in lowered else []
+    listing = f"{what + ': ' if what else 'valid: '}{', '.join(options)}" if options else ""
+    if close:
+        return f"did you mean '{close[0]}'?" + (f" {listing}" if listing else "")
+    return listing or None
+
+
+__all__ = ["Diagnostic", "Position", "did_you_mean"]

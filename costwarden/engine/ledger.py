@@ -1,0 +1,68 @@
+"""The budget ledger interface: reserve → call → settle, with windows as keys.
+
+The engine reads spend through :meth:`Ledger.spent` when it judges a ``budget`` rule; the
+call-guard reserves worst-case cost before a call and settles the real cost after it. Stores
+live in ``costwarden.adapters.ledger`` (memory here; SQLite, Redis and PostgreSQL later) and are
+opened by URL with ``costwarden.open_ledger``.
+
+Contract every store keeps:
+
+* ``reserve`` holds ``amount_usd`` against every hold's key atomically — all or nothing — and
+  refuses (returns a refusal naming the key) when any key would pass its limit;
+* reservations are idempotent per ``reservation_id``: reserving again returns the first outcome;
+* ``settle`` replaces the held amount by the actual cost and is idempotent;
+* ``release`` drops an unsettled reservation and is idempotent; a reservation never settled
+  expires after its TTL and is released;
+* a store that cannot be reached raises :class:`~costwarden.errors.LedgerError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """An amount to hold against one budget key, with that budget's limit (None: no limit)."""
+
+    key: str
+    amount_usd: float
+    limit_usd: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """The outcome of a reserve call. ``refused_key`` names the first key that would overflow."""
+
+    reservation_id: str
+    granted: bool
+    refused_key: str | None = None
+    spent_usd: float | None = None
+    limit_usd: float | None = None
+
+
+@runtime_checkable
+class Ledger(Protocol):
+    """A budget ledger store."""
+
+    def spent(self, keys: Sequence[str], *, now: datetime) -> list[float]:
+        """Settled spend plus live reservations per key, in order."""
+        ...
+
+    def reserve(self, reservation_id: str, holds: Sequence[Hold], *, ttl_s: float, now: datetime) -> Reservation:
+        """Hold every amount at once or none; idempotent per ``reservation_id``."""
+        ...
+
+    def settle(self, reservation_id: str, cost_usd: float, *, now: datetime) -> None:
+        """Replace a reservation's holds by the actual cost; idempotent."""
+        ...
+
+    def release(self, reservation_id: str, *, now: datetime) -> None:
+        """Drop an unsettled reservation; idempotent."""
+        ...
+
+
+__all__ = ["Hold", "Ledger", "Reservation"]

@@ -1,0 +1,114 @@
+"""Which subjects a policy or exemption applies to: providers, kind globs, namespaces, names,
+Kubernetes label-selector semantics on tags, and an optional CEL ``when``.
+
+Provider and kind are decided once per distinct (type, provider, kind) and cached by the policy
+set; the rest is a short closure per policy.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from costwarden.engine.cel import CelProgram, compile_cel
+from costwarden.engine.schema import ExemptionMatch, LabelSelector, Match
+from costwarden.engine.subjects import LlmCall, Subject
+
+TagTest = Callable[[Mapping[str, str]], bool]
+
+
+def glob_pattern(globs: Sequence[str] | None) -> re.Pattern[str] | None:
+    """One compiled regex for a list of globs; None means "no constraint"."""
+    if globs is None or "*" in globs:
+        return None
+    return re.compile("|".join(fnmatch.translate(g) for g in globs) or "(?!)")
+
+
+def subject_tags(subject: Subject) -> Mapping[str, str]:
+    """Tags as selectors see them; an LLM call's feature, user and team count as tags."""
+    return subject.attribution if isinstance(subject, LlmCall) else subject.tags
+
+
+def compile_selector(selector: LabelSelector | None) -> TagTest | None:
+    """Kubernetes label-selector semantics: every matchLabels pair and every expression holds."""
+    if selector is None or (not selector.matchLabels and not selector.matchExpressions):
+        return None
+    labels = tuple(selector.matchLabels.items())
+    exprs = tuple((e.key, e.operator, frozenset(e.values)) for e in selector.matchExpressions)
+
+    def test(tags: Mapping[str, str]) -> bool:
+        for key, value in labels:
+            if tags.get(key) != value:
+                return False
+        for key, op, values in exprs:
+            present = key in tags
+            if op == "Exists" and not present:
+                return False
+            if op == "DoesNotExist" and present:
+                return False
+            if op == "In" and (not present or tags[key] not in values):
+                return False
+            if op == "NotIn" and present and tags[key] in values:
+                return False
+        return True
+
+    return test
+
+
+@dataclass(frozen=True, slots=True)
+class Matcher:
+    """A compiled ``match`` (or ``exclude``) block."""
+
+    providers: frozenset[str] | None
+    kinds: re.Pattern[str] | None
+    namespaces: re.Pattern[str] | None
+    names: re.Pattern[str] | None
+    selector: TagTest | None
+    when: CelProgram | None
+
+    @classmethod
+    def build(cls, match: Match | ExemptionMatch | None) -> Matcher | None:
+        if match is None:
+            return None
+        selector = compile_selector(match.selector) if isinstance(match, Match) else None
+        when_src = match.when if isinstance(match, Match) else None
+        return cls(
+            providers=frozenset(match.providers) if match.providers and "*" not in match.providers else None,
+            kinds=glob_pattern(match.kinds),
+            namespaces=glob_pattern(match.namespaces),
+            names=glob_pattern(match.names),
+            selector=selector,
+            when=compile_cel(when_src) if when_src else None,
+        )
+
+    def matches_kind(self, provider: str, kind: str) -> bool:
+        """Provider and kind only; kind globs match ``Kind`` or ``provider/Kind``."""
+        if self.providers is not None and provider not in self.providers:
+            return False
+        return self.kinds is None or bool(self.kinds.match(kind) or self.kinds.match(f"{provider}/{kind}"))
+
+    def matches_rest(self, subject: Subject) -> bool:
+        """Namespaces, names, selector and ``when``; raises CelEvalError when ``when`` fails."""
+        if self.namespaces is not None:
+            ns = subject.namespace
+            if ns is None or not self.namespaces.match(ns):
+                return False
+        if self.names is not None and not self.names.match(subject.name):
+            return False
+        if self.selector is not None and not self.selector(subject_tags(subject)):
+            return False
+        return self.when is None or self.when.evaluate_bool(subject.as_cel)
+
+    def matches(self, subject: Subject) -> bool:
+        return self.matches_kind(subject.provider, subject.kind) and self.matches_rest(subject)
+
+    @property
+    def is_empty(self) -> bool:
+        return all(
+            v is None for v in (self.providers, self.kinds, self.namespaces, self.names, self.selector, self.when)
+        )
+
+
+__all__ = ["Matcher", "compile_selector", "glob_pattern", "subject_tags"]

@@ -1,0 +1,143 @@
+"""``allowedModels``: the model (or its catalog tier) is allowed for the call's feature.
+
+Allow-list entries are ``tier:<name>``, model globs, or ``*``. With ``onViolation: downgrade`` the
+fix replaces the model with the most capable allowed tier below the requested one (the tier's
+``downgradeTo`` model for the call's provider); without such a tier the call is denied.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from typing import Literal
+
+from pydantic import Field
+
+from costwarden.engine.catalog import Catalog, Tier, normalize_model
+from costwarden.engine.decision import Fix, Outcome
+from costwarden.engine.rules.base import (
+    Check,
+    CompileEnv,
+    EvalContext,
+    RuleCompileError,
+    RuleKind,
+    RuleParams,
+)
+from costwarden.engine.subjects import LlmCall, Subject, TokenUsage
+
+
+class InputTokens(RuleParams):
+    below: int | None = Field(default=None, ge=1, description="applies to calls with fewer input tokens")
+    atLeast: int | None = Field(default=None, ge=0, description="applies to calls with at least this many")
+
+
+class AllowedModels(RuleParams):
+    byFeature: dict[str, list[str]] = Field(default_factory=dict, description="feature -> allowed models")
+    default: list[str] | None = Field(default=None, description="for other features; unset: any model")
+    onViolation: Literal["downgrade", "deny"] = "downgrade"
+    inputTokens: InputTokens | None = Field(default=None, description="only calls of this estimated size")
+
+
+class _Allow:
+    __slots__ = ("entries", "pattern", "tiers")
+
+    def __init__(self, entries: list[str], catalog: Catalog, loc: tuple[str | int, ...]) -> None:
+        self.entries = entries
+        self.tiers: set[str] = set()
+        globs = []
+        for i, entry in enumerate(entries):
+            if entry.startswith("tier:"):
+                name = entry[5:]
+                if catalog.tier(name) is None:
+                    known = ", ".join(t.name for t in catalog.tiers)
+                    raise RuleCompileError(
+                        f"unknown model tier '{name}'",
+                        (*loc, i),
+                        code="unknown-tier",
+                        hint=f"tiers in the catalog: {known}",
+                    )
+                self.tiers.add(name)
+            else:
+                globs.append(fnmatch.translate(normalize_model(entry)))
+        self.pattern = re.compile("|".join(globs)) if globs else None
+
+    def allows(self, model: str, tier: Tier | None) -> bool:
+        if tier is not None and tier.name in self.tiers:
+            return True
+        return bool(self.pattern and self.pattern.match(normalize_model(model)))
+
+
+def compile(params: AllowedModels, env: CompileEnv) -> Check:
+    catalog = env.catalog
+    by_feature = {f: _Allow(v, catalog, ("byFeature", f)) for f, v in params.byFeature.items()}
+    default = _Allow(params.default, catalog, ("default",)) if params.default is not None else None
+    downgrade = params.onViolation == "downgrade"
+    size = params.inputTokens
+
+    def check(subject: Subject, ctx: EvalContext) -> Outcome:
+        assert isinstance(subject, LlmCall)
+        tokens = subject.request.input_tokens
+        if size and (
+            (size.below is not None and tokens >= size.below) or (size.atLeast is not None and tokens < size.atLeast)
+        ):
+            return Outcome("skip", f"~{tokens} input tokens is outside this rule's range")
+        allow = by_feature.get(subject.feature or "", default)
+        if allow is None:
+            return Outcome("skip", f"no model list for feature '{subject.feature or ''}'")
+        tier = catalog.tier_of(subject.model)
+        if allow.allows(subject.model, tier):
+            return Outcome("pass", f"{subject.model} is allowed for feature '{subject.feature or ''}'", path="model")
+        tier_text = f" (tier {tier.name})" if tier else " (in no catalog tier)"
+        message = (
+            f"model {subject.model}{tier_text} is not allowed for feature "
+            f"'{subject.feature or ''}'; allowed: {', '.join(allow.entries)}"
+        )
+        target = _downgrade_target(subject, tier, allow, catalog) if downgrade else None
+        if target is None:
+            return Outcome("fail", message, path="model", expected=allow.entries, actual=subject.model)
+        saving = _saving(subject, target, ctx)
+        fix = Fix(f"downgrade model to {target}", ({"op": "replace", "path": "/model", "value": target},), "request")
+        return Outcome(
+            "fail",
+            message,
+            path="model",
+            expected=allow.entries,
+            actual=subject.model,
+            fix=fix,
+            savings_usd_per_call=saving,
+        )
+
+    return check
+
+
+def _downgrade_target(subject: LlmCall, tier: Tier | None, allow: _Allow, catalog: Catalog) -> str | None:
+    ceiling = tier.rank if tier is not None else len(catalog.tiers)
+    candidates = [
+        t for t in catalog.tiers if t.rank < ceiling and t.name in allow.tiers and subject.provider in t.downgrade_to
+    ]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda t: t.rank).downgrade_to[subject.provider]
+
+
+def _saving(subject: LlmCall, target: str, ctx: EvalContext) -> float | None:
+    if ctx.pricer is None:
+        return None
+    usage = subject.usage or TokenUsage(
+        input_tokens=subject.request.input_tokens, output_tokens=subject.request.max_tokens or 0
+    )
+    try:
+        before = ctx.pricer.cost(subject.provider, subject.model, usage, batch=subject.request.batch)
+        after = ctx.pricer.cost(subject.provider, target, usage, batch=subject.request.batch)
+    except Exception:  # a saving is advisory: no price means no saving shown, not an error
+        return None
+    return round(before - after, 6) if before > after else None
+
+
+KIND = RuleKind(
+    "allowedModels",
+    AllowedModels,
+    ("llm_call",),
+    compile,
+    "model or its tier allowed for the call's feature; fix: downgrade",
+)

@@ -1,0 +1,135 @@
+"""``budget``: spend per attribution key over a window stays under a limit.
+
+Before a call the rule checks ``spent + this call's worst-case cost`` (estimated input plus
+``max_tokens`` of output) against the limit, reading spend from the ledger; the call-guard then
+reserves that amount atomically. After a call it checks the settled spend. Windows are keys
+(``budget:<policy>/<rule>:user=alice:2026-11-30``). No ledger means nothing to check (``skip``);
+a ledger that fails raises, which the evaluator turns into an ``error`` judged by ``onError``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from costwarden.engine.budget import WINDOW_PATTERN, window_keys, zone
+from costwarden.engine.decision import Fix, Outcome
+from costwarden.engine.rules.base import (
+    Check,
+    CompileEnv,
+    EvalContext,
+    RuleCompileError,
+    RuleKind,
+    RuleParams,
+)
+from costwarden.engine.subjects import LlmCall, Subject, TokenUsage
+
+DIMENSIONS = ("user", "feature", "team")
+OUTPUT_TOKENS_CAP = 32768
+"""Worst-case output is clamped so a huge max_tokens cannot pin a budget (FACTS.md, Budgets)."""
+
+
+class Budget(RuleParams):
+    per: list[str] = Field(min_length=1, description="user | feature | team | tag:<name>")
+    limitUsd: float = Field(gt=0)
+    window: str = Field(pattern=WINDOW_PATTERN, description="day | week | month | rolling:<N>h")
+    timezone: str = Field(default="UTC", description="IANA zone for calendar windows")
+    alertAt: list[float] = Field(default_factory=list, description="fractions of the limit, e.g. 0.8")
+    onExceed: Literal["deny", "downgrade", "warn"] = "deny"
+
+    @field_validator("per")
+    @classmethod
+    def _dimensions(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if item not in DIMENSIONS and not (item.startswith("tag:") and len(item) > 4):
+                raise ValueError(f"'{item}' is not user, feature, team or tag:<name>")
+        return value
+
+    @field_validator("alertAt")
+    @classmethod
+    def _fractions(cls, value: list[float]) -> list[float]:
+        if any(not 0 < v <= 1 for v in value):
+            raise ValueError("alert thresholds are fractions in (0, 1]")
+        return sorted(value)
+
+
+def budget_key(policy: str, rule: str, subject: LlmCall, per: list[str]) -> str | None:
+    """The window-less ledger key for a call, or None if an attribution dimension is missing."""
+    attribution = subject.attribution
+    parts = []
+    for dim in per:
+        name = dim[4:] if dim.startswith("tag:") else dim
+        value = attribution.get(name)
+        if not value:
+            return None
+        parts.append(f"{name}={value}")
+    return f"budget:{policy}/{rule}:{','.join(parts)}"
+
+
+def compile(params: Budget, env: CompileEnv) -> Check:
+    try:
+        tz = zone(params.timezone)
+    except ValueError as exc:
+        raise RuleCompileError(
+            str(exc), ("timezone",), code="invalid-value", hint="use an IANA name such as UTC or Europe/Berlin"
+        ) from exc
+    limit = params.limitUsd
+    per = list(params.per)
+    policy, rule = env.policy, env.rule
+    cheapest = env.catalog.tiers[0] if env.catalog.tiers else None
+
+    def check(subject: Subject, ctx: EvalContext) -> Outcome:
+        assert isinstance(subject, LlmCall)
+        base = budget_key(policy, rule, subject, per)
+        if base is None:
+            return Outcome("skip", f"call has no {'/'.join(per)} attribution to budget against")
+        if ctx.ledger is None:
+            return Outcome("skip", "no budget ledger configured")
+        keys = [f"{base}:{w}" for w in window_keys(params.window, ctx.now, tz)]
+        spent = sum(ctx.ledger.spent(keys, now=ctx.now))
+        pending = _worst_case(subject, ctx) if subject.phase == "pre" else 0.0
+        total = spent + pending
+        path = f"budget[{base}]"
+        if total <= limit:
+            return Outcome(
+                "pass",
+                f"${total:,.4f} of ${limit:,.2f} per {params.window}",
+                path=path,
+                expected=limit,
+                actual=round(total, 6),
+            )
+        verb = "would exceed" if pending else "exceeds"
+        message = f"spend ${total:,.4f} {verb} the ${limit:,.2f} {params.window} budget for {base.split(':')[-1]}"
+        fix = None
+        if params.onExceed == "downgrade" and cheapest and subject.provider in cheapest.downgrade_to:
+            target = cheapest.downgrade_to[subject.provider]
+            if target != subject.model:
+                fix = Fix(
+                    f"downgrade model to {target}", ({"op": "replace", "path": "/model", "value": target},), "request"
+                )
+        return Outcome(
+            "fail",
+            message,
+            path=path,
+            expected=limit,
+            actual=round(total, 6),
+            fix=fix,
+            advisory=params.onExceed == "warn",
+        )
+
+    return check
+
+
+def _worst_case(subject: LlmCall, ctx: EvalContext) -> float:
+    """Estimated input plus max_tokens of output (clamped); raises when the model has no price."""
+    if subject.estimated_cost_usd is not None:
+        return subject.estimated_cost_usd
+    if ctx.pricer is None:
+        return 0.0
+    output = min(subject.request.max_tokens or OUTPUT_TOKENS_CAP, OUTPUT_TOKENS_CAP)
+    usage = TokenUsage(input_tokens=subject.request.input_tokens, output_tokens=output)
+    return ctx.pricer.cost(subject.provider, subject.model, usage, batch=subject.request.batch)
+
+
+KIND = RuleKind("budget", Budget, ("llm_call",), compile, "spend per attribution key over a window stays under a limit")

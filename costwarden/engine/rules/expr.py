@@ -1,0 +1,46 @@
+"""``expr``: a CEL expression over ``subject`` that must be true, with a message."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from costwarden.engine.cel import CelCompileError, compile_cel
+from costwarden.engine.decision import Outcome
+from costwarden.engine.rules.base import (
+    Check,
+    CompileEnv,
+    EvalContext,
+    RuleCompileError,
+    RuleKind,
+    RuleParams,
+)
+from costwarden.engine.subjects import Subject
+
+
+class Expr(RuleParams):
+    cel: str = Field(description="CEL over `subject`; the rule passes when it is true")
+    message: str = Field(description="shown when the expression is false")
+
+
+def compile(params: Expr, env: CompileEnv) -> Check:
+    try:
+        program = compile_cel(params.cel)
+    except CelCompileError as exc:
+        raise RuleCompileError(f"invalid CEL: {exc.message}", ("cel",), code="invalid-cel", offset=exc.offset) from exc
+    message = params.message
+
+    def check(subject: Subject, ctx: EvalContext) -> Outcome:
+        if program.evaluate_bool(subject.as_cel):
+            return Outcome("pass", f"{params.cel} holds", path="subject")
+        return Outcome("fail", message, path="subject", expected=params.cel, actual=False)
+
+    return check
+
+
+KIND = RuleKind(
+    "expr",
+    Expr,
+    ("resource", "llm_call", "serving_config"),
+    compile,
+    "a CEL expression over the subject that must hold",
+)

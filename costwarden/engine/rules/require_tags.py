@@ -1,0 +1,102 @@
+"""``requireTags``: tag (label) keys present and non-empty, values matching a regex."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import Field
+
+from costwarden.engine import patch
+from costwarden.engine.decision import Fix, Outcome
+from costwarden.engine.rules.base import (
+    Check,
+    CompileEnv,
+    EvalContext,
+    RuleCompileError,
+    RuleKind,
+    RuleParams,
+)
+from costwarden.engine.subjects import LlmCall, Resource, Subject
+
+
+class RequireTags(RuleParams):
+    """Required tag keys; optional value regexes (searched, not full-matched); default values a
+    fix may add for missing keys."""
+
+    keys: list[str] = Field(default_factory=list, description="tag keys that must be present and non-empty")
+    values: dict[str, str] = Field(default_factory=dict, description="tag key -> regex its value must match")
+    defaults: dict[str, str] = Field(default_factory=dict, description="values a fix adds for missing keys")
+
+
+def _tags(subject: Subject) -> dict[str, str]:
+    if isinstance(subject, LlmCall):
+        return subject.attribution
+    return dict(subject.tags)
+
+
+def compile(params: RequireTags, env: CompileEnv) -> Check:
+    keys = tuple(params.keys)
+    patterns: list[tuple[str, re.Pattern[str], str]] = []
+    for key, regex in params.values.items():
+        try:
+            patterns.append((key, re.compile(regex), regex))
+        except re.error as exc:
+            raise RuleCompileError(
+                f"invalid regex for tag '{key}': {exc.msg}",
+                ("values", key),
+                code="invalid-regex",
+                hint="regexes use Python syntax",
+            ) from exc
+    defaults = dict(params.defaults)
+
+    def check(subject: Subject, ctx: EvalContext) -> Outcome:
+        tags = _tags(subject)
+        missing = [k for k in keys if not tags.get(k)]
+        bad = [(k, tags[k], src) for k, rx, src in patterns if tags.get(k) and not rx.search(tags[k])]
+        where = _where(subject)
+        if not missing and not bad:
+            return Outcome(
+                "pass", f"required tags present: {', '.join(keys)}" if keys else "tag values valid", path=where
+            )
+        parts = []
+        if missing:
+            parts.append(f"missing required tag{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
+        parts.extend(f"tag '{k}'='{v}' does not match {src}" for k, v, src in bad)
+        return Outcome(
+            "fail",
+            "; ".join(parts),
+            path=where,
+            expected={"keys": list(keys), "values": {k: s for k, _, s in patterns}},
+            actual={k: tags.get(k) for k in (*missing, *(b[0] for b in bad))},
+            fix=_fix(subject, missing, bad, defaults),
+        )
+
+    return check
+
+
+def _where(subject: Subject) -> str:
+    if isinstance(subject, Resource) and subject.tags_pointer:
+        return subject.tags_pointer
+    return "tags"
+
+
+def _fix(subject: Subject, missing: list[str], bad: list[tuple[str, str, str]], defaults: dict[str, str]) -> Fix | None:
+    """Add default values, only when every problem has a default (a partial fix still fails)."""
+    wanted = [*missing, *(b[0] for b in bad)]
+    if not wanted or any(k not in defaults for k in wanted):
+        return None
+    if not isinstance(subject, Resource) or subject.raw is None or not subject.tags_pointer:
+        return None
+    entries = {k: defaults[k] for k in wanted}
+    ops = patch.set_entries(subject.raw, subject.tags_pointer, entries)
+    desc = ", ".join(f"{k}={v}" for k, v in entries.items())
+    return Fix(f"add tags {desc}", tuple(ops), "object")
+
+
+KIND = RuleKind(
+    "requireTags",
+    RequireTags,
+    ("resource", "llm_call", "serving_config"),
+    compile,
+    "tag keys present and non-empty, values matching regexes",
+)

@@ -1,0 +1,110 @@
+"""``spotOnly``: workloads of the matched classes (default: batch) are pinned to spot capacity.
+
+A toleration only *allows* spot; a workload counts as spot when the adapter found it pinned
+(nodeSelector, or every required node-affinity term), or the cloud says so (instance lifecycle,
+capacity type). The fix adds the platform's spot nodeSelector and toleration to every pod spec.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from costwarden.engine import patch
+from costwarden.engine.catalog import HOURS_PER_MONTH, Catalog
+from costwarden.engine.decision import Fix, Outcome
+from costwarden.engine.rules.base import Check, CompileEnv, EvalContext, RuleKind, RuleParams
+from costwarden.engine.subjects import Resource, Subject, WorkloadClass
+
+Platform = Literal["karpenter", "eks", "gke", "aks"]
+
+SPOT_SELECTORS: dict[str, tuple[str, str]] = {
+    "karpenter": ("karpenter.sh/capacity-type", "spot"),
+    "eks": ("eks.amazonaws.com/capacityType", "SPOT"),
+    "gke": ("cloud.google.com/gke-spot", "true"),
+    "aks": ("kubernetes.azure.com/scalesetpriority", "spot"),
+}
+SPOT_TOLERATIONS: dict[str, dict[str, str] | None] = {
+    "karpenter": None,
+    "eks": None,
+    "gke": {"key": "cloud.google.com/gke-spot", "operator": "Equal", "value": "true", "effect": "NoSchedule"},
+    "aks": {
+        "key": "kubernetes.azure.com/scalesetpriority",
+        "operator": "Equal",
+        "value": "spot",
+        "effect": "NoSchedule",
+    },
+}
+
+
+def _batch_only() -> list[WorkloadClass]:
+    return ["batch"]
+
+
+class SpotFix(RuleParams):
+    platform: Platform = Field(description="whose spot labels the fix uses")
+
+
+class SpotOnly(RuleParams):
+    workloadClasses: list[WorkloadClass] = Field(default_factory=_batch_only)
+    minGpus: float = Field(default=0, ge=0, description="only workloads with at least this many GPUs")
+    fix: SpotFix | None = None
+
+
+def compile(params: SpotOnly, env: CompileEnv) -> Check:
+    classes = frozenset(params.workloadClasses)
+    min_gpus = params.minGpus
+    platform = params.fix.platform if params.fix else None
+    catalog = env.catalog
+
+    def check(subject: Subject, ctx: EvalContext) -> Outcome:
+        assert isinstance(subject, Resource)
+        work = subject.workload
+        if work.workload_class not in classes:
+            return Outcome("skip", f"{work.workload_class} workload; rule covers {', '.join(sorted(classes))}")
+        if work.gpus < min_gpus:
+            return Outcome("skip", f"{work.gpus:g} GPUs, rule covers workloads with {min_gpus:g} or more")
+        if subject.capacity == "spot":
+            return Outcome("pass", f"{work.workload_class} workload is pinned to spot capacity", path="capacity")
+        saving = _monthly_saving(subject, catalog)
+        where = "" if subject.capacity == "unknown" else f" ({subject.capacity})"
+        return Outcome(
+            "fail",
+            f"{work.workload_class} workload is not pinned to spot capacity{where}",
+            path="capacity",
+            expected="spot",
+            actual=subject.capacity,
+            fix=_fix(subject, platform),
+            savings_usd_month=saving,
+        )
+
+    return check
+
+
+def _monthly_saving(subject: Resource, catalog: Catalog) -> float | None:
+    on_demand = (
+        subject.hourly_usd if subject.hourly_usd is not None else catalog.hourly_usd(subject.workload, spot=False)
+    )
+    spot = catalog.spot_hourly_usd(subject.workload)
+    list_price = catalog.hourly_usd(subject.workload, spot=False)
+    if on_demand is None or spot is None or not list_price:
+        return None
+    return round(on_demand * (1 - spot / list_price) * HOURS_PER_MONTH, 2)
+
+
+def _fix(subject: Resource, platform: str | None) -> Fix | None:
+    if platform is None or subject.raw is None or not subject.pod_spec_pointers:
+        return None
+    key, value = SPOT_SELECTORS[platform]
+    toleration = SPOT_TOLERATIONS[platform]
+    ops: list[dict[str, Any]] = []
+    for pointer in subject.pod_spec_pointers:
+        ops += patch.set_entries(subject.raw, patch.join(pointer, "nodeSelector"), {key: value})
+        if toleration:
+            ops += patch.append_items(subject.raw, patch.join(pointer, "tolerations"), [toleration])
+    what = f"nodeSelector {key}: {value!r}" + (" and its toleration" if toleration else "")
+    return Fix(f"pin to spot capacity ({platform}): add {what}", tuple(ops), "object")
+
+
+KIND = RuleKind("spotOnly", SpotOnly, ("resource",), compile, "matched workload classes run pinned to spot capacity")

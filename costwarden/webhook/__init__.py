@@ -1,0 +1,1 @@
+"""The Kubernetes admission webhook server (FastAPI on uvicorn)."""

@@ -1,0 +1,179 @@
+"""GenaiPricer: published per-MTok prices, batch, tiers, unknown models, agreement with genai-prices."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from genai_prices import calc_price, data_snapshot
+
+from costwarden.adapters.pricing import GenaiPricer, genai_usage
+from costwarden.engine.pricing import LlmPricer
+from costwarden.engine.subjects import TokenUsage
+from costwarden.errors import PricingError
+
+MIXED = TokenUsage(
+    input_tokens=1_000,
+    output_tokens=500,
+    cache_read_tokens=3_000,
+    cache_write_5m_tokens=1_500,
+    cache_write_1h_tokens=500,
+)
+
+
+@pytest.fixture(scope="module")
+def pricer() -> GenaiPricer:
+    return GenaiPricer()
+
+
+def test_is_an_llm_pricer(pricer: GenaiPricer) -> None:
+    assert isinstance(pricer, LlmPricer)
+
+
+def test_claude_sonnet_4_5_matches_published_prices(pricer: GenaiPricer) -> None:
+    # Anthropic: $3 input, $15 output, $0.30 cache read, $3.75 5m write, $6 1h write per MTok.
+    expected = (1_000 * 3 + 500 * 15 + 3_000 * 0.30 + 1_500 * 3.75 + 500 * 6) / 1e6
+    assert pricer.cost("anthropic", "claude-sonnet-4-5", MIXED) == pytest.approx(expected, rel=1e-12)
+    assert expected == pytest.approx(0.020025)
+
+
+def test_gpt_4o_mini_matches_published_prices(pricer: GenaiPricer) -> None:
+    # OpenAI: $0.15 input, $0.60 output, $0.075 cached input per MTok; no cache-write price, so
+    # writes bill as input.
+    usage = TokenUsage(input_tokens=10_000, output_tokens=2_000, cache_read_tokens=4_000)
+    expected = (10_000 * 0.15 + 2_000 * 0.60 + 4_000 * 0.075) / 1e6
+    assert pricer.cost("openai", "gpt-4o-mini", usage) == pytest.approx(expected, rel=1e-12)
+    writes = TokenUsage(cache_write_5m_tokens=1_000_000)
+    assert pricer.cost("openai", "gpt-4o-mini", writes) == pytest.approx(0.15)
+
+
+def test_long_context_tier_applies_to_every_token(pricer: GenaiPricer) -> None:
+    # Sonnet 4.5 above 200k input tokens: $6 input, $22.50 output, $0.60 read per MTok.
+    usage = TokenUsage(input_tokens=150_000, output_tokens=1_000, cache_read_tokens=60_000)
+    expected = (150_000 * 6 + 1_000 * 22.5 + 60_000 * 0.6) / 1e6
+    assert pricer.cost("anthropic", "claude-sonnet-4-5", usage) == pytest.approx(expected, rel=1e-12)
+    below = TokenUsage(input_tokens=150_000, output_tokens=1_000)
+    assert pricer.cost("anthropic", "claude-sonnet-4-5", below) == pytest.approx((150_000 * 3 + 15_000) / 1e6)
+
+
+@pytest.mark.parametrize(
+    ("provider", "model"),
+    [
+        ("anthropic", "claude-sonnet-4-5-20250929"),
+        ("anthropic", "anthropic/claude-sonnet-4-5"),
+        ("", "anthropic/claude-sonnet-4-5"),
+        ("anthropic", "Claude-Sonnet-4-5"),
+    ],
+)
+def test_prefixes_and_snapshots_resolve(pricer: GenaiPricer, provider: str, model: str) -> None:
+    assert pricer.cost(provider, model, MIXED) == pricer.cost("anthropic", "claude-sonnet-4-5", MIXED)
+
+
+@pytest.mark.parametrize(
+    ("provider", "model"),
+    [
+        ("anthropic", "claude-imaginary-9"),
+        ("openai", "VAR_chat_model_id"),
+        ("openai", "claude-sonnet-4-5"),
+        ("self-hosted", "llama-3-70b"),
+    ],
+)
+def test_unknown_model_raises_naming_model_and_provider(pricer: GenaiPricer, provider: str, model: str) -> None:
+    for _ in range(2):  # the miss is cached and raised again, never turned into $0
+        with pytest.raises(PricingError, match=f"{model!r}.*{provider!r}"):
+            pricer.cost(provider, model, MIXED)
+
+
+def test_model_not_priced_per_token_raises(pricer: GenaiPricer) -> None:
+    with pytest.raises(PricingError, match="not priced per token"):
+        pricer.cost("openai", "gpt-live-1", MIXED)
+
+
+def test_free_model_is_free(pricer: GenaiPricer) -> None:
+    assert pricer.cost("google", "gemma-3", MIXED) == 0.0
+
+
+def test_batch_uses_genai_batch_price_when_there_is_one(pricer: GenaiPricer) -> None:
+    # gpt-4o-mini has a batch price table whose cached-input rate is not half the standard one.
+    usage = TokenUsage(input_tokens=10_000, output_tokens=2_000, cache_read_tokens=4_000)
+    expected = calc_price(
+        genai_usage(usage), model_ref="gpt-4o-mini", provider_id="openai", price_context={"processing": "batch"}
+    ).total_price
+    batch = pricer.cost("openai", "gpt-4o-mini", usage, batch=True)
+    assert batch == pytest.approx(float(expected), rel=1e-12)
+    assert batch != pytest.approx(0.5 * pricer.cost("openai", "gpt-4o-mini", usage))
+    # Claude Haiku 4.5's batch table is exactly half.
+    assert pricer.cost("anthropic", "claude-haiku-4-5", MIXED, batch=True) == pytest.approx(
+        0.5 * pricer.cost("anthropic", "claude-haiku-4-5", MIXED), rel=1e-12
+    )
+
+
+def test_batch_without_batch_price_is_half(pricer: GenaiPricer) -> None:
+    info = data_snapshot.get_snapshot().find_provider_model("claude-3-5-sonnet", None, "anthropic", None)[1]
+    assert not info.price_variants  # no batch table in genai-prices for this model
+    standard = pricer.cost("anthropic", "claude-3-5-sonnet-20241022", MIXED)
+    assert pricer.cost("anthropic", "claude-3-5-sonnet-20241022", MIXED, batch=True) == pytest.approx(standard / 2)
+
+
+def test_genai_usage_input_is_total_input() -> None:
+    usage = genai_usage(MIXED)
+    assert usage.input_tokens == MIXED.total_input_tokens == 6_000
+    assert (usage.cache_read_tokens, usage.cache_write_tokens, usage.cache_write_1h_tokens) == (3_000, 2_000, 500)
+
+
+def _token_priced_models(provider_id: str) -> list[Any]:
+    provider = next(p for p in data_snapshot.get_snapshot().providers if p.id == provider_id)
+    return [m for m in provider.models if _price(m, "input_mtok") is not None]
+
+
+def _price(model: Any, key: str) -> Any:
+    prices = model.prices if not isinstance(model.prices, list) else model.prices[-1].prices
+    return getattr(prices, key, None)
+
+
+@pytest.mark.parametrize("provider_id", ["anthropic", "openai", "google", "x-ai"])
+@pytest.mark.parametrize("batch", [False, True])
+def test_agrees_with_calc_price_on_every_model(pricer: GenaiPricer, provider_id: str, batch: bool) -> None:
+    usages = [MIXED, TokenUsage(input_tokens=250_000, output_tokens=9_000, cache_read_tokens=90_000)]
+    compared = 0
+    for model in _token_priced_models(provider_id):
+        for usage in usages:
+            try:
+                reference = calc_price(
+                    genai_usage(usage),
+                    model_ref=model.id,
+                    provider_id=provider_id,
+                    price_context={"processing": "batch"} if batch else None,
+                ).total_price
+            except (LookupError, ValueError):
+                continue
+            if _price(model, "output_mtok") is None:  # embeddings: output tokens are refused, not $0
+                with pytest.raises(PricingError, match="no output-token price"):
+                    pricer.cost(provider_id, model.id, usage, batch=batch)
+                continue
+            ours = pricer.cost(provider_id, model.id, usage, batch=batch)
+            if batch and not any(v.when == {"processing": "batch"} for v in model.price_variants or ()):
+                reference *= Decimal("0.5")
+            assert ours == pytest.approx(float(reference), rel=1e-9, abs=1e-12), (model.id, usage)
+            compared += 1
+    assert compared >= 10
+
+
+def test_warm_pricing_is_fast(pricer: GenaiPricer) -> None:
+    pricer.cost("anthropic", "claude-sonnet-4-5", MIXED)
+    rounds = 2_000
+    start = time.perf_counter()
+    for _ in range(rounds):
+        pricer.cost("anthropic", "claude-sonnet-4-5", MIXED)
+    per_call_s = (time.perf_counter() - start) / rounds
+    assert per_call_s < 50e-6  # calc_price itself takes ~300 µs
+
+
+def test_importing_the_pricer_does_not_import_genai_prices() -> None:
+    code = "import sys, costwarden.adapters.pricing; print('genai_prices' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
