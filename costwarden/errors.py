@@ -6,6 +6,7 @@
     ├── PolicyError            a policy file or set is invalid; carries every positioned Diagnostic
     ├── SubjectError           a subject could not be built from the given data
     ├── AdapterError           an input source could not be read or understood
+    │   ├── UnrecognizedInput  a file holds nothing costwarden knows how to judge
     │   └── PricingError       no price is known for a model (never priced at $0)
     ├── LedgerError            the budget ledger could not be reached or refused an operation
     └── EnforcementError       an enforcer could not apply a decision
@@ -62,6 +63,11 @@ class AdapterError(CostwardenError):
         super().__init__(f"{where}{message}")
 
 
+class UnrecognizedInput(AdapterError):
+    """A file holds nothing costwarden judges (a workflow file, Helm values...). When walking a
+    folder such files are skipped; a file named explicitly is an error."""
+
+
 class PricingError(AdapterError):
     """No price is known for a model or instance type. Callers must not treat this as $0."""
 
@@ -102,5 +108,6 @@ __all__ = [
     "PolicyViolation",
     "PricingError",
     "SubjectError",
+    "UnrecognizedInput",
     "describe",
 ]

@@ -155,12 +155,16 @@ def _image_tokens(block: Mapping[str, Any]) -> int:
 
 def _add_tools(tally: TokenTally, body: Mapping[str, Any]) -> None:
     tools = _list(body.get("tools"))
-    for tool in tools:
-        if isinstance(tool, Mapping):
-            tally.json({k: v for k, v in tool.items() if k != "cache_control"})
-    if tools:
+    if tools:  # one dump of the whole list: per-call overhead dominates for many small tools
+        tally.json([_unmarked(tool) for tool in tools])
         forced = mapping(body.get("tool_choice")).get("type") in ("any", "tool")
         tally.fixed(TOOL_SYSTEM_TOKENS_FORCED if forced else TOOL_SYSTEM_TOKENS)
+
+
+def _unmarked(tool: object) -> object:
+    if isinstance(tool, Mapping) and "cache_control" in tool:
+        return {k: v for k, v in tool.items() if k != "cache_control"}
+    return tool
 
 
 def _add_system(tally: TokenTally, body: Mapping[str, Any]) -> None:

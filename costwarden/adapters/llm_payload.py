@@ -9,18 +9,20 @@ character heuristic rather than a tokenizer:
 * prose: ``weighted_chars / 4``, where a character counts 1 if ASCII and 1 + 2·(extra UTF-8 bytes)
   otherwise, so accented Latin costs little more, Cyrillic ~0.75 and CJK ~1.25 tokens a character;
 * JSON (tool schemas, tool inputs, structured-output schemas): compact ``json.dumps`` chars / 3,
-  because punctuation and short keys tokenize densely;
+  because punctuation and short keys tokenize densely (OpenAI tool definitions are the exception:
+  OpenAI renders them as terse TypeScript, so they count at the prose rate);
 * per-message and per-request framing, tool-use system prompts and images are fixed amounts set
   by each provider module; binary attachments (PDF, audio) are
   ``max(1,500, decoded_bytes / 50)`` tokens each, which is coarse (pages are not parsed).
 
-Error bound: on the recorded Messages and Chat Completions exchanges in ``shared/corpora``
-(requests with text, tools, tool results and structured outputs; server tools excluded) the
-estimate is within −20 % / +30 % of the billed input tokens, and it leans high. Plain English
-prose on Claude ≤ 4.6 tokenizers runs 10–25 % over; non-Latin scripts, base64 or minified code
-inside text, server-side tools (code execution, web search) and ``previous_response_id`` context
-are outside that bound. Treat the estimate as a budget pre-check, never as a bill: post-call
-usage is what the ledger records.
+Error bound: on the 27 recorded Messages and Chat Completions exchanges in ``shared/corpora``
+(text, tools, tool results, images, structured outputs; server tools excluded) the estimate is
+−21 % to +28 % of the billed input tokens (the tests hold it to −25 % / +30 %). Plain English
+prose runs 10–25 % high on Claude ≤ 4.6 tokenizers; tool-heavy requests depend on the model's
+tool-use system prompt. Outside that bound: non-Latin scripts beyond the weighting above, base64
+or minified code inside text, server-side tools (code execution, web search inject thousands of
+tokens), image sizes far from the default, and ``previous_response_id`` context. Treat the
+estimate as a budget pre-check, never as a bill: post-call usage is what the ledger records.
 """
 
 from __future__ import annotations
@@ -64,20 +66,26 @@ def _json_default(value: object) -> Any:
 
 
 def compact_json(value: Any) -> str:
-    """``value`` as compact JSON (any Mapping accepted), the text the JSON estimate measures."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+    """``value`` as compact ASCII JSON (any Mapping accepted), the text the JSON estimate measures.
+
+    ASCII output is the fastest encoder path; a non-ASCII character becomes a 6-character
+    ``\\uXXXX`` escape, close to the weight ``_weighted_chars`` would give it.
+    """
+    try:
+        return json.dumps(value, separators=(",", ":"))
+    except TypeError:  # a MappingProxyType, a set...
+        return json.dumps(value, separators=(",", ":"), default=_json_default)
 
 
 class TokenTally:
     """Accumulates a token estimate over the parts of a request; ``total`` reads it out.
 
-    Example::
-
-        tally = TokenTally()
-        tally.text("You are terse.")
-        tally.json({"type": "object", "properties": {}})
-        tally.fixed(3)
-        tally.total  # -> 11
+    >>> tally = TokenTally()
+    >>> tally.text("You are terse.")  # 14 chars / 4 → 4
+    >>> tally.json({"type": "object", "properties": {}})  # 33 chars / 3 → 11
+    >>> tally.fixed(3)
+    >>> tally.total
+    18
     """
 
     __slots__ = ("_prose", "_json", "_fixed")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from costwarden.engine.subjects import SUBJECT_TYPES, LlmCall, SourceLocation, Subject, subject_from_dict
-from costwarden.errors import AdapterError, SubjectError
+from costwarden.errors import AdapterError, SubjectError, UnrecognizedInput
 
 LLM_PROVIDERS = ("anthropic", "openai")
 
@@ -143,9 +143,11 @@ def _kubernetes(text: str, file: str) -> list[Subject]:
     from costwarden.adapters.kubernetes import load_documents, subjects_from_object
 
     out: list[Subject] = []
-    for obj, line in load_documents(text, file):
-        if not isinstance(obj, Mapping) or "kind" not in obj:
-            raise AdapterError("not a Kubernetes object (no 'kind')", file=file, line=line)
+    objects = [(obj, line) for obj, line in load_documents(text, file)
+               if isinstance(obj, Mapping) and "kind" in obj and "apiVersion" in obj]
+    if not objects:
+        raise UnrecognizedInput("no Kubernetes object (apiVersion and kind) in this YAML", file=file, line=1)
+    for obj, line in objects:
         out += subjects_from_object(dict(obj), file=file, line=line)
     return out
 

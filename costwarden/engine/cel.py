@@ -10,11 +10,13 @@ variables or functions are rejected at load time rather than failing on the firs
 
 from __future__ import annotations
 
+import functools
+import importlib.machinery
+import importlib.util
+import os
 import re
 from dataclasses import dataclass
 from typing import Any
-
-import cel as _cel
 
 MAX_LENGTH = 2000
 MAX_NESTING = 32
@@ -96,6 +98,30 @@ class CelProgram:
         return value
 
 
+@functools.cache
+def _binding() -> Any:
+    """The compiled ``cel`` extension, loaded without the package's ``__init__``.
+
+    ``import cel`` also imports its interactive CLI (prompt_toolkit, ~150 ms); policies that use
+    no CEL should not pay for that, and those that do should not pay for the CLI.
+    """
+    spec = importlib.util.find_spec("cel")
+    if spec is not None and spec.origin:
+        folder = os.path.dirname(spec.origin)
+        for name in sorted(os.listdir(folder)):
+            if name.startswith("cel.") and name.endswith((".so", ".pyd")):
+                path = os.path.join(folder, name)
+                loader = importlib.machinery.ExtensionFileLoader("cel.cel", path)
+                ext_spec = importlib.util.spec_from_file_location("cel.cel", path, loader=loader)
+                if ext_spec is not None:
+                    module = importlib.util.module_from_spec(ext_spec)
+                    loader.exec_module(module)
+                    return module
+    import cel  # fall back to the package as published
+
+    return cel
+
+
 def compile_cel(source: str) -> CelProgram:
     """Compile ``source`` or raise :class:`CelCompileError` with the offending offset."""
     if len(source) > MAX_LENGTH:
@@ -104,7 +130,7 @@ def compile_cel(source: str) -> CelProgram:
     if depth > MAX_NESTING:
         raise CelCompileError(f"expression nests {depth} levels deep; the limit is {MAX_NESTING}")
     try:
-        program = _cel.compile(source)
+        program = _binding().compile(source)
     except Exception as exc:  # ValueError for syntax errors; anything else is equally a bad policy
         raise _syntax_error(source, str(exc)) from exc
     unknown_vars = sorted(set(program.variables()) - VARIABLES)

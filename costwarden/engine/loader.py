@@ -362,7 +362,7 @@ class _Validator:
             if bool in members and str not in members:
                 self.muted_at.add(path)
                 self.issue(path, "yaml-1.1-boolean",
-                           f"{_label(path, self.kind)!r} is true or false; {_get(self.data, path)!r} is a "
+                           f"{_label(path, self.kind)!r} takes true or false; {_get(self.data, path)!r} is a "
                            "boolean only in YAML 1.1", "use true or false", at_value=True)
 
     def map_errors(self, errors: list[Any]) -> None:
@@ -388,7 +388,7 @@ class _Validator:
         here: Any = self.data
         for i, part in enumerate(loc):
             last = i == len(loc) - 1
-            if len(out) == 3 and out[:2] == ["spec", "rules"] and part in RULE_KINDS and not last:
+            if i == 3 and loc[:2] == ("spec", "rules") and part in RULE_KINDS and not last:
                 continue  # the rule union's discriminator tag
             if isinstance(here, dict) and part in here or (
                     isinstance(here, list) and isinstance(part, int) and 0 <= part < len(here)):
@@ -433,10 +433,11 @@ class _Validator:
             return _Issue(loc, "invalid-value", f"{value!r} is not a valid value for {label!r}",
                           f"it must match the pattern {ctx.get('pattern')}", True)
         if etype in _TYPE_WORDS:
-            quote = etype == "string_type" and isinstance(value, int | float)
+            scalar = isinstance(value, int | float | str)
+            hint = (f'quote it to make it a string: "{_yaml_text(value)}"' if etype == "string_type" and scalar
+                    else f"write a list: [{_yaml_text(value)}]" if etype == "list_type" and scalar else None)
             return _Issue(loc, "invalid-type",
-                          f"{label!r} must be {_TYPE_WORDS[etype]}, got {_describe(value)}",
-                          f'quote it to make it a string: "{_yaml_text(value)}"' if quote else None, True)
+                          f"{label!r} must be {_TYPE_WORDS[etype]}, got {_describe(value)}", hint, True)
         message = str(err["msg"]).removeprefix("Value error, ")
         return _Issue(loc, "invalid-value", f"{label!r}: {message[:1].lower()}{message[1:]}", None, True)
 

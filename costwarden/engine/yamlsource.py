@@ -118,6 +118,8 @@ def split_lines(text: str) -> list[str]:
 def diagnostic_at(file: str, lines: Sequence[str], pos: Position, code: str, message: str,
                   hint: str | None = None) -> Diagnostic:
     """A Diagnostic at ``pos`` with its source line filled in."""
+    if lines and pos.line > len(lines):  # libyaml's end-of-stream mark sits past a last line with no break
+        pos = Position(len(lines), len(lines[-1]) + 1, 1)
     source = lines[pos.line - 1] if 0 < pos.line <= len(lines) else None
     return Diagnostic(file=file, line=pos.line, column=pos.column, code=code, message=message,
                       hint=hint, source_line=source, length=max(pos.length, 1))
@@ -250,7 +252,7 @@ class _Builder:
         text: str = node.value
         tag = node.tag
         if tag in (STR, MERGE) or tag in _KEPT_AS_STRING:
-            if node.style is None and text in YAML11_BOOLEANS:
+            if not node.style and text in YAML11_BOOLEANS:  # plain: None (Python) or '' (libyaml)
                 self.yaml11.append(path)
             return text
         if tag in (NULL, BOOL, INT, FLOAT) and core_tag(text) != tag:
@@ -355,9 +357,9 @@ def locate(root: Node, loc: Path, *, value: bool = False, offset: int | None = N
     if not value or depth < len(loc):
         return node_position(key if key is not None else node)
     pos = node_position(node)
-    if (offset is not None and isinstance(node, ScalarNode) and node.style in (None, "'", '"')
+    if (offset is not None and isinstance(node, ScalarNode) and node.style in (None, "", "'", '"')
             and node.start_mark.line == node.end_mark.line and 0 <= offset < len(node.value)):
-        return Position(pos.line, pos.column + offset + (node.style is not None), 1)
+        return Position(pos.line, pos.column + offset + bool(node.style), 1)
     return pos
 
 

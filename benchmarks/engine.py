@@ -1,0 +1,186 @@
+"""Engine benchmark: the whole built-in library per subject, and one rule against embeddable peers.
+
+Run: ``bash benchmarks/setup_peers.sh && .bench-venv/bin/python benchmarks/engine.py``
+(without the peers' venv, ``.venv/bin/python benchmarks/engine.py`` times costwarden and CEL only).
+
+Reports median and p99 µs per decision. Peers are timed by ``peers.time_peer`` on the same inputs;
+costwarden is timed twice: on a prebuilt subject (what an in-process caller has) and from the
+plain dict (subject construction included, the analogue of the peers' input conversion).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import peers  # noqa: E402
+
+import costwarden  # noqa: E402
+from costwarden.adapters.sources import subjects_from_path  # noqa: E402
+from costwarden.engine.compile import compile_documents  # noqa: E402
+from costwarden.engine.loader import load_text  # noqa: E402
+from costwarden.engine.subjects import Subject, subject_from_dict  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+LIB = ROOT / "policies"
+
+ONE_RULE = """
+apiVersion: costwarden.dev/v1
+kind: Policy
+metadata: {name: tags-and-spot}
+spec:
+  subject: resource
+  rules:
+    - name: tags
+      requireTags: {keys: [team, feature, environment]}
+    - name: spot
+      spotOnly: {workloadClasses: [batch]}
+"""
+
+
+def time_call(fn: Callable[[], Any], n: int) -> dict[str, float]:
+    """Per-call latency in µs (each call timed on its own; GC off)."""
+    for _ in range(min(n // 10, 2000)):
+        fn()
+    samples = []
+    clock = time.perf_counter_ns
+    gc.disable()
+    try:
+        for _ in range(n):
+            t0 = clock()
+            fn()
+            samples.append(clock() - t0)
+    finally:
+        gc.enable()
+    samples.sort()
+    return {
+        "median_us": statistics.median(samples) / 1000,
+        "p99_us": samples[min(len(samples) - 1, math.ceil(0.99 * len(samples)) - 1)] / 1000,
+    }
+
+
+def library_subjects() -> dict[str, Subject]:
+    """Typical subjects of each type, compliant and violating, from the library's own samples."""
+    picks = {
+        "resource: labelled spot GPU job (compliant)": "infrastructure/spot-only-batch/samples/allowed-spot-pinned-job.yaml",
+        "resource: unlabelled deployment (violating)": (
+            "infrastructure/require-cost-tags/samples/denied-unlabelled-inference-deployment.yaml"),
+        "llm_call: haiku classify (compliant)": "llm/allowed-model-tiers/samples/allowed-haiku-classify.json",
+        "llm_call: opus classify (violating, downgrade)": "llm/allowed-model-tiers/samples/denied-opus-classify.json",
+        "llm_call: long uncached prompt (violating, fix)": (
+            "llm/require-prompt-caching/samples/denied-long-system-prompt-uncached.json"),
+        "serving_config: quantised TP2 (compliant)": "serving/vllm-efficient-serving/samples/allowed-qwen-72b-awq-tp2.json",
+        "serving_config: half-idle 70B (violating)": (
+            "serving/vllm-efficient-serving/samples/denied-llama-70b-half-idle.json"),
+    }
+    return {name: subjects_from_path(LIB / path)[0] for name, path in picks.items()}
+
+
+def bench_library(n: int) -> list[dict[str, Any]]:
+    policies = costwarden.load_policies()
+    rows = []
+    for name, subject in library_subjects().items():
+        decision = policies.evaluate(subject, "ci")
+        stats = time_call(lambda s=subject: policies.evaluate(s, "ci"), n)
+        rows.append({"subject": name, "results": len(decision.results), "verdict": decision.verdict, **stats})
+    return rows
+
+
+def _resource_dict(d: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "resource", "provider": "kubernetes", "kind": "Job", "name": "bench", "tags": d["tags"],
+            "capacity": d["capacity"], "workload": {"class": d["workload"]["class"]}}
+
+
+def bench_one_rule(n: int) -> list[dict[str, Any]]:
+    result = load_text(ONE_RULE, "bench.yaml")
+    policies = compile_documents(result.documents, diagnostics=result.diagnostics)
+    inputs = [_resource_dict(d) for d in peers.BENCH_INPUTS]
+    subjects = [subject_from_dict(d) for d in inputs]
+    for (_, raw, allowed), subject in zip(peers.VERIFY_CASES, [subject_from_dict(_resource_dict(c[1]))
+                                                                for c in peers.VERIFY_CASES], strict=True):
+        assert policies.evaluate(subject).allowed == allowed, raw
+    rows = []
+    i = 0
+
+    def prebuilt() -> Any:
+        nonlocal i
+        i += 1
+        return policies.evaluate(subjects[i % len(subjects)])
+
+    def from_dict() -> Any:
+        nonlocal i
+        i += 1
+        return policies.evaluate(subject_from_dict(inputs[i % len(inputs)]))
+
+    rows.append({"engine": "costwarden (prebuilt subject)", **time_call(prebuilt, n)})
+    rows.append({"engine": "costwarden (from dict)", **time_call(from_dict, n)})
+    for peer in peers.all_peers():
+        if not peer.available:
+            rows.append({"engine": peer.name, "unavailable": peer.reason})
+            continue
+        peer.verify()
+        stats = peers.time_peer(peer, n=n)
+        rows.append({"engine": peer.name, "median_us": stats["median_us"], "p99_us": stats["p99_us"]})
+    return rows
+
+
+def bench_startup() -> dict[str, float]:
+    exe = str(Path(sys.executable).with_name("costwarden"))
+    runs = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        subprocess.run([exe, "--version"], check=True, capture_output=True)
+        runs.append(time.perf_counter() - t0)
+    code = ("import time; t=time.perf_counter(); import costwarden; costwarden.load_policies(); "
+            "print(time.perf_counter()-t)")
+    loads = [float(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                                  text=True).stdout) for _ in range(5)]
+    return {"version_s": statistics.median(runs), "import_load_compile_s": statistics.median(loads)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("-n", type=int, default=20000, help="timed decisions per row")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    out = {
+        "machine": f"{platform.node()} {platform.machine()} {platform.processor() or ''} "
+                   f"Python {platform.python_version()}",
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "library": bench_library(args.n),
+        "one_rule": bench_one_rule(args.n),
+        "startup": bench_startup(),
+    }
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return
+    print(f"machine: {out['machine']}; date: {out['date']}\n")
+    print("| subject | results | verdict | median µs | p99 µs |\n|---|---:|---|---:|---:|")
+    for r in out["library"]:
+        print(f"| {r['subject']} | {r['results']} | {r['verdict']} | {r['median_us']:.1f} | {r['p99_us']:.1f} |")
+    print("\n| engine (tags + batch-on-spot) | median µs | p99 µs |\n|---|---:|---:|")
+    for r in out["one_rule"]:
+        if "unavailable" in r:
+            print(f"| {r['engine']} | unavailable: {r['unavailable']} | |")
+        else:
+            print(f"| {r['engine']} | {r['median_us']:.2f} | {r['p99_us']:.2f} |")
+    s = out["startup"]
+    print(f"\n`costwarden --version`: {s['version_s']:.3f} s; import + load + compile the library: "
+          f"{s['import_load_compile_s']:.3f} s")
+
+
+if __name__ == "__main__":
+    main()

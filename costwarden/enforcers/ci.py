@@ -1,0 +1,182 @@
+"""The CI gate: find input files, turn them into subjects, judge them, and decide the exit status.
+
+``run_check`` returns a :class:`CheckReport` that every reporter renders; the gate fails when any
+enforced (``deny``) result is not accepted by the baseline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from costwarden.adapters.sources import subjects_from_path, subjects_from_text
+from costwarden.engine.decision import Decision, RuleResult, Surface
+from costwarden.engine.evaluate import PolicySet
+from costwarden.errors import CostwardenError, UnrecognizedInput
+
+INPUT_SUFFIXES = (".yaml", ".yml", ".json", ".jsonl")
+SKIP_DIRS = frozenset({".git", ".venv", "node_modules", "__pycache__", ".terraform", ".mypy_cache"})
+REPORT_SCHEMA = "costwarden.dev/check-report/v1"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One rule result on one subject, with a stable fingerprint for baselines."""
+
+    decision: Decision
+    result: RuleResult
+    accepted: bool = False
+
+    @property
+    def fingerprint(self) -> str:
+        """Stable across runs and line moves: file, subject identity, policy, rule and the examined path
+        (not the message, which carries amounts that drift)."""
+        s = self.decision.subject
+        key = "|".join(
+            str(x) for x in (s.file, s.type, s.provider, s.kind, s.namespace, s.name, self.result.policy,
+                             self.result.rule, self.result.path)
+        )
+        return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+    @property
+    def is_blocking(self) -> bool:
+        return self.result.is_blocking and not self.accepted
+
+
+@dataclass
+class InputError:
+    file: str
+    line: int | None
+    message: str
+
+
+@dataclass
+class CheckReport:
+    """Everything a check run found; reporters render it, the gate reads ``exit_code``."""
+
+    surface: Surface
+    decisions: list[Decision] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    errors: list[InputError] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    started: datetime | None = None
+    policies: int = 0
+
+    @property
+    def blocking(self) -> list[Finding]:
+        return [f for f in self.findings if f.is_blocking]
+
+    @property
+    def exit_code(self) -> int:
+        if self.errors:
+            return 2
+        return 1 if self.blocking else 0
+
+    def summary(self) -> dict[str, int]:
+        counts = dict.fromkeys(("pass", "fail", "warn", "error", "skip"), 0)
+        for d in self.decisions:
+            for r in d.results:
+                counts[r.result] += 1
+        counts.update(
+            subjects=len(self.decisions), files=len(self.files) - len(self.skipped), skipped_files=len(self.skipped),
+            blocking=len(self.blocking),
+            accepted=sum(f.accepted for f in self.findings), input_errors=len(self.errors),
+        )
+        return counts
+
+
+def iter_inputs(paths: Sequence[str]) -> Iterator[str]:
+    """Files to check: explicit files as given, folders walked for YAML/JSON (sorted)."""
+    for raw in paths:
+        if raw == "-" or os.path.isfile(raw):
+            yield raw
+            continue
+        for root, dirs, files in os.walk(raw):
+            dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
+            for name in sorted(files):
+                if name.endswith(INPUT_SUFFIXES) and name != "tests.yaml":
+                    yield os.path.join(root, name)
+
+
+def run_check(paths: Sequence[str], policies: PolicySet, *, surface: Surface = "ci", include_all: bool = False,
+              baseline: Iterable[str] = (), progress: Callable[[int, int], None] | None = None,
+              stdin: Any = None) -> CheckReport:
+    """Judge every subject found under ``paths``. Input errors are collected, never fatal."""
+    report = CheckReport(surface=surface, started=datetime.now().astimezone(), policies=len(policies))
+    accepted = set(baseline)
+    files = list(iter_inputs(paths))
+    for missing in (p for p in paths if p != "-" and not os.path.exists(p)):
+        report.errors.append(InputError(missing, None, "no such file or directory"))
+    for index, file in enumerate(files):
+        report.files.append(file)
+        explicit = file == "-" or file in paths
+        try:
+            if file == "-":
+                subjects = subjects_from_text((stdin or sys.stdin).read(), file="<stdin>", include_all=include_all)
+            else:
+                subjects = subjects_from_path(file, include_all=include_all)
+        except UnrecognizedInput as exc:
+            if explicit:
+                report.errors.append(InputError(file, getattr(exc, "line", None), _strip_location(str(exc))))
+            else:
+                report.skipped.append(file)
+            subjects = []
+        except CostwardenError as exc:
+            report.errors.append(InputError(getattr(exc, "file", None) or file, getattr(exc, "line", None),
+                                            _strip_location(str(exc))))
+            subjects = []
+        for subject in subjects:
+            decision = policies.evaluate(subject, surface)
+            report.decisions.append(decision)
+            for result in decision.results:
+                if result.result in ("fail", "warn", "error"):
+                    finding = Finding(decision, result)
+                    if finding.fingerprint in accepted:
+                        finding = Finding(decision, result, accepted=True)
+                    report.findings.append(finding)
+        if progress is not None:
+            progress(index + 1, len(files))
+    return report
+
+
+def _strip_location(message: str) -> str:
+    head, sep, rest = message.partition(": ")
+    return rest if sep and (head.endswith(tuple("0123456789")) or os.path.exists(head.split(":")[0])) else message
+
+
+def write_baseline(report: CheckReport, path: str | Path) -> int:
+    """Record every current violation so later runs fail only on new ones. Returns the count."""
+    entries = sorted({
+        (f.fingerprint, f.result.policy, f.result.rule, f.decision.subject.file or "", f.decision.subject.name)
+        for f in report.findings
+    })
+    payload = {
+        "schema": "costwarden.dev/baseline/v1",
+        "findings": [{"fingerprint": fp, "policy": p, "rule": r, "file": fl, "subject": n}
+                     for fp, p, r, fl, n in entries],
+    }
+    Path(path).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    return len(entries)
+
+
+def read_baseline(path: str | Path) -> set[str]:
+    """Fingerprints from a baseline file; raises CostwardenError with the file for a bad one."""
+    from costwarden.errors import AdapterError
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return {str(item["fingerprint"]) for item in data["findings"]}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise AdapterError(f"not a costwarden baseline: {exc}", file=str(path)) from exc
+
+
+__all__ = ["REPORT_SCHEMA", "CheckReport", "Finding", "InputError", "iter_inputs", "read_baseline",
+           "run_check", "write_baseline"]
