@@ -85,12 +85,37 @@ _EMPTY: Mapping[str, Any] = {}
 
 _STR, _NULL, _BOOL = "tag:yaml.org,2002:str", "tag:yaml.org,2002:null", "tag:yaml.org,2002:bool"
 _SEQ, _MAP, _MERGE = "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map", "tag:yaml.org,2002:merge"
+# PyYAML's implicit (YAML 1.1) resolvers by first character; "" is its key for the empty scalar.
+_IMPLICIT: dict[str, list[tuple[str, Any]]] = _BaseLoader.yaml_implicit_resolvers
 _BOOLS = {"yes": True, "no": False, "true": True, "false": False, "on": True, "off": False}
 
 
 class _Loader(_BaseLoader):
     """The (C) safe loader with a flat constructor: PyYAML's generator-based one spends most of
-    the load time building plain maps, lists and strings. Other tags go through PyYAML."""
+    the load time building plain maps, lists and strings. Other tags go through PyYAML.
+
+    The composer calls ``resolve`` (and the path-resolver hooks) once per node from C, so they
+    are kept to the minimum the safe schema needs; the tags they give are PyYAML's own.
+    """
+
+    _has_merge = False
+
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        return None
+
+    def ascend_resolver(self) -> None:
+        return None
+
+    def resolve(self, kind: type[Node], value: Any, implicit: tuple[bool, bool]) -> str:
+        if kind is ScalarNode:
+            if implicit[0]:
+                for tag, regexp in _IMPLICIT.get(value[:1], ()):
+                    if regexp.match(value):
+                        if tag == _MERGE:
+                            self._has_merge = True
+                        return tag
+            return _STR
+        return _SEQ if kind is SequenceNode else _MAP
 
     def build(self, root: Node) -> Any:
         memo: dict[int, Any] = {}
@@ -116,7 +141,7 @@ class _Loader(_BaseLoader):
                 items.extend([build(n) for n in node.value])
                 return items
             if cls is MappingNode and node.tag == _MAP:
-                if any(k.tag == _MERGE for k, _ in node.value):
+                if self._has_merge and any(k.tag == _MERGE for k, _ in node.value):
                     self.flatten_mapping(node)  # type: ignore[arg-type]
                 out: dict[Any, Any] = {}
                 memo[id(node)] = out

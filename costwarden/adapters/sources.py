@@ -43,8 +43,16 @@ def subjects_from_text(text: str, *, file: str = "<stdin>", include_all: bool = 
             if stripped.startswith("{") and "\n{" in text.strip():
                 return _jsonl(text, file)
             raise AdapterError(f"invalid JSON: {exc.msg}", file=file, line=exc.lineno) from exc
+        if isinstance(data, Mapping) and _is_plan(data):
+            from costwarden.adapters.terraform import subjects_from_plan_text
+
+            return list(subjects_from_plan_text(text, file=file, include_all=include_all))
         return subjects_from_data(data, file=file, include_all=include_all)
     return _kubernetes(text, file)
+
+
+def _is_plan(data: Mapping[str, Any]) -> bool:
+    return "format_version" in data and ("planned_values" in data or "resource_changes" in data)
 
 
 def subjects_from_data(
@@ -62,7 +70,7 @@ def subjects_from_data(
         return [_subject(data, file, line)]
     if "request" in data and data.get("provider") in LLM_PROVIDERS:
         return [llm_call_from_record(data, file=file, line=line)]
-    if "format_version" in data and ("planned_values" in data or "resource_changes" in data):
+    if _is_plan(data):
         from costwarden.adapters.terraform import subjects_from_plan
 
         return list(subjects_from_plan(data, file=file, include_all=include_all))

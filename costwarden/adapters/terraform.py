@@ -32,8 +32,11 @@ Capacity follows what the plan states: a compute resource without a spot option 
 (the provider default), non-compute resources are ``unknown``, and so are instances whose market
 options live in a launch template (``aws_instance`` with ``launch_template``, ASGs without a
 mixed-instances policy). ``workload.gpus`` counts GPUs, or Inferentia/Trainium chips, from GCE
-``guest_accelerator`` blocks or the instance-type tables below. ``tags_pointer`` is None: fixes
-do not patch plans.
+``guest_accelerator`` blocks or the instance-type tables below; ``replicas`` is a node group's
+desired size, a node pool's node count (per zone), an ASG's desired capacity, else 1. The
+workload class is ``batch`` for AWS Batch and SageMaker training, else ``unknown``, unless the
+tag ``costwarden.dev/workload-class`` (GCP: ``costwarden-workload-class``) names a class.
+``tags_pointer`` is None: fixes do not patch plans.
 """
 
 from __future__ import annotations
@@ -127,8 +130,8 @@ _ACCELERATOR_PATHS: dict[str, Path] = {"google_container_node_pool": ("node_conf
 
 def is_plan(doc: Mapping[str, Any]) -> bool:
     """True for a ``terraform show -json`` plan (not a state file, which has ``values``)."""
-    return isinstance(doc, Mapping) and "format_version" in doc and (
-        "planned_values" in doc or "resource_changes" in doc
+    return (
+        isinstance(doc, Mapping) and "format_version" in doc and ("planned_values" in doc or "resource_changes" in doc)
     )
 
 
@@ -139,9 +142,7 @@ def subjects_from_plan(
     return _subjects(plan, file, include_all, lines=None)
 
 
-def subjects_from_plan_text(
-    text: str, *, file: str | None = None, include_all: bool = False
-) -> list[Resource]:
+def subjects_from_plan_text(text: str, *, file: str | None = None, include_all: bool = False) -> list[Resource]:
     """Like :func:`subjects_from_plan` for the plan's JSON text, with the line of each
     resource's ``"address"`` in ``source.line`` (always 1 in Terraform's own one-line output)."""
     try:
@@ -167,8 +168,10 @@ class _Entry:
 
 def _subjects(plan: Any, file: str | None, include_all: bool, lines: str | None) -> list[Resource]:
     if not isinstance(plan, Mapping) or not is_plan(plan):
-        raise AdapterError("not a Terraform plan (terraform show -json): no format_version and "
-                           "planned_values/resource_changes", file=file)
+        raise AdapterError(
+            "not a Terraform plan (terraform show -json): no format_version and planned_values/resource_changes",
+            file=file,
+        )
     if plan.get("resource_changes") is not None:
         entries, anchor = list(_changes(plan["resource_changes"], include_all, file)), '"resource_changes"'
     else:
@@ -194,8 +197,9 @@ def _changes(changes: Any, include_all: bool, file: str | None) -> Iterator[_Ent
             continue
         if not isinstance(after, Mapping):
             raise AdapterError(f"{pointer}/change/after: must be an object", file=file)
-        yield _entry(rc, after, _mapping(change.get("after_unknown")), str(rc.get("module_address") or ""),
-                     pointer, file)
+        yield _entry(
+            rc, after, _mapping(change.get("after_unknown")), str(rc.get("module_address") or ""), pointer, file
+        )
 
 
 def _planned(module: Any, module_address: str, pointer: str, file: str | None) -> Iterator[_Entry]:
@@ -209,8 +213,14 @@ def _planned(module: Any, module_address: str, pointer: str, file: str | None) -
         yield from _planned(child, address, f"{pointer}/child_modules/{j}", file)
 
 
-def _entry(res: Mapping[str, Any], after: Mapping[str, Any], unknown: Mapping[str, Any], module: str,
-           pointer: str, file: str | None) -> _Entry:
+def _entry(
+    res: Mapping[str, Any],
+    after: Mapping[str, Any],
+    unknown: Mapping[str, Any],
+    module: str,
+    pointer: str,
+    file: str | None,
+) -> _Entry:
     address, rtype = res.get("address"), res.get("type")
     if not isinstance(address, str) or not isinstance(rtype, str):
         raise AdapterError(f"{pointer}: 'address' and 'type' must be strings", file=file)
@@ -281,10 +291,10 @@ def _provider(pc: Mapping[str, Any]) -> _Provider:
 
     block = exprs.get("default_tags")
     tags = _mapping(_dig(block, (0, "tags", "constant_value")))
-    region = constant("region")
+    region, project = constant("region"), constant("project")
     return _Provider(
         region=region if isinstance(region, str) else None,
-        project=constant("project") if isinstance(constant("project"), str) else None,
+        project=project if isinstance(project, str) else None,
         default_tags={str(k): _text(v) for k, v in tags.items()} or None,
     )
 
@@ -337,8 +347,12 @@ def _region(rtype: str, after: Mapping[str, Any], provider: _Provider) -> str | 
 # --- tags -----------------------------------------------------------------------------------
 
 
-def effective_tags(rtype: str, after: Mapping[str, Any], unknown: Mapping[str, Any] | None = None,
-                   default_tags: Mapping[str, str] | None = None) -> dict[str, str]:
+def effective_tags(
+    rtype: str,
+    after: Mapping[str, Any],
+    unknown: Mapping[str, Any] | None = None,
+    default_tags: Mapping[str, str] | None = None,
+) -> dict[str, str]:
     """The tags (GCP: labels) a resource will carry after the apply; see the module docstring."""
     unknown = unknown or {}
     if rtype.startswith("google_"):
@@ -504,16 +518,23 @@ def workload(rtype: str, after: Mapping[str, Any], tags: Mapping[str, str]) -> W
     if not gpus:
         gpus, gpu_type = accelerators_of(instance_type)
     replicas = next((v for p in _REPLICA_PATHS.get(rtype, ()) if _is_int(v := _dig(after, p))), 1)
-    return Workload(workload_class=_workload_class(rtype, after, tags), gpus=gpus, gpu_type=gpu_type,
-                    instance_type=instance_type, replicas=max(int(replicas), 1))
+    return Workload(
+        workload_class=_workload_class(rtype, after, tags),
+        gpus=gpus,
+        gpu_type=gpu_type,
+        instance_type=instance_type,
+        replicas=max(int(replicas), 1),
+    )
 
 
 def _workload_class(rtype: str, after: Mapping[str, Any], tags: Mapping[str, str]) -> WorkloadClass:
     override = next((tags[k] for k in WORKLOAD_CLASS_TAGS if tags.get(k) in WORKLOAD_CLASSES), None)
     if override is not None:
         return cast(WorkloadClass, override)
-    training = "training" in rtype or "enable_managed_spot_training" in after
-    return "batch" if rtype.startswith("aws_batch_") or training else "unknown"
+    sagemaker_training = rtype.startswith("aws_sagemaker_") and (
+        "training" in rtype or "enable_managed_spot_training" in after
+    )
+    return "batch" if rtype.startswith("aws_batch_") or sagemaker_training else "unknown"
 
 
 def accelerators_of(instance_type: str | None) -> tuple[float, str | None]:

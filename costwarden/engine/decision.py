@@ -16,7 +16,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+if TYPE_CHECKING:
+    from costwarden.engine.ledger import Hold
 
 ResultKind = Literal["pass", "fail", "warn", "error", "skip"]
 Effect = Literal["deny", "warn", "audit", "off"]
@@ -67,6 +70,8 @@ class Outcome:
     savings_usd_per_call: float | None = None
     advisory: bool = False
     """An advisory failure never denies: where its policy would deny, it warns instead."""
+    holds: tuple[Hold, ...] = ()
+    """Budget amounts the call-guard must reserve if the call goes ahead (``budget`` rules)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +91,7 @@ class RuleResult:
     fix: Fix | None = None
     savings_usd_month: float | None = None
     savings_usd_per_call: float | None = None
+    holds: tuple[Hold, ...] = ()
 
     @property
     def is_blocking(self) -> bool:
@@ -171,6 +177,11 @@ class Decision:
         """Fixes of the failures, in result order (an enforcer applies them in this order)."""
         chosen = self.blocking if only_blocking else self.violations
         return [r.fix for r in chosen if r.fix is not None]
+
+    @property
+    def holds(self) -> tuple[Hold, ...]:
+        """Every budget hold the results ask to reserve (all or nothing, in one ledger call)."""
+        return tuple(h for r in self.results for h in r.holds)
 
     def counts(self) -> dict[str, int]:
         out = dict.fromkeys(RESULTS, 0)

@@ -26,11 +26,35 @@ from typing import Protocol, runtime_checkable
 
 @dataclass(frozen=True, slots=True)
 class Hold:
-    """An amount to hold against one budget key, with that budget's limit (None: no limit)."""
+    """An amount to hold against one budget, as a ``budget`` rule asks the call-guard to reserve it.
+
+    ``key`` is the bucket that receives the amount (``budget:<policy>/<rule>:user=alice:2026-11-30``);
+    ``window`` lists every bucket whose sum is compared with ``limit_usd`` — just ``(key,)`` for
+    calendar windows, the last N hourly buckets for ``rolling:<N>h``. ``expires_at`` is when the
+    bucket stops mattering (a store may drop it after that). ``alert_at`` holds the fractions of the
+    limit at which an alert fires once per window.
+    """
 
     key: str
     amount_usd: float
     limit_usd: float | None = None
+    window: tuple[str, ...] = ()
+    expires_at: datetime | None = None
+    alert_at: tuple[float, ...] = ()
+
+    @property
+    def window_keys(self) -> tuple[str, ...]:
+        return self.window or (self.key,)
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """A budget crossed ``threshold`` (a fraction of its limit) for the first time in a window."""
+
+    key: str
+    threshold: float
+    spent_usd: float
+    limit_usd: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +80,9 @@ class Ledger(Protocol):
         """Hold every amount at once or none; idempotent per ``reservation_id``."""
         ...
 
-    def settle(self, reservation_id: str, cost_usd: float, *, now: datetime) -> None:
-        """Replace a reservation's holds by the actual cost; idempotent."""
+    def settle(self, reservation_id: str, cost_usd: float, *, now: datetime) -> list[Alert]:
+        """Replace a reservation's holds by the actual cost; idempotent. Returns the alert
+        thresholds this settlement crossed for the first time in their windows."""
         ...
 
     def release(self, reservation_id: str, *, now: datetime) -> None:
@@ -65,4 +90,4 @@ class Ledger(Protocol):
         ...
 
 
-__all__ = ["Hold", "Ledger", "Reservation"]
+__all__ = ["Alert", "Hold", "Ledger", "Reservation"]

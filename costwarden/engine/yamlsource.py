@@ -49,7 +49,7 @@ _NON_PRINTABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd
 _LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
 
 MAX_DEPTH = 100
-MAX_NODES = 100_000  # after alias expansion: stops "billion laughs" documents
+MAX_ALIASED = 100_000  # nodes built again through aliases: stops "billion laughs" documents
 
 
 def core_tag(text: str) -> str:
@@ -213,7 +213,8 @@ class _Builder:
 
     def __init__(self, index: int) -> None:
         self.doc_index = index
-        self.count = 0
+        self.seen: set[int] = set()
+        self.aliased = 0
         self.active: set[int] = set()
         self.problems: list[Problem] = []
         self.yaml11: list[Path] = []
@@ -227,10 +228,13 @@ class _Builder:
         return YamlDocument(self.doc_index, node, data, self.problems, self.yaml11)
 
     def build(self, node: Node, path: Path, depth: int) -> Any:
-        self.count += 1
-        if self.count > MAX_NODES:
-            raise _Abort(Problem(node_position(node), "yaml-syntax",
-                                 f"document expands to more than {MAX_NODES} nodes through aliases"))
+        if id(node) in self.seen:
+            self.aliased += 1
+            if self.aliased > MAX_ALIASED:
+                raise _Abort(Problem(node_position(node), "yaml-syntax",
+                                     f"aliases expand the document by more than {MAX_ALIASED} nodes"))
+        else:
+            self.seen.add(id(node))
         if depth > MAX_DEPTH:
             raise _Abort(Problem(node_position(node), "yaml-syntax",
                                  f"document is nested more than {MAX_DEPTH} levels deep"))

@@ -81,7 +81,11 @@ def test_infracost_untagged_example_plans(name: str) -> None:
     subjects = _subjects(PLANS / "infracost" / name)
     web = subjects["aws_instance.web_app"]
     assert (web.capacity, web.workload.instance_type, web.workload.gpus, web.region) == (
-        "on-demand", "m5.4xlarge", 0.0, "us-east-1")
+        "on-demand",
+        "m5.4xlarge",
+        0.0,
+        "us-east-1",
+    )
     assert all(dict(s.tags) == {} for s in subjects.values())
     assert all(s.capacity == "unknown" for s in subjects.values() if s.kind != "aws_instance")
 
@@ -116,8 +120,9 @@ def includes(key: str, value: str | None = None, *, negate: bool = False) -> Whe
     def found(s: Resource) -> bool:
         return key in s.tags and (value is None or s.tags[key] == value)
 
-    return When(lambda s: found(s) != negate,
-                lambda s: f"{'Found' if found(s) else 'Can not find'} {what} tags in {s.name}.")
+    return When(
+        lambda s: found(s) != negate, lambda s: f"{'Found' if found(s) else 'Can not find'} {what} tags in {s.name}."
+    )
 
 
 HAS_TAGS = When(lambda s: bool(s.tags))
@@ -165,8 +170,10 @@ def _failures(sc: Scenario, s: Resource) -> list[str]:
             out.append(f"{key} property in {s.name} is considered to be Null. It is set to {tags[actual]!r}.")
         elif regex is not None and not re.match(regex, tags[actual], flags):
             kind = "case sensitive" if sc.case_sensitive else "case insensitive"
-            out.append(f"{key} property in {s.name} resource does not match with {regex} {kind} regex. "
-                       f"It is set to {tags[actual]}.")
+            out.append(
+                f"{key} property in {s.name} resource does not match with {regex} {kind} regex. "
+                f"It is set to {tags[actual]}."
+            )
     return out
 
 
@@ -205,8 +212,11 @@ FEATURES: dict[str, list[Scenario]] = {
         Scenario("aws_s3_bucket", (includes("Experience", "Green", negate=True),), must_fail=True),
     ],
     "test_issue-243": [
-        Scenario(when=(HAS_TAGS, When(lambda s: s.tags.get("environment", "").lower() == "live")),
-                 require={"service": None}, values_not_null=True),
+        Scenario(
+            when=(HAS_TAGS, When(lambda s: s.tags.get("environment", "").lower() == "live")),
+            require={"service": None},
+            values_not_null=True,
+        ),
     ],
     "test_issue-294": [
         Scenario("azurerm_virtual_machine", (HAS_TAGS,), {"backmeup": "(true|false)"}, tags_not_null=True),
@@ -224,15 +234,18 @@ FEATURES: dict[str, list[Scenario]] = {
     ],
     # Only the last scenario (tags); see NOT_COVERED.
     "test_regex_on_when": [
-        Scenario(when=(When(lambda s: re.match("module.project1.*", s.name) is not None),),
-                 require={"project": "project1"}, case_sensitive=True),
+        Scenario(
+            when=(When(lambda s: re.match("module.project1.*", s.name) is not None),),
+            require={"project": "project1"},
+            case_sensitive=True,
+        ),
     ],
 }
 
 # Scenarios deliberately left out: they judge no tags, so our subjects have nothing to say.
 NOT_COVERED: dict[str, str] = {
     "test_regex_on_when": "scenarios 1-5 filter the aws provider's version_constraint and require S3 companion "
-                          "resources (server-side encryption, versioning, logging): configuration, not tags",
+    "resources (server-side encryption, versioning, logging): configuration, not tags",
 }
 
 
@@ -255,8 +268,10 @@ def test_terraform_compliance_suite_verdict(name: str) -> None:
     results = [run(sc, subjects) for sc in FEATURES[name]]
     statuses = [status for status, _ in results]
     output = [line for _, lines in results for line in lines]
-    output.append(f"{len(statuses)} scenarios ({statuses.count('passed')} passed, {statuses.count('failed')} "
-                  f"failed, {statuses.count('skipped')} skipped)")
+    output.append(
+        f"{len(statuses)} scenarios ({statuses.count('passed')} passed, {statuses.count('failed')} "
+        f"failed, {statuses.count('skipped')} skipped)"
+    )
     text = "\n".join(output)
 
     assert ("failed" in statuses) == (folder / ".failure").exists(), text
@@ -271,8 +286,10 @@ def test_terraform_compliance_feature_files_match_the_restated_scenarios() -> No
     for name, scenarios in FEATURES.items():
         feature = (COMPLIANCE / name / "test.feature").read_text(encoding="utf-8")
         plain = len(re.findall(r"^\s*Scenario:", feature, re.M))
-        outline_rows = sum(len(block.strip().splitlines()) - 1  # minus the header row
-                           for block in re.findall(r"Examples:\s*\n((?:[ \t]*\|.*\n?)+)", feature))
+        outline_rows = sum(
+            len(block.strip().splitlines()) - 1  # minus the header row
+            for block in re.findall(r"Examples:\s*\n((?:[ \t]*\|.*\n?)+)", feature)
+        )
         count = plain + outline_rows
         if name in NOT_COVERED:
             count -= 5

@@ -13,8 +13,9 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from costwarden.engine.budget import WINDOW_PATTERN, window_keys, zone
+from costwarden.engine.budget import WINDOW_PATTERN, window_end, window_keys, zone
 from costwarden.engine.decision import Fix, Outcome
+from costwarden.engine.ledger import Hold
 from costwarden.engine.rules.base import (
     Check,
     CompileEnv,
@@ -92,12 +93,15 @@ def compile(params: Budget, env: CompileEnv) -> Check:
         total = spent + pending
         path = f"budget[{base}]"
         if total <= limit:
+            hold = Hold(keys[-1], pending, limit, tuple(keys), window_end(params.window, ctx.now, tz),
+                        tuple(params.alertAt))
             return Outcome(
                 "pass",
                 f"${total:,.4f} of ${limit:,.2f} per {params.window}",
                 path=path,
                 expected=limit,
                 actual=round(total, 6),
+                holds=(hold,) if pending else (),
             )
         verb = "would exceed" if pending else "exceeds"
         message = f"spend ${total:,.4f} {verb} the ${limit:,.2f} {params.window} budget for {base.split(':')[-1]}"

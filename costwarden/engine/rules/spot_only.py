@@ -43,7 +43,40 @@ def _batch_only() -> list[WorkloadClass]:
 
 
 class SpotFix(RuleParams):
-    platform: Platform = Field(description="whose spot labels the fix uses")
+    platform: Platform | Literal["auto"] = Field(
+        description="whose spot labels the fix uses; auto reads the pod's existing node labels"
+    )
+    fallback: Platform = Field(default="karpenter", description="with auto, when nothing points to a platform")
+
+
+PLATFORM_HINTS: tuple[tuple[str, Platform], ...] = (
+    ("cloud.google.com/", "gke"),
+    ("karpenter.sh/", "karpenter"),
+    ("karpenter.k8s.aws/", "karpenter"),
+    ("eks.amazonaws.com/", "eks"),
+    ("kubernetes.azure.com/", "aks"),
+)
+
+
+def detect_platform(raw: Any, pod_spec_pointers: tuple[str, ...]) -> Platform | None:
+    """The platform a pod spec already targets, from the label keys it selects or tolerates."""
+    keys: list[str] = []
+    for pointer in pod_spec_pointers:
+        spec = patch.resolve(raw, pointer) or {}
+        keys += list((spec.get("nodeSelector") or {}).keys())
+        keys += [t.get("key", "") for t in spec.get("tolerations") or [] if isinstance(t, dict)]
+        terms = (
+            ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+                "requiredDuringSchedulingIgnoredDuringExecution"
+            )
+            or {}
+        ).get("nodeSelectorTerms") or []
+        keys += [e.get("key", "") for t in terms for e in (t.get("matchExpressions") or []) if isinstance(e, dict)]
+    for key in keys:
+        for prefix, platform in PLATFORM_HINTS:
+            if isinstance(key, str) and key.startswith(prefix):
+                return platform
+    return None
 
 
 class SpotOnly(RuleParams):
@@ -55,7 +88,7 @@ class SpotOnly(RuleParams):
 def compile(params: SpotOnly, env: CompileEnv) -> Check:
     classes = frozenset(params.workloadClasses)
     min_gpus = params.minGpus
-    platform = params.fix.platform if params.fix else None
+    fix_params = params.fix
     catalog = env.catalog
 
     def check(subject: Subject, ctx: EvalContext) -> Outcome:
@@ -75,7 +108,7 @@ def compile(params: SpotOnly, env: CompileEnv) -> Check:
             path="capacity",
             expected="spot",
             actual=subject.capacity,
-            fix=_fix(subject, platform),
+            fix=_fix(subject, _platform(subject, fix_params)),
             savings_usd_month=saving,
         )
 
@@ -91,6 +124,14 @@ def _monthly_saving(subject: Resource, catalog: Catalog) -> float | None:
     if on_demand is None or spot is None or not list_price:
         return None
     return round(on_demand * (1 - spot / list_price) * HOURS_PER_MONTH, 2)
+
+
+def _platform(subject: Resource, params: SpotFix | None) -> str | None:
+    if params is None:
+        return None
+    if params.platform != "auto":
+        return params.platform
+    return detect_platform(subject.raw, subject.pod_spec_pointers) or params.fallback
 
 
 def _fix(subject: Resource, platform: str | None) -> Fix | None:

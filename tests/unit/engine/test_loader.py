@@ -372,3 +372,8 @@ def test_nothing_but_diagnostics_escape_on_junk(tmp_path: Path) -> None:
 def test_load_bytes_reads_boms() -> None:
     assert load_bytes(POLICY.encode("utf-16")).diagnostics == []
     assert load_bytes(b"\xef\xbb\xbf" + POLICY.encode()).diagnostics == []
+
+
+def test_crlf_files_keep_positions_and_clean_source_lines() -> None:
+    d = only(load_text(POLICY.replace("severity: high", "severity: hihg").replace("\n", "\r\n")))
+    assert (d.line, d.column, d.source_line) == (6, 13, "  severity: hihg")

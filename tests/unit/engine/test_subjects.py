@@ -1,0 +1,375 @@
+"""Subjects: built from plain data with field-path errors, frozen, and back to plain data."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from costwarden.engine.subjects import (
+    LlmCall,
+    LlmRequest,
+    Resource,
+    ServingConfig,
+    SourceLocation,
+    TokenUsage,
+    Workload,
+    replace,
+    subject_from_dict,
+)
+from costwarden.errors import SubjectError
+
+RESOURCE: dict[str, Any] = {
+    "type": "resource",
+    "provider": "kubernetes",
+    "kind": "Job",
+    "name": "train",
+    "namespace": "ml",
+    "region": "us-east-1",
+    "tags": {"team": "ml", "feature": "search"},
+    "capacity": "spot",
+    "workload": {"class": "batch", "gpus": 8, "gpu_type": "H100", "instance_type": "p5.48xlarge", "replicas": 2},
+    "hourly_usd": 110.08,
+    "source": {"file": "job.yaml", "line": 3, "pointer": "/0"},
+}
+
+LLM_CALL: dict[str, Any] = {
+    "type": "llm_call",
+    "provider": "anthropic",
+    "model": "claude-sonnet-4-5",
+    "feature": "search",
+    "user": "alice",
+    "team": "growth",
+    "tags": {"env": "prod"},
+    "phase": "post",
+    "request": {
+        "api": "messages",
+        "max_tokens": 1024,
+        "input_tokens": 5000,
+        "cacheable_prefix_tokens": 4000,
+        "prefix_pointer": "/system",
+        "cache_breakpoints": 1,
+        "stream": True,
+        "batch": False,
+    },
+    "usage": {
+        "input_tokens": 100,
+        "output_tokens": 200,
+        "cache_read_tokens": 4000,
+        "cache_write_5m_tokens": 10,
+        "cache_write_1h_tokens": 5,
+    },
+    "estimated_cost_usd": 0.02,
+    "actual_cost_usd": 0.0123,
+    "latency_ms": 812.5,
+}
+
+SERVING: dict[str, Any] = {
+    "type": "serving_config",
+    "model": "meta-llama/Llama-3.1-70B-Instruct",
+    "engine": "vllm",
+    "engine_version": "0.10.1",
+    "args": {"tensor_parallel_size": 4, "enable_prefix_caching": False},
+    "gpus": 8,
+    "gpu_type": "H100",
+    "replicas": 3,
+    "params_b": 70,
+    "provider": "kubernetes",
+    "kind": "Deployment",
+    "name": "llama",
+    "namespace": "serving",
+    "tags": {"team": "inference"},
+    "deprecated_args": ["disable_log_requests"],
+}
+
+
+class TestResource:
+    def test_fields_from_dict(self) -> None:
+        s = subject_from_dict(RESOURCE)
+        assert isinstance(s, Resource)
+        assert (s.type, s.provider, s.kind, s.name, s.namespace, s.region) == (
+            "resource",
+            "kubernetes",
+            "Job",
+            "train",
+            "ml",
+            "us-east-1",
+        )
+        assert dict(s.tags) == {"team": "ml", "feature": "search"}
+        assert s.capacity == "spot"
+        assert s.workload == Workload("batch", 8.0, "H100", "p5.48xlarge", 2)
+        assert s.hourly_usd == pytest.approx(110.08)
+        assert s.source == SourceLocation("job.yaml", 3, "/0")
+
+    def test_defaults(self) -> None:
+        s = subject_from_dict({"type": "resource", "provider": "aws", "kind": "ec2-instance"})
+        assert isinstance(s, Resource)
+        assert s.name == ""
+        assert s.namespace is None
+        assert dict(s.tags) == {}
+        assert s.capacity == "unknown"
+        assert s.workload == Workload()
+        assert s.workload.workload_class == "unknown"
+        assert s.hourly_usd is None
+        assert s.raw is None
+        assert s.pod_spec_pointers == ()
+
+    def test_numbers_become_floats_and_tag_values_strings(self) -> None:
+        s = subject_from_dict(
+            {"type": "resource", "provider": "aws", "kind": "x", "tags": {"n": 3, "on": True, "empty": None}}
+        )
+        assert isinstance(s, Resource)
+        assert dict(s.tags) == {"n": "3", "on": "true", "empty": ""}
+        assert isinstance(s.workload.gpus, float)
+
+    def test_raw_and_pointers_are_carried(self) -> None:
+        raw = {"metadata": {"labels": {}}}
+        s = subject_from_dict(
+            {
+                "type": "resource",
+                "provider": "kubernetes",
+                "kind": "Pod",
+                "raw": raw,
+                "tags_pointer": "/metadata/labels",
+                "pod_spec_pointers": ["/spec"],
+            }
+        )
+        assert isinstance(s, Resource)
+        assert s.raw == raw
+        assert s.tags_pointer == "/metadata/labels"
+        assert s.pod_spec_pointers == ("/spec",)
+
+    def test_label(self) -> None:
+        assert subject_from_dict(RESOURCE).label() == "kubernetes/Job ml/train"
+        bare = subject_from_dict({"type": "resource", "provider": "aws", "kind": "ec2-instance"})
+        assert bare.label() == "aws/ec2-instance -"
+
+
+class TestLlmCall:
+    def test_fields_from_dict(self) -> None:
+        s = subject_from_dict(LLM_CALL)
+        assert isinstance(s, LlmCall)
+        assert (s.provider, s.model, s.feature, s.user, s.team, s.phase) == (
+            "anthropic",
+            "claude-sonnet-4-5",
+            "search",
+            "alice",
+            "growth",
+            "post",
+        )
+        assert s.request == LlmRequest("messages", 1024, "max_tokens", 5000, 4000, "/system", 1, True, False)
+        assert s.usage == TokenUsage(100, 200, 4000, 10, 5)
+        assert s.usage.cache_write_tokens == 15
+        assert s.usage.total_input_tokens == 100 + 4000 + 15
+        assert s.actual_cost_usd == pytest.approx(0.0123)
+        assert s.latency_ms == pytest.approx(812.5)
+
+    def test_kind_name_namespace_are_derived(self) -> None:
+        s = subject_from_dict(LLM_CALL)
+        assert s.kind == "messages"
+        assert s.name == "search"
+        assert s.namespace is None
+
+    def test_defaults(self) -> None:
+        s = subject_from_dict({"type": "llm_call", "provider": "openai", "model": "gpt-4.1"})
+        assert isinstance(s, LlmCall)
+        assert s.phase == "pre"
+        assert s.request == LlmRequest()
+        assert s.usage is None
+        assert s.name == ""
+        assert s.body is None
+
+    def test_attribution_adds_feature_user_team_to_tags(self) -> None:
+        s = subject_from_dict(LLM_CALL)
+        assert isinstance(s, LlmCall)
+        assert s.attribution == {"env": "prod", "feature": "search", "user": "alice", "team": "growth"}
+
+    def test_attribution_fields_override_tags_and_skip_empty(self) -> None:
+        s = subject_from_dict(
+            {
+                "type": "llm_call",
+                "provider": "openai",
+                "model": "gpt-4.1",
+                "user": "bob",
+                "feature": "",
+                "tags": {"user": "spoofed", "feature": "from-tag"},
+            }
+        )
+        assert isinstance(s, LlmCall)
+        assert s.attribution == {"user": "bob", "feature": "from-tag"}
+
+    def test_attribution_is_a_copy(self) -> None:
+        s = subject_from_dict(LLM_CALL)
+        assert isinstance(s, LlmCall)
+        s.attribution["user"] = "mallory"
+        assert s.attribution["user"] == "alice"
+
+    def test_label(self) -> None:
+        assert subject_from_dict(LLM_CALL).label() == "anthropic/messages search"
+
+
+class TestServingConfig:
+    def test_fields_from_dict(self) -> None:
+        s = subject_from_dict(SERVING)
+        assert isinstance(s, ServingConfig)
+        assert s.model == "meta-llama/Llama-3.1-70B-Instruct"
+        assert dict(s.args) == {"tensor_parallel_size": 4, "enable_prefix_caching": False}
+        assert (s.gpus, s.gpu_type, s.replicas, s.params_b) == (8.0, "H100", 3, 70.0)
+        assert (s.provider, s.kind, s.name, s.namespace) == ("kubernetes", "Deployment", "llama", "serving")
+        assert s.deprecated_args == ("disable_log_requests",)
+
+    def test_defaults(self) -> None:
+        s = subject_from_dict({"type": "serving_config", "model": "m"})
+        assert isinstance(s, ServingConfig)
+        assert (s.engine, s.provider, s.kind, s.gpus, s.replicas) == ("vllm", "kubernetes", "vllm", 0.0, 1)
+        assert dict(s.args) == {}
+
+
+@pytest.mark.parametrize(
+    ("data", "path", "text"),
+    [
+        ({"type": "pod"}, "type", "must be one of resource, llm_call, serving_config"),
+        ({}, "type", "must be one of"),
+        ({"type": "resource", "kind": "Job"}, "provider", "is required"),
+        ({"type": "resource", "provider": "", "kind": "Job"}, "provider", "is required"),
+        ({"type": "resource", "provider": "aws"}, "kind", "is required"),
+        ({"type": "resource", "provider": 5, "kind": "Job"}, "provider", "must be a string, got int"),
+        ({"type": "resource", "provider": "k", "kind": "J", "workload": {"gpus": "2"}}, "workload.gpus", "number"),
+        ({"type": "resource", "provider": "k", "kind": "J", "workload": {"gpus": True}}, "workload.gpus", "boolean"),
+        ({"type": "resource", "provider": "k", "kind": "J", "workload": {"replicas": 1.5}}, "workload.replicas", "integer"),
+        ({"type": "resource", "provider": "k", "kind": "J", "workload": {"class": "web"}}, "workload.class", "one of"),
+        ({"type": "resource", "provider": "k", "kind": "J", "workload": []}, "workload", "an object"),
+        ({"type": "resource", "provider": "k", "kind": "J", "capacity": "cheap"}, "capacity", "spot, on-demand"),
+        ({"type": "resource", "provider": "k", "kind": "J", "tags": {"a": [1]}}, "tags.a", "strings"),
+        ({"type": "resource", "provider": "k", "kind": "J", "tags": ["a"]}, "tags", "an object"),
+        ({"type": "resource", "provider": "k", "kind": "J", "hourly_usd": "1"}, "hourly_usd", "number"),
+        ({"type": "resource", "provider": "k", "kind": "J", "source": {"line": "3"}}, "source.line", "integer"),
+        ({"type": "resource", "provider": "k", "kind": "J", "raw": "x"}, "raw", "an object"),
+        ({"type": "resource", "provider": "k", "kind": "J", "pod_spec_pointers": [1]}, "pod_spec_pointers", "list"),
+        ({"type": "llm_call", "model": "m"}, "provider", "is required"),
+        ({"type": "llm_call", "provider": "openai"}, "model", "is required"),
+        ({"type": "llm_call", "provider": "a", "model": "m", "phase": "mid"}, "phase", "one of pre, post"),
+        ({"type": "llm_call", "provider": "a", "model": "m", "request": {"max_tokens": True}}, "request.max_tokens", "boolean"),
+        ({"type": "llm_call", "provider": "a", "model": "m", "request": {"stream": "yes"}}, "request.stream", "boolean"),
+        ({"type": "llm_call", "provider": "a", "model": "m", "request": 3}, "request", "an object"),
+        ({"type": "llm_call", "provider": "a", "model": "m", "usage": {"input_tokens": 1.5}}, "usage.input_tokens", "integer"),
+        ({"type": "llm_call", "provider": "a", "model": "m", "user": 7}, "user", "string"),
+        ({"type": "llm_call", "provider": "a", "model": "m", "body": []}, "body", "an object"),
+        ({"type": "serving_config"}, "model", "is required"),
+        ({"type": "serving_config", "model": "m", "args": [1]}, "args", "an object"),
+        ({"type": "serving_config", "model": "m", "deprecated_args": "x"}, "deprecated_args", "list"),
+        ({"type": "serving_config", "model": "m", "gpus": "8"}, "gpus", "number"),
+    ],
+)
+def test_errors_name_the_field(data: dict[str, Any], path: str, text: str) -> None:
+    with pytest.raises(SubjectError) as info:
+        subject_from_dict(data)
+    assert info.value.path == path
+    assert text in str(info.value)
+    assert str(info.value).startswith(f"{path}: ")
+
+
+@pytest.mark.parametrize("data", [[1], "resource", None, 3])
+def test_non_object_is_a_subject_error(data: Any) -> None:
+    with pytest.raises(SubjectError, match="JSON object"):
+        subject_from_dict(data)
+
+
+class TestFrozen:
+    @pytest.mark.parametrize("data", [RESOURCE, LLM_CALL, SERVING])
+    def test_fields_cannot_be_assigned(self, data: dict[str, Any]) -> None:
+        s = subject_from_dict(data)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            s.name = "other"  # type: ignore[misc]
+
+    @pytest.mark.parametrize("data", [RESOURCE, LLM_CALL, SERVING])
+    def test_tags_cannot_be_mutated(self, data: dict[str, Any]) -> None:
+        s = subject_from_dict(data)
+        with pytest.raises(TypeError):
+            s.tags["team"] = "x"  # type: ignore[index]
+
+    def test_args_cannot_be_mutated(self) -> None:
+        s = subject_from_dict(SERVING)
+        assert isinstance(s, ServingConfig)
+        with pytest.raises(TypeError):
+            s.args["max_num_seqs"] = 1  # type: ignore[index]
+
+    def test_input_dict_is_copied(self) -> None:
+        tags = {"team": "ml"}
+        s = Resource(provider="aws", kind="x", tags=tags)
+        tags["team"] = "changed"
+        assert s.tags["team"] == "ml"
+
+    def test_nested_records_are_frozen(self) -> None:
+        s = subject_from_dict(LLM_CALL)
+        assert isinstance(s, LlmCall)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            s.request.max_tokens = 1  # type: ignore[misc]
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            s.usage.output_tokens = 1  # type: ignore[misc, union-attr]
+
+    @pytest.mark.parametrize("data", [RESOURCE, LLM_CALL, SERVING])
+    def test_to_dict_result_does_not_alias_the_subject(self, data: dict[str, Any]) -> None:
+        """Mutating what to_dict() returned must not change the subject (nor what CEL sees)."""
+        s = subject_from_dict(data)
+        before = s.to_dict()
+        out = s.to_dict()
+        out["tags"]["injected"] = "yes"
+        out["source"]["file"] = "elsewhere"
+        assert s.to_dict() == before
+        assert "injected" not in s.as_cel["tags"]
+
+    def test_replace_keeps_type_and_original(self) -> None:
+        s = subject_from_dict(RESOURCE)
+        t = replace(s, capacity="on-demand")
+        assert isinstance(t, Resource)
+        assert t.capacity == "on-demand"
+        assert s.capacity == "spot"
+
+
+class TestToDict:
+    @pytest.mark.parametrize("data", [RESOURCE, LLM_CALL, SERVING])
+    def test_round_trip(self, data: dict[str, Any]) -> None:
+        s = subject_from_dict(data)
+        again = subject_from_dict(s.to_dict())
+        assert again == s
+        assert again.to_dict() == s.to_dict()
+
+    def test_round_trip_keeps_patch_pointers(self) -> None:
+        """to_dict() is documented as the inverse of subject_from_dict: fixes need the pointers."""
+        s = subject_from_dict(
+            {**RESOURCE, "tags_pointer": "/metadata/labels", "pod_spec_pointers": ["/spec/template/spec"]}
+        )
+        again = subject_from_dict(s.to_dict())
+        assert isinstance(again, Resource)
+        assert again.tags_pointer == "/metadata/labels"
+        assert again.pod_spec_pointers == ("/spec/template/spec",)
+        assert again == s
+
+    def test_shape_is_json_data(self) -> None:
+        d = subject_from_dict(LLM_CALL).to_dict()
+        assert d["type"] == "llm_call"
+        assert d["kind"] == "messages"
+        assert d["request"]["max_tokens"] == 1024
+        assert d["usage"]["cache_read_tokens"] == 4000
+        assert isinstance(d["tags"], dict)
+        r = subject_from_dict(RESOURCE).to_dict()
+        assert r["workload"] == {
+            "class": "batch",
+            "gpus": 8.0,
+            "gpu_type": "H100",
+            "instance_type": "p5.48xlarge",
+            "replicas": 2,
+        }
+        assert "raw" not in r
+
+    def test_cel_view_is_to_dict(self) -> None:
+        s = subject_from_dict(SERVING)
+        assert s.to_dict() == s.as_cel
+        assert s.to_dict()["deprecated_args"] == ["disable_log_requests"]
+
+    def test_raw_is_not_compared(self) -> None:
+        a = subject_from_dict({**RESOURCE, "raw": {"a": 1}})
+        b = subject_from_dict({**RESOURCE, "raw": {"b": 2}})
+        assert a == b
