@@ -77,7 +77,7 @@ GPU_TYPE_LABELS = (
     "karpenter.azure.com/sku-gpu-name",
 )
 INSTANCE_TYPE_LABELS = ("node.kubernetes.io/instance-type", "beta.kubernetes.io/instance-type")
-_CONTROLLER_LABELS = "/metadata/labels"
+_OWN_LABELS = "/metadata/labels"
 _EMPTY: Mapping[str, Any] = {}
 
 
@@ -180,7 +180,7 @@ def _yaml_documents(text: str, file: str | None) -> Iterator[tuple[Any, Node]]:
         loader.dispose()
 
 
-def _item_lines(node: Node | None, line: int) -> list[int]:
+def _item_lines(node: Node | None) -> list[int]:
     """The line of each ``items`` entry of a List document's node, or [] without a node."""
     if not isinstance(node, MappingNode):
         return []
@@ -190,27 +190,24 @@ def _item_lines(node: Node | None, line: int) -> list[int]:
     return []
 
 
-def _expand(
-    doc: Any, line: int, pointer: str, node: Node | None, file: str | None
-) -> Iterator[tuple[dict[str, Any], int, str]]:
+def _expand(doc: Any, line: int, pointer: str, node: Node | None) -> Iterator[tuple[dict[str, Any], int, str]]:
     """A document, or each item of a ``List`` / ``*List`` document (kubectl get -o yaml/json)."""
     if not isinstance(doc, dict):
-        what = type(doc).__name__
-        raise AdapterError(f"a manifest document must be a mapping, got {what}", file=file, line=line)
+        return  # not an object kubectl would apply (a YAML list, a scalar): nothing to judge here
     kind, items = doc.get("kind"), doc.get("items")
     if not (isinstance(kind, str) and kind.endswith("List") and isinstance(items, list)
             and all(isinstance(i, dict) for i in items)):
         yield doc, line, pointer
         return
-    lines = _item_lines(node, line)
+    lines = _item_lines(node)
     item_kind = kind[: -len("List")] if kind != "List" else None
     for i, item in enumerate(items):
         if item_kind and "kind" not in item:  # typed lists (PodList) leave kind off their items
             item = {"apiVersion": doc.get("apiVersion"), "kind": item_kind, **item}
-        yield from _expand(item, lines[i] if i < len(lines) else line, f"{pointer}/items/{i}", None, file)
+        yield from _expand(item, lines[i] if i < len(lines) else line, f"{pointer}/items/{i}", None)
 
 
-def _json_documents(text: str) -> list[tuple[Any, int]] | None:
+def _json_documents(text: str, file: str | None) -> list[tuple[Any, int, str]] | None:
     stripped = text.lstrip()
     if stripped[:1] not in ("{", "["):
         return None
@@ -218,24 +215,25 @@ def _json_documents(text: str) -> list[tuple[Any, int]] | None:
         doc = json.loads(stripped)
     except ValueError:
         return None  # maybe YAML flow style; the YAML reader reports real errors with a line
+    except RecursionError as exc:
+        raise AdapterError("invalid JSON: nested too deeply", file=file) from exc
     line = text.count("\n", 0, len(text) - len(stripped)) + 1
-    return [(d, line) for d in doc] if isinstance(doc, list) else [(doc, line)]
+    return [(d, line, f"/{i}") for i, d in enumerate(doc)] if isinstance(doc, list) else [(doc, line, "")]
 
 
 def read_manifests(text: str, file: str | None = None) -> list[tuple[dict[str, Any], int, str]]:
     """Every object in a manifest text with its 1-based line and its JSON pointer in the document
-    (``""``, or ``/items/<i>`` for List items). Empty documents are skipped."""
+    (``""``; ``/items/<i>`` for List items, ``/<i>`` in a JSON array). Skips what
+    :func:`load_documents` skips."""
     text = text.removeprefix("\ufeff")
     out: list[tuple[dict[str, Any], int, str]] = []
-    parsed = _json_documents(text)
+    parsed = _json_documents(text, file)
     if parsed is not None:
-        for doc, line in parsed:
-            if doc is not None:
-                out.extend(_expand(doc, line, "", None, file))
+        for doc, line, pointer in parsed:
+            out.extend(_expand(doc, line, pointer, None))
         return out
     for doc, node in _yaml_documents(text, file):
-        if doc is not None:
-            out.extend(_expand(doc, node.start_mark.line + 1, "", node, file))
+        out.extend(_expand(doc, node.start_mark.line + 1, "", node))
     return out
 
 
@@ -243,7 +241,10 @@ def load_documents(text: str, file: str) -> list[tuple[dict[str, Any], int]]:
     """The objects of a multi-document YAML (or JSON) manifest, each with its 1-based start line.
 
     ``kind: List`` and typed ``*List`` objects are expanded into their items (JSON items carry
-    the list's line). Raises :class:`AdapterError` with the line on a YAML syntax error.
+    the list's line); a top-level JSON array gives each object in it. Empty documents and
+    documents that are not mappings (a YAML list, a bare scalar) are skipped: the caller decides
+    what a file without objects means. Raises :class:`AdapterError` with the line on a YAML
+    syntax error. :func:`read_manifests` also gives each object's pointer (``/items/<i>``).
     """
     return [(doc, line) for doc, line, _ in read_manifests(text, file)]
 
@@ -394,9 +395,9 @@ def subjects_from_object(
     shape = workload_shape(obj)
     if shape is None:
         return [Resource(PROVIDER, kind, name, namespace, tags=own_labels, source=source, raw=obj,
-                         tags_pointer=_CONTROLLER_LABELS)]
-    tags_pointer = shape.labels_pointer or _CONTROLLER_LABELS
-    tags = own_labels if tags_pointer == _CONTROLLER_LABELS else labels(resolve(obj, tags_pointer))
+                         tags_pointer=_OWN_LABELS)]
+    tags_pointer = shape.labels_pointer or _OWN_LABELS
+    tags = own_labels if tags_pointer == _OWN_LABELS else labels(resolve(obj, tags_pointer))
     cls = _workload_class(shape.workload_class, own_labels, tags)
     workload, capacity = _workload(shape, cls)
     pointers = tuple(t.spec_pointer for t in shape.templates if t.spec_pointer is not None)

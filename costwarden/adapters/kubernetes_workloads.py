@@ -16,7 +16,7 @@ enclosing objects multiplied in.
 
 GPU counting follows the scheduler: a container asks for ``max(limits, requests)`` of
 ``nvidia.com/gpu`` and ``amd.com/gpu``; a MIG slice ``nvidia.com/mig-<g>g.<mem>gb`` counts as g/7
-of a GPU (A100/H100 have 7 compute slices; an A30's 4 are over-counted as a 7th); a pod asks for
+of a GPU (A100/H100 have 7 compute slices; an A30's quarter slices are under-counted); a pod asks for
 its containers plus restartable init containers, or its largest other init container if that is
 more. On GKE, ``cloud.google.com/gke-gpu-partition-size: <g>g.<mem>gb`` turns ``nvidia.com/gpu: 1``
 into the same g/7, and the KAI scheduler's ``gpu-fraction`` pod annotation counts as that fraction.
@@ -44,6 +44,7 @@ _EMPTY: Mapping[str, Any] = {}
 # Objects that embed pod specs as *policy text*, not as workloads: never searched generically.
 _POLICY_GROUPS = ("kyverno.io", "gatekeeper.sh", "costwarden.dev")
 _GENERIC_BUDGET = 20_000  # nodes visited by the generic search (shared YAML aliases can explode)
+_GENERIC_DEPTH = 24  # pod templates sit a few levels down; deeper nesting is data, not workloads
 
 BATCH_KINDS = frozenset({
     "Job", "CronJob", "RayJob", "RayCronJob", "JobSet", "TrainJob",
@@ -382,11 +383,11 @@ SHAPES: dict[str, Callable[[Mapping[str, Any]], Shape]] = {
 }
 
 
-def _search(node: Any, pointer: str, pods: int, budget: list[int]) -> Iterator[PodTemplate]:
+def _search(node: Any, pointer: str, pods: int, budget: list[int], depth: int = 0) -> Iterator[PodTemplate]:
     """Every ``template`` / ``*Template`` PodTemplateSpec below ``node``; ``replicas`` of the
     enclosing mappings (below the object's own ``spec``) multiply ``pods``."""
     budget[0] -= 1
-    if budget[0] < 0:
+    if budget[0] < 0 or depth > _GENERIC_DEPTH:
         return
     if isinstance(node, Mapping):
         if pointer != "/spec":
@@ -399,10 +400,10 @@ def _search(node: Any, pointer: str, pods: int, budget: list[int]) -> Iterator[P
             if (key == "template" or key.endswith("Template")) and isinstance(_map(spec).get("containers"), list):
                 yield from _template(value, child, pods)
             else:
-                yield from _search(value, child, pods, budget)
+                yield from _search(value, child, pods, budget, depth + 1)
     elif isinstance(node, list):
         for i, item in enumerate(node):
-            yield from _search(item, f"{pointer}/{i}", pods, budget)
+            yield from _search(item, f"{pointer}/{i}", pods, budget, depth + 1)
 
 
 def workload_shape(obj: Mapping[str, Any]) -> Shape | None:

@@ -169,12 +169,8 @@ def _compile_rule(
 def _offset_diag(
     doc: SourceDocument, loc: tuple[str | int, ...], code: str, message: str, offset: int, hint: str | None
 ) -> Diagnostic:
-    """A diagnostic inside a scalar (a CEL expression): shift the column by the offset when the
-    scalar is on one line, so the caret points at the offending character."""
-    base = doc.diagnostic(loc, code, message, hint)
-    if base.source_line is None or base.length <= offset:
-        return base
-    return Diagnostic(base.file, base.line, base.column + offset, code, message, hint, base.source_line, 1, base.level)
+    """A diagnostic inside a scalar (a CEL expression): the caret points at the offending character."""
+    return doc.diagnostic(loc, code, message, hint, offset=offset)
 
 
 def _compile_exemptions(

@@ -48,7 +48,8 @@ class Diagnostic:
             pad = " " * len(gutter)
             text = self.source_line.rstrip("\n")
             lines.append(f"   {gutter} | {text}")
-            caret = " " * max(self.column - 1, 0) + "^" * max(self.length, 1)
+            lead = "".join(c if c == "\t" else " " for c in text[: max(self.column - 1, 0)])
+            caret = lead + "^" * max(self.length, 1)
             lines.append(f"   {pad} | {caret}")
         if self.hint:
             lines.append(f"   = hint: {self.hint}")

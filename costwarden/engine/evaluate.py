@@ -97,7 +97,10 @@ class PolicySet:
         """Judge ``subject`` with every matching policy on ``surface``."""
         if surface not in SURFACES:
             raise ValueError(f"unknown surface {surface!r}; surfaces: {', '.join(SURFACES)}")
-        ctx = EvalContext(surface, now or self.clock(), ledger, self.pricer)
+        when = now or self.clock()
+        if when.tzinfo is None:  # a naive time is read as UTC, as exemption expiries are
+            when = when.replace(tzinfo=UTC)
+        ctx = EvalContext(surface, when, ledger, self.pricer)
         results: list[RuleResult] = []
         for policy in self.candidates(subject):
             effect = policy.effects[surface]

@@ -355,15 +355,15 @@ class _Validator:
                        f"'expires' must be a date, got {_describe(value)}", _DATE_HINT, at_value=True)
 
     def yaml11_booleans(self) -> None:
-        assert self.kind is not None
-        root = DOCUMENT_MODELS[self.kind]
+        root = DOCUMENT_MODELS.get(self.kind or "")
         for path in self.yaml11:
             members = [m for t in _types_at(root, path) for m in _members(t)]
             if bool in members and str not in members:
                 self.muted_at.add(path)
+                label, written = _label(path, self.kind or "document"), _get(self.data, path)
                 self.issue(path, "yaml-1.1-boolean",
-                           f"{_label(path, self.kind)!r} takes true or false; {_get(self.data, path)!r} is a "
-                           "boolean only in YAML 1.1", "use true or false", at_value=True)
+                           f"{label!r} takes true or false; {written!r} is a boolean only in YAML 1.1",
+                           "use true or false", at_value=True)
 
     def map_errors(self, errors: list[Any]) -> None:
         located = [(self.strip(tuple(err["loc"])), err) for err in errors]
@@ -402,8 +402,7 @@ class _Validator:
         return tuple(out)
 
     def fields_at(self, path: Path) -> dict[str, Any]:
-        assert self.kind is not None
-        models = [m for t in _types_at(DOCUMENT_MODELS[self.kind], path) for m in _members(t)
+        models = [m for t in _types_at(DOCUMENT_MODELS.get(self.kind or ""), path) for m in _members(t)
                   if isinstance(m, type) and issubclass(m, BaseModel)]
         here = _get(self.data, path)
         keys = set(here) if isinstance(here, dict) else set()

@@ -9,6 +9,7 @@ so a bad ``requireTags`` block reports only ``requireTags`` errors. ``json_schem
 from __future__ import annotations
 
 import functools
+import re
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
@@ -27,6 +28,7 @@ from costwarden.engine.decision import Effect, Severity
 from costwarden.engine.rules import RULE_KINDS
 
 API_VERSION = "costwarden.dev/v1"
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 DOCUMENT_KINDS = ("Policy", "Exemption", "ModelCatalog")
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 RULE_NAME_PATTERN = r"^[a-zA-Z0-9]([-_.a-zA-Z0-9]*[a-zA-Z0-9])?$"
@@ -171,9 +173,21 @@ class ExemptionTarget(Strict):
 class ExemptionSpec(Strict):
     policies: Annotated[list[ExemptionTarget], Field(min_length=1)]
     match: ExemptionMatch = Field(default_factory=ExemptionMatch)
-    expires: datetime | date = Field(description="required: an exemption always ends (UTC when no zone)")
+    expires: datetime | date = Field(
+        description="required: an exemption always ends; a date runs to the end of that day (UTC when no zone)")
     owner: Annotated[str, Field(min_length=1)]
     reason: Annotated[str, Field(min_length=1)]
+
+    @field_validator("expires", mode="before")
+    @classmethod
+    def _plain_date(cls, value: Any) -> Any:
+        """``2026-12-31`` is a date (valid through that day), not midnight at its start."""
+        if isinstance(value, str) and _DATE.fullmatch(value.strip()):
+            try:
+                return date.fromisoformat(value.strip())
+            except ValueError:
+                return value  # pydantic reports it as an invalid date, positioned
+        return value
 
 
 class ExemptionMetadata(Strict):

@@ -143,7 +143,8 @@ class _Subject:
     type: ClassVar[str]
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.as_cel)  # type: ignore[attr-defined]
+        """A fresh JSON-shaped dict (``subject_from_dict`` builds the same subject back)."""
+        return self._build()  # type: ignore[attr-defined, no-any-return]
 
     def label(self) -> str:
         """A short human name: ``kubernetes/Job default/train``."""
@@ -184,7 +185,10 @@ class Resource(_Subject):
 
     @cached_property
     def as_cel(self) -> dict[str, Any]:
-        """The subject as plain data; this is what CEL sees as ``subject``."""
+        """The subject as plain data, built once; this is what CEL sees as ``subject``."""
+        return self._build()
+
+    def _build(self) -> dict[str, Any]:
         return {
             "type": self.type,
             "provider": self.provider,
@@ -197,6 +201,8 @@ class Resource(_Subject):
             "workload": self.workload.to_dict(),
             "hourly_usd": self.hourly_usd,
             "source": self.source.to_dict(),
+            "tags_pointer": self.tags_pointer,
+            "pod_spec_pointers": list(self.pod_spec_pointers),
         }
 
 
@@ -250,6 +256,9 @@ class LlmCall(_Subject):
 
     @cached_property
     def as_cel(self) -> dict[str, Any]:
+        return self._build()
+
+    def _build(self) -> dict[str, Any]:
         return {
             "type": self.type,
             "provider": self.provider,
@@ -301,6 +310,9 @@ class ServingConfig(_Subject):
 
     @cached_property
     def as_cel(self) -> dict[str, Any]:
+        return self._build()
+
+    def _build(self) -> dict[str, Any]:
         return {
             "type": self.type,
             "provider": self.provider,

@@ -145,9 +145,9 @@ def kyverno_test_cases() -> list[tuple[str, Path, str, bool]]:
         if not test_file.is_file():
             continue
         spec = yaml.safe_load(test_file.read_text())
-        for result in spec["results"]:
-            for name in result["resources"]:
-                out.append((folder, root, name, result["result"] == "fail"))
+        out.extend(
+            (folder, root, name, result["result"] == "fail") for result in spec["results"] for name in result["resources"]
+        )
     return out
 
 

@@ -86,9 +86,9 @@ def test_yaml_error_on_bad_indentation_points_at_the_line() -> None:
     assert err.value.line == 4
 
 
-def test_a_document_that_is_not_a_mapping_is_an_error() -> None:
-    with pytest.raises(AdapterError, match="must be a mapping, got list"):
-        k8s.load_documents("kind: Pod\n---\n- a\n- b\n", "x.yaml")
+def test_documents_that_are_not_mappings_are_skipped() -> None:
+    docs = k8s.load_documents("kind: Pod\n---\n- a\n- b\n---\njust text\n---\nkind: Job\n", "x.yaml")
+    assert [(d["kind"], line) for d, line in docs] == [("Pod", 1), ("Job", 8)]
 
 
 def test_list_objects_expand_into_items_with_their_lines() -> None:
@@ -364,3 +364,17 @@ def test_unknown_kinds_are_searched_for_pod_templates() -> None:
     policy = {"apiVersion": "kyverno.io/v1", "kind": "ClusterPolicy", "metadata": {"name": "p"},
               "spec": {"rules": [{"template": {"spec": {"containers": [gpu(1)]}}}]}}
     assert one(policy).pod_spec_pointers == ()
+
+
+def test_json_arrays_give_each_object_its_index_pointer() -> None:
+    subjects = k8s.subjects_from_text(json.dumps([pod({}), job({})]), "many.json")
+    assert [(s.kind, s.source.pointer) for s in subjects] == [("Pod", "/0"), ("Job", "/1")]
+
+
+def test_pathological_nesting_is_an_adapter_error_not_a_crash() -> None:
+    with pytest.raises(AdapterError, match="nested too deeply"):
+        k8s.load_documents("[" * 100_000 + "]" * 100_000, "deep.json")
+    with pytest.raises(AdapterError, match="nesting depth"):
+        k8s.load_documents("a: " + "[" * 5_000 + "]" * 5_000, "deep.yaml")
+    looped = "kind: X\nspec: {x: &b [*b, *b], template: {spec: {containers: [{name: c}]}}}\n"
+    assert k8s.subjects_from_text(looped, "loop.yaml")[0].pod_spec_pointers == ("/spec/template/spec",)

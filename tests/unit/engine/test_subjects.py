@@ -226,6 +226,10 @@ class TestServingConfig:
         assert dict(s.args) == {}
 
 
+RES: dict[str, Any] = {"type": "resource", "provider": "k", "kind": "J"}
+CALL: dict[str, Any] = {"type": "llm_call", "provider": "a", "model": "m"}
+
+
 @pytest.mark.parametrize(
     ("data", "path", "text"),
     [
@@ -235,27 +239,27 @@ class TestServingConfig:
         ({"type": "resource", "provider": "", "kind": "Job"}, "provider", "is required"),
         ({"type": "resource", "provider": "aws"}, "kind", "is required"),
         ({"type": "resource", "provider": 5, "kind": "Job"}, "provider", "must be a string, got int"),
-        ({"type": "resource", "provider": "k", "kind": "J", "workload": {"gpus": "2"}}, "workload.gpus", "number"),
-        ({"type": "resource", "provider": "k", "kind": "J", "workload": {"gpus": True}}, "workload.gpus", "boolean"),
-        ({"type": "resource", "provider": "k", "kind": "J", "workload": {"replicas": 1.5}}, "workload.replicas", "integer"),
-        ({"type": "resource", "provider": "k", "kind": "J", "workload": {"class": "web"}}, "workload.class", "one of"),
-        ({"type": "resource", "provider": "k", "kind": "J", "workload": []}, "workload", "an object"),
-        ({"type": "resource", "provider": "k", "kind": "J", "capacity": "cheap"}, "capacity", "spot, on-demand"),
-        ({"type": "resource", "provider": "k", "kind": "J", "tags": {"a": [1]}}, "tags.a", "strings"),
-        ({"type": "resource", "provider": "k", "kind": "J", "tags": ["a"]}, "tags", "an object"),
-        ({"type": "resource", "provider": "k", "kind": "J", "hourly_usd": "1"}, "hourly_usd", "number"),
-        ({"type": "resource", "provider": "k", "kind": "J", "source": {"line": "3"}}, "source.line", "integer"),
-        ({"type": "resource", "provider": "k", "kind": "J", "raw": "x"}, "raw", "an object"),
-        ({"type": "resource", "provider": "k", "kind": "J", "pod_spec_pointers": [1]}, "pod_spec_pointers", "list"),
+        ({**RES, "workload": {"gpus": "2"}}, "workload.gpus", "number"),
+        ({**RES, "workload": {"gpus": True}}, "workload.gpus", "boolean"),
+        ({**RES, "workload": {"replicas": 1.5}}, "workload.replicas", "integer"),
+        ({**RES, "workload": {"class": "web"}}, "workload.class", "one of"),
+        ({**RES, "workload": []}, "workload", "an object"),
+        ({**RES, "capacity": "cheap"}, "capacity", "spot, on-demand"),
+        ({**RES, "tags": {"a": [1]}}, "tags.a", "strings"),
+        ({**RES, "tags": ["a"]}, "tags", "an object"),
+        ({**RES, "hourly_usd": "1"}, "hourly_usd", "number"),
+        ({**RES, "source": {"line": "3"}}, "source.line", "integer"),
+        ({**RES, "raw": "x"}, "raw", "an object"),
+        ({**RES, "pod_spec_pointers": [1]}, "pod_spec_pointers", "list"),
         ({"type": "llm_call", "model": "m"}, "provider", "is required"),
         ({"type": "llm_call", "provider": "openai"}, "model", "is required"),
-        ({"type": "llm_call", "provider": "a", "model": "m", "phase": "mid"}, "phase", "one of pre, post"),
-        ({"type": "llm_call", "provider": "a", "model": "m", "request": {"max_tokens": True}}, "request.max_tokens", "boolean"),
-        ({"type": "llm_call", "provider": "a", "model": "m", "request": {"stream": "yes"}}, "request.stream", "boolean"),
-        ({"type": "llm_call", "provider": "a", "model": "m", "request": 3}, "request", "an object"),
-        ({"type": "llm_call", "provider": "a", "model": "m", "usage": {"input_tokens": 1.5}}, "usage.input_tokens", "integer"),
-        ({"type": "llm_call", "provider": "a", "model": "m", "user": 7}, "user", "string"),
-        ({"type": "llm_call", "provider": "a", "model": "m", "body": []}, "body", "an object"),
+        ({**CALL, "phase": "mid"}, "phase", "one of pre, post"),
+        ({**CALL, "request": {"max_tokens": True}}, "request.max_tokens", "boolean"),
+        ({**CALL, "request": {"stream": "yes"}}, "request.stream", "boolean"),
+        ({**CALL, "request": 3}, "request", "an object"),
+        ({**CALL, "usage": {"input_tokens": 1.5}}, "usage.input_tokens", "integer"),
+        ({**CALL, "user": 7}, "user", "string"),
+        ({**CALL, "body": []}, "body", "an object"),
         ({"type": "serving_config"}, "model", "is required"),
         ({"type": "serving_config", "model": "m", "args": [1]}, "args", "an object"),
         ({"type": "serving_config", "model": "m", "deprecated_args": "x"}, "deprecated_args", "list"),

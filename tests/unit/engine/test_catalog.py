@@ -1,0 +1,329 @@
+"""The model catalog: tiers, cache minimums, model sizes, GPU and instance prices, layering."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from costwarden.engine.catalog import Catalog, normalize_gpu, normalize_model
+from costwarden.engine.compile import BUILTIN_CATALOG
+from costwarden.engine.evaluate import PolicySet
+from costwarden.engine.loader import load_paths
+from costwarden.engine.schema import ModelCatalogDocument, ModelCatalogSpec
+from costwarden.engine.subjects import TokenUsage, Workload, subject_from_dict
+from costwarden.errors import PolicyError, PricingError
+
+CompilePolicies = Callable[..., PolicySet]
+
+
+@pytest.fixture(scope="module")
+def builtin() -> Catalog:
+    result = load_paths(BUILTIN_CATALOG)
+    assert result.diagnostics == []
+    [doc] = result.documents
+    assert isinstance(doc.model, ModelCatalogDocument)
+    return Catalog.merge([doc.model.spec])
+
+
+def spec(**fields: Any) -> ModelCatalogSpec:
+    return ModelCatalogSpec.model_validate(fields)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("claude-sonnet-4-5", "claude-sonnet-4-5"),
+        ("anthropic/Claude-Sonnet-4-5", "claude-sonnet-4-5"),
+        ("  GPT-4.1 ", "gpt-4.1"),
+        ("models/gemini-2.5-pro", "gemini-2.5-pro"),
+    ],
+)
+def test_normalize_model(given: str, expected: str) -> None:
+    assert normalize_model(given) == expected
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("nvidia-h100-80gb", "H100-80GB"),
+        ("NVIDIA-H100-80GB-HBM3", "H100-80GB-HBM3"),
+        ("nvidia-tesla-t4", "T4"),
+        ("Tesla V100", "V100"),
+        ("amd-instinct-mi300x", "MI300X"),
+        ("nvidia_l40s", "L40S"),
+        ("H200", "H200"),
+    ],
+)
+def test_normalize_gpu(given: str, expected: str) -> None:
+    assert normalize_gpu(given) == expected
+
+
+class TestTiers:
+    def test_builtin_tiers_cheapest_first(self, builtin: Catalog) -> None:
+        assert [(t.name, t.rank) for t in builtin.tiers] == [("simple", 0), ("standard", 1), ("complex", 2)]
+        simple = builtin.tier("simple")
+        assert simple is not None
+        assert simple.downgrade_to["anthropic"] == "claude-haiku-4-5"
+        assert builtin.tier("premium") is None
+
+    @pytest.mark.parametrize(
+        ("model", "tier"),
+        [
+            ("claude-haiku-4-5", "simple"),
+            ("claude-3-5-haiku-20241022", "simple"),
+            ("gpt-4.1-mini", "simple"),
+            ("gpt-4.1", "standard"),
+            ("anthropic/Claude-Sonnet-4-5", "standard"),
+            ("gemini-2.5-flash", "standard"),
+            ("gemini-2.5-flash-lite", "simple"),
+            ("claude-opus-4-1", "complex"),
+            ("o3-mini", "complex"),
+            ("gemini-2.5-pro", "complex"),
+            ("llama-3-70b", None),
+        ],
+    )
+    def test_tier_of(self, builtin: Catalog, model: str, tier: str | None) -> None:
+        found = builtin.tier_of(model)
+        assert (found.name if found else None) == tier
+
+    def test_lookups_are_memoised(self, builtin: Catalog) -> None:
+        first = builtin.tier_of("claude-sonnet-4-5")
+        assert ("tier", "claude-sonnet-4-5") in builtin._memo
+        assert builtin.tier_of("Claude-Sonnet-4-5") is first
+
+
+class TestCacheMinimums:
+    @pytest.mark.parametrize(
+        ("model", "tokens"),
+        [
+            ("claude-opus-4-5", 4096),  # the specific glob wins over claude-opus-4*
+            ("claude-opus-4-1", 1024),
+            ("claude-haiku-4-5-20251001", 4096),
+            ("claude-3-5-haiku-latest", 2048),
+            ("claude-sonnet-4-5", 1024),
+            ("gpt-4o", 1024),
+            ("o3", 1024),
+            ("mistral-large", None),
+        ],
+    )
+    def test_min_cacheable_tokens(self, builtin: Catalog, model: str, tokens: int | None) -> None:
+        assert builtin.min_cacheable_tokens(model) == tokens
+
+
+class TestModelSizes:
+    @pytest.mark.parametrize(
+        ("model", "size"),
+        [
+            ("deepseek-ai/DeepSeek-R1", 671.0),
+            ("openai/gpt-oss-120b", 117.0),
+            ("meta-llama/Llama-3.1-70B-Instruct", 70.0),
+            ("Qwen/Qwen2.5-1.5B-Instruct", 1.5),
+            ("mistralai/Mixtral-8x7B-Instruct-v0.1", 56.0),
+            ("Qwen/Qwen3-30B-A3B", 30.0),
+            ("some-model", None),
+            ("Qwen/Qwen3-8B-AWQ", 8.0),
+        ],
+    )
+    def test_params_b(self, builtin: Catalog, model: str, size: float | None) -> None:
+        assert builtin.params_b(model) == size
+
+
+class TestHourlyPrices:
+    @pytest.mark.parametrize(
+        ("gpu", "on_demand"),
+        [
+            ("H100", 6.88),
+            ("nvidia-h100-80gb-hbm3", 6.88),
+            ("A100-80GB", 3.43),  # the longest known name inside the given one wins
+            ("nvidia-tesla-a100", 2.75),
+            ("L40S", 1.86),
+            ("nvidia-l40", 1.70),
+            ("nvidia-l4", 0.81),
+            ("tpu-v5e", 1.20),
+        ],
+    )
+    def test_gpu_price(self, builtin: Catalog, gpu: str, on_demand: float) -> None:
+        price = builtin.gpu_price(gpu)
+        assert price is not None
+        assert price.onDemandUsd == on_demand
+
+    @pytest.mark.parametrize("gpu", [None, "", "Z9000"])
+    def test_unknown_gpu(self, builtin: Catalog, gpu: str | None) -> None:
+        assert builtin.gpu_price(gpu) is None
+
+    def test_instance_price_is_case_insensitive(self, builtin: Catalog) -> None:
+        price = builtin.instance_price("P5.48XLARGE")
+        assert price is not None
+        assert (price.onDemandUsd, price.spotUsd, price.gpus, price.gpuType) == (55.04, 24.77, 8, "H100")
+        assert builtin.instance_price(None) is None
+        assert builtin.instance_price("x1.nope") is None
+
+    def test_hourly_usd(self, builtin: Catalog) -> None:
+        assert builtin.hourly_usd(Workload(gpus=2, gpu_type="H100", replicas=3), spot=False) == pytest.approx(41.28)
+        assert builtin.hourly_usd(Workload(gpus=2, gpu_type="H100", replicas=3), spot=True) == pytest.approx(18.6)
+        # an instance type is priced as a whole, before its GPUs
+        assert builtin.hourly_usd(Workload(gpus=8, gpu_type="H100", instance_type="p5.48xlarge"), spot=False) == 55.04
+        assert builtin.hourly_usd(Workload(instance_type="m5.xlarge", replicas=0), spot=False) == 0.192
+        assert builtin.hourly_usd(Workload(gpus=0, gpu_type="H100"), spot=False) is None
+        assert builtin.hourly_usd(Workload(gpus=1, gpu_type="Z9000"), spot=False) is None
+
+    def test_spot_hourly_usd(self, builtin: Catalog) -> None:
+        assert builtin.spot_hourly_usd(Workload(gpus=4, gpu_type="L4", replicas=2)) == pytest.approx(4 * 0.36 * 2)
+        assert builtin.spot_hourly_usd(Workload(instance_type="g5.xlarge")) == 0.45
+        assert builtin.spot_hourly_usd(Workload(gpus=1, gpu_type="Z9000")) is None
+
+    def test_prices_are_dated(self, builtin: Catalog) -> None:
+        assert builtin.prices_as_of is not None
+        assert builtin.prices_as_of.year >= 2025
+
+
+class TestMerge:
+    def test_later_specs_win(self, builtin: Catalog) -> None:
+        base = spec(
+            tiers=[{"name": "cheap", "models": ["a-*"]}, {"name": "dear", "models": ["b-*"]}],
+            gpuPrices={"H100": {"onDemandUsd": 6.0}},
+            cacheMinimums=[{"models": ["a-*"], "minTokens": 100}],
+            modelSizes={"a-*": 7},
+            prices=[{"model": "a-*", "inputPerMTok": 1, "outputPerMTok": 2}],
+            pricesAsOf="2025-01-01",
+        )
+        override = spec(
+            tiers=[{"name": "cheap", "models": ["c-*"]}],
+            gpuPrices={"nvidia-h100": {"onDemandUsd": 5.0}},
+            cacheMinimums=[{"models": ["a-1*"], "minTokens": 50}],
+            modelSizes={"a-1*": 9},
+            prices=[{"model": "a-1*", "inputPerMTok": 10, "outputPerMTok": 20}],
+        )
+        merged = Catalog.merge([base, override])
+        # a replaced tier moves to the end of the order
+        assert [t.name for t in merged.tiers] == ["dear", "cheap"]
+        assert merged.tier_of("c-model").name == "cheap"  # type: ignore[union-attr]
+        assert merged.tier_of("a-model") is None
+        assert merged.gpu_price("H100").onDemandUsd == 5.0  # type: ignore[union-attr]
+        assert merged.min_cacheable_tokens("a-1x") == 50
+        assert merged.min_cacheable_tokens("a-2x") == 100
+        assert merged.params_b("a-1x") == 9
+        assert merged.params_b("a-2x") == 7
+        assert merged.price_override("any", "a-1x").inputPerMTok == 10  # type: ignore[union-attr]
+        assert merged.price_override("any", "a-2x").inputPerMTok == 1  # type: ignore[union-attr]
+        assert str(merged.prices_as_of) == "2025-01-01"
+
+    def test_empty(self) -> None:
+        empty = Catalog.merge([])
+        assert empty.tiers == ()
+        assert empty.tier_of("claude-haiku-4-5") is None
+        assert empty.hourly_usd(Workload(gpus=1, gpu_type="H100"), spot=False) is None
+
+    def test_is_frozen(self, builtin: Catalog) -> None:
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            builtin.tiers = ()  # type: ignore[misc]
+
+
+class TestCatalogPricer:
+    def catalog(self) -> Catalog:
+        return Catalog.merge(
+            [
+                spec(
+                    prices=[
+                        {
+                            "model": "my-llama-*",
+                            "provider": "vllm",
+                            "inputPerMTok": 1,
+                            "outputPerMTok": 4,
+                            "cacheReadPerMTok": 0.1,
+                        },
+                        {"model": "shared-*", "inputPerMTok": 2, "outputPerMTok": 2, "cacheWrite1hPerMTok": 8},
+                    ]
+                )
+            ]
+        )
+
+    def test_override_prices(self) -> None:
+        pricer = self.catalog().pricer(None)
+        usage = TokenUsage(
+            input_tokens=1_000_000,
+            output_tokens=1_000_000,
+            cache_read_tokens=1_000_000,
+            cache_write_5m_tokens=1_000_000,
+        )
+        # cache writes fall back to the input price when the override has none
+        assert pricer.cost("vllm", "my-llama-70b", usage) == pytest.approx(1 + 4 + 0.1 + 1)
+        assert pricer.cost("vllm", "my-llama-70b", usage, batch=True) == pytest.approx((1 + 4 + 0.1 + 1) / 2)
+        one_hour = TokenUsage(cache_write_5m_tokens=1_000_000, cache_write_1h_tokens=1_000_000)
+        assert pricer.cost("x", "shared-model", one_hour) == pytest.approx(2 + 8)
+
+    def test_provider_scoped_override(self) -> None:
+        pricer = self.catalog().pricer(None)
+        with pytest.raises(PricingError, match="my-llama-70b"):
+            pricer.cost("openai", "my-llama-70b", TokenUsage(input_tokens=1))
+
+    def test_falls_back(self, fake_pricer: Any) -> None:
+        pricer = self.catalog().pricer(fake_pricer)
+        assert pricer.cost("anthropic", "claude-sonnet-4-5", TokenUsage(output_tokens=1_000_000)) == 15.0
+        assert fake_pricer.calls == 1
+        assert pricer.cost("vllm", "my-llama-8b", TokenUsage(output_tokens=1_000_000)) == 4.0
+        assert fake_pricer.calls == 1
+        with pytest.raises(PricingError):
+            pricer.cost("x", "unknown", TokenUsage(input_tokens=1))
+
+
+CATALOG_DOC = """
+apiVersion: costwarden.dev/v1
+kind: ModelCatalog
+metadata: {name: in-house}
+spec:
+  tiers:
+    - name: free
+      models: ["my-llama-*"]
+      downgradeTo: {vllm: my-llama-8b}
+  prices:
+    - {model: "my-llama-*", inputPerMTok: 0.5, outputPerMTok: 0.5}
+  gpuPrices:
+    H100: {onDemandUsd: 2.0, spotUsd: 1.0}
+"""
+
+POLICY = """
+apiVersion: costwarden.dev/v1
+kind: Policy
+metadata: {name: p}
+spec:
+  subject: llm_call
+  rules:
+    - name: models
+      allowedModels: {default: ["tier:free"]}
+    - name: budget
+      budget: {per: [user], limitUsd: 1, window: day}
+"""
+
+
+class TestCatalogDocuments:
+    def test_documents_layer_on_the_builtin_catalog(self, compile_policies: CompilePolicies) -> None:
+        from costwarden.adapters.ledger.memory import MemoryLedger
+
+        ps = compile_policies(CATALOG_DOC, POLICY)
+        assert [t.name for t in ps.catalog.tiers] == ["simple", "standard", "complex", "free"]
+        assert ps.catalog.gpu_price("H100").onDemandUsd == 2.0  # type: ignore[union-attr]
+        assert ps.catalog.gpu_price("A100").onDemandUsd == 2.75  # type: ignore[union-attr]
+        subject = subject_from_dict(
+            {
+                "type": "llm_call",
+                "provider": "vllm",
+                "model": "my-llama-70b",
+                "user": "alice",
+                "request": {"input_tokens": 1_000_000, "max_tokens": 20_000},
+            }
+        )
+        d = ps.evaluate(subject, ledger=MemoryLedger())
+        models, budget = d.results
+        assert models.result == "pass"
+        # priced from the catalog override with no other price source: $0.50/MTok in and out
+        assert budget.result == "pass"
+        assert budget.actual == pytest.approx(0.5 + 0.01)
+
+    def test_policy_can_name_a_tier_from_a_catalog_document(self, compile_policies: CompilePolicies) -> None:
+        with pytest.raises(PolicyError) as info:
+            compile_policies(POLICY)
+        assert [d.code for d in info.value.diagnostics] == ["unknown-tier"]
