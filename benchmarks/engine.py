@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -75,16 +75,23 @@ def time_call(fn: Callable[[], Any], n: int) -> dict[str, float]:
 def library_subjects() -> dict[str, Subject]:
     """Typical subjects of each type, compliant and violating, from the library's own samples."""
     picks = {
-        "resource: labelled spot GPU job (compliant)": "infrastructure/spot-only-batch/samples/allowed-spot-pinned-job.yaml",
+        "resource: labelled spot GPU job (compliant)": (
+            "infrastructure/spot-only-batch/samples/allowed-spot-pinned-job.yaml"
+        ),
         "resource: unlabelled deployment (violating)": (
-            "infrastructure/require-cost-tags/samples/denied-unlabelled-inference-deployment.yaml"),
+            "infrastructure/require-cost-tags/samples/denied-unlabelled-inference-deployment.yaml"
+        ),
         "llm_call: haiku classify (compliant)": "llm/allowed-model-tiers/samples/allowed-haiku-classify.json",
         "llm_call: opus classify (violating, downgrade)": "llm/allowed-model-tiers/samples/denied-opus-classify.json",
         "llm_call: long uncached prompt (violating, fix)": (
-            "llm/require-prompt-caching/samples/denied-long-system-prompt-uncached.json"),
-        "serving_config: quantised TP2 (compliant)": "serving/vllm-efficient-serving/samples/allowed-qwen-72b-awq-tp2.json",
+            "llm/require-prompt-caching/samples/denied-long-system-prompt-uncached.json"
+        ),
+        "serving_config: quantised TP2 (compliant)": (
+            "serving/vllm-efficient-serving/samples/allowed-qwen-72b-awq-tp2.json"
+        ),
         "serving_config: half-idle 70B (violating)": (
-            "serving/vllm-efficient-serving/samples/denied-llama-70b-half-idle.json"),
+            "serving/vllm-efficient-serving/samples/denied-llama-70b-half-idle.json"
+        ),
     }
     return {name: subjects_from_path(LIB / path)[0] for name, path in picks.items()}
 
@@ -100,8 +107,15 @@ def bench_library(n: int) -> list[dict[str, Any]]:
 
 
 def _resource_dict(d: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "resource", "provider": "kubernetes", "kind": "Job", "name": "bench", "tags": d["tags"],
-            "capacity": d["capacity"], "workload": {"class": d["workload"]["class"]}}
+    return {
+        "type": "resource",
+        "provider": "kubernetes",
+        "kind": "Job",
+        "name": "bench",
+        "tags": d["tags"],
+        "capacity": d["capacity"],
+        "workload": {"class": d["workload"]["class"]},
+    }
 
 
 def bench_one_rule(n: int) -> list[dict[str, Any]]:
@@ -109,8 +123,9 @@ def bench_one_rule(n: int) -> list[dict[str, Any]]:
     policies = compile_documents(result.documents, diagnostics=result.diagnostics)
     inputs = [_resource_dict(d) for d in peers.BENCH_INPUTS]
     subjects = [subject_from_dict(d) for d in inputs]
-    for (_, raw, allowed), subject in zip(peers.VERIFY_CASES, [subject_from_dict(_resource_dict(c[1]))
-                                                                for c in peers.VERIFY_CASES], strict=True):
+    for (_, raw, allowed), subject in zip(
+        peers.VERIFY_CASES, [subject_from_dict(_resource_dict(c[1])) for c in peers.VERIFY_CASES], strict=True
+    ):
         assert policies.evaluate(subject).allowed == allowed, raw
     rows = []
     i = 0
@@ -144,10 +159,14 @@ def bench_startup() -> dict[str, float]:
         t0 = time.perf_counter()
         subprocess.run([exe, "--version"], check=True, capture_output=True)
         runs.append(time.perf_counter() - t0)
-    code = ("import time; t=time.perf_counter(); import costwarden; costwarden.load_policies(); "
-            "print(time.perf_counter()-t)")
-    loads = [float(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                                  text=True).stdout) for _ in range(5)]
+    code = (
+        "import time; t=time.perf_counter(); import costwarden; costwarden.load_policies(); "
+        "print(time.perf_counter()-t)"
+    )
+    loads = [
+        float(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout)
+        for _ in range(5)
+    ]
     return {"version_s": statistics.median(runs), "import_load_compile_s": statistics.median(loads)}
 
 
@@ -158,8 +177,8 @@ def main() -> None:
     args = parser.parse_args()
     out = {
         "machine": f"{platform.node()} {platform.machine()} {platform.processor() or ''} "
-                   f"Python {platform.python_version()}",
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        f"Python {platform.python_version()}",
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "library": bench_library(args.n),
         "one_rule": bench_one_rule(args.n),
         "startup": bench_startup(),
@@ -178,8 +197,10 @@ def main() -> None:
         else:
             print(f"| {r['engine']} | {r['median_us']:.2f} | {r['p99_us']:.2f} |")
     s = out["startup"]
-    print(f"\n`costwarden --version`: {s['version_s']:.3f} s; import + load + compile the library: "
-          f"{s['import_load_compile_s']:.3f} s")
+    print(
+        f"\n`costwarden --version`: {s['version_s']:.3f} s; import + load + compile the library: "
+        f"{s['import_load_compile_s']:.3f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -24,9 +24,16 @@ def test_packaged_library_is_the_source_tree() -> None:
 def test_library_loads_and_has_the_policies_the_issue_names() -> None:
     names = set(load_policies().names)
     assert {
-        "require-cost-tags", "require-llm-attribution", "allowed-model-tiers", "require-prompt-caching",
-        "cap-output-tokens", "user-daily-budget", "feature-monthly-budget", "spot-only-batch",
-        "gpu-hourly-cost-cap", "vllm-efficient-serving",
+        "require-cost-tags",
+        "require-llm-attribution",
+        "allowed-model-tiers",
+        "require-prompt-caching",
+        "cap-output-tokens",
+        "user-daily-budget",
+        "feature-monthly-budget",
+        "spot-only-batch",
+        "gpu-hourly-cost-cap",
+        "vllm-efficient-serving",
     } <= names
 
 
@@ -78,7 +85,8 @@ def test_runner_rejects_unknown_rule_and_policy(tmp_path: Path) -> None:
     assert any("unknown rule(s) output-cap-x" in m for m in messages)
     assert any("does not exist" in m for m in messages)
     (folder / "tests.yaml").write_text(
-        f"policy: no-such-policy\ncases:\n  - {{name: x, input: samples/{sample.name}, results: [{{rule: a, result: pass}}]}}\n"
+        "policy: no-such-policy\ncases:\n"
+        f"  - {{name: x, input: samples/{sample.name}, results: [{{rule: a, result: pass}}]}}\n"
     )
     report = run_tests(folder)
     assert any("unknown policy 'no-such-policy'" in e for e in report.errors)

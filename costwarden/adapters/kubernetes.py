@@ -27,7 +27,7 @@ Decisions worth knowing (the per-kind tables are in :mod:`.kubernetes_workloads`
   of them when none asks for a GPU) must agree.
 * **Workload class** comes from the kind (batch: Job, CronJob, RayJob, PyTorchJob, JobSet...;
   online: Deployment, StatefulSet, InferenceService, RayService, LeaderWorkerSet...; else
-  unknown), overridden by the label ``costwarden.dev/workload-class``.
+  unknown), refined by the label ``costwarden.dev/workload-class`` (a batch kind stays batch).
 * A Namespace's ``namespace`` is its own name, so namespace matches and exclusions apply to it.
 """
 
@@ -352,6 +352,10 @@ def _pinned_value(spec: Mapping[str, Any], keys: tuple[str, ...]) -> str | None:
 
 
 def _workload_class(default: WorkloadClass, *label_maps: Mapping[str, str]) -> WorkloadClass:
+    """The kind's class, which the label may refine but never loosen: a batch kind stays batch,
+    so a Job cannot label itself out of batch rules (a subject cannot exempt itself)."""
+    if default == "batch":
+        return default
     for label_map in label_maps:
         value = label_map.get(WORKLOAD_CLASS_LABEL)
         if value in WORKLOAD_CLASSES:

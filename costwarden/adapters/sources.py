@@ -148,15 +148,18 @@ def _jsonl(text: str, file: str) -> list[Subject]:
 
 
 def _kubernetes(text: str, file: str) -> list[Subject]:
-    from costwarden.adapters.kubernetes import load_documents, subjects_from_object
+    from costwarden.adapters.kubernetes import read_manifests, subjects_from_object
 
-    out: list[Subject] = []
-    objects = [(obj, line) for obj, line in load_documents(text, file)
-               if isinstance(obj, Mapping) and "kind" in obj and "apiVersion" in obj]
+    objects = [
+        (obj, line, pointer)
+        for obj, line, pointer in read_manifests(text, file)
+        if isinstance(obj, Mapping) and "kind" in obj and "apiVersion" in obj
+    ]
     if not objects:
         raise UnrecognizedInput("no Kubernetes object (apiVersion and kind) in this YAML", file=file, line=1)
-    for obj, line in objects:
-        out += subjects_from_object(dict(obj), file=file, line=line)
+    out: list[Subject] = []
+    for obj, line, pointer in objects:
+        out += subjects_from_object(dict(obj), file=file, line=line, pointer=pointer)
     return out
 
 

@@ -55,7 +55,8 @@ def window_end(window: str, now: datetime, tz: tzinfo) -> datetime:
     if window == "month":
         first = start_of_day.replace(day=1)
         return (first + timedelta(days=32)).replace(day=1)
-    return now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    utc = now.astimezone(UTC)  # hourly buckets are UTC hours, whatever the zone's offset
+    return utc.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
 
 
 __all__ = ["WINDOW_PATTERN", "window_end", "window_keys", "zone"]

@@ -63,6 +63,7 @@ FUNCTIONS = frozenset(
     }
 )
 _POSITION = re.compile(r"<input>:(\d+):(\d+):\s*(.*)")
+_BOUND = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,")
 
 
 class CelCompileError(Exception):
@@ -133,11 +134,13 @@ def compile_cel(source: str) -> CelProgram:
         program = _binding().compile(source)
     except Exception as exc:  # ValueError for syntax errors; anything else is equally a bad policy
         raise _syntax_error(source, str(exc)) from exc
-    unknown_vars = sorted(set(program.variables()) - VARIABLES)
+    bound = set(_BOUND.findall(source))  # comprehension variables are not free variables
+    unknown_vars = sorted(set(program.variables()) - VARIABLES - bound)
     if unknown_vars:
         name = unknown_vars[0]
         raise CelCompileError(f"unknown variable '{name}': expressions see only 'subject'", max(source.find(name), 0))
-    unknown_fns = sorted(f for f in program.functions() if not f.startswith("_") and f not in FUNCTIONS)
+    # Operators appear as '_+_', '!_', '-_', '@in': only named functions are checked.
+    unknown_fns = sorted(f for f in program.functions() if f[:1].isalpha() and f not in FUNCTIONS)
     if unknown_fns:
         name = unknown_fns[0]
         raise CelCompileError(f"unknown function '{name}'", max(source.find(name), 0))
@@ -150,7 +153,7 @@ def _syntax_error(source: str, text: str) -> CelCompileError:
         return CelCompileError(_first_line(text) or "invalid CEL expression")
     line, column, message = int(match.group(1)), int(match.group(2)), match.group(3)
     lines = source.split("\n")
-    offset = sum(len(x) + 1 for x in lines[: line - 1]) + column
+    offset = sum(len(x) + 1 for x in lines[: line - 1]) + column - 1  # columns are 1-based
     return CelCompileError(message.strip(), min(offset, len(source)))
 
 

@@ -75,7 +75,9 @@ class Matcher:
         selector = compile_selector(match.selector) if isinstance(match, Match) else None
         when_src = match.when if isinstance(match, Match) else None
         return cls(
-            providers=frozenset(match.providers) if match.providers is not None and "*" not in match.providers else None,
+            providers=frozenset(match.providers)
+            if match.providers is not None and "*" not in match.providers
+            else None,
             kinds=glob_pattern(match.kinds),
             namespaces=glob_pattern(match.namespaces),
             names=glob_pattern(match.names),

@@ -146,7 +146,9 @@ def kyverno_test_cases() -> list[tuple[str, Path, str, bool]]:
             continue
         spec = yaml.safe_load(test_file.read_text())
         out.extend(
-            (folder, root, name, result["result"] == "fail") for result in spec["results"] for name in result["resources"]
+            (folder, root, name, result["result"] == "fail")
+            for result in spec["results"]
+            for name in result["resources"]
         )
     return out
 

@@ -1,23 +1,95 @@
 """Budget ledger stores, opened by URL.
 
-``memory://`` is in-process (tests, single-process apps). The SQLite, Redis and PostgreSQL
-stores follow the same :class:`~costwarden.engine.ledger.Ledger` contract.
+=====================================  ===================================================
+``memory://``                          in-process (tests, one process)
+``sqlite:///ledger.db``                SQLite file, relative path (the embedded default)
+``sqlite:////var/lib/cw/ledger.db``    SQLite file, absolute path (SQLAlchemy's convention)
+``sqlite://`` / ``sqlite:///:memory:`` private in-memory SQLite (one process)
+``redis://host:6379/0?prefix=cw``      Redis (``rediss://`` for TLS); ``prefix`` is the
+                                       namespace and the Redis Cluster hash tag
+``postgresql://user@host/db``          PostgreSQL (also ``postgres://``); ``schema`` and
+                                       ``table_prefix`` choose where the tables go
+=====================================  ===================================================
+
+Every URL takes ``timeout=<seconds>`` (per operation) and ``record_grace=<seconds>`` (how long a
+reservation record outlives its TTL). Each store keeps the contract of
+:class:`~costwarden.engine.ledger.Ledger` and adds ``status()`` and ``close()``
+(:class:`~costwarden.adapters.ledger.store.LedgerStore`).
 """
 
 from __future__ import annotations
 
-from costwarden.engine.ledger import Ledger
+from urllib.parse import parse_qsl, urlsplit
+
+from costwarden.adapters.ledger.store import LedgerStore
 from costwarden.errors import LedgerError
 
+SCHEMES = ("memory", "sqlite", "redis", "rediss", "postgresql", "postgres")
 
-def open_ledger(url: str) -> Ledger:
-    """Open a ledger by URL: ``memory://`` (more stores arrive with the call-guard)."""
+
+def open_ledger(url: str) -> LedgerStore:
+    """Open a ledger store by URL; raises :class:`LedgerError` for an unknown scheme or bad option."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme == "memory":
         from costwarden.adapters.ledger.memory import MemoryLedger
 
-        return MemoryLedger()
-    raise LedgerError(f"unsupported ledger URL {url!r}; supported: memory://")
+        return MemoryLedger(**_options(url, "memory"))
+    if scheme == "sqlite":
+        from costwarden.adapters.ledger.sqlite import SqliteLedger
+
+        return SqliteLedger(sqlite_path(url), **_options(url, "sqlite"))
+    if scheme in ("redis", "rediss"):
+        from costwarden.adapters.ledger.redis import RedisLedger
+
+        return RedisLedger.from_url(url)
+    if scheme in ("postgresql", "postgres"):
+        from costwarden.adapters.ledger.postgres import PostgresLedger
+
+        return PostgresLedger.from_url(url)
+    shown = ", ".join(f"{s}://" for s in SCHEMES)
+    raise LedgerError(f"unsupported ledger URL {redact(url)!r}; supported schemes: {shown}")
 
 
-__all__ = ["open_ledger"]
+def sqlite_path(url: str) -> str:
+    """``sqlite:///rel.db`` → ``rel.db``; ``sqlite:////abs.db`` → ``/abs.db``; ``sqlite://`` → ``:memory:``."""
+    rest = url.split("://", 1)[1].split("?", 1)[0]
+    if rest in ("", "/", "/:memory:", ":memory:"):
+        return ":memory:"
+    if not rest.startswith("/"):
+        raise LedgerError(f"SQLite ledger URL {url!r} must look like sqlite:///relative.db or sqlite:////absolute.db")
+    return rest[1:]
+
+
+def _options(url: str, store: str) -> dict[str, float]:
+    """The options every store takes from a URL query: ``timeout`` and ``record_grace`` (seconds)."""
+    names = {"timeout": "timeout_s", "record_grace": "record_grace_s"}
+    if store == "memory":
+        names.pop("timeout")
+    out: dict[str, float] = {}
+    for name, value in parse_qsl(urlsplit(url).query, keep_blank_values=True):
+        if name not in names:
+            raise LedgerError(f"unknown option {name!r} in {store} ledger URL; options: {', '.join(sorted(names))}")
+        out[names[name]] = number(name, value)
+    return out
+
+
+def number(name: str, value: str) -> float:
+    try:
+        parsed = float(value)
+    except ValueError:
+        parsed = float("nan")
+    if not parsed > 0:
+        raise LedgerError(f"ledger URL option {name}={value!r} must be a positive number of seconds")
+    return parsed
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+__all__ = ["SCHEMES", "LedgerStore", "open_ledger"]

@@ -34,6 +34,7 @@ def to_dict(report: CheckReport, *, include_passes: bool = False) -> dict[str, A
         "summary": report.summary(),
         "results": [result_dict(f) for f in findings],
         "errors": [error_dict(e) for e in report.errors],
+        "skipped_files": list(report.skipped),
     }
 
 

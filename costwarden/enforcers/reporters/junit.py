@@ -26,9 +26,11 @@ def render(report: CheckReport, *, color: bool = False) -> str:
     """The JUnit XML document, with an XML declaration and a trailing newline."""
     root = ET.Element("testsuites", name="costwarden")
     for file, cases in _cases_by_file(report).items():
-        suite = ET.SubElement(root, "testsuite", name=_clean(file), file=_clean(file))
+        suite = ET.SubElement(root, "testsuite", name=_clean(file))
         suite.extend(cases)
         _total(suite, cases)
+        if report.started is not None:
+            suite.set("timestamp", report.started.replace(tzinfo=None, microsecond=0).isoformat())
     _total(root, [case for suite in root for case in suite])
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
@@ -56,7 +58,8 @@ def testcase(finding: Finding) -> ET.Element:
 
 
 def _cases_by_file(report: CheckReport) -> dict[str, list[ET.Element]]:
-    cases: dict[str, list[ET.Element]] = {file: [] for file in report.files}
+    skipped = set(report.skipped)
+    cases: dict[str, list[ET.Element]] = {file: [] for file in report.files if file not in skipped}
     for finding in every_result(report):
         cases.setdefault(finding.decision.subject.file or "<unknown>", []).append(testcase(finding))
     for error in report.errors:

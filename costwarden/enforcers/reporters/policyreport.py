@@ -91,12 +91,10 @@ def _properties(f: Finding) -> dict[str, str]:
 
 
 def _report(results: list[dict[str, Any]], namespace: str | None) -> dict[str, Any]:
-    metadata: dict[str, Any] = {
-        "name": f"costwarden-{namespace}" if namespace else CLUSTER_REPORT_NAME,
-        "labels": {"app.kubernetes.io/managed-by": "costwarden"},
-    }
+    metadata: dict[str, Any] = {"name": f"costwarden-{namespace}" if namespace else CLUSTER_REPORT_NAME}
     if namespace:
         metadata["namespace"] = namespace
+    metadata["labels"] = {"app.kubernetes.io/managed-by": "costwarden"}
     summary = dict.fromkeys(RESULTS, 0)
     for item in results:
         summary[item["result"]] += 1

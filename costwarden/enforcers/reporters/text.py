@@ -46,7 +46,7 @@ def render(report: CheckReport, *, color: bool = False) -> str:
     for error in report.errors:
         console.print(_input_error(error), soft_wrap=True)
     for line in summary_lines(report):
-        console.print(line)
+        console.print(line, soft_wrap=True)
     return buffer.getvalue()
 
 
@@ -59,6 +59,8 @@ def summary_lines(report: CheckReport) -> list[Text]:
     extra = []
     if c["accepted"]:
         extra.append(f"{c['accepted']} accepted by baseline")
+    if c["skipped_files"]:
+        extra.append(f"{c['skipped_files']} unrecognised file{_s(c['skipped_files'])} skipped")
     if c["input_errors"]:
         extra.append(f"{c['input_errors']} input error{_s(c['input_errors'])}")
     first = Text(counts + ("; " + ", ".join(extra) if extra else ""))

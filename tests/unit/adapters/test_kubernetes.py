@@ -203,10 +203,14 @@ def test_other_objects_are_resources_without_a_workload() -> None:
                                                                                    "kubernetes")
 
 
-def test_workload_class_label_overrides_the_kind() -> None:
+def test_workload_class_label_refines_but_never_loosens_the_kind() -> None:
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+                  "spec": {"template": {"metadata": {"labels": {k8s.WORKLOAD_CLASS_LABEL: "batch"}},
+                                        "spec": {"containers": [{"name": "c", "image": "i"}]}}}}
+    assert one(deployment).workload.workload_class == "batch"
     obj = job({})
-    obj["metadata"]["labels"] = {k8s.WORKLOAD_CLASS_LABEL: "training"}
-    assert one(obj).workload.workload_class == "training"
+    obj["metadata"]["labels"] = {k8s.WORKLOAD_CLASS_LABEL: "online"}
+    assert one(obj).workload.workload_class == "batch"  # a Job cannot label itself out of batch rules
     obj["metadata"]["labels"] = {k8s.WORKLOAD_CLASS_LABEL: "nonsense"}
     assert one(obj).workload.workload_class == "batch"
 

@@ -1,0 +1,111 @@
+"""One guarded LLM call as a cost record, and the protocol every sink implements.
+
+A :class:`CostEvent` is emitted by the call-guard once per logical call — allowed, rewritten,
+denied, failed or cancelled — after its reservation was settled or released, so the sum of
+``cost_usd`` over the events of calls that held budget equals what the ledger was charged.
+Prompts and completions are never recorded unless the guard was built with ``record_content=True``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any, Literal, Protocol, runtime_checkable
+
+Outcome = Literal["ok", "denied", "error", "cancelled", "partial"]
+"""``ok`` — the call returned its usage; ``partial`` — a stream ended before its final usage and
+was charged for what it used; ``error`` — the provider answered with an error or the connection
+failed; ``cancelled`` — the caller cancelled or dropped the call; ``denied`` — refused before sending."""
+
+UsageSource = Literal["response", "stream", "estimate", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class CostEvent:
+    """What one LLM call cost, who it is attributed to, and what the guard did to it."""
+
+    provider: str
+    api: str
+    model_requested: str
+    model: str
+    """The model as sent, after rewrites."""
+    outcome: Outcome
+    verdict: Literal["allow", "deny"]
+    started_at: datetime
+    finished_at: datetime
+    model_served: str | None = None
+    feature: str | None = None
+    user: str | None = None
+    team: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    stream: bool = False
+    batch: bool = False
+    batch_requests: int = 0
+    input_tokens: int = 0
+    """Uncached input tokens (Anthropic's convention; OpenAI's ``prompt_tokens`` minus cache reads)."""
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float = 0.0
+    """What the call cost and, when it held budget, what the ledger was charged."""
+    estimated_cost_usd: float | None = None
+    """The worst case reserved before the call (estimated input plus clamped max output)."""
+    charged: bool = False
+    """Whether ``cost_usd`` was settled into the budget ledger."""
+    usage_source: UsageSource = "none"
+    latency_ms: float | None = None
+    status_code: int | None = None
+    rewrites: tuple[str, ...] = ()
+    findings: tuple[str, ...] = ()
+    """Warnings before the call and post-call results (``policy/rule: message``)."""
+    alerts: tuple[str, ...] = ()
+    reservation_id: str | None = None
+    error: str | None = None
+    prompt: Any = None
+    """The request's messages — only with ``record_content=True``."""
+    completion: Any = None
+    """The response content — only with ``record_content=True``."""
+
+    @property
+    def total_input_tokens(self) -> int:
+        return self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields; timestamps as ISO 8601, content only when it was recorded."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, datetime):
+                value = value.isoformat()
+            elif isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, Mapping):
+                value = dict(value)
+            elif f.name in ("prompt", "completion") and value is None:
+                continue
+            out[f.name] = value
+        return out
+
+
+@runtime_checkable
+class EventSink(Protocol):
+    """Receives cost events. ``emit`` must not raise for a well-formed event; the guard logs and
+    drops a sink's exception rather than fail a call that already happened.
+
+    Example::
+
+        class PrintSink:
+            def emit(self, event: CostEvent) -> None:
+                print(event.feature, event.model, f"${event.cost_usd:.6f}")
+
+            def close(self) -> None:
+                pass
+    """
+
+    def emit(self, event: CostEvent) -> None: ...
+
+    def close(self) -> None: ...
+
+
+__all__ = ["CostEvent", "EventSink", "Outcome", "UsageSource"]

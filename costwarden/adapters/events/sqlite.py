@@ -1,0 +1,118 @@
+"""Cost events as rows of a SQLite table (``cost_events`` by default).
+
+The file is opened in WAL mode with a busy timeout, so several processes can append to one file;
+lists and maps (tags, rewrites, findings, alerts) are stored as JSON text. Query it with SQL::
+
+    SELECT feature, model, SUM(cost_usd) FROM cost_events GROUP BY feature, model;
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from costwarden.adapters.events.event import CostEvent
+
+_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("started_at", "TEXT NOT NULL"),
+    ("finished_at", "TEXT NOT NULL"),
+    ("provider", "TEXT NOT NULL"),
+    ("api", "TEXT NOT NULL"),
+    ("feature", "TEXT"),
+    ("user", "TEXT"),
+    ("team", "TEXT"),
+    ("tags", "TEXT"),
+    ("model_requested", "TEXT NOT NULL"),
+    ("model", "TEXT NOT NULL"),
+    ("model_served", "TEXT"),
+    ("outcome", "TEXT NOT NULL"),
+    ("verdict", "TEXT NOT NULL"),
+    ("stream", "INTEGER NOT NULL"),
+    ("batch", "INTEGER NOT NULL"),
+    ("batch_requests", "INTEGER NOT NULL"),
+    ("input_tokens", "INTEGER NOT NULL"),
+    ("output_tokens", "INTEGER NOT NULL"),
+    ("cache_read_tokens", "INTEGER NOT NULL"),
+    ("cache_write_tokens", "INTEGER NOT NULL"),
+    ("cost_usd", "REAL NOT NULL"),
+    ("estimated_cost_usd", "REAL"),
+    ("charged", "INTEGER NOT NULL"),
+    ("usage_source", "TEXT NOT NULL"),
+    ("latency_ms", "REAL"),
+    ("status_code", "INTEGER"),
+    ("rewrites", "TEXT"),
+    ("findings", "TEXT"),
+    ("alerts", "TEXT"),
+    ("reservation_id", "TEXT"),
+    ("error", "TEXT"),
+    ("prompt", "TEXT"),
+    ("completion", "TEXT"),
+)
+_JSON_FIELDS = frozenset({"tags", "rewrites", "findings", "alerts", "prompt", "completion"})
+_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+class SqliteSink:
+    """Inserts each event as a row of ``table`` in the SQLite file at ``path``."""
+
+    def __init__(self, path: str | os.PathLike[str], *, table: str = "cost_events", timeout_s: float = 30.0) -> None:
+        if not _TABLE_NAME.match(table):
+            raise ValueError(f"invalid table name {table!r}")
+        self.table = table
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = sqlite3.connect(
+            os.fspath(path), timeout=timeout_s, check_same_thread=False, isolation_level=None
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        columns = ", ".join(f'"{name}" {kind}' for name, kind in _COLUMNS)
+        self._db.execute(f'CREATE TABLE IF NOT EXISTS "{table}" (id INTEGER PRIMARY KEY, {columns})')
+        names = ", ".join(f'"{name}"' for name, _ in _COLUMNS)
+        marks = ", ".join("?" for _ in _COLUMNS)
+        self._insert = f'INSERT INTO "{table}" ({names}) VALUES ({marks})'
+
+    def emit(self, event: CostEvent) -> None:
+        row = [_column(name, getattr(event, name)) for name, _ in _COLUMNS]
+        with self._lock:
+            if self._db is not None:
+                self._db.execute(self._insert, row)
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run a read query on the events table's database (reports, tests)."""
+        with self._lock:
+            if self._db is None:
+                raise ValueError("the sink is closed")
+            return self._db.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def __enter__(self) -> SqliteSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _column(name: str, value: Any) -> Any:
+    if name in _JSON_FIELDS:
+        if value is None or (not value and name != "tags"):
+            return None
+        if isinstance(value, Mapping):
+            value = dict(value)
+        return json.dumps(list(value) if isinstance(value, tuple) else value, default=str)
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+__all__ = ["SqliteSink"]

@@ -1,0 +1,105 @@
+"""Spend against limit per budget window, for ``costwarden budget status`` (no rendering here).
+
+::
+
+    from costwarden.adapters.ledger.status import budget_status
+
+    for row in budget_status("sqlite:////var/lib/costwarden/ledger.db"):
+        print(row.key, row.spent_usd, row.held_usd, row.limit_usd)
+
+A row is one *current* window: a bucket whose window has not ended (or that never ends). For a
+rolling window the row is the newest hourly bucket and its figures cover the whole window.
+Limits are those of the last hold each bucket saw; a bucket only ever written by
+``MemoryLedger.add_spend`` has no limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from costwarden.adapters.ledger.store import epoch_ms, from_ms, to_usd
+
+if TYPE_CHECKING:
+    from costwarden.adapters.ledger.store import LedgerStore
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetStatus:
+    """One budget window: settled spend and live holds over the window, its limit and end."""
+
+    key: str
+    spent_usd: float
+    held_usd: float
+    limit_usd: float | None
+    ends_at: datetime | None
+
+    @property
+    def used_fraction(self) -> float | None:
+        """Settled plus held spend as a fraction of the limit (None without a limit)."""
+        if not self.limit_usd:
+            return None
+        return (self.spent_usd + self.held_usd) / self.limit_usd
+
+
+@dataclass(frozen=True, slots=True)
+class BucketRow:
+    """What a store knows of one bucket, in micro-dollars (live holds only)."""
+
+    key: str
+    settled: int
+    held: int
+    limit: int | None
+    window: tuple[str, ...]
+    ends_ms: int | None
+
+
+Lookup = Callable[[Sequence[str]], dict[str, tuple[int, int]]]
+"""Settled and live-held micro-dollars for keys a store did not list (window keys outside the prefix)."""
+
+
+def summarize(rows: Iterable[BucketRow], lookup: Lookup, now_ms: int) -> list[BudgetStatus]:
+    """Rows of the current windows, sorted by key, with window-wide sums."""
+    rows = list(rows)
+    known = {r.key: (r.settled, r.held) for r in rows}
+    current = [r for r in rows if r.ends_ms is None or r.ends_ms > now_ms]
+    missing = sorted({k for r in current for k in r.window} - known.keys())
+    if missing:
+        known.update(lookup(missing))
+    out = []
+    for r in sorted(current, key=lambda r: r.key):
+        figures = [known.get(k, (0, 0)) for k in r.window or (r.key,)]
+        out.append(
+            BudgetStatus(
+                r.key,
+                to_usd(sum(f[0] for f in figures)),
+                to_usd(sum(f[1] for f in figures)),
+                None if r.limit is None else to_usd(r.limit),
+                None if r.ends_ms is None else from_ms(r.ends_ms),
+            )
+        )
+    return out
+
+
+def budget_status(
+    ledger: LedgerStore | str, prefix: str = "budget:", *, now: datetime | None = None
+) -> list[BudgetStatus]:
+    """Every current budget window under ``prefix`` in a ledger (or a ledger URL, opened and closed here)."""
+    if not isinstance(ledger, str):
+        return ledger.status(prefix, now=now)
+    from costwarden.adapters.ledger import open_ledger
+
+    store = open_ledger(ledger)
+    try:
+        return store.status(prefix, now=now)
+    finally:
+        store.close()
+
+
+def now_ms(now: datetime | None) -> int:
+    return epoch_ms(now or datetime.now(UTC))
+
+
+__all__ = ["BucketRow", "BudgetStatus", "budget_status", "summarize"]
