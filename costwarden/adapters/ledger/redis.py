@@ -251,8 +251,9 @@ class RedisLedger:
 
     def settle(self, reservation_id: str, cost_usd: float, *, now: datetime) -> list[Alert]:
         cost = to_micros(cost_usd, "cost_usd")
-        out = self._call(self._settle, [self._record(reservation_id)], [self.tag, epoch_ms(now), reservation_id, cost],
-                         "settle")
+        out = self._call(
+            self._settle, [self._record(reservation_id)], [self.tag, epoch_ms(now), reservation_id, cost], "settle"
+        )
         if out[0] == "?":
             raise LedgerError(
                 f"cannot settle unknown reservation {reservation_id!r}: it was never reserved here or its record "
@@ -265,8 +266,9 @@ class RedisLedger:
         ]
 
     def release(self, reservation_id: str, *, now: datetime) -> None:
-        self._call(self._settle, [self._record(reservation_id)], [self.tag, epoch_ms(now), reservation_id, ""],
-                   "release")
+        self._call(
+            self._settle, [self._record(reservation_id)], [self.tag, epoch_ms(now), reservation_id, ""], "release"
+        )
 
     def status(self, prefix: str = "budget:", *, now: datetime | None = None) -> list[BudgetStatus]:
         at = now_ms(now)

@@ -88,7 +88,10 @@ class _Txn:
             return None
         state, key, spent, limit, specs, expires, purge = row
         outcome = Reservation(
-            reservation_id, state != "r", key, None if spent is None else to_usd(spent),
+            reservation_id,
+            state != "r",
+            key,
+            None if spent is None else to_usd(spent),
             None if limit is None else to_usd(limit),
         )
         return Record(state, outcome, load_specs(specs), expires, purge)
@@ -140,10 +143,14 @@ class _Txn:
         self.db.execute(
             "INSERT OR REPLACE INTO ledger_reservations VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                reservation_id, record.state, o.refused_key,
+                reservation_id,
+                record.state,
+                o.refused_key,
                 None if o.spent_usd is None else to_micros(o.spent_usd),
                 None if o.limit_usd is None else to_micros(o.limit_usd),
-                dump_specs(record.specs), record.expires_ms, record.purge_ms,
+                dump_specs(record.specs),
+                record.expires_ms,
+                record.purge_ms,
             ),
         )
 

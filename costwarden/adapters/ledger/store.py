@@ -136,17 +136,23 @@ def dump_specs(specs: Iterable[HoldSpec]) -> str:
     out = []
     for s in specs:
         item: dict[str, object] = {"k": s.key, "a": s.amount, "w": list(s.window), "t": [repr(t) for t in s.alert_at]}
-        for name, value in (("l", s.limit), ("n", s.ends_ms), ("e", s.keep_until_ms)):
-            if value is not None:
-                item[name] = value
+        optional = {"l": s.limit, "n": s.ends_ms, "e": s.keep_until_ms}
+        item.update({name: value for name, value in optional.items() if value is not None})
         out.append(item)
     return json.dumps(out, separators=(",", ":"))
 
 
 def load_specs(text: str) -> tuple[HoldSpec, ...]:
     return tuple(
-        HoldSpec(i["k"], int(i["a"]), _int(i.get("l")), tuple(i["w"]), _int(i.get("n")), _int(i.get("e")),
-                 tuple(float(t) for t in i["t"]))
+        HoldSpec(
+            i["k"],
+            int(i["a"]),
+            _int(i.get("l")),
+            tuple(i["w"]),
+            _int(i.get("n")),
+            _int(i.get("e")),
+            tuple(float(t) for t in i["t"]),
+        )
         for i in json.loads(text)
     )
 
@@ -259,7 +265,7 @@ def settle_in(txn: Txn, reservation_id: str, cost: int) -> list[Alert]:
     if not alerting:
         return []
     sums = txn.settled(sorted({k for s in alerting for k in s.window}))
-    alerts = []
+    alerts: list[Alert] = []
     for s in alerting:
         total = sum(sums.get(k, 0) for k in s.window)
         alerts.extend(

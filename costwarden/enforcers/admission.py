@@ -1,0 +1,491 @@
+"""Decisions → ``admission.k8s.io/v1`` AdmissionReview responses, independent of any web framework.
+
+::
+
+    >>> response = review(policies, admission_review, mutate=False, deadline_s=2.0)  # doctest: +SKIP
+    >>> response["response"]["allowed"]                                               # doctest: +SKIP
+
+What the API server gets, and why:
+
+* ``response.uid`` echoes ``request.uid``; a denial carries ``status.code: 403`` and one concise
+  message naming each blocking ``policy/rule`` and its fix; ``warn`` effects become ``warnings``
+  of at most 120 characters each.
+* **Not judged** (allowed): DELETE and CONNECT, any subresource (``status``, ``scale``...), an
+  UPDATE that only changes ``status``, an object that is being deleted (blocking a finalizer
+  removal would wedge it), and kinds no policy matches. UPDATE judges the new object.
+* **Mutation** (``mutate=True``) applies the fixes of enforced (``deny``/``warn``) failures to a
+  copy of the object, re-evaluates and repeats until nothing is left to fix (at most
+  :data:`MAX_FIX_ROUNDS` rounds), then answers the difference as a base64 JSONPatch. The patch of
+  an already-fixed object is empty, so re-invocation changes nothing; when every failure has a
+  fix, the patched object passes validation. ``/mutate`` never denies: ``/validate`` does.
+* **No side effects**: admission evaluates without a budget ledger, so nothing is reserved or
+  recorded, ``dryRun`` or not.
+* **Deadline**: an evaluation that does not finish within ``deadline_s`` (kept below the webhook
+  ``timeoutSeconds``) yields each policy's ``onError`` outcome for the object's kind — a denial
+  for enforced policies — instead of a hang.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from costwarden.engine import patch as jsonpointer
+from costwarden.engine.decision import Decision, RuleResult, SubjectRef
+from costwarden.engine.evaluate import PolicySet
+from costwarden.engine.subjects import Subject
+from costwarden.errors import AdapterError
+
+API_VERSION = "admission.k8s.io/v1"
+OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
+MAX_FIX_ROUNDS = 3
+MAX_WARNING_CHARS = 120
+MAX_WARNINGS = 20
+MAX_MESSAGE_CHARS = 1024
+DEFAULT_DEADLINE_S = 2.0
+# Kinds whose pods may run ``vllm serve`` (the serving_config policies judge them on a deadline).
+VLLM_HOST_KINDS = frozenset({"Pod", "Deployment", "StatefulSet", "LeaderWorkerSet", "InferenceService",
+                             "ServingRuntime", "ClusterServingRuntime", "LLMInferenceService", "VLLMRuntime"})
+_IGNORED_ON_UPDATE = ("resourceVersion", "managedFields", "generation")
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionRequest:
+    """The parts of ``AdmissionReview.request`` costwarden reads."""
+
+    uid: str
+    operation: str
+    kind: str
+    namespace: str | None = None
+    name: str = ""
+    sub_resource: str = ""
+    object: Mapping[str, Any] | None = None
+    old_object: Mapping[str, Any] | None = None
+    dry_run: bool = False
+
+
+def parse(admission_review: Any) -> AdmissionRequest:
+    """Read an AdmissionReview v1; raises :class:`AdapterError` saying what is wrong with it."""
+    if not isinstance(admission_review, Mapping):
+        raise AdapterError("an AdmissionReview must be a JSON object")
+    api_version = admission_review.get("apiVersion")
+    if api_version != API_VERSION:
+        raise AdapterError(f"unsupported apiVersion {api_version!r}: costwarden answers {API_VERSION} only "
+                           "(set admissionReviewVersions: [v1] on the webhook)")
+    if admission_review.get("kind") != "AdmissionReview":
+        raise AdapterError(f"expected kind AdmissionReview, got {admission_review.get('kind')!r}")
+    request = admission_review.get("request")
+    if not isinstance(request, Mapping):
+        raise AdapterError("AdmissionReview.request is missing or not an object")
+    uid = request.get("uid")
+    if not isinstance(uid, str) or not uid:
+        raise AdapterError("AdmissionReview.request.uid is missing or not a string")
+    operation = request.get("operation")
+    if operation not in OPERATIONS:
+        raise AdapterError(f"request.operation {operation!r} is not one of {', '.join(OPERATIONS)}")
+    obj = request.get("object")
+    if operation in ("CREATE", "UPDATE") and not isinstance(obj, Mapping):
+        raise AdapterError(f"request.object must be an object for {operation}")
+    kind = request.get("kind")
+    kind_name = kind.get("kind") if isinstance(kind, Mapping) else None
+    if not isinstance(kind_name, str):
+        kind_name = str(obj.get("kind", "")) if isinstance(obj, Mapping) else ""
+    old = request.get("oldObject")
+    namespace = request.get("namespace")
+    return AdmissionRequest(
+        uid=uid,
+        operation=operation,
+        kind=kind_name,
+        namespace=namespace if isinstance(namespace, str) and namespace else None,
+        name=request.get("name") if isinstance(request.get("name"), str) else "",
+        sub_resource=request.get("subResource") if isinstance(request.get("subResource"), str) else "",
+        object=obj if isinstance(obj, Mapping) else None,
+        old_object=old if isinstance(old, Mapping) else None,  # recorded events carry "None" strings
+        dry_run=request.get("dryRun") is True,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionResult:
+    """What costwarden decided about one request, before it becomes a response."""
+
+    request: AdmissionRequest
+    mutate: bool
+    decisions: tuple[Decision, ...] = ()
+    patch: tuple[dict[str, Any], ...] = ()
+    applied: tuple[RuleResult, ...] = ()
+    skipped: str | None = None
+    timed_out: bool = False
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def allowed(self) -> bool:
+        return self.mutate or all(d.allowed for d in self.decisions)
+
+    @property
+    def outcome(self) -> str:
+        """One word for metrics and logs: skipped, allowed, denied, patched or deadline."""
+        if self.skipped:
+            return "skipped"
+        if self.timed_out:
+            return "deadline"
+        if self.patch:
+            return "patched"
+        return "allowed" if self.allowed else "denied"
+
+    def response(self) -> dict[str, Any]:
+        """The ``AdmissionReview.response`` object."""
+        out: dict[str, Any] = {"uid": self.request.uid, "allowed": self.allowed}
+        if not self.allowed:
+            out["status"] = {"status": "Failure", "code": 403, "reason": "Forbidden",
+                             "message": denial_message(self.decisions)}
+        warnings = self._warnings()
+        if warnings:
+            out["warnings"] = warnings
+        if self.patch:
+            out["patchType"] = "JSONPatch"
+            out["patch"] = encode_patch(self.patch)
+        return out
+
+    def review(self) -> dict[str, Any]:
+        """The whole AdmissionReview the webhook answers with."""
+        return {"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": self.response()}
+
+    def _warnings(self) -> list[str]:
+        if self.mutate:
+            lines = [f"costwarden fixed {r.policy}/{r.rule}: {r.fix.description}" for r in self.applied if r.fix]
+            lines += [f"costwarden: {note}" for note in self.notes]
+        else:
+            lines = [f"costwarden {r.policy}/{r.rule}: {r.message}"
+                     for d in self.decisions for r in d.results if _is_warning(r)]
+        return _short(lines)
+
+
+def _is_warning(r: RuleResult) -> bool:
+    return r.result == "warn" or (r.result == "error" and r.effect == "warn")
+
+
+def _short(lines: Sequence[str]) -> list[str]:
+    """Distinct, printable, at most 120 characters each (longer ones may be cut by the API server)."""
+    out: list[str] = []
+    for line in lines:
+        text = "".join(ch if ch.isprintable() else " " for ch in line)
+        if len(text) > MAX_WARNING_CHARS:
+            text = text[: MAX_WARNING_CHARS - 3].rstrip() + "..."
+        if text not in out:
+            out.append(text)
+    return out[:MAX_WARNINGS]
+
+
+def denial_message(decisions: Sequence[Decision]) -> str:
+    """``[policy/rule] message (fix: ...)`` for every blocking result, within 1 KiB."""
+    parts = []
+    for decision in decisions:
+        for r in decision.blocking:
+            fix = f" (fix: {r.fix.description})" if r.fix else ""
+            parts.append(f"[{r.policy}/{r.rule}] {r.message}{fix}")
+    text = "costwarden: " + "; ".join(parts)
+    if len(text) <= MAX_MESSAGE_CHARS:
+        return text
+    return text[: MAX_MESSAGE_CHARS - 20].rstrip() + f"... ({len(parts)} violations)"
+
+
+def encode_patch(ops: Sequence[Mapping[str, Any]]) -> str:
+    """Standard base64 of the JSON Patch array, as ``AdmissionResponse.patch`` carries it."""
+    return base64.b64encode(json.dumps(list(ops), separators=(",", ":")).encode()).decode("ascii")
+
+
+# --- judging ------------------------------------------------------------------------------------
+
+
+def skip_reason(request: AdmissionRequest) -> str | None:
+    """Why a request is allowed without being judged, or None when it must be judged."""
+    if request.operation in ("DELETE", "CONNECT"):
+        return f"{request.operation} is not judged"
+    if request.sub_resource:
+        return f"the {request.sub_resource} subresource is not judged"
+    obj = request.object
+    meta = obj.get("metadata") if obj is not None else None
+    if isinstance(meta, Mapping) and meta.get("deletionTimestamp"):
+        return "the object is being deleted"
+    if request.operation == "UPDATE" and request.old_object is not None and obj is not None \
+            and _without_status(obj) == _without_status(request.old_object):
+        return "a status-only update is not judged"
+    return None
+
+
+def _without_status(obj: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in obj.items() if k != "status"}
+    meta = out.get("metadata")
+    if isinstance(meta, Mapping):
+        out["metadata"] = {k: v for k, v in meta.items() if k not in _IGNORED_ON_UPDATE}
+    return out
+
+
+@cache
+def _vllm_detector() -> Any:
+    """``serving_configs_from_resource`` when the vLLM adapter is installed, else None."""
+    try:
+        from costwarden.adapters.vllm.detect import serving_configs_from_resource
+    except ImportError:
+        return None
+    return serving_configs_from_resource
+
+
+def object_subjects(obj: Mapping[str, Any], namespace: str | None = None) -> list[Subject]:
+    """The subjects of one Kubernetes object, as ``costwarden check`` builds them: the resource
+    and, for pods that run ``vllm serve``, their serving configs. ``namespace`` (the request's)
+    fills in a namespace the object leaves out, as the API server does for namespaced objects."""
+    from costwarden.adapters.kubernetes import subjects_from_object
+
+    meta = obj.get("metadata")
+    if namespace and isinstance(meta, Mapping) and not meta.get("namespace"):
+        obj = {**obj, "metadata": {**meta, "namespace": namespace}}
+    resources = subjects_from_object(obj)
+    subjects: list[Subject] = list(resources)
+    detect = _vllm_detector()
+    if detect is not None:
+        for resource in resources:
+            subjects.extend(detect(resource))
+    return subjects
+
+
+def evaluate_object(policies: PolicySet, obj: Mapping[str, Any], namespace: str | None = None) -> list[Decision]:
+    """Every decision on an object on the admission surface — without a ledger, so nothing is
+    reserved or recorded."""
+    return [policies.evaluate(s, "admission", ledger=None) for s in object_subjects(obj, namespace)]
+
+
+def judge(policies: PolicySet, request: AdmissionRequest, *, mutate: bool) -> AdmissionResult:
+    """Judge (``mutate=False``) or fix (``mutate=True``) one request. Runs the engine; no deadline."""
+    reason = skip_reason(request)
+    if reason is not None or request.object is None:
+        return AdmissionResult(request, mutate, skipped=reason or "no object")
+    decisions = evaluate_object(policies, request.object, request.namespace)
+    if not mutate:
+        return AdmissionResult(request, mutate, tuple(decisions))
+    patched, applied = fix_object(policies, request.object, request.namespace, decisions)
+    ops = diff(request.object, patched)
+    return AdmissionResult(request, mutate, tuple(decisions), tuple(ops), tuple(applied) if ops else ())
+
+
+def deadline_result(policies: PolicySet, request: AdmissionRequest, *, mutate: bool,
+                    deadline_s: float) -> AdmissionResult:
+    """The answer when evaluation missed its deadline: every policy that could judge the object's
+    kind reports an ``error`` with its ``onError`` effect (deny for enforced policies)."""
+    note = f"evaluation did not finish within the {deadline_s:g}s admission deadline"
+    if mutate:
+        return AdmissionResult(request, mutate, timed_out=True, notes=(f"no fixes applied: {note}",))
+    results = []
+    for policy in policies:
+        effect = policy.effects["admission"]
+        kind = request.kind if policy.subject_type == "resource" else "vllm"
+        if effect == "off" or policy.subject_type == "llm_call" or not policy.match.matches_kind("kubernetes", kind):
+            continue
+        if policy.subject_type == "serving_config" and request.kind not in VLLM_HOST_KINDS:
+            continue
+        on_error = effect if policy.on_error == "deny" else "audit"
+        results.append(RuleResult(policy.name, "evaluation", "error", on_error, policy.severity,
+                                  f"{note} (onError: {policy.on_error})"))
+    ref = SubjectRef("resource", "kubernetes", request.kind, request.name, request.namespace)
+    return AdmissionResult(request, mutate, (Decision("admission", ref, tuple(results)),), timed_out=True)
+
+
+_executor_lock = threading.Lock()
+_executor: ThreadPoolExecutor | None = None
+
+
+def _shared_executor() -> ThreadPoolExecutor:
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="costwarden-admission")
+        return _executor
+
+
+def review(policies: PolicySet, admission_review: Mapping[str, Any], *, mutate: bool,
+           deadline_s: float = DEFAULT_DEADLINE_S) -> dict[str, Any]:
+    """Answer one AdmissionReview v1 (the sync entry point; the webhook server shares its parts).
+
+    Raises :class:`AdapterError` when the review itself is malformed (the server answers 400).
+    """
+    request = parse(admission_review)
+    future = _shared_executor().submit(judge, policies, request, mutate=mutate)
+    try:
+        result = future.result(timeout=deadline_s)
+    except FutureTimeout:
+        future.cancel()
+        result = deadline_result(policies, request, mutate=mutate, deadline_s=deadline_s)
+    return result.review()
+
+
+# --- fixes: apply to a fixpoint, answer the difference ------------------------------------------
+
+
+def enforced_fixes(decisions: Sequence[Decision]) -> list[RuleResult]:
+    """Failures on enforced policies (deny or warn, not audit) whose fix patches the object."""
+    return [
+        r for d in decisions for r in d.results
+        if r.result in ("fail", "warn") and r.effect in ("deny", "warn")
+        and r.fix is not None and r.fix.target == "object" and r.fix.patch
+    ]
+
+
+def fix_object(policies: PolicySet, obj: Mapping[str, Any], namespace: str | None,
+               decisions: Sequence[Decision]) -> tuple[Any, list[RuleResult]]:
+    """Apply fixes on a copy of ``obj`` and re-evaluate until none is left (at most
+    :data:`MAX_FIX_ROUNDS` rounds). Returns the fixed copy and the results whose fixes applied."""
+    current: Any = obj
+    applied: list[RuleResult] = []
+    for _ in range(MAX_FIX_ROUNDS):
+        pending = enforced_fixes(decisions)
+        if not pending:
+            break
+        current, done = _apply_round(current, pending)
+        if not done:
+            break
+        applied += done
+        decisions = evaluate_object(policies, current, namespace)
+    return current, applied
+
+
+def _apply_round(doc: Any, pending: list[RuleResult]) -> tuple[Any, list[RuleResult]]:
+    """Apply each fix whose paths do not overlap one applied earlier in the round (ops were
+    computed against the round's starting object); the others wait for the next round."""
+    touched: list[list[str]] = []
+    done: list[RuleResult] = []
+    for result in pending:
+        assert result.fix is not None  # enforced_fixes keeps only results with a fix
+        paths = [jsonpointer.split(str(op.get(k))) for op in result.fix.patch for k in ("path", "from") if k in op]
+        if any(_overlaps(p, t) for p in paths for t in touched):
+            continue
+        try:
+            doc = apply_patch(copy.deepcopy(doc), result.fix.patch)
+        except (ValueError, KeyError, IndexError, TypeError):
+            continue  # a fix that no longer applies is dropped, never half-applied
+        touched += paths
+        done.append(result)
+    return doc, done
+
+
+def _overlaps(a: list[str], b: list[str]) -> bool:
+    n = min(len(a), len(b))
+    return a[:n] == b[:n]
+
+
+def apply_patch(doc: Any, ops: Sequence[Mapping[str, Any]]) -> Any:
+    """Apply RFC 6902 operations to ``doc`` in place; returns the (possibly new) root.
+    Raises ValueError, KeyError or IndexError when an operation does not apply."""
+    for op in ops:
+        kind, tokens = op.get("op"), jsonpointer.split(str(op.get("path", "")))
+        if kind == "test":
+            if _get(doc, tokens) != op.get("value"):
+                raise ValueError(f"test failed at {op.get('path')}")
+        elif kind in ("add", "replace"):
+            if kind == "replace":
+                _get(doc, tokens)
+            doc = _put(doc, tokens, copy.deepcopy(op.get("value")), insert=kind == "add")
+        elif kind == "remove":
+            _remove(doc, tokens)
+        elif kind in ("move", "copy"):
+            source = jsonpointer.split(str(op.get("from", "")))
+            value = copy.deepcopy(_get(doc, source))
+            if kind == "move":
+                _remove(doc, source)
+            doc = _put(doc, tokens, value, insert=True)
+        else:
+            raise ValueError(f"unknown JSON Patch op {kind!r}")
+    return doc
+
+
+def _get(doc: Any, tokens: list[str]) -> Any:
+    for token in tokens:
+        doc = doc[_index(doc, token, size=len(doc))] if isinstance(doc, list) else doc[token]
+    return doc
+
+
+def _index(items: list[Any], token: str, *, size: int) -> int:
+    if not token.isdigit() or (token != "0" and token.startswith("0")) or int(token) >= size:
+        raise IndexError(f"bad array index {token!r}")
+    return int(token)
+
+
+def _put(doc: Any, tokens: list[str], value: Any, *, insert: bool) -> Any:
+    if not tokens:
+        return value
+    parent = _get(doc, tokens[:-1])
+    last = tokens[-1]
+    if isinstance(parent, list):
+        if last == "-" and insert:
+            parent.append(value)
+        elif insert:
+            parent.insert(_index(parent, last, size=len(parent) + 1), value)
+        else:
+            parent[_index(parent, last, size=len(parent))] = value
+    elif isinstance(parent, dict):
+        parent[last] = value
+    else:
+        raise TypeError(f"cannot set {last!r} inside a {type(parent).__name__}")
+    return doc
+
+
+def _remove(doc: Any, tokens: list[str]) -> None:
+    if not tokens:
+        raise ValueError("cannot remove the whole document")
+    parent = _get(doc, tokens[:-1])
+    if isinstance(parent, list):
+        del parent[_index(parent, tokens[-1], size=len(parent))]
+    else:
+        del parent[tokens[-1]]
+
+
+def diff(old: Any, new: Any, pointer: str = "") -> list[dict[str, Any]]:
+    """JSON Patch operations that turn ``old`` into ``new`` (``~``/``/`` escaped in paths).
+    Maps are compared key by key, lists element by element when their length is kept or they
+    grew at the end; anything else is replaced whole. Equal documents give ``[]``."""
+    if type(old) is type(new) and old == new:
+        return []
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        ops: list[dict[str, Any]] = [{"op": "remove", "path": jsonpointer.join(pointer, k)} for k in old if k not in new]
+        for key, value in new.items():
+            if key in old:
+                ops += diff(old[key], value, jsonpointer.join(pointer, key))
+            else:
+                ops.append({"op": "add", "path": jsonpointer.join(pointer, key), "value": value})
+        return ops
+    if isinstance(old, list) and isinstance(new, list) and len(new) >= len(old):
+        head = [op for i, item in enumerate(old) for op in diff(item, new[i], jsonpointer.join(pointer, i))]
+        tail = [{"op": "add", "path": jsonpointer.join(pointer, i), "value": new[i]} for i in range(len(old), len(new))]
+        if len(new) == len(old) or not head:
+            return head + tail
+    return [{"op": "replace", "path": pointer, "value": new}]
+
+
+__all__ = [
+    "API_VERSION",
+    "DEFAULT_DEADLINE_S",
+    "MAX_FIX_ROUNDS",
+    "AdmissionRequest",
+    "AdmissionResult",
+    "apply_patch",
+    "deadline_result",
+    "denial_message",
+    "diff",
+    "encode_patch",
+    "enforced_fixes",
+    "evaluate_object",
+    "fix_object",
+    "judge",
+    "object_subjects",
+    "parse",
+    "review",
+    "skip_reason",
+]

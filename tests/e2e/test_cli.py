@@ -1,0 +1,155 @@
+"""The `costwarden` command end to end, in a subprocess, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+LIBRARY = ROOT / "policies"
+
+
+def run(*args: str, stdin: str | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "costwarden.cli", *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        cwd=cwd,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "NO_COLOR": "1", "CI": "true"},
+    )
+
+
+def test_version() -> None:
+    out = run("--version")
+    assert out.returncode == 0 and out.stdout.startswith("costwarden ")
+
+
+def test_validate_builtin_library() -> None:
+    out = run("validate")
+    assert out.returncode == 0, out.stderr
+    assert "ok: 10 policies" in out.stdout
+
+
+def test_validate_misspelt_key_is_positioned_with_did_you_mean(tmp_path: Path) -> None:
+    source = (LIBRARY / "llm" / "user-daily-budget" / "user-daily-budget.yaml").read_text()
+    bad = tmp_path / "user-daily-budget.yaml"
+    bad.write_text(source.replace("limitUsd: 25", "limtUsd: 25"))
+    line = next(i for i, text in enumerate(bad.read_text().splitlines(), 1) if "limtUsd" in text)
+    column = bad.read_text().splitlines()[line - 1].index("limtUsd") + 1
+    out = run("validate", str(bad))
+    assert out.returncode == 2
+    assert f"{bad}:{line}:{column}: error[unknown-field]: 'limtUsd'" in out.stderr
+    assert "did you mean 'limitUsd'?" in out.stderr
+    assert "^^^^^^^" in out.stderr
+    assert "no policy was loaded" in out.stderr
+
+
+def test_validate_reports_every_problem_in_every_file(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(
+        "apiVersion: costwarden.dev/v1\nkind: Policy\nmetadata: {name: a}\n"
+        "spec:\n  subject: resource\n  rules:\n    - name: r\n      requireTag: {keys: [team]}\n"
+    )
+    (tmp_path / "b.yaml").write_text("apiVersion: costwarden.dev/v1\nkind: Polcy\nmetadata: {name: b}\nspec: {}\n")
+    out = run("validate", str(tmp_path))
+    assert out.returncode == 2
+    assert "error[unknown-rule-kind]" in out.stderr and "did you mean 'requireTags'?" in out.stderr
+    assert "error[unknown-kind]" in out.stderr and "did you mean 'Policy'?" in out.stderr
+
+
+def test_library_tests_pass() -> None:
+    out = run("test", "policies/")
+    assert out.returncode == 0, out.stdout
+    assert ", 0 failed" in out.stdout
+
+
+def test_test_command_fails_on_a_wrong_expectation(tmp_path: Path) -> None:
+    folder = tmp_path / "cap-output-tokens"
+    source = LIBRARY / "llm" / "cap-output-tokens"
+    (folder / "samples").mkdir(parents=True)
+    (folder / "cap-output-tokens.yaml").write_text((source / "cap-output-tokens.yaml").read_text())
+    for sample in (source / "samples").iterdir():
+        (folder / "samples" / sample.name).write_text(sample.read_text())
+    spec = yaml.safe_load((source / "tests.yaml").read_text())
+    spec["cases"][0]["results"][0]["result"] = "fail"
+    (folder / "tests.yaml").write_text(yaml.safe_dump(spec))
+    out = run("test", str(folder))
+    assert out.returncode == 1
+    assert "FAIL" in out.stdout and "expected fail" in out.stdout
+
+
+def test_explain() -> None:
+    out = run("explain", "spot-only-batch")
+    assert out.returncode == 0
+    assert "admission: warn" in out.stdout and "spotOnly" in out.stdout
+    missing = run("explain", "spot-only-batc")
+    assert missing.returncode == 2 and "did you mean 'spot-only-batch'?" in missing.stderr
+
+
+def test_schema_validates_the_library() -> None:
+    out = run("schema")
+    assert out.returncode == 0
+    schema = json.loads(out.stdout)
+    validator = jsonschema.Draft202012Validator(schema)
+    documents = [
+        d
+        for p in LIBRARY.rglob("*.yaml")
+        if p.name != "tests.yaml" and "samples" not in p.parts
+        for d in yaml.safe_load_all(p.read_text())
+        if d
+    ]
+    assert len(documents) >= 10
+    for doc in documents:
+        validator.validate(doc)
+    bad = dict(documents[0], spec={"subject": "resource", "rules": [{"name": "x", "requireTag": {}}]})
+    assert list(validator.iter_errors(bad))
+
+
+def test_eval_json_and_exit_codes() -> None:
+    sample = LIBRARY / "llm" / "cap-output-tokens" / "samples" / "denied-huge-max-tokens-classify.json"
+    out = run("eval", "--subject", str(sample), "--format", "json")
+    assert out.returncode == 1
+    decision = json.loads(out.stdout)
+    assert decision["verdict"] == "deny"
+    cap = next(r for r in decision["results"] if r["policy"] == "cap-output-tokens")
+    assert cap["fix"]["patch"] == [{"op": "replace", "path": "/max_tokens", "value": 256}]
+    ok = run(
+        "eval",
+        "--subject",
+        str(LIBRARY / "llm" / "cap-output-tokens" / "samples" / "allowed-small-classify.json"),
+        "--surface",
+        "runtime",
+    )
+    assert ok.returncode == 0, ok.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["eval", "--subject", "nope.json"],
+        ["eval", "--subject", "README.md"],
+        ["eval", "--subject", "policies/README.md", "--surface", "moon"],
+    ],
+)
+def test_bad_input_exits_2_with_a_message(args: list[str]) -> None:
+    out = run(*args)
+    assert out.returncode == 2
+    assert "error" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_python_example_runs() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "python" / "evaluate_call.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert '"model": "claude-haiku-4-5"' in out.stdout and "-> allow" in out.stdout
