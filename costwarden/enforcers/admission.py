@@ -39,10 +39,10 @@ from functools import cache
 from typing import Any
 
 from costwarden.engine import patch as jsonpointer
-from costwarden.engine.decision import Decision, RuleResult, SubjectRef
+from costwarden.engine.decision import Decision, Effect, RuleResult, SubjectRef
 from costwarden.engine.evaluate import PolicySet
 from costwarden.engine.subjects import Subject
-from costwarden.errors import AdapterError
+from costwarden.errors import AdapterError, describe
 
 API_VERSION = "admission.k8s.io/v1"
 OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
@@ -265,11 +265,17 @@ def evaluate_object(policies: PolicySet, obj: Mapping[str, Any], namespace: str 
 
 
 def judge(policies: PolicySet, request: AdmissionRequest, *, mutate: bool) -> AdmissionResult:
-    """Judge (``mutate=False``) or fix (``mutate=True``) one request. Runs the engine; no deadline."""
+    """Judge (``mutate=False``) or fix (``mutate=True``) one request. Runs the engine; no deadline.
+
+    An object the adapters cannot read is judged like an evaluation error: each policy's
+    ``onError`` decides (fail closed for enforced policies)."""
     reason = skip_reason(request)
     if reason is not None or request.object is None:
         return AdmissionResult(request, mutate, skipped=reason or "no object")
-    decisions = evaluate_object(policies, request.object, request.namespace)
+    try:
+        decisions = evaluate_object(policies, request.object, request.namespace)
+    except Exception as exc:
+        return failure_result(policies, request, mutate=mutate, reason=f"cannot read the object: {describe(exc)}")
     if not mutate:
         return AdmissionResult(request, mutate, tuple(decisions))
     patched, applied = fix_object(policies, request.object, request.namespace, decisions)
@@ -279,11 +285,17 @@ def judge(policies: PolicySet, request: AdmissionRequest, *, mutate: bool) -> Ad
 
 def deadline_result(policies: PolicySet, request: AdmissionRequest, *, mutate: bool,
                     deadline_s: float) -> AdmissionResult:
-    """The answer when evaluation missed its deadline: every policy that could judge the object's
-    kind reports an ``error`` with its ``onError`` effect (deny for enforced policies)."""
-    note = f"evaluation did not finish within the {deadline_s:g}s admission deadline"
+    """The answer when evaluation missed its deadline (see :func:`failure_result`)."""
+    reason = f"evaluation did not finish within the {deadline_s:g}s admission deadline"
+    return failure_result(policies, request, mutate=mutate, reason=reason, timed_out=True)
+
+
+def failure_result(policies: PolicySet, request: AdmissionRequest, *, mutate: bool, reason: str,
+                   timed_out: bool = False) -> AdmissionResult:
+    """Every policy that could judge the object's kind reports an ``error`` with its ``onError``
+    effect (a denial for enforced policies). ``/mutate`` allows without a patch and says why."""
     if mutate:
-        return AdmissionResult(request, mutate, timed_out=True, notes=(f"no fixes applied: {note}",))
+        return AdmissionResult(request, mutate, timed_out=timed_out, notes=(f"no fixes applied: {reason}",))
     results = []
     for policy in policies:
         effect = policy.effects["admission"]
@@ -292,11 +304,11 @@ def deadline_result(policies: PolicySet, request: AdmissionRequest, *, mutate: b
             continue
         if policy.subject_type == "serving_config" and request.kind not in VLLM_HOST_KINDS:
             continue
-        on_error = effect if policy.on_error == "deny" else "audit"
+        on_error: Effect = effect if policy.on_error == "deny" else "audit"
         results.append(RuleResult(policy.name, "evaluation", "error", on_error, policy.severity,
-                                  f"{note} (onError: {policy.on_error})"))
+                                  f"{reason} (onError: {policy.on_error})"))
     ref = SubjectRef("resource", "kubernetes", request.kind, request.name, request.namespace)
-    return AdmissionResult(request, mutate, (Decision("admission", ref, tuple(results)),), timed_out=True)
+    return AdmissionResult(request, mutate, (Decision("admission", ref, tuple(results)),), timed_out=timed_out)
 
 
 _executor_lock = threading.Lock()
@@ -482,6 +494,7 @@ __all__ = [
     "encode_patch",
     "enforced_fixes",
     "evaluate_object",
+    "failure_result",
     "fix_object",
     "judge",
     "object_subjects",

@@ -82,7 +82,7 @@ class PolicyReloader:
         self.directory = str(directory)
         self.interval_s = interval_s
         self._loader = loader
-        self._on_result = on_result
+        self.on_result = on_result
         self._current: PolicySet | None = None
         self._loaded_hash: str | None = None
         self.last_error: str | None = None
@@ -130,9 +130,9 @@ class PolicyReloader:
         self._report(ReloadResult(False, len(self._current) if self._current else 0, text, count))
 
     def _report(self, result: ReloadResult) -> None:
-        if self._on_result is not None:
+        if self.on_result is not None:
             try:
-                self._on_result(result)
+                self.on_result(result)
             except Exception:
                 logger.exception("reload observer failed")
 

@@ -4,6 +4,7 @@ equal to a small, unoptimised reference evaluator."""
 from __future__ import annotations
 
 import fnmatch
+import functools
 import json
 import re
 import textwrap
@@ -11,7 +12,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,9 +23,8 @@ from costwarden.engine.decision import EFFECTS, RESULTS, SURFACES, Decision
 from costwarden.engine.evaluate import PolicySet
 from costwarden.engine.loader import SourceDocument, load_paths, load_text
 from costwarden.engine.rules.budget import budget_key
-from costwarden.engine.subjects import LlmCall, Subject, subject_from_dict
+from costwarden.engine.subjects import LlmCall, Subject, TokenUsage, subject_from_dict
 from costwarden.engine.subjects import Resource as ResourceSubject
-from costwarden.engine.subjects import TokenUsage
 from costwarden.errors import PricingError
 
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -40,6 +39,9 @@ class FlatPricer:
             raise PricingError(f"no price for {model}")
         total = (usage.total_input_tokens * 3 + usage.output_tokens * 15) / 1e6
         return total / 2 if batch else total
+
+
+PRICER = FlatPricer()
 
 
 # --- subject strategies -------------------------------------------------------------------------
@@ -139,6 +141,9 @@ def llm_calls(draw: st.DrawFn) -> Subject:
     return subject_from_dict(data)
 
 
+_SERVED_MODELS = ["Qwen/Qwen3-8B", "meta-llama/Llama-3.1-70B-Instruct", "deepseek-ai/DeepSeek-V3"]
+
+
 @st.composite
 def serving_configs(draw: st.DrawFn) -> Subject:
     args = draw(
@@ -158,7 +163,7 @@ def serving_configs(draw: st.DrawFn) -> Subject:
     return subject_from_dict(
         {
             "type": "serving_config",
-            "model": draw(st.sampled_from(["Qwen/Qwen3-8B", "meta-llama/Llama-3.1-70B-Instruct", "deepseek-ai/DeepSeek-V3"])),
+            "model": draw(st.sampled_from(_SERVED_MODELS)),
             "args": args,
             "gpus": draw(st.sampled_from([0, 1, 2, 4, 8])),
             "gpu_type": draw(st.sampled_from([None, "H100", "A10G", "nvidia-l4"])),
@@ -199,8 +204,9 @@ def _check_decision(decision: Decision, surface: str) -> None:
 # --- (1) total and deterministic ----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
+@functools.cache
 def library() -> PolicySet:
+    """The built-in library with the default (genai-prices) pricer, compiled once."""
     import costwarden
 
     return costwarden.load_policies()
@@ -209,26 +215,31 @@ def library() -> PolicySet:
 @PROPERTY
 @given(subject=subjects, surface=surfaces, ledger=ledgers(), minutes=st.integers(min_value=-3000, max_value=3000))
 def test_evaluation_is_total_and_deterministic(
-    library: PolicySet, subject: Subject, surface: str, ledger: MemoryLedger | None, minutes: int
+    subject: Subject, surface: str, ledger: MemoryLedger | None, minutes: int
 ) -> None:
     now = BASE_NOW + timedelta(minutes=minutes)
-    first = library.evaluate(subject, surface=surface, now=now, ledger=ledger)  # type: ignore[arg-type]
-    second = library.evaluate(subject, surface=surface, now=now, ledger=ledger)  # type: ignore[arg-type]
+    first = library().evaluate(subject, surface=surface, now=now, ledger=ledger)  # type: ignore[arg-type]
+    second = library().evaluate(subject, surface=surface, now=now, ledger=ledger)  # type: ignore[arg-type]
     _check_decision(first, surface)
     assert first.to_json() == second.to_json()
     # the policy set's clock gives the same decision as an explicit ``now``
-    clocked = library.with_clock(lambda: now)
+    clocked = library().with_clock(lambda: now)
     assert clocked.evaluate(subject, surface=surface, ledger=ledger).to_json() == first.to_json()  # type: ignore[arg-type]
 
 
 # --- (2) adding a policy never turns deny into allow --------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def library_documents() -> list[SourceDocument]:
+@functools.cache
+def library_documents() -> tuple[SourceDocument, ...]:
     result = load_paths(builtin_library_path())
     assert result.diagnostics == []
-    return result.documents
+    return tuple(result.documents)
+
+
+@functools.cache
+def library_with(pricer: FlatPricer) -> PolicySet:
+    return compile_documents(library_documents(), pricer=pricer)
 
 
 _CEL = [
@@ -275,14 +286,11 @@ def extra_policies(draw: st.DrawFn) -> str:
 
 @PROPERTY
 @given(extra=extra_policies(), subject=subjects, surface=surfaces)
-def test_adding_a_policy_never_turns_deny_into_allow(
-    library_documents: list[SourceDocument], extra: str, subject: Subject, surface: str
-) -> None:
+def test_adding_a_policy_never_turns_deny_into_allow(extra: str, subject: Subject, surface: str) -> None:
     added = load_text(extra, file="extra.yaml")
     assert added.diagnostics == []
-    pricer = FlatPricer()
-    base = compile_documents(library_documents, pricer=pricer)
-    more = compile_documents([*library_documents, *added.documents], pricer=pricer)
+    base = library_with(PRICER)
+    more = compile_documents([*library_documents(), *added.documents], pricer=PRICER)
     ledger = MemoryLedger()
     before = base.evaluate(subject, surface=surface, now=BASE_NOW, ledger=ledger)  # type: ignore[arg-type]
     after = more.evaluate(subject, surface=surface, now=BASE_NOW, ledger=ledger)  # type: ignore[arg-type]
@@ -320,14 +328,12 @@ def _budget_policy(name: str, params: str) -> str:
     )
 
 
-@pytest.fixture(scope="module")
-def budget_sets() -> dict[str, PolicySet]:
-    out = {}
-    for name, params in _BUDGETS:
-        loaded = load_text(_budget_policy(name, params))
-        assert loaded.diagnostics == []
-        out[name] = compile_documents(loaded.documents, pricer=FlatPricer())
-    return out
+@functools.cache
+def budget_set(name: str) -> PolicySet:
+    params = dict(_BUDGETS)[name]
+    loaded = load_text(_budget_policy(name, params))
+    assert loaded.diagnostics == []
+    return compile_documents(loaded.documents, pricer=PRICER)
 
 
 def _budget_keys(ps: PolicySet, subject: LlmCall, now: datetime) -> list[str]:
@@ -352,7 +358,6 @@ _spend = st.floats(min_value=0, max_value=50, allow_nan=False)
     more=st.lists(_spend, min_size=1, max_size=4),
 )
 def test_more_spend_never_turns_deny_into_allow(
-    budget_sets: dict[str, PolicySet],
     which: str,
     subject: Subject,
     surface: str,
@@ -361,7 +366,7 @@ def test_more_spend_never_turns_deny_into_allow(
     more: list[float],
 ) -> None:
     assert isinstance(subject, LlmCall)
-    ps = budget_sets[which]
+    ps = budget_set(which)
     now = BASE_NOW + timedelta(minutes=minutes)
     keys = _budget_keys(ps, subject, now)
     low, high = MemoryLedger(), MemoryLedger()

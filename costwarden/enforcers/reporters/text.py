@@ -21,6 +21,7 @@ import io
 from collections.abc import Iterable
 
 from rich.console import Console
+from rich.padding import Padding
 from rich.text import Text
 
 from costwarden.enforcers.ci import CheckReport, Finding, InputError
@@ -28,7 +29,7 @@ from costwarden.enforcers.reporters import monthly_savings, savings_text, subjec
 from costwarden.engine.decision import Decision
 
 _MARK = {"fail": ("FAIL", "bold red"), "warn": ("WARN", "yellow"), "error": ("ERROR", "bold magenta")}
-_INDENT = "           "
+_INDENT = 11
 
 
 def render(report: CheckReport, *, color: bool = False) -> str:
@@ -47,7 +48,7 @@ def render(report: CheckReport, *, color: bool = False) -> str:
         console.print(_input_error(error), soft_wrap=True)
     for line in summary_lines(report):
         console.print(line, soft_wrap=True)
-    return buffer.getvalue()
+    return "".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines())
 
 
 def summary_lines(report: CheckReport) -> list[Text]:
@@ -104,7 +105,8 @@ def _print_finding(console: Console, finding: Finding) -> None:
         details.append(f"saves {saving}")
     for detail in details:
         for part in detail.splitlines() or [""]:
-            console.print(Text(_INDENT + part))
+            # Padding keeps the indent on the lines rich wraps, too.
+            console.print(Padding(Text(part), (0, 0, 0, _INDENT), expand=False))
 
 
 def _input_error(error: InputError) -> Text:

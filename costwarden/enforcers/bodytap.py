@@ -1,0 +1,234 @@
+"""Watch a response body while the application reads it, to learn a call's usage without buffering it.
+
+The edges replace ``httpx2.Response.stream`` with :class:`TappedStream` (or its async twin). Every
+chunk passes through unchanged (unless an observer drops an event, see below) and is also fed to a
+:class:`BodyTap`, which decodes ``gzip``/``deflate`` content and either splits server-sent events and
+hands each event's data to an observer, or keeps a JSON body. When the body ends — read to the end,
+closed early, failed, or dropped and collected — ``on_end(tap, complete, error)`` runs exactly once.
+
+An observer returning False from ``on_event`` drops that event from what the client receives; this
+is only honoured for identity-encoded bodies (the OpenAI edge uses it to hide the usage chunk it
+asked for when the caller did not).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import timedelta
+from typing import Any, Protocol
+
+import httpx2
+
+MAX_JSON_BODY_BYTES = 64 * 1024 * 1024
+
+
+class EventObserver(Protocol):
+    def on_event(self, data: str) -> bool:
+        """One SSE event's data; return False to drop it from the stream the client reads."""
+        ...
+
+
+EndCallback = Callable[["BodyTap", bool, BaseException | None], None]
+
+
+class _Inflate:
+    """gzip or deflate (zlib-wrapped or raw, as servers disagree) decoding, chunk by chunk."""
+
+    def __init__(self, encoding: str) -> None:
+        self._raw_fallback = encoding == "deflate"
+        self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
+
+    def __call__(self, data: bytes) -> bytes:
+        try:
+            return self._obj.decompress(data)
+        except zlib.error:
+            if not self._raw_fallback:
+                raise
+            self._raw_fallback = False
+            self._obj = zlib.decompressobj(-zlib.MAX_WBITS)
+            return self._obj.decompress(data)
+
+
+class BodyTap:
+    """Decodes and parses a response body as it streams; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        sse: bool,
+        content_encoding: str | None,
+        on_end: EndCallback,
+        observer: EventObserver | None = None,
+        filtering: bool = False,
+    ) -> None:
+        encoding = (content_encoding or "identity").strip().lower()
+        self.sse = sse
+        self.observer = observer
+        self.on_end = on_end
+        self.undecodable = encoding not in ("identity", "", "gzip", "deflate")
+        self._inflate = _Inflate(encoding) if encoding in ("gzip", "deflate") else None
+        self.filtering = filtering and self._inflate is None and not self.undecodable
+        self.body = bytearray()
+        self.truncated = False
+        self.ended = False
+        self.event_errors = 0
+        self._partial = b""
+        self._data: list[str] = []
+        self._raw: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Watch ``chunk``; returns the bytes to pass on to the reader."""
+        if self.ended or self.undecodable:
+            return chunk
+        try:
+            data = self._inflate(chunk) if self._inflate is not None else chunk
+        except zlib.error:
+            self.undecodable = True
+            return chunk
+        if not self.sse:
+            if len(self.body) + len(data) > MAX_JSON_BODY_BYTES:
+                self.truncated = True
+            else:
+                self.body += data
+            return chunk
+        out = self._lines(self._partial + data)
+        return out if self.filtering else chunk
+
+    def flush(self) -> bytes:
+        """At the end of the body: the last event without its blank line, and what is left to pass on."""
+        if self.ended or not self.sse or self.undecodable:
+            return b""
+        out = b""
+        if self._partial:
+            out = self._lines(self._partial + b"\n")
+        out += self._dispatch()
+        return out if self.filtering else b""
+
+    def end(self, complete: bool, error: BaseException | None = None) -> None:
+        """The body ended (``complete``: read to its end); runs ``on_end`` once."""
+        if self.ended:
+            return
+        self.ended = True
+        self.on_end(self, complete, error)
+
+    def _lines(self, data: bytes) -> bytes:
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        out = bytearray()
+        for line in lines:
+            text = line.rstrip(b"\r")
+            if self.filtering:
+                self._raw.append(line + b"\n")
+            if not text:
+                out += self._dispatch()
+            elif text.startswith(b"data:"):
+                value = text[5:]
+                self._data.append((value[1:] if value.startswith(b" ") else value).decode("utf-8", "replace"))
+        return bytes(out)
+
+    def _dispatch(self) -> bytes:
+        keep = True
+        if self._data and self.observer is not None:
+            try:
+                keep = self.observer.on_event("\n".join(self._data))
+            except Exception:  # a malformed event must not break the application's stream
+                self.event_errors += 1
+        self._data.clear()
+        raw = b"".join(self._raw) if keep else b""
+        self._raw.clear()
+        return raw
+
+
+class TappedStream(httpx2.SyncByteStream):
+    """A response body that feeds a :class:`BodyTap` as the application reads it."""
+
+    def __init__(self, inner: httpx2.SyncByteStream, tap: BodyTap) -> None:
+        self._inner = inner
+        self.tap = tap
+
+    @property
+    def elapsed(self) -> timedelta | None:
+        return getattr(self._inner, "elapsed", None)
+
+    @property
+    def stream_observer(self) -> Any:
+        """The anthropic SDK's tracing looks for this on ``response.stream``."""
+        return getattr(self._inner, "stream_observer", None)
+
+    def __iter__(self) -> Iterator[bytes]:
+        tap = self.tap
+        try:
+            for chunk in self._inner:
+                out = tap.feed(chunk)
+                if out:
+                    yield out
+            tail = tap.flush()
+            if tail:
+                yield tail
+        except BaseException as exc:
+            tap.end(False, exc)
+            raise
+        tap.end(True)
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+        finally:
+            self.tap.end(False)
+
+    def __del__(self) -> None:
+        # The application may drop the response without reading or closing it.
+        tap = getattr(self, "tap", None)
+        if tap is not None and not tap.ended:
+            tap.end(False)
+
+
+class AsyncTappedStream(httpx2.AsyncByteStream):
+    """The async twin of :class:`TappedStream`."""
+
+    def __init__(self, inner: httpx2.AsyncByteStream, tap: BodyTap) -> None:
+        self._inner = inner
+        self.tap = tap
+
+    @property
+    def elapsed(self) -> timedelta | None:
+        return getattr(self._inner, "elapsed", None)
+
+    @property
+    def stream_observer(self) -> Any:
+        return getattr(self._inner, "stream_observer", None)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        tap = self.tap
+        chunks = self._inner.__aiter__()
+        try:
+            async for chunk in chunks:
+                out = tap.feed(chunk)
+                if out:
+                    yield out
+            tail = tap.flush()
+            if tail:
+                yield tail
+        except BaseException as exc:
+            tap.end(False, exc)
+            raise
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        tap.end(True)
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            self.tap.end(False)
+
+    def __del__(self) -> None:
+        tap = getattr(self, "tap", None)
+        if tap is not None and not tap.ended:
+            tap.end(False)
+
+
+__all__ = ["AsyncTappedStream", "BodyTap", "EventObserver", "TappedStream"]

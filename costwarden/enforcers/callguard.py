@@ -1,0 +1,377 @@
+"""The call-guard: judge an LLM request before it leaves, reserve its budget, settle its real cost.
+
+One provider-independent core; only the edges differ (:mod:`.anthropic_guard` is an ``anthropic``
+SDK middleware, :mod:`.openai_guard` an ``httpx2`` transport for the ``openai`` SDK)::
+
+    guard = CallGuard(costwarden.load_policies(), ledger=costwarden.open_ledger("sqlite:///spend.db"))
+    client = anthropic.Anthropic(middleware=[guard])
+    with attribution(feature="search", user="u-123", team="growth"):
+        client.messages.create(model="claude-sonnet-4-5", max_tokens=512, messages=[...])
+
+Before the call (sync code; the async edges only await I/O): build the ``llm_call`` subject
+(attribution from :func:`attribution`, then the body's own user field, then ``defaults``), judge the
+``runtime`` surface, and while every blocking result carries a request fix, apply the fixes to a copy
+of the body and judge again (at most ``max_fix_rounds`` rounds; the first fix that touches a path
+wins a round, so two competing downgrades converge). Still blocked → :class:`PolicyViolation`
+(:class:`BudgetExceeded` for budget failures) carrying the Decision, before any HTTP request.
+Then the decision's budget holds are reserved all-or-nothing; a refusal is ``BudgetExceeded``, an
+unreachable ledger denies (fail closed).
+
+After the call: price the real usage (cache reads/writes and the batch rate included), settle,
+judge the post-call phase (for example a long prompt that never hit the cache) and emit a
+:class:`~costwarden.adapters.events.CostEvent` to every sink.
+
+Failures: a call that failed before its request left is released. One whose request was sent
+but that got no answer (read timeout, dropped connection, cancellation) is charged its estimated
+input; a stream that ends early is charged what its events show was used, and at least its input.
+An HTTP error status is not billed by providers, so it releases the hold.
+
+Retries (one reservation per logical call): SDKs retry inside their own loop, in the same thread or
+task, and the edges see each attempt. The guard keeps the logical call in a context variable and
+recognises an attempt as a retry when the SDK says it is one (``retries_taken`` / the
+``x-stainless-retry-count`` header) and its key matches — the SDK's per-call idempotency key for
+Anthropic, a hash of method, URL and body for OpenAI. A retry reuses the call's decision, rewritten
+body and reservation. An error that may still be retried keeps the hold; it is released when the
+SDK retries no more: at the next call in the same context, once ``max_retries`` (the SDKs' default,
+2) attempts failed, or at the reservation's TTL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from costwarden.engine.decision import Decision, Fix, RuleResult
+from costwarden.engine.ledger import Alert, Hold, Ledger
+from costwarden.engine.rules.budget import OUTPUT_TOKENS_CAP
+from costwarden.engine.subjects import LlmCall, TokenUsage
+from costwarden.enforcers.attribution import Attribution, attribution, current_attribution
+from costwarden.enforcers.guarded_call import GuardedCall, ProviderEdge, merge_holds
+from costwarden.enforcers.jsonpatch_apply import apply_patch
+from costwarden.errors import BudgetExceeded, EnforcementError, PolicyViolation, describe
+
+if TYPE_CHECKING:
+    from anthropic import Middleware as _MiddlewareBase
+    from anthropic._middleware import AsyncCallNext, CallNext
+    from anthropic._request import APIRequest
+    from anthropic._response import APIResponse, AsyncAPIResponse
+
+    from costwarden.adapters.events.event import CostEvent, EventSink
+    from costwarden.engine.evaluate import PolicySet
+    from costwarden.engine.pricing import LlmPricer
+else:
+
+    def _middleware_base() -> type:
+        """``anthropic.Middleware`` when the SDK is installed, so a CallGuard drops into
+        ``Anthropic(middleware=[guard])``; a plain object otherwise (the OpenAI edge needs no base)."""
+        if importlib.util.find_spec("anthropic") is None:
+            return object
+        from anthropic import Middleware
+
+        return Middleware
+
+    _MiddlewareBase = _middleware_base()
+
+log = logging.getLogger("costwarden.callguard")
+
+_ACTIVE: ContextVar[GuardedCall | None] = ContextVar("costwarden_active_call", default=None)
+"""The last logical call started in this thread or task, so an SDK retry finds its reservation."""
+
+
+class CallGuard(_MiddlewareBase):
+    """Enforces ``llm_call`` policies around LLM SDK calls; one instance serves many clients and threads.
+
+    ``defaults`` attributes calls that carry no attribution (``{"feature": "chat", "team": "web",
+    "env": "prod"}`` — keys other than feature/user/team become tags). ``sinks`` receive a
+    :class:`CostEvent` per call. ``max_retries`` should match the client's ``max_retries`` so a
+    failed call's hold is released as soon as the SDK stops retrying.
+    """
+
+    def __init__(
+        self,
+        policies: PolicySet,
+        *,
+        ledger: Ledger | None = None,
+        defaults: Mapping[str, str] | None = None,
+        sinks: Iterable[EventSink] = (),
+        reservation_ttl_s: float = 600.0,
+        batch_reservation_ttl_s: float = 26 * 3600.0,
+        apply_fixes: bool = True,
+        max_fix_rounds: int = 3,
+        clock: Callable[[], datetime] | None = None,
+        pricer: LlmPricer | None = None,
+        record_content: bool = False,
+        post_call_rules: bool = True,
+        max_retries: int = 2,
+        on_alert: Callable[[Alert], None] | None = None,
+    ) -> None:
+        self.policies = policies
+        self.ledger = ledger
+        self.defaults = Attribution.from_mapping(defaults)
+        self.sinks: tuple[EventSink, ...] = tuple(sinks)
+        self.reservation_ttl_s = reservation_ttl_s
+        self.batch_reservation_ttl_s = batch_reservation_ttl_s
+        self.apply_fixes = apply_fixes
+        self.max_fix_rounds = max_fix_rounds
+        self.clock: Callable[[], datetime] = clock or policies.clock
+        self.pricer = pricer or policies.pricer or _default_pricer()
+        self.record_content = record_content
+        self.post_call_rules = post_call_rules
+        self.max_retries = max_retries
+        self.on_alert = on_alert
+        self._budget_rules = frozenset(
+            (p.name, r.name) for p in policies.policies for r in p.rules if r.kind == "budget"
+        )
+
+    # --- the anthropic middleware interface (the edge lives in anthropic_guard) ----------------
+
+    def handle(self, request: APIRequest, call_next: CallNext) -> APIResponse[Any]:
+        from costwarden.enforcers import anthropic_guard
+
+        return anthropic_guard.handle(self, request, call_next)
+
+    async def handle_async(self, request: APIRequest, call_next: AsyncCallNext) -> AsyncAPIResponse[Any]:
+        from costwarden.enforcers import anthropic_guard
+
+        return await anthropic_guard.handle_async(self, request, call_next)
+
+    # --- the provider-independent core ---------------------------------------------------------
+
+    def begin(
+        self,
+        edge: ProviderEdge,
+        body: Mapping[str, Any],
+        *,
+        key: str,
+        attempt: int = 0,
+        batch: bool = False,
+        rewrites: Sequence[str] = (),
+    ) -> GuardedCall:
+        """Start a logical call, or find the one this attempt retries.
+
+        Raises PolicyViolation / BudgetExceeded when the call may not be made; nothing is sent then.
+        """
+        active = _ACTIVE.get()
+        if active is not None and active.pending_retry and active.guard is self:
+            if attempt > 0 and active.key == key:
+                active.pending_retry = False
+                return active
+            active.abandon("the SDK stopped retrying")
+        call = self._prepare(edge, body, key=key, batch=batch, rewrites=tuple(rewrites))
+        _ACTIVE.set(call)
+        return call
+
+    def judge(self, edge: ProviderEdge, body: Mapping[str, Any], *, batch: bool = False) -> Decision:
+        """The runtime decision on ``body`` as the guard would see it now (no fixes, no reservation)."""
+        now = self.clock()
+        return self.policies.evaluate(self._subject(edge, body, current_attribution(), batch), "runtime", now=now,
+                                      ledger=self.ledger)
+
+    def close(self) -> None:
+        """Close every sink."""
+        for sink in self.sinks:
+            sink.close()
+
+    def _prepare(
+        self, edge: ProviderEdge, body: Mapping[str, Any], *, key: str, batch: bool, rewrites: tuple[str, ...]
+    ) -> GuardedCall:
+        started = time.perf_counter()
+        now = self.clock()
+        who = current_attribution()
+        model_requested = str(body.get("model", ""))
+        if edge.batch_items is not None:
+            return self._prepare_batch(edge, body, key=key, who=who, now=now, started=started)
+        try:
+            body, subject, decision, applied = self._judge(edge, body, who, batch=batch, now=now)
+        except PolicyViolation as exc:
+            self._denied(edge, body, exc, model_requested, now, started)
+            raise
+        call = GuardedCall(
+            self, edge, key, body, subject, decision, rewrites + applied, model_requested, started, now
+        )
+        self._reserve(call, decision.holds, self.reservation_ttl_s)
+        return call
+
+    def _prepare_batch(
+        self, edge: ProviderEdge, body: Mapping[str, Any], *, key: str, who: Attribution, now: datetime,
+        started: float,
+    ) -> GuardedCall:
+        """Judge every request of a batch at the batch rate; one reservation holds them all."""
+        assert edge.batch_items is not None
+        holds: list[Hold] = []
+        rewrites: list[str] = []
+        subjects: list[LlmCall] = []
+        decisions: list[Decision] = []
+        for pointer, params in edge.batch_items(body):
+            try:
+                new, subject, decision, applied = self._judge(edge, params, who, batch=True, now=now)
+            except PolicyViolation as exc:
+                self._denied(edge, params, exc, str(params.get("model", "")), now, started, batch=True)
+                raise
+            if new is not params:
+                body = apply_patch(body, [{"op": "replace", "path": pointer, "value": new}])
+            rewrites += [f"{pointer}: {text}" for text in applied]
+            holds += decision.holds
+            subjects.append(subject)
+            decisions.append(decision)
+        call = GuardedCall.for_batch(self, edge, key, body, subjects, decisions, tuple(rewrites), started, now)
+        self._reserve(call, holds, self.batch_reservation_ttl_s)
+        return call
+
+    def _judge(
+        self, edge: ProviderEdge, body: Mapping[str, Any], who: Attribution, *, batch: bool, now: datetime
+    ) -> tuple[Mapping[str, Any], LlmCall, Decision, tuple[str, ...]]:
+        """Evaluate, apply request fixes and re-evaluate until nothing fixable blocks."""
+        applied: list[str] = []
+        for round_ in range(self.max_fix_rounds + 1):
+            subject = self._subject(edge, body, who, batch)
+            decision = self.policies.evaluate(subject, "runtime", now=now, ledger=self.ledger)
+            blocking = decision.blocking
+            if not blocking:
+                return body, subject, decision, tuple(applied)
+            fixes = _request_fixes(blocking)
+            if not self.apply_fixes or fixes is None or round_ == self.max_fix_rounds:
+                raise self._denial(edge, subject, decision)
+            body, done = _apply_fixes(body, fixes)
+            if not done:
+                raise self._denial(edge, subject, decision)
+            applied += done
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _subject(self, edge: ProviderEdge, body: Mapping[str, Any], who: Attribution, batch: bool) -> LlmCall:
+        d = self.defaults
+        tags = {**d.tags, **who.tags} if d.tags else who.tags
+        subject = edge.subject(
+            body, feature=who.feature or d.feature, user=who.user, team=who.team or d.team, tags=tags, batch=batch
+        )
+        changes: dict[str, Any] = {}
+        if subject.user is None and d.user:
+            changes["user"] = d.user
+        estimate = self.estimate(subject)
+        if estimate is not None:
+            changes["estimated_cost_usd"] = estimate
+        return dataclasses.replace(subject, **changes) if changes else subject
+
+    def estimate(self, subject: LlmCall, *, output: bool = True) -> float | None:
+        """Worst-case USD of a call (estimated input plus clamped max output), or input only; None
+        when the model has no price (the budget rule then reports the error and denies)."""
+        out_tokens = min(subject.request.max_tokens or OUTPUT_TOKENS_CAP, OUTPUT_TOKENS_CAP) if output else 0
+        usage = TokenUsage(input_tokens=subject.request.input_tokens, output_tokens=out_tokens)
+        try:
+            return self.pricer.cost(subject.provider, subject.model, usage, batch=subject.request.batch)
+        except Exception:  # an unknown price is judged by the budget rule, never priced at $0 here
+            return None
+
+    def _denial(self, edge: ProviderEdge, subject: LlmCall, decision: Decision) -> PolicyViolation:
+        blocking = decision.blocking
+        budget = any(r.result == "fail" and (r.policy, r.rule) in self._budget_rules for r in blocking)
+        cls = BudgetExceeded if budget else PolicyViolation
+        return cls(decision, f"{edge.name} call to {subject.model} refused before sending — {decision.summary()}")
+
+    def _reserve(self, call: GuardedCall, holds: Sequence[Hold], ttl_s: float) -> None:
+        merged = merge_holds(holds)
+        if not merged or self.ledger is None:
+            return
+        call.reservation_id = f"cw-{uuid.uuid4().hex}"
+        try:
+            outcome = self.ledger.reserve(call.reservation_id, merged, ttl_s=ttl_s, now=call.started_at)
+        except Exception as exc:  # fail closed: spend that cannot be verified is not allowed
+            err = PolicyViolation(
+                call.decision,
+                f"{call.edge.name} call to {call.model} refused: the budget ledger is unavailable "
+                f"({describe(exc)}); enforced budgets fail closed",
+            )
+            self._denied(call.edge, call.body, err, call.model_requested, call.started_at, call.started)
+            raise err from exc
+        if not outcome.granted:
+            spent = f"${outcome.spent_usd:,.4f} spent of " if outcome.spent_usd is not None else ""
+            limit = f"${outcome.limit_usd:,.2f}" if outcome.limit_usd is not None else "its limit"
+            err = BudgetExceeded(
+                call.decision,
+                f"{call.edge.name} call to {call.model} refused: reserving ${sum(h.amount_usd for h in merged):,.4f} "
+                f"would exceed budget {outcome.refused_key} ({spent}{limit})",
+            )
+            self._denied(call.edge, call.body, err, call.model_requested, call.started_at, call.started)
+            raise err
+        call.held = True
+
+    def _denied(
+        self, edge: ProviderEdge, body: Mapping[str, Any], exc: PolicyViolation, model_requested: str,
+        now: datetime, started: float, *, batch: bool = False,
+    ) -> None:
+        from costwarden.adapters.events.event import CostEvent
+
+        who = current_attribution().over(self.defaults)
+        self.emit(
+            CostEvent(
+                provider=edge.name,
+                api="batch" if batch or edge.batch_items is not None else exc.decision.subject.kind,
+                model_requested=model_requested,
+                model=str(body.get("model", model_requested)),
+                outcome="denied",
+                verdict="deny",
+                started_at=now,
+                finished_at=now,
+                feature=who.feature,
+                user=who.user,
+                team=who.team,
+                tags=dict(who.tags),
+                stream=body.get("stream") is True,
+                batch=batch or edge.batch_items is not None,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                findings=tuple(f"{r.policy}/{r.rule}: {r.message}" for r in exc.decision.violations),
+                error=str(exc),
+            )
+        )
+
+    def emit(self, event: CostEvent) -> None:
+        """Hand ``event`` to every sink; a failing sink is logged, never raised into the caller."""
+        for sink in self.sinks:
+            try:
+                sink.emit(event)
+            except Exception:
+                log.exception("cost event sink %r failed", sink)
+
+
+def _request_fixes(blocking: Iterable[RuleResult]) -> list[Fix] | None:
+    """The fixes of every blocking result, or None when one of them has no request fix."""
+    fixes = []
+    for result in blocking:
+        if result.fix is None or result.fix.target != "request" or not result.fix.patch:
+            return None
+        fixes.append(result.fix)
+    return fixes
+
+
+def _apply_fixes(body: Mapping[str, Any], fixes: Sequence[Fix]) -> tuple[Mapping[str, Any], list[str]]:
+    """Apply fixes in order; a fix touching a path an earlier fix of this round touched waits a round."""
+    touched: set[str] = set()
+    applied: list[str] = []
+    for fix in fixes:
+        paths = {str(op.get("path", "")) for op in fix.patch}
+        if any(p == t or p.startswith(t + "/") or t.startswith(p + "/") for p in paths for t in touched):
+            continue
+        try:
+            body = apply_patch(body, fix.patch)
+        except EnforcementError as exc:
+            log.debug("fix %r did not apply: %s", fix.description, exc)
+            continue
+        touched |= paths
+        applied.append(fix.description)
+    return body, applied
+
+
+def _default_pricer() -> LlmPricer:
+    from costwarden.adapters.pricing import GenaiPricer
+
+    return GenaiPricer()
+
+
+__all__ = ["Attribution", "CallGuard", "GuardedCall", "ProviderEdge", "attribution", "current_attribution"]

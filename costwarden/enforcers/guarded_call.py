@@ -1,0 +1,313 @@
+"""One logical LLM call under the guard, from its decision to its settlement and cost event.
+
+A :class:`GuardedCall` is created by :meth:`CallGuard.begin` once per logical call (SDK retries
+share it) and finished exactly once — by its usage, by a failure, or by being abandoned — which
+settles or releases its reservation and emits one cost event. Finishing is thread-safe, because a
+stream may be closed by the application and collected by the garbage collector at the same time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from costwarden.engine.decision import Decision
+from costwarden.engine.ledger import Alert, Hold
+from costwarden.engine.subjects import LlmCall, TokenUsage
+from costwarden.errors import describe
+
+if TYPE_CHECKING:
+    from costwarden.adapters.events.event import Outcome, UsageSource
+    from costwarden.enforcers.callguard import CallGuard
+
+log = logging.getLogger("costwarden.callguard")
+
+SubjectBuilder = Callable[..., LlmCall]
+_CONTENT_KEYS = ("system", "instructions", "tools", "messages", "input")
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderEdge:
+    """What the core needs from a provider: its name, subject builder and usage reader.
+
+    ``batch_items`` is set for batch endpoints: it lists ``(json_pointer, request_body)`` for each
+    request inside the batch body.
+    """
+
+    name: str
+    subject: SubjectBuilder
+    usage: Callable[[Mapping[str, Any]], TokenUsage]
+    batch_items: Callable[[Mapping[str, Any]], Iterable[tuple[str, Mapping[str, Any]]]] | None = None
+
+
+def merge_holds(holds: Iterable[Hold]) -> list[Hold]:
+    """Holds on the same key summed into one, so an all-or-nothing reserve checks their total."""
+    merged: dict[str, Hold] = {}
+    for hold in holds:
+        prev = merged.get(hold.key)
+        merged[hold.key] = hold if prev is None else dataclasses.replace(prev, amount_usd=prev.amount_usd + hold.amount_usd)
+    return list(merged.values())
+
+
+class GuardedCall:
+    """The state of one logical call. Edges report outcomes; the call settles and reports itself."""
+
+    def __init__(
+        self,
+        guard: CallGuard,
+        edge: ProviderEdge,
+        key: str,
+        body: Mapping[str, Any],
+        subject: LlmCall,
+        decision: Decision,
+        rewrites: tuple[str, ...],
+        model_requested: str,
+        started: float,
+        started_at: datetime,
+    ) -> None:
+        self.guard = guard
+        self.edge = edge
+        self.key = key
+        self.body = body
+        self.subject = subject
+        self.decision = decision
+        self.rewrites = rewrites
+        self.model_requested = model_requested
+        self.model = subject.model
+        self.started = started
+        self.started_at = started_at
+        self.estimate_usd = subject.estimated_cost_usd
+        self.batch_requests = 0
+        self.reservation_id: str | None = None
+        self.held = False
+        self.pending_retry = False
+        self.lost_usd = 0.0
+        self.status_code: int | None = None
+        self._done = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_batch(
+        cls,
+        guard: CallGuard,
+        edge: ProviderEdge,
+        key: str,
+        body: Mapping[str, Any],
+        subjects: Sequence[LlmCall],
+        decisions: Sequence[Decision],
+        rewrites: tuple[str, ...],
+        started: float,
+        started_at: datetime,
+    ) -> GuardedCall:
+        """A batch as one call: its estimate is the sum of its requests' at the batch rate."""
+        first = subjects[0] if subjects else edge.subject({"model": "batch"}, batch=True)
+        models = {s.model for s in subjects}
+        results = tuple(r for d in decisions for r in d.results)
+        decision = Decision("runtime", decisions[0].subject if decisions else _ref(first), results)
+        estimates = [s.estimated_cost_usd for s in subjects]
+        total = sum(e for e in estimates if e is not None) if all(e is not None for e in estimates) else None
+        subject = dataclasses.replace(
+            first, model=models.pop() if len(models) == 1 else "mixed", estimated_cost_usd=total
+        )
+        call = cls(guard, edge, key, body, subject, decision, rewrites, subject.model, started, started_at)
+        call.batch_requests = len(subjects)
+        return call
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    # --- outcomes the edges report ---------------------------------------------------------------
+
+    def input_cost(self) -> float:
+        """The estimated cost of the input alone: what a sent call is charged at least."""
+        return self.guard.estimate(self.subject, output=False) or 0.0
+
+    def estimated_usage(self, output_tokens: int = 0) -> TokenUsage:
+        """Usage made of the input estimate and ``output_tokens`` (a stream cut before its usage)."""
+        return TokenUsage(input_tokens=self.subject.request.input_tokens, output_tokens=output_tokens)
+
+    def error_status(self, status: int, *, final: bool) -> None:
+        """The provider answered ``status`` (not billed); ``final`` when the SDK will not retry."""
+        self.status_code = status
+        if final:
+            self._finish("error", None, self.lost_usd, "none", error=f"HTTP {status}")
+        else:
+            self.pending_retry = True
+
+    def failed(self, exc: BaseException, *, sent: bool, final: bool) -> None:
+        """The attempt raised; a request that was sent is charged its input."""
+        if sent:
+            self.lost_usd += self.input_cost()
+        cancelled = not isinstance(exc, Exception)  # CancelledError, KeyboardInterrupt, GeneratorExit
+        if final or cancelled:
+            outcome: Outcome = "cancelled" if cancelled else "error"
+            self._finish(outcome, None, self.lost_usd, "estimate" if sent else "none", error=describe(exc))
+        else:
+            self.pending_retry = True
+
+    def abandon(self, reason: str) -> None:
+        """The SDK stopped retrying after an error: release the hold, or charge what was sent."""
+        self._finish("error", None, self.lost_usd, "estimate" if self.lost_usd else "none", error=reason)
+
+    def complete(
+        self,
+        usage: TokenUsage,
+        *,
+        served_model: str | None = None,
+        source: UsageSource = "response",
+        outcome: Outcome = "ok",
+        completion: Any = None,
+        error: str | None = None,
+    ) -> None:
+        """The call used ``usage``: price it, settle, judge the post-call phase, emit the event."""
+        cost, price_error = self.price(usage, served_model)
+        self._finish(outcome, usage, cost + self.lost_usd, source, served_model, completion, error or price_error)
+
+    def charge_estimate(self, *, error: str | None = None) -> None:
+        """Settle to the reserved worst case (a batch at submission; a response without usage)."""
+        self._finish("ok", None, (self.estimate_usd or 0.0) + self.lost_usd, "estimate", error=error)
+
+    def price(self, usage: TokenUsage, served_model: str | None) -> tuple[float, str | None]:
+        """USD for ``usage`` on the served model, else the requested one; the reserved worst case
+        (never $0) when neither has a price."""
+        pricer, provider, batch = self.guard.pricer, self.subject.provider, self.subject.request.batch
+        error = "no model"
+        for model in dict.fromkeys(m for m in (served_model, self.model) if m):
+            try:
+                return pricer.cost(provider, model, usage, batch=batch), None
+            except Exception as exc:
+                error = describe(exc)
+        return self.estimate_usd or 0.0, f"usage not priced ({error}); charged the reserved estimate"
+
+    # --- finishing -----------------------------------------------------------------------------
+
+    def _finish(
+        self,
+        outcome: Outcome,
+        usage: TokenUsage | None,
+        cost: float,
+        source: UsageSource,
+        served_model: str | None = None,
+        completion: Any = None,
+        error: str | None = None,
+    ) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        self.pending_retry = False
+        guard = self.guard
+        now = guard.clock()
+        latency_ms = (time.perf_counter() - self.started) * 1000
+        charged, alerts, ledger_error = self._settle(cost, now)
+        findings = dict.fromkeys(f"{r.policy}/{r.rule}: {r.message}" for r in self.decision.violations)
+        if usage is not None and guard.post_call_rules and not self.batch_requests:
+            findings.update(dict.fromkeys(self._post_findings(usage, cost, latency_ms, now)))
+        guard.emit(self._event(outcome, usage, cost, source, served_model, completion, now, latency_ms,
+                               charged, alerts, tuple(findings), ledger_error or error))
+
+    def _settle(self, cost: float, now: datetime) -> tuple[bool, tuple[str, ...], str | None]:
+        ledger = self.guard.ledger
+        if not self.held or ledger is None or self.reservation_id is None:
+            return False, (), None
+        try:
+            if cost > 0:
+                alerts: list[Alert] = list(ledger.settle(self.reservation_id, cost, now=now) or ())
+            else:
+                ledger.release(self.reservation_id, now=now)
+                alerts = []
+        except Exception as exc:  # the call already happened: report, never raise into the caller
+            log.error("could not settle reservation %s ($%.6f): %s", self.reservation_id, cost, describe(exc))
+            return False, (), f"ledger: {describe(exc)}"
+        for alert in alerts:
+            self._alert(alert)
+        texts = tuple(f"{a.key} crossed {a.threshold:.0%} (${a.spent_usd:,.4f} of ${a.limit_usd:,.2f})" for a in alerts)
+        return cost > 0, texts, None
+
+    def _alert(self, alert: Alert) -> None:
+        log.warning("budget %s crossed %.0f%% ($%.4f of $%.2f)", alert.key, alert.threshold * 100,
+                    alert.spent_usd, alert.limit_usd)
+        if self.guard.on_alert is not None:
+            try:
+                self.guard.on_alert(alert)
+            except Exception:
+                log.exception("on_alert callback failed")
+
+    def _post_findings(self, usage: TokenUsage, cost: float, latency_ms: float, now: datetime) -> list[str]:
+        post = dataclasses.replace(
+            self.subject, phase="post", usage=usage, actual_cost_usd=cost, latency_ms=latency_ms
+        )
+        decision = self.guard.policies.evaluate(post, "runtime", now=now, ledger=None)
+        return [f"{r.policy}/{r.rule}: {r.message}" for r in decision.violations]
+
+    def _event(
+        self,
+        outcome: Outcome,
+        usage: TokenUsage | None,
+        cost: float,
+        source: UsageSource,
+        served_model: str | None,
+        completion: Any,
+        now: datetime,
+        latency_ms: float,
+        charged: bool,
+        alerts: tuple[str, ...],
+        findings: tuple[str, ...],
+        error: str | None,
+    ) -> Any:
+        from costwarden.adapters.events.event import CostEvent
+
+        s = self.subject
+        usage = usage or TokenUsage()
+        record = self.guard.record_content
+        return CostEvent(
+            provider=self.edge.name,
+            api=s.request.api,
+            model_requested=self.model_requested,
+            model=self.model,
+            outcome=outcome,
+            verdict=self.decision.verdict,
+            started_at=self.started_at,
+            finished_at=now,
+            model_served=served_model,
+            feature=s.feature,
+            user=s.user,
+            team=s.team,
+            tags=dict(s.tags),
+            stream=s.request.stream,
+            batch=s.request.batch,
+            batch_requests=self.batch_requests,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_read_tokens=usage.cache_read_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            cost_usd=cost,
+            estimated_cost_usd=self.estimate_usd,
+            charged=charged,
+            usage_source=source,
+            latency_ms=latency_ms,
+            status_code=self.status_code,
+            rewrites=self.rewrites,
+            findings=findings,
+            alerts=alerts,
+            reservation_id=self.reservation_id,
+            error=error,
+            prompt={k: self.body[k] for k in _CONTENT_KEYS if k in self.body} if record else None,
+            completion=completion if record else None,
+        )
+
+
+def _ref(subject: LlmCall) -> Any:
+    from costwarden.engine.decision import SubjectRef
+
+    return SubjectRef(subject.type, subject.provider, subject.kind, subject.name)
+
+
+__all__ = ["GuardedCall", "ProviderEdge", "SubjectBuilder", "merge_holds"]

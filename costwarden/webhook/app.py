@@ -1,0 +1,201 @@
+"""The webhook's HTTP surface (FastAPI): ``/validate``, ``/mutate``, ``/healthz``, ``/readyz``, ``/metrics``.
+
+The response format lives in :mod:`costwarden.enforcers.admission`; this module reads the body
+(refusing oversized ones before parsing, 413), parses it with orjson (malformed → 400 with a JSON
+error, never a 500), runs the synchronous engine on a small thread pool under the evaluation
+deadline, and records metrics. The policy set comes from a :class:`PolicyReloader`; until it has
+compiled, ``/readyz`` and the admission endpoints answer 503 so the API server applies the
+webhook's ``failurePolicy`` and Kubernetes routes nothing to the pod.
+
+``app_from_env`` is the factory uvicorn imports in each worker; settings travel in
+``COSTWARDEN_WEBHOOK_*`` environment variables (see :class:`WebhookSettings`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, fields
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from costwarden.enforcers.admission import DEFAULT_DEADLINE_S, AdmissionResult, deadline_result, judge, parse
+from costwarden.errors import AdapterError
+from costwarden.webhook.metrics import WebhookMetrics
+from costwarden.webhook.reload import PolicyReloader
+
+logger = logging.getLogger("costwarden.webhook")
+
+DEFAULT_MAX_BODY_BYTES = 3 * 1024 * 1024
+ENV_PREFIX = "COSTWARDEN_WEBHOOK_"
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSettings:
+    """Server settings; each field can come from ``COSTWARDEN_WEBHOOK_<FIELD>`` (upper case)."""
+
+    policies_dir: str
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    deadline_s: float = DEFAULT_DEADLINE_S
+    reload_interval_s: float = 2.0
+    eval_threads: int = 4
+
+    def to_env(self) -> dict[str, str]:
+        return {ENV_PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> WebhookSettings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None:
+                values[f.name] = raw if f.type == "str" else (int(raw) if f.type == "int" else float(raw))
+        if "policies_dir" not in values:
+            raise ValueError(f"{ENV_PREFIX}POLICIES_DIR is not set")
+        return cls(**values)
+
+
+def _json(status: int, payload: Mapping[str, Any]) -> Response:
+    return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    return _json(status, {"error": {"code": code, "message": message}})
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it is known to pass ``limit`` bytes (before any parsing)."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class Webhook:
+    """The state behind one app: settings, the policy reloader, metrics and the evaluation pool."""
+
+    def __init__(self, settings: WebhookSettings, reloader: PolicyReloader | None = None) -> None:
+        self.settings = settings
+        self.metrics = WebhookMetrics()
+        self.reloader = reloader or PolicyReloader(settings.policies_dir, interval_s=settings.reload_interval_s)
+        self.reloader.on_result = self.metrics.observe_reload
+        self.executor: ThreadPoolExecutor | None = None
+
+    def start(self) -> None:
+        self.executor = ThreadPoolExecutor(self.settings.eval_threads, thread_name_prefix="costwarden-eval")
+        self.reloader.start()
+
+    def stop(self) -> None:
+        self.reloader.stop()
+        if self.executor is not None:
+            self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def admit(self, request: Request, endpoint: str) -> Response:
+        started = time.perf_counter()
+        self.metrics.in_flight.inc()
+        try:
+            response, outcome = await self._admit(request, endpoint == "mutate")
+            if outcome is not None:
+                self.metrics.requests.labels(endpoint, outcome).inc()
+            return response
+        finally:
+            self.metrics.in_flight.dec()
+            self.metrics.duration.labels(endpoint).observe(time.perf_counter() - started)
+
+    async def _admit(self, request: Request, mutate: bool) -> tuple[Response, str | None]:
+        limit = self.settings.max_body_bytes
+        body = await _read_body(request, limit)
+        if body is None:
+            return _error(413, "too-large", f"request body is larger than the {limit} byte limit"), "too_large"
+        policies = self.reloader.current
+        if policies is None or self.executor is None:
+            return _error(503, "not-ready", "the policy set has not compiled yet"), "not_ready"
+        try:
+            review = parse(orjson.loads(body))
+        except orjson.JSONDecodeError as exc:
+            return _error(400, "invalid-json", f"body is not valid JSON: {exc}"), "bad_request"
+        except AdapterError as exc:
+            return _error(400, "invalid-admission-review", str(exc)), "bad_request"
+        deadline = self.settings.deadline_s
+        task = asyncio.get_running_loop().run_in_executor(
+            self.executor, functools.partial(judge, policies, review, mutate=mutate))
+        try:
+            result: AdmissionResult = await asyncio.wait_for(task, deadline)
+        except TimeoutError:
+            logger.warning("evaluation of %s %s/%s (uid %s) exceeded the %gs deadline", review.kind,
+                           review.namespace or "", review.name, review.uid, deadline)
+            result = deadline_result(policies, review, mutate=mutate, deadline_s=deadline)
+        except Exception:
+            logger.exception("evaluation of uid %s failed", review.uid)
+            return _error(500, "internal", "evaluation failed; see the webhook log"), "error"
+        self.metrics.observe_admission("mutate" if mutate else "validate", result)
+        return Response(orjson.dumps(result.review()), media_type="application/json"), None
+
+
+def create_app(settings: WebhookSettings, *, reloader: PolicyReloader | None = None) -> FastAPI:
+    """Build the app. Nothing starts until the ASGI lifespan does (then policies load in the
+    background and ``/readyz`` turns ready once they compiled)."""
+    webhook = Webhook(settings, reloader)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        webhook.start()
+        try:
+            yield
+        finally:
+            webhook.stop()
+
+    app = FastAPI(title="costwarden admission webhook", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.state.webhook = webhook
+
+    @app.post("/validate")
+    async def validate(request: Request) -> Response:
+        return await webhook.admit(request, "validate")
+
+    @app.post("/mutate")
+    async def mutate(request: Request) -> Response:
+        return await webhook.admit(request, "mutate")
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return _json(200, {"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        policies = webhook.reloader.current
+        if policies is None:
+            return _json(503, {"status": "not ready", "error": webhook.reloader.last_error})
+        return _json(200, {"status": "ready", "policies": len(policies), "last_error": webhook.reloader.last_error})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        payload, content_type = webhook.metrics.exposition()
+        return Response(payload, media_type=content_type)
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The app factory uvicorn imports in each worker (``costwarden.webhook.app:app_from_env``)."""
+    return create_app(WebhookSettings.from_env())
+
+
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "ENV_PREFIX", "Webhook", "WebhookSettings", "app_from_env", "create_app"]
