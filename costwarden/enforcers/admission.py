@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import importlib
 import json
 import threading
 from collections.abc import Mapping, Sequence
@@ -105,12 +106,17 @@ def parse(admission_review: Any) -> AdmissionRequest:
         operation=operation,
         kind=kind_name,
         namespace=namespace if isinstance(namespace, str) and namespace else None,
-        name=request.get("name") if isinstance(request.get("name"), str) else "",
-        sub_resource=request.get("subResource") if isinstance(request.get("subResource"), str) else "",
+        name=_text(request, "name"),
+        sub_resource=_text(request, "subResource"),
         object=obj if isinstance(obj, Mapping) else None,
         old_object=old if isinstance(old, Mapping) else None,  # recorded events carry "None" strings
         dry_run=request.get("dryRun") is True,
     )
+
+
+def _text(request: Mapping[str, Any], key: str) -> str:
+    value = request.get(key)
+    return value if isinstance(value, str) else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,10 +240,10 @@ def _without_status(obj: Mapping[str, Any]) -> dict[str, Any]:
 def _vllm_detector() -> Any:
     """``serving_configs_from_resource`` when the vLLM adapter is installed, else None."""
     try:
-        from costwarden.adapters.vllm.detect import serving_configs_from_resource
+        module = importlib.import_module("costwarden.adapters.vllm.detect")
     except ImportError:
         return None
-    return serving_configs_from_resource
+    return getattr(module, "serving_configs_from_resource", None)
 
 
 def object_subjects(obj: Mapping[str, Any], namespace: str | None = None) -> list[Subject]:
@@ -466,7 +472,7 @@ def diff(old: Any, new: Any, pointer: str = "") -> list[dict[str, Any]]:
     if type(old) is type(new) and old == new:
         return []
     if isinstance(old, Mapping) and isinstance(new, Mapping):
-        ops: list[dict[str, Any]] = [{"op": "remove", "path": jsonpointer.join(pointer, k)} for k in old if k not in new]
+        ops = [{"op": "remove", "path": jsonpointer.join(pointer, k)} for k in old if k not in new]
         for key, value in new.items():
             if key in old:
                 ops += diff(old[key], value, jsonpointer.join(pointer, key))

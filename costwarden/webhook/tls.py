@@ -62,7 +62,10 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def generate_ca(common_name: str = "costwarden-webhook-ca", days: int = 365) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+KeyPair = tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
+
+
+def generate_ca(common_name: str = "costwarden-webhook-ca", days: int = 365) -> KeyPair:
     """A self-signed CA that may only sign leaf certificates."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
@@ -85,7 +88,7 @@ def generate_ca(common_name: str = "costwarden-webhook-ca", days: int = 365) -> 
 
 
 def issue_serving_cert(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, hosts: Sequence[str],
-                       days: int = 365) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+                       days: int = 365) -> KeyPair:
     """A server certificate for ``hosts`` (DNS names or IP addresses) signed by the CA."""
     key = ec.generate_private_key(ec.SECP256R1())
     sans: list[x509.GeneralName] = []
@@ -208,7 +211,8 @@ class ReloadingTLS:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["cert_file"], state["key_file"], interval_s=state["interval_s"])  # type: ignore[misc]
 
-    def __call__(self, config: Any = None, default_factory: Callable[[], ssl.SSLContext] | None = None) -> ssl.SSLContext:
+    def __call__(self, config: Any = None,
+                 default_factory: Callable[[], ssl.SSLContext] | None = None) -> ssl.SSLContext:
         self.context = server_context()
         if not self.check():
             raise ssl.SSLError(f"cannot load TLS certificate {self.cert_file} with key {self.key_file}")

@@ -94,6 +94,7 @@ class _Sql:
     def __init__(self, schema: str, prefix: str) -> None:
         names = {n: f'"{schema}"."{prefix}{n}"' for n in ("buckets", "holds", "reservations", "alerts")}
         self.ddl = DDL.format(p=prefix, **names)
+        self.tables = list(names.values())
         self.figures = FIGURES.format(**names)
         b, h, r, a = names["buckets"], names["holds"], names["reservations"], names["alerts"]
         self.claim = f"INSERT INTO {r} VALUES (%s, 'p', NULL, NULL, NULL, '[]', 0, 0) ON CONFLICT (id) DO NOTHING"
@@ -242,6 +243,7 @@ class PostgresLedger:
         self._idle: list[psycopg.Connection[Any]] = []
         self._pid = os.getpid()
         self._ready = False
+        self._ddl_lock = threading.Lock()
         self._next_purge = 0
         self._closed = False
 
@@ -393,15 +395,29 @@ class PostgresLedger:
         return conn
 
     def _create_tables(self, conn: psycopg.Connection[Any]) -> None:
-        with conn.transaction():
-            conn.execute("SET LOCAL statement_timeout = 0")
-            conn.execute("SET LOCAL lock_timeout = 0")
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext('costwarden ledger tables'))")
-            if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)).fetchone() is None:
-                conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
-            for statement in filter(str.strip, self._sql.ddl.split(";")):
-                conn.execute(statement)
-        self._ready = True
+        """Create the tables once per process. ``CREATE … IF NOT EXISTS`` still locks existing
+        tables, so it runs only when a table is missing, and under an advisory lock."""
+        with self._ddl_lock:
+            if self._ready:
+                return
+            if not self._tables_exist(conn):
+                with conn.transaction():
+                    conn.execute("SET LOCAL statement_timeout = 0")
+                    conn.execute("SET LOCAL lock_timeout = 0")
+                    conn.execute("SELECT pg_advisory_xact_lock(hashtext('costwarden ledger tables'))")
+                    if not self._tables_exist(conn):
+                        self._run_ddl(conn)
+            self._ready = True
+
+    def _tables_exist(self, conn: psycopg.Connection[Any]) -> bool:
+        row = conn.execute("SELECT count(to_regclass(t)) FROM unnest(%s::text[]) AS t", (self._sql.tables,)).fetchone()
+        return row is not None and row[0] == len(self._sql.tables)
+
+    def _run_ddl(self, conn: psycopg.Connection[Any]) -> None:
+        if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)).fetchone() is None:
+            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+        for statement in filter(str.strip, self._sql.ddl.split(";")):
+            conn.execute(statement)
 
     def _purge(self, now_ms: int) -> None:
         """Drop expired records, buckets and markers, at most once a minute per process."""

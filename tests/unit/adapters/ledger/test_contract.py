@@ -187,9 +187,9 @@ class TestSettleAndRelease:
 class TestExpiry:
     def test_an_unsettled_reservation_stops_counting_after_its_ttl(self, ledger: LedgerStore) -> None:
         ledger.reserve("r1", [hold(ALICE, 8.0)], ttl_s=30, now=NOW)
+        assert not ledger.reserve("r2", [hold(ALICE, 8.0)], ttl_s=30, now=later(29)).granted
         assert ledger.spent([ALICE], now=later(29.9)) == [8.0]
         assert ledger.spent([ALICE], now=later(30)) == [0.0]
-        assert not ledger.reserve("r2", [hold(ALICE, 8.0)], ttl_s=30, now=later(29)).granted
         assert ledger.reserve("r3", [hold(ALICE, 8.0)], ttl_s=30, now=later(31)).granted
 
     def test_a_late_settle_still_charges_the_call(self, ledger: LedgerStore) -> None:

@@ -1,0 +1,262 @@
+"""The call-guard's Anthropic edge: an ``anthropic`` SDK middleware.
+
+:class:`~costwarden.enforcers.callguard.CallGuard` *is* an ``anthropic.Middleware`` (when the SDK is
+installed); its ``handle`` / ``handle_async`` land here::
+
+    client = anthropic.Anthropic(middleware=[guard])          # or AsyncAnthropic(middleware=[guard])
+    with attribution(feature="search", user="u-123"):
+        client.messages.create(...)                           # also messages.stream(...), stream=True
+
+What it guards: ``POST /v1/messages`` (plain, ``stream=True`` and ``messages.stream``; the beta
+surface too) and ``POST /v1/messages/batches``. Everything else (count_tokens, models, files, batch
+retrieval) passes through untouched.
+
+* The middleware runs once per HTTP attempt inside the SDK's retry loop; the SDK's per-call
+  idempotency key (set once before that loop) and ``retries_taken`` tie attempts to one logical
+  call, so retries reuse its decision, rewritten body and reservation.
+* A rewritten body goes out as a new ``APIRequest`` (a shallow copy of the options with the new
+  body; the caller's request is not changed).
+* Non-streamed responses are priced from the body the SDK already read. Streamed ones are priced
+  as the application reads them: the response's byte stream is wrapped, ``message_start`` gives
+  input and cache counts and the served model, each ``message_delta.usage.output_tokens`` replaces
+  the previous one (it is a running total). A stream that ends before its ``message_delta`` is
+  charged its ``message_start`` input plus the output its text deltas show (~4 characters a token);
+  one that ends before ``message_start`` is charged the estimated input.
+* Message Batches: every request in the batch is judged and rewritten on its own, at the batch
+  rate; any denied request refuses the whole batch. One reservation holds all of them, and it is
+  settled at submission to the sum of their worst cases at the batch rate, because the results
+  arrive up to a day later, possibly in another process: budgets over-count a batch rather than
+  miss it. Results are not re-priced.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from functools import partial
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from costwarden.adapters import anthropic as adapter
+from costwarden.enforcers.bodytap import AsyncTappedStream, BodyTap, TappedStream
+from costwarden.enforcers.guarded_call import GuardedCall, ProviderEdge
+from costwarden.enforcers.attempt import (
+    charge_json_body,
+    end_reason,
+    max_retries_of,
+    request_was_sent,
+    retryable_exception,
+    should_retry_status,
+)
+from costwarden.errors import AdapterError
+
+if TYPE_CHECKING:
+    import httpx2
+    from anthropic import APIRequest
+    from anthropic._middleware import AsyncCallNext, CallNext
+    from anthropic._response import APIResponse, AsyncAPIResponse
+
+    from costwarden.enforcers.callguard import CallGuard
+
+CHARS_PER_TOKEN = 4
+
+
+def _batch_items(body: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    requests = body.get("requests")
+    if not isinstance(requests, list):
+        raise AdapterError("Message Batches body has no 'requests' list")
+    for index, item in enumerate(requests):
+        params = item.get("params") if isinstance(item, Mapping) else None
+        if not isinstance(params, Mapping):
+            raise AdapterError(f"Message Batches request {index} has no 'params' object")
+        yield f"/requests/{index}/params", params
+
+
+MESSAGES = ProviderEdge(adapter.PROVIDER, adapter.subject_from_request, adapter.usage_from_response)
+BATCHES = ProviderEdge(adapter.PROVIDER, adapter.subject_from_request, adapter.usage_from_response, _batch_items)
+
+
+def edge_for(method: str, url: str) -> ProviderEdge | None:
+    """The edge for a request, or None for endpoints the guard leaves alone."""
+    if method.lower() != "post":
+        return None
+    path = urlsplit(url).path.rstrip("/")
+    if path.endswith("/messages"):
+        return MESSAGES
+    if path.endswith("/messages/batches"):
+        return BATCHES
+    return None
+
+
+def handle(guard: CallGuard, request: APIRequest, call_next: CallNext) -> APIResponse[Any]:
+    """The sync middleware: judge, reserve, send, then settle from the response or its stream."""
+    plan = _plan(guard, request)
+    if plan is None:
+        return call_next(request)
+    call, attempt = plan
+    try:
+        response = call_next(attempt)
+    except BaseException as exc:
+        _failed(guard, call, request, exc)
+        raise
+    _after(guard, call, request, response.http_response, TappedStream)
+    return response
+
+
+async def handle_async(guard: CallGuard, request: APIRequest, call_next: AsyncCallNext) -> AsyncAPIResponse[Any]:
+    """The async middleware: the same steps; only the HTTP attempt is awaited."""
+    plan = _plan(guard, request)
+    if plan is None:
+        return await call_next(request)
+    call, attempt = plan
+    try:
+        response = await call_next(attempt)
+    except BaseException as exc:
+        _failed(guard, call, request, exc)
+        raise
+    _after(guard, call, request, response.http_response, AsyncTappedStream)
+    return response
+
+
+def _plan(guard: CallGuard, request: APIRequest) -> tuple[GuardedCall, APIRequest] | None:
+    edge = edge_for(request.method, request.url)
+    body = request.json
+    if edge is None or not isinstance(body, Mapping):
+        return None
+    key = request.options.idempotency_key or f"call-{id(request.options)}"
+    call = guard.begin(edge, body, key=key, attempt=request.retries_taken)
+    if call.body is body:
+        return call, request
+    from anthropic import APIRequest
+
+    options = request.options.model_copy(update={"json_data": dict(call.body)})
+    return call, APIRequest(
+        options=options,
+        cast_to=request.cast_to,
+        stream=request.stream,
+        stream_cls=request.stream_cls,
+        retries_taken=request.retries_taken,
+    )
+
+
+def _failed(guard: CallGuard, call: GuardedCall, request: APIRequest, exc: BaseException) -> None:
+    final = not retryable_exception(exc) or request.retries_taken >= max_retries_of(request.max_retries, guard)
+    call.failed(exc, sent=request_was_sent(exc), final=final)
+
+
+def _after(
+    guard: CallGuard, call: GuardedCall, request: APIRequest, http: httpx2.Response, stream_cls: type[Any]
+) -> None:
+    call.status_code = http.status_code
+    if not http.is_success:
+        retry = should_retry_status(http.status_code, http.headers.get("x-should-retry"))
+        call.error_status(
+            http.status_code, final=not retry or request.retries_taken >= max_retries_of(request.max_retries, guard)
+        )
+        return
+    if call.batch_requests or call.edge is BATCHES:
+        call.charge_estimate()
+        return
+    if http.is_closed:  # the SDK read the whole body already
+        try:
+            content = http.content
+        except Exception:  # closed unread: nothing to price from
+            call.charge_estimate(error="response body was closed unread")
+            return
+        charge_json_body(call, content, adapter.usage_from_response, _completion)
+        return
+    sse = "text/event-stream" in http.headers.get("content-type", "")
+    observer = AnthropicStream() if sse else None
+    tap = BodyTap(
+        sse=sse,
+        content_encoding=http.headers.get("content-encoding"),
+        observer=observer,
+        on_end=partial(_stream_end, call, observer),
+    )
+    http.stream = stream_cls(http.stream, tap)
+
+
+def _completion(data: Mapping[str, Any]) -> Any:
+    return data.get("content")
+
+
+class AnthropicStream:
+    """Reads usage and the served model from a Messages SSE stream as it passes."""
+
+    __slots__ = ("kept", "model", "started", "finished", "output_chars")
+
+    def __init__(self) -> None:
+        self.kept: list[str] = []
+        self.model: str | None = None
+        self.started = False
+        self.finished = False
+        self.output_chars = 0
+
+    def on_event(self, data: str) -> bool:
+        if '"content_block_delta"' in data:
+            delta = json.loads(data).get("delta")
+            if isinstance(delta, Mapping):
+                for key in ("text", "partial_json", "thinking"):
+                    value = delta.get(key)
+                    if isinstance(value, str):
+                        self.output_chars += len(value)
+        elif '"message_' in data or '"error"' in data:
+            event = json.loads(data)
+            kind = event.get("type") if isinstance(event, Mapping) else None
+            if kind == "message_start":
+                self.started = True
+                message = event.get("message")
+                if isinstance(message, Mapping) and isinstance(message.get("model"), str):
+                    self.model = message["model"]
+            elif kind in ("message_delta", "message_stop"):
+                self.finished = True
+            if kind in ("message_start", "message_delta", "error"):
+                self.kept.append(data)
+        return True
+
+    def output_estimate(self) -> int:
+        return -(-self.output_chars // CHARS_PER_TOKEN)
+
+    def usage(self) -> adapter.TokenUsage | None:
+        """Usage from the events seen; None before ``message_start``."""
+        if not self.started:
+            return None
+        try:
+            usage = adapter.usage_from_sse(self.kept)
+        except AdapterError:
+            return None
+        if not self.finished and self.output_estimate() > usage.output_tokens:
+            usage = adapter.TokenUsage(
+                usage.input_tokens,
+                self.output_estimate(),
+                usage.cache_read_tokens,
+                usage.cache_write_5m_tokens,
+                usage.cache_write_1h_tokens,
+            )
+        return usage
+
+
+def _stream_end(
+    call: GuardedCall, observer: AnthropicStream | None, tap: BodyTap, complete: bool, error: BaseException | None
+) -> None:
+    if tap.undecodable or tap.truncated:
+        call.charge_estimate(error="response body could not be read for usage")
+        return
+    if observer is None:  # a JSON body read through a streaming response
+        if complete:
+            charge_json_body(call, bytes(tap.body), adapter.usage_from_response, _completion)
+        else:
+            call.charge_estimate(error="response body closed before its end")
+        return
+    usage = observer.usage()
+    reason = end_reason(complete, error)
+    if usage is None:
+        call.complete(call.estimated_usage(observer.output_estimate()), source="estimate",
+                      outcome="partial", error=f"stream ended before message_start ({reason})")
+        return
+    call.complete(usage, served_model=observer.model, source="stream",
+                  outcome="ok" if observer.finished else "partial",
+                  error=None if observer.finished else f"stream ended early ({reason})")
+
+
+__all__ = ["BATCHES", "MESSAGES", "AnthropicStream", "edge_for", "handle", "handle_async"]

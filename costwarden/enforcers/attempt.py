@@ -1,0 +1,98 @@
+"""What one HTTP attempt's outcome means for a guarded call: sent or not, retried or final.
+
+Shared by the provider edges. Both SDKs retry connection errors, timeouts and the statuses 408,
+409, 429 and 5xx (unless the server says ``x-should-retry``), up to ``max_retries`` times (2 by
+default). Exceptions are recognised by class name along their MRO and cause chain, so the same
+rules read ``httpx2`` and SDK exceptions without importing either.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from costwarden.engine.subjects import TokenUsage
+from costwarden.errors import describe
+
+if TYPE_CHECKING:
+    from costwarden.enforcers.callguard import CallGuard
+    from costwarden.enforcers.guarded_call import GuardedCall
+
+# The request never (fully) left: nothing can have been billed.
+_NOT_SENT = frozenset(
+    {"ConnectError", "ConnectTimeout", "PoolTimeout", "WriteError", "WriteTimeout", "UnsupportedProtocol",
+     "ProxyError", "LocalProtocolError", "InvalidURL", "ConnectionRefusedError"}
+)
+_RETRIED = frozenset({"APIConnectionError", "APITimeoutError", "RetryableError", "TransportError", "TimeoutException"})
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not s for s in seen):
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _named(exc: BaseException, names: frozenset[str]) -> bool:
+    return any(cls.__name__ in names for cls in type(exc).__mro__)
+
+
+def request_was_sent(exc: BaseException) -> bool:
+    """False when the failure shows the request never left (connect/pool/write errors); True
+    otherwise, including cancellation, where it cannot be known and the input is charged."""
+    return not any(_named(e, _NOT_SENT) for e in _chain(exc))
+
+
+def retryable_exception(exc: BaseException) -> bool:
+    """Whether the SDK's retry loop retries this exception (connection errors and timeouts)."""
+    return isinstance(exc, Exception) and any(_named(e, _RETRIED) for e in _chain(exc)[:2])
+
+
+def should_retry_status(status: int, should_retry_header: str | None) -> bool:
+    """The SDKs' retry rule for an error status."""
+    if should_retry_header == "true":
+        return True
+    if should_retry_header == "false":
+        return False
+    return status in (408, 409, 429) or status >= 500
+
+
+def max_retries_of(option: object, guard: CallGuard) -> int:
+    """The request's own ``max_retries`` when given, else the guard's (the SDK default)."""
+    return option if isinstance(option, int) and not isinstance(option, bool) else guard.max_retries
+
+
+def end_reason(complete: bool, error: BaseException | None) -> str:
+    if error is not None:
+        return describe(error) if isinstance(error, Exception) else f"{type(error).__name__}: closed by the caller"
+    return "the body ended" if complete else "closed by the caller"
+
+
+def charge_json_body(
+    call: GuardedCall,
+    content: bytes,
+    usage_of: Callable[[Mapping[str, Any]], TokenUsage],
+    completion_of: Callable[[Mapping[str, Any]], Any],
+) -> None:
+    """Complete ``call`` from a JSON response body; without readable usage charge the reserved worst case."""
+    try:
+        data = json.loads(content)
+        usage = usage_of(data)
+    except Exception as exc:
+        call.charge_estimate(error=f"response has no readable usage ({describe(exc)}); charged the estimate")
+        return
+    model = data.get("model")
+    call.complete(usage, served_model=model if isinstance(model, str) else None, completion=completion_of(data))
+
+
+__all__ = [
+    "charge_json_body",
+    "end_reason",
+    "max_retries_of",
+    "request_was_sent",
+    "retryable_exception",
+    "should_retry_status",
+]
