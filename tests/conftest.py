@@ -1,9 +1,8 @@
-"""Fixtures shared by every test: compiling inline policies, a fake pricer, a fixed clock."""
+"""Fixtures shared by every test: compiling inline policies, a fake pricer, the built-in library."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 import pytest
 
@@ -14,8 +13,6 @@ from costwarden.engine.subjects import TokenUsage
 from costwarden.errors import PricingError
 
 CompilePolicies = Callable[..., PolicySet]
-
-FIXED_NOW = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)
 
 
 class FakePricer:
@@ -68,16 +65,6 @@ def compile_policies() -> CompilePolicies:
 @pytest.fixture
 def fake_pricer() -> FakePricer:
     return FakePricer()
-
-
-@pytest.fixture(scope="session")
-def fake_pricer_class() -> type[FakePricer]:
-    return FakePricer
-
-
-@pytest.fixture(scope="session")
-def fixed_now() -> datetime:
-    return FIXED_NOW
 
 
 @pytest.fixture(scope="session")

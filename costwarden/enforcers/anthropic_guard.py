@@ -38,8 +38,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from costwarden.adapters import anthropic as adapter
-from costwarden.enforcers.bodytap import AsyncTappedStream, BodyTap, TappedStream
-from costwarden.enforcers.guarded_call import GuardedCall, ProviderEdge
 from costwarden.enforcers.attempt import (
     charge_json_body,
     end_reason,
@@ -48,6 +46,9 @@ from costwarden.enforcers.attempt import (
     retryable_exception,
     should_retry_status,
 )
+from costwarden.enforcers.bodytap import AsyncTappedStream, BodyTap, TappedStream
+from costwarden.enforcers.guarded_call import GuardedCall, ProviderEdge
+from costwarden.engine.subjects import TokenUsage
 from costwarden.errors import AdapterError
 
 if TYPE_CHECKING:
@@ -97,9 +98,9 @@ def handle(guard: CallGuard, request: APIRequest, call_next: CallNext) -> APIRes
     try:
         response = call_next(attempt)
     except BaseException as exc:
-        _failed(guard, call, request, exc)
+        _failed(guard, call, request, exc, call_next)
         raise
-    _after(guard, call, request, response.http_response, TappedStream)
+    _after(guard, call, request, response.http_response, TappedStream, call_next)
     return response
 
 
@@ -112,9 +113,9 @@ async def handle_async(guard: CallGuard, request: APIRequest, call_next: AsyncCa
     try:
         response = await call_next(attempt)
     except BaseException as exc:
-        _failed(guard, call, request, exc)
+        _failed(guard, call, request, exc, call_next)
         raise
-    _after(guard, call, request, response.http_response, AsyncTappedStream)
+    _after(guard, call, request, response.http_response, AsyncTappedStream, call_next)
     return response
 
 
@@ -139,20 +140,55 @@ def _plan(guard: CallGuard, request: APIRequest) -> tuple[GuardedCall, APIReques
     )
 
 
-def _failed(guard: CallGuard, call: GuardedCall, request: APIRequest, exc: BaseException) -> None:
-    final = not retryable_exception(exc) or request.retries_taken >= max_retries_of(request.max_retries, guard)
+def _max_retries(guard: CallGuard, request: APIRequest, call_next: Any) -> int:
+    """The request's ``max_retries`` option, else the client's, else the guard's."""
+    if isinstance(request.max_retries, int):
+        return request.max_retries
+    found = client_max_retries(call_next)
+    return found if found is not None else max_retries_of(None, guard)
+
+
+def client_max_retries(call_next: Any, *, depth: int = 8) -> int | None:
+    """The ``max_retries`` of the client whose middleware chain ``call_next`` belongs to.
+
+    The SDK's chain is built from closures over the client; the middleware API does not pass the
+    client, so it is found there. None when the SDK's structure differs (the guard's own
+    ``max_retries`` is used then, and a lingering hold is released at the next call or its TTL).
+    """
+    todo, seen = [call_next], 0
+    while todo and seen < depth:
+        seen += 1
+        for cell in getattr(todo.pop(), "__closure__", None) or ():
+            try:
+                value = cell.cell_contents
+            except ValueError:
+                continue
+            retries = getattr(value, "max_retries", None) if hasattr(value, "_middleware") else None
+            if isinstance(retries, int) and not isinstance(retries, bool):
+                return retries
+            if callable(value) and getattr(value, "__closure__", None):
+                todo.append(value)
+    return None
+
+
+def _failed(guard: CallGuard, call: GuardedCall, request: APIRequest, exc: BaseException, call_next: Any) -> None:
+    final = not retryable_exception(exc) or request.retries_taken >= _max_retries(guard, request, call_next)
     call.failed(exc, sent=request_was_sent(exc), final=final)
 
 
 def _after(
-    guard: CallGuard, call: GuardedCall, request: APIRequest, http: httpx2.Response, stream_cls: type[Any]
+    guard: CallGuard,
+    call: GuardedCall,
+    request: APIRequest,
+    http: httpx2.Response,
+    stream_cls: type[Any],
+    call_next: Any,
 ) -> None:
     call.status_code = http.status_code
     if not http.is_success:
         retry = should_retry_status(http.status_code, http.headers.get("x-should-retry"))
-        call.error_status(
-            http.status_code, final=not retry or request.retries_taken >= max_retries_of(request.max_retries, guard)
-        )
+        final = not retry or request.retries_taken >= _max_retries(guard, request, call_next)
+        call.error_status(http.status_code, final=final)
         return
     if call.batch_requests or call.edge is BATCHES:
         call.charge_estimate()
@@ -217,7 +253,7 @@ class AnthropicStream:
     def output_estimate(self) -> int:
         return -(-self.output_chars // CHARS_PER_TOKEN)
 
-    def usage(self) -> adapter.TokenUsage | None:
+    def usage(self) -> TokenUsage | None:
         """Usage from the events seen; None before ``message_start``."""
         if not self.started:
             return None
@@ -226,7 +262,7 @@ class AnthropicStream:
         except AdapterError:
             return None
         if not self.finished and self.output_estimate() > usage.output_tokens:
-            usage = adapter.TokenUsage(
+            usage = TokenUsage(
                 usage.input_tokens,
                 self.output_estimate(),
                 usage.cache_read_tokens,

@@ -11,8 +11,8 @@ SDK middleware, :mod:`.openai_guard` an ``httpx2`` transport for the ``openai`` 
 Before the call (sync code; the async edges only await I/O): build the ``llm_call`` subject
 (attribution from :func:`attribution`, then the body's own user field, then ``defaults``), judge the
 ``runtime`` surface, and while every blocking result carries a request fix, apply the fixes to a copy
-of the body and judge again (at most ``max_fix_rounds`` rounds; the first fix that touches a path
-wins a round, so two competing downgrades converge). Still blocked → :class:`PolicyViolation`
+of the body and judge again (:func:`~costwarden.enforcers.fixes.fix_until_clean`, at most
+``max_fix_rounds`` rounds, so two competing downgrades converge). Still blocked → :class:`PolicyViolation`
 (:class:`BudgetExceeded` for budget failures) carrying the Decision, before any HTTP request.
 Then the decision's budget holds are reserved all-or-nothing; a refusal is ``BudgetExceeded``, an
 unreachable ledger denies (fail closed).
@@ -32,8 +32,9 @@ recognises an attempt as a retry when the SDK says it is one (``retries_taken`` 
 ``x-stainless-retry-count`` header) and its key matches — the SDK's per-call idempotency key for
 Anthropic, a hash of method, URL and body for OpenAI. A retry reuses the call's decision, rewritten
 body and reservation. An error that may still be retried keeps the hold; it is released when the
-SDK retries no more: at the next call in the same context, once ``max_retries`` (the SDKs' default,
-2) attempts failed, or at the reservation's TTL.
+SDK retries no more: once the client's ``max_retries`` attempts failed (read from the Anthropic
+middleware chain; given to the OpenAI transport), at the next call in the same context, or at the
+reservation's TTL.
 """
 
 from __future__ import annotations
@@ -48,13 +49,13 @@ from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from costwarden.engine.decision import Decision, Fix, RuleResult
+from costwarden.enforcers.attribution import Attribution, attribution, current_attribution
+from costwarden.enforcers.fixes import FixOutcome, apply_patch, fix_until_clean
+from costwarden.enforcers.guarded_call import GuardedCall, ProviderEdge, merge_holds
+from costwarden.engine.decision import Decision, Fix
 from costwarden.engine.ledger import Alert, Hold, Ledger
 from costwarden.engine.rules.budget import OUTPUT_TOKENS_CAP
 from costwarden.engine.subjects import LlmCall, TokenUsage
-from costwarden.enforcers.attribution import Attribution, attribution, current_attribution
-from costwarden.enforcers.guarded_call import GuardedCall, ProviderEdge, merge_holds
-from costwarden.enforcers.jsonpatch_apply import apply_patch
 from costwarden.errors import BudgetExceeded, EnforcementError, PolicyViolation, describe
 
 if TYPE_CHECKING:
@@ -216,7 +217,7 @@ class CallGuard(_MiddlewareBase):
                 self._denied(edge, params, exc, str(params.get("model", "")), now, started, batch=True)
                 raise
             if new is not params:
-                body = apply_patch(body, [{"op": "replace", "path": pointer, "value": new}])
+                body = _replace_item(body, pointer, new)
             rewrites += [f"{pointer}: {text}" for text in applied]
             holds += decision.holds
             subjects.append(subject)
@@ -229,21 +230,21 @@ class CallGuard(_MiddlewareBase):
         self, edge: ProviderEdge, body: Mapping[str, Any], who: Attribution, *, batch: bool, now: datetime
     ) -> tuple[Mapping[str, Any], LlmCall, Decision, tuple[str, ...]]:
         """Evaluate, apply request fixes and re-evaluate until nothing fixable blocks."""
-        applied: list[str] = []
-        for round_ in range(self.max_fix_rounds + 1):
-            subject = self._subject(edge, body, who, batch)
-            decision = self.policies.evaluate(subject, "runtime", now=now, ledger=self.ledger)
-            blocking = decision.blocking
-            if not blocking:
-                return body, subject, decision, tuple(applied)
-            fixes = _request_fixes(blocking)
-            if not self.apply_fixes or fixes is None or round_ == self.max_fix_rounds:
-                raise self._denial(edge, subject, decision)
-            body, done = _apply_fixes(body, fixes)
-            if not done:
-                raise self._denial(edge, subject, decision)
-            applied += done
-        raise AssertionError("unreachable")  # pragma: no cover
+        judged: list[LlmCall] = []
+
+        def judge(doc: Mapping[str, Any]) -> Decision:
+            judged.append(self._subject(edge, doc, who, batch))
+            return self.policies.evaluate(judged[-1], "runtime", now=now, ledger=self.ledger)
+
+        if self.apply_fixes:
+            outcome = fix_until_clean(body, judge, target="request", max_rounds=self.max_fix_rounds)
+        else:
+            outcome = FixOutcome(body, judge(body))
+        if not outcome.decision.allowed:
+            raise self._denial(edge, judged[-1], outcome.decision)
+        final = outcome.document
+        applied = (f.description for f in outcome.applied if _reflected(final, f))
+        return final, judged[-1], outcome.decision, tuple(dict.fromkeys(applied))
 
     def _subject(self, edge: ProviderEdge, body: Mapping[str, Any], who: Attribution, batch: bool) -> LlmCall:
         d = self.defaults
@@ -340,32 +341,20 @@ class CallGuard(_MiddlewareBase):
                 log.exception("cost event sink %r failed", sink)
 
 
-def _request_fixes(blocking: Iterable[RuleResult]) -> list[Fix] | None:
-    """The fixes of every blocking result, or None when one of them has no request fix."""
-    fixes = []
-    for result in blocking:
-        if result.fix is None or result.fix.target != "request" or not result.fix.patch:
-            return None
-        fixes.append(result.fix)
-    return fixes
+def _reflected(doc: Mapping[str, Any], fix: Fix) -> bool:
+    """Whether ``fix`` shows in the final body (a downgrade a later round superseded does not)."""
+    try:
+        return bool(apply_patch(doc, fix.patch) == doc)
+    except (EnforcementError, LookupError, TypeError, ValueError):
+        return False
 
 
-def _apply_fixes(body: Mapping[str, Any], fixes: Sequence[Fix]) -> tuple[Mapping[str, Any], list[str]]:
-    """Apply fixes in order; a fix touching a path an earlier fix of this round touched waits a round."""
-    touched: set[str] = set()
-    applied: list[str] = []
-    for fix in fixes:
-        paths = {str(op.get("path", "")) for op in fix.patch}
-        if any(p == t or p.startswith(t + "/") or t.startswith(p + "/") for p in paths for t in touched):
-            continue
-        try:
-            body = apply_patch(body, fix.patch)
-        except EnforcementError as exc:
-            log.debug("fix %r did not apply: %s", fix.description, exc)
-            continue
-        touched |= paths
-        applied.append(fix.description)
-    return body, applied
+def _replace_item(body: Mapping[str, Any], pointer: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """``body`` with the batch item at ``/requests/<i>/params`` replaced (copying only that path)."""
+    index = int(pointer.split("/")[2])
+    requests = list(body["requests"])
+    requests[index] = {**requests[index], "params": params}
+    return {**body, "requests": requests}
 
 
 def _default_pricer() -> LlmPricer:

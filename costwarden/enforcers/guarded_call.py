@@ -51,7 +51,9 @@ def merge_holds(holds: Iterable[Hold]) -> list[Hold]:
     merged: dict[str, Hold] = {}
     for hold in holds:
         prev = merged.get(hold.key)
-        merged[hold.key] = hold if prev is None else dataclasses.replace(prev, amount_usd=prev.amount_usd + hold.amount_usd)
+        if prev is not None:
+            hold = dataclasses.replace(prev, amount_usd=prev.amount_usd + hold.amount_usd)
+        merged[hold.key] = hold
     return list(merged.values())
 
 

@@ -143,7 +143,7 @@ class Catalog:
 
     def hourly_usd(self, workload: Workload, *, spot: bool) -> float | None:
         """Estimated USD per hour for all replicas of a workload, or None when no price is known."""
-        replicas = max(workload.replicas, 1)
+        replicas = max(workload.replicas, 0)  # a workload scaled to zero costs nothing
         inst = self.instance_price(workload.instance_type)
         if inst is not None:
             return _pick(inst, spot) * replicas
@@ -159,7 +159,7 @@ class Catalog:
         if price is None or price.spotUsd is None:
             return None
         factor = 1.0 if inst is not None else workload.gpus
-        return price.spotUsd * factor * max(workload.replicas, 1)
+        return price.spotUsd * factor * max(workload.replicas, 0)
 
     def pricer(self, fallback: LlmPricer | None) -> LlmPricer:
         """An LlmPricer that uses this catalog's overrides first, then ``fallback``."""

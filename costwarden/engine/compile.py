@@ -7,7 +7,7 @@ is only built when there is none: a bad policy never loads partly and is never s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +37,8 @@ class CompiledRule:
     check: Check
     severity: Severity
     message: str | None
+    static_results: dict[tuple[int, str], Any] = field(default_factory=dict, compare=False, repr=False)
+    """RuleResults of the rule's static outcomes, per effect (filled by the evaluator)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,8 @@ class CompiledPolicy:
     file: str
     line: int
     document: PolicyDocument
+    filters: bool = True
+    """Whether namespaces, names, selector, ``when`` or ``exclude`` must be checked per subject."""
 
 
 def compile_documents(
@@ -114,7 +118,12 @@ def _compile_policy(
         file=doc.file,
         line=doc.line,
         document=model,
+        filters=_has_filters(match or _MATCH_ALL, exclude),
     )
+
+
+def _has_filters(match: Matcher, exclude: Matcher | None) -> bool:
+    return match.constrains_rest or exclude is not None
 
 
 _MATCH_ALL = Matcher(None, None, None, None, None, None)

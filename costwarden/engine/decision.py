@@ -72,6 +72,8 @@ class Outcome:
     """An advisory failure never denies: where its policy would deny, it warns instead."""
     holds: tuple[Hold, ...] = ()
     """Budget amounts the call-guard must reserve if the call goes ahead (``budget`` rules)."""
+    static: bool = False
+    """Built once at compile time and returned for every subject: its result may be cached."""
 
 
 @dataclass(frozen=True, slots=True)

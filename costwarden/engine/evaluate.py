@@ -49,6 +49,7 @@ class PolicySet:
     _by_type: dict[str, tuple[CompiledPolicy, ...]] = field(init=False, repr=False, compare=False)
     _exemption_index: ExemptionIndex = field(init=False, repr=False, compare=False)
     _candidates: dict[tuple[str, str, str], tuple[CompiledPolicy, ...]] = field(init=False, repr=False, compare=False)
+    _contexts: dict[str, EvalContext] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_type: dict[str, list[CompiledPolicy]] = {}
@@ -57,6 +58,8 @@ class PolicySet:
         object.__setattr__(self, "_by_type", {k: tuple(v) for k, v in by_type.items()})
         object.__setattr__(self, "_exemption_index", ExemptionIndex.build(list(self.exemptions)))
         object.__setattr__(self, "_candidates", {})
+        contexts = {s: EvalContext(s, self.clock, None, self.pricer) for s in SURFACES}  # type: ignore[arg-type]
+        object.__setattr__(self, "_contexts", contexts)
 
     # --- inspection ------------------------------------------------------------------------------
 
@@ -95,43 +98,69 @@ class PolicySet:
         self, subject: Subject, surface: Surface = "ci", *, now: datetime | None = None, ledger: Ledger | None = None
     ) -> Decision:
         """Judge ``subject`` with every matching policy on ``surface``."""
-        if surface not in SURFACES:
-            raise ValueError(f"unknown surface {surface!r}; surfaces: {', '.join(SURFACES)}")
-        when = now or self.clock()
-        if when.tzinfo is None:  # a naive time is read as UTC, as exemption expiries are
-            when = when.replace(tzinfo=UTC)
-        ctx = EvalContext(surface, when, ledger, self.pricer)
+        if now is None and ledger is None:
+            ctx = self._contexts.get(surface)
+            if ctx is None:
+                raise ValueError(f"unknown surface {surface!r}; surfaces: {', '.join(SURFACES)}")
+        else:
+            if surface not in SURFACES:
+                raise ValueError(f"unknown surface {surface!r}; surfaces: {', '.join(SURFACES)}")
+            if now is not None and now.tzinfo is None:  # a naive time is UTC, as exemption expiries are
+                now = now.replace(tzinfo=UTC)
+            ctx = EvalContext(surface, now or self.clock, ledger, self.pricer)
+        policies = self._candidates.get((subject.type, subject.provider, subject.kind))
+        if policies is None:
+            policies = self.candidates(subject)
         results: list[RuleResult] = []
-        for policy in self.candidates(subject):
+        append = results.append
+        for policy in policies:
             effect = policy.effects[surface]
-            if effect != "off":
-                self._evaluate_policy(policy, effect, subject, ctx, results)
-        return Decision(surface, _ref(subject), tuple(results))
+            if effect == "off" or (policy.filters and not self._admits(policy, effect, subject, ctx, results)):
+                continue
+            for rule in policy.rules:
+                try:
+                    outcome: Any = rule.check(subject, ctx)
+                except Exception as exc:  # never raise out of the engine: an error is a result
+                    outcome = Outcome("error", describe(exc))
+                if outcome.__class__ is not Outcome:
+                    results.extend(self._result(policy, rule, o, effect, subject, ctx) for o in outcome)
+                elif outcome.static:
+                    cached = rule.static_results.get((id(outcome), effect))
+                    append(cached or self._result(policy, rule, outcome, effect, subject, ctx))
+                else:
+                    append(self._build_result(policy, rule, outcome, effect, subject, ctx))
+        return Decision(surface, subject_ref(subject), tuple(results))
 
-    def _evaluate_policy(
+    def _admits(
         self, policy: CompiledPolicy, effect: Effect, subject: Subject, ctx: EvalContext, results: list[RuleResult]
-    ) -> None:
+    ) -> bool:
+        """Namespaces, names, selector, ``when`` and ``exclude``; a failing ``when`` is an error result."""
         try:
             if not policy.match.matches_rest(subject):
-                return
-            if policy.exclude is not None and policy.exclude.matches(subject):
-                return
+                return False
+            return policy.exclude is None or not policy.exclude.matches(subject)
         except CelEvalError as exc:
+            rule = CompiledRule("match", "when", _skip, policy.severity, None, {})
             results.append(
-                self._result(policy, _WHEN_RULE, Outcome("error", f"match.when failed: {exc}"), effect, subject, ctx)
+                self._result(policy, rule, Outcome("error", f"match.when failed: {exc}"), effect, subject, ctx)
             )
-            return
-        for rule in policy.rules:
-            try:
-                outcome: Any = rule.check(subject, ctx)
-            except Exception as exc:  # never raise out of the engine: an error is a result
-                outcome = Outcome("error", describe(exc))
-            if isinstance(outcome, Outcome):
-                results.append(self._result(policy, rule, outcome, effect, subject, ctx))
-            else:
-                results.extend(self._result(policy, rule, o, effect, subject, ctx) for o in outcome)
+            return False
 
     def _result(
+        self, policy: CompiledPolicy, rule: CompiledRule, o: Outcome, effect: Effect, subject: Subject, ctx: EvalContext
+    ) -> RuleResult:
+        """A RuleResult; those of static pass/skip outcomes are built once per rule and effect."""
+        if not (o.static and o.result in ("pass", "skip")):
+            return self._build_result(policy, rule, o, effect, subject, ctx)
+        key = (id(o), effect)  # static outcomes live as long as their compiled rule: ids are stable
+        cached = rule.static_results.get(key)
+        if cached is None:
+            cached = self._build_result(policy, rule, o, effect, subject, ctx)
+            if len(rule.static_results) < _CACHE_LIMIT:
+                rule.static_results[key] = cached
+        return cached
+
+    def _build_result(
         self, policy: CompiledPolicy, rule: CompiledRule, o: Outcome, effect: Effect, subject: Subject, ctx: EvalContext
     ) -> RuleResult:
         kind: Any = o.result
@@ -171,14 +200,28 @@ class PolicySet:
         )
 
 
-_WHEN_RULE = CompiledRule("match", "when", lambda s, c: Outcome("skip"), "medium", None)
+def _skip(subject: Subject, ctx: EvalContext) -> Outcome:
+    return Outcome("skip")
 
 
-def _ref(subject: Subject) -> SubjectRef:
-    src = subject.source
-    return SubjectRef(
-        subject.type, subject.provider, subject.kind, subject.name, subject.namespace, src.file, src.line, src.pointer
-    )
+def subject_ref(subject: Subject) -> SubjectRef:
+    """The subject's SubjectRef, built once per subject (subjects are immutable)."""
+    cache = subject.__dict__
+    ref: SubjectRef | None = cache.get("_subject_ref")
+    if ref is None:
+        src = subject.source
+        ref = SubjectRef(
+            subject.type,
+            subject.provider,
+            subject.kind,
+            subject.name,
+            subject.namespace,
+            src.file,
+            src.line,
+            src.pointer,
+        )
+        cache["_subject_ref"] = ref
+    return ref
 
 
-__all__ = ["Clock", "PolicySet", "utc_now"]
+__all__ = ["Clock", "PolicySet", "subject_ref", "utc_now"]

@@ -57,8 +57,16 @@ class SourceDocument:
         """Where the value at ``loc`` is; ``offset`` moves into a one-line scalar (e.g. a CEL error)."""
         return yamlsource.locate(self.node, tuple(loc), value=True, offset=offset)
 
-    def diagnostic(self, loc: Sequence[str | int], code: str, message: str, hint: str | None = None,
-                   *, value: bool = False, offset: int | None = None) -> Diagnostic:
+    def diagnostic(
+        self,
+        loc: Sequence[str | int],
+        code: str,
+        message: str,
+        hint: str | None = None,
+        *,
+        value: bool = False,
+        offset: int | None = None,
+    ) -> Diagnostic:
         """A Diagnostic at ``loc`` (its key, or its value with ``value=True``), source line filled."""
         pos = yamlsource.locate(self.node, tuple(loc), value=value or offset is not None, offset=offset)
         return yamlsource.diagnostic_at(self.file, self.lines, pos, code, message, hint)
@@ -181,8 +189,7 @@ def _load_stream(text: str, file: str) -> _FileResult:
     return documents, diags
 
 
-def _check(ydoc: yamlsource.YamlDocument, file: str, lines: Sequence[str],
-           found: list[Diagnostic]) -> tuple[Any, str]:
+def _check(ydoc: yamlsource.YamlDocument, file: str, lines: Sequence[str], found: list[Diagnostic]) -> tuple[Any, str]:
     def line_of(loc: Path) -> int:
         return yamlsource.locate(ydoc.node, loc, value=True).line
 
@@ -210,9 +217,15 @@ def _combine(per_file: list[_FileResult]) -> LoadResult:
             earlier = first.setdefault((doc.kind, name), doc)
             if earlier is not doc:
                 where = f"{earlier.file}:{earlier.locate_value(('metadata', 'name')).line}"
-                duplicates.append(doc.diagnostic(
-                    ("metadata", "name"), "duplicate-policy-name",
-                    f"{doc.kind} name {name!r} is already defined", f"first defined at {where}", value=True))
+                duplicates.append(
+                    doc.diagnostic(
+                        ("metadata", "name"),
+                        "duplicate-policy-name",
+                        f"{doc.kind} name {name!r} is already defined",
+                        f"first defined at {where}",
+                        value=True,
+                    )
+                )
         if diagnostics or duplicates:
             result.diagnostics.extend(diagnostics + duplicates)
         else:
@@ -226,11 +239,21 @@ _RULE_FIELDS = tuple(RuleBase.model_fields)
 _HEADER_HINT = f"a document starts with 'apiVersion: {API_VERSION}' and 'kind: <{'|'.join(DOCUMENT_KINDS)}>'"
 _DATE_HINT = "write a date as 2026-12-31, or a time as 2026-12-31T18:00:00Z"
 _TYPE_WORDS = {
-    "string_type": "a string", "int_type": "an integer", "int_parsing": "an integer",
-    "int_from_float": "a whole number", "float_type": "a number", "float_parsing": "a number",
-    "bool_type": "true or false", "bool_parsing": "true or false", "list_type": "a list",
-    "tuple_type": "a list", "set_type": "a list", "dict_type": "a mapping", "model_type": "a mapping",
-    "model_attributes_type": "a mapping", "none_required": "null",
+    "string_type": "a string",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "list_type": "a list",
+    "tuple_type": "a list",
+    "set_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "none_required": "null",
 }
 
 
@@ -257,8 +280,13 @@ class _Validator:
 
     def run(self) -> Any:
         if not isinstance(self.data, dict):
-            self.issue((), "not-a-mapping", f"a document must be a mapping, got {_describe(self.data)}",
-                       _HEADER_HINT, at_value=True)
+            self.issue(
+                (),
+                "not-a-mapping",
+                f"a document must be a mapping, got {_describe(self.data)}",
+                _HEADER_HINT,
+                at_value=True,
+            )
             return None
         self.kind = self.header(self.data)
         if self.kind is None:
@@ -276,23 +304,31 @@ class _Validator:
             self.issue((), "invalid-value", f"document could not be validated: {exc!r}")
         return None
 
-    def issue(self, loc: Path, code: str, message: str, hint: str | None = None, *,
-              at_value: bool = False) -> None:
+    def issue(self, loc: Path, code: str, message: str, hint: str | None = None, *, at_value: bool = False) -> None:
         self.issues.append(_Issue(loc, code, message, hint, at_value))
 
     def header(self, data: dict[str, Any]) -> str | None:
         if "apiVersion" not in data:
-            self.issue((), "missing-field", "missing required field 'apiVersion'",
-                       f"add 'apiVersion: {API_VERSION}'")
+            self.issue((), "missing-field", "missing required field 'apiVersion'", f"add 'apiVersion: {API_VERSION}'")
         elif data["apiVersion"] != API_VERSION:
-            self.issue(("apiVersion",), "unknown-api-version", f"unknown apiVersion {data['apiVersion']!r}",
-                       f"use '{API_VERSION}'", at_value=True)
+            self.issue(
+                ("apiVersion",),
+                "unknown-api-version",
+                f"unknown apiVersion {data['apiVersion']!r}",
+                f"use '{API_VERSION}'",
+                at_value=True,
+            )
         kind = data.get("kind")
         if "kind" not in data:
             self.issue((), "missing-field", "missing required field 'kind'", _HEADER_HINT)
         elif not isinstance(kind, str) or kind not in DOCUMENT_KINDS:
-            self.issue(("kind",), "unknown-kind", f"unknown kind {kind!r}",
-                       did_you_mean(str(kind), DOCUMENT_KINDS, what="kinds"), at_value=True)
+            self.issue(
+                ("kind",),
+                "unknown-kind",
+                f"unknown kind {kind!r}",
+                did_you_mean(str(kind), DOCUMENT_KINDS, what="kinds"),
+                at_value=True,
+            )
         else:
             return kind
         return None
@@ -307,17 +343,25 @@ class _Validator:
             at: Path = ("spec", "rules", i)
             if not isinstance(rule, dict):
                 self.muted_under.append(at)
-                self.issue(at, "invalid-type", f"a rule must be a mapping, got {_describe(rule)}",
-                           f"write '- name: <name>' and one of: {', '.join(RULE_KINDS)}", at_value=True)
+                self.issue(
+                    at,
+                    "invalid-type",
+                    f"a rule must be a mapping, got {_describe(rule)}",
+                    f"write '- name: <name>' and one of: {', '.join(RULE_KINDS)}",
+                    at_value=True,
+                )
                 continue
             self.rule_kind(at, rule)
             name = rule.get("name")
             if isinstance(name, str) and name in first:
                 self.muted_at.add(("spec", "rules"))  # the schema's own duplicate-name check
-                self.issue((*at, "name"), "duplicate-rule-name",
-                           f"rule name {name!r} is used twice in this policy",
-                           f"first used on line {self.line_of(first[name])}; rule names are unique",
-                           at_value=True)
+                self.issue(
+                    (*at, "name"),
+                    "duplicate-rule-name",
+                    f"rule name {name!r} is used twice in this policy",
+                    f"first used on line {self.line_of(first[name])}; rule names are unique",
+                    at_value=True,
+                )
             elif isinstance(name, str):
                 first[name] = (*at, "name")
 
@@ -327,32 +371,51 @@ class _Validator:
         for key in unknown:
             self.muted_under.append((*at, key))
             if kinds:
-                self.issue((*at, key), "unknown-field", f"{key!r} is not a field of a rule",
-                           did_you_mean(key, [*_RULE_FIELDS, *kinds], what="fields"))
+                self.issue(
+                    (*at, key),
+                    "unknown-field",
+                    f"{key!r} is not a field of a rule",
+                    did_you_mean(key, [*_RULE_FIELDS, *kinds], what="fields"),
+                )
             else:
-                self.issue((*at, key), "unknown-rule-kind", f"unknown rule kind {key!r}",
-                           did_you_mean(key, RULE_KINDS, what="rule kinds"))
+                self.issue(
+                    (*at, key),
+                    "unknown-rule-kind",
+                    f"unknown rule kind {key!r}",
+                    did_you_mean(key, RULE_KINDS, what="rule kinds"),
+                )
         if len(kinds) > 1:
             self.muted_under.extend((*at, key) for key in kinds[1:])
-            self.issue((*at, kinds[1]), "multiple-rule-kinds",
-                       f"a rule has exactly one kind; this one has {len(kinds)}: {', '.join(kinds)}",
-                       "split it into one rule per kind")
+            self.issue(
+                (*at, kinds[1]),
+                "multiple-rule-kinds",
+                f"a rule has exactly one kind; this one has {len(kinds)}: {', '.join(kinds)}",
+                "split it into one rule per kind",
+            )
         if not kinds:
             self.muted_under.append(at)
             if not unknown:
-                self.issue(at, "missing-rule-kind", "rule has no kind",
-                           f"add one of: {', '.join(RULE_KINDS)}")
+                self.issue(at, "missing-rule-kind", "rule has no kind", f"add one of: {', '.join(RULE_KINDS)}")
             if "name" not in rule:
-                self.issue(at, "missing-field", "missing required field 'name' in a rule",
-                           f"required fields: name and one of {', '.join(RULE_KINDS)}")
+                self.issue(
+                    at,
+                    "missing-field",
+                    "missing required field 'name' in a rule",
+                    f"required fields: name and one of {', '.join(RULE_KINDS)}",
+                )
 
     def expires(self, data: dict[str, Any]) -> None:
         spec = data.get("spec")
         value = spec.get("expires") if isinstance(spec, dict) else None
         if value is not None and not isinstance(value, str):  # pydantic would take 1 as a Unix time
             self.muted_under.append(("spec", "expires"))
-            self.issue(("spec", "expires"), "invalid-date",
-                       f"'expires' must be a date, got {_describe(value)}", _DATE_HINT, at_value=True)
+            self.issue(
+                ("spec", "expires"),
+                "invalid-date",
+                f"'expires' must be a date, got {_describe(value)}",
+                _DATE_HINT,
+                at_value=True,
+            )
 
     def yaml11_booleans(self) -> None:
         root = DOCUMENT_MODELS.get(self.kind or "")
@@ -361,9 +424,13 @@ class _Validator:
             if bool in members and str not in members:
                 self.muted_at.add(path)
                 label, written = _label(path, self.kind or "document"), _get(self.data, path)
-                self.issue(path, "yaml-1.1-boolean",
-                           f"{label!r} takes true or false; {written!r} is a boolean only in YAML 1.1",
-                           "use true or false", at_value=True)
+                self.issue(
+                    path,
+                    "yaml-1.1-boolean",
+                    f"{label!r} takes true or false; {written!r} is a boolean only in YAML 1.1",
+                    "use true or false",
+                    at_value=True,
+                )
 
     def map_errors(self, errors: list[Any]) -> None:
         located = [(self.strip(tuple(err["loc"])), err) for err in errors]
@@ -390,8 +457,11 @@ class _Validator:
             last = i == len(loc) - 1
             if i == 3 and loc[:2] == ("spec", "rules") and part in RULE_KINDS and not last:
                 continue  # the rule union's discriminator tag
-            if isinstance(here, dict) and part in here or (
-                    isinstance(here, list) and isinstance(part, int) and 0 <= part < len(here)):
+            if (
+                isinstance(here, dict)
+                and part in here
+                or (isinstance(here, list) and isinstance(part, int) and 0 <= part < len(here))
+            ):
                 out.append(part)
                 here = here[part]
             elif isinstance(part, str) and (not last or not isinstance(here, dict)):
@@ -402,8 +472,12 @@ class _Validator:
         return tuple(out)
 
     def fields_at(self, path: Path) -> dict[str, Any]:
-        models = [m for t in _types_at(DOCUMENT_MODELS.get(self.kind or ""), path) for m in _members(t)
-                  if isinstance(m, type) and issubclass(m, BaseModel)]
+        models = [
+            m
+            for t in _types_at(DOCUMENT_MODELS.get(self.kind or ""), path)
+            for m in _members(t)
+            if isinstance(m, type) and issubclass(m, BaseModel)
+        ]
         here = _get(self.data, path)
         keys = set(here) if isinstance(here, dict) else set()
         best = max(models, key=lambda m: len(keys & m.model_fields.keys()), default=None)
@@ -415,28 +489,51 @@ class _Validator:
         if etype == "missing":
             fields = self.fields_at(loc[:-1])
             required = [name for name, info in fields.items() if info.is_required()]
-            return _Issue(loc[:-1], "missing-field",
-                          f"missing required field {label!r} in {_label(loc[:-1], kind)!r}",
-                          f"required fields: {', '.join(required)}" if required else None)
+            return _Issue(
+                loc[:-1],
+                "missing-field",
+                f"missing required field {label!r} in {_label(loc[:-1], kind)!r}",
+                f"required fields: {', '.join(required)}" if required else None,
+            )
         if etype == "extra_forbidden":
-            return _Issue(loc, "unknown-field", f"{label!r} is not a field of {_label(loc[:-1], kind)!r}",
-                          did_you_mean(label, self.fields_at(loc[:-1]), what="fields"))
+            return _Issue(
+                loc,
+                "unknown-field",
+                f"{label!r} is not a field of {_label(loc[:-1], kind)!r}",
+                did_you_mean(label, self.fields_at(loc[:-1]), what="fields"),
+            )
         if etype.startswith(("date", "datetime", "time")):
             reason = ctx.get("error", err["msg"])
             return _Issue(loc, "invalid-date", f"{label!r} is not a valid date: {reason}", _DATE_HINT, True)
         if etype in ("literal_error", "enum"):
             choices = re.findall(r"'((?:[^'\\]|\\.)*)'", str(ctx.get("expected", "")))
-            return _Issue(loc, "invalid-value", f"{value!r} is not a valid value for {label!r}",
-                          did_you_mean(str(value), choices, what="valid values"), True)
+            return _Issue(
+                loc,
+                "invalid-value",
+                f"{value!r} is not a valid value for {label!r}",
+                did_you_mean(str(value), choices, what="valid values"),
+                True,
+            )
         if etype == "string_pattern_mismatch":
-            return _Issue(loc, "invalid-value", f"{value!r} is not a valid value for {label!r}",
-                          f"it must match the pattern {ctx.get('pattern')}", True)
+            return _Issue(
+                loc,
+                "invalid-value",
+                f"{value!r} is not a valid value for {label!r}",
+                f"it must match the pattern {ctx.get('pattern')}",
+                True,
+            )
         if etype in _TYPE_WORDS:
             scalar = isinstance(value, int | float | str)
-            hint = (f'quote it to make it a string: "{_yaml_text(value)}"' if etype == "string_type" and scalar
-                    else f"write a list: [{_yaml_text(value)}]" if etype == "list_type" and scalar else None)
-            return _Issue(loc, "invalid-type",
-                          f"{label!r} must be {_TYPE_WORDS[etype]}, got {_describe(value)}", hint, True)
+            hint = (
+                f'quote it to make it a string: "{_yaml_text(value)}"'
+                if etype == "string_type" and scalar
+                else f"write a list: [{_yaml_text(value)}]"
+                if etype == "list_type" and scalar
+                else None
+            )
+            return _Issue(
+                loc, "invalid-type", f"{label!r} must be {_TYPE_WORDS[etype]}, got {_describe(value)}", hint, True
+            )
         message = str(err["msg"]).removeprefix("Value error, ")
         return _Issue(loc, "invalid-value", f"{label!r}: {message[:1].lower()}{message[1:]}", None, True)
 

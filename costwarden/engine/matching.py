@@ -19,10 +19,16 @@ from costwarden.engine.subjects import LlmCall, Subject
 TagTest = Callable[[Mapping[str, str]], bool]
 
 
+ANY = re.compile(r"(?s:.*)")
+"""The pattern of a ``["*"]`` list: matches every value, and also subjects without one."""
+
+
 def glob_pattern(globs: Sequence[str] | None) -> re.Pattern[str] | None:
-    """One compiled regex for a list of globs; None means "no constraint"."""
-    if globs is None or "*" in globs:
+    """One compiled regex for a list of globs; None means the key was not given."""
+    if globs is None:
         return None
+    if "*" in globs:
+        return ANY
     return re.compile("|".join(fnmatch.translate(g) for g in globs) or "(?!)")
 
 
@@ -33,8 +39,10 @@ def subject_tags(subject: Subject) -> Mapping[str, str]:
 
 def compile_selector(selector: LabelSelector | None) -> TagTest | None:
     """Kubernetes label-selector semantics: every matchLabels pair and every expression holds."""
-    if selector is None or (not selector.matchLabels and not selector.matchExpressions):
+    if selector is None:
         return None
+    if not selector.matchLabels and not selector.matchExpressions:
+        return _everything  # an empty selector selects everything, as in Kubernetes
     labels = tuple(selector.matchLabels.items())
     exprs = tuple((e.key, e.operator, frozenset(e.values)) for e in selector.matchExpressions)
 
@@ -55,6 +63,10 @@ def compile_selector(selector: LabelSelector | None) -> TagTest | None:
         return True
 
     return test
+
+
+def _everything(tags: Mapping[str, str]) -> bool:
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +97,16 @@ class Matcher:
             when=compile_cel(when_src) if when_src else None,
         )
 
+    @property
+    def constrains_rest(self) -> bool:
+        """Whether namespaces, names, selector or ``when`` can reject a subject."""
+        rest = (self.namespaces, self.names)
+        return (
+            any(p is not None and p is not ANY for p in rest)
+            or self.when is not None
+            or (self.selector is not None and self.selector is not _everything)
+        )
+
     def matches_kind(self, provider: str, kind: str) -> bool:
         """Provider and kind only; kind globs match ``Kind`` or ``provider/Kind``."""
         if self.providers is not None and provider not in self.providers:
@@ -93,7 +115,7 @@ class Matcher:
 
     def matches_rest(self, subject: Subject) -> bool:
         """Namespaces, names, selector and ``when``; raises CelEvalError when ``when`` fails."""
-        if self.namespaces is not None:
+        if self.namespaces is not None and self.namespaces is not ANY:
             ns = subject.namespace
             if ns is None or not self.namespaces.match(ns):
                 return False

@@ -174,7 +174,8 @@ class ExemptionSpec(Strict):
     policies: Annotated[list[ExemptionTarget], Field(min_length=1)]
     match: ExemptionMatch = Field(default_factory=ExemptionMatch)
     expires: datetime | date = Field(
-        description="required: an exemption always ends; a date runs to the end of that day (UTC when no zone)")
+        description="required: an exemption always ends; a date runs to the end of that day (UTC when no zone)"
+    )
     owner: Annotated[str, Field(min_length=1)]
     reason: Annotated[str, Field(min_length=1)]
 
@@ -275,9 +276,7 @@ def document_adapter(kind: str) -> TypeAdapter[Any]:
 
 def json_schema() -> dict[str, Any]:
     """JSON Schema for a costwarden policy file document (any of the three kinds)."""
-    adapter: TypeAdapter[Any] = TypeAdapter(
-        Annotated[Document, Field(discriminator="kind")]
-    )
+    adapter: TypeAdapter[Any] = TypeAdapter(Annotated[Document, Field(discriminator="kind")])
     schema = adapter.json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "https://costwarden.dev/schemas/v1/policy.json"

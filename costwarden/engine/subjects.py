@@ -15,6 +15,7 @@ They are cheap to build, hold plain values, and can be built from plain dicts (J
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -244,15 +245,15 @@ class LlmCall(_Subject):
     def namespace(self) -> str | None:
         return None
 
-    @property
-    def attribution(self) -> dict[str, str]:
-        """Tags plus feature, user and team: what budgets and selectors key on."""
+    @cached_property
+    def attribution(self) -> Mapping[str, str]:
+        """Tags plus feature, user and team: what budgets and selectors key on (read-only)."""
         out = dict(self.tags)
         for key in ("feature", "user", "team"):
             value = getattr(self, key)
             if value:
                 out[key] = value
-        return out
+        return MappingProxyType(out)
 
     @cached_property
     def as_cel(self) -> dict[str, Any]:
@@ -390,8 +391,22 @@ class _Reader:
         return self._get(key, (str,), "a string", default)
 
     def number(self, key: str, default: float | None = None) -> Any:
+        """A finite, non-negative number (costs, GPUs, latencies are never negative or NaN)."""
         value = self._get(key, (int, float), "a number", default)
-        return float(value) if value is not None else None
+        if value is None:
+            return None
+        if not math.isfinite(value) or value < 0:
+            raise SubjectError(f"must be a finite number >= 0, got {value!r}", path=self._path(key))
+        return float(value)
+
+    def count(self, key: str, default: int) -> int:
+        """A non-negative integer; 0 is kept (a workload scaled to zero)."""
+        value = self.integer(key, default)
+        if value is None:
+            return default
+        if value < 0:
+            raise SubjectError(f"must be >= 0, got {value}", path=self._path(key))
+        return int(value)
 
     def integer(self, key: str, default: int | None = None) -> Any:
         return self._get(key, (int,), "an integer", default)
@@ -434,7 +449,7 @@ def _resource(data: Mapping[str, Any]) -> Resource:
         gpus=w.number("gpus", 0.0) or 0.0,
         gpu_type=w.text("gpu_type"),
         instance_type=w.text("instance_type"),
-        replicas=w.integer("replicas", 1) or 1,
+        replicas=w.count("replicas", 1),
     )
     pointers = data.get("pod_spec_pointers") or ()
     if not isinstance(pointers, (list, tuple)) or not all(isinstance(p, str) for p in pointers):
@@ -513,7 +528,7 @@ def _serving_config(data: Mapping[str, Any]) -> ServingConfig:
         args=dict(r.map("args") or {}),
         gpus=r.number("gpus", 0.0) or 0.0,
         gpu_type=r.text("gpu_type"),
-        replicas=r.integer("replicas", 1) or 1,
+        replicas=r.count("replicas", 1),
         params_b=r.number("params_b"),
         provider=r.text("provider", "kubernetes") or "kubernetes",
         kind=r.text("kind", "vllm") or "vllm",

@@ -37,13 +37,12 @@ _KEPT_AS_STRING = {_TAG + "timestamp", _TAG + "value"}
 
 _INT = re.compile(r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+")
 _FLOAT = re.compile(
-    r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)")
+    r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)"
+)
 _NULLS = frozenset({"", "~", "null", "Null", "NULL"})
 _BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
 # What YAML 1.1 tools (kubectl, PyYAML's safe_load) read as booleans but 1.2 keeps as strings.
-YAML11_BOOLEANS = frozenset(
-    w for b in ("yes", "no", "on", "off", "y", "n") for w in (b, b.capitalize(), b.upper())
-)
+YAML11_BOOLEANS = frozenset(w for b in ("yes", "no", "on", "off", "y", "n") for w in (b, b.capitalize(), b.upper()))
 # YAML's printable set; anything outside it is rejected before libyaml sees it.
 _NON_PRINTABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
@@ -115,14 +114,23 @@ def split_lines(text: str) -> list[str]:
     return _LINE_BREAK.split(text)
 
 
-def diagnostic_at(file: str, lines: Sequence[str], pos: Position, code: str, message: str,
-                  hint: str | None = None) -> Diagnostic:
+def diagnostic_at(
+    file: str, lines: Sequence[str], pos: Position, code: str, message: str, hint: str | None = None
+) -> Diagnostic:
     """A Diagnostic at ``pos`` with its source line filled in."""
     if lines and pos.line > len(lines):  # libyaml's end-of-stream mark sits past a last line with no break
         pos = Position(len(lines), len(lines[-1]) + 1, 1)
     source = lines[pos.line - 1] if 0 < pos.line <= len(lines) else None
-    return Diagnostic(file=file, line=pos.line, column=pos.column, code=code, message=message,
-                      hint=hint, source_line=source, length=max(pos.length, 1))
+    return Diagnostic(
+        file=file,
+        line=pos.line,
+        column=pos.column,
+        code=code,
+        message=message,
+        hint=hint,
+        source_line=source,
+        length=max(pos.length, 1),
+    )
 
 
 def node_position(node: Node) -> Position:
@@ -148,10 +156,14 @@ def read_stream(text: str) -> YamlStream:
     bad = _NON_PRINTABLE.search(text)
     if bad:
         char = ord(bad.group())
-        stream.problems.append(Problem(
-            _offset_position(text, bad.start()), "yaml-syntax",
-            f"character U+{char:04X} is not allowed in YAML", "remove it or write it as an escape in a "
-            "double-quoted string"))
+        stream.problems.append(
+            Problem(
+                _offset_position(text, bad.start()),
+                "yaml-syntax",
+                f"character U+{char:04X} is not allowed in YAML",
+                "remove it or write it as an escape in a double-quoted string",
+            )
+        )
         return stream
     loader = _Loader(text)
     try:
@@ -231,13 +243,19 @@ class _Builder:
         if id(node) in self.seen:
             self.aliased += 1
             if self.aliased > MAX_ALIASED:
-                raise _Abort(Problem(node_position(node), "yaml-syntax",
-                                     f"aliases expand the document by more than {MAX_ALIASED} nodes"))
+                raise _Abort(
+                    Problem(
+                        node_position(node),
+                        "yaml-syntax",
+                        f"aliases expand the document by more than {MAX_ALIASED} nodes",
+                    )
+                )
         else:
             self.seen.add(id(node))
         if depth > MAX_DEPTH:
-            raise _Abort(Problem(node_position(node), "yaml-syntax",
-                                 f"document is nested more than {MAX_DEPTH} levels deep"))
+            raise _Abort(
+                Problem(node_position(node), "yaml-syntax", f"document is nested more than {MAX_DEPTH} levels deep")
+            )
         if isinstance(node, ScalarNode):
             return self.scalar(node, path)
         if id(node) in self.active:
@@ -260,8 +278,9 @@ class _Builder:
                 self.yaml11.append(path)
             return text
         if tag in (NULL, BOOL, INT, FLOAT) and core_tag(text) != tag:
-            self.problems.append(Problem(node_position(node), "yaml-syntax",
-                                         f"{text!r} is not a valid {tag.removeprefix(_TAG)}"))
+            self.problems.append(
+                Problem(node_position(node), "yaml-syntax", f"{text!r} is not a valid {tag.removeprefix(_TAG)}")
+            )
             return text
         if tag == NULL:
             return None
@@ -280,8 +299,9 @@ class _Builder:
                 return int(text[2:], 8 if text[1] == "o" else 16)
             return int(text)
         except ValueError:
-            self.problems.append(Problem(node_position(node), "invalid-value",
-                                         f"integer has too many digits ({len(text)})"))
+            self.problems.append(
+                Problem(node_position(node), "invalid-value", f"integer has too many digits ({len(text)})")
+            )
             return text
 
     def mapping(self, node: MappingNode, path: Path, depth: int) -> dict[str, Any]:
@@ -296,10 +316,14 @@ class _Builder:
             if key is None:
                 continue
             if key in first_line:
-                self.problems.append(Problem(
-                    node_position(key_node), "duplicate-key",
-                    f"duplicate key {key!r} (first defined on line {first_line[key]})",
-                    "remove one of them; YAML keeps only the last, silently"))
+                self.problems.append(
+                    Problem(
+                        node_position(key_node),
+                        "duplicate-key",
+                        f"duplicate key {key!r} (first defined on line {first_line[key]})",
+                        "remove one of them; YAML keeps only the last, silently",
+                    )
+                )
                 continue
             first_line[key] = key_node.start_mark.line + 1
             result[key] = self.build(value_node, (*path, key), depth + 1)
@@ -313,8 +337,13 @@ class _Builder:
         combined: dict[str, Any] = {}
         for source in sources:
             if not isinstance(source, MappingNode):
-                self.problems.append(Problem(node_position(source), "invalid-type",
-                                             "a merge key ('<<') takes a mapping or a list of mappings"))
+                self.problems.append(
+                    Problem(
+                        node_position(source),
+                        "invalid-type",
+                        "a merge key ('<<') takes a mapping or a list of mappings",
+                    )
+                )
                 continue
             value = self.build(source, path, depth + 1)
             for key, item in value.items():
@@ -324,21 +353,33 @@ class _Builder:
     def key(self, node: Node) -> str | None:
         if isinstance(node, ScalarNode) and node.tag == STR:
             return str(node.value)
-        shown = node.value if isinstance(node, ScalarNode) else ("a list" if isinstance(node, SequenceNode)
-                                                                 else "a mapping")
-        hint = f"quote it: \"{node.value}\"" if isinstance(node, ScalarNode) else None
-        self.problems.append(Problem(node_position(node), "invalid-type",
-                                     f"mapping keys must be strings, got {shown!s}", hint))
+        shown = (
+            node.value
+            if isinstance(node, ScalarNode)
+            else ("a list" if isinstance(node, SequenceNode) else "a mapping")
+        )
+        hint = f'quote it: "{node.value}"' if isinstance(node, ScalarNode) else None
+        self.problems.append(
+            Problem(node_position(node), "invalid-type", f"mapping keys must be strings, got {shown!s}", hint)
+        )
         return None
 
 
 def _unsupported_tag(node: Node) -> Problem:
-    return Problem(node_position(node), "yaml-syntax", f"unsupported YAML tag {node.tag!r}",
-                   "remove the tag; policy files use plain YAML values")
+    return Problem(
+        node_position(node),
+        "yaml-syntax",
+        f"unsupported YAML tag {node.tag!r}",
+        "remove the tag; policy files use plain YAML values",
+    )
 
 
-_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
-         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
 
 
 def decode(data: bytes) -> tuple[str, None] | tuple[None, Problem]:
@@ -349,9 +390,12 @@ def decode(data: bytes) -> tuple[str, None] | tuple[None, Problem]:
     except UnicodeDecodeError as exc:
         before = data[: exc.start].decode(encoding, errors="replace").removeprefix("\ufeff")
         name = "UTF-8" if encoding == "utf-8-sig" else encoding.upper()
-        return None, Problem(_offset_position(before, len(before)), "invalid-encoding",
-                             f"file is not valid {name}: byte 0x{data[exc.start]:02x} at offset {exc.start}",
-                             "policy files are UTF-8 text; is this a binary file?")
+        return None, Problem(
+            _offset_position(before, len(before)),
+            "invalid-encoding",
+            f"file is not valid {name}: byte 0x{data[exc.start]:02x} at offset {exc.start}",
+            "policy files are UTF-8 text; is this a binary file?",
+        )
 
 
 def locate(root: Node, loc: Path, *, value: bool = False, offset: int | None = None) -> Position:
@@ -361,8 +405,13 @@ def locate(root: Node, loc: Path, *, value: bool = False, offset: int | None = N
     if not value or depth < len(loc):
         return node_position(key if key is not None else node)
     pos = node_position(node)
-    if (offset is not None and isinstance(node, ScalarNode) and node.style in (None, "", "'", '"')
-            and node.start_mark.line == node.end_mark.line and 0 <= offset < len(node.value)):
+    if (
+        offset is not None
+        and isinstance(node, ScalarNode)
+        and node.style in (None, "", "'", '"')
+        and node.start_mark.line == node.end_mark.line
+        and 0 <= offset < len(node.value)
+    ):
         return Position(pos.line, pos.column + offset + bool(node.style), 1)
     return pos
 

@@ -8,6 +8,7 @@ Prometheus metrics are then aggregated across workers through ``PROMETHEUS_MULTI
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import tempfile
@@ -20,6 +21,15 @@ from costwarden.webhook.metrics import MULTIPROC_ENV
 from costwarden.webhook.tls import ReloadingTLS
 
 APP_FACTORY = "costwarden.webhook.app:app_from_env"
+
+
+def log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging configuration with costwarden's loggers (reloads, TLS) on its handler."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["costwarden"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    return config
 
 
 def uvicorn_options(tls_cert: str | os.PathLike[str], tls_key: str | os.PathLike[str], *,
@@ -59,7 +69,7 @@ def serve(policies_dir: str | os.PathLike[str], tls_cert: str | os.PathLike[str]
         metrics_dir = tempfile.mkdtemp(prefix="costwarden-metrics-")
         os.environ[MULTIPROC_ENV] = metrics_dir
     try:
-        uvicorn.run(APP_FACTORY, factory=True, host=host, port=port, workers=workers,
+        uvicorn.run(APP_FACTORY, factory=True, host=host, port=port, workers=workers, log_config=log_config(log_level),
                     **uvicorn_options(tls_cert, tls_key, log_level=log_level, access_log=access_log))
     finally:
         if metrics_dir is not None:
@@ -67,4 +77,4 @@ def serve(policies_dir: str | os.PathLike[str], tls_cert: str | os.PathLike[str]
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-__all__ = ["APP_FACTORY", "serve", "uvicorn_options"]
+__all__ = ["APP_FACTORY", "log_config", "serve", "uvicorn_options"]

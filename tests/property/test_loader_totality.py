@@ -38,26 +38,101 @@ metadata: {name: late}
 spec: {policies: [{policy: daily}], expires: 2026-12-31, owner: me, reason: why}
 """.splitlines()
 
-KEYS = st.sampled_from([
-    "apiVersion", "kind", "metadata", "spec", "rules", "name", "budget", "limitUsd", "limtUsd", "fix",
-    "expires", "<<", "yes", "on", "1", "~", "null", "? a", "[a]", "{a: 1}", "requireTag", "requireTags",
-    "'quoted'", '"dq"', "a:b", "é", "💸", "-", "",
-]) | st.text(max_size=8)
-VALUES = st.sampled_from([
-    "costwarden.dev/v1", "Policy", "Exemption", "ModelCatalog", "yes", "no", "~", "true", "TRUE", "1e999",
-    "0x", "0x1F", "0o9", "-.inf", ".nan", "2026-13-45", "2026-12-31", "[a, b]", "{a: 1}", "[", "{", "&a x",
-    "*a", "*b", "!!int x", "!!str 1", "!foo x", "!!binary aGk=", "'unterminated", '"bad \\q escape"', "|",
-    ">-", "a: b: c", "- x", "#", "\t", "\x00", "\x85", "\u2028", "\ufeff", "\udc80",
-]) | st.text(max_size=12) | st.builds(lambda: "9" * 5000)
+KEYS = st.sampled_from(
+    [
+        "apiVersion",
+        "kind",
+        "metadata",
+        "spec",
+        "rules",
+        "name",
+        "budget",
+        "limitUsd",
+        "limtUsd",
+        "fix",
+        "expires",
+        "<<",
+        "yes",
+        "on",
+        "1",
+        "~",
+        "null",
+        "? a",
+        "[a]",
+        "{a: 1}",
+        "requireTag",
+        "requireTags",
+        "'quoted'",
+        '"dq"',
+        "a:b",
+        "é",
+        "💸",
+        "-",
+        "",
+    ]
+) | st.text(max_size=8)
+VALUES = (
+    st.sampled_from(
+        [
+            "costwarden.dev/v1",
+            "Policy",
+            "Exemption",
+            "ModelCatalog",
+            "yes",
+            "no",
+            "~",
+            "true",
+            "TRUE",
+            "1e999",
+            "0x",
+            "0x1F",
+            "0o9",
+            "-.inf",
+            ".nan",
+            "2026-13-45",
+            "2026-12-31",
+            "[a, b]",
+            "{a: 1}",
+            "[",
+            "{",
+            "&a x",
+            "*a",
+            "*b",
+            "!!int x",
+            "!!str 1",
+            "!foo x",
+            "!!binary aGk=",
+            "'unterminated",
+            '"bad \\q escape"',
+            "|",
+            ">-",
+            "a: b: c",
+            "- x",
+            "#",
+            "\t",
+            "\x00",
+            "\x85",
+            "\u2028",
+            "\ufeff",
+            "\udc80",
+        ]
+    )
+    | st.text(max_size=12)
+    | st.builds(lambda: "9" * 5000)
+)
 GENERATED = st.builds(
     lambda indent, dash, key, sep, value: f"{' ' * indent}{dash}{key}{sep}{value}",
-    st.integers(0, 10), st.sampled_from(["", "- ", "-", "? ", ": "]), KEYS,
-    st.sampled_from([": ", ":", " : ", "", ":\t"]), VALUES,
+    st.integers(0, 10),
+    st.sampled_from(["", "- ", "-", "? ", ": "]),
+    KEYS,
+    st.sampled_from([": ", ":", " : ", "", ":\t"]),
+    VALUES,
 )
 LINES = GENERATED | st.sampled_from(BASE) | st.sampled_from(["---", "...", "%YAML 1.2", "%TAG ! x"])
 TEXTS = st.lists(LINES, max_size=25).map("\n".join)
-EDITS = st.lists(st.tuples(st.sampled_from(["drop", "dup", "insert", "replace"]), st.integers(0, 60), LINES),
-                 max_size=6)
+EDITS = st.lists(
+    st.tuples(st.sampled_from(["drop", "dup", "insert", "replace"]), st.integers(0, 60), LINES), max_size=6
+)
 
 
 def mutate(edits: list[tuple[str, int, str]]) -> str:
@@ -106,8 +181,13 @@ def test_mutated_policies_load_or_report_positions(edits: list[tuple[str, int, s
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.one_of(st.binary(max_size=300), TEXTS.map(encode),
-                 st.tuples(EDITS, st.binary(max_size=4)).map(lambda e: encode(mutate(e[0])) + e[1])))
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        TEXTS.map(encode),
+        st.tuples(EDITS, st.binary(max_size=4)).map(lambda e: encode(mutate(e[0])) + e[1]),
+    )
+)
 def test_any_bytes_load_or_raise_policy_error(data: bytes) -> None:
     assert_positioned(load_bytes(data, "fuzz.yaml"), None)
     with tempfile.TemporaryDirectory() as folder:

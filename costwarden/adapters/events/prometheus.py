@@ -14,6 +14,7 @@ cannot blow up the time-series count. Metrics (``costwarden_`` prefix by default
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Any
 
@@ -107,10 +108,8 @@ class PrometheusSink:
     def close(self) -> None:
         """Unregister the metrics from the registry."""
         for metric in (self.calls, self.cost, self.estimated, self.tokens, self.rewrites, self.latency):
-            try:
+            with contextlib.suppress(KeyError):
                 self.registry.unregister(metric)
-            except KeyError:
-                pass
 
 
 __all__ = ["PrometheusSink"]

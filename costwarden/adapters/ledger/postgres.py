@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -63,6 +63,7 @@ from costwarden.errors import LedgerError
 
 T = TypeVar("T")
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
+DDL_TIMEOUT_MS = 30_000
 _RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 
 DDL = """
@@ -97,7 +98,7 @@ class _Sql:
         self.tables = list(names.values())
         self.figures = FIGURES.format(**names)
         b, h, r, a = names["buckets"], names["holds"], names["reservations"], names["alerts"]
-        self.claim = f"INSERT INTO {r} VALUES (%s, 'p', NULL, NULL, NULL, '[]', 0, 0) ON CONFLICT (id) DO NOTHING"
+        self.claim = f"INSERT INTO {r} VALUES (%s, 'p', NULL, NULL, NULL, '[]', 0, 0) ON CONFLICT (id) DO NOTHING RETURNING 1"
         self.load = (
             f"SELECT state, refused_key, spent, limit_micros, specs, expires_ms, purge_ms FROM {r} WHERE id = %s"
         )
@@ -130,7 +131,7 @@ class _Sql:
             " limit_micros = excluded.limit_micros, specs = excluded.specs, expires_ms = excluded.expires_ms,"
             " purge_ms = excluded.purge_ms"
         )
-        self.mark = f"INSERT INTO {a} VALUES (%s, %s, %s) ON CONFLICT DO NOTHING"
+        self.mark = f"INSERT INTO {a} VALUES (%s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1"
         self.status = f"SELECT key, settled, limit_micros, window_keys, ends_ms FROM {b} WHERE key LIKE %s ESCAPE '\\'"
         self.purge = (
             f"DELETE FROM {r} WHERE purge_ms <= %(now)s",
@@ -146,7 +147,7 @@ class _Txn:
         self.conn, self.sql = conn, sql
 
     def claim(self, reservation_id: str) -> Record | None:
-        if self.conn.execute(self.sql.claim, (reservation_id,)).rowcount == 1:
+        if self.conn.execute(self.sql.claim, (reservation_id,)).fetchone() is not None:
             return None
         return self.load(reservation_id, lock=False)
 
@@ -208,7 +209,7 @@ class _Txn:
         )
 
     def mark(self, key: str, threshold: float, keep_until_ms: int | None) -> bool:
-        return self.conn.execute(self.sql.mark, (key, repr(threshold), keep_until_ms)).rowcount == 1
+        return self.conn.execute(self.sql.mark, (key, repr(threshold), keep_until_ms)).fetchone() is not None
 
 
 def dump_window(window: Sequence[str]) -> str:
@@ -266,7 +267,7 @@ class PostgresLedger:
             else:
                 theirs.append((name, value))
         scheme = "postgresql" if parts.scheme == "postgres" else parts.scheme
-        conninfo = parts._replace(scheme=scheme, query=urlencode(theirs)).geturl()
+        conninfo = parts._replace(scheme=scheme, query=urlencode(theirs, quote_via=quote)).geturl()
         return cls(conninfo, where=redact(url), **ours)
 
     # -- the Ledger protocol -------------------------------------------------------------------
@@ -331,7 +332,7 @@ class PostgresLedger:
                 with self._connection() as conn:
                     if not transaction:
                         return work(conn)
-                    with conn.transaction():
+                    with conn.pipeline(), conn.transaction():
                         return work(conn)
             except _RETRYABLE as exc:
                 if attempt == 2:
@@ -385,10 +386,10 @@ class PostgresLedger:
             tcp_user_timeout=max(ms, 1000),
         )
         try:
-            conn.execute(f"SET statement_timeout = {ms}")
-            conn.execute(f"SET lock_timeout = {ms}")
             if not self._ready:
                 self._create_tables(conn)
+            conn.execute(f"SET statement_timeout = {ms}")
+            conn.execute(f"SET lock_timeout = {ms}")
         except BaseException:
             conn.close()
             raise
@@ -396,17 +397,20 @@ class PostgresLedger:
 
     def _create_tables(self, conn: psycopg.Connection[Any]) -> None:
         """Create the tables once per process. ``CREATE … IF NOT EXISTS`` still locks existing
-        tables, so it runs only when a table is missing, and under an advisory lock."""
+        tables, so it runs only when a table is missing, under a session advisory lock; the check
+        after the lock runs in its own transaction so it sees a concurrent creator's tables."""
         with self._ddl_lock:
             if self._ready:
                 return
             if not self._tables_exist(conn):
-                with conn.transaction():
-                    conn.execute("SET LOCAL statement_timeout = 0")
-                    conn.execute("SET LOCAL lock_timeout = 0")
-                    conn.execute("SELECT pg_advisory_xact_lock(hashtext('costwarden ledger tables'))")
+                conn.execute(f"SET statement_timeout = {DDL_TIMEOUT_MS}")
+                conn.execute("SELECT pg_advisory_lock(hashtext('costwarden ledger tables'))")
+                try:
                     if not self._tables_exist(conn):
-                        self._run_ddl(conn)
+                        with conn.transaction():
+                            self._run_ddl(conn)
+                finally:
+                    conn.execute("SELECT pg_advisory_unlock(hashtext('costwarden ledger tables'))")
             self._ready = True
 
     def _tables_exist(self, conn: psycopg.Connection[Any]) -> bool:

@@ -45,7 +45,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -227,7 +227,7 @@ class RedisLedger:
         timeout = number("timeout", ours["timeout"]) if "timeout" in ours else 0.25
         grace = number("record_grace", ours["record_grace"]) if "record_grace" in ours else RECORD_GRACE_S
         client = redis.Redis.from_url(
-            parts._replace(query=urlencode(theirs)).geturl(),
+            parts._replace(query=urlencode(theirs, quote_via=quote)).geturl(),
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0),

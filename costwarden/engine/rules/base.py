@@ -21,9 +21,9 @@ to the rule's parameters, which the loader turns into a positioned diagnostic.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -74,18 +74,36 @@ class CompileEnv:
     rule: str
 
 
-@dataclass(slots=True)
 class EvalContext:
     """Per-evaluation inputs a check may read: the surface, the clock and the stateful services.
 
-    Built once per ``PolicySet.evaluate`` call and shared by every check of that call.
+    ``now`` is the evaluation time given by the caller, or the clock read when a check or an
+    exemption first asks for it (most evaluations never do). A context without a fixed time and
+    without a ledger holds no per-call state, so the policy set reuses one per surface.
     """
 
-    surface: Surface
-    now: datetime
-    ledger: Ledger | None = None
-    pricer: LlmPricer | None = None
-    cache: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("_clock", "_now", "ledger", "pricer", "surface")
+
+    def __init__(
+        self,
+        surface: Surface,
+        now: datetime | Callable[[], datetime],
+        ledger: Ledger | None = None,
+        pricer: LlmPricer | None = None,
+    ) -> None:
+        self.surface = surface
+        self._now: datetime | None = now if isinstance(now, datetime) else None
+        self._clock: Callable[[], datetime] | None = None if isinstance(now, datetime) else now
+        self.ledger = ledger
+        self.pricer = pricer
+
+    @property
+    def now(self) -> datetime:
+        if self._now is not None:
+            return self._now
+        assert self._clock is not None
+        now = self._clock()
+        return now if now.tzinfo is not None else now.replace(tzinfo=UTC)
 
 
 Check = Callable[[Subject, EvalContext], "Outcome | list[Outcome]"]

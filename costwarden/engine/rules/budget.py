@@ -93,8 +93,9 @@ def compile(params: Budget, env: CompileEnv) -> Check:
         total = spent + pending
         path = f"budget[{base}]"
         if total <= limit:
-            hold = Hold(keys[-1], pending, limit, tuple(keys), window_end(params.window, ctx.now, tz),
-                        tuple(params.alertAt))
+            hold = Hold(
+                keys[-1], pending, limit, tuple(keys), window_end(params.window, ctx.now, tz), tuple(params.alertAt)
+            )
             return Outcome(
                 "pass",
                 f"${total:,.4f} of ${limit:,.2f} per {params.window}",

@@ -28,12 +28,6 @@ class RequireTags(RuleParams):
     defaults: dict[str, str] = Field(default_factory=dict, description="values a fix adds for missing keys")
 
 
-def _tags(subject: Subject) -> dict[str, str]:
-    if isinstance(subject, LlmCall):
-        return subject.attribution
-    return dict(subject.tags)
-
-
 def compile(params: RequireTags, env: CompileEnv) -> Check:
     keys = tuple(params.keys)
     patterns: list[tuple[str, re.Pattern[str], str]] = []
@@ -48,16 +42,17 @@ def compile(params: RequireTags, env: CompileEnv) -> Check:
                 hint="regexes use Python syntax",
             ) from exc
     defaults = dict(params.defaults)
+    passed = Outcome(
+        "pass", f"required tags present: {', '.join(keys)}" if keys else "tag values valid", path="tags", static=True
+    )
 
     def check(subject: Subject, ctx: EvalContext) -> Outcome:
-        tags = _tags(subject)
+        tags = subject.attribution if isinstance(subject, LlmCall) else subject.tags
         missing = [k for k in keys if not tags.get(k)]
         bad = [(k, tags[k], src) for k, rx, src in patterns if tags.get(k) and not rx.search(tags[k])]
-        where = _where(subject)
         if not missing and not bad:
-            return Outcome(
-                "pass", f"required tags present: {', '.join(keys)}" if keys else "tag values valid", path=where
-            )
+            return passed
+        where = _where(subject)
         parts = []
         if missing:
             parts.append(f"missing required tag{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")

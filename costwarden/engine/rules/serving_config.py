@@ -100,7 +100,7 @@ def _parallelism(s: ServingSubject, p: ServingConfig, catalog: Catalog) -> Outco
         )
     idle = s.gpus - used
     price = catalog.gpu_price(s.gpu_type)
-    saving = round(idle * price.onDemandUsd * HOURS_PER_MONTH * max(s.replicas, 1), 2) if price else None
+    saving = round(idle * price.onDemandUsd * HOURS_PER_MONTH * s.replicas, 2) if price else None
     return Outcome(
         "fail",
         f"TP {tp} x PP {pp} x DP {dp} = {used} GPUs but each replica requests {s.gpus:g}: {idle:g} GPU(s) idle",

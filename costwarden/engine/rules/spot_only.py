@@ -15,7 +15,7 @@ from costwarden.engine import patch
 from costwarden.engine.catalog import HOURS_PER_MONTH, Catalog
 from costwarden.engine.decision import Fix, Outcome
 from costwarden.engine.rules.base import Check, CompileEnv, EvalContext, RuleKind, RuleParams
-from costwarden.engine.subjects import Resource, Subject, WorkloadClass
+from costwarden.engine.subjects import WORKLOAD_CLASSES, Resource, Subject, WorkloadClass
 
 Platform = Literal["karpenter", "eks", "gke", "aks"]
 
@@ -91,15 +91,22 @@ def compile(params: SpotOnly, env: CompileEnv) -> Check:
     fix_params = params.fix
     catalog = env.catalog
 
+    covered = ", ".join(sorted(classes))
+    skipped = {c: Outcome("skip", f"{c} workload; rule covers {covered}", static=True) for c in WORKLOAD_CLASSES}
+    passed = {
+        c: Outcome("pass", f"{c} workload is pinned to spot capacity", path="capacity", static=True)
+        for c in WORKLOAD_CLASSES
+    }
+
     def check(subject: Subject, ctx: EvalContext) -> Outcome:
         assert isinstance(subject, Resource)
         work = subject.workload
         if work.workload_class not in classes:
-            return Outcome("skip", f"{work.workload_class} workload; rule covers {', '.join(sorted(classes))}")
+            return skipped[work.workload_class]
         if work.gpus < min_gpus:
             return Outcome("skip", f"{work.gpus:g} GPUs, rule covers workloads with {min_gpus:g} or more")
         if subject.capacity == "spot":
-            return Outcome("pass", f"{work.workload_class} workload is pinned to spot capacity", path="capacity")
+            return passed[work.workload_class]
         saving = _monthly_saving(subject, catalog)
         where = "" if subject.capacity == "unknown" else f" ({subject.capacity})"
         return Outcome(

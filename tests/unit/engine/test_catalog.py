@@ -166,7 +166,7 @@ class TestHourlyPrices:
         assert builtin.hourly_usd(Workload(gpus=2, gpu_type="H100", replicas=3), spot=True) == pytest.approx(18.6)
         # an instance type is priced as a whole, before its GPUs
         assert builtin.hourly_usd(Workload(gpus=8, gpu_type="H100", instance_type="p5.48xlarge"), spot=False) == 55.04
-        assert builtin.hourly_usd(Workload(instance_type="m5.xlarge", replicas=0), spot=False) == 0.192
+        assert builtin.hourly_usd(Workload(instance_type="m5.xlarge", replicas=0), spot=False) == 0.0  # scaled to zero
         assert builtin.hourly_usd(Workload(gpus=0, gpu_type="H100"), spot=False) is None
         assert builtin.hourly_usd(Workload(gpus=1, gpu_type="Z9000"), spot=False) is None
 

@@ -9,7 +9,7 @@ import pytest
 
 from costwarden.engine.cel import CelCompileError, CelEvalError
 from costwarden.engine.evaluate import PolicySet
-from costwarden.engine.matching import Matcher, compile_selector, glob_pattern, subject_tags
+from costwarden.engine.matching import ANY, Matcher, compile_selector, glob_pattern, subject_tags
 from costwarden.engine.schema import ExemptionMatch, LabelSelector, Match
 from costwarden.engine.subjects import Subject, subject_from_dict
 
@@ -95,7 +95,7 @@ class TestKinds:
 
     def test_glob_pattern_none_means_unconstrained(self) -> None:
         assert glob_pattern(None) is None
-        assert glob_pattern(["a", "*"]) is None
+        assert glob_pattern(["a", "*"]) is ANY  # "*" matches everything, subjects without a value too
         empty = glob_pattern([])
         assert empty is not None
         assert empty.match("") is None
@@ -185,7 +185,8 @@ class TestSelector:
         assert not m.matches(resource(tags={"team": "ds", "env": "prod"}))
 
     def test_empty_selector_matches_everything(self) -> None:
-        assert compile_selector(LabelSelector()) is None
+        everything = compile_selector(LabelSelector())
+        assert everything is not None and everything({}) and everything({"a": "b"})
         assert compile_selector(None) is None
         assert selector().matches(resource())
 

@@ -1,0 +1,1 @@
+"""Checkov custom checks used by benchmarks/check.py (Checkov loads this folder only with an __init__.py)."""

@@ -1,0 +1,282 @@
+"""Webhook benchmark: the server under fixed-rate (open-loop) load, then at saturation.
+
+Run: ``.venv/bin/python benchmarks/webhook.py`` (``--quick`` for a short run, ``--workers 1``).
+
+The server runs in its own process (``costwarden.webhook.server.serve``: uvicorn, TLS, the full
+built-in policy library); this process is the load generator: asyncio over raw TLS keep-alive
+connections, HTTP/1.1, requests sent on a fixed schedule whatever the server does (open loop), so
+a slow answer cannot hide the requests queued behind it — latency is measured from each
+request's *scheduled* send time. The AdmissionReviews are the example manifests and the policy
+library's Kubernetes samples (allowed and denied, with and without warnings). Saturation is the
+throughput of 32 connections sending back to back. Prints a markdown table for RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RATES = (50, 200, 500)
+
+
+def corpus() -> list[bytes]:
+    """AdmissionReview bodies for every Kubernetes object in the examples and library samples."""
+    from costwarden.adapters.kubernetes import read_manifests
+
+    files = sorted((ROOT / "examples" / "kubernetes").glob("*.yaml")) + sorted((ROOT / "policies").rglob("samples/*.yaml"))
+    bodies = []
+    for path in files:
+        for obj, _, _ in read_manifests(path.read_text(), str(path)):
+            group, _, version = str(obj.get("apiVersion", "v1")).rpartition("/")
+            kind = str(obj.get("kind"))
+            request = {"uid": str(uuid.uuid4()), "kind": {"group": group, "version": version, "kind": kind},
+                       "resource": {"group": group, "version": version, "resource": kind.lower() + "s"},
+                       "namespace": (obj.get("metadata") or {}).get("namespace", "default"), "operation": "CREATE",
+                       "userInfo": {"username": "bench"}, "object": obj, "dryRun": False}
+            bodies.append(json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                                      "request": request}).encode())
+    return bodies
+
+
+def http_request(body: bytes) -> bytes:
+    head = (f"POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    return head + body
+
+
+class Connection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int, context: ssl.SSLContext) -> Connection:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname="localhost")
+        return cls(reader, writer)
+
+    async def call(self, payload: bytes) -> int:
+        self.writer.write(payload)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        await self.reader.readexactly(length)
+        return status
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@dataclass
+class Run:
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: int = 0
+    sent: int = 0
+    elapsed_s: float = 0.0
+
+    def pct(self, q: float) -> float:
+        data = sorted(self.latencies_ms)
+        return data[min(len(data) - 1, int(q * len(data)))] if data else float("nan")
+
+
+class Pool:
+    """Idle keep-alive connections; a request that finds none opens one (up to ``limit``)."""
+
+    def __init__(self, port: int, context: ssl.SSLContext, limit: int = 64) -> None:
+        self.port, self.context, self.limit = port, context, limit
+        self.idle: asyncio.Queue[Connection] = asyncio.Queue()
+        self.opened = 0
+
+    async def get(self) -> Connection:
+        if self.idle.empty() and self.opened < self.limit:
+            self.opened += 1
+            return await Connection.open(self.port, self.context)
+        return await self.idle.get()
+
+    def put(self, conn: Connection) -> None:
+        self.idle.put_nowait(conn)
+
+    def close(self) -> None:
+        while not self.idle.empty():
+            self.idle.get_nowait().close()
+
+
+async def fixed_rate(pool: Pool, payloads: list[bytes], rate: float, duration_s: float) -> Run:
+    run = Run()
+    loop = asyncio.get_running_loop()
+    start = loop.time() + 0.05
+    total = int(rate * duration_s)
+
+    async def one(i: int) -> None:
+        scheduled = start + i / rate
+        await asyncio.sleep(max(0.0, scheduled - loop.time()))
+        conn = await pool.get()
+        try:
+            status = await conn.call(payloads[i % len(payloads)])
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            run.errors += 1
+            conn.close()
+            pool.opened -= 1
+            return
+        pool.put(conn)
+        run.latencies_ms.append((loop.time() - scheduled) * 1000)
+        if status != 200:
+            run.errors += 1
+
+    await asyncio.gather(*(one(i) for i in range(total)))
+    run.sent, run.elapsed_s = total, loop.time() - start
+    return run
+
+
+async def saturate(pool: Pool, payloads: list[bytes], concurrency: int, duration_s: float) -> Run:
+    run = Run()
+    loop = asyncio.get_running_loop()
+    end = loop.time() + duration_s
+    counter = iter(range(10**9))
+
+    async def worker() -> None:
+        conn = await pool.get()
+        while loop.time() < end:
+            sent = loop.time()
+            try:
+                status = await conn.call(payloads[next(counter) % len(payloads)])
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                run.errors += 1
+                return
+            run.latencies_ms.append((loop.time() - sent) * 1000)
+            run.errors += status != 200
+        pool.put(conn)
+
+    started = loop.time()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    run.elapsed_s = loop.time() - started
+    run.sent = len(run.latencies_ms)
+    return run
+
+
+def server_metrics(port: int, context: ssl.SSLContext) -> tuple[float, float]:
+    """(sum, count) of the server's /validate duration histogram."""
+    with socket.create_connection(("127.0.0.1", port)) as raw, context.wrap_socket(raw, server_hostname="localhost") as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    total = count = 0.0
+    for line in data.decode().splitlines():
+        if line.startswith('costwarden_webhook_request_duration_seconds_sum{endpoint="validate"}'):
+            total = float(line.split()[-1])
+        elif line.startswith('costwarden_webhook_request_duration_seconds_count{endpoint="validate"}'):
+            count = float(line.split()[-1])
+    return total, count
+
+
+def start_server(workers: int, port: int, certs: Path) -> subprocess.Popen[bytes]:
+    from costwarden.api import builtin_library_path
+
+    code = ("import sys; from costwarden.webhook.server import serve; "
+            "serve(sys.argv[1], sys.argv[2], sys.argv[3], port=int(sys.argv[4]), workers=int(sys.argv[5]), "
+            "host='127.0.0.1', log_level='warning')")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COSTWARDEN_WEBHOOK_", "PROMETHEUS_"))}
+    return subprocess.Popen([sys.executable, "-c", code, str(builtin_library_path()), str(certs / "tls.crt"),
+                             str(certs / "tls.key"), str(port), str(workers)], env=env)
+
+
+def wait_ready(port: int, context: ssl.SSLContext, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as raw, \
+                    context.wrap_socket(raw, server_hostname="localhost") as s:
+                s.sendall(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                if s.recv(64).startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("server did not become ready")
+
+
+async def measure(port: int, context: ssl.SSLContext, payloads: list[bytes], duration_s: float,
+                  rows: list[dict[str, Any]], workers: int) -> None:
+    pool = Pool(port, context)
+    await fixed_rate(pool, payloads, 100, 2.0)  # warm-up: connections, caches
+    for rate in RATES:
+        before = server_metrics(port, context)
+        run = await fixed_rate(pool, payloads, rate, duration_s)
+        after = server_metrics(port, context)
+        server_ms = (after[0] - before[0]) / max(1.0, after[1] - before[1]) * 1000
+        rows.append({"workers": workers, "load": f"{rate}/s", "requests": run.sent, "errors": run.errors,
+                     "p50": run.pct(0.50), "p95": run.pct(0.95), "p99": run.pct(0.99), "max": max(run.latencies_ms),
+                     "server_mean": server_ms, "throughput": len(run.latencies_ms) / run.elapsed_s})
+    run = await saturate(pool, payloads, 32, duration_s / 2)
+    rows.append({"workers": workers, "load": "saturation (32 conns)", "requests": run.sent, "errors": run.errors,
+                 "p50": run.pct(0.50), "p95": run.pct(0.95), "p99": run.pct(0.99), "max": max(run.latencies_ms),
+                 "server_mean": float("nan"), "throughput": run.sent / run.elapsed_s})
+    pool.close()
+    await asyncio.sleep(0.1)
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| workers | load | requests | errors | p50 ms | p95 ms | p99 ms | max ms | server mean ms | achieved req/s |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        server = "—" if r["server_mean"] != r["server_mean"] else f"{r['server_mean']:.2f}"
+        lines.append(f"| {r['workers']} | {r['load']} | {r['requests']} | {r['errors']} | {r['p50']:.2f} | "
+                     f"{r['p95']:.2f} | {r['p99']:.2f} | {r['max']:.1f} | {server} | {r['throughput']:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, nargs="*", default=[1, 2])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per fixed rate")
+    parser.add_argument("--quick", action="store_true", help="3 s per rate")
+    args = parser.parse_args()
+    duration = 3.0 if args.quick else args.duration
+
+    from costwarden.webhook.tls import generate_certs
+
+    payloads = corpus()
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        files = generate_certs("costwarden-webhook", "bench", tmp)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.load_verify_locations(str(files.ca_cert))
+        for workers in args.workers:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            server = start_server(workers, port, Path(tmp))
+            try:
+                wait_ready(port, context)
+                time.sleep(1.0 * workers)  # every worker has compiled its policies
+                asyncio.run(measure(port, context, payloads, duration, rows, workers))
+            finally:
+                server.send_signal(signal.SIGTERM)
+                server.wait(60)
+    print(f"\nWebhook, built-in library ({len(payloads)} AdmissionReviews from examples and samples), "
+          f"TLS, keep-alive, open-loop fixed rate for {duration:g} s each; latency from the scheduled send time. "
+          f"{os.cpu_count()} CPUs, Python {platform.python_version()}, load generator on the same machine.\n")
+    print(table(rows))
+    ok = all(r["p99"] < 10 and r["errors"] == 0 for r in rows if r["workers"] == 1 and r["load"] == "200/s")
+    print(f"\ntarget (p99 < 10 ms at 200/s with one worker, no errors): {'met' if ok else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()

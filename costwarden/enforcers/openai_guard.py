@@ -1,0 +1,332 @@
+"""The call-guard's OpenAI edge: an ``httpx2`` transport for the ``openai`` SDK.
+
+The ``openai`` SDK has no middleware, so the guard sits one level down, in the HTTP transport of
+the client the SDK is given (the same :class:`CallGuard` core and ledger as the Anthropic edge)::
+
+    client = openai.OpenAI(http_client=openai_http_client(guard))        # or:
+    client = guard_openai(openai.OpenAI(), guard)                        # AsyncOpenAI too
+    with attribution(feature="search", user="u-123"):
+        client.chat.completions.create(...)
+
+Guarded: ``POST …/chat/completions`` and ``POST …/responses`` (plain and streamed); other requests
+pass through. ``provider=`` names an OpenAI-compatible API (``"x-ai"``, ``"groq"``...) for pricing.
+
+* Retries: the SDK's retry loop calls the transport once per attempt in the same thread or task;
+  ``x-stainless-retry-count`` > 0 and the same method, URL and body mark a retry of the call.
+* A streamed Chat Completions request without ``stream_options.include_usage`` is rewritten to ask
+  for it, because a stream without usage cannot be billed (other gateways record such calls at
+  $0). The extra usage-only chunk (``choices: []``) is then removed from what the application reads,
+  so code that indexes ``chunk.choices[0]`` keeps working; such requests are sent with
+  ``Accept-Encoding: identity`` so the events can be filtered. The event lists the rewrite.
+* A rewritten body is re-serialised as compact JSON with a new ``Content-Length``.
+* Streams are priced as the application reads them, from the usage chunk (Chat Completions) or
+  ``response.completed`` / ``response.incomplete`` / ``response.failed`` (Responses). A stream that
+  ends before its usage is charged the estimated input plus the output its deltas show.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from functools import partial
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import httpx2
+
+from costwarden.adapters import openai as adapter
+from costwarden.enforcers.attempt import (
+    charge_json_body,
+    end_reason,
+    request_was_sent,
+    should_retry_status,
+)
+from costwarden.enforcers.bodytap import AsyncTappedStream, BodyTap, TappedStream
+from costwarden.enforcers.guarded_call import GuardedCall, ProviderEdge
+from costwarden.engine.subjects import TokenUsage
+from costwarden.errors import AdapterError
+
+if TYPE_CHECKING:
+    from costwarden.enforcers.callguard import CallGuard
+
+CHARS_PER_TOKEN = 4
+INCLUDE_USAGE = "add stream_options.include_usage"
+_FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+_DELTA_EVENTS = frozenset({"response.output_text.delta", "response.function_call_arguments.delta",
+                           "response.reasoning_summary_text.delta", "response.refusal.delta"})
+
+
+def edge(provider: str = adapter.PROVIDER) -> ProviderEdge:
+    """The provider edge for ``provider`` (an OpenAI-compatible API priced as that provider)."""
+    return ProviderEdge(provider, partial(adapter.subject_from_request, provider=provider), adapter.usage_from_response)
+
+
+OPENAI = edge()
+
+
+def is_guarded(method: str, url: str) -> bool:
+    path = urlsplit(url).path.rstrip("/")
+    return method.upper() == "POST" and (path.endswith("/chat/completions") or path.endswith("/responses"))
+
+
+class GuardedTransport(httpx2.BaseTransport):
+    """An ``httpx2`` transport that guards LLM calls, then hands them to ``transport``."""
+
+    def __init__(self, guard: CallGuard, transport: httpx2.BaseTransport | None = None, *,
+                 provider: str = adapter.PROVIDER, max_retries: int | None = None) -> None:
+        self.guard = guard
+        self.edge = OPENAI if provider == adapter.PROVIDER else edge(provider)
+        self.max_retries = guard.max_retries if max_retries is None else max_retries
+        self._inner = transport if transport is not None else httpx2.HTTPTransport()
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        plan = _plan(self.guard, self.edge, request) if is_guarded(request.method, str(request.url)) else None
+        if plan is None:
+            return self._inner.handle_request(request)
+        call, outgoing, attempt, injected = plan
+        try:
+            response = self._inner.handle_request(outgoing)
+        except BaseException as exc:
+            _failed(call, attempt, exc, self.max_retries)
+            raise
+        return _after(call, attempt, response, TappedStream, injected, self.max_retries)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class AsyncGuardedTransport(httpx2.AsyncBaseTransport):
+    """The async twin of :class:`GuardedTransport`; only the HTTP attempt is awaited."""
+
+    def __init__(self, guard: CallGuard, transport: httpx2.AsyncBaseTransport | None = None, *,
+                 provider: str = adapter.PROVIDER, max_retries: int | None = None) -> None:
+        self.guard = guard
+        self.edge = OPENAI if provider == adapter.PROVIDER else edge(provider)
+        self.max_retries = guard.max_retries if max_retries is None else max_retries
+        self._inner = transport if transport is not None else httpx2.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        plan = _plan(self.guard, self.edge, request) if is_guarded(request.method, str(request.url)) else None
+        if plan is None:
+            return await self._inner.handle_async_request(request)
+        call, outgoing, attempt, injected = plan
+        try:
+            response = await self._inner.handle_async_request(outgoing)
+        except BaseException as exc:
+            _failed(call, attempt, exc, self.max_retries)
+            raise
+        return _after(call, attempt, response, AsyncTappedStream, injected, self.max_retries)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def openai_http_client(
+    guard: CallGuard, *, provider: str = adapter.PROVIDER, max_retries: int | None = None, **kwargs: Any
+) -> httpx2.Client:
+    """An ``httpx2.Client`` with the SDK's defaults whose transport is guarded, for ``OpenAI(http_client=...)``.
+
+    ``max_retries`` is the client's (default: the guard's, which is the SDK default of 2), so the
+    hold of a call the SDK stops retrying is released at once.
+    """
+    from openai import DefaultHttpxClient
+
+    transport = GuardedTransport(guard, provider=provider, max_retries=max_retries)
+    return DefaultHttpxClient(transport=transport, **kwargs)
+
+
+def openai_async_http_client(
+    guard: CallGuard, *, provider: str = adapter.PROVIDER, max_retries: int | None = None, **kwargs: Any
+) -> httpx2.AsyncClient:
+    """The async twin of :func:`openai_http_client`, for ``AsyncOpenAI(http_client=...)``."""
+    from openai import DefaultAsyncHttpxClient
+
+    transport = AsyncGuardedTransport(guard, provider=provider, max_retries=max_retries)
+    return DefaultAsyncHttpxClient(transport=transport, **kwargs)
+
+
+def guard_openai(client: Any, guard: CallGuard, *, provider: str = adapter.PROVIDER) -> Any:
+    """A copy of an ``OpenAI`` or ``AsyncOpenAI`` client (same key, base URL, retries) whose calls
+    are guarded. The copy owns a new HTTP client; close it when done."""
+    from openai import AsyncOpenAI
+
+    retries = client.max_retries
+    if isinstance(client, AsyncOpenAI):
+        return client.with_options(http_client=openai_async_http_client(guard, provider=provider, max_retries=retries))
+    return client.with_options(http_client=openai_http_client(guard, provider=provider, max_retries=retries))
+
+
+def _plan(
+    guard: CallGuard, edge: ProviderEdge, request: httpx2.Request
+) -> tuple[GuardedCall, httpx2.Request, int, bool] | None:
+    raw = request.read()
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise AdapterError(f"OpenAI request body is not JSON ({exc}); the call-guard cannot judge it") from None
+    if not isinstance(body, Mapping):
+        return None
+    attempt = _attempt(request)
+    key = hashlib.blake2b(request.method.encode() + str(request.url).encode() + raw, digest_size=16).hexdigest()
+    sent, injected = _with_include_usage(body)
+    call = guard.begin(edge, sent, key=key, attempt=attempt, rewrites=(INCLUDE_USAGE,) if injected else ())
+    if call.body is body:
+        return call, request, attempt, injected
+    return call, _rebuilt(request, call.body, identity=injected), attempt, injected
+
+
+def _attempt(request: httpx2.Request) -> int:
+    try:
+        return int(request.headers.get("x-stainless-retry-count") or 0)
+    except ValueError:
+        return 0
+
+
+def _with_include_usage(body: Mapping[str, Any]) -> tuple[Mapping[str, Any], bool]:
+    if body.get("stream") is not True or adapter.api_of(body) != "chat.completions":
+        return body, False
+    options = body.get("stream_options")
+    if isinstance(options, Mapping) and options.get("include_usage") is True:
+        return body, False
+    merged = {**(options if isinstance(options, Mapping) else {}), "include_usage": True}
+    return {**body, "stream_options": merged}, True
+
+
+def _rebuilt(request: httpx2.Request, body: Mapping[str, Any], *, identity: bool) -> httpx2.Request:
+    content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    drop = {"content-length", "accept-encoding"} if identity else {"content-length"}
+    headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() not in drop]
+    if identity:
+        headers.append(("accept-encoding", "identity"))
+    return httpx2.Request(request.method, request.url, headers=headers, content=content, extensions=request.extensions)
+
+
+def _failed(call: GuardedCall, attempt: int, exc: BaseException, max_retries: int) -> None:
+    # The openai SDK retries every exception of a send (connection errors and timeouts alike).
+    call.failed(exc, sent=request_was_sent(exc), final=attempt >= max_retries)
+
+
+def _after(
+    call: GuardedCall,
+    attempt: int,
+    response: httpx2.Response,
+    stream_cls: type[Any],
+    injected: bool,
+    max_retries: int,
+) -> httpx2.Response:
+    call.status_code = response.status_code
+    if not 200 <= response.status_code < 300:
+        retry = should_retry_status(response.status_code, response.headers.get("x-should-retry"))
+        call.error_status(response.status_code, final=not retry or attempt >= max_retries)
+        return response
+    sse = "text/event-stream" in response.headers.get("content-type", "")
+    observer = OpenAIStream(drop_usage_chunk=injected) if sse else None
+    tap = BodyTap(
+        sse=sse,
+        content_encoding=response.headers.get("content-encoding"),
+        observer=observer,
+        on_end=partial(_stream_end, call, observer),
+        filtering=injected,
+    )
+    response.stream = stream_cls(response.stream, tap)
+    return response
+
+
+def _completion(data: Mapping[str, Any]) -> Any:
+    return data.get("choices", data.get("output"))
+
+
+class OpenAIStream:
+    """Reads usage and the served model from Chat Completions chunks or Responses events."""
+
+    __slots__ = ("kept", "model", "finished", "output_chars", "drop_usage_chunk")
+
+    def __init__(self, *, drop_usage_chunk: bool = False) -> None:
+        self.kept: list[Mapping[str, Any]] = []
+        self.model: str | None = None
+        self.finished = False
+        self.output_chars = 0
+        self.drop_usage_chunk = drop_usage_chunk
+
+    def on_event(self, data: str) -> bool:
+        if data == "[DONE]":
+            return True
+        event = json.loads(data)
+        if not isinstance(event, Mapping):
+            return True
+        kind = event.get("type")
+        if kind is None:
+            return self._chat_chunk(event)
+        if kind in _FINAL_EVENTS:
+            self.kept.append(event)
+            self.finished = True
+            response = event.get("response")
+            if isinstance(response, Mapping) and isinstance(response.get("model"), str):
+                self.model = response["model"]
+        elif kind in _DELTA_EVENTS and isinstance(event.get("delta"), str):
+            self.output_chars += len(event["delta"])
+        return True
+
+    def _chat_chunk(self, chunk: Mapping[str, Any]) -> bool:
+        if isinstance(chunk.get("model"), str):
+            self.model = chunk["model"]
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            delta = choice.get("delta") if isinstance(choice, Mapping) else None
+            if isinstance(delta, Mapping):
+                self.output_chars += len(delta.get("content") or "") + sum(
+                    len(str((c.get("function") or {}).get("arguments") or ""))
+                    for c in delta.get("tool_calls") or () if isinstance(c, Mapping)
+                )
+        if isinstance(chunk.get("usage"), Mapping):
+            self.kept.append(chunk)
+            self.finished = True
+            return not (self.drop_usage_chunk and not choices)
+        return True
+
+    def output_estimate(self) -> int:
+        return -(-self.output_chars // CHARS_PER_TOKEN)
+
+    def usage(self) -> TokenUsage | None:
+        if not self.kept:
+            return None
+        try:
+            return adapter.usage_from_chunks(self.kept)
+        except AdapterError:
+            return None
+
+
+def _stream_end(
+    call: GuardedCall, observer: OpenAIStream | None, tap: BodyTap, complete: bool, error: BaseException | None
+) -> None:
+    if tap.undecodable or tap.truncated:
+        call.charge_estimate(error="response body could not be read for usage")
+        return
+    if observer is None:
+        if complete:
+            charge_json_body(call, bytes(tap.body), adapter.usage_from_response, _completion)
+        else:
+            call.charge_estimate(error="response body closed before its end")
+        return
+    usage = observer.usage()
+    if usage is None:
+        call.complete(call.estimated_usage(observer.output_estimate()), served_model=observer.model,
+                      source="estimate", outcome="partial",
+                      error=f"stream ended before its usage ({end_reason(complete, error)})")
+        return
+    call.complete(usage, served_model=observer.model, source="stream")
+
+
+__all__ = [
+    "INCLUDE_USAGE",
+    "OPENAI",
+    "AsyncGuardedTransport",
+    "GuardedTransport",
+    "OpenAIStream",
+    "edge",
+    "guard_openai",
+    "is_guarded",
+    "openai_async_http_client",
+    "openai_http_client",
+]

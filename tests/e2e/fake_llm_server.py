@@ -1,0 +1,484 @@
+"""A local HTTP server that speaks enough of the Anthropic and OpenAI APIs for the real SDKs.
+
+Runs on 127.0.0.1 on an ephemeral port, in a daemon thread, one thread per connection::
+
+    with FakeLlmServer() as server:
+        client = anthropic.Anthropic(base_url=server.url, api_key="test")
+
+Endpoints: ``POST /v1/messages`` (JSON, or SSE shaped like the recorded streams in
+``shared/corpora/llm-requests/anthropic/sse`` when ``stream`` is true), ``POST /v1/messages/batches``,
+``POST /v1/chat/completions`` (JSON, or SSE chunks with the usage chunk last when
+``stream_options.include_usage``), ``POST /v1/responses`` (JSON or SSE events).
+
+Every request is recorded (``server.requests``) so a test can assert that none was made. Control:
+
+* ``server.fail_next(529, 500)`` — the next requests answer these statuses (with ``retry-after-ms: 1``);
+* request headers ``x-fake-usage`` (JSON usage counts to return), ``x-fake-model`` (served model),
+  ``x-fake-truncate`` (N: a stream stops after N events and the connection drops without ending
+  the chunked body), ``x-fake-delay-ms`` (sleep before answering), ``x-fake-event-delay-ms`` (sleep
+  between stream events);
+* ``server.usage`` — the default usage (``input_tokens`` etc.); output defaults to
+  ``min(max_tokens, 10)``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+class FakeLlmServer:
+    """See the module docstring."""
+
+    def __init__(self) -> None:
+        self.requests: list[Recorded] = []
+        self.usage: dict[str, int] = {"input_tokens": 42}
+        self._failures: deque[int] = deque()
+        self._lock = threading.Lock()
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.daemon_threads = True
+        self._server.fake = self  # type: ignore[attr-defined]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-llm", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> FakeLlmServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+    def __enter__(self) -> FakeLlmServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def fail_next(self, *statuses: int) -> None:
+        with self._lock:
+            self._failures.extend(statuses)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            self._failures.clear()
+
+    def posts(self, suffix: str = "") -> list[Recorded]:
+        with self._lock:
+            return [r for r in self.requests if r.method == "POST" and r.path.split("?")[0].endswith(suffix)]
+
+    def _record(self, recorded: Recorded) -> int | None:
+        with self._lock:
+            self.requests.append(recorded)
+            return self._failures.popleft() if self._failures else None
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients closing streams early reset connections; that is what the tests do
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: Any
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def do_GET(self) -> None:
+        self.server.fake._record(Recorded("GET", self.path, dict(self.headers), None))
+        self._json(404, {"type": "error", "error": {"type": "not_found_error", "message": self.path}})
+
+    def do_POST(self) -> None:
+        fake: FakeLlmServer = self.server.fake
+        length = int(self.headers.get("content-length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        failure = fake._record(Recorded("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+        delay = self.headers.get("x-fake-delay-ms")
+        if delay:
+            time.sleep(int(delay) / 1000)
+        if failure is not None:
+            self._json(failure, {"type": "error", "error": {"type": "overloaded_error", "message": "try again"}},
+                       {"retry-after-ms": "1"})
+            return
+        path = self.path.split("?")[0]
+        routes = {
+            "/v1/messages": self._messages,
+            "/v1/messages/batches": self._batches,
+            "/v1/chat/completions": self._chat,
+            "/v1/responses": self._responses,
+        }
+        handler = routes.get(path)
+        if handler is None or not isinstance(body, dict):
+            self._json(404, {"type": "error", "error": {"type": "not_found_error", "message": path}})
+            return
+        handler(body)
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    def _usage(self, body: dict[str, Any], cap_key: str) -> dict[str, int]:
+        usage = dict(self.server.fake.usage)
+        extra = self.headers.get("x-fake-usage")
+        if extra:
+            usage.update(json.loads(extra))
+        cap = body.get(cap_key) or body.get("max_completion_tokens") or body.get("max_output_tokens") or 10
+        usage.setdefault("output_tokens", min(int(cap), 10))
+        return usage
+
+    def _model(self, body: dict[str, Any]) -> str:
+        return self.headers.get("x-fake-model") or str(body.get("model"))
+
+    def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.send_header("request-id", f"req_{uuid.uuid4().hex[:12]}")
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _sse(self, events: list[tuple[str | None, Any]]) -> None:
+        """Chunked SSE; with ``x-fake-truncate: N`` the connection drops after N events."""
+        truncate = self.headers.get("x-fake-truncate")
+        limit = int(truncate) if truncate else None
+        pause = int(self.headers.get("x-fake-event-delay-ms") or 0) / 1000
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream; charset=utf-8")
+        self.send_header("transfer-encoding", "chunked")
+        self.send_header("cache-control", "no-cache")
+        self.end_headers()
+        for index, (name, data) in enumerate(events):
+            if limit is not None and index >= limit:
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            if pause and index:
+                time.sleep(pause)
+            text = data if isinstance(data, str) else json.dumps(data)
+            frame = (f"event: {name}\n" if name else "") + f"data: {text}\n\n"
+            self._chunk(frame.encode())
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+    # --- Anthropic ------------------------------------------------------------------------------
+
+    def _messages(self, body: dict[str, Any]) -> None:
+        usage = self._usage(body, "max_tokens")
+        model = self._model(body)
+        full = {
+            "input_tokens": usage.get("input_tokens", 0),
+            "output_tokens": usage["output_tokens"],
+            "cache_creation_input_tokens": usage.get("cache_creation_input_tokens", 0),
+            "cache_read_input_tokens": usage.get("cache_read_input_tokens", 0),
+        }
+        msg_id = f"msg_{uuid.uuid4().hex[:20]}"
+        text = _text(usage["output_tokens"])
+        if not body.get("stream"):
+            self._json(200, {
+                "id": msg_id, "type": "message", "role": "assistant", "model": model,
+                "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
+                "stop_sequence": None, "usage": full,
+            })
+            return
+        start_usage = {**full, "output_tokens": 1}
+        events: list[tuple[str | None, Any]] = [
+            ("message_start", {"type": "message_start", "message": {
+                "id": msg_id, "type": "message", "role": "assistant", "content": [], "model": model,
+                "stop_reason": None, "stop_sequence": None, "usage": start_usage}}),
+            ("content_block_start", {"type": "content_block_start", "index": 0,
+                                     "content_block": {"type": "text", "text": ""}}),
+            ("ping", {"type": "ping"}),
+        ]
+        events += [("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                            "delta": {"type": "text_delta", "text": piece}}) for piece in _pieces(text)]
+        events += [
+            ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                               "usage": {"output_tokens": usage["output_tokens"]}}),
+            ("message_stop", {"type": "message_stop"}),
+        ]
+        self._sse(events)
+
+    def _batches(self, body: dict[str, Any]) -> None:
+        count = len(body.get("requests") or [])
+        self._json(200, {
+            "id": f"msgbatch_{uuid.uuid4().hex[:20]}", "type": "message_batch", "processing_status": "in_progress",
+            "request_counts": {"processing": count, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0},
+            "ended_at": None, "created_at": "2026-11-30T15:00:00Z", "expires_at": "2026-12-01T15:00:00Z",
+            "archived_at": None, "cancel_initiated_at": None, "results_url": None,
+        })
+
+    # --- OpenAI ---------------------------------------------------------------------------------
+
+    def _openai_usage(self, body: dict[str, Any], responses: bool) -> tuple[dict[str, Any], int]:
+        usage = self._usage(body, "max_tokens")
+        cached = usage.get("cached_tokens", 0)
+        prompt = usage.get("input_tokens", 0) + cached
+        output = usage["output_tokens"]
+        if responses:
+            return {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": cached},
+                    "output_tokens": output, "output_tokens_details": {"reasoning_tokens": 0},
+                    "total_tokens": prompt + output}, output
+        return {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output,
+                "prompt_tokens_details": {"cached_tokens": cached}}, output
+
+    def _chat(self, body: dict[str, Any]) -> None:
+        usage, output = self._openai_usage(body, responses=False)
+        model = self._model(body)
+        base = {"id": f"chatcmpl-{uuid.uuid4().hex[:20]}", "created": int(time.time()), "model": model}
+        text = _text(output)
+        if not body.get("stream"):
+            self._json(200, {**base, "object": "chat.completion", "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "usage": usage})
+            return
+        with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        extra = {"usage": None} if with_usage else {}
+        chunk = {**base, "object": "chat.completion.chunk"}
+        events: list[tuple[str | None, Any]] = [
+            (None, {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                          "finish_reason": None}], **extra})]
+        events += [(None, {**chunk, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
+                           **extra}) for piece in _pieces(text)]
+        events.append((None, {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], **extra}))
+        if with_usage:
+            events.append((None, {**chunk, "choices": [], "usage": usage}))
+        events.append((None, "[DONE]"))
+        self._sse(events)
+
+    def _responses(self, body: dict[str, Any]) -> None:
+        usage, output = self._openai_usage(body, responses=True)
+        model = self._model(body)
+        text = _text(output)
+        resp_id = f"resp_{uuid.uuid4().hex[:20]}"
+        base = {"id": resp_id, "object": "response", "created_at": int(time.time()), "model": model,
+                "parallel_tool_calls": True, "tool_choice": "auto", "tools": [], "error": None,
+                "incomplete_details": None, "instructions": body.get("instructions"), "metadata": {},
+                "temperature": 1.0, "top_p": 1.0}
+        message = {"type": "message", "id": f"msg_{uuid.uuid4().hex[:12]}", "status": "completed",
+                   "role": "assistant", "content": [{"type": "output_text", "text": text, "annotations": []}]}
+        done = {**base, "status": "completed", "output": [message], "usage": usage}
+        if not body.get("stream"):
+            self._json(200, done)
+            return
+        events: list[tuple[str | None, Any]] = [
+            ("response.created", {"type": "response.created", "sequence_number": 0,
+                                  "response": {**base, "status": "in_progress", "output": [], "usage": None}})]
+        for index, piece in enumerate(_pieces(text), 1):
+            events.append(("response.output_text.delta", {
+                "type": "response.output_text.delta", "sequence_number": index, "item_id": message["id"],
+                "output_index": 0, "content_index": 0, "delta": piece, "logprobs": []}))
+        events.append(("response.completed", {"type": "response.completed", "sequence_number": len(events),
+                                              "response": done}))
+        self._sse(events)
+
+
+def _text(output_tokens: int) -> str:
+    return " ".join(["word"] * max(output_tokens, 1))
+
+
+def _pieces(text: str) -> list[str]:
+    words = text.split(" ")
+    return [w if i == 0 else " " + w for i, w in enumerate(words)]
+
+
+
+
+
+# --- what the call-guard tests share --------------------------------------------------------------
+
+
+class ListSink:
+    """Keeps every cost event in memory (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        self._lock = threading.Lock()
+
+    def emit(self, event: Any) -> None:
+        with self._lock:
+            self.events.append(event)
+
+    def close(self) -> None:
+        pass
+
+
+class CountingLedger:
+    """Wraps a ledger and counts reserve / settle / release calls per reservation id."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls: list[tuple[str, str, Any]] = []
+
+    def spent(self, keys: Any, *, now: Any) -> Any:
+        return self.inner.spent(keys, now=now)
+
+    def reserve(self, reservation_id: str, holds: Any, *, ttl_s: float, now: Any) -> Any:
+        self.calls.append(("reserve", reservation_id, tuple(holds)))
+        return self.inner.reserve(reservation_id, holds, ttl_s=ttl_s, now=now)
+
+    def settle(self, reservation_id: str, cost_usd: float, *, now: Any) -> Any:
+        self.calls.append(("settle", reservation_id, cost_usd))
+        return self.inner.settle(reservation_id, cost_usd, now=now)
+
+    def release(self, reservation_id: str, *, now: Any) -> None:
+        self.calls.append(("release", reservation_id, None))
+        self.inner.release(reservation_id, now=now)
+
+    def count(self, op: str) -> int:
+        return sum(1 for name, _, _ in self.calls if name == op)
+
+
+def compile_policies(text: str) -> Any:
+    """Inline policy YAML compiled with the real genai-prices pricer."""
+    from costwarden.adapters.pricing import GenaiPricer
+    from costwarden.engine.compile import compile_documents
+    from costwarden.engine.loader import load_text
+
+    result = load_text(text, file="inline.yaml")
+    return compile_documents(result.documents, pricer=GenaiPricer(), diagnostics=result.diagnostics)
+
+
+def budget_policy(limit_usd: float, *, name: str = "user-budget", per: str = "user", window: str = "day") -> str:
+    return f"""
+apiVersion: costwarden.dev/v1
+kind: Policy
+metadata: {{name: {name}}}
+spec:
+  subject: llm_call
+  enforcement: {{default: deny}}
+  onError: deny
+  rules:
+    - name: cap
+      budget: {{per: [{per}], limitUsd: {limit_usd}, window: {window}}}
+"""
+
+
+LOAD_PROMPT = "Summarise the following paragraph in one line. " * 8
+"""~100 estimated input tokens: more than the 42 the fake server bills, so a call never costs more
+than it reserved and the concurrency proof can hold the total under the limit exactly."""
+
+
+@dataclass
+class LoadResult:
+    admitted: int = 0
+    denied: int = 0
+    failed: int = 0
+    ledger_total: float = 0.0
+    """The proof budget's spend as this worker's ledger saw it at its end (the only view of memory://)."""
+
+
+def run_load(
+    server_url: str, ledger_url: str, events_path: str, policy_text: str, threads: int, calls: int, provider: str
+) -> LoadResult:
+    """Guarded calls from ``threads`` threads through the real SDK (a worker process of the proof)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from costwarden.adapters.events.jsonl import JsonlSink
+    from costwarden.adapters.ledger import open_ledger
+    from costwarden.enforcers.callguard import CallGuard, attribution
+    from costwarden.errors import BudgetExceeded
+
+    ledger = open_ledger(ledger_url)
+    sink = JsonlSink(events_path)
+    guard = CallGuard(compile_policies(policy_text), ledger=ledger, sinks=[sink])
+    client = _load_client(provider, server_url, guard)
+    result = LoadResult()
+    lock = threading.Lock()
+
+    def one() -> None:
+        for _ in range(calls):
+            try:
+                with attribution(user="load", feature="proof"):
+                    _load_call(provider, client)
+                outcome = "admitted"
+            except BudgetExceeded:
+                outcome = "denied"
+            except Exception:
+                outcome = "failed"
+            with lock:
+                setattr(result, outcome, getattr(result, outcome) + 1)
+
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            for future in [pool.submit(one) for _ in range(threads)]:
+                future.result()
+        result.ledger_total = proof_total(ledger)
+    finally:
+        client.close()
+        guard.close()
+        ledger.close()
+    return result
+
+
+def proof_total(ledger: Any) -> float:
+    """Today's spend of user ``load`` under the ``proof-budget`` policy."""
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    return float(ledger.spent([f"budget:proof-budget/cap:user=load:{now:%Y-%m-%d}"], now=now)[0])
+
+
+def _load_client(provider: str, server_url: str, guard: Any) -> Any:
+    if provider == "anthropic":
+        import anthropic
+
+        return anthropic.Anthropic(base_url=server_url, api_key="test", middleware=[guard], max_retries=0)
+    import openai
+
+    from costwarden.enforcers.openai_guard import openai_http_client
+
+    return openai.OpenAI(base_url=server_url + "/v1", api_key="test", max_retries=0,
+                         http_client=openai_http_client(guard))
+
+
+def _load_call(provider: str, client: Any) -> None:
+    messages = [{"role": "user", "content": LOAD_PROMPT}]
+    if provider == "anthropic":
+        client.messages.create(model="claude-haiku-4-5", max_tokens=50, messages=messages)
+    else:
+        client.chat.completions.create(model="gpt-4.1-mini", max_tokens=50, messages=messages)
+
+
+__all__ = [
+    "LOAD_PROMPT",
+    "CountingLedger",
+    "FakeLlmServer",
+    "ListSink",
+    "LoadResult",
+    "Recorded",
+    "budget_policy",
+    "compile_policies",
+    "proof_total",
+    "run_load",
+]

@@ -1,0 +1,261 @@
+"""The call-guard as an ``httpx2`` transport under the real ``openai`` SDK, against a local API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+openai = pytest.importorskip("openai")
+
+from fake_llm_server import (  # noqa: E402
+    CountingLedger,
+    FakeLlmServer,
+    ListSink,
+    budget_policy,
+    compile_policies,
+    proof_total,
+    run_load,
+)
+
+from costwarden.adapters.events.jsonl import read_events  # noqa: E402
+from costwarden.adapters.ledger import open_ledger  # noqa: E402
+from costwarden.adapters.ledger.memory import MemoryLedger  # noqa: E402
+from costwarden.adapters.openai import subject_from_request  # noqa: E402
+from costwarden.adapters.pricing import GenaiPricer  # noqa: E402
+from costwarden.enforcers.callguard import CallGuard, attribution  # noqa: E402
+from costwarden.enforcers.openai_guard import INCLUDE_USAGE, guard_openai, openai_http_client  # noqa: E402
+from costwarden.engine.subjects import TokenUsage  # noqa: E402
+from costwarden.errors import PolicyViolation  # noqa: E402
+
+HI = [{"role": "user", "content": "Hello there"}]
+PRICER = GenaiPricer()
+NO_COMPLEX = """
+apiVersion: costwarden.dev/v1
+kind: Policy
+metadata: {name: no-complex}
+spec:
+  subject: llm_call
+  enforcement: {default: deny}
+  rules:
+    - name: standard-or-below
+      allowedModels: {default: ["tier:standard", "tier:simple"], onViolation: deny}
+"""
+
+
+def cost(model: str, **usage: int) -> float:
+    return PRICER.cost("openai", model, TokenUsage(**usage))
+
+
+def user_spent(ledger: Any, user: str) -> float:
+    now = datetime.now(UTC)
+    return float(ledger.spent([f"budget:user-budget/cap:user={user}:{now:%Y-%m-%d}"], now=now)[0])
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeLlmServer]:
+    with FakeLlmServer() as srv:
+        yield srv
+
+
+@pytest.fixture(autouse=True)
+def _fresh(server: FakeLlmServer) -> None:
+    server.reset()
+    server.usage = {"input_tokens": 42}
+
+
+@pytest.fixture
+def sink() -> ListSink:
+    return ListSink()
+
+
+@pytest.fixture
+def ledger() -> CountingLedger:
+    return CountingLedger(MemoryLedger())
+
+
+@pytest.fixture
+def guard(ledger: CountingLedger, sink: ListSink) -> CallGuard:
+    return CallGuard(compile_policies(budget_policy(5.0) + "---" + NO_COMPLEX), ledger=ledger, sinks=[sink])
+
+
+def connect(server: FakeLlmServer, guard: CallGuard, **options: Any) -> Any:
+    retries = options.pop("max_retries", 2)
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="test", max_retries=retries,
+                         http_client=openai_http_client(guard, max_retries=retries), **options)
+
+
+@pytest.fixture
+def client(server: FakeLlmServer, guard: CallGuard) -> Iterator[Any]:
+    with connect(server, guard) as c:
+        yield c
+
+
+def test_denied_call_sends_nothing(client: Any, server: FakeLlmServer, sink: ListSink) -> None:
+    with attribution(user="u-1"), pytest.raises(PolicyViolation) as caught:
+        client.chat.completions.create(model="o3", max_tokens=64, messages=HI)
+    assert server.posts() == []
+    assert caught.value.decision.blocking[0].policy == "no-complex"
+    assert [e.outcome for e in sink.events] == ["denied"]
+
+
+def test_builtin_library_rewrites_reach_the_server(server: FakeLlmServer, builtin_policies: Any) -> None:
+    sink = ListSink()
+    guard = CallGuard(builtin_policies, ledger=MemoryLedger(), sinks=[sink])
+    with connect(server, guard) as client, attribution(feature="classify", user="u-2"):
+        client.chat.completions.create(model="gpt-4.1", max_tokens=8192, messages=HI)
+    sent = server.posts("/v1/chat/completions")[-1].body
+    assert (sent["model"], sent["max_tokens"]) == ("gpt-4.1-mini", 256)
+    (event,) = sink.events
+    assert set(event.rewrites) == {"downgrade model to gpt-4.1-mini", "clamp max_tokens to 256"}
+
+
+def test_settles_the_genai_prices_cost_with_cached_tokens(
+    client: Any, server: FakeLlmServer, ledger: CountingLedger, sink: ListSink
+) -> None:
+    from genai_prices import Usage, calc_price
+
+    with attribution(user="u-3"):
+        client.chat.completions.create(model="gpt-4.1-mini", max_tokens=64, messages=HI, extra_headers={
+            "x-fake-usage": json.dumps({"input_tokens": 200, "cached_tokens": 1800, "output_tokens": 40})})
+    expected = float(calc_price(Usage(input_tokens=2000, output_tokens=40, cache_read_tokens=1800),
+                                model_ref="gpt-4.1-mini", provider_id="openai").total_price)
+    (event,) = sink.events
+    assert (event.input_tokens, event.cache_read_tokens, event.output_tokens) == (200, 1800, 40)
+    assert event.cost_usd == pytest.approx(expected, rel=1e-9)
+    assert user_spent(ledger, "u-3") == pytest.approx(expected, abs=1e-6)
+
+
+def test_streams_get_include_usage_and_the_extra_chunk_is_hidden(
+    client: Any, server: FakeLlmServer, sink: ListSink
+) -> None:
+    with attribution(user="u-4"):
+        chunks = list(client.chat.completions.create(model="gpt-4.1-mini", max_tokens=64, messages=HI, stream=True))
+        own = list(client.chat.completions.create(model="gpt-4.1-mini", max_tokens=64, messages=HI, stream=True,
+                                                  stream_options={"include_usage": True}))
+    first, second = server.posts("/v1/chat/completions")
+    assert first.body["stream_options"] == {"include_usage": True}
+    assert first.headers["accept-encoding"] == "identity"
+    assert all(chunk.choices for chunk in chunks)  # the usage-only chunk did not reach the caller
+    assert own[-1].choices == [] and own[-1].usage is not None  # the caller asked for it: kept
+    assert second.body["stream_options"] == {"include_usage": True}
+    expected = cost("gpt-4.1-mini", input_tokens=42, output_tokens=10)
+    assert [(e.usage_source, e.cost_usd) for e in sink.events] == [("stream", pytest.approx(expected))] * 2
+    assert sink.events[0].rewrites == (INCLUDE_USAGE,) and sink.events[1].rewrites == ()
+
+
+def test_responses_api_plain_and_streamed(client: Any, sink: ListSink, ledger: CountingLedger) -> None:
+    with attribution(user="u-5"):
+        client.responses.create(model="gpt-4.1-mini", input="Hello there", max_output_tokens=64)
+        list(client.responses.create(model="gpt-4.1-mini", input="Hello there", max_output_tokens=64, stream=True))
+    expected = cost("gpt-4.1-mini", input_tokens=42, output_tokens=10)
+    assert [(e.api, e.usage_source) for e in sink.events] == [("responses", "response"), ("responses", "stream")]
+    assert [e.cost_usd for e in sink.events] == [pytest.approx(expected)] * 2
+    assert user_spent(ledger, "u-5") == pytest.approx(2 * expected, abs=2e-6)
+
+
+def test_retries_reserve_once(client: Any, server: FakeLlmServer, ledger: CountingLedger, sink: ListSink) -> None:
+    server.fail_next(500, 429)
+    with attribution(user="u-6"):
+        client.chat.completions.create(model="gpt-4.1-mini", max_tokens=64, messages=HI)
+    assert len(server.posts()) == 3
+    assert (ledger.count("reserve"), ledger.count("settle"), ledger.count("release")) == (1, 1, 0)
+    assert [e.outcome for e in sink.events] == ["ok"]
+
+
+def test_exhausted_retries_release(client: Any, server: FakeLlmServer, ledger: CountingLedger,
+                                   sink: ListSink) -> None:
+    server.fail_next(500, 500, 500)
+    with attribution(user="u-7"), pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(model="gpt-4.1-mini", max_tokens=64, messages=HI)
+    assert (ledger.count("reserve"), ledger.count("release")) == (1, 1)
+    assert [(e.outcome, e.cost_usd) for e in sink.events] == [("error", 0.0)]
+
+
+def test_timeout_after_send_is_charged_the_input(server: FakeLlmServer, guard: CallGuard, sink: ListSink) -> None:
+    body = {"model": "gpt-4.1-mini", "max_tokens": 64, "messages": HI}
+    with connect(server, guard, max_retries=1, timeout=0.3) as client, attribution(user="u-8"), pytest.raises(
+        openai.APITimeoutError
+    ):
+        client.chat.completions.create(**body, extra_headers={"x-fake-delay-ms": "1500"})
+    (event,) = sink.events
+    per_attempt = guard.estimate(subject_from_request(body), output=False) or 0.0
+    assert event.outcome == "error" and event.cost_usd == pytest.approx(2 * per_attempt)  # two attempts were sent
+
+
+def test_stream_closed_early_is_charged_what_it_used(client: Any, sink: ListSink, guard: CallGuard) -> None:
+    with attribution(user="u-9"):
+        stream = client.chat.completions.create(model="gpt-4.1-mini", max_tokens=64, messages=HI, stream=True,
+                                                extra_headers={"x-fake-event-delay-ms": "30"})
+        next(iter(stream))
+        next(iter(stream))
+        stream.close()
+    (event,) = sink.events
+    body = {"model": "gpt-4.1-mini", "max_tokens": 64, "messages": HI}
+    assert event.outcome == "partial" and event.usage_source == "estimate"
+    assert event.cost_usd >= (guard.estimate(subject_from_request(body), output=False) or 0.0) > 0
+
+
+def test_async_client_through_guard_openai(server: FakeLlmServer, guard: CallGuard, sink: ListSink,
+                                           ledger: CountingLedger) -> None:
+    async def main() -> None:
+        base = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="test")
+        client = guard_openai(base, guard)
+        try:
+            with attribution(user="u-10"):
+                server.fail_next(500)
+                await client.chat.completions.create(model="gpt-4.1-mini", max_tokens=64, messages=HI)
+                stream = await client.chat.completions.create(model="gpt-4.1-mini", max_tokens=64, messages=HI,
+                                                              stream=True)
+                async for _ in stream:
+                    pass
+        finally:
+            await client.close()
+            await base.close()
+
+    asyncio.run(main())
+    assert [(e.outcome, e.usage_source) for e in sink.events] == [("ok", "response"), ("ok", "stream")]
+    assert ledger.count("reserve") == 2
+    assert user_spent(ledger, "u-10") == pytest.approx(sum(e.cost_usd for e in sink.events), abs=2e-6)
+
+
+def test_other_endpoints_pass_through(client: Any, server: FakeLlmServer, sink: ListSink) -> None:
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-4.1-mini")
+    assert sink.events == []
+
+
+PROOF_LIMIT_USD = 0.004
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_concurrency_proof(store: str, server: FakeLlmServer, tmp_path: Path) -> None:
+    """8 processes × 20 threads (memory: 1 × 160) of guarded Chat Completions against one $ budget."""
+    url, processes = ("memory://", 1) if store == "memory" else (f"sqlite:///{tmp_path}/ledger.db", 8)
+    args = (server.url, url, str(tmp_path / "events.jsonl"), budget_policy(PROOF_LIMIT_USD, name="proof-budget"),
+            160 // processes, 3, "openai")
+    if processes == 1:
+        results = [run_load(*args)]
+    else:
+        with multiprocessing.get_context("spawn").Pool(processes) as pool:
+            results = pool.starmap(run_load, [args] * processes)
+    admitted, denied = sum(r.admitted for r in results), sum(r.denied for r in results)
+    assert sum(r.failed for r in results) == 0 and admitted + denied == 480
+    assert admitted > 0 and denied > 0
+    events = read_events(tmp_path / "events.jsonl")
+    assert sum(e["outcome"] == "ok" for e in events) == admitted == len(server.posts("/v1/chat/completions"))
+    charged = sum(round(e["cost_usd"] * 1e6) for e in events if e["charged"]) / 1e6
+    assert charged <= PROOF_LIMIT_USD
+    if store == "memory":
+        total = results[0].ledger_total
+    else:
+        with open_ledger(url) as ledger:
+            total = proof_total(ledger)
+    assert total == pytest.approx(charged, abs=1e-9)

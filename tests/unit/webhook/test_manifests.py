@@ -1,0 +1,175 @@
+"""Install manifests: valid Kubernetes objects, rules generated from the policies, safe defaults."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from webhook_support import POLICIES
+
+from costwarden.api import load_policies
+from costwarden.engine.evaluate import PolicySet
+from costwarden.webhook.manifests import render_manifests, webhook_scope
+from costwarden.webhook.tls import generate_certs
+
+MODELS = {
+    "Namespace": "V1Namespace", "ServiceAccount": "V1ServiceAccount", "ConfigMap": "V1ConfigMap",
+    "Secret": "V1Secret", "Deployment": "V1Deployment", "PodDisruptionBudget": "V1PodDisruptionBudget",
+    "Service": "V1Service", "ValidatingWebhookConfiguration": "V1ValidatingWebhookConfiguration",
+    "MutatingWebhookConfiguration": "V1MutatingWebhookConfiguration",
+}
+CHART = Path(__file__).resolve().parents[3] / "examples" / "kubernetes" / "helm" / "costwarden-webhook"
+
+
+@pytest.fixture(scope="module")
+def objects(builtin_policies: PolicySet, tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    certs = generate_certs("costwarden-webhook", "costwarden", tmp_path_factory.mktemp("certs"))
+    return render_manifests("costwarden", "example.com/costwarden:1", ca_bundle_pem=certs.ca_pem,
+                            tls_cert_pem=certs.cert.read_bytes(), tls_key_pem=certs.key.read_bytes(),
+                            policies=builtin_policies)
+
+
+def by_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    return next(o for o in objects if o["kind"] == kind)
+
+
+def test_every_object_is_a_valid_kubernetes_api_object(objects: list[dict[str, Any]]) -> None:
+    from kubernetes.client import ApiClient
+
+    api = ApiClient()
+    assert sorted(o["kind"] for o in objects) == sorted(MODELS)
+    for obj in objects:
+        text = yaml.safe_dump(obj)  # what kubectl apply reads
+        model = api.deserialize(json.dumps(yaml.safe_load(text)), MODELS[obj["kind"]], "application/json")
+        # the client drops fields it does not know: a round trip that loses nothing has no typo
+        assert api.sanitize_for_serialization(model) == obj, obj["kind"]
+
+
+def test_deployment_is_highly_available_and_hardened(objects: list[dict[str, Any]]) -> None:
+    deployment = by_kind(objects, "Deployment")
+    spec = deployment["spec"]["template"]["spec"]
+    assert deployment["spec"]["replicas"] == 3
+    assert spec["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    [container] = spec["containers"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "scheme": "HTTPS", "port": "https"}
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    security = container["securityContext"]
+    assert security["runAsNonRoot"] and security["readOnlyRootFilesystem"]
+    assert security["allowPrivilegeEscalation"] is False and security["capabilities"] == {"drop": ["ALL"]}
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+    assert by_kind(objects, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    assert by_kind(objects, "Service")["spec"]["ports"] == [
+        {"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"}]
+
+
+def test_webhook_configurations(objects: list[dict[str, Any]], builtin_policies: PolicySet) -> None:
+    ca = base64.b64decode(by_kind(objects, "Secret")["data"]["tls.crt"])
+    assert ca.startswith(b"-----BEGIN CERTIFICATE-----")
+    for kind, path, failure in (("ValidatingWebhookConfiguration", "/validate", "Fail"),
+                                ("MutatingWebhookConfiguration", "/mutate", "Ignore")):
+        [hook] = by_kind(objects, kind)["webhooks"]
+        assert hook["clientConfig"]["service"] == {"name": "costwarden-webhook", "namespace": "costwarden",
+                                                   "path": path, "port": 443}
+        assert base64.b64decode(hook["clientConfig"]["caBundle"]).startswith(b"-----BEGIN CERTIFICATE-----")
+        assert hook["sideEffects"] == "None" and hook["matchPolicy"] == "Equivalent"
+        assert hook["admissionReviewVersions"] == ["v1"] and 1 <= hook["timeoutSeconds"] <= 10
+        assert hook["failurePolicy"] == failure
+        assert hook["namespaceSelector"] == {"matchExpressions": [{
+            "key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["costwarden", "kube-system"]}]}
+        rules = {(r["apiGroups"][0], r["apiVersions"][0], res) for r in hook["rules"] for res in r["resources"]}
+        assert {("", "v1", "pods"), ("apps", "v1", "deployments"), ("batch", "v1", "jobs"),
+                ("ray.io", "v1", "rayjobs"), ("serving.kserve.io", "v1beta1", "inferenceservices"),
+                ("jobset.x-k8s.io", "v1alpha2", "jobsets"), ("kubeflow.org", "v1", "pytorchjobs"),
+                ("leaderworkerset.x-k8s.io", "v1", "leaderworkersets")} <= rules
+        assert not any("/" in res for _, _, res in rules)  # never the status subresource
+        assert all(r["operations"] == ["CREATE", "UPDATE"] for r in hook["rules"])
+
+
+def test_rules_follow_the_policies(compile_policies: Any) -> None:
+    labels_only = compile_policies(POLICIES.split("---")[0].replace(
+        "kinds: [Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob, RayJob, RayCluster, RayService,\n"
+        "            PyTorchJob, JobSet, LeaderWorkerSet, InferenceService]", "kinds: [Job, kubernetes/RayJob]"))
+    scope = webhook_scope(labels_only)
+    assert scope.kinds == ("Job", "RayJob") and scope.fail_closed
+    assert scope.rules() == [
+        {"apiGroups": ["batch"], "apiVersions": ["v1"], "resources": ["jobs"], "operations": ["CREATE", "UPDATE"],
+         "scope": "Namespaced"},
+        {"apiGroups": ["ray.io"], "apiVersions": ["v1"], "resources": ["rayjobs"],
+         "operations": ["CREATE", "UPDATE"], "scope": "Namespaced"}]
+    warn_only = compile_policies(POLICIES.split("---")[3])
+    assert webhook_scope(warn_only).fail_closed is False
+    off = compile_policies(POLICIES.split("---")[0].replace("{default: deny}", "{default: deny, admission: off}"))
+    assert webhook_scope(off).kinds == ()
+
+
+def test_configmap_round_trips_to_the_same_policies(objects: list[dict[str, Any]], builtin_policies: PolicySet,
+                                                    tmp_path: Path) -> None:
+    for name, text in by_kind(objects, "ConfigMap")["data"].items():
+        (tmp_path / name).write_text(text)
+    assert sorted(load_policies(tmp_path, pricer=None).names) == sorted(builtin_policies.names)
+
+
+def test_without_a_ca_bundle_cert_manager_injects_it(builtin_policies: PolicySet) -> None:
+    objects = render_manifests("cw", policies=builtin_policies)
+    hook = by_kind(objects, "ValidatingWebhookConfiguration")
+    assert hook["metadata"]["annotations"] == {"cert-manager.io/inject-ca-from": "cw/costwarden-webhook"}
+    assert "caBundle" not in hook["webhooks"][0]["clientConfig"]
+    assert not any(o["kind"] == "Secret" for o in objects)
+
+
+def test_helm_chart_values_carry_the_generated_rules(builtin_policies: PolicySet) -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    scope = webhook_scope(builtin_policies)
+    assert values["webhook"]["rules"] == scope.rules()
+    assert values["webhook"]["failurePolicy"] == ("Fail" if scope.fail_closed else "Ignore")
+
+
+@pytest.mark.parametrize("cert_manager", [True, False])
+def test_helm_chart_renders_the_same_objects(objects: list[dict[str, Any]], cert_manager: bool) -> None:
+    helm = pytest.importorskip("helm_python")  # Helm's own renderer (helm-python-sdk), when installed
+    from kubernetes.client import ApiClient
+
+    secret = by_kind(objects, "Secret")["data"]
+    values: dict[str, Any] = {"policies": by_kind(objects, "ConfigMap")["data"], "tls": {"certManager": cert_manager}}
+    if not cert_manager:
+        values["tls"] |= {"caBundle": "CA", "cert": base64.b64decode(secret["tls.crt"]).decode(),
+                          "key": base64.b64decode(secret["tls.key"]).decode()}
+    rendered = helm.Chart.load(str(CHART)).render(values, name="cw", namespace="costwarden", is_install=True)
+    docs = [d for text in rendered.values() for d in yaml.safe_load_all(text) if d]
+    api = ApiClient()
+    for doc in docs:
+        if doc["kind"] in MODELS:
+            model = api.deserialize(json.dumps(doc), MODELS[doc["kind"]], "application/json")
+            assert api.sanitize_for_serialization(model) == doc, doc["kind"]
+    chart_hook = by_kind(docs, "ValidatingWebhookConfiguration")["webhooks"][0]
+    ours = by_kind(objects, "ValidatingWebhookConfiguration")["webhooks"][0]
+    for key in ("rules", "failurePolicy", "sideEffects", "matchPolicy", "admissionReviewVersions", "timeoutSeconds",
+                "namespaceSelector"):
+        assert chart_hook[key] == ours[key], key
+    assert by_kind(docs, "ConfigMap")["data"] == by_kind(objects, "ConfigMap")["data"]
+    chart_pod = by_kind(docs, "Deployment")["spec"]["template"]["spec"]
+    our_pod = by_kind(objects, "Deployment")["spec"]["template"]["spec"]
+    for key in ("securityContext", "automountServiceAccountToken"):
+        assert chart_pod[key] == our_pod[key], key
+    assert chart_pod["containers"][0]["securityContext"] == our_pod["containers"][0]["securityContext"]
+    kinds = sorted(d["kind"] for d in docs)
+    assert ("Certificate" in kinds) is cert_manager and ("Secret" in kinds) is not cert_manager
+
+
+def test_helm_chart_has_the_same_pieces() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["apiVersion"] == "v2" and chart["name"] == "costwarden-webhook"
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["replicaCount"] == 3 and values["webhook"]["timeoutSeconds"] == 5
+    templates = " ".join(p.read_text() for p in (CHART / "templates").iterdir())
+    for kind in MODELS:
+        if kind != "Namespace":
+            assert f"kind: {kind}" in templates, kind
+    for needle in ("kubernetes.io/metadata.name", "sideEffects: None", "matchPolicy: Equivalent",
+                   "readOnlyRootFilesystem: true", "/readyz", "/healthz"):
+        assert needle in templates, needle
