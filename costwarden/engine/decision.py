@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
 
 if TYPE_CHECKING:
     from costwarden.engine.ledger import Hold
@@ -56,9 +56,12 @@ class Fix:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What a compiled rule check returns; the evaluator turns it into a RuleResult."""
+class Outcome(NamedTuple):
+    """What a compiled rule check returns; the evaluator turns it into a RuleResult.
+
+    Named tuples rather than frozen dataclasses: they are built on the per-subject hot path, and
+    a tuple is several times cheaper to construct while just as immutable.
+    """
 
     result: Literal["pass", "fail", "error", "skip"]
     message: str = ""
@@ -76,8 +79,7 @@ class Outcome:
     """Built once at compile time and returned for every subject: its result may be cached."""
 
 
-@dataclass(frozen=True, slots=True)
-class RuleResult:
+class RuleResult(NamedTuple):
     """One rule's result on one subject, with everything needed to explain it."""
 
     policy: str
@@ -147,13 +149,12 @@ class SubjectRef:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """The verdict of a whole policy set on one subject for one surface."""
 
     surface: Surface
     subject: SubjectRef
-    results: tuple[RuleResult, ...] = field(default=())
+    results: tuple[RuleResult, ...] = ()
 
     @property
     def verdict(self) -> Verdict:

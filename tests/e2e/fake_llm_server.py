@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -94,6 +94,8 @@ class FakeLlmServer:
 
 
 class _Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # the proof opens 160 connections at once; the default backlog is 5
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # clients closing streams early reset connections; that is what the tests do
 
@@ -395,6 +397,7 @@ class LoadResult:
     denied: int = 0
     failed: int = 0
     ledger_total: float = 0.0
+    errors: list[str] = field(default_factory=list)
     """The proof budget's spend as this worker's ledger saw it at its end (the only view of memory://)."""
 
 
@@ -424,8 +427,9 @@ def run_load(
                 outcome = "admitted"
             except BudgetExceeded:
                 outcome = "denied"
-            except Exception:
+            except Exception as exc:
                 outcome = "failed"
+                result.errors.append(f"{type(exc).__name__}: {exc}")
             with lock:
                 setattr(result, outcome, getattr(result, outcome) + 1)
 

@@ -42,16 +42,26 @@ def compile(params: RequireTags, env: CompileEnv) -> Check:
                 hint="regexes use Python syntax",
             ) from exc
     defaults = dict(params.defaults)
+    expected = {"keys": list(keys), "values": {k: src for k, _, src in patterns}}
     passed = Outcome(
         "pass", f"required tags present: {', '.join(keys)}" if keys else "tag values valid", path="tags", static=True
     )
 
     def check(subject: Subject, ctx: EvalContext) -> Outcome:
-        tags = subject.attribution if isinstance(subject, LlmCall) else subject.tags
-        missing = [k for k in keys if not tags.get(k)]
-        bad = [(k, tags[k], src) for k, rx, src in patterns if tags.get(k) and not rx.search(tags[k])]
-        if not missing and not bad:
-            return passed
+        tags = subject.attribution if subject.__class__ is LlmCall else subject.tags
+        get = tags.get
+        for key in keys:  # the common case, every tag present, without building lists
+            if not get(key):
+                break
+        else:
+            for key, rx, _ in patterns:
+                value = get(key)
+                if value and not rx.search(value):
+                    break
+            else:
+                return passed
+        missing = [k for k in keys if not get(k)]
+        bad = [(k, tags[k], src) for k, rx, src in patterns if get(k) and not rx.search(tags[k])]
         where = _where(subject)
         parts = []
         if missing:
@@ -61,7 +71,7 @@ def compile(params: RequireTags, env: CompileEnv) -> Check:
             "fail",
             "; ".join(parts),
             path=where,
-            expected={"keys": list(keys), "values": {k: s for k, _, s in patterns}},
+            expected=expected,
             actual={k: tags.get(k) for k in (*missing, *(b[0] for b in bad))},
             fix=_fix(subject, missing, bad, defaults),
         )
