@@ -51,8 +51,13 @@ class CelProgram:
 
     source: str
     program: Any
+    fields: tuple[str, ...] | None = None
+    """The subject's top-level fields the expression reads (None: it may read any)."""
 
     def evaluate(self, subject_dict: dict[str, Any]) -> Any:
+        if self.fields is not None:
+            # Converting the subject into CEL values is most of the cost: pass only what is read.
+            subject_dict = {k: subject_dict[k] for k in self.fields if k in subject_dict}
         try:
             return self.program.execute({"subject": subject_dict})
         except Exception as exc:  # the binding raises built-in types for every CEL runtime error
@@ -110,7 +115,17 @@ def compile_cel(source: str) -> CelProgram:
     if unknown_fns:
         name = unknown_fns[0]
         raise CelCompileError(f"unknown function '{name}'", max(source.find(name), 0))
-    return CelProgram(source, program)
+    return CelProgram(source, program, _fields(source))
+
+
+_FIELD = re.compile(r"\bsubject\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*[\"']([A-Za-z_][A-Za-z0-9_]*)[\"']\s*\])")
+_SUBJECT = re.compile(r"\bsubject\b")
+
+
+def _fields(source: str) -> tuple[str, ...] | None:
+    """Top-level subject fields an expression reads, when every use of ``subject`` selects one."""
+    found = {a or b for a, b in _FIELD.findall(source)}
+    return tuple(sorted(found)) if len(_SUBJECT.findall(source)) == len(_FIELD.findall(source)) else None
 
 
 def _syntax_error(source: str, text: str) -> CelCompileError:
