@@ -2,18 +2,32 @@
 
 The engine reads spend through :meth:`Ledger.spent` when it judges a ``budget`` rule; the
 call-guard reserves worst-case cost before a call and settles the real cost after it. Stores
-live in ``costwarden.adapters.ledger`` (memory here; SQLite, Redis and PostgreSQL later) and are
-opened by URL with ``costwarden.open_ledger``.
+live in ``costwarden.adapters.ledger`` (memory, SQLite, Redis, PostgreSQL) and are opened by URL
+with ``costwarden.open_ledger``.
 
 Contract every store keeps:
 
-* ``reserve`` holds ``amount_usd`` against every hold's key atomically — all or nothing — and
-  refuses (returns a refusal naming the key) when any key would pass its limit;
-* reservations are idempotent per ``reservation_id``: reserving again returns the first outcome;
-* ``settle`` replaces the held amount by the actual cost and is idempotent;
-* ``release`` drops an unsettled reservation and is idempotent; a reservation never settled
-  expires after its TTL and is released;
-* a store that cannot be reached raises :class:`~costwarden.errors.LedgerError`.
+* ``reserve`` holds ``amount_usd`` on each hold's ``key`` atomically — all or nothing — and
+  refuses (returns a refusal naming the first key that would overflow, with the window's spend
+  and limit) when any hold's window sum — settled spend plus live reservations over
+  ``window_keys``, plus what earlier holds of the same call add there — would pass its limit;
+  exactly the limit is allowed;
+* reservations are idempotent per ``reservation_id``: reserving again, from any process, returns
+  the first outcome — a refusal included — without holding twice;
+* ``settle`` replaces the held amounts by the actual cost, charged in full to every hold's key
+  (each budget sees the whole call), and is idempotent; a settle that arrives after the TTL still
+  charges (the call was made); settling an unknown (or long-purged) reservation raises
+  :class:`~costwarden.errors.LedgerError` rather than silently dropping the cost;
+* ``release`` drops an unsettled reservation and is idempotent; whichever of settle and release
+  comes first wins, the other is a no-op; a reservation never settled stops counting ``ttl_s``
+  after it was made and is purged lazily (no sweeper);
+* ``settle`` returns an :class:`Alert` for each ``alert_at`` threshold that settled spend over
+  the window reached, exactly once per threshold per window key, across processes;
+* the ledger's clock is the ``now`` its callers pass: TTLs and windows are judged by it;
+* a store that cannot be reached, or does not answer within its timeout, raises
+  :class:`~costwarden.errors.LedgerError` — never a silent allow.
+
+Stores keep money as integer micro-dollars, so sums of many small costs do not drift.
 """
 
 from __future__ import annotations
@@ -31,8 +45,9 @@ class Hold:
     ``key`` is the bucket that receives the amount (``budget:<policy>/<rule>:user=alice:2026-11-30``);
     ``window`` lists every bucket whose sum is compared with ``limit_usd`` — just ``(key,)`` for
     calendar windows, the last N hourly buckets for ``rolling:<N>h``. ``expires_at`` is when the
-    bucket stops mattering (a store may drop it after that). ``alert_at`` holds the fractions of the
-    limit at which an alert fires once per window.
+    window ends — when ``key`` stops receiving spend (None: never); a store keeps the bucket while
+    any window may still read it (for N hourly buckets, N-1 hours longer) plus a day's grace.
+    ``alert_at`` holds the fractions of the limit at which an alert fires once per window key.
     """
 
     key: str

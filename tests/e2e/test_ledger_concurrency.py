@@ -5,8 +5,9 @@
   refused, and the ledger's totals equal the sum of what the workers settled.
 * A process holding reservations is killed with SIGKILL (possibly mid-transaction): once the
   TTL passes its holds no longer count and the store is still usable.
-* A private Redis is shut down under a live ledger: every operation raises ``LedgerError``
-  (the caller fails closed) within the timeout, and the ledger recovers when Redis returns.
+* A private Redis hangs (SIGSTOP), then is shut down, under a live ledger: every operation
+  raises ``LedgerError`` (the caller fails closed) within the timeout, and the ledger recovers
+  when Redis returns.
 """
 
 from __future__ import annotations
@@ -83,7 +84,10 @@ def spend_worker(url: str, proc: int, ready: Any, go: Any, results: Any) -> None
         for a in range(ATTEMPTS):
             rid = f"p{proc}-t{thread}-a{a}"
             amount = round(rng.uniform(0.05, 0.6), 6)
-            holds = [Hold(TEAM, amount, TEAM_LIMIT, expires_at=ends), Hold(user_key(user), amount, USER_LIMIT, expires_at=ends)]
+            holds = [
+                Hold(TEAM, amount, TEAM_LIMIT, expires_at=ends),
+                Hold(user_key(user), amount, USER_LIMIT, expires_at=ends),
+            ]
             try:
                 granted = ledger.reserve(rid, holds, ttl_s=120, now=datetime.now(UTC)).granted
             except LedgerError:
@@ -139,14 +143,14 @@ def test_many_processes_never_overspend(store_url: str) -> None:
             p.join(timeout=10)
     assert [p.exitcode for p in procs] == [0] * PROCESSES
 
-    kinds = defaultdict(int)
+    kinds: defaultdict[str, int] = defaultdict(int)
     for _, _, kind, _ in outcomes:
         kinds[kind] += 1
     assert len({o[0] for o in outcomes}) == len(outcomes) == PROCESSES * THREADS * ATTEMPTS
     assert set(kinds) == {"settled", "refused"}, kinds  # no errors, nothing in between
     assert kinds["settled"] > 20 and kinds["refused"] > 20
 
-    settled = defaultdict(int)
+    settled: defaultdict[int, int] = defaultdict(int)
     for _, user, kind, cost in outcomes:
         if kind == "settled":
             settled[user] += round(cost * 1e6)
@@ -218,6 +222,12 @@ def test_redis_outage_fails_closed_and_recovers() -> None:
     hold = Hold(TEAM, 1.0, 10.0, expires_at=now + timedelta(hours=1))
     try:
         assert ledger.reserve("before", [hold], ttl_s=60, now=now).granted
+        server.send_signal(signal.SIGSTOP)  # a hung server: the timeout, not the server, ends the wait
+        started = time.monotonic()
+        with pytest.raises(LedgerError, match="Timeout"):
+            ledger.reserve("hung", [hold], ttl_s=60, now=now)
+        assert time.monotonic() - started < 0.75
+        server.send_signal(signal.SIGCONT)
         server.terminate()
         server.wait(timeout=10)
         for call in (

@@ -16,7 +16,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from types import TracebackType
 
 from costwarden.adapters.ledger.status import BucketRow, BudgetStatus, now_ms, summarize
 from costwarden.adapters.ledger.store import (
@@ -107,7 +106,7 @@ class MemoryLedger:
     def __enter__(self) -> MemoryLedger:
         return self
 
-    def __exit__(self, *exc: object | TracebackType) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # -- the Txn the shared algorithm runs against (called with the lock held) ------------------

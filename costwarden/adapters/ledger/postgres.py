@@ -34,7 +34,6 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
@@ -98,7 +97,9 @@ class _Sql:
         self.tables = list(names.values())
         self.figures = FIGURES.format(**names)
         b, h, r, a = names["buckets"], names["holds"], names["reservations"], names["alerts"]
-        self.claim = f"INSERT INTO {r} VALUES (%s, 'p', NULL, NULL, NULL, '[]', 0, 0) ON CONFLICT (id) DO NOTHING RETURNING 1"
+        self.claim = (
+            f"INSERT INTO {r} VALUES (%s, 'p', NULL, NULL, NULL, '[]', 0, 0) ON CONFLICT (id) DO NOTHING RETURNING 1"
+        )
         self.load = (
             f"SELECT state, refused_key, spent, limit_micros, specs, expires_ms, purge_ms FROM {r} WHERE id = %s"
         )
@@ -133,10 +134,10 @@ class _Sql:
         )
         self.mark = f"INSERT INTO {a} VALUES (%s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1"
         self.status = f"SELECT key, settled, limit_micros, window_keys, ends_ms FROM {b} WHERE key LIKE %s ESCAPE '\\'"
-        self.purge = (
-            f"DELETE FROM {r} WHERE purge_ms <= %(now)s",
-            f"DELETE FROM {b} WHERE keep_until_ms <= %(now)s",
-            f"DELETE FROM {a} WHERE keep_until_ms <= %(now)s",
+        # SKIP LOCKED: a sweep never waits on (or deadlocks with) a row an operation holds
+        self.purge = tuple(
+            f"DELETE FROM {t} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {t} WHERE {c} <= %(now)s FOR UPDATE SKIP LOCKED))"
+            for t, c in ((r, "purge_ms"), (h, "expires_ms"), (b, "keep_until_ms"), (a, "keep_until_ms"))
         )
 
 
@@ -317,7 +318,7 @@ class PostgresLedger:
     def __enter__(self) -> PostgresLedger:
         return self
 
-    def __exit__(self, *exc: object | TracebackType) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # -- internals -----------------------------------------------------------------------------
@@ -326,7 +327,8 @@ class PostgresLedger:
         return {k: (s, h) for k, s, h in rows}
 
     def _run(self, what: str, work: Callable[[psycopg.Connection[Any]], T], *, transaction: bool = True) -> T:
-        """Run ``work`` in one transaction on a pooled connection; retry once on a deadlock."""
+        """Run ``work`` in one transaction on a pooled connection. Every operation is idempotent, so
+        it is retried once after a deadlock or on a pooled connection the server has since closed."""
         for attempt in (1, 2):
             try:
                 with self._connection() as conn:
@@ -334,9 +336,10 @@ class PostgresLedger:
                         return work(conn)
                     with conn.pipeline(), conn.transaction():
                         return work(conn)
-            except _RETRYABLE as exc:
+            except (*_RETRYABLE, _StaleConnection) as exc:
                 if attempt == 2:
-                    raise LedgerError(f"PostgreSQL ledger {self.where}: {what} failed twice: {exc}") from exc
+                    cause = exc.__cause__ if isinstance(exc, _StaleConnection) else exc
+                    raise LedgerError(f"PostgreSQL ledger {self.where}: {what} failed twice: {cause}") from exc
             except (pg_errors.QueryCanceled, pg_errors.LockNotAvailable) as exc:
                 raise LedgerError(f"PostgreSQL ledger {self.where}: {what} timed out after {self.timeout_s}s") from exc
             except psycopg.Error as exc:
@@ -348,15 +351,19 @@ class PostgresLedger:
         if not self._slots.acquire(timeout=self.timeout_s):
             raise LedgerError(f"PostgreSQL ledger {self.where}: no pooled connection free within {self.timeout_s}s")
         try:
-            conn = self._checkout()
+            conn, reused = self._checkout()
             try:
                 yield conn
+            except psycopg.OperationalError as exc:
+                if reused and conn.broken:
+                    raise _StaleConnection() from exc
+                raise
             finally:
                 self._checkin(conn)
         finally:
             self._slots.release()
 
-    def _checkout(self) -> psycopg.Connection[Any]:
+    def _checkout(self) -> tuple[psycopg.Connection[Any], bool]:
         with self._lock:
             if self._closed:
                 raise LedgerError(f"PostgreSQL ledger {self.where} is closed")
@@ -365,8 +372,8 @@ class PostgresLedger:
                 _ORPHANS.extend(self._idle)
                 self._idle, self._pid = [], os.getpid()
             if self._idle:
-                return self._idle.pop()
-        return self._connect()
+                return self._idle.pop(), True
+        return self._connect(), False
 
     def _checkin(self, conn: psycopg.Connection[Any]) -> None:
         healthy = not conn.closed and not conn.broken
@@ -424,7 +431,7 @@ class PostgresLedger:
             conn.execute(statement)
 
     def _purge(self, now_ms: int) -> None:
-        """Drop expired records, buckets and markers, at most once a minute per process."""
+        """Drop expired records, holds, buckets and markers, at most once a minute per process."""
         if now_ms < self._next_purge:
             return
         self._next_purge = now_ms + PURGE_EVERY_MS
@@ -437,6 +444,10 @@ class PostgresLedger:
             self._run("purge", purge, transaction=False)
         except LedgerError:
             self._next_purge = 0  # try again next time; a missed sweep loses nothing
+
+
+class _StaleConnection(LedgerError):
+    """A pooled connection broke on first use (the server restarted or dropped it): retry afresh."""
 
 
 _ORPHANS: list[psycopg.Connection[Any]] = []

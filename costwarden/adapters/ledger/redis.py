@@ -43,7 +43,6 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
@@ -191,21 +190,38 @@ return out
 
 
 class RedisLedger:
-    """A ledger in Redis (or a Redis Cluster client), all keys under the hash tag ``{prefix}``."""
+    """A ledger in Redis, all keys under the hash tag ``{prefix}``.
+
+    Give a URL (the client is built with ``timeout_s`` as connect and read timeout and without
+    retries) or a ready client — for example a ``redis.cluster.RedisCluster`` — whose own
+    timeouts then apply.
+    """
 
     def __init__(
         self,
-        client: Any,
+        target: str | Any = "redis://127.0.0.1:6379/0",
         *,
         prefix: str = "costwarden",
+        timeout_s: float = 0.25,
         record_grace_s: float = RECORD_GRACE_S,
-        where: str = "redis",
     ) -> None:
+        from costwarden.adapters.ledger import redact
+
         if not prefix or any(c in prefix for c in "{}"):
             raise LedgerError(f"Redis ledger prefix {prefix!r} must be non-empty and hold no braces")
+        if isinstance(target, str):
+            self.where = redact(target)
+            client = redis.Redis.from_url(
+                target,
+                socket_timeout=timeout_s,
+                socket_connect_timeout=timeout_s,
+                retry=Retry(NoBackoff(), 0),
+                decode_responses=True,
+            )
+        else:
+            self.where, client = type(target).__name__, target
         self._client = client
         self.tag = "{" + prefix + "}"
-        self.where = where
         self._grace = ttl_ms(record_grace_s)
         self._reserve = client.register_script(RESERVE)
         self._settle = client.register_script(SETTLE)
@@ -217,23 +233,18 @@ class RedisLedger:
         from costwarden.adapters.ledger import number, redact
 
         parts = urlsplit(url)
-        ours: dict[str, str] = {}
+        ours: dict[str, Any] = {}
         theirs = []
         for name, value in parse_qsl(parts.query, keep_blank_values=True):
-            if name in ("prefix", "timeout", "record_grace"):
+            if name == "prefix":
                 ours[name] = value
+            elif name in ("timeout", "record_grace"):
+                ours[f"{name}_s"] = number(name, value)
             else:
                 theirs.append((name, value))
-        timeout = number("timeout", ours["timeout"]) if "timeout" in ours else 0.25
-        grace = number("record_grace", ours["record_grace"]) if "record_grace" in ours else RECORD_GRACE_S
-        client = redis.Redis.from_url(
-            parts._replace(query=urlencode(theirs, quote_via=quote)).geturl(),
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-            decode_responses=True,
-        )
-        return cls(client, prefix=ours.get("prefix", "costwarden"), record_grace_s=grace, where=redact(url))
+        ledger = cls(parts._replace(query=urlencode(theirs, quote_via=quote)).geturl(), **ours)
+        ledger.where = redact(url)
+        return ledger
 
     # -- the Ledger protocol -------------------------------------------------------------------
     def spent(self, keys: Sequence[str], *, now: datetime) -> list[float]:
@@ -274,11 +285,12 @@ class RedisLedger:
         at = now_ms(now)
         head = f"{self.tag}:b:"
         try:
-            names = [n[len(head) :] for n in self._client.scan_iter(match=head + _glob_escape(prefix) + "*", count=500)]
+            found = self._client.scan_iter(match=head + _glob_escape(prefix) + "*", count=500)
+            names = [_text(n)[len(head) :] for n in found]
             pipe = self._client.pipeline(transaction=False)
             for name in names:
                 pipe.hmget(head + name, "l", "w", "n")
-            meta = pipe.execute()
+            meta = [[_text(v) for v in m] for m in pipe.execute()]
         except (redis.RedisError, OSError) as exc:
             raise LedgerError(f"Redis ledger {self.where}: status failed: {exc}") from exc
         figures = self._figures(names, at)
@@ -294,7 +306,7 @@ class RedisLedger:
     def __enter__(self) -> RedisLedger:
         return self
 
-    def __exit__(self, *exc: object | TracebackType) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # -- internals -----------------------------------------------------------------------------
@@ -315,7 +327,12 @@ class RedisLedger:
             out = script(keys=keys, args=args)
         except (redis.RedisError, OSError) as exc:
             raise LedgerError(f"Redis ledger {self.where}: {what} failed: {exc}") from exc
-        return list(out)
+        return [_text(x) for x in out]
+
+
+def _text(value: Any) -> Any:
+    """Replies as text, whether or not the client was made with ``decode_responses``."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _opt(value: str | None) -> int | None:

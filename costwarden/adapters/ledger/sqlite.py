@@ -26,7 +26,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
 
 from costwarden.adapters.ledger.status import BucketRow, BudgetStatus, now_ms, summarize
 from costwarden.adapters.ledger.store import (
@@ -63,6 +62,18 @@ CREATE INDEX IF NOT EXISTS ledger_reservations_purge ON ledger_reservations (pur
 CREATE TABLE IF NOT EXISTS ledger_alerts (
     key TEXT NOT NULL, threshold TEXT NOT NULL, keep_until_ms INTEGER, PRIMARY KEY (key, threshold)) WITHOUT ROWID;
 """
+
+FIGURES = """
+SELECT k.value, coalesce(b.settled, 0),
+       coalesce((SELECT sum(h.amount) FROM ledger_holds h WHERE h.key = k.value AND h.expires_ms > ?), 0)
+FROM json_each(?) AS k LEFT JOIN ledger_buckets b ON b.key = k.value
+"""
+PURGE = (
+    "DELETE FROM ledger_reservations WHERE purge_ms <= ?",
+    "DELETE FROM ledger_holds WHERE expires_ms <= ?",
+    "DELETE FROM ledger_buckets WHERE keep_until_ms <= ?",
+    "DELETE FROM ledger_alerts WHERE keep_until_ms <= ?",
+)
 
 
 def _marks(n: int) -> str:
@@ -221,26 +232,15 @@ class SqliteLedger:
     def __enter__(self) -> SqliteLedger:
         return self
 
-    def __exit__(self, *exc: object | TracebackType) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # -- internals -----------------------------------------------------------------------------
     @staticmethod
     def _figures(db: sqlite3.Connection, keys: Sequence[str], now_ms: int) -> dict[str, tuple[int, int]]:
-        """Settled and live-held micro-dollars per key (read-only; expired holds are ignored)."""
-        out: dict[str, tuple[int, int]] = {}
-        for start in range(0, len(keys), 500):  # stay under SQLite's bound-parameter limit
-            chunk = keys[start : start + 500]
-            marks = _marks(len(chunk))
-            settled = dict(db.execute(f"SELECT key, settled FROM ledger_buckets WHERE key IN ({marks})", chunk))
-            held = dict(
-                db.execute(
-                    f"SELECT key, sum(amount) FROM ledger_holds WHERE key IN ({marks}) AND expires_ms > ? GROUP BY key",
-                    (*chunk, now_ms),
-                )
-            )
-            out.update({k: (settled.get(k, 0), held.get(k, 0)) for k in chunk})
-        return out
+        """Settled and live-held micro-dollars per key, in one statement (one consistent snapshot)."""
+        rows = db.execute(FIGURES, (now_ms, json.dumps(list(keys))))
+        return {k: (settled, held) for k, settled, held in rows}
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
@@ -282,13 +282,13 @@ class SqliteLedger:
         return db
 
     def _purge(self, db: sqlite3.Connection, now_ms: int) -> None:
-        """Drop expired records, holds, buckets and markers, at most once a minute per process."""
+        """Drop expired records, holds (of windows no longer reserved against), buckets and markers,
+        at most once a minute per process."""
         if now_ms < self._next_purge:
             return
         self._next_purge = now_ms + PURGE_EVERY_MS
-        db.execute("DELETE FROM ledger_reservations WHERE purge_ms <= ?", (now_ms,))
-        db.execute("DELETE FROM ledger_buckets WHERE keep_until_ms <= ?", (now_ms,))
-        db.execute("DELETE FROM ledger_alerts WHERE keep_until_ms <= ?", (now_ms,))
+        for statement in PURGE:
+            db.execute(statement, (now_ms,))
 
 
 __all__ = ["SqliteLedger"]

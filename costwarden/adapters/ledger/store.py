@@ -24,7 +24,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, Self
 
 from costwarden.engine.ledger import Alert, Hold, Ledger, Reservation
 from costwarden.errors import LedgerError
@@ -56,6 +56,10 @@ class LedgerStore(Ledger, Protocol):
     def close(self) -> None:
         """Release connections; the store is unusable afterwards."""
         ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, *exc: object) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

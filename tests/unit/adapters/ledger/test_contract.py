@@ -26,7 +26,9 @@ ALICE = "budget:p/user-daily:user=alice:d1"
 BOB = "budget:p/user-daily:user=bob:d1"
 
 
-def hold(key: str, amount: float, limit: float | None = 10.0, *, alert_at: tuple[float, ...] = (), **kw: object) -> Hold:
+def hold(
+    key: str, amount: float, limit: float | None = 10.0, *, alert_at: tuple[float, ...] = (), **kw: object
+) -> Hold:
     return Hold(key, amount, limit, expires_at=DAY_END, alert_at=alert_at, **kw)  # type: ignore[arg-type]
 
 
@@ -124,7 +126,9 @@ class TestIdempotency:
         stores = [open_store() for _ in range(4)]
         outcomes: list[Reservation] = []
         threads = [
-            threading.Thread(target=lambda s=s: outcomes.append(s.reserve("same", [hold(ALICE, 3.0)], ttl_s=60, now=NOW)))
+            threading.Thread(
+                target=lambda s=s: outcomes.append(s.reserve("same", [hold(ALICE, 3.0)], ttl_s=60, now=NOW))
+            )
             for s in stores * 2
         ]
         for t in threads:

@@ -57,7 +57,10 @@ def test_in_memory_sqlite_works() -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("mysql://root:hunter2@db/costs", "supported schemes: memory://, sqlite://, redis://, rediss://, postgresql://"),
+        (
+            "mysql://root:hunter2@db/costs",
+            "supported schemes: memory://, sqlite://, redis://, rediss://, postgresql://",
+        ),
         ("ledger.db", "unsupported ledger URL 'ledger.db'"),
         ("sqlite:relative.db", "unsupported ledger URL"),
         ("sqlite://host/x.db", "must look like sqlite:///relative.db"),
