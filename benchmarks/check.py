@@ -3,11 +3,15 @@
 Builds a corpus of ``--docs`` Kubernetes documents in ``--files`` files in a temporary folder from
 the real manifests in ``../shared/corpora`` (``k8s-gpu-workloads`` and ``k8s-required-labels``:
 every object with ``apiVersion``, ``kind`` and ``metadata.name``), repeated with a unique
-``metadata.name`` per copy, then times, as separate processes (wall clock, and CPU seconds of the
-process and its children), interleaved over ``--runs`` rounds after one untimed warm-up each:
+``metadata.name`` per copy, each pass over them in one of five label variants (as found; cost labels
+on the object and its pod template; on the object only; a bad ``environment`` value; moved to
+kube-system) so that the rule passes, fails and is excluded. It then times, as separate processes
+(wall clock, and CPU seconds of the process and its children), interleaved over ``--runs`` rounds
+after one untimed warm-up each:
 
 * ``costwarden check DIR --format json``: the full built-in library;
 * ``costwarden check DIR --policies ONLY --format json``: only ``require-cost-tags``;
+* ``costwarden check DIR``: the full library with the default text report;
 * ``checkov -d DIR --framework kubernetes --external-checks-dir benchmarks/checkov_policies
   --check CKV_K8S_COST_TAGS -o json --quiet --skip-download``: the same rule as a Checkov custom
   check (``--skip-download`` keeps Checkov off the network: without it Checkov first tries to
@@ -83,24 +87,62 @@ def base_objects(corpora: Path) -> list[dict[str, Any]]:
     return out
 
 
+COST_LABELS = {"team": "ml-platform", "feature": "inference", "environment": "prod"}
+TEMPLATE_PATHS = (("spec", "template"), ("spec", "jobTemplate", "spec", "template"))
+VARIANTS = ("as-is", "labelled", "own-labels-only", "bad-environment", "kube-system")
+
+
+def _add_labels(meta: Any, labels: dict[str, str]) -> None:
+    if isinstance(meta, dict):
+        current = meta.get("labels")
+        meta["labels"] = {**(current if isinstance(current, dict) else {}), **labels}
+
+
+def vary(obj: dict[str, Any], variant: str) -> None:
+    """Give a copy the labels (or namespace) of one variant, so that both tools see passing objects,
+    pod-template vs own-label placement, a bad value and an excluded namespace, not only failures."""
+    if variant == "kube-system":
+        if obj.get("kind") != "Namespace":
+            obj["metadata"]["namespace"] = "kube-system"
+        return
+    if variant == "as-is":
+        return
+    labels = {**COST_LABELS, "environment": {"own-labels-only": "dev", "bad-environment": "production"}.get(
+        variant, "prod")}
+    _add_labels(obj["metadata"], labels)
+    if variant == "own-labels-only":
+        return
+    for path in TEMPLATE_PATHS:  # the pod template of the built-in controllers, where there is one
+        node: Any = obj
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            if not isinstance(node.get("metadata"), dict):
+                node["metadata"] = {}  # also `metadata: null`, as in some Kyverno test manifests
+            _add_labels(node["metadata"], labels)
+
+
 def write_corpus(base: list[dict[str, Any]], folder: Path, docs: int, files: int) -> Counter[str]:
-    """``docs`` objects cycled from ``base``, each renamed ``<name>-<index>``, in ``files`` YAML files."""
+    """``docs`` objects cycled from ``base``, each renamed ``<name>-<index>``, in ``files`` YAML files.
+    Each pass over ``base`` applies the next of :data:`VARIANTS`. Returns the variant counts."""
     folder.mkdir(parents=True, exist_ok=True)
     per_file = -(-docs // max(1, files))
-    kinds: Counter[str] = Counter()
+    variants: Counter[str] = Counter()
     batch: list[dict[str, Any]] = []
     written = 0
     for index in range(docs):
         obj = copy.deepcopy(base[index % len(base)])
         obj["metadata"]["name"] = f"{obj['metadata']['name']}-{index:05d}"
-        kinds[obj["kind"]] += 1
+        variant = VARIANTS[(index // len(base)) % len(VARIANTS)]
+        vary(obj, variant)
+        variants[variant] += 1
         batch.append(obj)
         if len(batch) == per_file or index == docs - 1:
             text = yaml.dump_all(batch, Dumper=Dumper, sort_keys=False, default_flow_style=False)
             (folder / f"manifests-{written:04d}.yaml").write_text(text, encoding="utf-8")
             written += 1
             batch = []
-    return kinds
+    return variants
 
 
 def only_policy(folder: Path) -> Path:
@@ -266,7 +308,7 @@ def main() -> None:  # noqa: C901 - a straight script
     with tempfile.TemporaryDirectory(prefix="cw-bench-") as tmp:
         work = args.keep or Path(tmp)
         corpus, one = work / "corpus", work / "one"
-        kinds = write_corpus(base, corpus, args.docs, args.files)
+        variants = write_corpus(base, corpus, args.docs, args.files)
         write_corpus(base, one, 1, 1)
         policies = only_policy(work / "policies")
         size_mb = sum(p.stat().st_size for p in corpus.iterdir()) / 1e6
@@ -296,7 +338,9 @@ def main() -> None:  # noqa: C901 - a straight script
     n = args.docs
     yaml_loader = "libyaml C loader" if getattr(yaml, "__with_libyaml__", False) else "pure-Python loader (no libyaml!)"
     checkov_version = tool_version([str(checkov), "--version"]) if checkov else "not run"
+    kinds = Counter(base[i % len(base)]["kind"] for i in range(n))
     top = ", ".join(f"{k} {c}" for k, c in kinds.most_common(8))
+    mix = ", ".join(f"{v} {variants[v]}" for v in VARIANTS)
     lines = [
         f"### `costwarden check` throughput and Checkov comparison — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
@@ -305,9 +349,12 @@ def main() -> None:  # noqa: C901 - a straight script
         f"- Software: Python {platform.python_version()}, PyYAML {yaml.__version__} ({yaml_loader}), "
         f"costwarden {__version__}, Checkov {checkov_version}.",
         f"- Corpus: {n:,} documents in {files} files ({size_mb:.1f} MB), the {len(base)} named objects of "
-        f"`shared/corpora/{{{','.join(TOPICS)}}}` cycled with a unique `metadata.name` each ({top}, ...).",
-        f"- Each command run once untimed, then {args.runs} times interleaved; wall-clock median, every run, "
-        "and median CPU seconds (user + system, children included). Output `--format json` / `-o json`.",
+        f"`shared/corpora/{{{','.join(TOPICS)}}}` cycled with a unique `metadata.name` each ({top}, ...); "
+        f"each pass over them a label variant ({mix}: cost labels added on the object and its pod template, "
+        "on the object only, with `environment: production`, or the object moved to kube-system).",
+        f"- Each command run once untimed, then {args.runs}× interleaved; wall-clock median, every run, "
+        "and median CPU seconds (user + system, children included). Output `--format json` / `-o json` "
+        "except where a row says text.",
         "",
         "| Command | wall median (s) | runs (s) | CPU median (s) | docs/s (wall) | docs/s (CPU) |",
         "|---|---:|---|---:|---:|---:|",
@@ -340,9 +387,13 @@ def main() -> None:  # noqa: C901 - a straight script
         ]
         only_cw, only_ck = sorted(cw_flags - ck_flags), sorted(ck_flags - cw_flags)
         verdict = "the same" if not only_cw and not only_ck else "different"
+        flagged_kinds = Counter(res.split(".", 1)[0] for _, res in cw_flags)
         lines.append(
             f"- Agreement: costwarden flagged {len(cw_flags):,} objects, Checkov {len(ck_flags):,}: {verdict} set "
-            f"(file + Kind.namespace.name). Only costwarden: {len(only_cw)}; only Checkov: {len(only_ck)}."
+            f"(file + Kind.namespace.name). Only costwarden: {len(only_cw)}; only Checkov: {len(only_ck)}. "
+            f"costwarden {POLICY} alone: {cw_summary['fail']:,} fail, {cw_summary['pass']:,} pass, "
+            f"{cw_summary['skip']:,} skip; flagged kinds: "
+            + ", ".join(f"{k} {c}" for k, c in flagged_kinds.most_common()) + "."
         )
         for file, res in (only_cw[:5] + only_ck[:5]):
             side = "costwarden only" if (file, res) in cw_flags else "Checkov only"

@@ -101,6 +101,11 @@ def iter_inputs(paths: Sequence[str]) -> Iterator[str]:
             continue
         for root, dirs, files in os.walk(raw):
             dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
+            if "Chart.yaml" in files:
+                # A Helm chart's templates are not YAML until rendered: check `helm template ... | costwarden
+                # check -` instead. Its values files are read (vLLM production-stack values, for example).
+                dirs[:] = [d for d in dirs if d not in ("templates", "charts")]
+                files = [f for f in files if f != "Chart.yaml"]
             for name in sorted(files):
                 if name.endswith(INPUT_SUFFIXES) and name != "tests.yaml":
                     yield os.path.join(root, name)

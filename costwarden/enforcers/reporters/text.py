@@ -18,10 +18,9 @@ Messages are printed as plain text (never as rich markup), so brackets in them s
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Iterable
 
-from rich.console import Console
-from rich.padding import Padding
 from rich.text import Text
 
 from costwarden.enforcers.ci import CheckReport, Finding, InputError
@@ -30,24 +29,73 @@ from costwarden.engine.decision import Decision
 
 _MARK = {"fail": ("FAIL", "bold red"), "warn": ("WARN", "yellow"), "error": ("ERROR", "bold magenta")}
 _INDENT = 11
+_WIDTH = 120
+
+Segment = tuple[str, str]  # (text, rich style)
 
 
 def render(report: CheckReport, *, color: bool = False) -> str:
-    """The report as text; ``color`` adds ANSI styles."""
-    buffer = io.StringIO()
-    console = Console(file=buffer, force_terminal=color, no_color=not color, width=120, highlight=False,
-                      emoji=False)
+    """The report as text; ``color`` adds ANSI styles (through rich; plain text is built directly,
+    which matters on large repositories: thousands of findings render in milliseconds)."""
+    lines: list[tuple[list[Segment], bool]] = []  # (segments, wrap with the detail indent)
     findings: dict[int, list[Finding]] = {}
     for f in report.findings:
         findings.setdefault(id(f.decision), []).append(f)
     for file, decisions in _by_file(d for d in report.decisions if id(d) in findings):
-        console.print(Text(file, style="bold underline"))
+        lines.append(([(file, "bold underline")], False))
         for decision in decisions:
-            _print_subject(console, decision, findings[id(decision)])
-    for error in report.errors:
-        console.print(_input_error(error), soft_wrap=True)
-    for line in summary_lines(report):
-        console.print(line, soft_wrap=True)
+            lines += _subject_lines(decision, findings[id(decision)])
+    lines += [([(t.plain, "")] if not color else _segments(t), False) for t in map(_input_error, report.errors)]
+    lines += [(_segments(t), False) for t in summary_lines(report)]
+    return _emit_rich(lines) if color else _emit_plain(lines)
+
+
+def _segments(text: Text) -> list[Segment]:
+    return [(text.plain[span.start:span.end], str(span.style)) for span in _spans(text)]
+
+
+def _spans(text: Text) -> list[_Span]:
+    """Split a styled Text into consecutive runs with one style each."""
+    runs: list[_Span] = []
+    cut = sorted({0, len(text.plain), *(p for sp in text.spans for p in (sp.start, sp.end))})
+    for a, b in zip(cut, cut[1:], strict=False):
+        style = next((str(sp.style) for sp in text.spans if sp.start <= a and sp.end >= b), str(text.style or ""))
+        runs.append(_Span(a, b, style))
+    return runs
+
+
+class _Span:
+    __slots__ = ("end", "start", "style")
+
+    def __init__(self, start: int, end: int, style: str) -> None:
+        self.start, self.end, self.style = start, end, style
+
+
+def _emit_plain(lines: list[tuple[list[Segment], bool]]) -> str:
+    out: list[str] = []
+    for segments, detail in lines:
+        text = "".join(t for t, _ in segments)
+        if detail:
+            width = _WIDTH - _INDENT
+            wrapped = textwrap.wrap(text, width, break_on_hyphens=False) if len(text) > width else [text]
+            out += [" " * _INDENT + part for part in wrapped or [""]]
+        else:
+            out.append(text)
+    return "".join(line.rstrip() + "\n" for line in out)
+
+
+def _emit_rich(lines: list[tuple[list[Segment], bool]]) -> str:
+    from rich.console import Console
+    from rich.padding import Padding
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=_WIDTH, highlight=False, emoji=False)
+    for segments, detail in lines:
+        text = Text()
+        for part, style in segments:
+            text.append(part, style=style or None)
+        # Padding keeps the indent on the lines rich wraps, too.
+        console.print(Padding(text, (0, 0, 0, _INDENT), expand=False) if detail else text, soft_wrap=not detail)
     return "".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines())
 
 
@@ -74,39 +122,28 @@ def summary_lines(report: CheckReport) -> list[Text]:
     return [first, verdict]
 
 
-def _print_subject(console: Console, decision: Decision, findings: list[Finding]) -> None:
+def _subject_lines(decision: Decision, findings: list[Finding]) -> list[tuple[list[Segment], bool]]:
     counts = decision.counts()
     s = decision.subject
     where = ", ".join(x for x in (s.provider, f"line {s.line}" if s.line else "") if x)
     quiet = ", ".join(f"{counts[k]} {word}" for k, word in (("pass", "passed"), ("skip", "skipped")) if counts[k])
-    header = Text("  ")
-    header.append(subject_label(s), style="bold")
-    header.append(f"  {where}" + (f" ({quiet})" if quiet else ""), style="dim")
-    console.print(header)
+    out = [([("  ", ""), (subject_label(s), "bold"), (f"  {where}" + (f" ({quiet})" if quiet else ""), "dim")], False)]
     for finding in findings:
-        _print_finding(console, finding)
-
-
-def _print_finding(console: Console, finding: Finding) -> None:
-    r = finding.result
-    word, style = _MARK[r.result]
-    line = Text("    ")
-    line.append(f"{word:<6} ", style=style if not finding.accepted else "dim")
-    line.append(f"{r.policy}/{r.rule}", style="bold")
-    line.append(f"  {r.effect}, {r.severity}", style="dim")
-    if finding.accepted:
-        line.append("  accepted by baseline", style="cyan")
-    console.print(line)
-    details = [r.message]
-    if r.fix is not None:
-        details.append(f"fix: {r.fix.description}")
-    saving = savings_text(r)
-    if saving:
-        details.append(f"saves {saving}")
-    for detail in details:
-        for part in detail.splitlines() or [""]:
-            # Padding keeps the indent on the lines rich wraps, too.
-            console.print(Padding(Text(part), (0, 0, 0, _INDENT), expand=False))
+        r = finding.result
+        word, style = _MARK[r.result]
+        head: list[Segment] = [("    ", ""), (f"{word:<6} ", style if not finding.accepted else "dim"),
+                               (f"{r.policy}/{r.rule}", "bold"), (f"  {r.effect}, {r.severity}", "dim")]
+        if finding.accepted:
+            head.append(("  accepted by baseline", "cyan"))
+        out.append((head, False))
+        details = [r.message]
+        if r.fix is not None:
+            details.append(f"fix: {r.fix.description}")
+        saving = savings_text(r)
+        if saving:
+            details.append(f"saves {saving}")
+        out += [([(part, "")], True) for detail in details for part in detail.splitlines() or [""]]
+    return out
 
 
 def _input_error(error: InputError) -> Text:
