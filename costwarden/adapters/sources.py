@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from costwarden.engine.subjects import SUBJECT_TYPES, LlmCall, SourceLocation, Subject, subject_from_dict
+from costwarden.engine.subjects import SUBJECT_TYPES, LlmCall, Resource, SourceLocation, Subject, subject_from_dict
 from costwarden.errors import AdapterError, SubjectError, UnrecognizedInput
 
 LLM_PROVIDERS = ("anthropic", "openai")
@@ -78,7 +78,7 @@ def subjects_from_data(
         from costwarden.adapters.kubernetes import subjects_from_object
 
         return list(subjects_from_object(dict(data), file=file, line=line))
-    raise AdapterError(
+    raise UnrecognizedInput(
         "unrecognised input: not a subject, an LLM call record, a Terraform plan or a Kubernetes object",
         file=file,
         line=line,
@@ -150,16 +150,48 @@ def _jsonl(text: str, file: str) -> list[Subject]:
 def _kubernetes(text: str, file: str) -> list[Subject]:
     from costwarden.adapters.kubernetes import read_manifests, subjects_from_object
 
+    documents = read_manifests(text, file)
     objects = [
         (obj, line, pointer)
-        for obj, line, pointer in read_manifests(text, file)
+        for obj, line, pointer in documents
         if isinstance(obj, Mapping) and "kind" in obj and "apiVersion" in obj
     ]
     if not objects:
-        raise UnrecognizedInput("no Kubernetes object (apiVersion and kind) in this YAML", file=file, line=1)
+        return _serving_files(text, file, [obj for obj, _, _ in documents])
     out: list[Subject] = []
     for obj, line, pointer in objects:
-        out += subjects_from_object(dict(obj), file=file, line=line, pointer=pointer)
+        for resource in subjects_from_object(dict(obj), file=file, line=line, pointer=pointer):
+            out.append(resource)
+            out += _vllm_in(resource)
+    return out
+
+
+def _vllm_in(resource: Resource) -> list[Subject]:
+    """A workload running vLLM is also a ``serving_config`` subject (one per vLLM container)."""
+    if resource.raw is None:
+        return []
+    from costwarden.adapters.vllm.detect import serving_configs_from_resource
+
+    return list(serving_configs_from_resource(resource))
+
+
+def _serving_files(text: str, file: str, documents: list[Any]) -> list[Subject]:
+    """YAML that is not a manifest: vLLM ``--config`` files and production-stack Helm values."""
+    from costwarden.adapters.vllm.detect import (
+        is_helm_values,
+        is_vllm_config_file,
+        serving_config_from_config_file,
+        serving_configs_from_helm_values,
+    )
+
+    out: list[Subject] = []
+    for doc in documents:
+        if is_helm_values(doc):
+            out += serving_configs_from_helm_values(doc, file, text=text)
+        elif is_vllm_config_file(doc):
+            out.append(serving_config_from_config_file(file, text=text))
+    if not out:
+        raise UnrecognizedInput("no Kubernetes object, vLLM config or vLLM Helm values in this YAML", file=file, line=1)
     return out
 
 

@@ -302,6 +302,8 @@ class ServingConfig(_Subject):
     namespace: str | None = None
     tags: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     deprecated_args: tuple[str, ...] = ()
+    arg_errors: tuple[str, ...] = ()
+    """Problems that make the engine refuse to start (unknown arguments, bad values), as messages."""
     source: SourceLocation = field(default_factory=SourceLocation)
     raw: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
@@ -330,6 +332,7 @@ class ServingConfig(_Subject):
             "replicas": self.replicas,
             "params_b": self.params_b,
             "deprecated_args": list(self.deprecated_args),
+            "arg_errors": list(self.arg_errors),
             "source": self.source.to_dict(),
         }
 
@@ -521,6 +524,9 @@ def _serving_config(data: Mapping[str, Any]) -> ServingConfig:
     deprecated = data.get("deprecated_args") or ()
     if not isinstance(deprecated, (list, tuple)) or not all(isinstance(a, str) for a in deprecated):
         raise SubjectError("must be a list of argument names", path="deprecated_args")
+    arg_errors = data.get("arg_errors") or ()
+    if not isinstance(arg_errors, (list, tuple)) or not all(isinstance(a, str) for a in arg_errors):
+        raise SubjectError("must be a list of messages", path="arg_errors")
     return ServingConfig(
         model=r.text("model", required=True),
         engine=r.text("engine", "vllm") or "vllm",
@@ -536,6 +542,7 @@ def _serving_config(data: Mapping[str, Any]) -> ServingConfig:
         namespace=r.text("namespace"),
         tags=r.tags(),
         deprecated_args=tuple(deprecated),
+        arg_errors=tuple(arg_errors),
         source=_source(r),
         raw=r.map("raw"),
     )

@@ -37,6 +37,7 @@ class ServingConfig(RuleParams):
     quantizeAboveParamsB: float | None = Field(default=None, gt=0)
     allowedGpuTypes: list[str] | None = None
     forbidDeprecatedArgs: bool = False
+    rejectInvalidArgs: bool = Field(default=True, description="arguments the engine would refuse to start with")
 
 
 def compile(params: ServingConfig, env: CompileEnv) -> Check:
@@ -52,6 +53,7 @@ def compile(params: ServingConfig, env: CompileEnv) -> Check:
             _quantized if params.quantizeAboveParamsB is not None else None,
             _gpu_type if params.allowedGpuTypes is not None else None,
             _deprecated if params.forbidDeprecatedArgs else None,
+            _invalid if params.rejectInvalidArgs else None,
         )
         if c is not None
     ]
@@ -83,7 +85,7 @@ def _set(name: str, value: Any, why: str) -> Fix:
 
 
 def _parallelism(s: ServingSubject, p: ServingConfig, catalog: Catalog) -> Outcome | None:
-    if s.gpus <= 0:
+    if s.gpus < 1:  # no GPU, or a fraction of one (time-slicing, MIG): one rank uses what there is
         return None
     tp, pp, dp = (int(_arg(s, n, 1)) for n in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size"))
     used = tp * pp * dp
@@ -216,6 +218,20 @@ def _deprecated(s: ServingSubject, p: ServingConfig, catalog: Catalog) -> Outcom
         expected=[],
         actual=list(s.deprecated_args),
         fix=Fix(f"remove {names}", tuple({"op": "remove", "path": f"/{a}"} for a in s.deprecated_args), "args"),
+    )
+
+
+def _invalid(s: ServingSubject, p: ServingConfig, catalog: Catalog) -> Outcome | None:
+    if not s.arg_errors:
+        return None
+    first = s.arg_errors[0].split("\n", 1)[0]
+    more = f" (and {len(s.arg_errors) - 1} more)" if len(s.arg_errors) > 1 else ""
+    return Outcome(
+        "fail",
+        f"{s.engine} would refuse to start: {first}{more}",
+        path="args",
+        expected="arguments the engine accepts",
+        actual=list(s.arg_errors),
     )
 
 

@@ -1,0 +1,164 @@
+"""Find the vLLM server invocation in a command line, as a shell or a container runtime runs it::
+
+    >>> found = find_invocation('sh -c "pip install x && exec vllm serve $M --port 8000"', {"M": "qwen"})
+    >>> found.mode, found.argv
+    ('serve', ['qwen', '--port', '8000'])
+
+Recognised: ``vllm serve ...`` (any path to ``vllm``; ``python -m vllm.entrypoints.cli.main
+serve``), ``python[3] -m vllm.entrypoints.openai.api_server ...``, behind ``exec``, ``env``,
+``nohup``, ``time`` and ``NAME=value`` prefixes, inside ``sh|bash -c "..."`` scripts with
+``&&``, ``||``, ``;`` and ``|`` chains and backslash-newline continuations. ``$VAR``,
+``${VAR}``, ``${VAR:-default}`` (shell) and ``$(VAR)`` (Kubernetes) are expanded from ``env``.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+API_SERVER_MODULES = frozenset({"vllm.entrypoints.openai.api_server"})
+CLI_MODULES = frozenset({"vllm.entrypoints.cli.main"})
+SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ash"})
+PREFIXES = frozenset({"exec", "env", "nohup", "time", "command", "stdbuf", "uv", "run"})
+_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+_SHELL_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+_K8S_VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+@dataclass(frozen=True, slots=True)
+class VllmInvocation:
+    """``mode`` is ``serve`` or ``api_server``; ``argv`` the words after the subcommand/module."""
+
+    mode: str
+    argv: list[str]
+    unresolved: tuple[str, ...] = field(default=())
+
+
+def expand_kubernetes(text: str, env: Mapping[str, str], unresolved: list[str]) -> str:
+    """Kubernetes' ``$(VAR)`` expansion in command/args (``$$`` escapes; unknown stays as is)."""
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name = m.group(1)
+        if name in env:
+            return env[name]
+        unresolved.append(f"$({name})")
+        return m.group(0)
+
+    return _K8S_VAR.sub(sub, text)
+
+
+def _expand_shell(text: str, env: Mapping[str, str], unresolved: list[str]) -> str:
+    def sub(m: re.Match[str]) -> str:
+        name = m.group(1) or m.group(3)
+        if name in env:
+            return env[name]
+        if m.group(2) is not None:
+            return m.group(2)
+        unresolved.append(f"${name}")
+        return m.group(0)
+
+    return _SHELL_VAR.sub(sub, text)
+
+
+def _split_script(script: str) -> list[list[str]]:
+    """A shell script → simple commands (words), split at ``&&``, ``||``, ``;``, ``|``, newlines."""
+    script = script.replace("\\\n", " ")
+    out: list[list[str]] = []
+    for raw_line in script.splitlines():
+        lexer = shlex.shlex(raw_line, posix=True, punctuation_chars=";&|")
+        lexer.whitespace_split = True
+        lexer.commenters = "#"
+        current: list[str] = []
+        try:
+            words = list(lexer)
+        except ValueError:  # unbalanced quotes: fall back to whitespace
+            words = raw_line.split()
+        for word in words:
+            if word and set(word) <= set(";&|"):
+                out.append(current)
+                current = []
+            else:
+                current.append(word)
+        out.append(current)
+    return [c for c in out if c]
+
+
+def _strip_prefixes(words: list[str]) -> list[str]:
+    i = 0
+    while i < len(words) and (_ASSIGNMENT.match(words[i]) or words[i] in PREFIXES or words[i].startswith("-")
+                              and i > 0 and words[i - 1] in ("env", "stdbuf")):
+        i += 1
+    return words[i:]
+
+
+def _program(word: str) -> str:
+    return word.rsplit("/", 1)[-1]
+
+
+def _python_module(words: list[str]) -> tuple[str, list[str]] | None:
+    """``python [-u ...] -m MODULE ARGS`` → (MODULE, ARGS)."""
+    for i, word in enumerate(words[1:], start=1):
+        if word == "-m" and i + 1 < len(words):
+            return words[i + 1], words[i + 2:]
+        if word.startswith("-m") and len(word) > 2:
+            return word[2:], words[i + 1:]
+        if not word.startswith("-"):
+            return None
+    return None
+
+
+def _from_words(words: list[str], env: Mapping[str, str], unresolved: list[str], depth: int) -> VllmInvocation | None:
+    words = _strip_prefixes(words)
+    if not words:
+        return None
+    program = _program(words[0])
+    if program in SHELLS and depth < 4:
+        for i, word in enumerate(words[1:], start=1):
+            if word.startswith("-") and not word.startswith("--") and "c" in word[1:]:
+                rest = [w for w in words[i + 1:] if w != "--"]  # bash -lc -- 'script'
+                return _from_script(rest[0], env, unresolved, depth + 1) if rest else None
+        return None
+    if program == "vllm" and len(words) > 1 and words[1] == "serve":
+        return VllmInvocation("serve", words[2:])
+    if program.startswith("python"):
+        found = _python_module(words)
+        if found and found[0] in API_SERVER_MODULES:
+            return VllmInvocation("api_server", found[1])
+        if found and found[0] in CLI_MODULES and found[1][:1] == ["serve"]:
+            return VllmInvocation("serve", found[1][1:])
+    return None
+
+
+def _from_script(script: str, env: Mapping[str, str], unresolved: list[str], depth: int) -> VllmInvocation | None:
+    for words in _split_script(script):
+        words = [_expand_shell(w, env, unresolved) for w in words]
+        found = _from_words(words, env, unresolved, depth)
+        if found:
+            return found
+    return None
+
+
+def find_invocation(command: str | Sequence[str], env: Mapping[str, str] | None = None) -> VllmInvocation | None:
+    """The vLLM server run by ``command`` (a shell string or an argv list), or None."""
+    env = env or {}
+    unresolved: list[str] = []
+    if isinstance(command, str):
+        found = _from_script(command, env, unresolved, 0)
+    else:
+        found = _from_words([str(w) for w in command], env, unresolved, 0)
+    if found is None:
+        return None
+    return VllmInvocation(found.mode, found.argv, tuple(dict.fromkeys(unresolved)))
+
+
+def runs_vllm(command: str | Sequence[str]) -> bool:
+    """Whether a command line runs a vLLM server (cheap pre-check: the text mentions vllm)."""
+    text = command if isinstance(command, str) else " ".join(str(w) for w in command)
+    return "vllm" in text and find_invocation(command) is not None
+
+
+__all__ = ["VllmInvocation", "expand_kubernetes", "find_invocation", "runs_vllm"]
