@@ -279,6 +279,10 @@ def _progress(*, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
         yield tick
 
 
+from costwarden.webhook.cli import webhook_app  # noqa: E402  (imports only typer: --version stays fast)
+
+app.add_typer(webhook_app, name="webhook")
+
 budget_app = typer.Typer(help="Budgets kept in a ledger.", no_args_is_help=True)
 app.add_typer(budget_app, name="budget")
 

@@ -28,7 +28,6 @@ What the API server gets, and why:
 from __future__ import annotations
 
 import base64
-import copy
 import importlib
 import json
 import threading
@@ -39,9 +38,10 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from costwarden.engine import patch as jsonpointer
+from costwarden.enforcers.fixes import apply_round
 from costwarden.engine.decision import Decision, Effect, RuleResult, SubjectRef
 from costwarden.engine.evaluate import PolicySet
+from costwarden.engine.patch import apply_patch, diff
 from costwarden.engine.subjects import Subject
 from costwarden.errors import AdapterError, describe
 
@@ -183,7 +183,7 @@ def _short(lines: Sequence[str]) -> list[str]:
     """Distinct, printable, at most 120 characters each (longer ones may be cut by the API server)."""
     out: list[str] = []
     for line in lines:
-        text = "".join(ch if ch.isprintable() else " " for ch in line)
+        text = line if line.isprintable() else "".join(ch if ch.isprintable() else " " for ch in line)
         if len(text) > MAX_WARNING_CHARS:
             text = text[: MAX_WARNING_CHARS - 3].rstrip() + "..."
         if text not in out:
@@ -367,124 +367,12 @@ def fix_object(policies: PolicySet, obj: Mapping[str, Any], namespace: str | Non
         pending = enforced_fixes(decisions)
         if not pending:
             break
-        current, done = _apply_round(current, pending)
+        current, done = apply_round(current, pending)
         if not done:
             break
         applied += done
         decisions = evaluate_object(policies, current, namespace)
     return current, applied
-
-
-def _apply_round(doc: Any, pending: list[RuleResult]) -> tuple[Any, list[RuleResult]]:
-    """Apply each fix whose paths do not overlap one applied earlier in the round (ops were
-    computed against the round's starting object); the others wait for the next round."""
-    touched: list[list[str]] = []
-    done: list[RuleResult] = []
-    for result in pending:
-        assert result.fix is not None  # enforced_fixes keeps only results with a fix
-        paths = [jsonpointer.split(str(op.get(k))) for op in result.fix.patch for k in ("path", "from") if k in op]
-        if any(_overlaps(p, t) for p in paths for t in touched):
-            continue
-        try:
-            doc = apply_patch(copy.deepcopy(doc), result.fix.patch)
-        except (ValueError, KeyError, IndexError, TypeError):
-            continue  # a fix that no longer applies is dropped, never half-applied
-        touched += paths
-        done.append(result)
-    return doc, done
-
-
-def _overlaps(a: list[str], b: list[str]) -> bool:
-    n = min(len(a), len(b))
-    return a[:n] == b[:n]
-
-
-def apply_patch(doc: Any, ops: Sequence[Mapping[str, Any]]) -> Any:
-    """Apply RFC 6902 operations to ``doc`` in place; returns the (possibly new) root.
-    Raises ValueError, KeyError or IndexError when an operation does not apply."""
-    for op in ops:
-        kind, tokens = op.get("op"), jsonpointer.split(str(op.get("path", "")))
-        if kind == "test":
-            if _get(doc, tokens) != op.get("value"):
-                raise ValueError(f"test failed at {op.get('path')}")
-        elif kind in ("add", "replace"):
-            if kind == "replace":
-                _get(doc, tokens)
-            doc = _put(doc, tokens, copy.deepcopy(op.get("value")), insert=kind == "add")
-        elif kind == "remove":
-            _remove(doc, tokens)
-        elif kind in ("move", "copy"):
-            source = jsonpointer.split(str(op.get("from", "")))
-            value = copy.deepcopy(_get(doc, source))
-            if kind == "move":
-                _remove(doc, source)
-            doc = _put(doc, tokens, value, insert=True)
-        else:
-            raise ValueError(f"unknown JSON Patch op {kind!r}")
-    return doc
-
-
-def _get(doc: Any, tokens: list[str]) -> Any:
-    for token in tokens:
-        doc = doc[_index(doc, token, size=len(doc))] if isinstance(doc, list) else doc[token]
-    return doc
-
-
-def _index(items: list[Any], token: str, *, size: int) -> int:
-    if not token.isdigit() or (token != "0" and token.startswith("0")) or int(token) >= size:
-        raise IndexError(f"bad array index {token!r}")
-    return int(token)
-
-
-def _put(doc: Any, tokens: list[str], value: Any, *, insert: bool) -> Any:
-    if not tokens:
-        return value
-    parent = _get(doc, tokens[:-1])
-    last = tokens[-1]
-    if isinstance(parent, list):
-        if last == "-" and insert:
-            parent.append(value)
-        elif insert:
-            parent.insert(_index(parent, last, size=len(parent) + 1), value)
-        else:
-            parent[_index(parent, last, size=len(parent))] = value
-    elif isinstance(parent, dict):
-        parent[last] = value
-    else:
-        raise TypeError(f"cannot set {last!r} inside a {type(parent).__name__}")
-    return doc
-
-
-def _remove(doc: Any, tokens: list[str]) -> None:
-    if not tokens:
-        raise ValueError("cannot remove the whole document")
-    parent = _get(doc, tokens[:-1])
-    if isinstance(parent, list):
-        del parent[_index(parent, tokens[-1], size=len(parent))]
-    else:
-        del parent[tokens[-1]]
-
-
-def diff(old: Any, new: Any, pointer: str = "") -> list[dict[str, Any]]:
-    """JSON Patch operations that turn ``old`` into ``new`` (``~``/``/`` escaped in paths).
-    Maps are compared key by key, lists element by element when their length is kept or they
-    grew at the end; anything else is replaced whole. Equal documents give ``[]``."""
-    if type(old) is type(new) and old == new:
-        return []
-    if isinstance(old, Mapping) and isinstance(new, Mapping):
-        ops = [{"op": "remove", "path": jsonpointer.join(pointer, k)} for k in old if k not in new]
-        for key, value in new.items():
-            if key in old:
-                ops += diff(old[key], value, jsonpointer.join(pointer, key))
-            else:
-                ops.append({"op": "add", "path": jsonpointer.join(pointer, key), "value": value})
-        return ops
-    if isinstance(old, list) and isinstance(new, list) and len(new) >= len(old):
-        head = [op for i, item in enumerate(old) for op in diff(item, new[i], jsonpointer.join(pointer, i))]
-        tail = [{"op": "add", "path": jsonpointer.join(pointer, i), "value": new[i]} for i in range(len(old), len(new))]
-        if len(new) == len(old) or not head:
-            return head + tail
-    return [{"op": "replace", "path": pointer, "value": new}]
 
 
 __all__ = [

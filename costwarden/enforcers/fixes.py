@@ -13,50 +13,19 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from costwarden.engine.decision import Decision, Fix
-from costwarden.engine.patch import split
-from costwarden.errors import EnforcementError
+from costwarden.engine import patch
+from costwarden.engine.decision import Decision, Fix, RuleResult
+from costwarden.errors import EnforcementError, describe
 
 MAX_ROUNDS = 3
 
 
 def apply_patch(doc: Any, ops: Sequence[Mapping[str, Any]]) -> Any:
-    """A patched deep copy of ``doc`` (add, replace, remove, test; ``-`` appends to a list)."""
-    result = copy.deepcopy(doc)
-    for op in ops:
-        result = _apply_one(result, op)
-    return result
-
-
-def _apply_one(doc: Any, op: Mapping[str, Any]) -> Any:
-    kind, tokens = op.get("op"), split(str(op.get("path", "")))
-    if not tokens:
-        if kind in ("add", "replace"):
-            return copy.deepcopy(op["value"])
-        raise EnforcementError(f"cannot {kind} the document root")
-    parent = doc
-    for token in tokens[:-1]:
-        parent = parent[int(token)] if isinstance(parent, list) else parent[token]
-    last = tokens[-1]
-    if kind == "test":
-        current = parent[int(last)] if isinstance(parent, list) else parent.get(last)
-        if current != op.get("value"):
-            raise EnforcementError(f"test failed at {op['path']}")
-    elif isinstance(parent, list):
-        index = len(parent) if last == "-" else int(last)
-        if kind == "add":
-            parent.insert(index, copy.deepcopy(op["value"]))
-        elif kind == "replace":
-            parent[index] = copy.deepcopy(op["value"])
-        elif kind == "remove":
-            del parent[index]
-    elif kind in ("add", "replace"):
-        parent[last] = copy.deepcopy(op["value"])
-    elif kind == "remove":
-        parent.pop(last, None)
-    else:
-        raise EnforcementError(f"unsupported JSON Patch operation {kind!r}")
-    return doc
+    """A patched deep copy of ``doc``; raises EnforcementError when an operation does not apply."""
+    try:
+        return patch.apply_patch(copy.deepcopy(doc), ops)
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise EnforcementError(f"fix does not apply: {describe(exc)}") from exc
 
 
 @dataclass
@@ -72,28 +41,71 @@ class FixOutcome:
         return bool(self.applied)
 
 
-def fix_until_clean(
-    doc: Any, judge: Callable[[Any], Decision], *, target: str = "object", max_rounds: int = MAX_ROUNDS
-) -> FixOutcome:
-    """Apply the blocking failures' fixes for ``target`` and judge again, until none is left.
+def blocking_fixes(target: str) -> Callable[[Sequence[Decision]], list[RuleResult] | None]:
+    """Select the blocking failures' fixes on ``target``; None (stop) when one has no such fix."""
 
-    Stops when the decision allows, when a blocking failure has no fix (the fixes cannot help),
-    or after ``max_rounds``; the caller reads ``outcome.decision`` for the final verdict.
+    def select(decisions: Sequence[Decision]) -> list[RuleResult] | None:
+        blocking = [r for d in decisions for r in d.blocking]
+        if any(r.fix is None or r.fix.target != target for r in blocking):
+            return None
+        return blocking
+
+    return select
+
+
+def fix_until_clean(
+    doc: Any,
+    judge: Callable[[Any], Decision],
+    *,
+    target: str = "object",
+    max_rounds: int = MAX_ROUNDS,
+    select: Callable[[Sequence[Decision]], list[RuleResult] | None] | None = None,
+) -> FixOutcome:
+    """Apply the selected failures' fixes and judge again, until none is left.
+
+    By default the blocking failures are fixed, and fixing stops when one of them has no fix on
+    ``target`` (the fixes cannot make the subject pass). Within a round, a fix whose paths
+    overlap one applied earlier waits for the next round (its operations were computed on the
+    round's starting document); a fix that no longer applies is dropped, never half-applied.
     """
+    chooser = select or blocking_fixes(target)
     decision = judge(doc)
     outcome = FixOutcome(doc, decision)
     for _ in range(max_rounds):
-        blocking = decision.blocking
-        if not blocking or any(r.fix is None or r.fix.target != target for r in blocking):
+        pending = chooser([decision])
+        if not pending:
             break
-        fixes = [r.fix for r in blocking if r.fix is not None]
-        ops = [op for f in fixes for op in f.patch]
-        if not ops:
+        doc, done = apply_round(doc, pending)
+        if not done:
             break
-        doc = apply_patch(doc, ops)
         decision = judge(doc)
-        outcome = FixOutcome(doc, decision, outcome.applied + fixes)
+        outcome = FixOutcome(doc, decision, outcome.applied + [r.fix for r in done if r.fix is not None])
     return outcome
 
 
-__all__ = ["MAX_ROUNDS", "FixOutcome", "apply_patch", "fix_until_clean"]
+def apply_round(doc: Any, pending: list[RuleResult]) -> tuple[Any, list[RuleResult]]:
+    """Apply each pending fix whose paths do not overlap one applied before it in the round.
+    Returns the patched copy and the results whose fixes applied."""
+    touched: list[list[str]] = []
+    done: list[RuleResult] = []
+    for result in pending:
+        if result.fix is None or not result.fix.patch:
+            continue
+        paths = [patch.split(str(op.get(k))) for op in result.fix.patch for k in ("path", "from") if k in op]
+        if any(_overlaps(p, t) for p in paths for t in touched):
+            continue
+        try:
+            doc = apply_patch(doc, result.fix.patch)
+        except EnforcementError:
+            continue
+        touched += paths
+        done.append(result)
+    return doc, done
+
+
+def _overlaps(a: list[str], b: list[str]) -> bool:
+    n = min(len(a), len(b))
+    return a[:n] == b[:n]
+
+
+__all__ = ["MAX_ROUNDS", "FixOutcome", "apply_patch", "apply_round", "blocking_fixes", "fix_until_clean"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -78,4 +79,95 @@ def append_items(doc: Any, list_pointer: str, items: Sequence[Any]) -> list[Op]:
     return [{"op": "add", "path": list_pointer + "/-", "value": item} for item in missing]
 
 
-__all__ = ["Op", "append_items", "escape", "join", "resolve", "set_entries", "split", "unescape"]
+# --- applying and diffing (RFC 6902) ----------------------------------------------------------
+
+
+def apply_patch(doc: Any, ops: Sequence[Mapping[str, Any]]) -> Any:
+    """Apply RFC 6902 operations to ``doc`` in place; returns the (possibly new) root.
+    Raises ValueError, KeyError or IndexError when an operation does not apply."""
+    for op in ops:
+        kind, tokens = op.get("op"), split(str(op.get("path", "")))
+        if kind == "test":
+            if _get(doc, tokens) != op.get("value"):
+                raise ValueError(f"test failed at {op.get('path')}")
+        elif kind in ("add", "replace"):
+            if kind == "replace":
+                _get(doc, tokens)
+            doc = _put(doc, tokens, copy.deepcopy(op.get("value")), insert=kind == "add")
+        elif kind == "remove":
+            _remove(doc, tokens)
+        elif kind in ("move", "copy"):
+            source = split(str(op.get("from", "")))
+            value = copy.deepcopy(_get(doc, source))
+            if kind == "move":
+                _remove(doc, source)
+            doc = _put(doc, tokens, value, insert=True)
+        else:
+            raise ValueError(f"unknown JSON Patch op {kind!r}")
+    return doc
+
+
+def _get(doc: Any, tokens: list[str]) -> Any:
+    for token in tokens:
+        doc = doc[_index(doc, token, size=len(doc))] if isinstance(doc, list) else doc[token]
+    return doc
+
+
+def _index(items: list[Any], token: str, *, size: int) -> int:
+    if not token.isdigit() or (token != "0" and token.startswith("0")) or int(token) >= size:
+        raise IndexError(f"bad array index {token!r}")
+    return int(token)
+
+
+def _put(doc: Any, tokens: list[str], value: Any, *, insert: bool) -> Any:
+    if not tokens:
+        return value
+    parent = _get(doc, tokens[:-1])
+    last = tokens[-1]
+    if isinstance(parent, list):
+        if last == "-" and insert:
+            parent.append(value)
+        elif insert:
+            parent.insert(_index(parent, last, size=len(parent) + 1), value)
+        else:
+            parent[_index(parent, last, size=len(parent))] = value
+    elif isinstance(parent, dict):
+        parent[last] = value
+    else:
+        raise TypeError(f"cannot set {last!r} inside a {type(parent).__name__}")
+    return doc
+
+
+def _remove(doc: Any, tokens: list[str]) -> None:
+    if not tokens:
+        raise ValueError("cannot remove the whole document")
+    parent = _get(doc, tokens[:-1])
+    if isinstance(parent, list):
+        del parent[_index(parent, tokens[-1], size=len(parent))]
+    else:
+        del parent[tokens[-1]]
+
+
+def diff(old: Any, new: Any, pointer: str = "") -> list[dict[str, Any]]:
+    """JSON Patch operations that turn ``old`` into ``new`` (``~``/``/`` escaped in paths).
+    Maps are compared key by key, lists element by element when their length is kept or they
+    grew at the end; anything else is replaced whole. Equal documents give ``[]``."""
+    if type(old) is type(new) and old == new:
+        return []
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        ops = [{"op": "remove", "path": join(pointer, k)} for k in old if k not in new]
+        for key, value in new.items():
+            if key in old:
+                ops += diff(old[key], value, join(pointer, key))
+            else:
+                ops.append({"op": "add", "path": join(pointer, key), "value": value})
+        return ops
+    if isinstance(old, list) and isinstance(new, list) and len(new) >= len(old):
+        head = [op for i, item in enumerate(old) for op in diff(item, new[i], join(pointer, i))]
+        tail = [{"op": "add", "path": join(pointer, i), "value": new[i]} for i in range(len(old), len(new))]
+        if len(new) == len(old) or not head:
+            return head + tail
+    return [{"op": "replace", "path": pointer, "value": new}]
+
+
+__all__ = ["Op", "append_items", "apply_patch", "diff", "escape", "join", "resolve", "set_entries", "split", "unescape"]

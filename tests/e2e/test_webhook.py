@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import jsonpatch
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from webhook_support import (
     CORPORA,
@@ -43,7 +44,7 @@ from webhook_support import (
     write_policies,
 )
 
-from costwarden.adapters.sources import subjects_from_data
+from costwarden.adapters.sources import subjects_from_text
 from costwarden.api import load_policies
 from costwarden.engine.decision import Decision
 from costwarden.engine.evaluate import PolicySet
@@ -108,8 +109,9 @@ def apply(obj: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
 
 
 def engine_decisions(engine: PolicySet, obj: dict[str, Any]) -> list[Decision]:
-    """What `costwarden check` decides for the object, on the admission surface."""
-    return [engine.evaluate(s, "admission") for s in subjects_from_data(with_namespace(obj))]
+    """What `costwarden check --surface admission` decides for the object in a manifest file."""
+    text = yaml.safe_dump(with_namespace(obj), sort_keys=False)
+    return [engine.evaluate(s, "admission") for s in subjects_from_text(text, file="manifest.yaml")]
 
 
 def metrics(client: httpx.Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -192,6 +194,36 @@ def test_corpora_same_verdict_as_the_engine_and_patches_pass(client: httpx.Clien
             assert post(client, "/validate", admission_review(patched))["allowed"] is True, where
             fixed += 1
     assert judged > 150 and denied > 80 and fixed > 80, (judged, denied, fixed)
+
+
+@pytest.fixture(scope="module")
+def builtin_client(certs: CertFiles) -> Iterator[httpx.Client]:
+    from costwarden.api import builtin_library_path
+
+    app = create_app(WebhookSettings(str(builtin_library_path())))
+    with ServerThread(app, certs.cert, certs.key) as running, \
+            httpx.Client(base_url=running.url, verify=client_context(certs.ca_cert), timeout=30) as c:
+        assert app.state.webhook.reloader.wait_ready(60)
+        yield c
+
+
+def test_corpora_builtin_library_same_verdict_as_check(builtin_client: httpx.Client,
+                                                      builtin_policies: PolicySet) -> None:
+    """The built-in library (vLLM serving rules included) judges like `costwarden check --surface admission`."""
+    if not CORPORA.is_dir():
+        pytest.skip("shared corpora not present")
+    serving = 0
+    for where, obj in corpus_objects():
+        decisions = engine_decisions(builtin_policies, obj)
+        serving += sum(d.subject.type == "serving_config" for d in decisions)
+        response = post(builtin_client, "/validate", admission_review(obj))
+        assert response["allowed"] is all(d.allowed for d in decisions), where
+        for r in (r for d in decisions for r in d.blocking):
+            assert f"[{r.policy}/{r.rule}]" in response["status"]["message"], where
+        # messages may name the manifest file, and identical warnings are sent once
+        expected = {f"costwarden {r.policy}/{r.rule}" for d in decisions for r in d.warnings}
+        assert {w.split(": ")[0] for w in response.get("warnings", [])} == expected, where
+    assert serving > 0, "no serving_config subjects: is the vLLM detector wired into costwarden check?"
 
 
 def test_recorded_admission_events(client: httpx.Client, engine: PolicySet) -> None:

@@ -1,0 +1,44 @@
+"""The ``costwarden webhook`` command bodies (the sub-app the main command mounts as ``webhook``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+from webhook_support import write_policies
+
+from costwarden.webhook.cli import webhook_app
+
+runner = CliRunner()
+
+
+def test_certs_then_manifests_with_them(tmp_path: Path) -> None:
+    out = runner.invoke(webhook_app, ["certs", "--service", "cw-webhook", "--namespace", "cw", "--out",
+                                      str(tmp_path / "certs"), "--days", "30"])
+    assert out.exit_code == 0, out.output
+    assert out.output.split() == [str(tmp_path / "certs" / n) for n in ("ca.crt", "tls.crt", "tls.key")]
+    policies = write_policies(tmp_path / "policies")
+    out = runner.invoke(webhook_app, ["manifests", "--namespace", "cw", "--image", "example.com/cw:1",
+                                      "--policies", str(policies), "--certs", str(tmp_path / "certs")])
+    assert out.exit_code == 0, out.output
+    objects = list(yaml.safe_load_all(out.stdout))
+    kinds = [o["kind"] for o in objects]
+    assert kinds == ["Namespace", "ServiceAccount", "ConfigMap", "Secret", "Deployment", "PodDisruptionBudget",
+                     "Service", "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"]
+    assert list(objects[2]["data"]) == ["policies.yaml"]
+    assert objects[4]["spec"]["template"]["spec"]["containers"][0]["image"] == "example.com/cw:1"
+    assert objects[-1]["webhooks"][0]["clientConfig"]["caBundle"]
+
+
+def test_bad_policies_print_every_diagnostic_and_exit_2(tmp_path: Path) -> None:
+    policies = write_policies(tmp_path / "p", "apiVersion: costwarden.dev/v1\nkind: Policy\nmetadata: {name: x}\n"
+                                              "spec: {subject: resource, rules: [{name: r, requireTagz: {}}]}\n")
+    out = runner.invoke(webhook_app, ["manifests", "--policies", str(policies)])
+    assert out.exit_code == 2 and "error[" in out.output
+
+
+def test_serve_refuses_missing_files(tmp_path: Path) -> None:
+    out = runner.invoke(webhook_app, ["serve", "--policies", str(tmp_path), "--tls-cert", str(tmp_path / "no.crt"),
+                                      "--tls-key", str(tmp_path / "no.key")])
+    assert out.exit_code == 2 and "TLS certificate" in out.output and "does not exist" in out.output
