@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from costwarden.engine.subjects import SUBJECT_TYPES, LlmCall, Resource, SourceLocation, Subject, subject_from_dict
+from costwarden.engine.subjects import SUBJECT_TYPES, LlmCall, SourceLocation, Subject, subject_from_dict
 from costwarden.errors import AdapterError, SubjectError, UnrecognizedInput
 
 LLM_PROVIDERS = ("anthropic", "openai")
@@ -75,9 +75,7 @@ def subjects_from_data(
 
         return list(subjects_from_plan(data, file=file, include_all=include_all))
     if "apiVersion" in data and "kind" in data:
-        from costwarden.adapters.kubernetes import subjects_from_object
-
-        return list(subjects_from_object(dict(data), file=file, line=line))
+        return kubernetes_object_subjects(data, file=file, line=line)
     raise UnrecognizedInput(
         "unrecognised input: not a subject, an LLM call record, a Terraform plan or a Kubernetes object",
         file=file,
@@ -148,7 +146,7 @@ def _jsonl(text: str, file: str) -> list[Subject]:
 
 
 def _kubernetes(text: str, file: str) -> list[Subject]:
-    from costwarden.adapters.kubernetes import read_manifests, subjects_from_object
+    from costwarden.adapters.kubernetes import read_manifests
 
     documents = read_manifests(text, file)
     objects = [
@@ -160,19 +158,24 @@ def _kubernetes(text: str, file: str) -> list[Subject]:
         return _serving_files(text, file, [obj for obj, _, _ in documents])
     out: list[Subject] = []
     for obj, line, pointer in objects:
-        for resource in subjects_from_object(dict(obj), file=file, line=line, pointer=pointer):
-            out.append(resource)
-            out += _vllm_in(resource)
+        out += kubernetes_object_subjects(obj, file=file, line=line, pointer=pointer)
     return out
 
 
-def _vllm_in(resource: Resource) -> list[Subject]:
-    """A workload running vLLM is also a ``serving_config`` subject (one per vLLM container)."""
-    if resource.raw is None:
-        return []
+def kubernetes_object_subjects(
+    obj: Mapping[str, Any], *, file: str | None = None, line: int | None = None, pointer: str = ""
+) -> list[Subject]:
+    """The subjects of one Kubernetes object, the same for ``check`` and the admission webhook:
+    its ``resource`` and, for every container running vLLM, a ``serving_config``."""
+    from costwarden.adapters.kubernetes import subjects_from_object
     from costwarden.adapters.vllm.detect import serving_configs_from_resource
 
-    return list(serving_configs_from_resource(resource))
+    out: list[Subject] = []
+    for resource in subjects_from_object(dict(obj), file=file, line=line, pointer=pointer):
+        out.append(resource)
+        if resource.raw is not None:
+            out += serving_configs_from_resource(resource)
+    return out
 
 
 def _serving_files(text: str, file: str, documents: list[Any]) -> list[Subject]:
@@ -195,4 +198,10 @@ def _serving_files(text: str, file: str, documents: list[Any]) -> list[Subject]:
     return out
 
 
-__all__ = ["llm_call_from_record", "subjects_from_data", "subjects_from_path", "subjects_from_text"]
+__all__ = [
+    "kubernetes_object_subjects",
+    "llm_call_from_record",
+    "subjects_from_data",
+    "subjects_from_path",
+    "subjects_from_text",
+]

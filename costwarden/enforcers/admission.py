@@ -28,14 +28,12 @@ What the API server gets, and why:
 from __future__ import annotations
 
 import base64
-import importlib
 import json
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 from costwarden.enforcers.fixes import apply_round
@@ -236,32 +234,16 @@ def _without_status(obj: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-@cache
-def _vllm_detector() -> Any:
-    """``serving_configs_from_resource`` when the vLLM adapter is installed, else None."""
-    try:
-        module = importlib.import_module("costwarden.adapters.vllm.detect")
-    except ImportError:
-        return None
-    return getattr(module, "serving_configs_from_resource", None)
-
-
 def object_subjects(obj: Mapping[str, Any], namespace: str | None = None) -> list[Subject]:
     """The subjects of one Kubernetes object, as ``costwarden check`` builds them: the resource
     and, for pods that run ``vllm serve``, their serving configs. ``namespace`` (the request's)
     fills in a namespace the object leaves out, as the API server does for namespaced objects."""
-    from costwarden.adapters.kubernetes import subjects_from_object
+    from costwarden.adapters.sources import kubernetes_object_subjects
 
     meta = obj.get("metadata")
     if namespace and isinstance(meta, Mapping) and not meta.get("namespace"):
         obj = {**obj, "metadata": {**meta, "namespace": namespace}}
-    resources = subjects_from_object(obj)
-    subjects: list[Subject] = list(resources)
-    detect = _vllm_detector()
-    if detect is not None:
-        for resource in resources:
-            subjects.extend(detect(resource))
-    return subjects
+    return kubernetes_object_subjects(obj)
 
 
 def evaluate_object(policies: PolicySet, obj: Mapping[str, Any], namespace: str | None = None) -> list[Decision]:
