@@ -22,6 +22,7 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     "AdapterError": "costwarden.errors",
     "BudgetExceeded": "costwarden.errors",
+    "CallGuard": "costwarden.enforcers.callguard",
     "CostwardenError": "costwarden.errors",
     "Decision": "costwarden.engine.decision",
     "LedgerError": "costwarden.errors",
@@ -33,7 +34,9 @@ _EXPORTS: dict[str, str] = {
     "Resource": "costwarden.engine.subjects",
     "RuleResult": "costwarden.engine.decision",
     "ServingConfig": "costwarden.engine.subjects",
+    "attribution": "costwarden.enforcers.attribution",
     "builtin_library_path": "costwarden.api",
+    "guard_openai": "costwarden.enforcers.openai_guard",
     "load_policies": "costwarden.api",
     "open_ledger": "costwarden.adapters.ledger",
     "subject_from_dict": "costwarden.engine.subjects",
@@ -42,6 +45,9 @@ _EXPORTS: dict[str, str] = {
 if TYPE_CHECKING:
     from costwarden.adapters.ledger import open_ledger
     from costwarden.api import builtin_library_path, load_policies
+    from costwarden.enforcers.attribution import attribution
+    from costwarden.enforcers.callguard import CallGuard
+    from costwarden.enforcers.openai_guard import guard_openai
     from costwarden.engine.decision import Decision, RuleResult
     from costwarden.engine.evaluate import PolicySet
     from costwarden.engine.subjects import LlmCall, Resource, ServingConfig, subject_from_dict
@@ -68,6 +74,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AdapterError",
     "BudgetExceeded",
+    "CallGuard",
     "CostwardenError",
     "Decision",
     "LedgerError",
@@ -80,7 +87,9 @@ __all__ = [
     "RuleResult",
     "ServingConfig",
     "__version__",
+    "attribution",
     "builtin_library_path",
+    "guard_openai",
     "load_policies",
     "open_ledger",
     "subject_from_dict",

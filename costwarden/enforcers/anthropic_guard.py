@@ -44,6 +44,7 @@ from costwarden.enforcers.attempt import (
     max_retries_of,
     request_was_sent,
     retryable_exception,
+    safely,
     should_retry_status,
 )
 from costwarden.enforcers.bodytap import AsyncTappedStream, BodyTap, TappedStream
@@ -100,7 +101,7 @@ def handle(guard: CallGuard, request: APIRequest, call_next: CallNext) -> APIRes
     except BaseException as exc:
         _failed(guard, call, request, exc, call_next)
         raise
-    _after(guard, call, request, response.http_response, TappedStream, call_next)
+    safely(call, _after, guard, call, request, response.http_response, TappedStream, call_next)
     return response
 
 
@@ -115,7 +116,7 @@ async def handle_async(guard: CallGuard, request: APIRequest, call_next: AsyncCa
     except BaseException as exc:
         _failed(guard, call, request, exc, call_next)
         raise
-    _after(guard, call, request, response.http_response, AsyncTappedStream, call_next)
+    safely(call, _after, guard, call, request, response.http_response, AsyncTappedStream, call_next)
     return response
 
 

@@ -9,6 +9,7 @@ rules read ``httpx2`` and SDK exceptions without importing either.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,8 @@ from costwarden.errors import describe
 if TYPE_CHECKING:
     from costwarden.enforcers.callguard import CallGuard
     from costwarden.enforcers.guarded_call import GuardedCall
+
+log = logging.getLogger("costwarden.callguard")
 
 # The request never (fully) left: nothing can have been billed.
 _NOT_SENT = frozenset(
@@ -71,6 +74,16 @@ def end_reason(complete: bool, error: BaseException | None) -> str:
     return "the body ended" if complete else "closed by the caller"
 
 
+def safely(call: GuardedCall, after: Callable[..., None], *args: Any) -> None:
+    """Run an edge's after-response step; a bug there must not cost the caller a response that
+    already arrived, so it is logged and the call is charged its reserved worst case."""
+    try:
+        after(*args)
+    except Exception as exc:
+        log.exception("call-guard accounting failed after the response arrived")
+        call.charge_estimate(error=f"call-guard accounting failed: {describe(exc)}")
+
+
 def charge_json_body(
     call: GuardedCall,
     content: bytes,
@@ -94,5 +107,6 @@ __all__ = [
     "max_retries_of",
     "request_was_sent",
     "retryable_exception",
+    "safely",
     "should_retry_status",
 ]

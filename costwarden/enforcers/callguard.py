@@ -6,7 +6,7 @@ SDK middleware, :mod:`.openai_guard` an ``httpx2`` transport for the ``openai`` 
     guard = CallGuard(costwarden.load_policies(), ledger=costwarden.open_ledger("sqlite:///spend.db"))
     client = anthropic.Anthropic(middleware=[guard])
     with attribution(feature="search", user="u-123", team="growth"):
-        client.messages.create(model="claude-sonnet-4-5", max_tokens=512, messages=[...])
+        client.messages.create(model="claude-sonnet-4-6", max_tokens=512, messages=[...])
 
 Before the call (sync code; the async edges only await I/O): build the ``llm_call`` subject
 (attribution from :func:`attribution`, then the body's own user field, then ``defaults``), judge the
@@ -82,17 +82,23 @@ else:
 
 log = logging.getLogger("costwarden.callguard")
 
-_ACTIVE: ContextVar[GuardedCall | None] = ContextVar("costwarden_active_call", default=None)
-"""The last logical call started in this thread or task, so an SDK retry finds its reservation."""
-
 
 class CallGuard(_MiddlewareBase):
     """Enforces ``llm_call`` policies around LLM SDK calls; one instance serves many clients and threads.
 
-    ``defaults`` attributes calls that carry no attribution (``{"feature": "chat", "team": "web",
-    "env": "prod"}`` — keys other than feature/user/team become tags). ``sinks`` receive a
-    :class:`CostEvent` per call. ``max_retries`` should match the client's ``max_retries`` so a
-    failed call's hold is released as soon as the SDK stops retrying.
+    * ``ledger`` — where budgets are reserved and settled (``costwarden.open_ledger(url)``); without
+      one, budget rules skip and nothing is reserved.
+    * ``defaults`` — attribution for calls that carry none (``{"feature": "chat", "team": "web",
+      "env": "prod"}``; keys other than feature/user/team become tags).
+    * ``sinks`` — receive one :class:`~costwarden.adapters.events.CostEvent` per call;
+      ``record_content`` adds prompts and completions to it (off by default).
+    * ``apply_fixes`` / ``max_fix_rounds`` — rewrite requests whose blocking failures carry fixes.
+    * ``reservation_ttl_s`` — how long an unsettled hold lives (batches: ``batch_reservation_ttl_s``).
+    * ``post_call_rules`` — judge the call's outcome (``requirePromptCaching`` and ``expr`` rules).
+    * ``max_retries`` — the SDK's retry count where the edge cannot read the client's (the OpenAI
+      helpers pass the client's; the Anthropic middleware reads it from its chain).
+    * ``pricer`` — defaults to the policy set's (genai-prices with catalog overrides); ``clock`` to
+      the policy set's; ``on_alert`` receives budget threshold alerts (they are also logged).
     """
 
     def __init__(
@@ -130,6 +136,9 @@ class CallGuard(_MiddlewareBase):
         self._budget_rules = frozenset(
             (p.name, r.name) for p in policies.policies for r in p.rules if r.kind == "budget"
         )
+        self.post_policies = _post_call_policies(policies) if post_call_rules else None
+        # the last logical call this guard started in each thread or task, so an SDK retry finds it
+        self._active: ContextVar[GuardedCall | None] = ContextVar(f"costwarden_call_{id(self):x}", default=None)
 
     # --- the anthropic middleware interface (the edge lives in anthropic_guard) ----------------
 
@@ -159,14 +168,14 @@ class CallGuard(_MiddlewareBase):
 
         Raises PolicyViolation / BudgetExceeded when the call may not be made; nothing is sent then.
         """
-        active = _ACTIVE.get()
-        if active is not None and active.pending_retry and active.guard is self:
+        active = self._active.get()
+        if active is not None and active.pending_retry:
             if attempt > 0 and active.key == key:
                 active.pending_retry = False
                 return active
             active.abandon("the SDK stopped retrying")
         call = self._prepare(edge, body, key=key, batch=batch, rewrites=tuple(rewrites))
-        _ACTIVE.set(call)
+        self._active.set(call)
         return call
 
     def judge(self, edge: ProviderEdge, body: Mapping[str, Any], *, batch: bool = False) -> Decision:
@@ -252,13 +261,7 @@ class CallGuard(_MiddlewareBase):
         subject = edge.subject(
             body, feature=who.feature or d.feature, user=who.user, team=who.team or d.team, tags=tags, batch=batch
         )
-        changes: dict[str, Any] = {}
-        if subject.user is None and d.user:
-            changes["user"] = d.user
-        estimate = self.estimate(subject)
-        if estimate is not None:
-            changes["estimated_cost_usd"] = estimate
-        return dataclasses.replace(subject, **changes) if changes else subject
+        return dataclasses.replace(subject, user=d.user) if subject.user is None and d.user else subject
 
     def estimate(self, subject: LlmCall, *, output: bool = True) -> float | None:
         """Worst-case USD of a call (estimated input plus clamped max output), or input only; None
@@ -307,6 +310,8 @@ class CallGuard(_MiddlewareBase):
         self, edge: ProviderEdge, body: Mapping[str, Any], exc: PolicyViolation, model_requested: str,
         now: datetime, started: float, *, batch: bool = False,
     ) -> None:
+        if not self.sinks:
+            return
         from costwarden.adapters.events.event import CostEvent
 
         who = current_attribution().over(self.defaults)
@@ -339,6 +344,22 @@ class CallGuard(_MiddlewareBase):
                 sink.emit(event)
             except Exception:
                 log.exception("cost event sink %r failed", sink)
+
+
+POST_CALL_RULE_KINDS = frozenset({"requirePromptCaching", "expr"})
+"""Rule kinds that judge a call's outcome (usage, actual cost, latency). The others only repeat their
+pre-call verdict (``budget`` checks settled spend, which the settlement itself just moved), so the
+post-call phase runs these alone, without the ledger."""
+
+
+def _post_call_policies(policies: PolicySet) -> PolicySet | None:
+    """The policy set narrowed to its post-call rules, or None when it has none."""
+    narrowed = []
+    for policy in policies.policies:
+        rules = tuple(r for r in policy.rules if r.kind in POST_CALL_RULE_KINDS)
+        if rules:
+            narrowed.append(policy if len(rules) == len(policy.rules) else dataclasses.replace(policy, rules=rules))
+    return dataclasses.replace(policies, policies=tuple(narrowed)) if narrowed else None
 
 
 def _reflected(doc: Mapping[str, Any], fix: Fix) -> bool:

@@ -25,10 +25,12 @@ from costwarden.errors import describe
 if TYPE_CHECKING:
     from costwarden.adapters.events.event import Outcome, UsageSource
     from costwarden.enforcers.callguard import CallGuard
+    from costwarden.engine.evaluate import PolicySet
 
 log = logging.getLogger("costwarden.callguard")
 
 SubjectBuilder = Callable[..., LlmCall]
+_UNSET = object()
 _CONTENT_KEYS = ("system", "instructions", "tools", "messages", "input")
 
 
@@ -84,7 +86,9 @@ class GuardedCall:
         self.model = subject.model
         self.started = started
         self.started_at = started_at
-        self.estimate_usd = subject.estimated_cost_usd
+        holds = decision.holds
+        # the budget rules priced the worst case already: reuse it rather than price twice
+        self._estimate: float | None | object = holds[0].amount_usd if holds else _UNSET
         self.batch_requests = 0
         self.reservation_id: str | None = None
         self.held = False
@@ -112,14 +116,20 @@ class GuardedCall:
         models = {s.model for s in subjects}
         results = tuple(r for d in decisions for r in d.results)
         decision = Decision("runtime", decisions[0].subject if decisions else _ref(first), results)
-        estimates = [s.estimated_cost_usd for s in subjects]
+        estimates = [guard.estimate(s) for s in subjects]
         total = sum(e for e in estimates if e is not None) if all(e is not None for e in estimates) else None
-        subject = dataclasses.replace(
-            first, model=models.pop() if len(models) == 1 else "mixed", estimated_cost_usd=total
-        )
+        subject = dataclasses.replace(first, model=models.pop() if len(models) == 1 else "mixed")
         call = cls(guard, edge, key, body, subject, decision, rewrites, subject.model, started, started_at)
         call.batch_requests = len(subjects)
+        call._estimate = total
         return call
+
+    @property
+    def estimate_usd(self) -> float | None:
+        """The worst case reserved for the call (estimated input plus clamped max output)."""
+        if self._estimate is _UNSET:
+            self._estimate = self.guard.estimate(self.subject)
+        return self._estimate  # type: ignore[return-value]
 
     @property
     def done(self) -> bool:
@@ -210,10 +220,11 @@ class GuardedCall:
         latency_ms = (time.perf_counter() - self.started) * 1000
         charged, alerts, ledger_error = self._settle(cost, now)
         findings = dict.fromkeys(f"{r.policy}/{r.rule}: {r.message}" for r in self.decision.violations)
-        if usage is not None and guard.post_call_rules and not self.batch_requests:
-            findings.update(dict.fromkeys(self._post_findings(usage, cost, latency_ms, now)))
-        guard.emit(self._event(outcome, usage, cost, source, served_model, completion, now, latency_ms,
-                               charged, alerts, tuple(findings), ledger_error or error))
+        if usage is not None and guard.post_policies is not None and not self.batch_requests:
+            findings.update(dict.fromkeys(self._post_findings(guard.post_policies, usage, cost, latency_ms, now)))
+        if guard.sinks:
+            guard.emit(self._event(outcome, usage, cost, source, served_model, completion, now, latency_ms,
+                                   charged, alerts, tuple(findings), ledger_error or error))
 
     def _settle(self, cost: float, now: datetime) -> tuple[bool, tuple[str, ...], str | None]:
         ledger = self.guard.ledger
@@ -242,11 +253,13 @@ class GuardedCall:
             except Exception:
                 log.exception("on_alert callback failed")
 
-    def _post_findings(self, usage: TokenUsage, cost: float, latency_ms: float, now: datetime) -> list[str]:
+    def _post_findings(
+        self, policies: PolicySet, usage: TokenUsage, cost: float, latency_ms: float, now: datetime
+    ) -> list[str]:
         post = dataclasses.replace(
             self.subject, phase="post", usage=usage, actual_cost_usd=cost, latency_ms=latency_ms
         )
-        decision = self.guard.policies.evaluate(post, "runtime", now=now, ledger=None)
+        decision = policies.evaluate(post, "runtime", now=now, ledger=None)
         return [f"{r.policy}/{r.rule}: {r.message}" for r in decision.violations]
 
     def _event(

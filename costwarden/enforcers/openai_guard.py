@@ -40,6 +40,7 @@ from costwarden.enforcers.attempt import (
     charge_json_body,
     end_reason,
     request_was_sent,
+    safely,
     should_retry_status,
 )
 from costwarden.enforcers.bodytap import AsyncTappedStream, BodyTap, TappedStream
@@ -90,7 +91,8 @@ class GuardedTransport(httpx2.BaseTransport):
         except BaseException as exc:
             _failed(call, attempt, exc, self.max_retries)
             raise
-        return _after(call, attempt, response, TappedStream, injected, self.max_retries)
+        safely(call, _after, call, attempt, response, TappedStream, injected, self.max_retries)
+        return response
 
     def close(self) -> None:
         self._inner.close()
@@ -116,7 +118,8 @@ class AsyncGuardedTransport(httpx2.AsyncBaseTransport):
         except BaseException as exc:
             _failed(call, attempt, exc, self.max_retries)
             raise
-        return _after(call, attempt, response, AsyncTappedStream, injected, self.max_retries)
+        safely(call, _after, call, attempt, response, AsyncTappedStream, injected, self.max_retries)
+        return response
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -214,12 +217,12 @@ def _after(
     stream_cls: type[Any],
     injected: bool,
     max_retries: int,
-) -> httpx2.Response:
+) -> None:
     call.status_code = response.status_code
     if not 200 <= response.status_code < 300:
         retry = should_retry_status(response.status_code, response.headers.get("x-should-retry"))
         call.error_status(response.status_code, final=not retry or attempt >= max_retries)
-        return response
+        return
     sse = "text/event-stream" in response.headers.get("content-type", "")
     observer = OpenAIStream(drop_usage_chunk=injected) if sse else None
     tap = BodyTap(
@@ -230,7 +233,6 @@ def _after(
         filtering=injected,
     )
     response.stream = stream_cls(response.stream, tap)
-    return response
 
 
 def _completion(data: Mapping[str, Any]) -> Any:

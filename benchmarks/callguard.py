@@ -1,0 +1,288 @@
+"""Call-guard benchmark: the latency the guard adds to one LLM call, per ledger store.
+
+Run: ``.venv/bin/python benchmarks/callguard.py [--calls 2000] [--stores memory,sqlite,redis,postgres]``
+
+Real SDK clients call the local fake API (``tests/e2e/fake_llm_server.py``, in its own process) on
+loopback. The number
+that matters is the guard's own time per call, measured inside the client: for the Anthropic
+middleware, a timing middleware outside the guard and one inside it (around the HTTP attempt)
+give ``guard time = outer − inner``, which covers judging, the reservation, pricing, the settlement,
+post-call rules and the cost event. For the OpenAI transport it is the transport's time minus the
+inner transport's, plus the settlement that runs when the client has read the body. End-to-end
+p50 of unguarded and guarded calls is shown for scale (loopback HTTP dominates it).
+
+Policy sets: ``budget`` — one per-user daily budget; ``library`` — the built-in library (six LLM
+policies, two of them budgets). Each ``budget`` rule reads the ledger once (``spent``) while judging;
+then one ``reserve`` and one ``settle`` per call: the ``ledger ops`` column.
+
+Redis and PostgreSQL are the machine's own (``redis://127.0.0.1:6379/0``,
+``postgresql://postgres@127.0.0.1:5432``); a store that cannot be reached is reported, not timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import multiprocessing
+import platform
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+
+from fake_llm_server import FakeLlmServer, budget_policy, compile_policies  # noqa: E402
+
+import costwarden  # noqa: E402
+from costwarden.adapters.ledger import open_ledger  # noqa: E402
+from costwarden.enforcers.callguard import CallGuard, attribution  # noqa: E402
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432"
+MESSAGES = [{"role": "user", "content": "Classify this ticket: my invoice is wrong. " * 4}]
+
+
+class CountingLedger:
+    """Counts ledger operations per call (spent, reserve, settle, release)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.ops = 0
+
+    def spent(self, keys: Any, *, now: Any) -> Any:
+        self.ops += 1
+        return self.inner.spent(keys, now=now)
+
+    def reserve(self, rid: str, holds: Any, *, ttl_s: float, now: Any) -> Any:
+        self.ops += 1
+        return self.inner.reserve(rid, holds, ttl_s=ttl_s, now=now)
+
+    def settle(self, rid: str, cost: float, *, now: Any) -> Any:
+        self.ops += 1
+        return self.inner.settle(rid, cost, now=now)
+
+    def release(self, rid: str, *, now: Any) -> None:
+        self.ops += 1
+        self.inner.release(rid, now=now)
+
+
+@contextmanager
+def store(name: str, tmp: Path) -> Iterator[str]:
+    if name == "memory":
+        yield "memory://"
+    elif name == "sqlite":
+        yield f"sqlite:///{tmp}/bench-{uuid.uuid4().hex[:6]}.db"
+    elif name == "redis":
+        yield f"{REDIS_URL}?prefix=cwbench-{uuid.uuid4().hex[:8]}"
+    else:
+        import psycopg
+
+        db = f"cwbench_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(f"{POSTGRES_URL}/postgres", autocommit=True, connect_timeout=3) as admin:
+            admin.execute(f'CREATE DATABASE "{db}"')
+            try:
+                yield f"{POSTGRES_URL}/{db}"
+            finally:
+                admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+def percentiles(samples_ns: list[int]) -> tuple[float, float]:
+    samples = sorted(samples_ns)
+    p99 = samples[min(len(samples) - 1, math.ceil(0.99 * len(samples)) - 1)]
+    return statistics.median(samples) / 1000, p99 / 1000
+
+
+def timed(n: int, fn: Callable[[], None]) -> list[int]:
+    for _ in range(max(20, n // 10)):
+        fn()
+    out = []
+    gc.disable()
+    try:
+        for _ in range(n):
+            t0 = time.perf_counter_ns()
+            fn()
+            out.append(time.perf_counter_ns() - t0)
+    finally:
+        gc.enable()
+    return out
+
+
+def _serve(urls: Any, stop: Any) -> None:
+    with FakeLlmServer() as server:
+        urls.put(server.url)
+        stop.wait()
+
+
+class Server:
+    """The fake API in a process of its own, so its threads do not share the GIL with the client."""
+
+    def __enter__(self) -> Server:
+        ctx = multiprocessing.get_context("spawn")
+        urls = ctx.Queue()
+        self._stop = ctx.Event()
+        self._process = ctx.Process(target=_serve, args=(urls, self._stop), daemon=True)
+        self._process.start()
+        self.url = urls.get(timeout=120)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._process.join(10)
+
+
+def bench_anthropic(server: Any, policies: Any, ledger_url: str, n: int) -> dict[str, Any]:
+    import anthropic
+
+    inner_ns: list[int] = []
+    outer_ns: list[int] = []
+
+    def outer(request: Any, call_next: Any) -> Any:
+        t0 = time.perf_counter_ns()
+        response = call_next(request)
+        outer_ns.append(time.perf_counter_ns() - t0)
+        return response
+
+    def inner(request: Any, call_next: Any) -> Any:
+        t0 = time.perf_counter_ns()
+        response = call_next(request)
+        inner_ns.append(time.perf_counter_ns() - t0)
+        return response
+
+    ledger = CountingLedger(open_ledger(ledger_url))
+    guard = CallGuard(policies, ledger=ledger)
+    guarded = anthropic.Anthropic(base_url=server.url, api_key="x", middleware=[outer, guard, inner])
+    plain = anthropic.Anthropic(base_url=server.url, api_key="x")
+    try:
+        with attribution(feature="classify", user="bench-user", team="bench"):
+            def guarded_call() -> None:
+                guarded.messages.create(model="claude-haiku-4-5", max_tokens=64, messages=MESSAGES)
+
+            def plain_call() -> None:
+                plain.messages.create(model="claude-haiku-4-5", max_tokens=64, messages=MESSAGES)
+
+            e2e_plain = timed(n, plain_call)
+            outer_ns.clear()
+            inner_ns.clear()
+            ops_before = ledger.ops
+            e2e_guarded = timed(n, guarded_call)
+            ops = (ledger.ops - ops_before) / n
+            added = [o - i for o, i in zip(outer_ns[-n:], inner_ns[-n:], strict=True)]
+    finally:
+        guarded.close()
+        plain.close()
+        ledger.inner.close()
+    return {"added": percentiles(added), "plain": percentiles(e2e_plain)[0],
+            "guarded": percentiles(e2e_guarded)[0], "ops": ops}
+
+
+def bench_openai(server: Any, policies: Any, ledger_url: str, n: int) -> dict[str, Any]:
+    import httpx2
+    import openai
+
+    from costwarden.enforcers import guarded_call
+    from costwarden.enforcers.openai_guard import GuardedTransport
+
+    inner_ns: list[int] = []
+    pre_ns: list[int] = []
+    finish_ns: list[int] = []
+
+    class Timed(httpx2.HTTPTransport):
+        def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+            t0 = time.perf_counter_ns()
+            response = super().handle_request(request)
+            inner_ns.append(time.perf_counter_ns() - t0)
+            return response
+
+    class Outer(httpx2.BaseTransport):
+        def __init__(self, wrapped: httpx2.BaseTransport) -> None:
+            self.wrapped = wrapped
+
+        def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+            t0 = time.perf_counter_ns()
+            response = self.wrapped.handle_request(request)
+            pre_ns.append(time.perf_counter_ns() - t0)
+            return response
+
+        def close(self) -> None:
+            self.wrapped.close()
+
+    original = guarded_call.GuardedCall._finish
+
+    def finish(self: Any, *args: Any, **kwargs: Any) -> None:
+        t0 = time.perf_counter_ns()
+        original(self, *args, **kwargs)
+        finish_ns.append(time.perf_counter_ns() - t0)
+
+    ledger = CountingLedger(open_ledger(ledger_url))
+    guard = CallGuard(policies, ledger=ledger)
+    transport = Outer(GuardedTransport(guard, Timed()))
+    guarded = openai.OpenAI(base_url=server.url + "/v1", api_key="x", http_client=httpx2.Client(transport=transport))
+    plain = openai.OpenAI(base_url=server.url + "/v1", api_key="x")
+    guarded_call.GuardedCall._finish = finish  # type: ignore[method-assign]
+    try:
+        with attribution(feature="classify", user="bench-user", team="bench"):
+            def guarded_fn() -> None:
+                guarded.chat.completions.create(model="gpt-4.1-mini", max_tokens=64, messages=MESSAGES)
+
+            def plain_fn() -> None:
+                plain.chat.completions.create(model="gpt-4.1-mini", max_tokens=64, messages=MESSAGES)
+
+            e2e_plain = timed(n, plain_fn)
+            for samples in (inner_ns, pre_ns, finish_ns):
+                samples.clear()
+            ops_before = ledger.ops
+            e2e_guarded = timed(n, guarded_fn)
+            ops = (ledger.ops - ops_before) / n
+            added = [p - i + f for p, i, f in zip(pre_ns[-n:], inner_ns[-n:], finish_ns[-n:], strict=True)]
+    finally:
+        guarded_call.GuardedCall._finish = original  # type: ignore[method-assign]
+        guarded.close()
+        plain.close()
+        ledger.inner.close()
+    return {"added": percentiles(added), "plain": percentiles(e2e_plain)[0],
+            "guarded": percentiles(e2e_guarded)[0], "ops": ops}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--stores", default="memory,sqlite,redis,postgres")
+    parser.add_argument("--providers", default="anthropic,openai")
+    args = parser.parse_args()
+    sets = {"budget": compile_policies(budget_policy(1e9)), "library": costwarden.load_policies()}
+    benches = {"anthropic": bench_anthropic, "openai": bench_openai}
+    tmp = Path("/tmp") / f"cw-bench-{uuid.uuid4().hex[:6]}"
+    tmp.mkdir()
+    print(f"# call-guard added latency — {args.calls} calls each, Python {platform.python_version()}, "
+          f"{platform.machine()}\n", flush=True)
+    print("| SDK | ledger | policies | guard p50 µs | guard p99 µs | ledger ops/call | "
+          "unguarded p50 µs | guarded p50 µs |")
+    print("|---|---|---|---:|---:|---:|---:|---:|", flush=True)
+    with Server() as server:
+        for provider in args.providers.split(","):
+            for name in args.stores.split(","):
+                for label, policies in sets.items():
+                    try:
+                        with store(name, tmp) as url:
+                            row = benches[provider](server, policies, url, args.calls)
+                    except Exception as exc:
+                        print(f"| {provider} | {name} | {label} | not run: {type(exc).__name__}: {exc} |||||")
+                        continue
+                    p50, p99 = row["added"]
+                    print(f"| {provider} | {name} | {label} | {p50:.0f} | {p99:.0f} | {row['ops']:.0f} | "
+                          f"{row['plain']:.0f} | {row['guarded']:.0f} |", flush=True)
+    with suppress(OSError):
+        for path in tmp.iterdir():
+            path.unlink()
+        tmp.rmdir()
+
+
+if __name__ == "__main__":
+    main()

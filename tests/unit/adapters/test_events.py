@@ -1,0 +1,152 @@
+"""Cost events and their sinks: JSONL, SQLite, Prometheus and OpenTelemetry."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from costwarden.adapters.events import CostEvent, EventSink, JsonlSink, SqliteSink
+from costwarden.adapters.events.jsonl import read_events
+
+START = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)
+
+
+def event(**changes: Any) -> CostEvent:
+    values: dict[str, Any] = {
+        "provider": "anthropic",
+        "api": "messages",
+        "model_requested": "claude-opus-4-6",
+        "model": "claude-haiku-4-5",
+        "model_served": "claude-haiku-4-5-20251001",
+        "outcome": "ok",
+        "verdict": "allow",
+        "started_at": START,
+        "finished_at": START + timedelta(milliseconds=820),
+        "feature": "search",
+        "user": "u-1",
+        "team": "growth",
+        "tags": {"env": "prod"},
+        "input_tokens": 100,
+        "output_tokens": 20,
+        "cache_read_tokens": 1000,
+        "cache_write_tokens": 50,
+        "cost_usd": 0.0123,
+        "estimated_cost_usd": 0.05,
+        "charged": True,
+        "usage_source": "response",
+        "latency_ms": 820.0,
+        "rewrites": ("downgrade model to claude-haiku-4-5",),
+        "reservation_id": "cw-1",
+    }
+    values.update(changes)
+    return CostEvent(**values)
+
+
+def test_event_dict_is_json_ready_and_has_no_content_unless_recorded() -> None:
+    data = event().to_dict()
+    assert data["started_at"] == "2026-11-30T15:00:00+00:00"
+    assert data["rewrites"] == ["downgrade model to claude-haiku-4-5"] and data["tags"] == {"env": "prod"}
+    assert "prompt" not in data and "completion" not in data
+    assert event(prompt={"messages": []}).to_dict()["prompt"] == {"messages": []}
+    assert event().total_input_tokens == 1150
+
+
+def test_jsonl_sink_appends_one_line_per_event_from_many_threads(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    with JsonlSink(path) as sink:
+        assert isinstance(sink, EventSink)
+        threads = [threading.Thread(target=lambda: [sink.emit(event()) for _ in range(50)]) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    rows = read_events(path)
+    assert len(rows) == 400 and rows[0]["cost_usd"] == 0.0123 and rows[0]["user"] == "u-1"
+
+
+def test_sqlite_sink_rows(tmp_path: Path) -> None:
+    with SqliteSink(tmp_path / "events.db") as sink:
+        sink.emit(event())
+        sink.emit(event(feature="chat", cost_usd=0.5, rewrites=(), tags={}))
+        rows = sink.query("SELECT feature, model, SUM(cost_usd), rewrites FROM cost_events GROUP BY feature "
+                          "ORDER BY feature")
+    assert rows == [("chat", "claude-haiku-4-5", 0.5, None),
+                    ("search", "claude-haiku-4-5", 0.0123, '["downgrade model to claude-haiku-4-5"]')]
+
+
+def test_sqlite_sink_rejects_a_bad_table_name(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        SqliteSink(tmp_path / "x.db", table="x; DROP TABLE y")
+
+
+def test_prometheus_sink_counts_with_bounded_labels() -> None:
+    prometheus_client = pytest.importorskip("prometheus_client")
+    from costwarden.adapters.events import PrometheusSink
+
+    registry = prometheus_client.CollectorRegistry()
+    sink = PrometheusSink(registry, max_label_values=3)
+    sink.emit(event())
+    sink.emit(event(outcome="denied", cost_usd=0.0, estimated_cost_usd=None, input_tokens=0, output_tokens=0,
+                    cache_read_tokens=0, cache_write_tokens=0, latency_ms=None))
+    labels = {"feature": "search", "model": "claude-haiku-4-5-20251001", "team": "growth"}
+    value = registry.get_sample_value
+    assert value("costwarden_llm_cost_usd_total", labels) == pytest.approx(0.0123)
+    assert value("costwarden_llm_calls_total", {**labels, "outcome": "denied"}) == 1
+    assert value("costwarden_llm_tokens_total", {**labels, "kind": "cache_read"}) == 1000
+    assert value("costwarden_llm_rewrites_total", labels) == 2
+    assert value("costwarden_llm_call_latency_seconds_count", labels) == 1
+    names = {s.name for m in registry.collect() for s in m.samples}
+    assert all("user" not in s.labels for m in registry.collect() for s in m.samples)
+    assert "costwarden_llm_calls_total" in names
+    for i in range(10):
+        sink.emit(event(feature=f"f-{i}"))
+    features = {s.labels["feature"] for m in registry.collect() for s in m.samples if "feature" in s.labels}
+    assert features == {"search", "f-0", "f-1", "other"}
+    sink.close()
+
+
+def test_prometheus_user_label_only_when_enabled() -> None:
+    prometheus_client = pytest.importorskip("prometheus_client")
+    from costwarden.adapters.events import PrometheusSink
+
+    registry = prometheus_client.CollectorRegistry()
+    PrometheusSink(registry, user_label=True).emit(event())
+    assert registry.get_sample_value(
+        "costwarden_llm_cost_usd_total",
+        {"feature": "search", "model": "claude-haiku-4-5-20251001", "team": "growth", "user": "u-1"},
+    ) == pytest.approx(0.0123)
+
+
+def test_otel_sink_spans_carry_gen_ai_attributes() -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import StatusCode
+
+    from costwarden.adapters.events import OtelSink
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    sink = OtelSink(provider.get_tracer("test"))
+    sink.emit(event())
+    sink.emit(event(outcome="error", error="APITimeoutError: timed out", user="secret-user"))
+    ok, failed = exporter.get_finished_spans()
+    provider.shutdown()
+    attrs = dict(ok.attributes or {})
+    assert ok.name == "chat claude-haiku-4-5"
+    assert attrs["gen_ai.provider.name"] == "anthropic"
+    assert attrs["gen_ai.request.model"] == "claude-haiku-4-5"
+    assert attrs["gen_ai.response.model"] == "claude-haiku-4-5-20251001"
+    assert attrs["gen_ai.usage.input_tokens"] == 1150 and attrs["gen_ai.usage.output_tokens"] == 20
+    assert attrs["gen_ai.usage.cache_read.input_tokens"] == 1000
+    assert attrs["gen_ai.usage.cache_write.input_tokens"] == 50
+    assert attrs["costwarden.cost_usd"] == 0.0123 and attrs["costwarden.model_requested"] == "claude-opus-4-6"
+    assert "costwarden.user" not in attrs
+    assert ok.end_time - ok.start_time == 820_000_000
+    assert failed.status.status_code == StatusCode.ERROR and failed.attributes["error.type"] == "APITimeoutError"

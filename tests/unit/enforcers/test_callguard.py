@@ -1,0 +1,482 @@
+"""The call-guard core without HTTP: attribution, judging and fixes, reservations, settling, taps."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from conftest import FakePricer, compile_text
+
+from costwarden.adapters import anthropic as anthropic_adapter
+from costwarden.adapters.ledger.memory import MemoryLedger
+from costwarden.enforcers.attempt import request_was_sent, retryable_exception, should_retry_status
+from costwarden.enforcers.attribution import attribution, current_attribution
+from costwarden.enforcers.callguard import CallGuard
+from costwarden.enforcers.guarded_call import ProviderEdge, merge_holds
+from costwarden.engine.ledger import Hold, Reservation
+from costwarden.engine.subjects import TokenUsage
+from costwarden.errors import BudgetExceeded, LedgerError, PolicyViolation
+
+FIXED_NOW = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)
+EDGE = ProviderEdge("anthropic", anthropic_adapter.subject_from_request, anthropic_adapter.usage_from_response)
+BODY = {"model": "claude-haiku-4-5", "max_tokens": 100, "messages": [{"role": "user", "content": "Hello there"}]}
+
+BUDGET = """
+apiVersion: costwarden.dev/v1
+kind: Policy
+metadata: {name: user-budget}
+spec:
+  subject: llm_call
+  enforcement: {default: deny}
+  onError: deny
+  rules:
+    - name: cap
+      budget: {per: [user], limitUsd: 1, window: day}
+"""
+TEAM_BUDGET = BUDGET.replace("user-budget", "team-budget").replace("[user]", "[team]")
+CAP = """
+apiVersion: costwarden.dev/v1
+kind: Policy
+metadata: {name: cap-output}
+spec:
+  subject: llm_call
+  enforcement: {default: deny}
+  rules:
+    - name: cap
+      maxOutputTokens: {limit: 50}
+"""
+DENY_OPUS = """
+apiVersion: costwarden.dev/v1
+kind: Policy
+metadata: {name: no-opus}
+spec:
+  subject: llm_call
+  enforcement: {default: deny}
+  rules:
+    - name: no-opus
+      expr: {cel: "!subject.model.startsWith('claude-opus')", message: "opus is not allowed"}
+"""
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def emit(self, event: Any) -> None:
+        self.events.append(event)
+
+    def close(self) -> None:
+        pass
+
+
+class RecordingLedger(MemoryLedger):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[tuple[str, Any]] = []
+
+    def reserve(self, reservation_id: str, holds: Sequence[Hold], *, ttl_s: float, now: datetime) -> Reservation:
+        self.ops.append(("reserve", tuple(holds)))
+        return super().reserve(reservation_id, holds, ttl_s=ttl_s, now=now)
+
+    def settle(self, reservation_id: str, cost_usd: float, *, now: datetime) -> Any:
+        self.ops.append(("settle", cost_usd))
+        return super().settle(reservation_id, cost_usd, now=now)
+
+    def release(self, reservation_id: str, *, now: datetime) -> None:
+        self.ops.append(("release", None))
+        super().release(reservation_id, now=now)
+
+
+def make_guard(*texts: str, ledger: Any = None, **options: Any) -> tuple[CallGuard, Sink]:
+    sink = Sink()
+    policies = compile_text(*texts, pricer=FakePricer())
+    guard = CallGuard(policies, ledger=ledger, sinks=[sink], clock=lambda: FIXED_NOW, **options)
+    return guard, sink
+
+
+def haiku(input_tokens: int = 0, output_tokens: int = 0) -> float:
+    return (input_tokens * 1.0 + output_tokens * 5.0) / 1e6
+
+
+# --- attribution ----------------------------------------------------------------------------------
+
+
+def test_attribution_nests_and_merges_tags() -> None:
+    with attribution(feature="search", team="growth", env="prod"):
+        with attribution(user="u-1", env="staging", region="eu"):
+            inner = current_attribution()
+        outer = current_attribution()
+    assert (inner.feature, inner.user, inner.team) == ("search", "u-1", "growth")
+    assert dict(inner.tags) == {"env": "staging", "region": "eu"}
+    assert (outer.user, dict(outer.tags)) == (None, {"env": "prod"})
+    assert current_attribution().feature is None
+
+
+def test_attribution_follows_threads_and_tasks() -> None:
+    seen: dict[str, str | None] = {}
+
+    def in_thread() -> None:
+        seen["thread"] = current_attribution().user
+
+    async def task(name: str) -> str | None:
+        with attribution(user=name):
+            await asyncio.sleep(0)
+            return current_attribution().user
+
+    async def main() -> list[str | None]:
+        return list(await asyncio.gather(task("a"), task("b")))
+
+    with attribution(user="main"):
+        thread = threading.Thread(target=in_thread)
+        thread.start()
+        thread.join()
+    assert seen["thread"] is None  # a new thread starts with an empty context
+    assert asyncio.run(main()) == ["a", "b"]
+
+
+# --- judging --------------------------------------------------------------------------------------
+
+
+def test_denial_raises_with_the_decision_and_emits_a_denied_event() -> None:
+    guard, sink = make_guard(DENY_OPUS)
+    with attribution(feature="f", user="u"), pytest.raises(PolicyViolation) as caught:
+        guard.begin(EDGE, {**BODY, "model": "claude-opus-4-6"}, key="k")
+    assert not isinstance(caught.value, BudgetExceeded)
+    assert caught.value.decision.blocking[0].message == "opus is not allowed"
+    (event,) = sink.events
+    assert (event.outcome, event.verdict, event.feature, event.user) == ("denied", "deny", "f", "u")
+
+
+def test_fixes_apply_to_a_copy_and_are_listed() -> None:
+    guard, _ = make_guard(CAP)
+    body = {**BODY, "max_tokens": 4000}
+    call = guard.begin(EDGE, body, key="k")
+    assert call.body["max_tokens"] == 50 and body["max_tokens"] == 4000
+    assert call.rewrites == ("clamp max_tokens to 50",)
+    assert call.decision.allowed
+
+
+def test_fixes_off_means_deny() -> None:
+    guard, _ = make_guard(CAP, apply_fixes=False)
+    with pytest.raises(PolicyViolation):
+        guard.begin(EDGE, {**BODY, "max_tokens": 4000}, key="k")
+
+
+def test_budget_overrun_is_budget_exceeded() -> None:
+    ledger = MemoryLedger()
+    guard, _ = make_guard(BUDGET, ledger=ledger)
+    key = f"budget:user-budget/cap:user=rich:{FIXED_NOW:%Y-%m-%d}"
+    ledger.reserve("old", [Hold(key, 0.99999, 1.0)], ttl_s=60, now=FIXED_NOW)
+    ledger.settle("old", 0.99999, now=FIXED_NOW)
+    with attribution(user="rich"), pytest.raises(BudgetExceeded) as caught:
+        guard.begin(EDGE, BODY, key="k")
+    assert "would exceed" in str(caught.value)
+
+
+def test_unknown_model_denies_with_a_clear_message() -> None:
+    guard, _ = make_guard(BUDGET, ledger=MemoryLedger())
+    with attribution(user="u"), pytest.raises(PolicyViolation) as caught:
+        guard.begin(EDGE, {**BODY, "model": "acme-private-llm-7"}, key="k")
+    assert "acme-private-llm-7" in str(caught.value) and "refused before sending" in str(caught.value)
+
+
+# --- reservations and settling --------------------------------------------------------------------
+
+
+def test_one_reservation_holds_every_budget_and_settles_the_real_cost() -> None:
+    ledger = RecordingLedger()
+    guard, sink = make_guard(BUDGET, TEAM_BUDGET, ledger=ledger)
+    with attribution(user="u", team="t"):
+        call = guard.begin(EDGE, BODY, key="k")
+    (op, holds), = ledger.ops
+    assert op == "reserve" and {h.key.split(":")[1] for h in holds} == {"user-budget/cap", "team-budget/cap"}
+    assert call.held and call.estimate_usd == pytest.approx(holds[0].amount_usd)
+    call.complete(TokenUsage(input_tokens=40, output_tokens=7), served_model="claude-haiku-4-5-20251001")
+    assert ledger.ops[-1] == ("settle", pytest.approx(haiku(40, 7)))
+    (event,) = sink.events
+    assert (event.outcome, event.charged, event.model_served) == ("ok", True, "claude-haiku-4-5-20251001")
+    assert event.cost_usd == pytest.approx(haiku(40, 7))
+
+
+def test_merge_holds_sums_amounts_on_one_key() -> None:
+    holds = merge_holds([Hold("a", 1.0, 5.0), Hold("b", 2.0), Hold("a", 0.5, 5.0)])
+    assert [(h.key, h.amount_usd, h.limit_usd) for h in holds] == [("a", 1.5, 5.0), ("b", 2.0, None)]
+
+
+def test_a_retry_reuses_the_call_and_a_new_call_abandons_a_pending_one() -> None:
+    ledger = RecordingLedger()
+    guard, sink = make_guard(BUDGET, ledger=ledger)
+    with attribution(user="u"):
+        first = guard.begin(EDGE, BODY, key="k1")
+        first.error_status(529, final=False)
+        assert guard.begin(EDGE, BODY, key="k1", attempt=1) is first
+        first.error_status(500, final=False)
+        second = guard.begin(EDGE, BODY, key="k2")
+    assert second is not first and first.done
+    assert [op for op, _ in ledger.ops] == ["reserve", "release", "reserve"]
+    assert [(e.outcome, e.cost_usd) for e in sink.events] == [("error", 0.0)]
+
+
+def test_a_sent_attempt_is_charged_its_input_even_if_a_retry_succeeds() -> None:
+    ledger = RecordingLedger()
+    guard, sink = make_guard(BUDGET, ledger=ledger)
+    with attribution(user="u"):
+        call = guard.begin(EDGE, BODY, key="k")
+        call.failed(TimeoutError("read timed out"), sent=True, final=False)
+        assert guard.begin(EDGE, BODY, key="k", attempt=1) is call
+        call.complete(TokenUsage(input_tokens=40, output_tokens=7))
+    input_cost = haiku(call.subject.request.input_tokens)
+    assert sink.events[0].cost_usd == pytest.approx(haiku(40, 7) + input_cost)
+
+
+def test_a_call_that_never_left_is_released() -> None:
+    ledger = RecordingLedger()
+    guard, sink = make_guard(BUDGET, ledger=ledger)
+    with attribution(user="u"):
+        call = guard.begin(EDGE, BODY, key="k")
+    call.failed(ConnectionRefusedError(), sent=False, final=True)
+    assert ledger.ops[-1] == ("release", None)
+    assert (sink.events[0].outcome, sink.events[0].cost_usd) == ("error", 0.0)
+
+
+def test_cancellation_is_final_and_charges_the_input() -> None:
+    guard, sink = make_guard(BUDGET, ledger=MemoryLedger())
+    with attribution(user="u"):
+        call = guard.begin(EDGE, BODY, key="k")
+    call.failed(asyncio.CancelledError(), sent=True, final=False)
+    assert call.done and sink.events[0].outcome == "cancelled"
+    assert sink.events[0].cost_usd == pytest.approx(haiku(call.subject.request.input_tokens))
+
+
+def test_finishing_twice_settles_once() -> None:
+    ledger = RecordingLedger()
+    guard, sink = make_guard(BUDGET, ledger=ledger)
+    with attribution(user="u"):
+        call = guard.begin(EDGE, BODY, key="k")
+    call.complete(TokenUsage(input_tokens=1))
+    call.complete(TokenUsage(input_tokens=2))
+    call.failed(RuntimeError(), sent=True, final=True)
+    assert [op for op, _ in ledger.ops] == ["reserve", "settle"] and len(sink.events) == 1
+
+
+def test_usage_of_an_unpriced_served_model_falls_back_to_the_requested_one() -> None:
+    guard, sink = make_guard(BUDGET, ledger=MemoryLedger())
+    with attribution(user="u"):
+        call = guard.begin(EDGE, BODY, key="k")
+    call.complete(TokenUsage(input_tokens=10), served_model="mystery-model")
+    assert sink.events[0].cost_usd == pytest.approx(haiku(10)) and sink.events[0].error is None
+
+
+class BrokenLedger(MemoryLedger):
+    def __init__(self, *, on: str) -> None:
+        super().__init__()
+        self.on = on
+
+    def reserve(self, reservation_id: str, holds: Sequence[Hold], *, ttl_s: float, now: datetime) -> Reservation:
+        if self.on == "reserve":
+            raise LedgerError("ledger down")
+        return super().reserve(reservation_id, holds, ttl_s=ttl_s, now=now)
+
+    def settle(self, reservation_id: str, cost_usd: float, *, now: datetime) -> Any:
+        raise LedgerError("ledger down")
+
+
+def test_a_ledger_that_fails_to_reserve_denies() -> None:
+    guard, sink = make_guard(BUDGET, ledger=BrokenLedger(on="reserve"))
+    with attribution(user="u"), pytest.raises(PolicyViolation) as caught:
+        guard.begin(EDGE, BODY, key="k")
+    assert "fail closed" in str(caught.value) and "ledger down" in str(caught.value)
+    assert sink.events[0].outcome == "denied"
+
+
+def test_a_ledger_that_fails_to_settle_is_reported_not_raised() -> None:
+    guard, sink = make_guard(BUDGET, ledger=BrokenLedger(on="settle"))
+    with attribution(user="u"):
+        call = guard.begin(EDGE, BODY, key="k")
+    call.complete(TokenUsage(input_tokens=10))
+    (event,) = sink.events
+    assert not event.charged and "ledger down" in (event.error or "")
+
+
+def test_a_failing_sink_does_not_fail_the_call(caplog: pytest.LogCaptureFixture) -> None:
+    class Broken:
+        def emit(self, event: Any) -> None:
+            raise ValueError("disk full")
+
+        def close(self) -> None:
+            pass
+
+    sink = Sink()
+    guard = CallGuard(compile_text(CAP, pricer=FakePricer()), sinks=[Broken(), sink], clock=lambda: FIXED_NOW)
+    guard.begin(EDGE, BODY, key="k").complete(TokenUsage(input_tokens=1))
+    assert len(sink.events) == 1 and "disk full" in caplog.text
+
+
+def test_content_is_recorded_only_when_enabled() -> None:
+    for record in (False, True):
+        guard, sink = make_guard(CAP, record_content=record)
+        guard.begin(EDGE, BODY, key="k").complete(TokenUsage(input_tokens=1), completion=[{"text": "secret"}])
+        event = sink.events[0]
+        assert (event.prompt is not None, event.completion is not None) == (record, record)
+        assert ("secret" in json.dumps(event.to_dict())) == record
+
+
+def test_a_batch_is_one_reservation_at_the_batch_rate() -> None:
+    from costwarden.enforcers.anthropic_guard import BATCHES
+
+    ledger = RecordingLedger()
+    guard, sink = make_guard(BUDGET, CAP, ledger=ledger)
+    body = {"requests": [{"custom_id": str(i), "params": {**BODY, "max_tokens": 400}} for i in range(3)]}
+    with attribution(user="u"):
+        call = guard.begin(BATCHES, body, key="k")
+    assert [r["params"]["max_tokens"] for r in call.body["requests"]] == [50, 50, 50]
+    assert body["requests"][0]["params"]["max_tokens"] == 400
+    (op, holds), = ledger.ops
+    assert len(holds) == 1  # three holds on one key, merged
+    call.charge_estimate()
+    one = haiku(call.subject.request.input_tokens, 50) * 0.5
+    assert sink.events[0].cost_usd == pytest.approx(3 * one) and sink.events[0].batch_requests == 3
+
+
+# --- taps -----------------------------------------------------------------------------------------
+
+
+def _tap(sse: bool, encoding: str | None = None, **kw: Any) -> tuple[Any, list[tuple[bool, Any]]]:
+    pytest.importorskip("httpx2")
+    from costwarden.enforcers.bodytap import BodyTap
+
+    ends: list[tuple[bool, Any]] = []
+    tap = BodyTap(sse=sse, content_encoding=encoding, on_end=lambda t, c, e: ends.append((c, e)), **kw)
+    return tap, ends
+
+
+def test_anthropic_stream_usage_across_chunk_boundaries() -> None:
+    from costwarden.enforcers.anthropic_guard import AnthropicStream
+
+    stream = (
+        b'event: message_start\ndata: {"type":"message_start","message":{"model":"claude-haiku-4-5-x",'
+        b'"usage":{"input_tokens":11,"output_tokens":1,"cache_read_input_tokens":5}}}\n\n'
+        b'event: content_block_delta\n'
+        b'data: {"type":"content_block_delta","delta":{"type":"text_delta","text":"abcd"}}\n\n'
+        b'event: message_delta\ndata: {"type":"message_delta","usage":{"output_tokens":3}}\n\n'
+        b'event: message_delta\ndata: {"type":"message_delta","usage":{"output_tokens":6}}\n\n'
+    )
+    observer = AnthropicStream()
+    tap, ends = _tap(True, observer=observer)
+    out = b"".join(tap.feed(stream[i : i + 7]) for i in range(0, len(stream), 7))
+    tap.end(True)
+    assert out == stream and ends == [(True, None)]
+    assert observer.model == "claude-haiku-4-5-x" and observer.finished
+    assert observer.usage() == TokenUsage(input_tokens=11, output_tokens=6, cache_read_tokens=5)
+
+
+def test_anthropic_stream_cut_before_its_delta_counts_the_text_seen() -> None:
+    from costwarden.enforcers.anthropic_guard import AnthropicStream
+
+    observer = AnthropicStream()
+    observer.on_event('{"type":"message_start","message":{"usage":{"input_tokens":11,"output_tokens":1}}}')
+    observer.on_event('{"type":"content_block_delta","delta":{"type":"text_delta","text":"' + "x" * 40 + '"}}')
+    assert not observer.finished and observer.usage() == TokenUsage(input_tokens=11, output_tokens=10)
+
+
+def test_gzip_json_body_is_decoded() -> None:
+    tap, _ = _tap(False, "gzip")
+    payload = gzip.compress(json.dumps({"usage": {"input_tokens": 3}}).encode())
+    for i in range(0, len(payload), 5):
+        assert tap.feed(payload[i : i + 5]) == payload[i : i + 5]
+    assert json.loads(bytes(tap.body)) == {"usage": {"input_tokens": 3}}
+
+
+def test_filtering_drops_only_the_rejected_event_and_flushes_the_last_one() -> None:
+    class DropB:
+        def on_event(self, data: str) -> bool:
+            return data != "b"
+
+    tap, _ = _tap(True, observer=DropB(), filtering=True)
+    out = tap.feed(b"data: a\n\ndata: b\n\ndat") + tap.feed(b"a: c")
+    out += tap.flush()
+    assert out == b"data: a\n\ndata: c\n"
+
+
+def test_an_unknown_encoding_is_passed_through_unread() -> None:
+    tap, _ = _tap(True, "br")
+    assert tap.feed(b"\x00\x01") == b"\x00\x01" and tap.undecodable
+
+
+def test_openai_observer_hides_only_the_usage_chunk_it_asked_for() -> None:
+    from costwarden.enforcers.openai_guard import OpenAIStream
+
+    observer = OpenAIStream(drop_usage_chunk=True)
+    assert observer.on_event('{"model":"m","choices":[{"delta":{"content":"abcdefgh"}}],"usage":null}')
+    assert not observer.on_event('{"model":"m","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2}}')
+    assert observer.on_event("[DONE]")
+    assert observer.usage() == TokenUsage(input_tokens=9, output_tokens=2) and observer.output_estimate() == 2
+
+
+# --- attempt outcomes -----------------------------------------------------------------------------
+
+
+def test_sent_and_retryable_are_read_from_the_exception_chain() -> None:
+    class ConnectError(Exception): ...
+
+    class ReadTimeout(Exception): ...
+
+    class APIConnectionError(Exception): ...
+
+    def wrapped(inner: Exception) -> Exception:
+        try:
+            raise APIConnectionError() from inner
+        except APIConnectionError as exc:
+            return exc
+
+    assert not request_was_sent(wrapped(ConnectError()))
+    assert request_was_sent(wrapped(ReadTimeout()))
+    assert request_was_sent(asyncio.CancelledError())
+    assert retryable_exception(wrapped(ReadTimeout())) and not retryable_exception(ValueError())
+    assert not retryable_exception(asyncio.CancelledError())
+    assert should_retry_status(529, None) and should_retry_status(429, None) and not should_retry_status(400, None)
+    assert not should_retry_status(500, "false") and should_retry_status(400, "true")
+
+
+def test_client_max_retries_is_found_in_the_middleware_chain() -> None:
+    pytest.importorskip("httpx2")
+    from costwarden.enforcers.anthropic_guard import client_max_retries
+
+    class Client:
+        _middleware = ()
+        max_retries = 7
+
+    client = Client()
+
+    def base(request: Any) -> Any:
+        return client
+
+    def outer(request: Any) -> Any:
+        return base(request)
+
+    assert client_max_retries(base) == 7 and client_max_retries(outer) == 7
+    assert client_max_retries(len) is None
+
+
+def test_an_accounting_bug_after_the_response_charges_the_estimate_and_does_not_raise(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from costwarden.enforcers.attempt import safely
+
+    guard, sink = make_guard(BUDGET, ledger=MemoryLedger())
+    with attribution(user="u"):
+        call = guard.begin(EDGE, BODY, key="k")
+
+    def broken() -> None:
+        raise KeyError("oops")
+
+    safely(call, broken)
+    (event,) = sink.events
+    assert event.usage_source == "estimate" and event.cost_usd == pytest.approx(call.estimate_usd)
+    assert "accounting failed" in (event.error or "") and "accounting failed" in caplog.text
