@@ -125,7 +125,7 @@ class PolicySet:
                 if outcome.__class__ is not Outcome:
                     results.extend(self._result(policy, rule, o, effect, subject, ctx) for o in outcome)
                 elif outcome.static:
-                    cached = rule.static_results.get((id(outcome), effect))
+                    cached = rule.static_results.get((id(outcome), effect))  # None for exempted failures
                     append(cached or self._result(policy, rule, outcome, effect, subject, ctx))
                 else:
                     append(self._build_result(policy, rule, outcome, effect, subject, ctx))
@@ -149,8 +149,9 @@ class PolicySet:
     def _result(
         self, policy: CompiledPolicy, rule: CompiledRule, o: Outcome, effect: Effect, subject: Subject, ctx: EvalContext
     ) -> RuleResult:
-        """A RuleResult; those of static pass/skip outcomes are built once per rule and effect."""
-        if not (o.static and o.result in ("pass", "skip")):
+        """A RuleResult; those of static outcomes are built once per rule and effect (failures
+        only where no exemption names the policy, as exemptions depend on the subject)."""
+        if not (o.static and (o.result in ("pass", "skip") or policy.name not in self._exemption_index.by_policy)):
             return self._build_result(policy, rule, o, effect, subject, ctx)
         key = (id(o), effect)  # static outcomes live as long as their compiled rule: ids are stable
         cached = rule.static_results.get(key)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -22,6 +22,7 @@ from costwarden.engine.rules.base import (
     RuleCompileError,
     RuleKind,
     RuleParams,
+    memo_outcome,
 )
 from costwarden.engine.subjects import LlmCall, Subject, TokenUsage
 
@@ -74,19 +75,30 @@ def compile(params: AllowedModels, env: CompileEnv) -> Check:
     downgrade = params.onViolation == "downgrade"
     size = params.inputTokens
 
+    memo: dict[Any, Outcome] = {}
+
     def check(subject: Subject, ctx: EvalContext) -> Outcome:
         assert isinstance(subject, LlmCall)
         tokens = subject.request.input_tokens
         if size and (
             (size.below is not None and tokens >= size.below) or (size.atLeast is not None and tokens < size.atLeast)
         ):
-            return Outcome("skip", f"~{tokens} input tokens is outside this rule's range")
-        allow = by_feature.get(subject.feature or "", default)
+            return memo_outcome(
+                memo, ("range", tokens), lambda: Outcome("skip", f"~{tokens} input tokens is outside this rule's range")
+            )
+        feature = subject.feature or ""
+        allow = by_feature.get(feature, default)
         if allow is None:
-            return Outcome("skip", f"no model list for feature '{subject.feature or ''}'")
+            return memo_outcome(
+                memo, ("skip", feature), lambda: Outcome("skip", f"no model list for feature '{feature}'")
+            )
         tier = catalog.tier_of(subject.model)
         if allow.allows(subject.model, tier):
-            return Outcome("pass", f"{subject.model} is allowed for feature '{subject.feature or ''}'", path="model")
+            return memo_outcome(
+                memo,
+                ("pass", feature, subject.model),
+                lambda: Outcome("pass", f"{subject.model} is allowed for feature '{feature}'", path="model"),
+            )
         tier_text = f" (tier {tier.name})" if tier else " (in no catalog tier)"
         message = (
             f"model {subject.model}{tier_text} is not allowed for feature "

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -107,6 +107,28 @@ class EvalContext:
 
 
 Check = Callable[[Subject, EvalContext], "Outcome | list[Outcome]"]
+
+MEMO_LIMIT = 2048
+
+
+def memo_outcome(memo: dict[Any, Outcome], key: Any, build: Callable[[], Outcome]) -> Outcome:
+    """The outcome for ``key``, built once and marked static so the evaluator reuses its result.
+
+    For outcomes that depend only on a few subject values (a model, a feature, a tag set) and
+    carry no per-subject patch. The memo never evicts (a static outcome's identity must stay
+    stable); once it holds ``MEMO_LIMIT`` entries, outcomes are built afresh and not memoised.
+    """
+    found = memo.get(key)
+    if found is not None:
+        return found
+    outcome = build()
+    if len(memo) >= MEMO_LIMIT:
+        return outcome
+    outcome = outcome._replace(static=True)
+    memo[key] = outcome
+    return outcome
+
+
 P = TypeVar("P", bound=RuleParams)
 
 

@@ -80,13 +80,16 @@ def compile(params: Budget, env: CompileEnv) -> Check:
     policy, rule = env.policy, env.rule
     cheapest = env.catalog.tiers[0] if env.catalog.tiers else None
 
+    unattributed = Outcome("skip", f"call has no {'/'.join(per)} attribution to budget against", static=True)
+    no_ledger = Outcome("skip", "no budget ledger configured", static=True)
+
     def check(subject: Subject, ctx: EvalContext) -> Outcome:
         assert isinstance(subject, LlmCall)
         base = budget_key(policy, rule, subject, per)
         if base is None:
-            return Outcome("skip", f"call has no {'/'.join(per)} attribution to budget against")
+            return unattributed
         if ctx.ledger is None:
-            return Outcome("skip", "no budget ledger configured")
+            return no_ledger
         keys = [f"{base}:{w}" for w in window_keys(params.window, ctx.now, tz)]
         spent = sum(ctx.ledger.spent(keys, now=ctx.now))
         pending = _worst_case(subject, ctx) if subject.phase == "pre" else 0.0

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 
 from costwarden.engine import patch
 from costwarden.engine.decision import Fix, Outcome
-from costwarden.engine.rules.base import Check, CompileEnv, EvalContext, RuleKind, RuleParams
+from costwarden.engine.rules.base import Check, CompileEnv, EvalContext, RuleKind, RuleParams, memo_outcome
 from costwarden.engine.subjects import LlmCall, Subject
 
 
@@ -18,29 +20,28 @@ class MaxOutputTokens(RuleParams):
 def compile(params: MaxOutputTokens, env: CompileEnv) -> Check:
     default = params.limit
     by_feature = dict(params.byFeature)
+    memo: dict[Any, Outcome] = {}
 
     def check(subject: Subject, ctx: EvalContext) -> Outcome:
         assert isinstance(subject, LlmCall)
-        cap = by_feature.get(subject.feature or "", default)
+        feature = subject.feature or ""
         field = subject.request.max_tokens_field
         requested = subject.request.max_tokens
-        if requested is not None and requested <= cap:
-            return Outcome("pass", f"{field} {requested} is within {cap}", path=field, expected=cap, actual=requested)
-        verb = "replace" if requested is not None else "add"
-        fix = Fix(f"clamp {field} to {cap}", ({"op": verb, "path": patch.join("", field), "value": cap},), "request")
-        what = (
-            f"{field} {requested} exceeds" if requested is not None else f"{field} is unset; it must be set to at most"
-        )
-        return Outcome(
-            "fail",
-            f"{what} the cap of {cap} for feature '{subject.feature or ''}'",
-            path=field,
-            expected=cap,
-            actual=requested,
-            fix=fix,
-        )
+        cap = by_feature.get(feature, default)
+        return memo_outcome(memo, (feature, field, requested), lambda: _judge(field, requested, cap, feature))
 
     return check
+
+
+def _judge(field: str, requested: int | None, cap: int, feature: str) -> Outcome:
+    if requested is not None and requested <= cap:
+        return Outcome("pass", f"{field} {requested} is within {cap}", path=field, expected=cap, actual=requested)
+    verb = "replace" if requested is not None else "add"
+    fix = Fix(f"clamp {field} to {cap}", ({"op": verb, "path": patch.join("", field), "value": cap},), "request")
+    what = f"{field} {requested} exceeds" if requested is not None else f"{field} is unset; it must be set to at most"
+    return Outcome(
+        "fail", f"{what} the cap of {cap} for feature '{feature}'", path=field, expected=cap, actual=requested, fix=fix
+    )
 
 
 KIND = RuleKind(

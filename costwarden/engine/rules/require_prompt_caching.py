@@ -17,7 +17,7 @@ from pydantic import Field
 from costwarden.engine import patch
 from costwarden.engine.catalog import Catalog
 from costwarden.engine.decision import Fix, Outcome
-from costwarden.engine.rules.base import Check, CompileEnv, EvalContext, RuleKind, RuleParams
+from costwarden.engine.rules.base import Check, CompileEnv, EvalContext, RuleKind, RuleParams, memo_outcome
 from costwarden.engine.subjects import LlmCall, Subject, TokenUsage
 
 EXPLICIT_CACHING_PROVIDERS = frozenset({"anthropic", "bedrock", "vertex_ai"})
@@ -33,10 +33,14 @@ class RequirePromptCaching(RuleParams):
 def compile(params: RequirePromptCaching, env: CompileEnv) -> Check:
     catalog = env.catalog
 
+    memo: dict[Any, Outcome] = {}
+
     def check(subject: Subject, ctx: EvalContext) -> Outcome:
         assert isinstance(subject, LlmCall)
         if subject.provider not in EXPLICIT_CACHING_PROVIDERS:
-            return Outcome("skip", f"{subject.provider} caches prompts automatically")
+            return memo_outcome(
+                memo, subject.provider, lambda: Outcome("skip", f"{subject.provider} caches prompts automatically")
+            )
         threshold = _threshold(params.minTokens, subject.model, catalog)
         if subject.phase == "post" and subject.usage is not None:
             return (

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
 from pydantic import Field
 
@@ -15,6 +17,7 @@ from costwarden.engine.rules.base import (
     RuleCompileError,
     RuleKind,
     RuleParams,
+    memo_outcome,
 )
 from costwarden.engine.subjects import LlmCall, Resource, Subject
 
@@ -42,6 +45,7 @@ def compile(params: RequireTags, env: CompileEnv) -> Check:
                 hint="regexes use Python syntax",
             ) from exc
     defaults = dict(params.defaults)
+    memo: dict[Any, Outcome] = {}
     expected = {"keys": list(keys), "values": {k: src for k, _, src in patterns}}
     passed = Outcome(
         "pass", f"required tags present: {', '.join(keys)}" if keys else "tag values valid", path="tags", static=True
@@ -63,20 +67,38 @@ def compile(params: RequireTags, env: CompileEnv) -> Check:
         missing = [k for k in keys if not get(k)]
         bad = [(k, tags[k], src) for k, rx, src in patterns if get(k) and not rx.search(tags[k])]
         where = _where(subject)
-        parts = []
-        if missing:
-            parts.append(f"missing required tag{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
-        parts.extend(f"tag '{k}'='{v}' does not match {src}" for k, v, src in bad)
-        return Outcome(
-            "fail",
-            "; ".join(parts),
-            path=where,
-            expected=expected,
-            actual={k: tags.get(k) for k in (*missing, *(b[0] for b in bad))},
-            fix=_fix(subject, missing, bad, defaults),
+        if defaults:  # the fix patches this subject's raw object: build the outcome afresh
+            return _failure(subject, where, missing, bad, tags, expected, defaults)
+        return memo_outcome(
+            memo,
+            (where, tuple((k, get(k)) for k in missing), tuple(bad)),  # the key holds all the outcome shows
+            lambda: _failure(subject, where, missing, bad, tags, expected, defaults),
         )
 
     return check
+
+
+def _failure(
+    subject: Subject,
+    where: str,
+    missing: list[str],
+    bad: list[tuple[str, str, str]],
+    tags: Mapping[str, str],
+    expected: dict[str, Any],
+    defaults: dict[str, str],
+) -> Outcome:
+    parts = []
+    if missing:
+        parts.append(f"missing required tag{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
+    parts.extend(f"tag '{k}'='{v}' does not match {src}" for k, v, src in bad)
+    return Outcome(
+        "fail",
+        "; ".join(parts),
+        path=where,
+        expected=expected,
+        actual={k: tags.get(k) for k in (*missing, *(b[0] for b in bad))},
+        fix=_fix(subject, missing, bad, defaults),
+    )
 
 
 def _where(subject: Subject) -> str:

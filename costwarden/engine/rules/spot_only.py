@@ -14,7 +14,7 @@ from pydantic import Field
 from costwarden.engine import patch
 from costwarden.engine.catalog import HOURS_PER_MONTH, Catalog
 from costwarden.engine.decision import Fix, Outcome
-from costwarden.engine.rules.base import Check, CompileEnv, EvalContext, RuleKind, RuleParams
+from costwarden.engine.rules.base import Check, CompileEnv, EvalContext, RuleKind, RuleParams, memo_outcome
 from costwarden.engine.subjects import WORKLOAD_CLASSES, Resource, Subject, WorkloadClass
 
 Platform = Literal["karpenter", "eks", "gke", "aks"]
@@ -98,6 +98,8 @@ def compile(params: SpotOnly, env: CompileEnv) -> Check:
         for c in WORKLOAD_CLASSES
     }
 
+    memo: dict[Any, Outcome] = {}
+
     def check(subject: Subject, ctx: EvalContext) -> Outcome:
         assert isinstance(subject, Resource)
         work = subject.workload
@@ -107,19 +109,26 @@ def compile(params: SpotOnly, env: CompileEnv) -> Check:
             return Outcome("skip", f"{work.gpus:g} GPUs, rule covers workloads with {min_gpus:g} or more")
         if subject.capacity == "spot":
             return passed[work.workload_class]
-        saving = _monthly_saving(subject, catalog)
-        where = "" if subject.capacity == "unknown" else f" ({subject.capacity})"
-        return Outcome(
-            "fail",
-            f"{work.workload_class} workload is not pinned to spot capacity{where}",
-            path="capacity",
-            expected="spot",
-            actual=subject.capacity,
-            fix=_fix(subject, _platform(subject, fix_params)),
-            savings_usd_month=saving,
-        )
+        fix = _fix(subject, _platform(subject, fix_params))
+        if fix is not None:
+            return _failure(subject, catalog, fix)
+        key = (work, subject.capacity, subject.hourly_usd)
+        return memo_outcome(memo, key, lambda: _failure(subject, catalog, None))
 
     return check
+
+
+def _failure(subject: Resource, catalog: Catalog, fix: Fix | None) -> Outcome:
+    where = "" if subject.capacity == "unknown" else f" ({subject.capacity})"
+    return Outcome(
+        "fail",
+        f"{subject.workload.workload_class} workload is not pinned to spot capacity{where}",
+        path="capacity",
+        expected="spot",
+        actual=subject.capacity,
+        fix=fix,
+        savings_usd_month=_monthly_saving(subject, catalog),
+    )
 
 
 def _monthly_saving(subject: Resource, catalog: Catalog) -> float | None:
