@@ -174,7 +174,7 @@ def _from_container(resource: Resource, container: Mapping[str, Any], pointer: s
         return None
     hint = resource.tags.get(VERSION_TAG) or version_hint(str(container.get("image") or ""))
     file, line = resource.source.file, resource.source.line
-    resolution = resolve_invocation(found, hint, file=file, line=line, read_file=_no_file)
+    resolution = _resolve_cached(found, hint, file, line)
     # A group of pods (LeaderWorkerSet, Ray head + workers) shares one engine: judge the group.
     gpus = resource.workload.gpus if multi_pod else container_gpus(container)
     name = resource.name if not container.get("name") else f"{resource.name}/{container['name']}"
@@ -183,6 +183,23 @@ def _from_container(resource: Resource, container: Mapping[str, Any], pointer: s
                        gpu_type=resource.workload.gpu_type, replicas=resource.workload.replicas,
                        version=hint, source=source, raw=container)
     return Detected(subject, resolution, tuple(found.argv), found.mode)
+
+
+_RESOLVED: dict[tuple[Any, ...], Resolution] = {}
+_RESOLVED_LIMIT = 4096
+
+
+def _resolve_cached(found: VllmInvocation, hint: str | None, file: str | None, line: int | None) -> Resolution:
+    """Parsing is most of a vLLM Deployment's cost and admission sees the same command lines over
+    and over (every replica set, every update): resolve each distinct one once. Resolutions are
+    read-only once built; the cache is bounded and keyed by everything the result depends on."""
+    key = (found.mode, tuple(found.argv), found.unresolved, hint, file, line)
+    cached = _RESOLVED.get(key)
+    if cached is None:
+        cached = resolve_invocation(found, hint, file=file, line=line, read_file=_no_file)
+        if len(_RESOLVED) < _RESOLVED_LIMIT:
+            _RESOLVED[key] = cached
+    return cached
 
 
 def _preset_command(resource: Resource, container: Mapping[str, Any]) -> list[str]:
