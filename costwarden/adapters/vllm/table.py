@@ -21,7 +21,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-DATA_PACKAGE = "costwarden.adapters.vllm.data"
+DATA_PACKAGE = "costwarden.adapters.vllm"  # tables live in its data/ folder (package data, not a package)
 # Images whose ENTRYPOINT is `vllm serve` (before: `python3 -m vllm.entrypoints.openai.api_server`).
 SERVE_ENTRYPOINT_SINCE = (0, 15)
 _VERSION = re.compile(r"v?(\d+)\.(\d+)(?:\.(\d+))?((?:\.post\d+|rc\d+|\.dev\d+)?)")
@@ -47,7 +47,7 @@ def version_key(version: str) -> tuple[int, int, int, int]:
 @cache
 def available_versions() -> tuple[str, ...]:
     """Shipped table versions, oldest first."""
-    names = [p.name for p in resources.files(DATA_PACKAGE).iterdir() if p.name.startswith("vllm-")]
+    names = [p.name for p in resources.files(DATA_PACKAGE).joinpath("data").iterdir() if p.name.startswith("vllm-")]
     versions = [n.removeprefix("vllm-").removesuffix(".json") for n in names if n.endswith(".json")]
     return tuple(sorted(versions, key=version_key))
 
@@ -92,7 +92,7 @@ def pick_version(hint: str | None) -> tuple[str, str]:
 @cache
 def load_table(version: str) -> Mapping[str, Any]:
     """The parsed table of one shipped version (cached)."""
-    text = resources.files(DATA_PACKAGE).joinpath(f"vllm-{version}.json").read_text(encoding="utf-8")
+    text = resources.files(DATA_PACKAGE).joinpath("data", f"vllm-{version}.json").read_text(encoding="utf-8")
     table: dict[str, Any] = json.loads(text)
     table["by_dest"] = {a["dest"]: a for a in table["arguments"]}
     return table
