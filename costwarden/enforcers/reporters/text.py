@@ -51,7 +51,7 @@ def render(report: CheckReport, *, color: bool = False) -> str:
 
 
 def _segments(text: Text) -> list[Segment]:
-    return [(text.plain[span.start:span.end], str(span.style)) for span in _spans(text)]
+    return [(text.plain[span.start : span.end], str(span.style)) for span in _spans(text)]
 
 
 def _spans(text: Text) -> list[_Span]:
@@ -102,9 +102,11 @@ def _emit_rich(lines: list[tuple[list[Segment], bool]]) -> str:
 def summary_lines(report: CheckReport) -> list[Text]:
     """The two closing lines: counts, then the verdict with the estimated monthly savings."""
     c = report.summary()
-    counts = (f"{c['subjects']} subject{_s(c['subjects'])} in {c['files']} file{_s(c['files'])}, "
-              f"{report.policies} polic{'y' if report.policies == 1 else 'ies'}: "
-              f"{c['pass']} pass, {c['fail']} fail, {c['warn']} warn, {c['error']} error, {c['skip']} skip")
+    counts = (
+        f"{c['subjects']} subject{_s(c['subjects'])} in {c['files']} file{_s(c['files'])}, "
+        f"{report.policies} polic{'y' if report.policies == 1 else 'ies'}: "
+        f"{c['pass']} pass, {c['fail']} fail, {c['warn']} warn, {c['error']} error, {c['skip']} skip"
+    )
     extra = []
     if c["accepted"]:
         extra.append(f"{c['accepted']} accepted by baseline")
@@ -114,8 +116,16 @@ def summary_lines(report: CheckReport) -> list[Text]:
         extra.append(f"{c['input_errors']} input error{_s(c['input_errors'])}")
     first = Text(counts + ("; " + ", ".join(extra) if extra else ""))
     blocking = c["blocking"]
-    verdict = (Text(f"{blocking} blocking failure{_s(blocking)}", style="bold red") if blocking
-               else Text("no enforced failures", style="bold green"))
+    if c["input_errors"]:
+        verdict = Text(
+            f"input could not be read: {c['input_errors']} error{_s(c['input_errors'])} above", style="bold red"
+        )
+        if blocking:
+            verdict.append(f"; {blocking} blocking failure{_s(blocking)}")
+    elif blocking:
+        verdict = Text(f"{blocking} blocking failure{_s(blocking)}", style="bold red")
+    else:
+        verdict = Text("no enforced failures", style="bold green")
     savings = monthly_savings(report)
     if savings:
         verdict.append(f"; estimated savings ~{usd(savings)}/month")
@@ -131,8 +141,12 @@ def _subject_lines(decision: Decision, findings: list[Finding]) -> list[tuple[li
     for finding in findings:
         r = finding.result
         word, style = _MARK[r.result]
-        head: list[Segment] = [("    ", ""), (f"{word:<6} ", style if not finding.accepted else "dim"),
-                               (f"{r.policy}/{r.rule}", "bold"), (f"  {r.effect}, {r.severity}", "dim")]
+        head: list[Segment] = [
+            ("    ", ""),
+            (f"{word:<6} ", style if not finding.accepted else "dim"),
+            (f"{r.policy}/{r.rule}", "bold"),
+            (f"  {r.effect}, {r.severity}", "dim"),
+        ]
         if finding.accepted:
             head.append(("  accepted by baseline", "cyan"))
         out.append((head, False))

@@ -161,7 +161,9 @@ def test_text_lists_input_errors_and_summary(report: CheckReport) -> None:
     assert "manifests/broken.yaml:4: error: mapping values are not allowed here: a: b, c" in lines
     assert lines[-2] == ("4 subjects in 4 files, 7 policies: 2 pass, 4 fail, 1 warn, 1 error, 1 skip; "
                          "1 accepted by baseline, 1 unrecognised file skipped, 1 input error")
-    assert lines[-1] == "2 blocking failures; estimated savings ~$1,560.50/month"
+    assert lines[-1] == (
+        "input could not be read: 1 error above; 2 blocking failures; estimated savings ~$1,560.50/month"
+    )
 
 
 def test_text_verdict_without_enforced_failures() -> None:
