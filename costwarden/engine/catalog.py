@@ -9,6 +9,7 @@ costs one dict hit after the first call for a model.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 HOURS_PER_MONTH = 730.0
 
 
+@functools.lru_cache(maxsize=8192)
 def normalize_model(model: str) -> str:
     """``anthropic/Claude-Sonnet-4-5`` → ``claude-sonnet-4-5``: lower case, no provider prefix."""
     return model.rsplit("/", 1)[-1].strip().lower()
@@ -128,8 +130,14 @@ class Catalog:
     # --- prices ------------------------------------------------------------------------------
 
     def price_override(self, provider: str, model: str) -> ModelPrice | None:
+        if not self.prices:
+            return None
         name = normalize_model(model)
-        return next((p for pat, prov, p in self.prices if pat.match(name) and prov in (None, provider)), None)
+        return self._lookup(  # type: ignore[no-any-return]
+            "override",
+            f"{provider}\x00{name}",
+            lambda: next((p for pat, prov, p in self.prices if pat.match(name) and prov in (None, provider)), None),
+        )
 
     def gpu_price(self, gpu_type: str | None) -> HourlyPrice | None:
         """Per-GPU hourly prices; matches the longest known type inside the given name."""

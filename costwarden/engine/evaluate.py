@@ -24,6 +24,7 @@ from costwarden.engine.subjects import Subject
 from costwarden.errors import describe
 
 Clock = Callable[[], datetime]
+_Step = tuple[CompiledPolicy, Effect, bool, tuple[CompiledRule, ...]]
 _CACHE_LIMIT = 4096
 
 
@@ -50,6 +51,7 @@ class PolicySet:
     _exemption_index: ExemptionIndex = field(init=False, repr=False, compare=False)
     _candidates: dict[tuple[str, str, str], tuple[CompiledPolicy, ...]] = field(init=False, repr=False, compare=False)
     _contexts: dict[str, EvalContext] = field(init=False, repr=False, compare=False)
+    _plans: dict[tuple[str, str, str, str], tuple[_Step, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_type: dict[str, list[CompiledPolicy]] = {}
@@ -58,6 +60,7 @@ class PolicySet:
         object.__setattr__(self, "_by_type", {k: tuple(v) for k, v in by_type.items()})
         object.__setattr__(self, "_exemption_index", ExemptionIndex.build(list(self.exemptions)))
         object.__setattr__(self, "_candidates", {})
+        object.__setattr__(self, "_plans", {})
         contexts = {s: EvalContext(s, self.clock, None, self.pricer) for s in SURFACES}  # type: ignore[arg-type]
         object.__setattr__(self, "_contexts", contexts)
 
@@ -108,16 +111,15 @@ class PolicySet:
             if now is not None and now.tzinfo is None:  # a naive time is UTC, as exemption expiries are
                 now = now.replace(tzinfo=UTC)
             ctx = EvalContext(surface, now or self.clock, ledger, self.pricer)
-        policies = self._candidates.get((subject.type, subject.provider, subject.kind))
-        if policies is None:
-            policies = self.candidates(subject)
+        plan = self._plans.get((subject.type, subject.provider, subject.kind, surface))
+        if plan is None:
+            plan = self._plan(subject, surface)
         results: list[RuleResult] = []
         append = results.append
-        for policy in policies:
-            effect = policy.effects[surface]
-            if effect == "off" or (policy.filters and not self._admits(policy, effect, subject, ctx, results)):
+        for policy, effect, filters, rules in plan:
+            if filters and not self._admits(policy, effect, subject, ctx, results):
                 continue
-            for rule in policy.rules:
+            for rule in rules:
                 try:
                     outcome: Any = rule.check(subject, ctx)
                 except Exception as exc:  # never raise out of the engine: an error is a result
@@ -130,6 +132,16 @@ class PolicySet:
                 else:
                     append(self._build_result(policy, rule, outcome, effect, subject, ctx))
         return Decision(surface, subject_ref(subject), tuple(results))
+
+    def _plan(self, subject: Subject, surface: Surface) -> tuple[_Step, ...]:
+        """The policies to run for a (type, provider, kind, surface), with their effects: work
+        done once per distinct key, so the per-subject loop only runs rules."""
+        plan = tuple(
+            (p, p.effects[surface], p.filters, p.rules) for p in self.candidates(subject) if p.effects[surface] != "off"
+        )
+        if len(self._plans) < _CACHE_LIMIT:
+            self._plans[(subject.type, subject.provider, subject.kind, surface)] = plan
+        return plan
 
     def _admits(
         self, policy: CompiledPolicy, effect: Effect, subject: Subject, ctx: EvalContext, results: list[RuleResult]

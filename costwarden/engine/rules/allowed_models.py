@@ -99,27 +99,48 @@ def compile(params: AllowedModels, env: CompileEnv) -> Check:
                 ("pass", feature, subject.model),
                 lambda: Outcome("pass", f"{subject.model} is allowed for feature '{feature}'", path="model"),
             )
-        tier_text = f" (tier {tier.name})" if tier else " (in no catalog tier)"
-        message = (
-            f"model {subject.model}{tier_text} is not allowed for feature "
-            f"'{subject.feature or ''}'; allowed: {', '.join(allow.entries)}"
-        )
-        target = _downgrade_target(subject, tier, allow, catalog) if downgrade else None
-        if target is None:
-            return Outcome("fail", message, path="model", expected=allow.entries, actual=subject.model)
-        saving = _saving(subject, target, ctx)
-        fix = Fix(f"downgrade model to {target}", ({"op": "replace", "path": "/model", "value": target},), "request")
-        return Outcome(
+        key = (
             "fail",
-            message,
-            path="model",
-            expected=allow.entries,
-            actual=subject.model,
-            fix=fix,
-            savings_usd_per_call=saving,
-        )
+            feature,
+            subject.model,
+            subject.provider,
+            tokens,
+            subject.request.max_tokens,
+            subject.request.batch,
+            subject.usage,
+        )  # everything the failure (and its saving) depends on
+        return memo_outcome(memo, key, lambda: _failure(subject, feature, tier, allow, downgrade, catalog, ctx))
 
     return check
+
+
+def _failure(
+    subject: LlmCall,
+    feature: str,
+    tier: Tier | None,
+    allow: _Allow,
+    downgrade: bool,
+    catalog: Catalog,
+    ctx: EvalContext,
+) -> Outcome:
+    tier_text = f" (tier {tier.name})" if tier else " (in no catalog tier)"
+    message = (
+        f"model {subject.model}{tier_text} is not allowed for feature '{feature}'; allowed: {', '.join(allow.entries)}"
+    )
+    target = _downgrade_target(subject, tier, allow, catalog) if downgrade else None
+    if target is None:
+        return Outcome("fail", message, path="model", expected=allow.entries, actual=subject.model)
+    saving = _saving(subject, target, ctx)
+    fix = Fix(f"downgrade model to {target}", ({"op": "replace", "path": "/model", "value": target},), "request")
+    return Outcome(
+        "fail",
+        message,
+        path="model",
+        expected=allow.entries,
+        actual=subject.model,
+        fix=fix,
+        savings_usd_per_call=saving,
+    )
 
 
 def _downgrade_target(subject: LlmCall, tier: Tier | None, allow: _Allow, catalog: Catalog) -> str | None:

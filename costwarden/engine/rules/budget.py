@@ -85,11 +85,11 @@ def compile(params: Budget, env: CompileEnv) -> Check:
 
     def check(subject: Subject, ctx: EvalContext) -> Outcome:
         assert isinstance(subject, LlmCall)
+        if ctx.ledger is None:
+            return no_ledger
         base = budget_key(policy, rule, subject, per)
         if base is None:
             return unattributed
-        if ctx.ledger is None:
-            return no_ledger
         keys = [f"{base}:{w}" for w in window_keys(params.window, ctx.now, tz)]
         spent = sum(ctx.ledger.spent(keys, now=ctx.now))
         pending = _worst_case(subject, ctx) if subject.phase == "pre" else 0.0

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from costwarden.engine.catalog import HOURS_PER_MONTH, Catalog, normalize_gpu
 from costwarden.engine.decision import Fix, Outcome
-from costwarden.engine.rules.base import Check, CompileEnv, EvalContext, RuleKind, RuleParams
+from costwarden.engine.rules.base import MEMO_LIMIT, Check, CompileEnv, EvalContext, RuleKind, RuleParams
 from costwarden.engine.subjects import ServingConfig as ServingSubject
 from costwarden.engine.subjects import Subject
 
@@ -58,12 +58,56 @@ def compile(params: ServingConfig, env: CompileEnv) -> Check:
         if c is not None
     ]
 
+    memo: dict[Any, list[Outcome]] = {}
+
     def check(subject: Subject, ctx: EvalContext) -> list[Outcome]:
         assert isinstance(subject, ServingSubject)
+        key = _key(subject, params.needTag)
+        found = memo.get(key) if key is not None else None
+        if found is not None:
+            return found
         failures = [o for c in checks if (o := c(subject, params, catalog)) is not None]
-        return failures or [Outcome("pass", f"{subject.engine} configuration uses its GPUs efficiently")]
+        outcomes = failures or [Outcome("pass", f"{subject.engine} configuration uses its GPUs efficiently")]
+        if key is not None and len(memo) < MEMO_LIMIT:
+            outcomes = [o._replace(static=True) for o in outcomes]
+            memo[key] = outcomes
+        return outcomes
 
     return check
+
+
+_JUDGED_ARGS = (
+    "tensor_parallel_size",
+    "pipeline_parallel_size",
+    "data_parallel_size",
+    "enable_prefix_caching",
+    "gpu_memory_utilization",
+    "max_num_seqs",
+    "max_model_len",
+    "quantization",
+)
+
+
+def _key(s: ServingSubject, need_tag: str) -> tuple[Any, ...] | None:
+    """Everything the checks read, or None when a value is not hashable (then nothing is memoised)."""
+    key = (
+        s.engine,
+        s.engine_version,
+        s.model,
+        s.gpus,
+        s.gpu_type,
+        s.replicas,
+        s.params_b,
+        s.tags.get(need_tag),
+        s.deprecated_args,
+        s.arg_errors,
+        *(s.args.get(a) for a in _JUDGED_ARGS),
+    )
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 def _arg(s: ServingSubject, name: str, default: Any = None) -> Any:
