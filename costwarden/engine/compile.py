@@ -37,8 +37,8 @@ class CompiledRule:
     check: Check
     severity: Severity
     message: str | None
-    static_results: dict[tuple[int, str], Any] = field(default_factory=dict, compare=False, repr=False)
-    """RuleResults of the rule's static outcomes, per effect (filled by the evaluator)."""
+    static_results: dict[str, dict[int, Any]] = field(default_factory=dict, compare=False, repr=False)
+    """RuleResults of the rule's static outcomes, per effect then outcome id (filled by the evaluator)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from costwarden.engine.subjects import Subject
 from costwarden.errors import describe
 
 Clock = Callable[[], datetime]
-_Step = tuple[CompiledPolicy, Effect, bool, tuple[CompiledRule, ...]]
+_Step = tuple[CompiledPolicy, Effect, bool, tuple[tuple[CompiledRule, dict[int, RuleResult]], ...]]
 _CACHE_LIMIT = 4096
 
 
@@ -119,7 +119,7 @@ class PolicySet:
         for policy, effect, filters, rules in plan:
             if filters and not self._admits(policy, effect, subject, ctx, results):
                 continue
-            for rule in rules:
+            for rule, static in rules:
                 try:
                     outcome: Any = rule.check(subject, ctx)
                 except Exception as exc:  # never raise out of the engine: an error is a result
@@ -127,17 +127,24 @@ class PolicySet:
                 if outcome.__class__ is not Outcome:
                     results.extend(self._result(policy, rule, o, effect, subject, ctx) for o in outcome)
                 elif outcome.static:
-                    cached = rule.static_results.get((id(outcome), effect))  # None for exempted failures
+                    cached = static.get(id(outcome))  # None for exempted failures
                     append(cached or self._result(policy, rule, outcome, effect, subject, ctx))
                 else:
                     append(self._build_result(policy, rule, outcome, effect, subject, ctx))
-        return Decision(surface, subject_ref(subject), tuple(results))
+        return _decision((surface, subject_ref(subject), tuple(results)))
 
     def _plan(self, subject: Subject, surface: Surface) -> tuple[_Step, ...]:
         """The policies to run for a (type, provider, kind, surface), with their effects: work
         done once per distinct key, so the per-subject loop only runs rules."""
         plan = tuple(
-            (p, p.effects[surface], p.filters, p.rules) for p in self.candidates(subject) if p.effects[surface] != "off"
+            (
+                p,
+                p.effects[surface],
+                p.filters,
+                tuple((r, r.static_results.setdefault(p.effects[surface], {})) for r in p.rules),
+            )
+            for p in self.candidates(subject)
+            if p.effects[surface] != "off"
         )
         if len(self._plans) < _CACHE_LIMIT:
             self._plans[(subject.type, subject.provider, subject.kind, surface)] = plan
@@ -165,12 +172,13 @@ class PolicySet:
         only where no exemption names the policy, as exemptions depend on the subject)."""
         if not (o.static and (o.result in ("pass", "skip") or policy.name not in self._exemption_index.by_policy)):
             return self._build_result(policy, rule, o, effect, subject, ctx)
-        key = (id(o), effect)  # static outcomes live as long as their compiled rule: ids are stable
-        cached = rule.static_results.get(key)
+        cache = rule.static_results.setdefault(effect, {})
+        key = id(o)  # static outcomes live as long as their compiled rule: ids are stable
+        cached = cache.get(key)
         if cached is None:
             cached = self._build_result(policy, rule, o, effect, subject, ctx)
-            if len(rule.static_results) < _CACHE_LIMIT:
-                rule.static_results[key] = cached
+            if len(cache) < _CACHE_LIMIT:
+                cache[key] = cached
         return cached
 
     def _build_result(
@@ -211,6 +219,11 @@ class PolicySet:
             savings_usd_per_call=o.savings_usd_per_call,
             holds=o.holds if kind == "pass" else (),
         )
+
+
+def _decision(fields: tuple[Surface, SubjectRef, tuple[RuleResult, ...]]) -> Decision:
+    """Decision(...) without the named tuple's Python-level ``__new__`` (hot path)."""
+    return tuple.__new__(Decision, fields)
 
 
 def _skip(subject: Subject, ctx: EvalContext) -> Outcome:
