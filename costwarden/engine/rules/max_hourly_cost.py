@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 
 from costwarden.engine.decision import Outcome
-from costwarden.engine.rules.base import Check, CompileEnv, EvalContext, RuleKind, RuleParams
+from costwarden.engine.rules.base import Check, CompileEnv, EvalContext, RuleKind, RuleParams, memo_outcome
 from costwarden.engine.subjects import Resource, Subject
 
 
@@ -18,45 +20,36 @@ def compile(params: MaxHourlyCost, env: CompileEnv) -> Check:
     limit = params.limitUsd
     approval = params.approvalTag
     catalog = env.catalog
+    memo: dict[Any, Outcome] = {}
+    unpriced = Outcome("skip", "no priced accelerators or instance type", path="workload", static=True)
 
     def check(subject: Subject, ctx: EvalContext) -> Outcome:
         assert isinstance(subject, Resource)
+        work = subject.workload
         hourly = subject.hourly_usd
         if hourly is None:
-            hourly = catalog.hourly_usd(subject.workload, spot=subject.capacity == "spot")
+            hourly = catalog.hourly_usd(work, spot=subject.capacity == "spot")
         if hourly is None:
-            work = subject.workload
             if work.gpus > 0 or work.instance_type:
                 what = work.instance_type or f"{work.gpus:g}x {work.gpu_type or 'unknown GPU type'}"
-                return Outcome("skip", f"no price known for {what}", path="workload")
-            return Outcome("skip", "no priced accelerators or instance type", path="workload")
-        if hourly <= limit:
-            return Outcome(
-                "pass",
-                f"estimated ${hourly:,.2f}/h is within ${limit:,.2f}/h",
-                path="hourly_usd",
-                expected=limit,
-                actual=round(hourly, 4),
-            )
-        approver = subject.tags.get(approval) if approval else None
-        if approver:
-            return Outcome(
-                "pass",
-                f"estimated ${hourly:,.2f}/h above ${limit:,.2f}/h, approved by {approver}",
-                path="hourly_usd",
-                expected=limit,
-                actual=round(hourly, 4),
-            )
-        hint = f"; approve with tag {approval}=<approver>" if approval else ""
-        return Outcome(
-            "fail",
-            f"estimated ${hourly:,.2f}/h exceeds the ${limit:,.2f}/h cap{hint}",
-            path="hourly_usd",
-            expected=limit,
-            actual=round(hourly, 4),
-        )
+                return memo_outcome(memo, what, lambda: Outcome("skip", f"no price known for {what}", path="workload"))
+            return unpriced
+        approver = subject.tags.get(approval) if approval and hourly > limit else None
+        return memo_outcome(memo, (hourly, approver), lambda: _judge(hourly, limit, approval, approver))
 
     return check
+
+
+def _judge(hourly: float, limit: float, approval: str | None, approver: str | None) -> Outcome:
+    if hourly <= limit:
+        message = f"estimated ${hourly:,.2f}/h is within ${limit:,.2f}/h"
+    elif approver:
+        message = f"estimated ${hourly:,.2f}/h above ${limit:,.2f}/h, approved by {approver}"
+    else:
+        hint = f"; approve with tag {approval}=<approver>" if approval else ""
+        message = f"estimated ${hourly:,.2f}/h exceeds the ${limit:,.2f}/h cap{hint}"
+        return Outcome("fail", message, path="hourly_usd", expected=limit, actual=round(hourly, 4))
+    return Outcome("pass", message, path="hourly_usd", expected=limit, actual=round(hourly, 4))
 
 
 KIND = RuleKind(
