@@ -17,7 +17,7 @@ from pydantic import Field
 from costwarden.engine import patch
 from costwarden.engine.catalog import Catalog
 from costwarden.engine.decision import Fix, Outcome
-from costwarden.engine.rules.base import Check, CompileEnv, EvalContext, RuleKind, RuleParams, memo_outcome
+from costwarden.engine.rules.base import MEMO_LIMIT, Check, CompileEnv, EvalContext, RuleKind, RuleParams, memo_outcome
 from costwarden.engine.subjects import LlmCall, Subject, TokenUsage
 
 EXPLICIT_CACHING_PROVIDERS = frozenset({"anthropic", "bedrock", "vertex_ai"})
@@ -34,6 +34,7 @@ def compile(params: RequirePromptCaching, env: CompileEnv) -> Check:
     catalog = env.catalog
 
     memo: dict[Any, Outcome] = {}
+    savings: dict[Any, Any] = {}
 
     def check(subject: Subject, ctx: EvalContext) -> Outcome:
         assert isinstance(subject, LlmCall)
@@ -71,7 +72,7 @@ def compile(params: RequirePromptCaching, env: CompileEnv) -> Check:
             expected="cache_control",
             actual=None,
             fix=fix,
-            savings_usd_per_call=_saving(subject, prefix, ctx),
+            savings_usd_per_call=_saving(subject, prefix, ctx, savings),
         )
 
     return check
@@ -116,16 +117,24 @@ def _fix(subject: LlmCall, ttl: str) -> Fix | None:
     return Fix(f"add cache_control ({ttl}) at {pointer}", ops, "request")
 
 
-def _saving(subject: LlmCall, prefix: int, ctx: EvalContext) -> float | None:
-    """Per repeated call: the prefix billed as cache reads instead of fresh input."""
+def _saving(subject: LlmCall, prefix: int, ctx: EvalContext, memo: dict[Any, Any]) -> float | None:
+    """Per repeated call: the prefix billed as cache reads instead of fresh input. Memoised per
+    model and prefix size for the pricer in use (the entry keeps the pricer it was priced with)."""
     if ctx.pricer is None:
         return None
+    key = ("saving", subject.provider, subject.model, prefix)
+    entry = memo.get(key)
+    if entry is not None and entry[0] is ctx.pricer:
+        return entry[1]  # type: ignore[no-any-return]
     try:
         fresh = ctx.pricer.cost(subject.provider, subject.model, TokenUsage(input_tokens=prefix))
         cached = ctx.pricer.cost(subject.provider, subject.model, TokenUsage(cache_read_tokens=prefix))
     except Exception:  # advisory only
         return None
-    return round(fresh - cached, 6) if fresh > cached else None
+    saving = round(fresh - cached, 6) if fresh > cached else None
+    if len(memo) < MEMO_LIMIT:
+        memo[key] = (ctx.pricer, saving)
+    return saving
 
 
 KIND = RuleKind(
