@@ -243,7 +243,7 @@ class CallGuard(_MiddlewareBase):
 
         def judge(doc: Mapping[str, Any]) -> Decision:
             judged.append(self._subject(edge, doc, who, batch))
-            return self.policies.evaluate(judged[-1], "runtime", now=now, ledger=self.ledger)
+            return self.policies.evaluate(judged[-1], "runtime", now=now, ledger=self.ledger, reserving=True)
 
         if self.apply_fixes:
             outcome = fix_until_clean(body, judge, target="request", max_rounds=self.max_fix_rounds)

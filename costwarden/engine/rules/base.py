@@ -82,7 +82,7 @@ class EvalContext:
     without a ledger holds no per-call state, so the policy set reuses one per surface.
     """
 
-    __slots__ = ("_clock", "_now", "ledger", "pricer", "surface")
+    __slots__ = ("_clock", "_now", "ledger", "pricer", "reserving", "surface")
 
     def __init__(
         self,
@@ -90,12 +90,16 @@ class EvalContext:
         now: datetime | Callable[[], datetime],
         ledger: Ledger | None = None,
         pricer: LlmPricer | None = None,
+        reserving: bool = False,
     ) -> None:
         self.surface = surface
         self._now: datetime | None = now if isinstance(now, datetime) else None
         self._clock: Callable[[], datetime] | None = None if isinstance(now, datetime) else now
         self.ledger = ledger
         self.pricer = pricer
+        self.reserving = reserving
+        """The caller reserves the decision's budget holds atomically right after (the call-guard):
+        a ``budget`` rule that only denies may leave the limit check to the reservation."""
 
     @property
     def now(self) -> datetime:

@@ -91,8 +91,22 @@ def compile(params: Budget, env: CompileEnv) -> Check:
         if base is None:
             return unattributed
         keys = [f"{base}:{w}" for w in window_keys(params.window, ctx.now, tz)]
-        spent = sum(ctx.ledger.spent(keys, now=ctx.now))
         pending = _worst_case(subject, ctx) if subject.phase == "pre" else 0.0
+        if ctx.reserving and pending and params.onExceed == "deny" and pending <= limit:
+            # The reservation that follows checks spend + this hold against the limit atomically;
+            # reading the spend here as well would only cost a round trip and could be stale anyway.
+            hold = Hold(
+                keys[-1], pending, limit, tuple(keys), window_end(params.window, ctx.now, tz), tuple(params.alertAt)
+            )
+            return Outcome(
+                "pass",
+                f"${pending:,.4f} worst case to reserve against ${limit:,.2f} per {params.window}",
+                path=f"budget[{base}]",
+                expected=limit,
+                actual=round(pending, 6),
+                holds=(hold,),
+            )
+        spent = sum(ctx.ledger.spent(keys, now=ctx.now))
         total = spent + pending
         path = f"budget[{base}]"
         if total <= limit:
