@@ -38,6 +38,7 @@ logger = logging.getLogger("costwarden.webhook")
 
 DEFAULT_MAX_BODY_BYTES = 3 * 1024 * 1024
 ENV_PREFIX = "COSTWARDEN_WEBHOOK_"
+GC_THRESHOLD = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +110,9 @@ class Webhook:
             gc.freeze()
 
     def start(self) -> None:
+        # Each review allocates a few thousand short-lived objects; CPython's default generation-0
+        # threshold (700) then runs collections, and their gen-2 passes, every few requests.
+        gc.set_threshold(GC_THRESHOLD, 50, 100)
         self.executor = ThreadPoolExecutor(self.settings.eval_threads, thread_name_prefix="costwarden-eval")
         self.reloader.start()
 
