@@ -3,9 +3,12 @@
 Run: ``bash benchmarks/setup_peers.sh && .bench-venv/bin/python benchmarks/engine.py``
 (without the peers' venv, ``.venv/bin/python benchmarks/engine.py`` times costwarden and CEL only).
 
-Reports median and p99 µs per decision. Peers are timed by ``peers.time_peer`` on the same inputs;
+Reports median and p99 µs per decision. The library rows time each call on its own; the one-rule
+comparison times every engine, costwarden included, with ``peers.time_peer`` on the same inputs
+(blocks of calls on one prepared input, so timer overhead is the same negligible share for all).
 costwarden is timed twice: on a prebuilt subject (what an in-process caller has) and from the
-plain dict (subject construction included, the analogue of the peers' input conversion).
+plain dict (subject construction included, the analogue of the peers' input conversion). Its
+``decide()`` evaluates the full Decision and reads its verdict.
 """
 
 from __future__ import annotations
@@ -118,31 +121,49 @@ def _resource_dict(d: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class CostwardenPeer(peers.Peer):
+    """costwarden through the peers' own harness (``peers.time_peer``), so every engine is timed
+    the same way. ``decide()`` returns the verdict of the whole Decision (every rule's result
+    with message, path and expected values is built; the peers return one boolean).
+
+    ``prebuilt``: the subject is built in ``prepare`` (what an in-process caller holds);
+    otherwise ``decide`` builds it from the plain dict first (the analogue of the peers' input
+    conversion).
+    """
+
+    def __init__(self, policies: Any, *, prebuilt: bool) -> None:
+        self.policies = policies
+        self.prebuilt = prebuilt
+        self.name = "costwarden (prebuilt subject)" if prebuilt else "costwarden (from dict)"
+        self.judge = policies.evaluator("ci")
+        super().__init__()
+
+    def _load(self) -> None:
+        pass
+
+    def prepare(self, subject: dict[str, Any]) -> None:
+        judge = self.judge
+        data = self._subject = _resource_dict(subject)
+        # decide is the bare closure (as ClosurePeer's is one call to its rule): one Python frame
+        if self.prebuilt:
+            built = subject_from_dict(data)
+            self.decide = lambda: judge(built).allowed  # type: ignore[method-assign]
+        else:
+            self.decide = lambda: judge(subject_from_dict(data)).allowed  # type: ignore[method-assign]
+
+    def decide(self) -> bool:
+        raise RuntimeError("prepare() first")
+
+
 def bench_one_rule(n: int) -> list[dict[str, Any]]:
     result = load_text(ONE_RULE, "bench.yaml")
     policies = compile_documents(result.documents, diagnostics=result.diagnostics)
-    inputs = [_resource_dict(d) for d in peers.BENCH_INPUTS]
-    subjects = [subject_from_dict(d) for d in inputs]
-    for (_, raw, allowed), subject in zip(
-        peers.VERIFY_CASES, [subject_from_dict(_resource_dict(c[1])) for c in peers.VERIFY_CASES], strict=True
-    ):
-        assert policies.evaluate(subject).allowed == allowed, raw
     rows = []
-    i = 0
-
-    def prebuilt() -> Any:
-        nonlocal i
-        i += 1
-        return policies.evaluate(subjects[i % len(subjects)])
-
-    def from_dict() -> Any:
-        nonlocal i
-        i += 1
-        return policies.evaluate(subject_from_dict(inputs[i % len(inputs)]))
-
-    rows.append({"engine": "costwarden (prebuilt subject)", **time_call(prebuilt, n)})
-    rows.append({"engine": "costwarden (from dict)", **time_call(from_dict, n)})
-    for peer in peers.all_peers():
+    for peer in [
+        CostwardenPeer(policies, prebuilt=True),
+        CostwardenPeer(policies, prebuilt=False),
+        *peers.all_peers(),
+    ]:
         if not peer.available:
             rows.append({"engine": peer.name, "unavailable": peer.reason})
             continue

@@ -19,7 +19,7 @@ from costwarden.engine.exemptions import CompiledExemption
 from costwarden.engine.loader import SourceDocument, load_paths
 from costwarden.engine.matching import Matcher
 from costwarden.engine.rules import RULE_KINDS
-from costwarden.engine.rules.base import Check, CompileEnv, RuleCompileError
+from costwarden.engine.rules.base import Check, CompileEnv, RuleCompileError, Shortcut, shortcuts_of
 from costwarden.engine.schema import ExemptionDocument, ModelCatalogDocument, PolicyDocument, rule_kind_of
 from costwarden.errors import PolicyError
 
@@ -39,6 +39,8 @@ class CompiledRule:
     message: str | None
     static_results: dict[str, dict[int, Any]] = field(default_factory=dict, compare=False, repr=False)
     """RuleResults of the rule's static outcomes, per effect then outcome id (filled by the evaluator)."""
+    shortcuts: tuple[Shortcut, ...] = ()
+    """Inline tests for the check's commonest static outcomes (see ``rules.base.Shortcut``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +174,8 @@ def _compile_rule(
         else:
             problems.append(doc.diagnostic((*loc, *exc.loc), exc.code, exc.message, exc.hint))
         return None
-    return CompiledRule(rule.name, key, check, rule.severity or model.metadata.severity, rule.message)
+    severity = rule.severity or model.metadata.severity
+    return CompiledRule(rule.name, key, check, severity, rule.message, shortcuts=shortcuts_of(check))
 
 
 def _offset_diag(

@@ -125,9 +125,9 @@ class RuleResult(NamedTuple):
         }
 
 
-@dataclass(frozen=True, slots=True)
-class SubjectRef:
-    """Who a decision is about, in the few fields a report shows."""
+class SubjectRef(NamedTuple):
+    """Who a decision is about, in the few fields a report shows (a named tuple: one is built
+    per subject judged)."""
 
     type: str
     provider: str
@@ -158,11 +158,14 @@ class Decision(NamedTuple):
 
     @property
     def verdict(self) -> Verdict:
-        return "deny" if any(r.is_blocking for r in self.results) else "allow"
+        return "allow" if self.allowed else "deny"
 
     @property
     def allowed(self) -> bool:
-        return self.verdict == "allow"
+        for r in self.results:  # noqa: SIM110 - RuleResult.is_blocking inlined; all() and a generator cost 2x
+            if r.effect == "deny" and (r.result == "fail" or r.result == "error"):
+                return False
+        return True
 
     @property
     def blocking(self) -> tuple[RuleResult, ...]:

@@ -18,13 +18,12 @@ from costwarden.engine.compile import CompiledPolicy, CompiledRule
 from costwarden.engine.decision import SURFACES, Decision, Effect, Outcome, RuleResult, SubjectRef, Surface
 from costwarden.engine.exemptions import CompiledExemption, ExemptionIndex
 from costwarden.engine.ledger import Ledger
+from costwarden.engine.plan import Finish, Results, Runner, Step, compile_plan
 from costwarden.engine.pricing import LlmPricer
 from costwarden.engine.rules.base import EvalContext
 from costwarden.engine.subjects import Subject
-from costwarden.errors import describe
 
 Clock = Callable[[], datetime]
-_Step = tuple[CompiledPolicy, Effect, bool, tuple[tuple[CompiledRule, dict[int, RuleResult]], ...]]
 _CACHE_LIMIT = 4096
 
 
@@ -51,7 +50,7 @@ class PolicySet:
     _exemption_index: ExemptionIndex = field(init=False, repr=False, compare=False)
     _candidates: dict[tuple[str, str, str], tuple[CompiledPolicy, ...]] = field(init=False, repr=False, compare=False)
     _contexts: dict[str, EvalContext] = field(init=False, repr=False, compare=False)
-    _plans: dict[tuple[str, str, str, str], tuple[_Step, ...]] = field(init=False, repr=False, compare=False)
+    _runners: dict[tuple[str, str, str, str], Runner] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_type: dict[str, list[CompiledPolicy]] = {}
@@ -60,7 +59,7 @@ class PolicySet:
         object.__setattr__(self, "_by_type", {k: tuple(v) for k, v in by_type.items()})
         object.__setattr__(self, "_exemption_index", ExemptionIndex.build(list(self.exemptions)))
         object.__setattr__(self, "_candidates", {})
-        object.__setattr__(self, "_plans", {})
+        object.__setattr__(self, "_runners", {})
         contexts = {s: EvalContext(s, self.clock, None, self.pricer) for s in SURFACES}  # type: ignore[arg-type]
         object.__setattr__(self, "_contexts", contexts)
 
@@ -122,32 +121,47 @@ class PolicySet:
             if now is not None and now.tzinfo is None:  # a naive time is UTC, as exemption expiries are
                 now = now.replace(tzinfo=UTC)
             ctx = EvalContext(surface, now or self.clock, ledger, self.pricer, reserving)
-        plan = self._plans.get((subject.type, subject.provider, subject.kind, surface))
-        if plan is None:
-            plan = self._plan(subject, surface)
-        results: list[RuleResult] = []
-        append = results.append
-        for policy, effect, filters, rules in plan:
-            if filters and not self._admits(policy, effect, subject, ctx, results):
-                continue
-            for rule, static in rules:
-                try:
-                    outcome: Any = rule.check(subject, ctx)
-                except Exception as exc:  # never raise out of the engine: an error is a result
-                    outcome = Outcome("error", describe(exc))
-                if outcome.__class__ is not Outcome:
-                    results.extend(self._result(policy, rule, o, effect, subject, ctx) for o in outcome)
-                elif outcome.static:
-                    cached = static.get(id(outcome))  # None for exempted failures
-                    append(cached or self._result(policy, rule, outcome, effect, subject, ctx))
-                else:
-                    append(self._build_result(policy, rule, outcome, effect, subject, ctx))
-        return _decision((surface, subject_ref(subject), tuple(results)))
+        run = self._runners.get((subject.type, subject.provider, subject.kind, surface))
+        if run is None:
+            run = self._runner(subject, surface, ctx)
+        ref = subject.__dict__.get("_subject_ref")
+        if ref is None:
+            ref = subject_ref(subject)
+        return tuple.__new__(Decision, (surface, ref, run(subject, ctx)))  # NamedTuple without its __new__
 
-    def _plan(self, subject: Subject, surface: Surface) -> tuple[_Step, ...]:
-        """The policies to run for a (type, provider, kind, surface), with their effects: work
-        done once per distinct key, so the per-subject loop only runs rules."""
-        plan = tuple(
+    def evaluator(self, surface: Surface = "ci") -> Callable[[Subject], Decision]:
+        """``evaluate`` for one surface as a function of the subject alone, with the surface's
+        context and plans bound: for loops that judge many subjects (admission, the call-guard,
+        ``check``). Same decisions as ``evaluate(subject, surface)``.
+
+        >>> judge = policies.evaluator("admission")  # doctest: +SKIP
+        >>> decisions = [judge(s) for s in subjects]  # doctest: +SKIP
+        """
+        ctx = self._contexts.get(surface)
+        if ctx is None:
+            raise ValueError(f"unknown surface {surface!r}; surfaces: {', '.join(SURFACES)}")
+        runners: dict[tuple[type, str, str], Runner] = {}
+        new = tuple.__new__
+
+        def judge(subject: Subject) -> Decision:
+            key = (subject.__class__, subject.provider, subject.kind)
+            run = runners.get(key)
+            if run is None:
+                run = self._runners.get((subject.type, subject.provider, subject.kind, surface))
+                if run is None:
+                    run = self._runner(subject, surface, ctx)
+                if len(runners) < _CACHE_LIMIT:
+                    runners[key] = run
+            ref = subject.__dict__.get("_subject_ref")
+            if ref is None:
+                ref = subject_ref(subject)
+            return new(Decision, (surface, ref, run(subject, ctx)))
+
+        return judge
+
+    def _plan(self, subject: Subject, surface: Surface) -> tuple[Step, ...]:
+        """The policies to run for a (type, provider, kind, surface), with their effects."""
+        return tuple(
             (
                 p,
                 p.effects[surface],
@@ -157,9 +171,63 @@ class PolicySet:
             for p in self.candidates(subject)
             if p.effects[surface] != "off"
         )
-        if len(self._plans) < _CACHE_LIMIT:
-            self._plans[(subject.type, subject.provider, subject.kind, surface)] = plan
-        return plan
+
+    def plan_source(self, subject: Subject, surface: Surface = "ci") -> str:
+        """The Python source of the function that judges subjects like ``subject`` on ``surface``."""
+        return self._compile_runner(subject, surface, self._contexts[surface])[1]
+
+    def _runner(self, subject: Subject, surface: Surface, ctx: EvalContext) -> Runner:
+        """The plan as one generated function (``engine/plan.py``): work done once per distinct key,
+        so judging a subject runs only its rules."""
+        run = self._compile_runner(subject, surface, ctx)[0]
+        if len(self._runners) < _CACHE_LIMIT:
+            self._runners[(subject.type, subject.provider, subject.kind, surface)] = run
+        return run
+
+    def _compile_runner(self, subject: Subject, surface: Surface, ctx: EvalContext) -> tuple[Runner, str]:
+        def static_result(policy: CompiledPolicy, rule: CompiledRule, o: Outcome, effect: Effect) -> RuleResult:
+            return self._result(policy, rule, o, effect, subject, ctx)  # a static pass or skip: subject-free
+
+        return compile_plan(
+            subject.type,
+            self._plan(subject, surface),
+            static_result=static_result,
+            slow_rule=self._slow_rule,
+            admit=self._admitter,
+            label=f"plan {subject.type}/{subject.provider}/{subject.kind}/{surface}",
+        )
+
+    def _slow_rule(
+        self, policy: CompiledPolicy, rule: CompiledRule, effect: Effect, static: dict[int, RuleResult]
+    ) -> tuple[dict[int, Results], Finish]:
+        """For one rule in a plan: the results of its static outcomes as one-tuples, by outcome id
+        (filled as they are first seen), and the function that turns any outcome into results."""
+        ones: dict[int, Results] = {}
+        result_of = self._result
+        build = self._build_result
+
+        def finish(outcome: Any, subject: Subject, ctx: EvalContext) -> Results:
+            if outcome.__class__ is not Outcome:
+                return tuple(result_of(policy, rule, o, effect, subject, ctx) for o in outcome)
+            if not outcome.static:
+                return (build(policy, rule, outcome, effect, subject, ctx),)
+            result = result_of(policy, rule, outcome, effect, subject, ctx)
+            key = id(outcome)
+            if static.get(key) is result and len(ones) < _CACHE_LIMIT:  # cached: not an exempted failure
+                ones[key] = one = (result,)
+                return one
+            return (result,)
+
+        return ones, finish
+
+    def _admitter(
+        self, policy: CompiledPolicy, effect: Effect
+    ) -> Callable[[Subject, EvalContext], tuple[RuleResult, ...] | None]:
+        def admit(subject: Subject, ctx: EvalContext) -> tuple[RuleResult, ...] | None:
+            errors: list[RuleResult] = []
+            return None if self._admits(policy, effect, subject, ctx, errors) else tuple(errors)
+
+        return admit
 
     def _admits(
         self, policy: CompiledPolicy, effect: Effect, subject: Subject, ctx: EvalContext, results: list[RuleResult]
@@ -232,11 +300,6 @@ class PolicySet:
         )
 
 
-def _decision(fields: tuple[Surface, SubjectRef, tuple[RuleResult, ...]]) -> Decision:
-    """Decision(...) without the named tuple's Python-level ``__new__`` (hot path)."""
-    return tuple.__new__(Decision, fields)
-
-
 def _skip(subject: Subject, ctx: EvalContext) -> Outcome:
     return Outcome("skip")
 
@@ -247,16 +310,8 @@ def subject_ref(subject: Subject) -> SubjectRef:
     ref: SubjectRef | None = cache.get("_subject_ref")
     if ref is None:
         src = subject.source
-        ref = SubjectRef(
-            subject.type,
-            subject.provider,
-            subject.kind,
-            subject.name,
-            subject.namespace,
-            src.file,
-            src.line,
-            src.pointer,
-        )
+        fields = (subject.type, subject.provider, subject.kind, subject.name, subject.namespace)
+        ref = tuple.__new__(SubjectRef, (*fields, src.file, src.line, src.pointer))
         cache["_subject_ref"] = ref
     return ref
 

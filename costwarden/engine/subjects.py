@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
-from typing import Any, ClassVar, Literal, TypeAlias, get_args
+from typing import Any, ClassVar, Literal, NamedTuple, TypeAlias, get_args
 
 from costwarden.errors import SubjectError
 
@@ -54,9 +54,9 @@ class SourceLocation:
         return {"file": self.file, "line": self.line, "pointer": self.pointer}
 
 
-@dataclass(frozen=True, slots=True)
-class Workload:
-    """What a resource runs: its class, accelerators, instance type and replica count."""
+class Workload(NamedTuple):
+    """What a resource runs: its class, accelerators, instance type and replica count (a named
+    tuple: cheap to build per object, and hashed in C where rules memoise on it)."""
 
     workload_class: WorkloadClass = "unknown"
     gpus: float = 0.0
@@ -72,6 +72,10 @@ class Workload:
             "instance_type": self.instance_type,
             "replicas": self.replicas,
         }
+
+
+_NO_SOURCE = SourceLocation()
+_NO_WORKLOAD = Workload()
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +141,9 @@ class LlmRequest:
         }
 
 
+_NO_REQUEST = LlmRequest()
+
+
 class _Subject:
     """Behaviour shared by the three subject records (not a public base class)."""
 
@@ -157,7 +164,7 @@ class _Subject:
         return f"{provider}/{kind} {where}" if provider else f"{kind} {where}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Resource(_Subject):
     """A cloud or cluster resource: a Kubernetes workload, an EC2 instance, a GKE node pool...
 
@@ -174,15 +181,46 @@ class Resource(_Subject):
     region: str | None = None
     tags: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     capacity: Capacity = "unknown"
-    workload: Workload = field(default_factory=Workload)
+    workload: Workload = _NO_WORKLOAD
     hourly_usd: float | None = None
-    source: SourceLocation = field(default_factory=SourceLocation)
+    source: SourceLocation = _NO_SOURCE
     raw: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
     tags_pointer: str | None = None
     pod_spec_pointers: tuple[str, ...] = ()
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "tags", _frozen_map(self.tags))
+    def __init__(
+        self,
+        provider: str,
+        kind: str,
+        name: str = "",
+        namespace: str | None = None,
+        region: str | None = None,
+        tags: Mapping[str, str] = _EMPTY,
+        capacity: Capacity = "unknown",
+        workload: Workload = _NO_WORKLOAD,
+        hourly_usd: float | None = None,
+        source: SourceLocation = _NO_SOURCE,
+        raw: Mapping[str, Any] | None = None,
+        tags_pointer: str | None = None,
+        pod_spec_pointers: tuple[str, ...] = (),
+    ) -> None:
+        # The frozen dataclass's generated __init__ sets each field through object.__setattr__;
+        # filling the instance dict directly is several times faster, and subjects are built per
+        # object judged. Same signature, same fields.
+        d = self.__dict__
+        d["provider"] = provider
+        d["kind"] = kind
+        d["name"] = name
+        d["namespace"] = namespace
+        d["region"] = region
+        d["tags"] = _frozen_map(tags)
+        d["capacity"] = capacity
+        d["workload"] = workload
+        d["hourly_usd"] = hourly_usd
+        d["source"] = source
+        d["raw"] = raw
+        d["tags_pointer"] = tags_pointer
+        d["pod_spec_pointers"] = pod_spec_pointers
 
     @cached_property
     def as_cel(self) -> dict[str, Any]:
@@ -207,7 +245,7 @@ class Resource(_Subject):
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class LlmCall(_Subject):
     """One LLM API call, before it is sent (``phase="pre"``) or after it returned (``"post"``).
 
@@ -222,16 +260,47 @@ class LlmCall(_Subject):
     team: str | None = None
     tags: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     phase: Phase = "pre"
-    request: LlmRequest = field(default_factory=LlmRequest)
+    request: LlmRequest = _NO_REQUEST
     usage: TokenUsage | None = None
     estimated_cost_usd: float | None = None
     actual_cost_usd: float | None = None
     latency_ms: float | None = None
     body: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
-    source: SourceLocation = field(default_factory=SourceLocation)
+    source: SourceLocation = _NO_SOURCE
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "tags", _frozen_map(self.tags))
+    def __init__(
+        self,
+        provider: str,
+        model: str,
+        feature: str | None = None,
+        user: str | None = None,
+        team: str | None = None,
+        tags: Mapping[str, str] = _EMPTY,
+        phase: Phase = "pre",
+        request: LlmRequest = _NO_REQUEST,
+        usage: TokenUsage | None = None,
+        estimated_cost_usd: float | None = None,
+        actual_cost_usd: float | None = None,
+        latency_ms: float | None = None,
+        body: Mapping[str, Any] | None = None,
+        source: SourceLocation = _NO_SOURCE,
+    ) -> None:
+        # As Resource: the instance dict directly, not object.__setattr__ per field.
+        d = self.__dict__
+        d["provider"] = provider
+        d["model"] = model
+        d["feature"] = feature
+        d["user"] = user
+        d["team"] = team
+        d["tags"] = _frozen_map(tags)
+        d["phase"] = phase
+        d["request"] = request
+        d["usage"] = usage
+        d["estimated_cost_usd"] = estimated_cost_usd
+        d["actual_cost_usd"] = actual_cost_usd
+        d["latency_ms"] = latency_ms
+        d["body"] = body
+        d["source"] = source
 
     @property
     def kind(self) -> str:
@@ -279,7 +348,7 @@ class LlmCall(_Subject):
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class ServingConfig(_Subject):
     """A model server's configuration, with arguments resolved as the engine would read them.
 
@@ -304,12 +373,48 @@ class ServingConfig(_Subject):
     deprecated_args: tuple[str, ...] = ()
     arg_errors: tuple[str, ...] = ()
     """Problems that make the engine refuse to start (unknown arguments, bad values), as messages."""
-    source: SourceLocation = field(default_factory=SourceLocation)
+    source: SourceLocation = _NO_SOURCE
     raw: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "args", _frozen_map(self.args))
-        object.__setattr__(self, "tags", _frozen_map(self.tags))
+    def __init__(
+        self,
+        model: str,
+        engine: str = "vllm",
+        engine_version: str | None = None,
+        args: Mapping[str, Any] = _EMPTY,
+        gpus: float = 0.0,
+        gpu_type: str | None = None,
+        replicas: int = 1,
+        params_b: float | None = None,
+        provider: str = "kubernetes",
+        kind: str = "vllm",
+        name: str = "",
+        namespace: str | None = None,
+        tags: Mapping[str, str] = _EMPTY,
+        deprecated_args: tuple[str, ...] = (),
+        arg_errors: tuple[str, ...] = (),
+        source: SourceLocation = _NO_SOURCE,
+        raw: Mapping[str, Any] | None = None,
+    ) -> None:
+        # As Resource: the instance dict directly, not object.__setattr__ per field.
+        d = self.__dict__
+        d["model"] = model
+        d["engine"] = engine
+        d["engine_version"] = engine_version
+        d["args"] = _frozen_map(args)
+        d["gpus"] = gpus
+        d["gpu_type"] = gpu_type
+        d["replicas"] = replicas
+        d["params_b"] = params_b
+        d["provider"] = provider
+        d["kind"] = kind
+        d["name"] = name
+        d["namespace"] = namespace
+        d["tags"] = _frozen_map(tags)
+        d["deprecated_args"] = deprecated_args
+        d["arg_errors"] = arg_errors
+        d["source"] = source
+        d["raw"] = raw
 
     @cached_property
     def as_cel(self) -> dict[str, Any]:
@@ -444,7 +549,73 @@ def _source(r: _Reader) -> SourceLocation:
     return SourceLocation(file=s.text("file"), line=s.integer("line"), pointer=s.text("pointer"))
 
 
+_OPTIONAL_TEXT = (str, type(None))
+_WORKLOADS: dict[tuple[Any, ...], Workload] = {}
+"""Interned workloads of the fast path (immutable, and most subjects share a handful)."""
+
+
+def _resource_fast(data: Mapping[str, Any]) -> Resource | None:
+    """The common shape in one pass with exact type checks: plain strings, a flat dict of string
+    tags, a known capacity and workload class. Anything else returns None and goes through the
+    validating reader, which names the offending field."""
+    get = data.get
+    provider = get("provider")
+    kind = get("kind")
+    name = get("name", "")
+    if name is None:
+        name = ""
+    namespace = get("namespace")
+    region = get("region")
+    capacity = get("capacity", "unknown")
+    tags = get("tags")
+    w = get("workload")
+    if (
+        provider.__class__ is not str
+        or kind.__class__ is not str
+        or not provider
+        or not kind
+        or name.__class__ is not str
+        or namespace.__class__ not in _OPTIONAL_TEXT
+        or region.__class__ not in _OPTIONAL_TEXT
+        or capacity not in CAPACITIES
+        or (tags is not None and tags.__class__ is not dict)
+        or (w is not None and w.__class__ is not dict)
+        or get("source") is not None
+        or get("raw") is not None
+        or get("hourly_usd") is not None
+        or get("tags_pointer") is not None
+        or get("pod_spec_pointers")
+    ):
+        return None
+    if tags:
+        for key, value in tags.items():
+            if key.__class__ is not str or value.__class__ is not str:
+                return None
+        tags = MappingProxyType(tags.copy())
+    workload = _NO_WORKLOAD
+    if w:
+        gpus = w.get("gpus")
+        replicas = w.get("replicas")
+        if (gpus is not None and gpus.__class__ not in (int, float)) or (
+            replicas is not None and replicas.__class__ is not int  # True == 1: exact types only
+        ):
+            return None
+        found = _WORKLOADS.get((w.get("class", "unknown"), gpus, w.get("gpu_type"), w.get("instance_type"), replicas))
+        if found is None:
+            return None
+        workload = found
+    return Resource(provider, kind, name, namespace, region, tags or _EMPTY, capacity, workload)
+
+
 def _resource(data: Mapping[str, Any]) -> Resource:
+    if data.__class__ is dict:
+        fast = _resource_fast(data)
+        if fast is not None:
+            return fast
+    return _resource_checked(data)
+
+
+def _resource_checked(data: Mapping[str, Any]) -> Resource:
     r = _Reader(data)
     w = r.sub("workload")
     workload = Workload(
@@ -454,6 +625,12 @@ def _resource(data: Mapping[str, Any]) -> Resource:
         instance_type=w.text("instance_type"),
         replicas=w.count("replicas", 1),
     )
+    w_data = data.get("workload")
+    if w_data.__class__ is dict and len(_WORKLOADS) < 1024:  # validated above: intern it for the fast path
+        wkey = tuple(w_data.get(k) for k in ("class", "gpus", "gpu_type", "instance_type", "replicas"))
+        if wkey[0] is None:
+            wkey = ("unknown", *wkey[1:])
+        _WORKLOADS.setdefault(wkey, workload)
     pointers = data.get("pod_spec_pointers") or ()
     if not isinstance(pointers, (list, tuple)) or not all(isinstance(p, str) for p in pointers):
         raise SubjectError("must be a list of JSON pointers", path="pod_spec_pointers")

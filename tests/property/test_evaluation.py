@@ -602,3 +602,67 @@ def test_reference_evaluator_can_deny() -> None:
     labelled = subject_from_dict({"type": "resource", "provider": "kubernetes", "kind": "Job", "tags": {"team": "a"}})
     assert reference([doc], job, "ci") == ([("p0", "tags-0", "fail", "deny")], "deny")
     assert reference([doc], labelled, "ci")[1] == "allow"
+
+
+# --- generated plans --------------------------------------------------------------------------
+
+
+def _without_shortcuts(ps: PolicySet) -> PolicySet:
+    """The same policies with every rule's shortcuts removed: the plans then call every check."""
+    policies = tuple(
+        dataclasses.replace(p, rules=tuple(dataclasses.replace(r, shortcuts=()) for r in p.rules)) for p in ps.policies
+    )
+    return PolicySet(policies, ps.exemptions, ps.catalog, ps.pricer, ps.files, ps.clock)
+
+
+@PROPERTY
+@given(docs=policy_sets(), subject=st.one_of(resources(), llm_calls()), surface=surfaces)
+def test_shortcuts_never_change_a_decision(docs: list[dict[str, Any]], subject: Subject, surface: str) -> None:
+    loaded = load_text("\n---\n".join(json.dumps(d) for d in docs), "generated.yaml")
+    ps = compile_documents(loaded.documents, diagnostics=loaded.diagnostics)
+    plain = _without_shortcuts(ps)
+    assert ps.evaluate(subject, surface) == plain.evaluate(subject, surface)  # type: ignore[arg-type]
+    assert ps.evaluator(surface)(subject) == plain.evaluate(subject, surface)  # type: ignore[arg-type]
+
+
+@PROPERTY
+@given(subject=subjects, surface=surfaces)
+def test_library_plans_equal_plain_checks(subject: Subject, surface: str) -> None:
+    ps = library()
+    assert ps.evaluate(subject, surface) == _without_shortcuts(ps).evaluate(subject, surface)  # type: ignore[arg-type]
+
+
+def test_plans_inline_the_shortcuts_of_tag_and_spot_rules() -> None:
+    loaded = load_text(
+        textwrap.dedent(
+            """
+            apiVersion: costwarden.dev/v1
+            kind: Policy
+            metadata: {name: tags-and-spot}
+            spec:
+              subject: resource
+              rules:
+                - {name: tags, requireTags: {keys: [team, "it's"]}}
+                - {name: spot, spotOnly: {workloadClasses: [batch], minGpus: 1}}
+            """
+        ),
+        "p.yaml",
+    )
+    ps = compile_documents(loaded.documents, diagnostics=loaded.diagnostics)
+    job = subject_from_dict(
+        {
+            "type": "resource",
+            "provider": "kubernetes",
+            "kind": "Job",
+            "tags": {"team": "ml", "it's": "x"},
+            "capacity": "spot",
+            "workload": {"class": "batch", "gpus": 2},
+        }
+    )
+    source = ps.plan_source(job)
+    assert "(_t := subject.tags).get('team') and _t.get(\"it's\")" in source
+    assert "_w.gpus >= 1.0" in source
+    decision = ps.evaluate(job)
+    assert [r.result for r in decision.results] == ["pass", "pass"] and decision.allowed
+    fewer = subject_from_dict({**job.to_dict(), "workload": {"class": "batch", "gpus": 0.5}})
+    assert ps.evaluate(fewer).results[1].result == "skip"  # below minGpus: not a shortcut, the check says skip

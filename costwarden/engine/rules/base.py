@@ -20,7 +20,8 @@ to the rule's parameters, which the loader turns into a positioned diagnostic.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -133,6 +134,41 @@ def memo_outcome(memo: dict[Any, Outcome], key: Any, build: Callable[[], Outcome
     return outcome
 
 
+@dataclass(frozen=True, slots=True)
+class Shortcut:
+    """A test the evaluator may inline instead of calling a check, for its commonest outcomes.
+
+    ``condition`` is a Python expression over ``subject`` (a subject of one of ``subject_types``)
+    with ``{name}`` placeholders for ``constants``; wherever it holds, the check would return
+    ``outcome`` — a static ``pass`` or ``skip``, whose result needs neither the subject nor an
+    exemption lookup. Anything the condition does not cover goes to the check, so a shortcut can
+    only be incomplete, never different. The evaluator generates one function per (subject type,
+    kind, surface) from them (``engine/plan.py``); tests compare it with the plain checks.
+    """
+
+    condition: str
+    outcome: Outcome
+    subject_types: tuple[str, ...] = ("resource", "llm_call", "serving_config")
+    constants: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not (self.outcome.static and self.outcome.result in ("pass", "skip")):
+            raise ValueError("a shortcut's outcome must be a static pass or skip")
+
+
+_SHORTCUTS: weakref.WeakKeyDictionary[Check, tuple[Shortcut, ...]] = weakref.WeakKeyDictionary()
+
+
+def with_shortcuts(check: Check, shortcuts: Iterable[Shortcut]) -> Check:
+    """Register ``shortcuts`` for a compiled ``check`` (returned unchanged)."""
+    _SHORTCUTS[check] = tuple(shortcuts)
+    return check
+
+
+def shortcuts_of(check: Check) -> tuple[Shortcut, ...]:
+    return _SHORTCUTS.get(check, ())
+
+
 P = TypeVar("P", bound=RuleParams)
 
 
@@ -147,4 +183,14 @@ class RuleKind(Generic[P]):
     summary: str = ""
 
 
-__all__ = ["Check", "CompileEnv", "EvalContext", "RuleCompileError", "RuleKind", "RuleParams"]
+__all__ = [
+    "Check",
+    "CompileEnv",
+    "EvalContext",
+    "RuleCompileError",
+    "RuleKind",
+    "RuleParams",
+    "Shortcut",
+    "shortcuts_of",
+    "with_shortcuts",
+]

@@ -17,7 +17,9 @@ from costwarden.engine.rules.base import (
     RuleCompileError,
     RuleKind,
     RuleParams,
+    Shortcut,
     memo_outcome,
+    with_shortcuts,
 )
 from costwarden.engine.subjects import LlmCall, Resource, Subject
 
@@ -51,31 +53,45 @@ def compile(params: RequireTags, env: CompileEnv) -> Check:
         "pass", f"required tags present: {', '.join(keys)}" if keys else "tag values valid", path="tags", static=True
     )
 
+    shortcuts = _shortcuts(keys, passed) if keys and not patterns else []
+    sources = {k: src for k, _, src in patterns}
+
     def check(subject: Subject, ctx: EvalContext) -> Outcome:
         tags = subject.attribution if subject.__class__ is LlmCall else subject.tags
-        get = tags.get
-        for key in keys:  # the common case, every tag present, without building lists
-            if not get(key):
-                break
-        else:
-            for key, rx, _ in patterns:
-                value = get(key)
-                if value and not rx.search(value):
-                    break
-            else:
-                return passed
-        missing = [k for k in keys if not get(k)]
-        bad = [(k, tags[k], src) for k, rx, src in patterns if get(k) and not rx.search(tags[k])]
-        where = _where(subject)
-        if defaults:  # the fix patches this subject's raw object: build the outcome afresh
+        state: list[tuple[str, str | None]] = []  # each missing key with its value, each bad value
+        for key in keys:
+            value = tags[key] if key in tags else None  # noqa: SIM401 - a mappingproxy's get() is slower
+            if not value:
+                state.append((key, value))
+        for key, rx, _ in patterns:
+            value = tags[key] if key in tags else None  # noqa: SIM401
+            if value and not rx.search(value):
+                state.append((key, value))
+        if not state:
+            return passed
+        where = (subject.tags_pointer or "tags") if isinstance(subject, Resource) else "tags"
+        memo_key = (where, *state)  # holds all the outcome shows
+        if not defaults:  # with defaults the fix patches this subject's raw object: built afresh
+            found = memo.get(memo_key)
+            if found is not None:
+                return found
+        missing = [k for k, v in state if not v]
+        bad = [(k, v, sources[k]) for k, v in state if v]
+        if defaults:
             return _failure(subject, where, missing, bad, tags, expected, defaults)
-        return memo_outcome(
-            memo,
-            (where, tuple((k, get(k)) for k in missing), tuple(bad)),  # the key holds all the outcome shows
-            lambda: _failure(subject, where, missing, bad, tags, expected, defaults),
-        )
+        return memo_outcome(memo, memo_key, lambda: _failure(subject, where, missing, bad, tags, expected, defaults))
 
-    return check
+    return with_shortcuts(check, shortcuts)
+
+
+def _shortcuts(keys: tuple[str, ...], passed: Outcome) -> list[Shortcut]:
+    """Every key present and non-empty, inline: the pass, for the generated plans."""
+    out = []
+    for attr, types in (("tags", ("resource", "serving_config")), ("attribution", ("llm_call",))):
+        first, *rest = keys
+        condition = f"(_t := subject.{attr}).get({first!r})" + "".join(f" and _t.get({k!r})" for k in rest)
+        out.append(Shortcut(condition, passed, types))
+    return out
 
 
 def _failure(
@@ -99,12 +115,6 @@ def _failure(
         actual={k: tags.get(k) for k in (*missing, *(b[0] for b in bad))},
         fix=_fix(subject, missing, bad, defaults),
     )
-
-
-def _where(subject: Subject) -> str:
-    if isinstance(subject, Resource) and subject.tags_pointer:
-        return subject.tags_pointer
-    return "tags"
 
 
 def _fix(subject: Subject, missing: list[str], bad: list[tuple[str, str, str]], defaults: dict[str, str]) -> Fix | None:

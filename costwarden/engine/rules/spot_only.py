@@ -14,7 +14,16 @@ from pydantic import Field
 from costwarden.engine import patch
 from costwarden.engine.catalog import HOURS_PER_MONTH, Catalog
 from costwarden.engine.decision import Fix, Outcome
-from costwarden.engine.rules.base import Check, CompileEnv, EvalContext, RuleKind, RuleParams, memo_outcome
+from costwarden.engine.rules.base import (
+    Check,
+    CompileEnv,
+    EvalContext,
+    RuleKind,
+    RuleParams,
+    Shortcut,
+    memo_outcome,
+    with_shortcuts,
+)
 from costwarden.engine.subjects import WORKLOAD_CLASSES, Resource, Subject, WorkloadClass
 
 Platform = Literal["karpenter", "eks", "gke", "aks"]
@@ -99,6 +108,20 @@ def compile(params: SpotOnly, env: CompileEnv) -> Check:
     }
 
     memo: dict[Any, Outcome] = {}
+    shortcuts = [
+        Shortcut(f"subject.workload.workload_class == {c!r}", skipped[c], ("resource",))
+        for c in WORKLOAD_CLASSES
+        if c not in classes
+    ]
+    shortcuts += [
+        Shortcut(
+            f"subject.capacity == 'spot' and (_w := subject.workload).workload_class == {c!r}"
+            f" and _w.gpus >= {float(min_gpus)!r}",
+            passed[c],
+            ("resource",),
+        )
+        for c in sorted(classes)
+    ]
 
     def check(subject: Subject, ctx: EvalContext) -> Outcome:
         assert isinstance(subject, Resource)
@@ -109,13 +132,17 @@ def compile(params: SpotOnly, env: CompileEnv) -> Check:
             return Outcome("skip", f"{work.gpus:g} GPUs, rule covers workloads with {min_gpus:g} or more")
         if subject.capacity == "spot":
             return passed[work.workload_class]
-        fix = _fix(subject, _platform(subject, fix_params))
-        if fix is not None:
-            return _failure(subject, catalog, fix)
+        if fix_params is not None:
+            fix = _fix(subject, _platform(subject, fix_params))
+            if fix is not None:
+                return _failure(subject, catalog, fix)
         key = (work, subject.capacity, subject.hourly_usd)
+        found = memo.get(key)
+        if found is not None:
+            return found
         return memo_outcome(memo, key, lambda: _failure(subject, catalog, None))
 
-    return check
+    return with_shortcuts(check, shortcuts)
 
 
 def _failure(subject: Resource, catalog: Catalog, fix: Fix | None) -> Outcome:

@@ -7,6 +7,8 @@ import dataclasses
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from costwarden.engine.subjects import (
     LlmCall,
@@ -380,3 +382,71 @@ class TestToDict:
         a = subject_from_dict({**RESOURCE, "raw": {"a": 1}})
         b = subject_from_dict({**RESOURCE, "raw": {"b": 2}})
         assert a == b
+
+
+# --- the from-dict fast path ------------------------------------------------------------------
+
+_odd_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-2, 3),
+    st.sampled_from([0.0, 1.0, 2.5, -1.0, float("nan"), float("inf")]),
+    st.sampled_from(["", "batch", "online", "spot", "on-demand", "H100", "x"]),
+)
+_text = st.sampled_from(["a", "ml", "prod"])
+
+
+def _mostly(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Usually a valid value (so the fast path runs), sometimes an odd one (so it must step aside)."""
+    return st.integers(0, 9).flatmap(lambda i: valid if i else _odd_scalars)
+
+
+_fields_of_resource = {
+    "provider": _mostly(st.just("kubernetes")),
+    "kind": _mostly(st.just("Job")),
+    "name": _mostly(_text),
+    "namespace": _mostly(_text),
+    "region": _mostly(_text),
+    "capacity": _mostly(st.sampled_from(["spot", "on-demand", "reserved", "unknown"])),
+    "hourly_usd": _mostly(st.none()),
+    "tags": _mostly(
+        st.dictionaries(st.one_of(st.sampled_from(["team", "env"]), st.integers(0, 2)), _mostly(_text), max_size=3)
+    ),
+    "workload": _mostly(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "class": _mostly(st.sampled_from(["batch", "online", "training", "unknown"])),
+                "gpus": _mostly(st.sampled_from([0, 1, 2.0, 8])),
+                "gpu_type": _mostly(st.sampled_from(["H100", "L4"])),
+                "instance_type": _mostly(st.none()),
+                "replicas": _mostly(st.sampled_from([0, 1, 3])),
+                "extra": _odd_scalars,
+            },
+        )
+    ),
+}
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    data=st.fixed_dictionaries(
+        {"type": st.just("resource"), "provider": _fields_of_resource["provider"], "kind": _fields_of_resource["kind"]},
+        optional={k: v for k, v in _fields_of_resource.items() if k not in ("provider", "kind")},
+    )
+)
+def test_fast_resource_path_equals_the_validating_reader(data: dict[str, Any]) -> None:
+    """Whatever the input, the fast path gives the validating reader's subject or its error."""
+    from costwarden.engine.subjects import _resource_checked
+
+    for _ in range(2):  # the second round sees the workloads the first one interned
+        try:
+            expected: Any = _resource_checked(data)
+        except SubjectError as exc:
+            with pytest.raises(SubjectError) as caught:
+                subject_from_dict(data)
+            assert (caught.value.path, str(caught.value)) == (exc.path, str(exc))
+            continue
+        got = subject_from_dict(data)
+        assert got == expected
+        assert dict(got.tags) == dict(expected.tags) and type(got.workload.gpus) is float
