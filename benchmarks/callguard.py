@@ -7,13 +7,16 @@ loopback. The number
 that matters is the guard's own time per call, measured inside the client: for the Anthropic
 middleware, a timing middleware outside the guard and one inside it (around the HTTP attempt)
 give ``guard time = outer − inner``, which covers judging, the reservation, pricing, the settlement,
-post-call rules and the cost event. For the OpenAI transport it is the transport's time minus the
+post-call rules and the cost event (the guards here have no event sink, and post-call findings only
+go into cost events, so neither is produced: this is what an application without sinks pays; a
+sink adds its ``emit`` and the post-call judgement). For the OpenAI transport it is the transport's time minus the
 inner transport's, plus the settlement that runs when the client has read the body. End-to-end
 p50 of unguarded and guarded calls is shown for scale (loopback HTTP dominates it).
 
 Policy sets: ``budget`` — one per-user daily budget; ``library`` — the built-in library (six LLM
-policies, two of them budgets). Each ``budget`` rule reads the ledger once (``spent``) while judging;
-then one ``reserve`` and one ``settle`` per call: the ``ledger ops`` column.
+policies, two of them budgets). A budget that only denies leaves its check to the reservation; any
+other reads the ledger once (``spent``) while judging; then one ``reserve`` and one ``settle`` per
+call: the ``ledger ops`` column.
 
 Redis and PostgreSQL are the machine's own (``redis://127.0.0.1:6379/0``,
 ``postgresql://postgres@127.0.0.1:5432``); a store that cannot be reached is reported, not timed.

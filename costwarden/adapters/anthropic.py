@@ -32,6 +32,7 @@ from costwarden.adapters.llm_payload import (
 from costwarden.engine.subjects import LlmCall, LlmRequest, SourceLocation, TokenUsage
 from costwarden.errors import AdapterError
 
+_NO_SOURCE = SourceLocation()
 PROVIDER = "anthropic"
 _WHAT = "Anthropic Messages"
 
@@ -91,7 +92,7 @@ def subject_from_request(
         request=request,
         usage=usage,
         body=body,
-        source=source or SourceLocation(),
+        source=source or _NO_SOURCE,
     )
 
 

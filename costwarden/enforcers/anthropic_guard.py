@@ -8,8 +8,8 @@ installed); its ``handle`` / ``handle_async`` land here::
         client.messages.create(...)                           # also messages.stream(...), stream=True
 
 What it guards: ``POST /v1/messages`` (plain, ``stream=True`` and ``messages.stream``; the beta
-surface too) and ``POST /v1/messages/batches``. Everything else (count_tokens, models, files, batch
-retrieval) passes through untouched.
+surface too) and ``POST /v1/messages/batches``; batch results downloads are read along to settle
+the batch. Everything else (count_tokens, models, files, batch retrieval) passes through untouched.
 
 * The middleware runs once per HTTP attempt inside the SDK's retry loop; the SDK's per-call
   idempotency key (set once before that loop) and ``retries_taken`` tie attempts to one logical
@@ -23,10 +23,10 @@ retrieval) passes through untouched.
   charged its ``message_start`` input plus the output its text deltas show (~4 characters a token);
   one that ends before ``message_start`` is charged the estimated input.
 * Message Batches: every request in the batch is judged and rewritten on its own, at the batch
-  rate; any denied request refuses the whole batch. One reservation holds all of them, and it is
-  settled at submission to the sum of their worst cases at the batch rate, because the results
-  arrive up to a day later, possibly in another process: budgets over-count a batch rather than
-  miss it. Results are not re-priced.
+  rate; any denied request refuses the whole batch. One reservation holds all of them; once the
+  batch is created it is kept under the batch's id and settled from the real usage when the
+  results are read (``GET .../messages/batches/<id>/results``), in this process or another —
+  see :mod:`.batch_settle`.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from costwarden.adapters import anthropic as adapter
+from costwarden.enforcers import batch_settle
 from costwarden.enforcers.attempt import (
     charge_json_body,
     end_reason,
@@ -80,6 +81,19 @@ BATCHES = ProviderEdge(adapter.PROVIDER, adapter.subject_from_request, adapter.u
 
 def edge_for(method: str, url: str) -> ProviderEdge | None:
     """The edge for a request, or None for endpoints the guard leaves alone."""
+    key = (method, url)
+    if key in _EDGES:
+        return _EDGES[key]
+    edge = _edge_for(method, url)
+    if len(_EDGES) < 1_024:  # a client calls a handful of URLs; ids in paths could make many
+        _EDGES[key] = edge
+    return edge
+
+
+_EDGES: dict[tuple[str, str], ProviderEdge | None] = {}
+
+
+def _edge_for(method: str, url: str) -> ProviderEdge | None:
     if method.lower() != "post":
         return None
     path = urlsplit(url).path.rstrip("/")
@@ -94,7 +108,7 @@ def handle(guard: CallGuard, request: APIRequest, call_next: CallNext) -> APIRes
     """The sync middleware: judge, reserve, send, then settle from the response or its stream."""
     plan = _plan(guard, request)
     if plan is None:
-        return call_next(request)
+        return batch_settle.watch_results(guard, request, call_next(request), TappedStream)
     call, attempt = plan
     try:
         response = call_next(attempt)
@@ -106,33 +120,51 @@ def handle(guard: CallGuard, request: APIRequest, call_next: CallNext) -> APIRes
 
 
 async def handle_async(guard: CallGuard, request: APIRequest, call_next: AsyncCallNext) -> AsyncAPIResponse[Any]:
-    """The async middleware: the same steps; only the HTTP attempt is awaited."""
-    plan = _plan(guard, request)
-    if plan is None:
-        return await call_next(request)
-    call, attempt = plan
+    """The async middleware: the same steps. Besides the HTTP attempt, the steps that wait on the
+    ledger or on sinks (judging and reserving, settling or releasing) are awaited in a worker
+    thread when those do I/O (``CallGuard.offload``), so the event loop is never blocked by them."""
+    parts = _parts(request)
+    if parts is None:
+        return batch_settle.watch_results(guard, request, await call_next(request), AsyncTappedStream)
+    edge, body, key = parts
+    call = await guard.begin_async(edge, body, key=key, attempt=request.retries_taken)
+    attempt = _outgoing(call, request, body)
     try:
         response = await call_next(attempt)
     except BaseException as exc:
-        _failed(guard, call, request, exc, call_next)
+        await guard.offload(_failed, guard, call, request, exc, call_next)
         raise
-    safely(call, _after, guard, call, request, response.http_response, AsyncTappedStream, call_next)
+    await guard.offload(safely, call, _after, guard, call, request, response.http_response, AsyncTappedStream,
+                        call_next)
     return response
 
 
 def _plan(guard: CallGuard, request: APIRequest) -> tuple[GuardedCall, APIRequest] | None:
+    parts = _parts(request)
+    if parts is None:
+        return None
+    edge, body, key = parts
+    call = guard.begin(edge, body, key=key, attempt=request.retries_taken)
+    return call, _outgoing(call, request, body)
+
+
+def _parts(request: APIRequest) -> tuple[ProviderEdge, Mapping[str, Any], str] | None:
+    """The edge, body and logical-call key of a request the guard judges; None for others."""
     edge = edge_for(request.method, request.url)
     body = request.json
     if edge is None or not isinstance(body, Mapping):
         return None
-    key = request.options.idempotency_key or f"call-{id(request.options)}"
-    call = guard.begin(edge, body, key=key, attempt=request.retries_taken)
+    return edge, body, request.options.idempotency_key or f"call-{id(request.options)}"
+
+
+def _outgoing(call: GuardedCall, request: APIRequest, body: Mapping[str, Any]) -> APIRequest:
+    """The request to send: the caller's, or a copy carrying the rewritten body."""
     if call.body is body:
-        return call, request
+        return request
     from anthropic import APIRequest
 
     options = request.options.model_copy(update={"json_data": dict(call.body)})
-    return call, APIRequest(
+    return APIRequest(
         options=options,
         cast_to=request.cast_to,
         stream=request.stream,
@@ -192,7 +224,7 @@ def _after(
         call.error_status(http.status_code, final=final)
         return
     if call.batch_requests or call.edge is BATCHES:
-        call.charge_estimate()
+        batch_settle.submitted(guard, call, http)
         return
     if http.is_closed:  # the SDK read the whole body already
         try:
@@ -209,6 +241,7 @@ def _after(
         content_encoding=http.headers.get("content-encoding"),
         observer=observer,
         on_end=partial(_stream_end, call, observer),
+        blocking=guard.blocking_io,
     )
     http.stream = stream_cls(http.stream, tap)
 

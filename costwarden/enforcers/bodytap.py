@@ -13,6 +13,7 @@ asked for when the caller did not).
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
@@ -61,9 +62,11 @@ class BodyTap:
         on_end: EndCallback,
         observer: EventObserver | None = None,
         filtering: bool = False,
+        blocking: bool = False,
     ) -> None:
         encoding = (content_encoding or "identity").strip().lower()
         self.sse = sse
+        self.blocking = blocking  # on_end may wait on I/O: AsyncTappedStream runs it in a worker thread
         self.observer = observer
         self.on_end = on_end
         self.undecodable = encoding not in ("identity", "", "gzip", "deflate")
@@ -107,10 +110,22 @@ class BodyTap:
 
     def end(self, complete: bool, error: BaseException | None = None) -> None:
         """The body ended (``complete``: read to its end); runs ``on_end`` once."""
+        if self.claim_end():
+            self.on_end(self, complete, error)
+
+    def claim_end(self) -> bool:
+        """Mark the body ended; True for the one caller that must then run ``on_end``."""
         if self.ended:
-            return
+            return False
         self.ended = True
-        self.on_end(self, complete, error)
+        return True
+
+    async def end_async(self, complete: bool, error: BaseException | None = None) -> None:
+        """:meth:`end` from async code: a blocking ``on_end`` runs in a worker thread, off the event loop."""
+        if not self.blocking:
+            self.end(complete, error)
+        elif self.claim_end():
+            await asyncio.to_thread(self.on_end, self, complete, error)
 
     def _lines(self, data: bytes) -> bytes:
         lines = data.split(b"\n")
@@ -210,20 +225,23 @@ class AsyncTappedStream(httpx2.AsyncByteStream):
             tail = tap.flush()
             if tail:
                 yield tail
-        except BaseException as exc:
+        except GeneratorExit as exc:  # closed mid-iteration: finish at once, awaiting nothing
             tap.end(False, exc)
+            raise
+        except BaseException as exc:
+            await tap.end_async(False, exc)
             raise
         finally:
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 await aclose()
-        tap.end(True)
+        await tap.end_async(True)
 
     async def aclose(self) -> None:
         try:
             await self._inner.aclose()
         finally:
-            self.tap.end(False)
+            await self.tap.end_async(False)
 
     def __del__(self) -> None:
         tap = getattr(self, "tap", None)

@@ -15,7 +15,9 @@ of the body and judge again (:func:`~costwarden.enforcers.fixes.fix_until_clean`
 ``max_fix_rounds`` rounds, so two competing downgrades converge). Still blocked → :class:`PolicyViolation`
 (:class:`BudgetExceeded` for budget failures) carrying the Decision, before any HTTP request.
 Then the decision's budget holds are reserved all-or-nothing; a refusal is ``BudgetExceeded``, an
-unreachable ledger denies (fail closed).
+unreachable ledger denies (fail closed: ``PolicyViolation`` naming the ledger, no request sent)
+unless no budget that holds for the call is enforced with ``onError: deny`` — then the call goes
+ahead unreserved, with a warning logged.
 
 After the call: price the real usage (cache reads/writes and the batch rate included), settle,
 judge the post-call phase (for example a long prompt that never hit the cache) and emit a
@@ -39,15 +41,20 @@ reservation's TTL.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import dataclasses
+import functools
 import importlib.util
+import itertools
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from costwarden.enforcers.attribution import Attribution, attribution, current_attribution
 from costwarden.enforcers.fixes import FixOutcome, apply_patch, fix_until_clean
@@ -81,6 +88,7 @@ else:
     _MiddlewareBase = _middleware_base()
 
 log = logging.getLogger("costwarden.callguard")
+_R = TypeVar("_R")
 
 
 class CallGuard(_MiddlewareBase):
@@ -168,15 +176,71 @@ class CallGuard(_MiddlewareBase):
 
         Raises PolicyViolation / BudgetExceeded when the call may not be made; nothing is sent then.
         """
-        active = self._active.get()
-        if active is not None and active.pending_retry:
-            if attempt > 0 and active.key == key:
-                active.pending_retry = False
-                return active
-            active.abandon("the SDK stopped retrying")
+        retried, abandoned = self._pending(key, attempt)
+        if retried is not None:
+            return retried
+        if abandoned is not None:
+            abandoned.abandon("the SDK stopped retrying")
         call = self._prepare(edge, body, key=key, batch=batch, rewrites=tuple(rewrites))
         self._active.set(call)
         return call
+
+    async def begin_async(
+        self,
+        edge: ProviderEdge,
+        body: Mapping[str, Any],
+        *,
+        key: str,
+        attempt: int = 0,
+        batch: bool = False,
+        rewrites: Sequence[str] = (),
+    ) -> GuardedCall:
+        """:meth:`begin` for the async edges: judging (budgets read the ledger) and reserving run in a
+        worker thread when the ledger or a sink does I/O (:attr:`blocking_io`), so the event loop
+        keeps serving other tasks meanwhile. A task cancelled while its reservation is being made
+        still gets it released once made."""
+        if not self.blocking_io:
+            return self.begin(edge, body, key=key, attempt=attempt, batch=batch, rewrites=rewrites)
+        retried, abandoned = self._pending(key, attempt)
+        if retried is not None:
+            return retried
+        if abandoned is not None:
+            await self.offload(abandoned.abandon, "the SDK stopped retrying")
+        loop = asyncio.get_running_loop()
+        prepare = functools.partial(self._prepare, edge, body, key=key, batch=batch, rewrites=tuple(rewrites))
+        made = loop.run_in_executor(None, contextvars.copy_context().run, prepare)
+        try:
+            call = await asyncio.shield(made)
+        except asyncio.CancelledError:
+            made.add_done_callback(_abandon_when_made)
+            raise
+        self._active.set(call)
+        return call
+
+    @property
+    def blocking_io(self) -> bool:
+        """Whether finishing or starting a call may wait on I/O: a ledger other than the in-process
+        one, or a sink that writes somewhere. The async edges then run that work off the event loop."""
+        ledger_io = self.ledger is not None and not getattr(self.ledger, "in_process", False)
+        return ledger_io or any(not getattr(sink, "in_process", False) for sink in self.sinks)
+
+    async def offload(self, fn: Callable[..., _R], /, *args: Any) -> _R:
+        """``fn(*args)`` (a step that may reserve, settle, release or emit) where it cannot block the
+        event loop: in a worker thread, with this context, when :attr:`blocking_io`; inline otherwise.
+        The work completes even if the awaiting task is cancelled meanwhile."""
+        if not self.blocking_io:
+            return fn(*args)
+        return await asyncio.to_thread(fn, *args)
+
+    def _pending(self, key: str, attempt: int) -> tuple[GuardedCall | None, GuardedCall | None]:
+        """(the call this attempt retries, or None; the call the SDK stopped retrying, or None)."""
+        active = self._active.get()
+        if active is None or not active.pending_retry:
+            return None, None
+        if attempt > 0 and active.key == key:
+            active.pending_retry = False
+            return active, None
+        return None, active
 
     def judge(self, edge: ProviderEdge, body: Mapping[str, Any], *, batch: bool = False) -> Decision:
         """The runtime decision on ``body`` as the guard would see it now (no fixes, no reservation)."""
@@ -239,9 +303,16 @@ class CallGuard(_MiddlewareBase):
         self, edge: ProviderEdge, body: Mapping[str, Any], who: Attribution, *, batch: bool, now: datetime
     ) -> tuple[Mapping[str, Any], LlmCall, Decision, tuple[str, ...]]:
         """Evaluate, apply request fixes and re-evaluate until nothing fixable blocks."""
-        judged: list[LlmCall] = []
+        subject = self._subject(edge, body, who, batch)
+        first = self.policies.evaluate(subject, "runtime", now=now, ledger=self.ledger, reserving=True)
+        if first.allowed:  # nothing blocks, so there is nothing to fix (what fix_until_clean would find)
+            return body, subject, first, ()
+        judged: list[LlmCall] = [subject]
+        decisions = [first]
 
         def judge(doc: Mapping[str, Any]) -> Decision:
+            if decisions:  # the body as sent was judged above
+                return decisions.pop()
             judged.append(self._subject(edge, doc, who, batch))
             return self.policies.evaluate(judged[-1], "runtime", now=now, ledger=self.ledger, reserving=True)
 
@@ -283,10 +354,19 @@ class CallGuard(_MiddlewareBase):
         merged = merge_holds(holds)
         if not merged or self.ledger is None:
             return
-        call.reservation_id = f"cw-{uuid.uuid4().hex}"
+        over = {h.key for r in call.decision.results if r.result != "pass" for h in r.holds}
+        if over:  # budgets already over their limit that only warn here: count the spend, never refuse
+            merged = [dataclasses.replace(h, limit_usd=None) if h.key in over else h for h in merged]
+        call.reservation_id = _reservation_id()
         try:
             outcome = self.ledger.reserve(call.reservation_id, merged, ttl_s=ttl_s, now=call.started_at)
-        except Exception as exc:  # fail closed: spend that cannot be verified is not allowed
+        except Exception as exc:  # fail closed: spend that cannot be verified is not allowed ...
+            if not self._fails_closed(call.decision):  # ... unless every budget here says otherwise
+                log.warning("%s call to %s goes ahead unreserved: the budget ledger is unavailable (%s) and "
+                            "its budgets are not enforced or say onError: allow", call.edge.name, call.model,
+                            describe(exc))
+                call.reservation_id = None
+                return
             err = PolicyViolation(
                 call.decision,
                 f"{call.edge.name} call to {call.model} refused: the budget ledger is unavailable "
@@ -294,6 +374,15 @@ class CallGuard(_MiddlewareBase):
             )
             self._denied(call.edge, call.body, err, call.model_requested, call.started_at, call.started)
             raise err from exc
+        if not outcome.granted and outcome.refused_key not in _enforced_keys(call.decision):
+            # A budget that only warns (or audits) here never refuses a call: hold the amounts
+            # anyway, so the spend is counted, without their limits (a new id: refusals are kept).
+            log.warning("%s call to %s goes ahead over budget %s: its policy does not deny on the runtime "
+                        "surface", call.edge.name, call.model, outcome.refused_key)
+            enforced = _enforced_keys(call.decision)
+            merged = [h if h.key in enforced else dataclasses.replace(h, limit_usd=None) for h in merged]
+            call.reservation_id = _reservation_id()
+            outcome = self.ledger.reserve(call.reservation_id, merged, ttl_s=ttl_s, now=call.started_at)
         if not outcome.granted:
             spent = f"${outcome.spent_usd:,.4f} spent of " if outcome.spent_usd is not None else ""
             limit = f"${outcome.limit_usd:,.2f}" if outcome.limit_usd is not None else "its limit"
@@ -305,6 +394,13 @@ class CallGuard(_MiddlewareBase):
             self._denied(call.edge, call.body, err, call.model_requested, call.started_at, call.started)
             raise err
         call.held = True
+
+    def _fails_closed(self, decision: Decision) -> bool:
+        """Whether an unreachable ledger denies the call: the policy's ``onError`` decides (DESIGN.md,
+        "Money and state"), so it does when a budget that holds for it is enforced (``deny`` on this
+        surface) with ``onError: deny``, the default. Only evaluated on an outage."""
+        lenient = {p.name for p in self.policies.policies if p.on_error != "deny"}
+        return any(r.holds and r.effect == "deny" and r.policy not in lenient for r in decision.results)
 
     def _denied(
         self, edge: ProviderEdge, body: Mapping[str, Any], exc: PolicyViolation, model_requested: str,
@@ -352,6 +448,11 @@ pre-call verdict (``budget`` checks settled spend, which the settlement itself j
 post-call phase runs these alone, without the ledger."""
 
 
+def _enforced_keys(decision: Decision) -> set[str]:
+    """Budget keys held by results that deny on this surface (a refusal there refuses the call)."""
+    return {h.key for r in decision.results if r.effect == "deny" for h in r.holds}
+
+
 def _post_call_policies(policies: PolicySet) -> PolicySet | None:
     """The policy set narrowed to its post-call rules, or None when it has none."""
     narrowed = []
@@ -376,6 +477,35 @@ def _replace_item(body: Mapping[str, Any], pointer: str, params: Mapping[str, An
     requests = list(body["requests"])
     requests[index] = {**requests[index], "params": params}
     return {**body, "requests": requests}
+
+
+def _abandon_when_made(made: asyncio.Future[GuardedCall]) -> None:
+    """A reservation finished after its task was cancelled: release it (off the event loop)."""
+    if made.cancelled() or made.exception() is not None:
+        return
+    call = made.result()
+    asyncio.get_running_loop().run_in_executor(None, call.abandon, "cancelled before the request was sent")
+
+
+def _reservation_id() -> str:
+    """A reservation id unique across processes and restarts: 96 random bits drawn once per
+    process (again after a fork), then a counter — a uuid4 costs a getrandom syscall per call."""
+    if _IDS.pid != os.getpid():
+        _IDS.reset()
+    return f"cw-{_IDS.prefix}{next(_IDS.counter):x}"
+
+
+class _Ids:
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.pid = os.getpid()
+        self.prefix = f"{uuid.uuid4().hex[:24]}-"
+        self.counter = itertools.count()
+
+
+_IDS = _Ids()
 
 
 def _default_pricer() -> LlmPricer:

@@ -50,6 +50,9 @@ class ProviderEdge:
 
 def merge_holds(holds: Iterable[Hold]) -> list[Hold]:
     """Holds on the same key summed into one, so an all-or-nothing reserve checks their total."""
+    holds = tuple(holds)
+    if len(holds) < 2:
+        return list(holds)
     merged: dict[str, Hold] = {}
     for hold in holds:
         prev = merged.get(hold.key)
@@ -183,8 +186,14 @@ class GuardedCall:
         self._finish(outcome, usage, cost + self.lost_usd, source, served_model, completion, error or price_error)
 
     def charge_estimate(self, *, error: str | None = None) -> None:
-        """Settle to the reserved worst case (a batch at submission; a response without usage)."""
+        """Settle to the reserved worst case (a response without usage; a batch whose hold could not be kept)."""
         self._finish("ok", None, (self.estimate_usd or 0.0) + self.lost_usd, "estimate", error=error)
+
+    def defer(self) -> None:
+        """Finish without settling: the cost is settled later, elsewhere (a Message Batch from its
+        results, :mod:`.batch_settle`, which moved the hold); the event has no cost."""
+        self.held = False
+        self._finish("ok", None, 0.0, "none")
 
     def price(self, usage: TokenUsage, served_model: str | None) -> tuple[float, str | None]:
         """USD for ``usage`` on the served model, else the requested one; the reserved worst case
@@ -219,10 +228,10 @@ class GuardedCall:
         now = guard.clock()
         latency_ms = (time.perf_counter() - self.started) * 1000
         charged, alerts, ledger_error = self._settle(cost, now)
-        findings = dict.fromkeys(f"{r.policy}/{r.rule}: {r.message}" for r in self.decision.violations)
-        if usage is not None and guard.post_policies is not None and not self.batch_requests:
-            findings.update(dict.fromkeys(self._post_findings(guard.post_policies, usage, cost, latency_ms, now)))
-        if guard.sinks:
+        if guard.sinks:  # findings, post-call ones included, are only ever reported in the event
+            findings = dict.fromkeys(f"{r.policy}/{r.rule}: {r.message}" for r in self.decision.violations)
+            if usage is not None and guard.post_policies is not None and not self.batch_requests:
+                findings.update(dict.fromkeys(self._post_findings(guard.post_policies, usage, cost, latency_ms, now)))
             guard.emit(self._event(outcome, usage, cost, source, served_model, completion, now, latency_ms,
                                    charged, alerts, tuple(findings), ledger_error or error))
 

@@ -109,16 +109,24 @@ class AsyncGuardedTransport(httpx2.AsyncBaseTransport):
         self._inner = transport if transport is not None else httpx2.AsyncHTTPTransport()
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        plan = _plan(self.guard, self.edge, request) if is_guarded(request.method, str(request.url)) else None
-        if plan is None:
+        """As the sync transport; the steps that wait on the ledger or on sinks run in a worker
+        thread when those do I/O (``CallGuard.offload``), so they never block the event loop."""
+        guard = self.guard
+        parts = _parts(request) if is_guarded(request.method, str(request.url)) else None
+        if parts is None:
             return await self._inner.handle_async_request(request)
-        call, outgoing, attempt, injected = plan
+        body, sent, key, attempt, injected = parts
+        call = await guard.begin_async(
+            self.edge, sent, key=key, attempt=attempt, rewrites=(INCLUDE_USAGE,) if injected else ()
+        )
+        outgoing = request if call.body is body else _rebuilt(request, call.body, identity=injected)
         try:
             response = await self._inner.handle_async_request(outgoing)
         except BaseException as exc:
-            _failed(call, attempt, exc, self.max_retries)
+            await guard.offload(_failed, call, attempt, exc, self.max_retries)
             raise
-        safely(call, _after, call, attempt, response, AsyncTappedStream, injected, self.max_retries)
+        await guard.offload(safely, call, _after, call, attempt, response, AsyncTappedStream, injected,
+                            self.max_retries)
         return response
 
     async def aclose(self) -> None:
@@ -163,6 +171,19 @@ def guard_openai(client: Any, guard: CallGuard, *, provider: str = adapter.PROVI
 def _plan(
     guard: CallGuard, edge: ProviderEdge, request: httpx2.Request
 ) -> tuple[GuardedCall, httpx2.Request, int, bool] | None:
+    parts = _parts(request)
+    if parts is None:
+        return None
+    body, sent, key, attempt, injected = parts
+    call = guard.begin(edge, sent, key=key, attempt=attempt, rewrites=(INCLUDE_USAGE,) if injected else ())
+    if call.body is body:
+        return call, request, attempt, injected
+    return call, _rebuilt(request, call.body, identity=injected), attempt, injected
+
+
+def _parts(request: httpx2.Request) -> tuple[Mapping[str, Any], Mapping[str, Any], str, int, bool] | None:
+    """(the body, the body to judge and send, the logical-call key, the attempt, whether
+    ``include_usage`` was added); None for a body that is not a JSON object."""
     raw = request.read()
     try:
         body = json.loads(raw)
@@ -170,13 +191,9 @@ def _plan(
         raise AdapterError(f"OpenAI request body is not JSON ({exc}); the call-guard cannot judge it") from None
     if not isinstance(body, Mapping):
         return None
-    attempt = _attempt(request)
     key = hashlib.blake2b(request.method.encode() + str(request.url).encode() + raw, digest_size=16).hexdigest()
     sent, injected = _with_include_usage(body)
-    call = guard.begin(edge, sent, key=key, attempt=attempt, rewrites=(INCLUDE_USAGE,) if injected else ())
-    if call.body is body:
-        return call, request, attempt, injected
-    return call, _rebuilt(request, call.body, identity=injected), attempt, injected
+    return body, sent, key, _attempt(request), injected
 
 
 def _attempt(request: httpx2.Request) -> int:
@@ -231,6 +248,7 @@ def _after(
         observer=observer,
         on_end=partial(_stream_end, call, observer),
         filtering=injected,
+        blocking=call.guard.blocking_io,
     )
     response.stream = stream_cls(response.stream, tap)
 

@@ -296,7 +296,7 @@ class PolicySet:
             fix=o.fix,
             savings_usd_month=o.savings_usd_month,
             savings_usd_per_call=o.savings_usd_per_call,
-            holds=o.holds if kind == "pass" else (),
+            holds=o.holds if kind == "pass" or not (effect == "deny" and kind in ("fail", "error")) else (),
         )
 
 

@@ -67,12 +67,16 @@ def compile_plan(
     lines = ["def run(subject, ctx):"]
     ns: dict[str, Any] = {"error": _error}
     outs: list[str] = []
+    if any(effect != "deny" for _, effect, _, _ in steps):  # see EvalContext.unreserved
+        lines.append("    lenient = ctx.unreserved()")
     for i, (policy, effect, filters, rules) in enumerate(steps):
         names = [f"r{i}_{j}" for j in range(len(rules))]
+        context = "ctx" if effect == "deny" else "lenient"
         indent = "    "
         if filters and names:
             ns[f"admit{i}"] = admit(policy, effect)
-            lines += [f"    a{i} = admit{i}(subject, ctx)", f"    if a{i} is not None:", f"        {names[0]} = a{i}"]
+            lines += [f"    a{i} = admit{i}(subject, {context})", f"    if a{i} is not None:"]
+            lines.append(f"        {names[0]} = a{i}")
             lines += [f"        {n} = ()" for n in names[1:]]
             lines.append("    else:")
             indent = "        "
@@ -90,10 +94,10 @@ def compile_plan(
                 lines += [f"{indent}{'elif' if k else 'if'} {condition}:", f"{indent}    {name} = res{i}_{j}_{k}"]
             call = [
                 "try:",
-                f"    o = check{i}_{j}(subject, ctx)",
+                f"    o = check{i}_{j}(subject, {context})",
                 "except Exception as exc:  # never raise out of the engine: an error is a result",
                 "    o = error(exc)",
-                f"{name} = ones{i}_{j}.get(id(o)) or finish{i}_{j}(o, subject, ctx)",
+                f"{name} = ones{i}_{j}.get(id(o)) or finish{i}_{j}(o, subject, {context})",
             ]
             if cuts:
                 lines.append(f"{indent}else:")

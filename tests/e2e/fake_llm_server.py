@@ -8,7 +8,11 @@ Runs on 127.0.0.1 on an ephemeral port, in a daemon thread, one thread per conne
 Endpoints: ``POST /v1/messages`` (JSON, or SSE shaped like the recorded streams in
 ``shared/corpora/llm-requests/anthropic/sse`` when ``stream`` is true), ``POST /v1/messages/batches``,
 ``POST /v1/chat/completions`` (JSON, or SSE chunks with the usage chunk last when
-``stream_options.include_usage``), ``POST /v1/responses`` (JSON or SSE events).
+``stream_options.include_usage``), ``POST /v1/responses`` (JSON or SSE events), and for batches
+created here ``GET /v1/messages/batches/<id>`` (ended at once) and ``GET .../results`` (JSON Lines,
+sent in small chunks so lines arrive split; header ``x-fake-batch-results`` at creation maps a
+``custom_id`` to ``errored``, ``canceled`` or ``expired``, and ``x-fake-usage`` / ``x-fake-model``
+apply to every succeeded result).
 
 Every request is recorded (``server.requests``) so a test can assert that none was made. Control:
 
@@ -47,6 +51,7 @@ class FakeLlmServer:
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
         self.usage: dict[str, int] = {"input_tokens": 42}
+        self.batches: dict[str, list[dict[str, Any]]] = {}
         self._failures: deque[int] = deque()
         self._lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), _Handler)
@@ -109,8 +114,18 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        self.server.fake._record(Recorded("GET", self.path, dict(self.headers), None))
-        self._json(404, {"type": "error", "error": {"type": "not_found_error", "message": self.path}})
+        fake: FakeLlmServer = self.server.fake
+        fake._record(Recorded("GET", self.path, dict(self.headers), None))
+        parts = self.path.split("?")[0].strip("/").split("/")
+        results = fake.batches.get(parts[3]) if parts[:3] == ["v1", "messages", "batches"] and len(parts) > 3 else None
+        if results is None:
+            self._json(404, {"type": "error", "error": {"type": "not_found_error", "message": self.path}})
+        elif len(parts) == 4:
+            self._json(200, _batch_object(parts[3], results, fake.url))
+        elif parts[4:] == ["results"]:
+            self._jsonl(results)
+        else:
+            self._json(404, {"type": "error", "error": {"type": "not_found_error", "message": self.path}})
 
     def do_POST(self) -> None:
         fake: FakeLlmServer = self.server.fake
@@ -189,6 +204,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
+    def _jsonl(self, lines: list[dict[str, Any]]) -> None:
+        data = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+        self.send_response(200)
+        self.send_header("content-type", "application/binary")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        for start in range(0, len(data), 97):  # lines split across chunks, as a real download may be
+            self._chunk(data[start : start + 97])
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         self.wfile.flush()
@@ -234,8 +260,28 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _batches(self, body: dict[str, Any]) -> None:
         count = len(body.get("requests") or [])
+        batch_id = f"msgbatch_{uuid.uuid4().hex[:20]}"
+        outcomes = json.loads(self.headers.get("x-fake-batch-results") or "{}")
+        results = []
+        for item in body.get("requests") or []:
+            params, kind = item.get("params") or {}, outcomes.get(item.get("custom_id"), "succeeded")
+            result: dict[str, Any] = {"type": kind}
+            if kind == "succeeded":
+                usage = self._usage(params, "max_tokens")
+                result["message"] = {
+                    "id": f"msg_{uuid.uuid4().hex[:20]}", "type": "message", "role": "assistant",
+                    "model": self._model(params), "content": [{"type": "text", "text": _text(usage["output_tokens"])}],
+                    "stop_reason": "end_turn", "stop_sequence": None, "usage": {
+                        "input_tokens": usage.get("input_tokens", 0), "output_tokens": usage["output_tokens"],
+                        "cache_creation_input_tokens": usage.get("cache_creation_input_tokens", 0),
+                        "cache_read_input_tokens": usage.get("cache_read_input_tokens", 0)}}
+            elif kind == "errored":
+                result["error"] = {"type": "error", "error": {"type": "invalid_request_error", "message": "bad"}}
+            results.append({"custom_id": item.get("custom_id"), "result": result})
+        with self.server.fake._lock:
+            self.server.fake.batches[batch_id] = results
         self._json(200, {
-            "id": f"msgbatch_{uuid.uuid4().hex[:20]}", "type": "message_batch", "processing_status": "in_progress",
+            "id": batch_id, "type": "message_batch", "processing_status": "in_progress",
             "request_counts": {"processing": count, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0},
             "ended_at": None, "created_at": "2026-11-30T15:00:00Z", "expires_at": "2026-12-01T15:00:00Z",
             "archived_at": None, "cancel_initiated_at": None, "results_url": None,
@@ -304,6 +350,18 @@ class _Handler(BaseHTTPRequestHandler):
         events.append(("response.completed", {"type": "response.completed", "sequence_number": len(events),
                                               "response": done}))
         self._sse(events)
+
+
+def _batch_object(batch_id: str, results: list[dict[str, Any]], base_url: str) -> dict[str, Any]:
+    counts = {k: 0 for k in ("processing", "succeeded", "errored", "canceled", "expired")}
+    for line in results:
+        counts[line["result"]["type"]] += 1
+    return {
+        "id": batch_id, "type": "message_batch", "processing_status": "ended", "request_counts": counts,
+        "ended_at": "2026-11-30T16:00:00Z", "created_at": "2026-11-30T15:00:00Z",
+        "expires_at": "2026-12-01T15:00:00Z", "archived_at": None, "cancel_initiated_at": None,
+        "results_url": f"{base_url}/v1/messages/batches/{batch_id}/results",
+    }
 
 
 def _text(output_tokens: int) -> str:

@@ -74,18 +74,24 @@ class CostEvent:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields; timestamps as ISO 8601, content only when it was recorded."""
         out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, datetime):
-                value = value.isoformat()
-            elif isinstance(value, tuple):
-                value = list(value)
-            elif isinstance(value, Mapping):
-                value = dict(value)
-            elif f.name in ("prompt", "completion") and value is None:
+        for name in _FIELD_NAMES:
+            value = getattr(self, name)
+            if value.__class__ not in _PLAIN:  # (most fields are: skip the isinstance checks)
+                if isinstance(value, datetime):
+                    value = value.isoformat()
+                elif isinstance(value, tuple):
+                    value = list(value)
+                elif isinstance(value, Mapping):
+                    value = dict(value)
+            elif value is None and name in _CONTENT:
                 continue
-            out[f.name] = value
+            out[name] = value
         return out
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(CostEvent))
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+_CONTENT = frozenset({"prompt", "completion"})
 
 
 @runtime_checkable
@@ -101,6 +107,10 @@ class EventSink(Protocol):
 
             def close(self) -> None:
                 pass
+
+    A sink whose ``emit`` does no I/O may say so with a class attribute ``in_process = True``; the
+    async call-guard edges otherwise finish calls in a worker thread so a slow sink cannot block
+    the event loop.
     """
 
     def emit(self, event: CostEvent) -> None: ...

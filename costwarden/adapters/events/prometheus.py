@@ -50,6 +50,9 @@ class PrometheusSink:
     ``CollectorRegistry()`` to keep several sinks (tests) apart.
     """
 
+    in_process = True
+    """Emitting only updates counters in memory: the async call-guard edges need not leave the event loop."""
+
     def __init__(
         self,
         registry: Any = None,

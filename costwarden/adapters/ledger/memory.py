@@ -56,6 +56,9 @@ class _Bucket:
 class MemoryLedger:
     """Spend, live reservations, records and alert markers in dicts behind one lock."""
 
+    in_process = True
+    """No I/O: the async call-guard edges call it on the event loop rather than in a worker thread."""
+
     def __init__(self, *, record_grace_s: float = RECORD_GRACE_S) -> None:
         self._lock = threading.Lock()
         self._buckets: dict[str, _Bucket] = {}

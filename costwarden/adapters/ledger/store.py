@@ -12,16 +12,18 @@ matters. Every store keeps the same logical state:
   ``record_grace_s`` so retries stay idempotent and a late settle still charges the call;
 * an **alert marker** per (window key, threshold), set only if absent.
 
-Memory, SQLite and PostgreSQL run the one algorithm here (:func:`reserve_in`, :func:`settle_in`,
+Memory and PostgreSQL run the one algorithm here (:func:`reserve_in`, :func:`settle_in`,
 :func:`release_in`) against a :class:`Txn` — their transaction; only the I/O edge differs. Redis
-runs the same steps as Lua scripts (``redis.py``).
+runs the same steps as Lua scripts (``redis.py``) and SQLite as a few combined statements
+(``sqlite.py``: it is the embedded default, on the call-guard's path), reusing :func:`decide`,
+:func:`lock_keys` and :func:`crossed` from here; the contract tests hold all four to one behaviour.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol, Self
@@ -136,17 +138,37 @@ def specs_from(holds: Sequence[Hold]) -> tuple[HoldSpec, ...]:
 
 def dump_specs(specs: Iterable[HoldSpec]) -> str:
     """JSON for a record's holds; None fields are omitted so Lua sees ``nil``. Thresholds are
-    strings so every store names an alert marker the same way."""
-    out = []
+    strings so every store names an alert marker the same way.
+
+    The text is what ``json.dumps(..., separators=(",", ":"))`` of ``{"k", "a", "w", "t"[, "l",
+    "n", "e"]}`` objects gives, written directly (it is on every reservation's path), and it is
+    remembered so that this process's :func:`load_specs` of it needs no parsing."""
+    specs = tuple(specs)
+    parts = []
     for s in specs:
-        item: dict[str, object] = {"k": s.key, "a": s.amount, "w": list(s.window), "t": [repr(t) for t in s.alert_at]}
-        optional = {"l": s.limit, "n": s.ends_ms, "e": s.keep_until_ms}
-        item.update({name: value for name, value in optional.items() if value is not None})
-        out.append(item)
-    return json.dumps(out, separators=(",", ":"))
+        window = ",".join([_string(k) for k in s.window])
+        thresholds = ",".join([_string(repr(t)) for t in s.alert_at])
+        item = f'{{"k":{_string(s.key)},"a":{int(s.amount)},"w":[{window}],"t":[{thresholds}]'
+        if s.limit is not None:
+            item += f',"l":{int(s.limit)}'
+        if s.ends_ms is not None:
+            item += f',"n":{int(s.ends_ms)}'
+        if s.keep_until_ms is not None:
+            item += f',"e":{int(s.keep_until_ms)}'
+        parts.append(item + "}")
+    text = "[" + ",".join(parts) + "]"
+    if len(_PARSED) >= _PARSED_MAX:  # bounded: amounts and keys vary from call to call
+        _PARSED.clear()
+    _PARSED[text] = specs
+    return text
 
 
 def load_specs(text: str) -> tuple[HoldSpec, ...]:
+    """The holds of a record; a text this process wrote (a settle after its own reserve) is not
+    parsed again: the specs are immutable, so the ones it was made from are returned."""
+    known = _PARSED.get(text)
+    if known is not None:
+        return known
     return tuple(
         HoldSpec(
             i["k"],
@@ -161,6 +183,12 @@ def load_specs(text: str) -> tuple[HoldSpec, ...]:
     )
 
 
+_string: Callable[[str], str] = json.encoder.encode_basestring_ascii
+"""A JSON string literal, escaped exactly as ``json.dumps`` does (``ensure_ascii``)."""
+_PARSED: dict[str, tuple[HoldSpec, ...]] = {}
+_PARSED_MAX = 4_096
+
+
 def _int(value: object) -> int | None:
     return None if value is None else int(value)  # type: ignore[call-overload]
 
@@ -168,6 +196,10 @@ def _int(value: object) -> int | None:
 def lock_keys(specs: Iterable[HoldSpec], *, windows: bool = True) -> dict[str, int | None]:
     """The buckets an operation touches, sorted (one lock order for every store), with how long
     each must be kept: a hold's own key, plus every key of its window when ``windows``."""
+    if isinstance(specs, tuple | list) and len(specs) == 1:  # the common case: every key kept as long
+        (only,) = specs
+        named = (*only.window, only.key) if windows else (only.key,)
+        return dict.fromkeys(sorted(set(named)), only.keep_until_ms)
     keys: dict[str, int | None] = {}
     for s in specs:
         for k in (*s.window, s.key) if windows else (s.key,):

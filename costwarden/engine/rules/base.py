@@ -102,6 +102,13 @@ class EvalContext:
         """The caller reserves the decision's budget holds atomically right after (the call-guard):
         a ``budget`` rule that only denies may leave the limit check to the reservation."""
 
+    def unreserved(self) -> EvalContext:
+        """This context for a policy that does not deny on its surface: its budgets read the
+        spend themselves (to warn), as nothing after the evaluation refuses on their behalf."""
+        if not self.reserving:
+            return self
+        return EvalContext(self.surface, self._now or self._clock or _utcnow, self.ledger, self.pricer, False)
+
     @property
     def now(self) -> datetime:
         if self._now is not None:
@@ -109,6 +116,10 @@ class EvalContext:
         assert self._clock is not None
         now = self._clock()
         return now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 Check = Callable[[Subject, EvalContext], "Outcome | list[Outcome]"]

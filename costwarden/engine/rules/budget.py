@@ -109,10 +109,9 @@ def compile(params: Budget, env: CompileEnv) -> Check:
         spent = sum(ctx.ledger.spent(keys, now=ctx.now))
         total = spent + pending
         path = f"budget[{base}]"
+        ends = window_end(params.window, ctx.now, tz)
+        hold = Hold(keys[-1], pending, limit, tuple(keys), ends, tuple(params.alertAt))
         if total <= limit:
-            hold = Hold(
-                keys[-1], pending, limit, tuple(keys), window_end(params.window, ctx.now, tz), tuple(params.alertAt)
-            )
             return Outcome(
                 "pass",
                 f"${total:,.4f} of ${limit:,.2f} per {params.window}",
@@ -138,6 +137,7 @@ def compile(params: Budget, env: CompileEnv) -> Check:
             actual=round(total, 6),
             fix=fix,
             advisory=params.onExceed == "warn",
+            holds=(hold,) if pending else (),  # counted if the call still goes ahead (a warning)
         )
 
     return check

@@ -480,3 +480,99 @@ def test_an_accounting_bug_after_the_response_charges_the_estimate_and_does_not_
     (event,) = sink.events
     assert event.usage_source == "estimate" and event.cost_usd == pytest.approx(call.estimate_usd)
     assert "accounting failed" in (event.error or "") and "accounting failed" in caplog.text
+
+
+def test_reservation_ids_are_unique_in_a_process_and_across_a_fork() -> None:
+    import os
+
+    from costwarden.enforcers.callguard import _reservation_id
+
+    ids = {_reservation_id() for _ in range(10_000)}
+    assert len(ids) == 10_000 and all(i.startswith("cw-") for i in ids)
+    if not hasattr(os, "fork"):
+        return
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        os.write(write, _reservation_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 200).decode()
+    os.close(read)
+    os.close(write)
+    parent = _reservation_id()
+    assert child not in ids and child.split("-")[1] != parent.split("-")[1]  # a prefix of its own
+
+
+def test_post_call_findings_are_judged_for_the_event_only() -> None:
+    caching = """
+apiVersion: costwarden.dev/v1
+kind: Policy
+metadata: {name: caching}
+spec:
+  subject: llm_call
+  enforcement: {default: warn}
+  rules:
+    - name: cache
+      requirePromptCaching: {minTokens: 10}
+"""
+    system = [{"type": "text", "text": "You are terse. " * 50, "cache_control": {"type": "ephemeral"}}]
+    body = {**BODY, "system": system}
+    guard, sink = make_guard(caching)
+    guard.begin(EDGE, body, key="k").complete(TokenUsage(input_tokens=9000, output_tokens=5))
+    (event,) = sink.events
+    assert any("neither written to nor read from the cache" in f for f in event.findings)
+    quiet, _ = make_guard(caching)
+    quiet.sinks = ()
+    judged: list[Any] = []
+    quiet.post_policies = type("Spy", (), {"evaluate": lambda *a, **k: judged.append(a)})()  # type: ignore[assignment]
+    quiet.begin(EDGE, body, key="k").complete(TokenUsage(input_tokens=9000, output_tokens=5))
+    assert judged == []  # nothing would receive the findings, so the post-call phase is not judged
+
+
+WARN_BUDGET = BUDGET.replace("enforcement: {default: deny}", "enforcement: {default: deny, runtime: warn}")
+
+
+def _spend(ledger: MemoryLedger, user: str, amount: float) -> str:
+    key = f"budget:user-budget/cap:user={user}:{FIXED_NOW:%Y-%m-%d}"
+    ledger.reserve(f"old-{user}", [Hold(key, amount)], ttl_s=60, now=FIXED_NOW)
+    ledger.settle(f"old-{user}", amount, now=FIXED_NOW)
+    return key
+
+
+def test_a_budget_that_only_warns_at_runtime_warns_and_never_refuses() -> None:
+    ledger = MemoryLedger()
+    guard, _ = make_guard(WARN_BUDGET, ledger=ledger)
+    key = _spend(ledger, "rich", 1.5)  # already over the $1 limit
+    with attribution(user="rich"):
+        call = guard.begin(EDGE, BODY, key="k")  # a deny-only budget would raise BudgetExceeded here
+    (result,) = call.decision.results
+    assert (result.result, result.effect) == ("warn", "warn") and "would exceed" in result.message
+    call.complete(TokenUsage(input_tokens=40, output_tokens=7), served_model="claude-haiku-4-5")
+    assert sum(ledger.spent([key], now=FIXED_NOW)) == pytest.approx(1.5 + haiku(40, 7))
+
+
+class UnderReportingLedger(MemoryLedger):
+    """Reports no spend while judging, as a ledger read just before another process's settle would."""
+
+    def spent(self, keys: Sequence[str], *, now: datetime) -> list[float]:
+        return [0.0 for _ in keys]
+
+
+def test_a_warn_only_budget_refused_at_reservation_holds_without_its_limit() -> None:
+    ledger = UnderReportingLedger()
+    guard, _ = make_guard(WARN_BUDGET, ledger=ledger)
+    key = _spend(ledger, "racer", 0.999999)
+    with attribution(user="racer"):
+        call = guard.begin(EDGE, BODY, key="k")  # judged a pass with a hold; the store refuses it
+    assert call.held and call.decision.results[0].result == "pass"
+    call.complete(TokenUsage(input_tokens=40, output_tokens=7), served_model="claude-haiku-4-5")
+    assert MemoryLedger.spent(ledger, [key], now=FIXED_NOW)[0] == pytest.approx(0.999999 + haiku(40, 7))
+
+
+def test_the_same_race_on_an_enforced_budget_is_refused() -> None:
+    ledger = UnderReportingLedger()
+    guard, _ = make_guard(BUDGET, ledger=ledger)
+    _spend(ledger, "racer", 0.999999)
+    with attribution(user="racer"), pytest.raises(BudgetExceeded):
+        guard.begin(EDGE, BODY, key="k")

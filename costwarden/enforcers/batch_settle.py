@@ -1,0 +1,501 @@
+"""Message Batches settled from their results — the Anthropic edge's batch bookkeeping.
+
+A batch is judged and reserved when it is created: every request at the batch rate, one
+reservation for all of them (``CallGuard._prepare_batch``). Its real cost is only known when its
+results are read, up to 24 hours later and possibly in another process, so:
+
+* **At creation** (a 2xx answer carrying the batch id) the hold moves to a reservation named after
+  the batch, ``cw-batch-<batch id>``, with the guard's ``batch_reservation_ttl_s`` (26 h by
+  default; a batch ends within 24 h): the pre-send reservation is released and the named one
+  reserved with the same holds, plus a marker hold on ``costwarden-batch:<batch id>`` (the worst
+  case while pending, the real cost once settled). Only the ledger knows the mapping, so a
+  restarted application or another process on the same ledger settles the batch. The creation's
+  cost event has ``cost_usd`` 0 and ``charged`` False, with the worst case in
+  ``estimated_cost_usd`` and the named reservation in ``reservation_id``.
+* **When the results are read to their end** (``GET /v1/messages/batches/<id>/results``, as
+  ``client.messages.batches.results(id)`` does, or :func:`settle_batch` for results read some
+  other way), each ``succeeded`` line is priced from its usage at the batch rate (cache reads and
+  writes included); ``errored``, ``canceled`` and ``expired`` lines cost nothing. The named
+  reservation is settled to the sum and one cost event (``api`` "batch", ``usage_source``
+  "response") is emitted. Settling is idempotent: reading the results again — here, after a
+  restart or in another process — charges nothing more and emits no second event. The marker
+  hold's 0 % alert, which a ledger raises once per key across processes, tells which settlement
+  took effect. A line whose model has no price falls back to the batch's reserved worst case.
+* **Results read partly** (the caller stopped early, the connection dropped): nothing is settled;
+  a full read later settles.
+* **Results never read**: the worst case counts against the budgets for the TTL, then it is released
+  like any unsettled reservation, so that batch's spend is not in the ledger. Results read after
+  the TTL plus the store's ``record_grace`` find no reservation: the event then says so and has
+  ``charged`` False. Applications that read results later than a day after creation should raise
+  ``batch_reservation_ttl_s`` (a hold only ever counts in the budget window it was taken in).
+* **Ledger trouble at creation**: when another call took the budget in the instant between the
+  release and the re-reserve, the batch is charged its reserved worst case at once (its results
+  then change nothing). When the ledger failed, the batch is charged its worst case if the
+  pre-send reservation still holds, else its event reports the error uncharged.
+* Without a ledger, reading the results emits the cost event (once per batch and process).
+
+Settlement never raises into the application reading the results; problems are logged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+import threading
+import weakref
+import zlib
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
+
+from costwarden.adapters import anthropic as adapter
+from costwarden.enforcers.attribution import current_attribution
+from costwarden.enforcers.bodytap import BodyTap, EndCallback
+from costwarden.enforcers.guarded_call import merge_holds
+from costwarden.engine.ledger import Alert, Hold
+from costwarden.engine.subjects import TokenUsage
+from costwarden.errors import describe
+
+if TYPE_CHECKING:
+    import httpx2
+
+    from costwarden.enforcers.callguard import CallGuard
+    from costwarden.enforcers.guarded_call import GuardedCall
+    from costwarden.engine.ledger import Ledger
+
+log = logging.getLogger("costwarden.callguard")
+
+RESULTS_PATH = re.compile(r"/messages/batches/(?P<id>[^/]+)/results$")
+RESULT_TYPES = ("succeeded", "errored", "canceled", "expired")
+MAX_REMEMBERED = 10_000
+"""Batches a guard remembers between creation and results (for richer events); older ones are
+forgotten — their settlement still works from the ledger."""
+
+R = TypeVar("R")
+
+
+def reservation_id(batch_id: str) -> str:
+    """The ledger reservation that holds a batch's budget from its creation to its results."""
+    return f"cw-batch-{batch_id}"
+
+
+def marker_key(batch_id: str) -> str:
+    """The ledger key of the batch's marker hold (outside the ``budget:`` namespace)."""
+    return f"costwarden-batch:{batch_id}"
+
+
+@dataclass
+class _Pending:
+    """What this process knows of a batch it created: the parts of its cost event."""
+
+    feature: str | None
+    user: str | None
+    team: str | None
+    tags: Mapping[str, str]
+    model_requested: str
+    model: str
+    estimate: float | None
+    rewrites: tuple[str, ...]
+    started_at: datetime
+
+
+@dataclass
+class _Batches:
+    pending: OrderedDict[str, _Pending] = field(default_factory=OrderedDict)
+    reported: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_BY_GUARD: weakref.WeakKeyDictionary[Any, _Batches] = weakref.WeakKeyDictionary()
+_BY_GUARD_LOCK = threading.Lock()
+
+
+def _batches(guard: CallGuard) -> _Batches:
+    with _BY_GUARD_LOCK:
+        found = _BY_GUARD.get(guard)
+        if found is None:
+            found = _BY_GUARD[guard] = _Batches()
+        return found
+
+
+# --- creation ------------------------------------------------------------------------------------
+
+
+def submitted(guard: CallGuard, call: GuardedCall, http: httpx2.Response) -> None:
+    """The provider accepted a batch: keep its hold under the batch's name until its results."""
+    try:
+        batch_id = json.loads(http.content)["id"]
+        if not isinstance(batch_id, str) or not batch_id:
+            raise ValueError(f"batch id {batch_id!r}")
+    except Exception as exc:
+        call.charge_estimate(error=f"batch id unreadable ({describe(exc)}); charged the reserved worst case")
+        return
+    ledger = guard.ledger
+    if ledger is not None:
+        try:
+            kept = _move(guard, ledger, call, batch_id)
+        except Exception as exc:
+            log.error("batch %s: could not keep its hold for its results: %s", batch_id, describe(exc))
+            call.charge_estimate(
+                error=f"batch {batch_id}: hold not kept for its results ({describe(exc)}); "
+                "charged the reserved worst case"
+            )
+            return
+        if not kept:
+            call.charge_estimate(
+                error=f"batch {batch_id}: budget taken while its hold moved; charged the reserved worst case"
+            )
+            return
+    s = call.subject
+    batches = _batches(guard)
+    with batches.lock:
+        batches.pending[batch_id] = _Pending(
+            s.feature,
+            s.user,
+            s.team,
+            dict(s.tags),
+            call.model_requested,
+            call.model,
+            call.estimate_usd,
+            call.rewrites,
+            call.started_at,
+        )
+        while len(batches.pending) > MAX_REMEMBERED:
+            batches.pending.popitem(last=False)
+    call.defer()
+
+
+def _move(guard: CallGuard, ledger: Ledger, call: GuardedCall, batch_id: str) -> bool:
+    """Release the pre-send reservation and hold the same amounts under the batch's name.
+
+    False when the named reservation was refused (another call took the budget between the two
+    steps): the holds are then taken without limits under a one-off id, which the caller settles
+    (a hold without a limit leaves its bucket without one in ``status`` until the next call's hold).
+    """
+    now = guard.clock()
+    holds = merge_holds(call.decision.holds)
+    estimate = call.estimate_usd or 0.0
+    marker = Hold(
+        marker_key(batch_id),
+        estimate,
+        estimate,
+        expires_at=now + timedelta(seconds=guard.batch_reservation_ttl_s),
+        alert_at=(0.0,),
+    )
+    if call.held and call.reservation_id is not None:
+        ledger.release(call.reservation_id, now=now)
+        call.held = False
+    rid = reservation_id(batch_id)
+    if ledger.reserve(rid, [*holds, marker], ttl_s=guard.batch_reservation_ttl_s, now=now).granted:
+        call.reservation_id = rid
+        return True
+    fallback = f"{rid}-at-submission"
+    unlimited = [dataclasses.replace(h, limit_usd=None, alert_at=()) for h in holds]
+    ledger.reserve(fallback, unlimited, ttl_s=guard.reservation_ttl_s, now=now)
+    call.reservation_id, call.held = fallback, True
+    return False
+
+
+# --- results -------------------------------------------------------------------------------------
+
+
+def watch_results(guard: CallGuard, request: Any, response: R, stream_cls: type[Any]) -> R:
+    """Tap a batch results download so the batch is settled when it has been read to its end."""
+    try:
+        _watch(guard, request, response, stream_cls)
+    except Exception:  # the application's response comes first
+        log.exception("could not watch a batch results download")
+    return response
+
+
+def _watch(guard: CallGuard, request: Any, response: Any, stream_cls: type[Any]) -> None:
+    match = RESULTS_PATH.search(urlsplit(str(request.url)).path.rstrip("/"))
+    if match is None or str(request.method).lower() != "get":
+        return
+    http = getattr(response, "http_response", None)
+    if http is None or not http.is_success:
+        return
+    tally = _Tally()
+    batch_id = match["id"]
+
+    def end(tap: BodyTap, complete: bool, error: BaseException | None) -> None:
+        if not complete or tap.undecodable:
+            log.info("batch %s: results not read to their end; not settled yet", batch_id)
+            return
+        if tally.unreadable:
+            log.warning("batch %s: %d result lines not understood; not settled", batch_id, tally.unreadable)
+            return
+        try:
+            _settle(guard, batch_id, tally)
+        except Exception:  # never raise into the application reading its results
+            log.exception("batch %s: settling from its results failed", batch_id)
+
+    if http.is_closed:  # read already (a caller that asked for the whole body)
+        tap = JsonlTap(content_encoding=None, on_line=tally.add_line, on_end=end)
+        tap.feed(http.content)
+        tap.flush()
+        tap.end(True)
+        return
+    tap = JsonlTap(
+        content_encoding=http.headers.get("content-encoding"),
+        on_line=tally.add_line,
+        on_end=end,
+        blocking=guard.blocking_io,  # settling waits on the ledger: async streams run it in a thread
+    )
+    http.stream = stream_cls(http.stream, tap)
+
+
+def settle_batch(guard: CallGuard, batch_id: str, results: Iterable[Mapping[str, Any]]) -> bool:
+    """Settle a batch from all its result lines (the parsed JSONL objects).
+
+    True when this call accounted for the batch (settled it; without a ledger, reported it first
+    in this process); False when that happened before — nothing is charged or emitted again — or
+    the ledger failed (an uncharged event says so)."""
+    tally = _Tally()
+    for line in results:
+        tally.add(line)
+    return _settle(guard, batch_id, tally)
+
+
+class JsonlTap(BodyTap):
+    """A :class:`BodyTap` for JSON Lines: each complete line goes to ``on_line``, nothing is kept."""
+
+    def __init__(
+        self, *, content_encoding: str | None, on_line: Any, on_end: EndCallback, blocking: bool = False
+    ) -> None:
+        super().__init__(sse=False, content_encoding=content_encoding, on_end=on_end, blocking=blocking)
+        self._on_line = on_line
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self.ended or self.undecodable:
+            return chunk
+        try:
+            data = self._inflate(chunk) if self._inflate is not None else chunk
+        except zlib.error:
+            self.undecodable = True
+            return chunk
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        for line in lines:
+            self._on_line(line)
+        return chunk
+
+    def flush(self) -> bytes:
+        if not self.ended and not self.undecodable and self._partial:
+            self._on_line(self._partial)
+            self._partial = b""
+        return b""
+
+
+@dataclass
+class _Tally:
+    """The billable part of a batch's results: usage per succeeded line, counts per result type."""
+
+    used: list[tuple[str, TokenUsage | None]] = field(default_factory=list)
+    """(model, usage) per succeeded line; usage None when the line has none readable (priced as unpriced)."""
+    counts: dict[str, int] = field(default_factory=dict)
+    unreadable: int = 0
+
+    def add_line(self, raw: bytes) -> None:
+        if not raw.strip():
+            return
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            self.unreadable += 1
+            return
+        self.add(line)
+
+    def add(self, line: Mapping[str, Any]) -> None:
+        result = line.get("result") if isinstance(line, Mapping) else None
+        kind = result.get("type") if isinstance(result, Mapping) else None
+        if kind not in RESULT_TYPES:
+            self.unreadable += 1
+            return
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        if kind == "succeeded":
+            assert isinstance(result, Mapping)
+            message = result.get("message")
+            model = message.get("model") if isinstance(message, Mapping) else None
+            usage: TokenUsage | None
+            try:
+                usage = adapter.usage_from_response(line)
+            except Exception:
+                usage = None
+            self.used.append((model if isinstance(model, str) else "", usage))
+
+    @property
+    def lines(self) -> int:
+        return sum(self.counts.values())
+
+    def usage(self) -> TokenUsage:
+        total = TokenUsage()
+        for _, u in self.used:
+            if u is None:
+                continue
+            total = TokenUsage(
+                total.input_tokens + u.input_tokens,
+                total.output_tokens + u.output_tokens,
+                total.cache_read_tokens + u.cache_read_tokens,
+                total.cache_write_5m_tokens + u.cache_write_5m_tokens,
+                total.cache_write_1h_tokens + u.cache_write_1h_tokens,
+            )
+        return total
+
+    def cost(self, guard: CallGuard, fallback_model: str | None) -> tuple[float, int]:
+        """USD at the batch rate, and how many succeeded lines had no usage or no price (under their
+        model or ``fallback_model``)."""
+        total, unpriced = 0.0, 0
+        for model, usage in self.used:
+            price = None
+            for candidate in dict.fromkeys(m for m in (model, fallback_model) if m):
+                if usage is None:
+                    break
+                try:
+                    price = guard.pricer.cost(adapter.PROVIDER, candidate, usage, batch=True)
+                    break
+                except Exception:
+                    continue
+            if price is None:
+                unpriced += 1
+            else:
+                total += price
+        return total, unpriced
+
+
+def _settle(guard: CallGuard, batch_id: str, tally: _Tally) -> bool:
+    batches = _batches(guard)
+    with batches.lock:
+        pending = batches.pending.get(batch_id)
+    models = sorted({m for m, _ in tally.used if m})
+    requested = pending.model if pending and pending.model != "mixed" else None
+    cost, unpriced = tally.cost(guard, requested)
+    problems = []
+    ledger, now, rid = guard.ledger, guard.clock(), reservation_id(batch_id)
+    if unpriced:
+        worst = pending.estimate if pending else _marker_figure(ledger, batch_id, now)
+        cost = max(cost, worst or 0.0)
+        problems.append(f"{unpriced} results had no price or usage; charged at least the reserved worst case")
+    ledger_failed, charged, alerts = False, False, []
+    if ledger is not None:
+        try:
+            got = ledger.settle(rid, cost, now=now)
+        except Exception as exc:
+            log.error("batch %s: could not settle $%.6f from its results: %s", batch_id, cost, describe(exc))
+            problems.append(f"ledger: {describe(exc)}")
+            ledger_failed = True
+        else:
+            marker = marker_key(batch_id)
+            if not any(a.key == marker for a in got):  # settled before, here or elsewhere
+                log.debug("batch %s: settled before; nothing charged again", batch_id)
+                return False
+            alerts = [a for a in got if a.key != marker]
+            charged = cost > 0
+    with batches.lock:
+        if (ledger is None or ledger_failed) and batch_id in batches.reported:
+            return False  # no ledger to tell: this process reports a batch once
+        batches.reported[batch_id] = None
+        while len(batches.reported) > MAX_REMEMBERED:
+            batches.reported.popitem(last=False)
+        if not ledger_failed:  # kept for a later read that may still settle it
+            batches.pending.pop(batch_id, None)
+    for alert in alerts:
+        _alert(guard, alert)
+    not_billed = [f"{tally.counts[k]} {k}" for k in RESULT_TYPES[1:] if tally.counts.get(k)]
+    if not_billed:
+        problems.append(f"{', '.join(not_billed)} of {tally.lines} requests (not billed)")
+    if guard.sinks:
+        guard.emit(
+            _event(
+                guard,
+                pending,
+                rid if ledger is not None else None,
+                tally,
+                models,
+                cost,
+                charged,
+                alerts,
+                now,
+                "; ".join(problems) or None,
+            )
+        )
+    return not ledger_failed
+
+
+def _marker_figure(ledger: Ledger | None, batch_id: str, now: datetime) -> float | None:
+    """The worst case the batch's marker holds (before settlement), when the ledger can tell."""
+    if ledger is None:
+        return None
+    try:
+        return ledger.spent([marker_key(batch_id)], now=now)[0]
+    except Exception:
+        return None
+
+
+def _alert(guard: CallGuard, alert: Alert) -> None:
+    log.warning(
+        "budget %s crossed %.0f%% ($%.4f of $%.2f)", alert.key, alert.threshold * 100, alert.spent_usd, alert.limit_usd
+    )
+    if guard.on_alert is not None:
+        try:
+            guard.on_alert(alert)
+        except Exception:
+            log.exception("on_alert callback failed")
+
+
+def _event(
+    guard: CallGuard,
+    pending: _Pending | None,
+    rid: str | None,
+    tally: _Tally,
+    models: list[str],
+    cost: float,
+    charged: bool,
+    alerts: list[Alert],
+    now: datetime,
+    error: str | None,
+) -> Any:
+    from costwarden.adapters.events.event import CostEvent
+
+    usage = tally.usage()
+    served = models[0] if len(models) == 1 else ("mixed" if models else None)
+    if pending is None:  # created by another process, or before a restart: the reader's attribution
+        who = current_attribution().over(guard.defaults)
+        pending = _Pending(who.feature, who.user, who.team, dict(who.tags), served or "", served or "", None, (), now)
+    return CostEvent(
+        provider=adapter.PROVIDER,
+        api="batch",
+        model_requested=pending.model_requested,
+        model=pending.model,
+        outcome="ok",
+        verdict="allow",
+        started_at=pending.started_at,
+        finished_at=now,
+        model_served=served,
+        feature=pending.feature,
+        user=pending.user,
+        team=pending.team,
+        tags=dict(pending.tags),
+        batch=True,
+        batch_requests=tally.lines,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_read_tokens=usage.cache_read_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+        cost_usd=cost,
+        estimated_cost_usd=pending.estimate,
+        charged=charged,
+        usage_source="response",
+        status_code=200,
+        rewrites=pending.rewrites,
+        alerts=tuple(f"{a.key} crossed {a.threshold:.0%} (${a.spent_usd:,.4f} of ${a.limit_usd:,.2f})" for a in alerts),
+        reservation_id=rid,
+        error=error,
+    )
+
+
+__all__ = ["JsonlTap", "marker_key", "reservation_id", "settle_batch", "submitted", "watch_results"]

@@ -1,0 +1,404 @@
+"""Message Batches through the call-guard, settled from their results: the real ``anthropic`` SDK
+(``messages.batches.create`` / ``messages.batches.results``) against the local fake server, with
+SQLite files and the real Redis and PostgreSQL as ledgers.
+
+A batch holds its worst case at the batch rate from creation; reading its results settles the
+real usage at the batch rate (errored, canceled and expired requests cost nothing), once, even
+when the results are read twice or by a restarted process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+anthropic = pytest.importorskip("anthropic")
+from fake_llm_server import FakeLlmServer, ListSink, budget_policy, compile_policies  # noqa: E402
+from ledger_backends import REDIS_URL, postgres_database, redis_namespace  # noqa: E402
+
+from costwarden.adapters.anthropic import estimate_input_tokens  # noqa: E402
+from costwarden.adapters.ledger import open_ledger  # noqa: E402
+from costwarden.adapters.pricing import GenaiPricer  # noqa: E402
+from costwarden.enforcers.batch_settle import marker_key, reservation_id, settle_batch  # noqa: E402
+from costwarden.enforcers.callguard import CallGuard, attribution  # noqa: E402
+from costwarden.engine.ledger import Alert, Hold  # noqa: E402
+from costwarden.engine.subjects import TokenUsage  # noqa: E402
+from costwarden.errors import BudgetExceeded  # noqa: E402
+
+PRICER = GenaiPricer()
+HI = [{"role": "user", "content": "Label this ticket: my invoice is wrong"}]
+CACHED_USAGE = {
+    "input_tokens": 300,
+    "output_tokens": 40,
+    "cache_read_input_tokens": 1200,
+    "cache_creation_input_tokens": 800,
+}
+
+
+def requests(*models: str, max_tokens: int = 200) -> list[dict[str, Any]]:
+    return [
+        {"custom_id": f"r{i}", "params": {"model": m, "max_tokens": max_tokens, "messages": HI}}
+        for i, m in enumerate(models)
+    ]
+
+
+def worst_case(reqs: list[dict[str, Any]]) -> float:
+    """What the guard reserves: estimated input plus max_tokens of output, per request, at the batch rate."""
+    return sum(
+        PRICER.cost(
+            "anthropic",
+            r["params"]["model"],
+            TokenUsage(input_tokens=estimate_input_tokens(r["params"]), output_tokens=r["params"]["max_tokens"]),
+            batch=True,
+        )
+        for r in reqs
+    )
+
+
+def real_cost(model: str, usage: dict[str, int], *, batch: bool = True) -> float:
+    return PRICER.cost(
+        "anthropic",
+        model,
+        TokenUsage(
+            input_tokens=usage["input_tokens"],
+            output_tokens=usage["output_tokens"],
+            cache_read_tokens=usage.get("cache_read_input_tokens", 0),
+            cache_write_5m_tokens=usage.get("cache_creation_input_tokens", 0),
+        ),
+        batch=batch,
+    )
+
+
+def user_key(user: str, policy: str = "user-budget") -> str:
+    return f"budget:{policy}/cap:user={user}:{datetime.now(UTC):%Y-%m-%d}"
+
+
+def figures(ledger: Any, key: str) -> tuple[float, float]:
+    """(settled, held) of a budget key through the ledger's status API."""
+    rows = {r.key: r for r in ledger.status(key, now=datetime.now(UTC))}
+    row = rows[key]
+    return row.spent_usd, row.held_usd
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeLlmServer]:
+    with FakeLlmServer() as srv:
+        yield srv
+
+
+@pytest.fixture(autouse=True)
+def _fresh(server: FakeLlmServer) -> None:
+    server.reset()
+    server.usage = {"input_tokens": 42}
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/ledger.db"
+
+
+@pytest.fixture(scope="module")
+def redis_run() -> Iterator[str]:
+    with redis_namespace() as run:
+        yield run
+
+
+@pytest.fixture(scope="module")
+def postgres_db() -> Iterator[str]:
+    with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    unique = uuid.uuid4().hex[:8]
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/ledger.db"
+    if request.param == "redis":
+        return f"{REDIS_URL}?prefix={request.getfixturevalue('redis_run')}-{unique}&timeout=2"
+    return f"{request.getfixturevalue('postgres_db')}?table_prefix=b{unique}_"
+
+
+def connect(server: FakeLlmServer, guard: CallGuard) -> Any:
+    return anthropic.Anthropic(base_url=server.url, api_key="test", middleware=[guard], max_retries=0)
+
+
+def test_results_settle_the_real_usage_at_the_batch_rate(server: FakeLlmServer, sqlite_url: str) -> None:
+    sink, alerts = ListSink(), []
+    reqs = requests(
+        "claude-haiku-4-5", "claude-sonnet-4-6", "claude-sonnet-4-6", "claude-haiku-4-5", "claude-haiku-4-5"
+    )
+    outcomes = {"r1": "errored", "r3": "expired", "r4": "canceled"}
+    policy = budget_policy(0.02).replace("window: day}", "window: day, alertAt: [0.05]}")
+    with open_ledger(sqlite_url) as ledger:
+        guard = CallGuard(compile_policies(policy), ledger=ledger, sinks=[sink], on_alert=alerts.append)
+        with connect(server, guard) as client:
+            with attribution(user="b-1", feature="labels"):
+                batch = client.messages.batches.create(
+                    requests=reqs,
+                    extra_headers={
+                        "x-fake-usage": json.dumps(CACHED_USAGE),
+                        "x-fake-batch-results": json.dumps(outcomes),
+                    },
+                )
+            held = worst_case(reqs)
+            # pending: the worst case at the batch rate is held, nothing is settled yet
+            assert figures(ledger, user_key("b-1")) == (0.0, pytest.approx(held, abs=2e-6))
+            (created,) = sink.events
+            assert (created.api, created.batch, created.batch_requests) == ("batch", True, 5)
+            assert created.cost_usd == 0.0 and not created.charged and created.usage_source == "none"
+            assert created.estimated_cost_usd == pytest.approx(held)
+            assert created.reservation_id == reservation_id(batch.id)
+
+            lines = list(client.messages.batches.results(batch.id))
+
+        assert sorted((r.custom_id, r.result.type) for r in lines) == [
+            ("r0", "succeeded"),
+            ("r1", "errored"),
+            ("r2", "succeeded"),
+            ("r3", "expired"),
+            ("r4", "canceled"),
+        ]
+        expected = real_cost("claude-haiku-4-5", CACHED_USAGE) + real_cost("claude-sonnet-4-6", CACHED_USAGE)
+        standard = real_cost("claude-haiku-4-5", CACHED_USAGE, batch=False) + real_cost(
+            "claude-sonnet-4-6", CACHED_USAGE, batch=False
+        )
+        assert expected == pytest.approx(standard / 2)  # the batch rate, cache reads and writes included
+        assert figures(ledger, user_key("b-1")) == (pytest.approx(expected, abs=2e-6), 0.0)
+
+        created, settled = sink.events
+        assert settled.api == "batch" and settled.outcome == "ok" and settled.usage_source == "response"
+        assert settled.cost_usd == pytest.approx(expected) and settled.charged
+        assert settled.estimated_cost_usd == pytest.approx(held)
+        assert (settled.input_tokens, settled.output_tokens, settled.cache_read_tokens, settled.cache_write_tokens) == (
+            600,
+            80,
+            2400,
+            1600,
+        )
+        assert settled.batch_requests == 5 and settled.model == "mixed" and settled.model_served == "mixed"
+        assert (settled.user, settled.feature) == ("b-1", "labels")
+        assert settled.reservation_id == reservation_id(batch.id)
+        assert "1 errored" in (settled.error or "") and "1 expired" in (settled.error or "")
+        # the events add up to the ledger, and the budget's alert fired on the settlement
+        assert sum(e.cost_usd for e in sink.events) == pytest.approx(figures(ledger, user_key("b-1"))[0], abs=2e-6)
+        assert [(a.key, a.threshold) for a in alerts] == [(user_key("b-1"), 0.05)]
+        assert settled.alerts and "crossed 5%" in settled.alerts[0]
+
+
+def test_reading_results_twice_settles_once(server: FakeLlmServer, sqlite_url: str) -> None:
+    sink = ListSink()
+    reqs = requests("claude-haiku-4-5", "claude-haiku-4-5")
+    with open_ledger(sqlite_url) as ledger:
+        guard = CallGuard(compile_policies(budget_policy(1.0)), ledger=ledger, sinks=[sink])
+        with connect(server, guard) as client:
+            with attribution(user="b-2"):
+                batch = client.messages.batches.create(requests=reqs)
+            first = list(client.messages.batches.results(batch.id))
+            once = figures(ledger, user_key("b-2"))
+            second = list(client.messages.batches.results(batch.id))
+        assert len(first) == len(second) == 2
+        assert once == (
+            pytest.approx(2 * real_cost("claude-haiku-4-5", {"input_tokens": 42, "output_tokens": 10})),
+            0.0,
+        )
+        assert figures(ledger, user_key("b-2")) == once
+        assert [e.usage_source for e in sink.events] == ["none", "response"]
+        # results handed in some other way are just as idempotent
+        assert not settle_batch(guard, batch.id, [json.loads(json.dumps(r.to_dict())) for r in first])
+        assert figures(ledger, user_key("b-2")) == once and len(sink.events) == 2
+    requests_seen = [(r.method, r.path.split("?")[0]) for r in server.requests]
+    assert requests_seen.count(("GET", f"/v1/messages/batches/{batch.id}/results")) == 2
+
+
+def test_a_restarted_process_settles_the_batch_once(server: FakeLlmServer, store_url: str) -> None:
+    """Created by one guard and ledger connection, read by another (as after a restart or in another
+    worker): the hold is found by the batch id in the ledger alone and settled once."""
+    reqs = requests("claude-haiku-4-5", "claude-sonnet-4-6", max_tokens=300)
+    policy = compile_policies(budget_policy(1.0))
+    before = ListSink()
+    with open_ledger(store_url) as ledger:
+        guard = CallGuard(policy, ledger=ledger, sinks=[before])
+        with connect(server, guard) as client, attribution(user="b-3", team="ops"):
+            batch = client.messages.batches.create(
+                requests=reqs, extra_headers={"x-fake-usage": json.dumps({"input_tokens": 50, "output_tokens": 120})}
+            )
+        assert figures(ledger, user_key("b-3")) == (0.0, pytest.approx(worst_case(reqs), abs=2e-6))
+    del guard, client
+
+    readers = [ListSink(), ListSink()]
+    for sink in readers:  # two more "processes" read the results
+        with open_ledger(store_url) as ledger:
+            guard = CallGuard(policy, ledger=ledger, sinks=[sink])
+            with connect(server, guard) as client, attribution(user="reader", team="ops"):
+                assert len(list(client.messages.batches.results(batch.id))) == 2
+            spent, held = figures(ledger, user_key("b-3"))
+    usage = {"input_tokens": 50, "output_tokens": 120}
+    assert spent == pytest.approx(
+        real_cost("claude-haiku-4-5", usage) + real_cost("claude-sonnet-4-6", usage), abs=2e-6
+    )
+    assert held == 0.0
+    (settled,) = readers[0].events
+    assert readers[1].events == []  # settled before: nothing charged or reported again
+    assert settled.cost_usd == pytest.approx(spent, abs=2e-6) and settled.charged
+    assert settled.reservation_id == reservation_id(batch.id)
+    assert (settled.user, settled.team) == ("reader", "ops")  # the reader's attribution: the creator's is gone
+    assert settled.estimated_cost_usd is None and settled.model_served == "mixed"
+
+
+def test_results_read_partly_do_not_settle_until_read_in_full(server: FakeLlmServer, sqlite_url: str) -> None:
+    sink = ListSink()
+    reqs = requests(*["claude-haiku-4-5"] * 6)
+    with open_ledger(sqlite_url) as ledger:
+        guard = CallGuard(compile_policies(budget_policy(1.0)), ledger=ledger, sinks=[sink])
+        with connect(server, guard) as client:
+            with attribution(user="b-4"):
+                batch = client.messages.batches.create(requests=reqs)
+            results = client.messages.batches.results(batch.id)
+            next(iter(results))
+            results.close()
+            assert figures(ledger, user_key("b-4")) == (0.0, pytest.approx(worst_case(reqs), abs=2e-6))
+            assert len(sink.events) == 1
+            assert len(list(client.messages.batches.results(batch.id))) == 6
+        one = real_cost("claude-haiku-4-5", {"input_tokens": 42, "output_tokens": 10})
+        assert figures(ledger, user_key("b-4")) == (pytest.approx(6 * one, abs=2e-6), 0.0)
+        assert [e.usage_source for e in sink.events] == ["none", "response"]
+
+
+def test_a_pending_batch_counts_against_the_budget_until_settled(server: FakeLlmServer, sqlite_url: str) -> None:
+    reqs = requests(*["claude-sonnet-4-6"] * 4, max_tokens=2000)
+    held = worst_case(reqs)
+    message = PRICER.cost(
+        "anthropic",
+        "claude-haiku-4-5",
+        TokenUsage(
+            input_tokens=estimate_input_tokens({"model": "claude-haiku-4-5", "messages": HI}), output_tokens=500
+        ),
+    )
+    limit = held + message / 2  # the held batch leaves less than one message call's worst case
+    with open_ledger(sqlite_url) as ledger:
+        guard = CallGuard(compile_policies(budget_policy(round(limit, 6))), ledger=ledger)
+        with connect(server, guard) as client, attribution(user="b-5"):
+            batch = client.messages.batches.create(requests=reqs)
+            with pytest.raises(BudgetExceeded):
+                client.messages.create(model="claude-haiku-4-5", max_tokens=500, messages=HI)
+            list(client.messages.batches.results(batch.id))  # settles far below the worst case
+            client.messages.create(model="claude-haiku-4-5", max_tokens=500, messages=HI)
+    assert len(server.posts("/v1/messages")) == 1
+
+
+def test_a_batch_never_read_is_released_after_its_ttl(server: FakeLlmServer, sqlite_url: str) -> None:
+    reqs = requests("claude-haiku-4-5")
+    with open_ledger(sqlite_url) as ledger:
+        guard = CallGuard(compile_policies(budget_policy(1.0)), ledger=ledger, batch_reservation_ttl_s=0.5)
+        with connect(server, guard) as client, attribution(user="b-6"):
+            client.messages.batches.create(requests=reqs)
+        assert figures(ledger, user_key("b-6")) == (0.0, pytest.approx(worst_case(reqs), abs=2e-6))
+        time.sleep(0.6)
+        assert figures(ledger, user_key("b-6")) == (0.0, 0.0)
+
+
+def test_async_client_settles_from_results(server: FakeLlmServer, sqlite_url: str) -> None:
+    sink = ListSink()
+    reqs = requests("claude-haiku-4-5", "claude-haiku-4-5", "claude-haiku-4-5")
+
+    async def main(guard: CallGuard) -> int:
+        async with anthropic.AsyncAnthropic(base_url=server.url, api_key="test", middleware=[guard]) as client:
+            with attribution(user="b-7"):
+                batch = await client.messages.batches.create(
+                    requests=reqs, extra_headers={"x-fake-batch-results": json.dumps({"r2": "errored"})}
+                )
+            return len([r async for r in await client.messages.batches.results(batch.id)])
+
+    with open_ledger(sqlite_url) as ledger:
+        guard = CallGuard(compile_policies(budget_policy(1.0)), ledger=ledger, sinks=[sink])
+        assert asyncio.run(main(guard)) == 3
+        one = real_cost("claude-haiku-4-5", {"input_tokens": 42, "output_tokens": 10})
+        assert figures(ledger, user_key("b-7")) == (pytest.approx(2 * one, abs=2e-6), 0.0)
+    assert [(e.usage_source, e.charged) for e in sink.events] == [("none", False), ("response", True)]
+
+
+def test_a_served_model_without_a_price_is_never_settled_at_zero(server: FakeLlmServer, sqlite_url: str) -> None:
+    reqs = requests("claude-haiku-4-5", "claude-haiku-4-5")
+    usage = {"input_tokens": 42, "output_tokens": 10}
+    headers = {"x-fake-model": "acme-private-llm-7"}
+    with open_ledger(sqlite_url) as ledger:
+        # the creating process knows the requested model and prices the results with it
+        guard = CallGuard(compile_policies(budget_policy(1.0)), ledger=ledger)
+        with connect(server, guard) as client, attribution(user="b-8"):
+            batch = client.messages.batches.create(requests=reqs, extra_headers=headers)
+            list(client.messages.batches.results(batch.id))
+        assert figures(ledger, user_key("b-8"))[0] == pytest.approx(2 * real_cost("claude-haiku-4-5", usage), abs=2e-6)
+        # another process knows neither: it charges the worst case the batch's marker held
+        with connect(server, guard) as client, attribution(user="b-9"):
+            batch = client.messages.batches.create(requests=reqs, extra_headers=headers)
+        other = CallGuard(compile_policies(budget_policy(1.0)), ledger=ledger)
+        with connect(server, other) as client:
+            list(client.messages.batches.results(batch.id))
+        assert figures(ledger, user_key("b-9")) == (pytest.approx(worst_case(reqs), abs=2e-6), 0.0)
+        assert figures(ledger, marker_key(batch.id)) == (pytest.approx(worst_case(reqs), abs=2e-6), 0.0)
+
+
+def test_without_a_ledger_the_results_are_reported_once(server: FakeLlmServer) -> None:
+    sink = ListSink()
+    guard = CallGuard(compile_policies(budget_policy(1.0)), sinks=[sink])
+    with connect(server, guard) as client, attribution(user="b-10"):
+        batch = client.messages.batches.create(requests=requests("claude-haiku-4-5"))
+        list(client.messages.batches.results(batch.id))
+        list(client.messages.batches.results(batch.id))
+    created, settled = sink.events
+    assert created.cost_usd == 0.0 and created.usage_source == "none"
+    assert settled.cost_usd == pytest.approx(real_cost("claude-haiku-4-5", {"input_tokens": 42, "output_tokens": 10}))
+    assert settled.usage_source == "response" and not settled.charged and settled.reservation_id is None
+
+
+def test_marker_alerts_never_reach_the_application(server: FakeLlmServer, sqlite_url: str) -> None:
+    seen: list[Alert] = []
+    sink = ListSink()
+    with open_ledger(sqlite_url) as ledger:
+        guard = CallGuard(compile_policies(budget_policy(1.0)), ledger=ledger, on_alert=seen.append, sinks=[sink])
+        with connect(server, guard) as client, attribution(user="b-11"):
+            batch = client.messages.batches.create(requests=requests("claude-haiku-4-5"))
+            list(client.messages.batches.results(batch.id))
+        assert figures(ledger, user_key("b-11"))[0] > 0
+    # the ledger raised the marker's 0 % alert to the settlement; the guard keeps it to itself
+    assert seen == [] and sink.events[-1].charged and sink.events[-1].alerts == ()
+
+
+class RefusingBatchHolds:
+    """A ledger that refuses the batch's named reservation once, as if another call had taken the
+    budget between the release of the pre-send hold and the re-reserve."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def reserve(self, reservation_id: str, holds: Any, *, ttl_s: float, now: Any) -> Any:
+        if reservation_id.startswith("cw-batch-") and not reservation_id.endswith("-at-submission"):
+            holds = [Hold("budget:taken", 1.0, 0.5)]  # refused, and the refusal recorded, by the real store
+        return self.inner.reserve(reservation_id, holds, ttl_s=ttl_s, now=now)
+
+
+def test_a_hold_that_cannot_move_is_charged_its_worst_case_at_creation(server: FakeLlmServer, sqlite_url: str) -> None:
+    sink = ListSink()
+    reqs = requests("claude-haiku-4-5", "claude-haiku-4-5")
+    with open_ledger(sqlite_url) as inner:
+        guard = CallGuard(compile_policies(budget_policy(1.0)), ledger=RefusingBatchHolds(inner), sinks=[sink])
+        with connect(server, guard) as client, attribution(user="b-12"):
+            batch = client.messages.batches.create(requests=reqs)
+            assert figures(inner, user_key("b-12")) == (pytest.approx(worst_case(reqs), abs=2e-6), 0.0)
+            list(client.messages.batches.results(batch.id))
+        assert figures(inner, user_key("b-12")) == (pytest.approx(worst_case(reqs), abs=2e-6), 0.0)
+    (created,) = sink.events  # the results add nothing: the batch was charged when it was created
+    assert created.charged and created.cost_usd == pytest.approx(worst_case(reqs))
+    assert created.usage_source == "estimate" and "budget taken" in (created.error or "")

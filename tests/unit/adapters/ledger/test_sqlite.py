@@ -1,0 +1,102 @@
+"""SQLite specifics beyond the contract: the writes an operation makes, and WAL checkpoints that run
+off the callers' path yet keep the WAL small."""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from costwarden.adapters.ledger import sqlite as sqlite_store
+from costwarden.adapters.ledger.sqlite import SqliteLedger
+from costwarden.engine.ledger import Hold
+
+from .test_contract import ALICE, DAY_END, NOW, hold
+
+
+def checkpointers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "costwarden-sqlite-checkpoint"]
+
+
+def test_a_reserve_rewrites_a_bucket_only_when_it_changes(tmp_path: Path) -> None:
+    with SqliteLedger(tmp_path / "l.db") as ledger:
+        db = ledger._open()
+        ledger.reserve("a", [hold(ALICE, 1.0)], ttl_s=60, now=NOW)
+        before = db.total_changes
+        ledger.reserve("b", [hold(ALICE, 1.0)], ttl_s=60, now=NOW)
+        assert db.total_changes - before == 2  # the record and the hold; the bucket is as it was
+        before = db.total_changes
+        ledger.reserve("c", [hold(ALICE, 1.0, 20.0)], ttl_s=60, now=NOW)
+        assert db.total_changes - before == 3  # a new limit is recorded for status
+        assert [(r.key, r.limit_usd) for r in ledger.status(now=NOW)] == [(ALICE, 20.0)]
+
+
+def test_a_bucket_without_a_window_end_is_kept_until_a_hold_with_one_arrives(tmp_path: Path) -> None:
+    with SqliteLedger(tmp_path / "l.db") as ledger:
+        db = ledger._open()
+        ledger.reserve("a", [Hold(ALICE, 1.0, 10.0)], ttl_s=60, now=NOW)
+        assert db.execute("SELECT keep_until_ms FROM ledger_buckets").fetchall() == [(None,)]
+        ledger.reserve("b", [hold(ALICE, 1.0)], ttl_s=60, now=NOW)
+        (keep,) = db.execute("SELECT keep_until_ms FROM ledger_buckets").fetchone()
+        assert keep is not None and keep > DAY_END.timestamp() * 1000
+        ledger.reserve("c", [Hold(ALICE, 1.0, 10.0)], ttl_s=60, now=NOW)  # as SQL's max(x, NULL): kept again
+        assert db.execute("SELECT keep_until_ms FROM ledger_buckets").fetchall() == [(None,)]
+
+
+def test_commits_do_not_checkpoint_and_the_wal_stays_small(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_store, "CHECKPOINT_EVERY", 20)
+    monkeypatch.setattr(sqlite_store, "CATCH_UP_FRAMES", 120)
+    path = tmp_path / "l.db"
+    with SqliteLedger(path) as ledger:
+        assert ledger._open().execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+        for i in range(1500):  # back to back: never idle, so the short pass is forced by the WAL's size
+            ledger.reserve(f"r{i}", [hold(ALICE, 0.001)], ttl_s=60, now=NOW)
+            ledger.settle(f"r{i}", 0.001, now=NOW)
+        # 3,000 commits of ~3 pages make a ~37 MB WAL when it never restarts
+        assert os.path.getsize(f"{path}-wal") < 12_000_000
+        assert ledger.spent([ALICE], now=NOW) == [pytest.approx(1.5)]
+
+
+def test_the_checkpoint_thread_ends_with_its_ledger(tmp_path: Path) -> None:
+    before = set(checkpointers())
+    closed = SqliteLedger(tmp_path / "closed.db")
+    dropped = SqliteLedger(tmp_path / "dropped.db")
+    for ledger in (closed, dropped):
+        ledger.reserve("a", [hold(ALICE, 1.0)], ttl_s=60, now=NOW)
+    started = set(checkpointers()) - before
+    assert len(started) == 2
+    closed.close()
+    del dropped, ledger
+    gc.collect()
+    for thread in started:
+        thread.join(5)
+        assert not thread.is_alive()
+
+
+def test_an_in_memory_ledger_has_no_checkpoint_thread() -> None:
+    before = set(checkpointers())
+    with SqliteLedger(":memory:") as ledger:
+        ledger.reserve("a", [hold(ALICE, 1.0)], ttl_s=60, now=NOW)
+        assert set(checkpointers()) <= before
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_checkpoints_on_its_own_connection(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    with SqliteLedger(path) as ledger:
+        ledger.reserve("parent", [hold(ALICE, 1.0)], ttl_s=60, now=NOW)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through its exit status
+            ok = False
+            try:
+                ledger.reserve("child", [hold(ALICE, 1.0)], ttl_s=60, now=NOW)
+                alive = [t for t in checkpointers() if t.is_alive()]
+                ok = len(alive) == 1 and ledger.spent([ALICE], now=NOW) == [2.0]
+            finally:
+                os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert ledger.spent([ALICE], now=NOW) == [2.0]
