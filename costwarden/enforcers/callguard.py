@@ -144,6 +144,12 @@ class CallGuard(_MiddlewareBase):
         self._budget_rules = frozenset(
             (p.name, r.name) for p in policies.policies for r in p.rules if r.kind == "budget"
         )
+        self._warn_only_budgets = frozenset(  # onExceed: warn — over the limit they warn, never deny
+            (p.name, r.name)
+            for p in policies.policies
+            for r in p.document.spec.rules
+            if getattr(getattr(r, "budget", None), "onExceed", None) == "warn"
+        )
         self.post_policies = _post_call_policies(policies) if post_call_rules else None
         # the last logical call this guard started in each thread or task, so an SDK retry finds it
         self._active: ContextVar[GuardedCall | None] = ContextVar(f"costwarden_call_{id(self):x}", default=None)
@@ -374,12 +380,12 @@ class CallGuard(_MiddlewareBase):
             )
             self._denied(call.edge, call.body, err, call.model_requested, call.started_at, call.started)
             raise err from exc
-        if not outcome.granted and outcome.refused_key not in _enforced_keys(call.decision):
+        if not outcome.granted and outcome.refused_key not in self._enforced_keys(call.decision):
             # A budget that only warns (or audits) here never refuses a call: hold the amounts
             # anyway, so the spend is counted, without their limits (a new id: refusals are kept).
             log.warning("%s call to %s goes ahead over budget %s: its policy does not deny on the runtime "
                         "surface", call.edge.name, call.model, outcome.refused_key)
-            enforced = _enforced_keys(call.decision)
+            enforced = self._enforced_keys(call.decision)
             merged = [h if h.key in enforced else dataclasses.replace(h, limit_usd=None) for h in merged]
             call.reservation_id = _reservation_id()
             outcome = self.ledger.reserve(call.reservation_id, merged, ttl_s=ttl_s, now=call.started_at)
@@ -394,6 +400,13 @@ class CallGuard(_MiddlewareBase):
             self._denied(call.edge, call.body, err, call.model_requested, call.started_at, call.started)
             raise err
         call.held = True
+
+    def _enforced_keys(self, decision: Decision) -> set[str]:
+        """Budget keys whose refusal refuses the call: held by results that deny on this surface,
+        of budgets that deny (or downgrade) when exceeded."""
+        warn_only = self._warn_only_budgets
+        enforced = (r for r in decision.results if r.effect == "deny" and (r.policy, r.rule) not in warn_only)
+        return {h.key for r in enforced for h in r.holds}
 
     def _fails_closed(self, decision: Decision) -> bool:
         """Whether an unreachable ledger denies the call: the policy's ``onError`` decides (DESIGN.md,
@@ -446,11 +459,6 @@ POST_CALL_RULE_KINDS = frozenset({"requirePromptCaching", "expr"})
 """Rule kinds that judge a call's outcome (usage, actual cost, latency). The others only repeat their
 pre-call verdict (``budget`` checks settled spend, which the settlement itself just moved), so the
 post-call phase runs these alone, without the ledger."""
-
-
-def _enforced_keys(decision: Decision) -> set[str]:
-    """Budget keys held by results that deny on this surface (a refusal there refuses the call)."""
-    return {h.key for r in decision.results if r.effect == "deny" for h in r.holds}
 
 
 def _post_call_policies(policies: PolicySet) -> PolicySet | None:

@@ -576,3 +576,15 @@ def test_the_same_race_on_an_enforced_budget_is_refused() -> None:
     _spend(ledger, "racer", 0.999999)
     with attribution(user="racer"), pytest.raises(BudgetExceeded):
         guard.begin(EDGE, BODY, key="k")
+
+
+def test_a_budget_that_warns_when_exceeded_is_not_refused_in_a_race_either() -> None:
+    ledger = UnderReportingLedger()
+    warn_on_exceed = BUDGET.replace("window: day}", "window: day, onExceed: warn}")
+    guard, _ = make_guard(warn_on_exceed, ledger=ledger)
+    key = _spend(ledger, "racer", 0.999999)
+    with attribution(user="racer"):
+        call = guard.begin(EDGE, BODY, key="k")
+    assert call.held and call.decision.results[0].effect == "deny"  # the policy denies; the rule only warns
+    call.complete(TokenUsage(input_tokens=40, output_tokens=7), served_model="claude-haiku-4-5")
+    assert MemoryLedger.spent(ledger, [key], now=FIXED_NOW)[0] == pytest.approx(0.999999 + haiku(40, 7))
