@@ -378,8 +378,8 @@ def all_peers() -> list[Peer]:
 
 
 def _time_block(peer: Peer, subject: dict[str, Any], block: int) -> int:
-    decide = peer.decide
     peer.prepare(subject)
+    decide = peer.decide  # after prepare: a peer may bind a new decide to the prepared input
     t0 = time.perf_counter_ns()
     for _ in range(block):
         decide()

@@ -19,7 +19,15 @@ from costwarden.engine.exemptions import CompiledExemption
 from costwarden.engine.loader import SourceDocument, load_paths
 from costwarden.engine.matching import Matcher
 from costwarden.engine.rules import RULE_KINDS
-from costwarden.engine.rules.base import Check, CompileEnv, RuleCompileError, Shortcut, shortcuts_of
+from costwarden.engine.rules.base import (
+    Check,
+    CompileEnv,
+    OutcomeKey,
+    RuleCompileError,
+    Shortcut,
+    outcome_key_of,
+    shortcuts_of,
+)
 from costwarden.engine.schema import ExemptionDocument, ModelCatalogDocument, PolicyDocument, rule_kind_of
 from costwarden.errors import PolicyError
 
@@ -41,6 +49,8 @@ class CompiledRule:
     """RuleResults of the rule's static outcomes, per effect then outcome id (filled by the evaluator)."""
     shortcuts: tuple[Shortcut, ...] = ()
     """Inline tests for the check's commonest static outcomes (see ``rules.base.Shortcut``)."""
+    outcome_key: OutcomeKey | None = None
+    """An inline key that determines the check's outcome (see ``rules.base.OutcomeKey``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +185,9 @@ def _compile_rule(
             problems.append(doc.diagnostic((*loc, *exc.loc), exc.code, exc.message, exc.hint))
         return None
     severity = rule.severity or model.metadata.severity
-    return CompiledRule(rule.name, key, check, severity, rule.message, shortcuts=shortcuts_of(check))
+    return CompiledRule(
+        rule.name, key, check, severity, rule.message, shortcuts=shortcuts_of(check), outcome_key=outcome_key_of(check)
+    )
 
 
 def _offset_diag(

@@ -149,23 +149,46 @@ class SubjectRef(NamedTuple):
         }
 
 
-class Decision(NamedTuple):
-    """The verdict of a whole policy set on one subject for one surface."""
-
+class _DecisionFields(NamedTuple):
     surface: Surface
     subject: SubjectRef
     results: tuple[RuleResult, ...] = ()
+    allowed: bool = True
+
+
+class Decision(_DecisionFields):
+    """The verdict of a whole policy set on one subject for one surface.
+
+    ``allowed`` is worked out from ``results`` when the Decision is built (no result blocks), so
+    reading the verdict costs a field read; it is never given by the caller, and ``_replace``
+    works it out again.
+    """
+
+    __slots__ = ()
+
+    def __new__(
+        cls, surface: Surface, subject: SubjectRef, results: tuple[RuleResult, ...] = (), allowed: bool | None = None
+    ) -> Decision:
+        # ``allowed`` is accepted (pickling passes every field back) but always recomputed
+        for r in results:  # noqa: SIM110 - RuleResult.is_blocking inlined; all() and a generator cost 2x
+            if r.effect == "deny" and (r.result == "fail" or r.result == "error"):
+                return tuple.__new__(cls, (surface, subject, results, False))
+        return tuple.__new__(cls, (surface, subject, results, True))
+
+    def _replace(self, **changes: Any) -> Decision:
+        unknown = set(changes) - {"surface", "subject", "results", "allowed"}
+        if unknown:
+            raise ValueError(f"Decision has no fields {sorted(unknown)}")
+        surface = changes.get("surface", self.surface)
+        return Decision(surface, changes.get("subject", self.subject), changes.get("results", self.results))
+
+    @classmethod
+    def _make(cls, iterable: Iterable[Any]) -> Decision:  # type: ignore[override]  # works out allowed
+        return cls(*iterable)
 
     @property
     def verdict(self) -> Verdict:
         return "allow" if self.allowed else "deny"
-
-    @property
-    def allowed(self) -> bool:
-        for r in self.results:  # noqa: SIM110 - RuleResult.is_blocking inlined; all() and a generator cost 2x
-            if r.effect == "deny" and (r.result == "fail" or r.result == "error"):
-                return False
-        return True
 
     @property
     def blocking(self) -> tuple[RuleResult, ...]:

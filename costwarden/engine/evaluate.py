@@ -7,6 +7,8 @@ or an unreachable ledger becomes an ``error`` result whose effect the policy's `
 
 from __future__ import annotations
 
+import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,8 +19,9 @@ from costwarden.engine.cel import CelEvalError
 from costwarden.engine.compile import CompiledPolicy, CompiledRule
 from costwarden.engine.decision import SURFACES, Decision, Effect, Outcome, RuleResult, SubjectRef, Surface
 from costwarden.engine.exemptions import CompiledExemption, ExemptionIndex
+from costwarden.engine.judge import Judge
 from costwarden.engine.ledger import Ledger
-from costwarden.engine.plan import Finish, Results, Runner, Step, compile_plan
+from costwarden.engine.plan import Finish, Results, Runner, Step, compile_plan, plan_body
 from costwarden.engine.pricing import LlmPricer
 from costwarden.engine.rules.base import EvalContext
 from costwarden.engine.subjects import Subject
@@ -50,7 +53,9 @@ class PolicySet:
     _exemption_index: ExemptionIndex = field(init=False, repr=False, compare=False)
     _candidates: dict[tuple[str, str, str], tuple[CompiledPolicy, ...]] = field(init=False, repr=False, compare=False)
     _contexts: dict[str, EvalContext] = field(init=False, repr=False, compare=False)
-    _runners: dict[tuple[str, str, str, str], Runner] = field(init=False, repr=False, compare=False)
+    _runners: dict[str, dict[str, Runner]] = field(init=False, repr=False, compare=False)
+    _judges: dict[str, Callable[[Subject], Decision]] = field(init=False, repr=False, compare=False)
+    _lock: threading.Lock = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_type: dict[str, list[CompiledPolicy]] = {}
@@ -59,7 +64,9 @@ class PolicySet:
         object.__setattr__(self, "_by_type", {k: tuple(v) for k, v in by_type.items()})
         object.__setattr__(self, "_exemption_index", ExemptionIndex.build(list(self.exemptions)))
         object.__setattr__(self, "_candidates", {})
-        object.__setattr__(self, "_runners", {})
+        object.__setattr__(self, "_runners", {s: {} for s in SURFACES})
+        object.__setattr__(self, "_judges", {})
+        object.__setattr__(self, "_lock", threading.Lock())
         contexts = {s: EvalContext(s, self.clock, None, self.pricer) for s in SURFACES}  # type: ignore[arg-type]
         object.__setattr__(self, "_contexts", contexts)
 
@@ -112,51 +119,46 @@ class PolicySet:
         its own read of the spend — one ledger round trip less per budget on the call path.
         """
         if now is None and ledger is None:
-            ctx = self._contexts.get(surface)
-            if ctx is None:
-                raise ValueError(f"unknown surface {surface!r}; surfaces: {', '.join(SURFACES)}")
-        else:
-            if surface not in SURFACES:
-                raise ValueError(f"unknown surface {surface!r}; surfaces: {', '.join(SURFACES)}")
-            if now is not None and now.tzinfo is None:  # a naive time is UTC, as exemption expiries are
-                now = now.replace(tzinfo=UTC)
-            ctx = EvalContext(surface, now or self.clock, ledger, self.pricer, reserving)
-        run = self._runners.get((subject.type, subject.provider, subject.kind, surface))
-        if run is None:
-            run = self._runner(subject, surface, ctx)
-        ref = subject.__dict__.get("_subject_ref")
-        if ref is None:
-            ref = subject_ref(subject)
-        return tuple.__new__(Decision, (surface, ref, run(subject, ctx)))  # NamedTuple without its __new__
+            judge = self._judges.get(surface)
+            if judge is None:
+                judge = self.evaluator(surface)
+            return judge(subject)
+        if surface not in SURFACES:
+            raise ValueError(f"unknown surface {surface!r}; surfaces: {', '.join(SURFACES)}")
+        if now is not None and now.tzinfo is None:  # a naive time is UTC, as exemption expiries are
+            now = now.replace(tzinfo=UTC)
+        ctx = EvalContext(surface, now or self.clock, ledger, self.pricer, reserving)
+        entry = subject.__dict__.get("_plan_entry")
+        if entry is None:
+            entry = plan_entry(subject)
+        return self._runner(subject, surface)(subject, ctx, entry[1])
 
     def evaluator(self, surface: Surface = "ci") -> Callable[[Subject], Decision]:
         """``evaluate`` for one surface as a function of the subject alone, with the surface's
         context and plans bound: for loops that judge many subjects (admission, the call-guard,
-        ``check``). Same decisions as ``evaluate(subject, surface)``.
+        ``check``). Same decisions as ``evaluate(subject, surface)``; one function per surface
+        (``engine/judge.py``), which inlines the plans of the subjects it meets.
 
         >>> judge = policies.evaluator("admission")  # doctest: +SKIP
         >>> decisions = [judge(s) for s in subjects]  # doctest: +SKIP
         """
+        judge = self._judges.get(surface)
+        if judge is not None:
+            return judge
         ctx = self._contexts.get(surface)
         if ctx is None:
             raise ValueError(f"unknown surface {surface!r}; surfaces: {', '.join(SURFACES)}")
-        runners: dict[tuple[type, str, str], Runner] = {}
-        new = tuple.__new__
-
-        def judge(subject: Subject) -> Decision:
-            key = (subject.__class__, subject.provider, subject.kind)
-            run = runners.get(key)
-            if run is None:
-                run = self._runners.get((subject.type, subject.provider, subject.kind, surface))
-                if run is None:
-                    run = self._runner(subject, surface, ctx)
-                if len(runners) < _CACHE_LIMIT:
-                    runners[key] = run
-            ref = subject.__dict__.get("_subject_ref")
-            if ref is None:
-                ref = subject_ref(subject)
-            return new(Decision, (surface, ref, run(subject, ctx)))
-
+        with self._lock:
+            judge = self._judges.get(surface)
+            if judge is None:
+                judge = Judge(
+                    ctx,
+                    plan_entry=plan_entry,
+                    runner=lambda subject: self._runner(subject, surface),
+                    body=lambda subject, prefix: self._plan_body(subject, surface, prefix),
+                    label=f"judge {surface}",
+                ).function
+                self._judges[surface] = judge
         return judge
 
     def _plan(self, subject: Subject, surface: Surface) -> tuple[Step, ...]:
@@ -174,28 +176,40 @@ class PolicySet:
 
     def plan_source(self, subject: Subject, surface: Surface = "ci") -> str:
         """The Python source of the function that judges subjects like ``subject`` on ``surface``."""
-        return self._compile_runner(subject, surface, self._contexts[surface])[1]
+        return self._compile_runner(subject, surface)[1]
 
-    def _runner(self, subject: Subject, surface: Surface, ctx: EvalContext) -> Runner:
-        """The plan as one generated function (``engine/plan.py``): work done once per distinct key,
-        so judging a subject runs only its rules."""
-        run = self._compile_runner(subject, surface, ctx)[0]
-        if len(self._runners) < _CACHE_LIMIT:
-            self._runners[(subject.type, subject.provider, subject.kind, surface)] = run
+    def _runner(self, subject: Subject, surface: Surface) -> Runner:
+        """The plan for the subject's key on ``surface`` as one generated function
+        (``engine/plan.py``): work done once per distinct key, so judging runs only its rules."""
+        entry = subject.__dict__.get("_plan_entry")
+        key = (entry or plan_entry(subject))[0]
+        runners = self._runners[surface]
+        run = runners.get(key)
+        if run is None:
+            run = self._compile_runner(subject, surface)[0]
+            if len(runners) < _CACHE_LIMIT:
+                runners[key] = run
         return run
 
-    def _compile_runner(self, subject: Subject, surface: Surface, ctx: EvalContext) -> tuple[Runner, str]:
+    def _plan_parts(self, subject: Subject, surface: Surface) -> dict[str, Any]:
+        ctx = self._contexts[surface]
+
         def static_result(policy: CompiledPolicy, rule: CompiledRule, o: Outcome, effect: Effect) -> RuleResult:
             return self._result(policy, rule, o, effect, subject, ctx)  # a static pass or skip: subject-free
 
-        return compile_plan(
-            subject.type,
-            self._plan(subject, surface),
-            static_result=static_result,
-            slow_rule=self._slow_rule,
-            admit=self._admitter,
-            label=f"plan {subject.type}/{subject.provider}/{subject.kind}/{surface}",
-        )
+        return {
+            "steps": self._plan(subject, surface),
+            "static_result": static_result,
+            "slow_rule": self._slow_rule,
+            "admit": self._admitter,
+        }
+
+    def _compile_runner(self, subject: Subject, surface: Surface) -> tuple[Runner, str]:
+        label = f"plan {subject.type}/{subject.provider}/{subject.kind}/{surface}"
+        return compile_plan(subject.type, surface, **self._plan_parts(subject, surface), label=label)
+
+    def _plan_body(self, subject: Subject, surface: Surface, prefix: str) -> tuple[list[str], dict[str, Any]]:
+        return plan_body(subject.type, surface, **self._plan_parts(subject, surface), prefix=prefix)
 
     def _slow_rule(
         self, policy: CompiledPolicy, rule: CompiledRule, effect: Effect, static: dict[int, RuleResult]
@@ -304,6 +318,17 @@ def _skip(subject: Subject, ctx: EvalContext) -> Outcome:
     return Outcome("skip")
 
 
+def plan_entry(subject: Subject) -> tuple[str, SubjectRef]:
+    """The key of the subject's plans and its SubjectRef, built once per subject (subjects are
+    immutable). The key is the subject's type, provider and kind as one interned string: equal
+    keys are the same object (``engine/judge.py`` compares them with ``is``), and ``repr``
+    quotes and escapes, so no two different triples share one."""
+    key = sys.intern(f"{subject.type}{subject.provider!r}{subject.kind!r}")
+    entry = (key, subject_ref(subject))
+    subject.__dict__["_plan_entry"] = entry
+    return entry
+
+
 def subject_ref(subject: Subject) -> SubjectRef:
     """The subject's SubjectRef, built once per subject (subjects are immutable)."""
     cache = subject.__dict__
@@ -316,4 +341,4 @@ def subject_ref(subject: Subject) -> SubjectRef:
     return ref
 
 
-__all__ = ["Clock", "PolicySet", "subject_ref", "utc_now"]
+__all__ = ["Clock", "PolicySet", "plan_entry", "subject_ref", "utc_now"]

@@ -167,17 +167,40 @@ class Shortcut:
             raise ValueError("a shortcut's outcome must be a static pass or skip")
 
 
-_SHORTCUTS: weakref.WeakKeyDictionary[Check, tuple[Shortcut, ...]] = weakref.WeakKeyDictionary()
+@dataclass(frozen=True, slots=True)
+class OutcomeKey:
+    """An inline expression whose value determines a check's outcome, for the generated plans.
+
+    ``expression`` is a Python expression over ``subject`` (a subject of one of
+    ``subject_types``) whose value is hashable, with this promise: two subjects with equal values
+    get the same outcome from the check. The plan then keeps, per key value, the result of a
+    static outcome it has seen (a memoised failure, say) and serves the next subject with that
+    key from the table instead of calling the check. Outcomes the check builds afresh are never
+    kept, so a key can only make a plan faster, never different; tests compare plans with and
+    without keys.
+    """
+
+    expression: str
+    subject_types: tuple[str, ...] = ("resource", "llm_call", "serving_config")
 
 
-def with_shortcuts(check: Check, shortcuts: Iterable[Shortcut]) -> Check:
-    """Register ``shortcuts`` for a compiled ``check`` (returned unchanged)."""
-    _SHORTCUTS[check] = tuple(shortcuts)
+_SHORTCUTS: weakref.WeakKeyDictionary[Check, tuple[tuple[Shortcut, ...], OutcomeKey | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def with_shortcuts(check: Check, shortcuts: Iterable[Shortcut], key: OutcomeKey | None = None) -> Check:
+    """Register ``shortcuts`` and an outcome ``key`` for a compiled ``check`` (returned unchanged)."""
+    _SHORTCUTS[check] = (tuple(shortcuts), key)
     return check
 
 
 def shortcuts_of(check: Check) -> tuple[Shortcut, ...]:
-    return _SHORTCUTS.get(check, ())
+    return _SHORTCUTS.get(check, ((), None))[0]
+
+
+def outcome_key_of(check: Check) -> OutcomeKey | None:
+    return _SHORTCUTS.get(check, ((), None))[1]
 
 
 P = TypeVar("P", bound=RuleParams)
@@ -201,7 +224,9 @@ __all__ = [
     "RuleCompileError",
     "RuleKind",
     "RuleParams",
+    "OutcomeKey",
     "Shortcut",
+    "outcome_key_of",
     "shortcuts_of",
     "with_shortcuts",
 ]

@@ -14,6 +14,7 @@ from costwarden.engine.rules.base import (
     Check,
     CompileEnv,
     EvalContext,
+    OutcomeKey,
     RuleCompileError,
     RuleKind,
     RuleParams,
@@ -81,15 +82,33 @@ def compile(params: RequireTags, env: CompileEnv) -> Check:
             return _failure(subject, where, missing, bad, tags, expected, defaults)
         return memo_outcome(memo, memo_key, lambda: _failure(subject, where, missing, bad, tags, expected, defaults))
 
-    return with_shortcuts(check, shortcuts)
+    # without defaults, the outcome is a function of the key's values: see _outcome_key
+    outcome_key = None if defaults or not (keys or patterns) else _outcome_key(keys, patterns)
+    return with_shortcuts(check, shortcuts, outcome_key)
+
+
+def _outcome_key(keys: tuple[str, ...], patterns: list[tuple[str, re.Pattern[str], str]]) -> OutcomeKey:
+    """What the check's outcome depends on (without defaults): where the tags live, each required
+    key's value where it is missing or empty (``False`` where present: any value passes), and the
+    values the patterns test. For resources; other subjects' tags have no pointer.
+
+    Tags are read-only mappings, whose ``in`` and ``[]`` cost less than their ``get``."""
+    parts = [f"not (_v{n} := _t[{key!r}] if {key!r} in _t else None) and _v{n}" for n, key in enumerate(keys)]
+    parts += [f"(_t[{key!r}] if {key!r} in _t else None)" for key, _, _ in patterns]
+    # a conditional expression tests first: the first test binds the tags for the rest
+    parts[0] = parts[0].replace(" in _t ", " in (_t := subject.tags) ", 1)
+    return OutcomeKey(f"(subject.tags_pointer, {', '.join(parts)})", ("resource",))
 
 
 def _shortcuts(keys: tuple[str, ...], passed: Outcome) -> list[Shortcut]:
-    """Every key present and non-empty, inline: the pass, for the generated plans."""
+    """Every key present and non-empty, inline: the pass, for the generated plans (``in`` and
+    ``[]``: see _outcome_key)."""
     out = []
     for attr, types in (("tags", ("resource", "serving_config")), ("attribution", ("llm_call",))):
         first, *rest = keys
-        condition = f"(_t := subject.{attr}).get({first!r})" + "".join(f" and _t.get({k!r})" for k in rest)
+        condition = f"{first!r} in (_t := subject.{attr}) and _t[{first!r}]" + "".join(
+            f" and {k!r} in _t and _t[{k!r}]" for k in rest
+        )
         out.append(Shortcut(condition, passed, types))
     return out
 

@@ -18,6 +18,7 @@ from costwarden.engine.rules.base import (
     Check,
     CompileEnv,
     EvalContext,
+    OutcomeKey,
     RuleKind,
     RuleParams,
     Shortcut,
@@ -108,20 +109,16 @@ def compile(params: SpotOnly, env: CompileEnv) -> Check:
     }
 
     memo: dict[Any, Outcome] = {}
-    shortcuts = [
-        Shortcut(f"subject.workload.workload_class == {c!r}", skipped[c], ("resource",))
-        for c in WORKLOAD_CLASSES
-        if c not in classes
-    ]
-    shortcuts += [
-        Shortcut(
-            f"subject.capacity == 'spot' and (_w := subject.workload).workload_class == {c!r}"
-            f" and _w.gpus >= {float(min_gpus)!r}",
-            passed[c],
-            ("resource",),
-        )
+    # the first condition of the chain binds the workload and its class for the others
+    # (passes first: the classes the rule covers are the ones it is written for)
+    conditions = [
+        (f"_c == {c!r} and subject.capacity == 'spot' and _w.gpus >= {float(min_gpus)!r}", passed[c])
         for c in sorted(classes)
     ]
+    conditions += [(f"_c == {c!r}", skipped[c]) for c in WORKLOAD_CLASSES if c not in classes]
+    first, outcome = conditions[0]
+    conditions[0] = (first.replace("_c", "(_c := (_w := subject.workload).workload_class)", 1), outcome)
+    shortcuts = [Shortcut(condition, outcome, ("resource",)) for condition, outcome in conditions]
 
     def check(subject: Subject, ctx: EvalContext) -> Outcome:
         assert isinstance(subject, Resource)
@@ -142,7 +139,9 @@ def compile(params: SpotOnly, env: CompileEnv) -> Check:
             return found
         return memo_outcome(memo, key, lambda: _failure(subject, catalog, None))
 
-    return with_shortcuts(check, shortcuts)
+    # without a fix (which patches the subject's own object) the outcome is a function of these
+    key = OutcomeKey("(subject.workload, subject.capacity, subject.hourly_usd)", ("resource",))
+    return with_shortcuts(check, shortcuts, None if fix_params is not None else key)
 
 
 def _failure(subject: Resource, catalog: Catalog, fix: Fix | None) -> Outcome:
