@@ -318,14 +318,22 @@ def _skip(subject: Subject, ctx: EvalContext) -> Outcome:
     return Outcome("skip")
 
 
+_PLAN_KEYS: dict[tuple[str, str, str], str] = {}
+
+
 def plan_entry(subject: Subject) -> tuple[str, SubjectRef]:
     """The key of the subject's plans and its SubjectRef, built once per subject (subjects are
     immutable). The key is the subject's type, provider and kind as one interned string: equal
     keys are the same object (``engine/judge.py`` compares them with ``is``), and ``repr``
     quotes and escapes, so no two different triples share one."""
-    key = sys.intern(f"{subject.type}{subject.provider!r}{subject.kind!r}")
-    entry = (key, subject_ref(subject))
-    subject.__dict__["_plan_entry"] = entry
+    triple = (subject.type, subject.provider, subject.kind)
+    key = _PLAN_KEYS.get(triple)
+    if key is None:
+        key = sys.intern(f"{triple[0]}{triple[1]!r}{triple[2]!r}")
+        if len(_PLAN_KEYS) < _CACHE_LIMIT:
+            _PLAN_KEYS[triple] = key
+    ref = subject.__dict__.get("_subject_ref") or subject_ref(subject)
+    entry = subject.__dict__["_plan_entry"] = (key, ref)
     return entry
 
 

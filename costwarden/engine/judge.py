@@ -7,7 +7,7 @@ generated: it reads the subject's plan key (an interned string, cached on the su
 the body of the matching plan in place::
 
     def judge(subject):
-        entry = subject.__dict__.get('_plan_entry')
+        entry = subject._plan_entry
         if entry is None:
             entry = plan_entry(subject)
         key, ref = entry

@@ -210,7 +210,7 @@ def judge_source(plans: Sequence[tuple[str, list[str]]]) -> str:
     per decision, where a dispatch function and a plan function would be two."""
     lines = [
         "def judge(subject):",
-        "    entry = subject.__dict__.get('_plan_entry')",
+        "    entry = subject._plan_entry  # set to None by the subject's __init__",
         "    if entry is None:  # a subject judged for the first time",
         "        entry = plan_entry(subject)",
         "    key, ref = entry",
