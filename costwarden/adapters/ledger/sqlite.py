@@ -4,7 +4,8 @@
 
     ledger = SqliteLedger("/var/lib/costwarden/ledger.db")      # or open_ledger("sqlite:////var/lib/...")
 
-Every write is one ``BEGIN IMMEDIATE`` transaction: SQLite takes the file's write lock up front,
+Every write is one transaction that takes the file's write lock up front (``BEGIN IMMEDIATE``, or
+a single write statement, which does the same): SQLite takes the lock before reading,
 so a reserve's read of the window and its write of the hold cannot interleave with another
 process's. WAL mode lets readers (``spent``) run beside the writer; ``synchronous=NORMAL`` keeps a
 commit durable across a process crash (a power loss may drop the last commits).
@@ -12,7 +13,12 @@ commit durable across a process crash (a power loss may drop the last commits).
 A reserve or settle is on every guarded LLM call's path, so each is a handful of statements (the
 shared algorithm of ``store.py`` with its steps combined: a reserve claims its record, reads the
 window's buckets and live holds in one ``SELECT``, and writes the holds plus only the buckets that
-change; a settle moves its record with ``UPDATE ... RETURNING``), and writes three pages. Most of
+change), and writes three pages. A settle or release is one ``UPDATE`` of the record: the
+``ledger_unhold`` trigger drops its holds and adds the cost to their buckets inside that statement,
+so a settle of a reservation this ledger granted, without alert thresholds (a guarded call's), is a
+single-statement transaction — atomic like any statement, durable like any commit — with no
+``BEGIN``/``COMMIT`` round trips; one that must read the window for alerts, or whose reservation
+was made elsewhere, runs in a ``BEGIN IMMEDIATE`` transaction around the same ``UPDATE``. Most of
 what remains is SQLite's own locking and WAL writes. WAL checkpoints — which copy the WAL back into
 the database and fsync both — run in a thread of their own instead of inside whichever commit
 fills the WAL (:class:`_Checkpointer`).
@@ -77,6 +83,16 @@ CREATE TABLE IF NOT EXISTS ledger_reservations (
 CREATE INDEX IF NOT EXISTS ledger_reservations_purge ON ledger_reservations (purge_ms);
 CREATE TABLE IF NOT EXISTS ledger_alerts (
     key TEXT NOT NULL, threshold TEXT NOT NULL, keep_until_ms INTEGER, PRIMARY KEY (key, threshold)) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS ledger_unhold AFTER UPDATE OF state ON ledger_reservations
+WHEN OLD.state = 'g' AND NEW.state IN ('s', 'x') BEGIN
+    DELETE FROM ledger_holds WHERE reservation_id = NEW.id
+        AND key IN (SELECT json_extract(value, '$.k') FROM json_each(NEW.specs));
+    INSERT INTO ledger_buckets (key, settled, keep_until_ms)
+        SELECT json_extract(value, '$.k'), coalesce(NEW.spent, 0), json_extract(value, '$.e')
+        FROM json_each(NEW.specs) WHERE true
+        ON CONFLICT (key) DO UPDATE SET settled = settled + excluded.settled,
+        keep_until_ms = max(coalesce(keep_until_ms, excluded.keep_until_ms), excluded.keep_until_ms);
+END;
 """
 
 FIGURES = """
@@ -100,6 +116,8 @@ CHECKPOINT_INTERVAL_S = 1.0
 """...and at least this often while anything was committed."""
 CATCH_UP_IDLE_S = 0.005
 """Quiet time after which the frames a checkpoint left behind are checkpointed (see _Checkpointer)."""
+_QUIET_MAX = 65_536
+"""Reservation ids remembered for the one-statement settle (forgetting one only costs the long path)."""
 CATCH_UP_FRAMES = 3_000
 """WAL size (frames, ~12 MB) at which they are checkpointed even though the process is never quiet."""
 
@@ -166,7 +184,7 @@ def _load(db: sqlite3.Connection, reservation_id: str) -> Record | None:
         reservation_id,
         state != "r",
         key,
-        None if spent is None else to_usd(spent),
+        None if spent is None or state != "r" else to_usd(spent),  # a settled record's is its cost
         None if limit is None else to_usd(limit),
     )
     return Record(state, outcome, load_specs(specs), expires, purge)
@@ -179,18 +197,18 @@ def _upsert(db: sqlite3.Connection, rows: list[tuple[object, ...]]) -> None:
 
 def _reserve(
     db: sqlite3.Connection, reservation_id: str, specs: Sequence[HoldSpec], now_ms: int, ttl: int, grace: int
-) -> Reservation:
+) -> tuple[Reservation, bool]:
     """The shared algorithm (``reserve_in``) in three or four statements: claim the id with a
     granted record (a repeat finds the first one), read the window, then write the holds and the
     buckets that change, or turn the record into the refusal. ``BEGIN IMMEDIATE`` makes the read
-    and the writes one atomic step."""
+    and the writes one atomic step. Also says whether this call made the record (not a repeat)."""
     expires = now_ms + ttl
     if db.execute(_CLAIM, (reservation_id, dump_specs(specs), expires, expires + grace)).rowcount != 1:
         existing = _load(db, reservation_id)
         assert existing is not None  # the claim conflicted with it inside this transaction
-        return existing.outcome
+        return existing.outcome, False
     if not specs:
-        return Reservation(reservation_id, True)
+        return Reservation(reservation_id, True), True
     keys = lock_keys(specs)
     totals: dict[str, int] = {}
     stored: dict[str, tuple[object, ...]] = {}
@@ -221,42 +239,42 @@ def _reserve(
         spent = None if outcome.spent_usd is None else to_micros(outcome.spent_usd)
         limit = None if outcome.limit_usd is None else to_micros(outcome.limit_usd)
         db.execute(_REFUSE, (outcome.refused_key, spent, limit, reservation_id))
-    return outcome
+    return outcome, True
 
 
-def _take(db: sqlite3.Connection, reservation_id: str, state: str) -> tuple[HoldSpec, ...] | None:
-    """Move a granted reservation to ``state`` ("s" settled, "x" released) and return its holds;
-    () when it is no longer granted (settle and release are idempotent), None when unknown."""
+_MOVE = "UPDATE ledger_reservations SET state = ?, spent = ? WHERE id = ? AND state = 'g'"
+"""Settle (``s``, with the cost) or release (``x``) a granted reservation: the ``ledger_unhold``
+trigger drops its holds and charges the cost to each hold's bucket within the same statement."""
+_KNOWN = "SELECT 1 FROM ledger_reservations WHERE id = ?"
+
+
+def _take(db: sqlite3.Connection, reservation_id: str, state: str, cost: int | None) -> tuple[HoldSpec, ...] | None:
+    """Move a granted reservation to ``state`` ("s" settled at ``cost``, "x" released) and return
+    its holds; () when it is no longer granted (settle and release are idempotent), None when unknown."""
     if _RETURNING:
-        rows = db.execute(
-            "UPDATE ledger_reservations SET state = ? WHERE id = ? AND state = 'g' RETURNING specs",
-            (state, reservation_id),
-        ).fetchall()
+        rows = db.execute(_MOVE + " RETURNING specs", (state, cost, reservation_id)).fetchall()
         if rows:
             return load_specs(rows[0][0])
-        known = db.execute("SELECT 1 FROM ledger_reservations WHERE id = ?", (reservation_id,)).fetchone()
-        return () if known is not None else None
+        return () if db.execute(_KNOWN, (reservation_id,)).fetchone() is not None else None
     row = db.execute("SELECT state, specs FROM ledger_reservations WHERE id = ?", (reservation_id,)).fetchone()
     if row is None:
         return None
     if row[0] != "g":
         return ()
-    db.execute("UPDATE ledger_reservations SET state = ? WHERE id = ?", (state, reservation_id))
+    db.execute(_MOVE, (state, cost, reservation_id))
     return load_specs(row[1])
 
 
 def _settle(db: sqlite3.Connection, reservation_id: str, cost: int) -> list[Alert]:
-    """The shared algorithm (``settle_in``): drop the holds, add the cost to every hold's bucket,
-    then set the marker of each alert threshold the window's settled spend reached, once."""
-    specs = _take(db, reservation_id, "s")
+    """The shared algorithm (``settle_in``): drop the holds and add the cost to every hold's bucket
+    (both by the trigger), then set the marker of each alert threshold the window's settled spend
+    reached, once."""
+    specs = _take(db, reservation_id, "s", cost)
     if specs is None:
         raise LedgerError(
             f"cannot settle unknown reservation {reservation_id!r}: it was never reserved here or its record "
             "expired (records are kept for ttl_s + record_grace_s)"
         )
-    if not specs:
-        return []
-    _unhold(db, reservation_id, specs, cost)
     alerting = [s for s in specs if s.alert_at and s.limit is not None]
     if not alerting:
         return []
@@ -271,18 +289,6 @@ def _settle(db: sqlite3.Connection, reservation_id: str, cost: int) -> list[Aler
             if db.execute(_MARK, (s.key, repr(t), s.keep_until_ms)).rowcount == 1
         )
     return alerts
-
-
-def _release(db: sqlite3.Connection, reservation_id: str) -> None:
-    specs = _take(db, reservation_id, "x")
-    if specs:
-        _unhold(db, reservation_id, specs, 0)
-
-
-def _unhold(db: sqlite3.Connection, reservation_id: str, specs: Sequence[HoldSpec], cost: int) -> None:
-    keys = [s.key for s in specs]
-    db.execute(_in(_UNHOLD, len(keys)), (reservation_id, *keys))
-    _upsert(db, [(s.key, cost, s.keep_until_ms, None, None, None) for s in specs])
 
 
 def _kept(old: object, new: int | None) -> int | None:
@@ -309,6 +315,8 @@ class SqliteLedger:
         self._pid = 0
         self._next_purge = 0
         self._checkpoints: _Checkpointer | None = None
+        # reservations this instance granted whose holds have no alert thresholds: settled in one statement
+        self._quiet: dict[str, None] = {}
         with self._connection():
             pass  # create the file and tables now, so a bad path fails at open time
 
@@ -332,13 +340,30 @@ class SqliteLedger:
 
     def reserve(self, reservation_id: str, holds: Sequence[Hold], *, ttl_s: float, now: datetime) -> Reservation:
         specs, ttl, at = specs_from(holds), ttl_ms(ttl_s), epoch_ms(now)
-        return self._write(self._reserve, reservation_id, specs, at, ttl)
+        outcome, made = self._write(self._reserve, reservation_id, specs, at, ttl)
+        if made and outcome.granted and not any(s.alert_at and s.limit is not None for s in specs):
+            if len(self._quiet) >= _QUIET_MAX:  # reservations never settled: stay bounded
+                self._quiet.clear()
+            self._quiet[reservation_id] = None
+        return outcome
 
     def settle(self, reservation_id: str, cost_usd: float, *, now: datetime) -> list[Alert]:
-        return self._write(_settle, reservation_id, to_micros(cost_usd, "cost_usd"))
+        """One ``UPDATE`` (its own transaction) for a reservation this ledger granted without alert
+        thresholds, which is every guarded call's: the trigger unholds and charges it atomically.
+        Anything else — a repeat, a reservation made elsewhere, alert thresholds to check against
+        the window's spend — takes the transaction that reads the record first."""
+        cost = to_micros(cost_usd, "cost_usd")
+        if reservation_id in self._quiet:
+            del self._quiet[reservation_id]
+            if self._statement(_MOVE, ("s", cost, reservation_id)) == 1:
+                return []
+        return self._write(_settle, reservation_id, cost)
 
     def release(self, reservation_id: str, *, now: datetime) -> None:
-        self._write(_release, reservation_id)
+        """One ``UPDATE``: a granted record becomes released (the trigger drops its holds); any
+        other record, or none, is left as it is (release is idempotent)."""
+        self._quiet.pop(reservation_id, None)
+        self._statement(_MOVE, ("x", None, reservation_id))
 
     def status(self, prefix: str = "budget:", *, now: datetime | None = None) -> list[BudgetStatus]:
         at = now_ms(now)
@@ -411,9 +436,24 @@ class SqliteLedger:
         finally:
             self._lock.release()
 
+    def _statement(self, sql: str, params: tuple[object, ...]) -> int:
+        """One write statement in its own (autocommit) transaction, which takes the write lock as
+        ``BEGIN IMMEDIATE`` does; the number of rows it changed (triggers' changes not counted)."""
+        if not self._lock.acquire(timeout=self.timeout_s):
+            raise LedgerError(f"SQLite ledger {self.path}: busy for more than {self.timeout_s}s in this process")
+        try:
+            changed = self._open().execute(sql, params).rowcount
+            if self._checkpoints is not None:
+                self._checkpoints.committed()
+            return changed
+        except sqlite3.Error as exc:
+            raise LedgerError(f"SQLite ledger {self.path}: {exc}") from exc
+        finally:
+            self._lock.release()
+
     def _reserve(
         self, db: sqlite3.Connection, reservation_id: str, specs: Sequence[HoldSpec], at: int, ttl: int
-    ) -> Reservation:
+    ) -> tuple[Reservation, bool]:
         self._purge(db, at)
         return _reserve(db, reservation_id, specs, at, ttl, self._grace)
 

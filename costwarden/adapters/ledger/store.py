@@ -114,15 +114,42 @@ def ttl_ms(ttl_s: float) -> int:
     return max(1, round(ttl_s * 1000))
 
 
+_Shape = tuple[int | None, tuple[str, ...], int | None, int | None, tuple[float, ...]]
+_SHAPES: dict[tuple[object, ...], _Shape] = {}
+_SHAPES_MAX = 4_096
+
+
+def _shape(hold: Hold) -> _Shape:
+    """A hold's fields other than its amount in store units (limit, window, window end, keep-until,
+    thresholds). They only change when a budget's window rolls over, and a guarded call's hold
+    differs from the previous call's by its amount alone, so they are converted once per window."""
+    memo = (hold.key, hold.limit_usd, hold.window, hold.expires_at, hold.alert_at)
+    try:
+        known = _SHAPES.get(memo)
+    except TypeError:  # an unhashable field (a list passed for a tuple): convert without the memo
+        known, hashable = None, False
+    else:
+        hashable = True
+    if known is not None:
+        return known
+    limit = None if hold.limit_usd is None else to_micros(hold.limit_usd, "limit_usd")
+    ends = None if hold.expires_at is None else epoch_ms(hold.expires_at)
+    window = tuple(dict.fromkeys(hold.window_keys))
+    keep = None if ends is None else ends + (len(window) - 1) * ROLLING_BUCKET_MS + BUCKET_GRACE_MS
+    shape = (limit, window, ends, keep, tuple(hold.alert_at))
+    if hashable:
+        if len(_SHAPES) >= _SHAPES_MAX:  # keys come from attribution values: stay bounded
+            _SHAPES.clear()
+        _SHAPES[memo] = shape
+    return shape
+
+
 def specs_from(holds: Sequence[Hold]) -> tuple[HoldSpec, ...]:
     """Holds in store units, merged per key (amounts add up, the strictest limit wins)."""
     merged: dict[str, HoldSpec] = {}
     for hold in holds:
-        limit = None if hold.limit_usd is None else to_micros(hold.limit_usd, "limit_usd")
-        ends = None if hold.expires_at is None else epoch_ms(hold.expires_at)
-        window = tuple(dict.fromkeys(hold.window_keys))
-        keep = None if ends is None else ends + (len(window) - 1) * ROLLING_BUCKET_MS + BUCKET_GRACE_MS
-        spec = HoldSpec(hold.key, to_micros(hold.amount_usd), limit, window, ends, keep, tuple(hold.alert_at))
+        limit, window, ends, keep, alert_at = _shape(hold)
+        spec = HoldSpec(hold.key, to_micros(hold.amount_usd), limit, window, ends, keep, alert_at)
         prior = merged.get(hold.key)
         if prior is not None:
             limits = [x for x in (prior.limit, spec.limit) if x is not None]
@@ -144,23 +171,35 @@ def dump_specs(specs: Iterable[HoldSpec]) -> str:
     "n", "e"]}`` objects gives, written directly (it is on every reservation's path), and it is
     remembered so that this process's :func:`load_specs` of it needs no parsing."""
     specs = tuple(specs)
-    parts = []
-    for s in specs:
-        window = ",".join([_string(k) for k in s.window])
-        thresholds = ",".join([_string(repr(t)) for t in s.alert_at])
-        item = f'{{"k":{_string(s.key)},"a":{int(s.amount)},"w":[{window}],"t":[{thresholds}]'
-        if s.limit is not None:
-            item += f',"l":{int(s.limit)}'
-        if s.ends_ms is not None:
-            item += f',"n":{int(s.ends_ms)}'
-        if s.keep_until_ms is not None:
-            item += f',"e":{int(s.keep_until_ms)}'
-        parts.append(item + "}")
-    text = "[" + ",".join(parts) + "]"
+    text = "[" + ",".join([_spec_json(s) for s in specs]) + "]"
     if len(_PARSED) >= _PARSED_MAX:  # bounded: amounts and keys vary from call to call
         _PARSED.clear()
     _PARSED[text] = specs
     return text
+
+
+def _spec_json(s: HoldSpec) -> str:
+    """One hold's JSON object. Everything but the amount is written once per window (see _shape)."""
+    memo = (s.key, s.limit, s.window, s.ends_ms, s.keep_until_ms, s.alert_at)
+    parts = _JSON_PARTS.get(memo)
+    if parts is None:
+        window = ",".join([_string(k) for k in s.window])
+        thresholds = ",".join([_string(repr(t)) for t in s.alert_at])
+        tail = f',"w":[{window}],"t":[{thresholds}]'
+        if s.limit is not None:
+            tail += f',"l":{int(s.limit)}'
+        if s.ends_ms is not None:
+            tail += f',"n":{int(s.ends_ms)}'
+        if s.keep_until_ms is not None:
+            tail += f',"e":{int(s.keep_until_ms)}'
+        parts = (f'{{"k":{_string(s.key)},"a":', tail + "}")
+        if len(_JSON_PARTS) >= _SHAPES_MAX:
+            _JSON_PARTS.clear()
+        _JSON_PARTS[memo] = parts
+    return f"{parts[0]}{int(s.amount)}{parts[1]}"
+
+
+_JSON_PARTS: dict[tuple[object, ...], tuple[str, str]] = {}
 
 
 def load_specs(text: str) -> tuple[HoldSpec, ...]:

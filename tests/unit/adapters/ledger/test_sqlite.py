@@ -12,9 +12,10 @@ import pytest
 
 from costwarden.adapters.ledger import sqlite as sqlite_store
 from costwarden.adapters.ledger.sqlite import SqliteLedger
-from costwarden.engine.ledger import Hold
+from costwarden.engine.ledger import Hold, Reservation
+from costwarden.errors import LedgerError
 
-from .test_contract import ALICE, DAY_END, NOW, hold
+from .test_contract import ALICE, BOB, DAY_END, NOW, hold
 
 
 def checkpointers() -> list[threading.Thread]:
@@ -44,6 +45,70 @@ def test_a_bucket_without_a_window_end_is_kept_until_a_hold_with_one_arrives(tmp
         assert keep is not None and keep > DAY_END.timestamp() * 1000
         ledger.reserve("c", [Hold(ALICE, 1.0, 10.0)], ttl_s=60, now=NOW)  # as SQL's max(x, NULL): kept again
         assert db.execute("SELECT keep_until_ms FROM ledger_buckets").fetchall() == [(None,)]
+
+
+def statements(ledger: SqliteLedger) -> list[str]:
+    """Every SQL statement the ledger's connection runs from now on (a statement that fires a
+    trigger is reported again for each of the trigger's steps)."""
+    seen: list[str] = []
+    ledger._open().set_trace_callback(seen.append)
+    return seen
+
+
+def test_settling_a_reservation_granted_here_is_one_statement(tmp_path: Path) -> None:
+    with SqliteLedger(tmp_path / "l.db") as ledger:
+        ledger.reserve("a", [hold(ALICE, 1.0), hold(BOB, 2.0)], ttl_s=60, now=NOW)
+        seen = statements(ledger)
+        assert ledger.settle("a", 0.25, now=NOW) == []
+        assert len(set(seen)) == 1 and seen[0].startswith("UPDATE")  # no BEGIN/COMMIT: its own transaction
+        db = ledger._open()
+        assert db.execute("SELECT count(*) FROM ledger_holds").fetchone() == (0,)  # the trigger dropped them
+        assert ledger.spent([ALICE, BOB], now=NOW) == [0.25, 0.25]  # and charged every hold's bucket
+        assert ledger.settle("a", 9.0, now=NOW) == []  # idempotent: the repeat takes the long path
+        assert ledger.spent([ALICE, BOB], now=NOW) == [0.25, 0.25]
+        assert ledger.reserve("a", [hold(ALICE, 1.0)], ttl_s=60, now=NOW) == Reservation("a", True)
+
+
+def test_a_reservation_made_elsewhere_or_with_alerts_settles_in_a_transaction(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    with SqliteLedger(path) as mine, SqliteLedger(path) as other:
+        mine.reserve("a", [hold(ALICE, 1.0)], ttl_s=60, now=NOW)
+        mine.reserve("b", [hold(ALICE, 1.0, alert_at=(0.1,))], ttl_s=60, now=NOW)
+        seen = statements(other)
+        assert other.settle("a", 0.5, now=NOW) == []
+        assert seen[0] == "BEGIN IMMEDIATE" and seen[-1] == "COMMIT"
+        seen = statements(mine)
+        assert [a.threshold for a in mine.settle("b", 0.5, now=NOW)] == [0.1]
+        assert seen[0] == "BEGIN IMMEDIATE" and seen[-1] == "COMMIT"
+        assert mine.spent([ALICE], now=NOW) == [1.0]
+        with pytest.raises(LedgerError, match="unknown reservation"):
+            mine.settle("never", 1.0, now=NOW)
+
+
+def test_release_is_one_statement_and_idempotent(tmp_path: Path) -> None:
+    with SqliteLedger(tmp_path / "l.db") as ledger:
+        ledger.reserve("a", [hold(ALICE, 1.0)], ttl_s=60, now=NOW)
+        seen = statements(ledger)
+        ledger.release("a", now=NOW)
+        ledger.release("a", now=NOW)
+        ledger.release("never", now=NOW)
+        assert {s.split()[0] for s in seen} == {"UPDATE"}
+        assert ledger.spent([ALICE], now=NOW) == [0.0]
+        assert ledger.settle("a", 1.0, now=NOW) == []  # released first: the settle is a no-op
+        assert ledger.spent([ALICE], now=NOW) == [0.0]
+
+
+def test_the_ids_remembered_for_one_statement_settles_stay_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "_QUIET_MAX", 2)
+    with SqliteLedger(tmp_path / "l.db") as ledger:
+        for rid in ("a", "b", "c"):
+            ledger.reserve(rid, [hold(ALICE, 1.0)], ttl_s=60, now=NOW)
+        assert len(ledger._quiet) <= 2
+        for rid in ("a", "b", "c"):  # forgotten or not, each settles once
+            ledger.settle(rid, 0.5, now=NOW)
+        assert ledger.spent([ALICE], now=NOW) == [1.5]
 
 
 def test_commits_do_not_checkpoint_and_the_wal_stays_small(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -52,3 +52,22 @@ def test_the_parsed_cache_stays_bounded() -> None:
     for i in range(store._PARSED_MAX + 10):
         dump_specs([HoldSpec(f"k{i}", i, None, (f"k{i}",), None, None, ())])
     assert len(store._PARSED) <= store._PARSED_MAX
+
+
+def test_specs_convert_a_budget_window_once_and_only_the_amount_per_call() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from costwarden.engine.ledger import Hold
+
+    ends = datetime(2026, 12, 1, tzinfo=UTC)
+    key = "budget:p/r:user=alice:2026-11-30"
+    first, second = (store.specs_from([Hold(key, amount, 25.0, (key,), ends, (0.5,))])[0] for amount in (0.25, 0.5))
+    assert (first.amount, second.amount) == (250_000, 500_000)
+    assert first.window is second.window  # converted once, shared by both
+    assert (first.limit, first.ends_ms, first.alert_at) == (25_000_000, int(ends.timestamp() * 1000), (0.5,))
+    rolled = store.specs_from([Hold(key, 0.25, 25.0, (key,), ends + timedelta(days=1), (0.5,))])[0]
+    assert rolled.ends_ms == first.ends_ms + 86_400_000  # another window end is another conversion
+    listed = store.specs_from([Hold(key, 0.25, 25.0, [key], ends, [0.5])])[0]  # type: ignore[arg-type]
+    assert (listed.window, listed.alert_at) == ((key,), (0.5,))  # unhashable fields: converted, not memoised
+    dumped = dump_specs((first,))
+    assert load_specs(dumped) == (first,) and json.loads(dumped)[0]["a"] == 250_000
