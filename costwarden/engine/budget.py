@@ -59,4 +59,33 @@ def window_end(window: str, now: datetime, tz: tzinfo) -> datetime:
     return utc.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
 
 
-__all__ = ["WINDOW_PATTERN", "window_end", "window_keys", "zone"]
+def window_start(window: str, now: datetime, tz: tzinfo) -> datetime:
+    """When the current window (or the newest rolling bucket) started receiving spend."""
+    local = now.astimezone(tz)
+    start_of_day = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    if window == "day":
+        return start_of_day
+    if window == "week":
+        return start_of_day - timedelta(days=local.weekday())
+    if window == "month":
+        return start_of_day.replace(day=1)
+    return now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+_CURRENT: dict[tuple[str, tzinfo], tuple[datetime, datetime, tuple[str, ...]]] = {}
+
+
+def current_window(window: str, now: datetime, tz: tzinfo) -> tuple[tuple[str, ...], datetime]:
+    """``window_keys`` and ``window_end`` at ``now``, worked out once per window (or rolling
+    bucket) rather than per call: they change only when it rolls over. Any ``now``, earlier ones
+    included, gets the keys of the window that contains it."""
+    found = _CURRENT.get((window, tz))
+    if found is not None and found[0] <= now < found[1]:
+        return found[2], found[1]
+    keys, end = tuple(window_keys(window, now, tz)), window_end(window, now, tz)
+    if len(_CURRENT) < 1024:  # one entry per (window, zone) the policies name
+        _CURRENT[(window, tz)] = (window_start(window, now, tz), end, keys)
+    return keys, end
+
+
+__all__ = ["WINDOW_PATTERN", "current_window", "window_end", "window_keys", "window_start", "zone"]

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from costwarden.engine.budget import WINDOW_PATTERN, window_end, window_keys, zone
+from costwarden.engine.budget import WINDOW_PATTERN, current_window, zone
 from costwarden.engine.decision import Fix, Outcome
 from costwarden.engine.ledger import Hold
 from costwarden.engine.rules.base import (
@@ -81,6 +81,9 @@ def compile(params: Budget, env: CompileEnv) -> Check:
     cheapest = env.catalog.tiers[0] if env.catalog.tiers else None
 
     unattributed = Outcome("skip", f"call has no {'/'.join(per)} attribution to budget against", static=True)
+    against = f" worst case to reserve against ${limit:,.2f} per {params.window}"
+    of_limit = f" of ${limit:,.2f} per {params.window}"
+    alert_at = tuple(params.alertAt)
     no_ledger = Outcome("skip", "no budget ledger configured", static=True)
 
     def check(subject: Subject, ctx: EvalContext) -> Outcome:
@@ -90,31 +93,30 @@ def compile(params: Budget, env: CompileEnv) -> Check:
         base = budget_key(policy, rule, subject, per)
         if base is None:
             return unattributed
-        keys = [f"{base}:{w}" for w in window_keys(params.window, ctx.now, tz)]
+        now = ctx.now
+        suffixes, ends = current_window(params.window, now, tz)
+        keys = tuple([f"{base}:{w}" for w in suffixes])
         pending = _worst_case(subject, ctx) if subject.phase == "pre" else 0.0
         if ctx.reserving and pending and params.onExceed == "deny" and pending <= limit:
             # The reservation that follows checks spend + this hold against the limit atomically;
             # reading the spend here as well would only cost a round trip and could be stale anyway.
-            hold = Hold(
-                keys[-1], pending, limit, tuple(keys), window_end(params.window, ctx.now, tz), tuple(params.alertAt)
-            )
+            hold = Hold(keys[-1], pending, limit, keys, ends, alert_at)
             return Outcome(
                 "pass",
-                f"${pending:,.4f} worst case to reserve against ${limit:,.2f} per {params.window}",
+                f"${pending:,.4f}{against}",
                 path=f"budget[{base}]",
                 expected=limit,
                 actual=round(pending, 6),
                 holds=(hold,),
             )
-        spent = sum(ctx.ledger.spent(keys, now=ctx.now))
+        spent = sum(ctx.ledger.spent(keys, now=now))
         total = spent + pending
         path = f"budget[{base}]"
-        ends = window_end(params.window, ctx.now, tz)
-        hold = Hold(keys[-1], pending, limit, tuple(keys), ends, tuple(params.alertAt))
+        hold = Hold(keys[-1], pending, limit, keys, ends, alert_at)
         if total <= limit:
             return Outcome(
                 "pass",
-                f"${total:,.4f} of ${limit:,.2f} per {params.window}",
+                f"${total:,.4f}{of_limit}",
                 path=path,
                 expected=limit,
                 actual=round(total, 6),

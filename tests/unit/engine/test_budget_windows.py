@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from costwarden.engine.budget import WINDOW_PATTERN, window_end, window_keys, zone
+from costwarden.engine.budget import WINDOW_PATTERN, current_window, window_end, window_keys, window_start, zone
 
 TOKYO = zone("Asia/Tokyo")  # UTC+9, no DST
 LOS_ANGELES = zone("America/Los_Angeles")
@@ -152,3 +154,31 @@ class TestRollingWindows:
 )
 def test_window_pattern(window: str, valid: bool) -> None:
     assert bool(re.match(WINDOW_PATTERN, window)) is valid
+
+
+class TestCurrentWindow:
+    """``current_window`` caches a window's keys and end until it rolls over; for any time, in
+    any order (clocks are injectable, so time can go backwards), it must give what
+    ``window_keys`` and ``window_end`` give."""
+
+    @given(
+        window=st.sampled_from(["day", "week", "month", "rolling:1h", "rolling:24h", "rolling:3h"]),
+        tz=st.sampled_from([UTC, TOKYO, LOS_ANGELES, BERLIN, KOLKATA]),
+        minutes=st.lists(st.integers(min_value=-60 * 24 * 70, max_value=60 * 24 * 70), min_size=1, max_size=12),
+    )
+    @settings(max_examples=200, deadline=None)
+    def test_equals_the_uncached_functions(self, window: str, tz: tzinfo, minutes: list[int]) -> None:
+        base = utc(2026, 3, 29, 0, 30)  # the night Berlin moves its clocks forward
+        for m in minutes:
+            for now in (base + timedelta(minutes=m), base + timedelta(minutes=m, seconds=59)):
+                keys, end = current_window(window, now, tz)
+                assert keys == tuple(window_keys(window, now, tz))
+                assert end == window_end(window, now, tz)
+
+    @pytest.mark.parametrize("window", ["day", "week", "month", "rolling:6h"])
+    def test_a_window_starts_where_the_previous_one_ends(self, window: str) -> None:
+        now = utc(2026, 11, 30, 15, 7)
+        for tz in (UTC, LOS_ANGELES, KOLKATA):
+            start = window_start(window, now, tz)
+            assert start <= now < window_end(window, now, tz)
+            assert window_end(window, start - timedelta(microseconds=1), tz) == start
