@@ -173,7 +173,7 @@ def _rule_lines(
         "    o = error(exc)",
     ]
     key = rule.outcome_key
-    if key is not None and subject_type in key.subject_types:
+    if key is not None and subject_type in key.subject_types and (cuts or not key.after_shortcut):
         # the table keeps (results, whether they block): both fixed for a static result
         ns[table] = {}
         call = [

@@ -182,6 +182,9 @@ class OutcomeKey:
 
     expression: str
     subject_types: tuple[str, ...] = ("resource", "llm_call", "serving_config")
+    after_shortcut: bool = False
+    """The expression reads names the rule's first shortcut condition binds (it is always
+    evaluated before the key): plans use the key only together with the rule's shortcuts."""
 
 
 _SHORTCUTS: weakref.WeakKeyDictionary[Check, tuple[tuple[Shortcut, ...], OutcomeKey | None]] = (

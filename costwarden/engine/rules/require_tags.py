@@ -92,7 +92,12 @@ def _outcome_key(keys: tuple[str, ...], patterns: list[tuple[str, re.Pattern[str
     key's value where it is missing or empty (``False`` where present: any value passes), and the
     values the patterns test. For resources; other subjects' tags have no pointer.
 
-    Tags are read-only mappings, whose ``in`` and ``[]`` cost less than their ``get``."""
+    Without patterns, the rule's shortcut has read every required value already (``_v0``...);
+    otherwise the key reads them itself (tags are read-only mappings, whose ``in`` and ``[]``
+    cost less than their ``get``)."""
+    if keys and not patterns:
+        parts = [f"not _v{n} and _v{n}" for n in range(len(keys))]
+        return OutcomeKey(f"(subject.tags_pointer, {', '.join(parts)})", ("resource",), after_shortcut=True)
     parts = [f"not (_v{n} := _t[{key!r}] if {key!r} in _t else None) and _v{n}" for n, key in enumerate(keys)]
     parts += [f"(_t[{key!r}] if {key!r} in _t else None)" for key, _, _ in patterns]
     # a conditional expression tests first: the first test binds the tags for the rest
@@ -101,11 +106,17 @@ def _outcome_key(keys: tuple[str, ...], patterns: list[tuple[str, re.Pattern[str
 
 
 def _shortcuts(keys: tuple[str, ...], passed: Outcome) -> list[Shortcut]:
-    """Every key present and non-empty, inline: the pass, for the generated plans (``in`` and
-    ``[]``: see _outcome_key)."""
-    out = []
-    for attr, types in (("tags", ("resource", "serving_config")), ("attribution", ("llm_call",))):
-        first, *rest = keys
+    """Every key present and non-empty, inline: the pass, for the generated plans. For resources
+    every value is read (into ``_v0``...) before any is tested, so that the outcome key (see
+    _outcome_key) need not read them again; ``in`` and ``[]`` cost less than ``get``."""
+    first, *rest = keys
+    values = ", ".join(
+        f"(_v{n} := _t[{k!r}] if {k!r} in {'(_t := subject.tags)' if n == 0 else '_t'} else None)"
+        for n, k in enumerate(keys)
+    )
+    every = " and ".join(f"_v{n}" for n in range(len(keys)))
+    out = [Shortcut(f"({values},) and {every}", passed, ("resource",))]
+    for attr, types in (("tags", ("serving_config",)), ("attribution", ("llm_call",))):
         condition = f"{first!r} in (_t := subject.{attr}) and _t[{first!r}]" + "".join(
             f" and {k!r} in _t and _t[{k!r}]" for k in rest
         )

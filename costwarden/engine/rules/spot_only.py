@@ -139,8 +139,9 @@ def compile(params: SpotOnly, env: CompileEnv) -> Check:
             return found
         return memo_outcome(memo, key, lambda: _failure(subject, catalog, None))
 
-    # without a fix (which patches the subject's own object) the outcome is a function of these
-    key = OutcomeKey("(subject.workload, subject.capacity, subject.hourly_usd)", ("resource",))
+    # without a fix (which patches the subject's own object) the outcome is a function of these;
+    # _w is the workload, bound by the first shortcut
+    key = OutcomeKey("(_w, subject.capacity, subject.hourly_usd)", ("resource",), after_shortcut=True)
     return with_shortcuts(check, shortcuts, None if fix_params is not None else key)
 
 
