@@ -5,8 +5,8 @@ Run: ``bash benchmarks/setup_peers.sh && .bench-venv/bin/python benchmarks/engin
 
 Reports median and p99 µs per decision. The library rows time each call on its own; the one-rule
 comparison times every engine, costwarden included, with ``peers.time_peer`` on the same inputs
-(blocks of calls on one prepared input, so timer overhead is the same negligible share for all).
-costwarden is timed twice: on a prebuilt subject (what an in-process caller has) and from the
+(blocks of calls on one prepared input, so timer overhead is the same negligible share for all),
+in three interleaved rounds whose median is reported (``--rounds``). costwarden is timed twice: on a prebuilt subject (what an in-process caller has) and from the
 plain dict (subject construction included, the analogue of the peers' input conversion). Its
 ``decide()`` evaluates the full Decision and reads its verdict.
 """
@@ -155,21 +155,35 @@ class CostwardenPeer(peers.Peer):
         raise RuntimeError("prepare() first")
 
 
-def bench_one_rule(n: int) -> list[dict[str, Any]]:
+def bench_one_rule(n: int, rounds: int = 3) -> list[dict[str, Any]]:
+    """Every engine timed ``rounds`` times, interleaved (round 1 of each, then round 2...), each
+    row the median of its rounds: a burst of noise on this shared machine then spoils one round of
+    one engine, not its result."""
     result = load_text(ONE_RULE, "bench.yaml")
     policies = compile_documents(result.documents, diagnostics=result.diagnostics)
-    rows = []
-    for peer in [
-        CostwardenPeer(policies, prebuilt=True),
-        CostwardenPeer(policies, prebuilt=False),
-        *peers.all_peers(),
-    ]:
+    engines = [CostwardenPeer(policies, prebuilt=True), CostwardenPeer(policies, prebuilt=False), *peers.all_peers()]
+    timings: dict[str, list[dict[str, Any]]] = {peer.name: [] for peer in engines}
+    for peer in engines:
+        if peer.available:
+            peer.verify()
+    for _ in range(rounds):
+        for peer in engines:
+            if peer.available:
+                timings[peer.name].append(peers.time_peer(peer, n=n))
+    rows: list[dict[str, Any]] = []
+    for peer in engines:
         if not peer.available:
             rows.append({"engine": peer.name, "unavailable": peer.reason})
             continue
-        peer.verify()
-        stats = peers.time_peer(peer, n=n)
-        rows.append({"engine": peer.name, "median_us": stats["median_us"], "p99_us": stats["p99_us"]})
+        runs = timings[peer.name]
+        rows.append(
+            {
+                "engine": peer.name,
+                "median_us": statistics.median(r["median_us"] for r in runs),
+                "p99_us": statistics.median(r["p99_us"] for r in runs),
+                "round_medians_us": [round(r["median_us"], 3) for r in runs],
+            }
+        )
     return rows
 
 
@@ -193,7 +207,8 @@ def bench_startup() -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("-n", type=int, default=20000, help="timed decisions per row")
+    parser.add_argument("-n", type=int, default=20000, help="timed decisions per row and round")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the one-rule comparison")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     out = {
@@ -201,7 +216,7 @@ def main() -> None:
         f"Python {platform.python_version()}",
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "library": bench_library(args.n),
-        "one_rule": bench_one_rule(args.n),
+        "one_rule": bench_one_rule(args.n, args.rounds),
         "startup": bench_startup(),
     }
     if args.json:
@@ -211,12 +226,13 @@ def main() -> None:
     print("| subject | results | verdict | median µs | p99 µs |\n|---|---:|---|---:|---:|")
     for r in out["library"]:
         print(f"| {r['subject']} | {r['results']} | {r['verdict']} | {r['median_us']:.1f} | {r['p99_us']:.1f} |")
-    print("\n| engine (tags + batch-on-spot) | median µs | p99 µs |\n|---|---:|---:|")
+    print("\n| engine (tags + batch-on-spot) | median µs | p99 µs | rounds' medians µs |\n|---|---:|---:|---|")
     for r in out["one_rule"]:
         if "unavailable" in r:
-            print(f"| {r['engine']} | unavailable: {r['unavailable']} | |")
+            print(f"| {r['engine']} | unavailable: {r['unavailable']} | | |")
         else:
-            print(f"| {r['engine']} | {r['median_us']:.2f} | {r['p99_us']:.2f} |")
+            rounds = ", ".join(f"{m:.2f}" for m in r["round_medians_us"])
+            print(f"| {r['engine']} | {r['median_us']:.2f} | {r['p99_us']:.2f} | {rounds} |")
     s = out["startup"]
     print(
         f"\n`costwarden --version`: {s['version_s']:.3f} s; import + load + compile the library: "
