@@ -60,7 +60,7 @@ from costwarden.enforcers.attribution import Attribution, attribution, current_a
 from costwarden.enforcers.fixes import FixOutcome, apply_patch, fix_until_clean
 from costwarden.enforcers.guarded_call import GuardedCall, ProviderEdge, merge_holds
 from costwarden.engine.decision import Decision, Fix
-from costwarden.engine.ledger import Alert, Hold, Ledger
+from costwarden.engine.ledger import Alert, Hold, Ledger, Reservation
 from costwarden.engine.rules.budget import OUTPUT_TOKENS_CAP
 from costwarden.engine.subjects import LlmCall, TokenUsage
 from costwarden.errors import BudgetExceeded, EnforcementError, PolicyViolation, describe
@@ -363,23 +363,9 @@ class CallGuard(_MiddlewareBase):
         over = {h.key for r in call.decision.results if r.result != "pass" for h in r.holds}
         if over:  # budgets already over their limit that only warn here: count the spend, never refuse
             merged = [dataclasses.replace(h, limit_usd=None) if h.key in over else h for h in merged]
-        call.reservation_id = _reservation_id()
-        try:
-            outcome = self.ledger.reserve(call.reservation_id, merged, ttl_s=ttl_s, now=call.started_at)
-        except Exception as exc:  # fail closed: spend that cannot be verified is not allowed ...
-            if not self._fails_closed(call.decision):  # ... unless every budget here says otherwise
-                log.warning("%s call to %s goes ahead unreserved: the budget ledger is unavailable (%s) and "
-                            "its budgets are not enforced or say onError: allow", call.edge.name, call.model,
-                            describe(exc))
-                call.reservation_id = None
-                return
-            err = PolicyViolation(
-                call.decision,
-                f"{call.edge.name} call to {call.model} refused: the budget ledger is unavailable "
-                f"({describe(exc)}); enforced budgets fail closed",
-            )
-            self._denied(call.edge, call.body, err, call.model_requested, call.started_at, call.started)
-            raise err from exc
+        outcome = self._try_reserve(call, merged, ttl_s)
+        if outcome is None:
+            return
         if not outcome.granted and outcome.refused_key not in self._enforced_keys(call.decision):
             # A budget that only warns (or audits) here never refuses a call: hold the amounts
             # anyway, so the spend is counted, without their limits (a new id: refusals are kept).
@@ -387,8 +373,9 @@ class CallGuard(_MiddlewareBase):
                         "surface", call.edge.name, call.model, outcome.refused_key)
             enforced = self._enforced_keys(call.decision)
             merged = [h if h.key in enforced else dataclasses.replace(h, limit_usd=None) for h in merged]
-            call.reservation_id = _reservation_id()
-            outcome = self.ledger.reserve(call.reservation_id, merged, ttl_s=ttl_s, now=call.started_at)
+            outcome = self._try_reserve(call, merged, ttl_s)  # the ledger may fail here too
+            if outcome is None:
+                return
         if not outcome.granted:
             spent = f"${outcome.spent_usd:,.4f} spent of " if outcome.spent_usd is not None else ""
             limit = f"${outcome.limit_usd:,.2f}" if outcome.limit_usd is not None else "its limit"
@@ -400,6 +387,29 @@ class CallGuard(_MiddlewareBase):
             self._denied(call.edge, call.body, err, call.model_requested, call.started_at, call.started)
             raise err
         call.held = True
+
+    def _try_reserve(self, call: GuardedCall, holds: Sequence[Hold], ttl_s: float) -> Reservation | None:
+        """Reserve under a new id; on a ledger outage, refuse (fail closed) unless every budget
+        here says ``onError: allow`` or is not enforced, in which case the call goes ahead
+        unreserved (None)."""
+        assert self.ledger is not None
+        call.reservation_id = _reservation_id()
+        try:
+            return self.ledger.reserve(call.reservation_id, holds, ttl_s=ttl_s, now=call.started_at)
+        except Exception as exc:  # fail closed: spend that cannot be verified is not allowed ...
+            if not self._fails_closed(call.decision):  # ... unless every budget here says otherwise
+                log.warning("%s call to %s goes ahead unreserved: the budget ledger is unavailable (%s) and "
+                            "its budgets are not enforced or say onError: allow", call.edge.name, call.model,
+                            describe(exc))
+                call.reservation_id = None
+                return None
+            err = PolicyViolation(
+                call.decision,
+                f"{call.edge.name} call to {call.model} refused: the budget ledger is unavailable "
+                f"({describe(exc)}); enforced budgets fail closed",
+            )
+            self._denied(call.edge, call.body, err, call.model_requested, call.started_at, call.started)
+            raise err from exc
 
     def _enforced_keys(self, decision: Decision) -> set[str]:
         """Budget keys whose refusal refuses the call: held by results that deny on this surface,

@@ -578,6 +578,40 @@ def test_the_same_race_on_an_enforced_budget_is_refused() -> None:
         guard.begin(EDGE, BODY, key="k")
 
 
+class FailsOnRetryLedger(UnderReportingLedger):
+    """Refuses the first reservation (another process took the budget), then goes down."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reserves = 0
+
+    def reserve(self, reservation_id: str, holds: Sequence[Hold], *, ttl_s: float, now: datetime) -> Reservation:
+        self.reserves += 1
+        if self.reserves > 2:  # the first is _spend's own
+            raise LedgerError("ledger down")
+        return super().reserve(reservation_id, holds, ttl_s=ttl_s, now=now)
+
+
+def test_a_ledger_outage_on_the_warn_only_retry_applies_the_fail_mode() -> None:
+    """The retry without limits is a second reservation, and the ledger can fail on it too: that
+    is an outage like any other (fail closed for an enforced budget), never a raw exception."""
+    ledger = FailsOnRetryLedger()
+    guard, sink = make_guard(WARN_BUDGET, ledger=ledger)
+    _spend(ledger, "racer", 0.999999)
+    with attribution(user="racer"):
+        call = guard.begin(EDGE, BODY, key="k")  # the warn-only budget is not enforced: goes ahead
+    assert not call.held and call.reservation_id is None and ledger.reserves == 3
+
+    both = WARN_BUDGET + "---\n" + BUDGET.replace("user-budget", "enforced-budget")
+    ledger = FailsOnRetryLedger()
+    guard, sink = make_guard(both, ledger=ledger)
+    _spend(ledger, "racer", 0.999999)
+    with attribution(user="racer"), pytest.raises(PolicyViolation) as caught:
+        guard.begin(EDGE, BODY, key="k")
+    assert "fail closed" in str(caught.value) and "ledger down" in str(caught.value)
+    assert sink.events[-1].outcome == "denied"
+
+
 def test_a_budget_that_warns_when_exceeded_is_not_refused_in_a_race_either() -> None:
     ledger = UnderReportingLedger()
     warn_on_exceed = BUDGET.replace("window: day}", "window: day, onExceed: warn}")
