@@ -6,9 +6,10 @@ Run: ``bash benchmarks/setup_peers.sh && .bench-venv/bin/python benchmarks/engin
 Reports median and p99 µs per decision. The library rows time each call on its own; the one-rule
 comparison times every engine, costwarden included, with ``peers.time_peer`` on the same inputs
 (blocks of calls on one prepared input, so timer overhead is the same negligible share for all),
-in three interleaved rounds whose median is reported (``--rounds``). costwarden is timed twice: on a prebuilt subject (what an in-process caller has) and from the
-plain dict (subject construction included, the analogue of the peers' input conversion). Its
-``decide()`` evaluates the full Decision and reads its verdict.
+in three interleaved rounds whose median is reported (``--rounds``). costwarden is timed twice:
+on a prebuilt subject (what an in-process caller has) and from the plain dict (subject
+construction included, the analogue of the peers' input conversion). Its ``decide()`` evaluates
+the full Decision and reads its verdict.
 """
 
 from __future__ import annotations
