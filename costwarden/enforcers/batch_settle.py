@@ -28,10 +28,11 @@ results are read, up to 24 hours later and possibly in another process, so:
   the TTL plus the store's ``record_grace`` find no reservation: the event then says so and has
   ``charged`` False. Applications that read results later than a day after creation should raise
   ``batch_reservation_ttl_s`` (a hold only ever counts in the budget window it was taken in).
-* **Ledger trouble at creation**: when another call took the budget in the instant between the
-  release and the re-reserve, the batch is charged its reserved worst case at once (its results
-  then change nothing). When the ledger failed, the batch is charged its worst case if the
-  pre-send reservation still holds, else its event reports the error uncharged.
+* **Ledger trouble at creation**: the named reservation is made before the pre-send one is
+  released, its holds unchecked (the pre-send reservation admitted that spend), so no other call
+  can take the batch's budget in between. When the ledger fails there, the batch is charged its
+  reserved worst case under the pre-send reservation, which still holds; if that fails too, its
+  event reports the error uncharged.
 * Without a ledger, reading the results emits the cost event (once per batch and process).
 
 Settlement never raises into the application reading the results; problems are logged.
@@ -148,7 +149,8 @@ def submitted(guard: CallGuard, call: GuardedCall, http: httpx2.Response) -> Non
             return
         if not kept:
             call.charge_estimate(
-                error=f"batch {batch_id}: budget taken while its hold moved; charged the reserved worst case"
+                error=f"batch {batch_id}: its reservation {reservation_id(batch_id)} was refused before; "
+                "charged the reserved worst case"
             )
             return
     s = call.subject
@@ -171,14 +173,16 @@ def submitted(guard: CallGuard, call: GuardedCall, http: httpx2.Response) -> Non
 
 
 def _move(guard: CallGuard, ledger: Ledger, call: GuardedCall, batch_id: str) -> bool:
-    """Release the pre-send reservation and hold the same amounts under the batch's name.
+    """Hold the batch's amounts under its name, then release the pre-send reservation.
 
-    False when the named reservation was refused (another call took the budget between the two
-    steps): the holds are then taken without limits under a one-off id, which the caller settles
-    (a hold without a limit leaves its bucket without one in ``status`` until the next call's hold).
+    The named holds are not checked against their limits (``Hold.check``): the pre-send
+    reservation admitted this spend already, and it is released only once the named one holds, so
+    the budget counts the batch twice for an instant and never less than once — no other call can
+    take its share in between. False when the named reservation is not granted (its id was refused
+    before): the pre-send reservation still holds then, for the caller to settle.
     """
     now = guard.clock()
-    holds = merge_holds(call.decision.holds)
+    holds = [dataclasses.replace(h, check=False) for h in merge_holds(call.decision.holds)]
     estimate = call.estimate_usd or 0.0
     marker = Hold(
         marker_key(batch_id),
@@ -187,18 +191,18 @@ def _move(guard: CallGuard, ledger: Ledger, call: GuardedCall, batch_id: str) ->
         expires_at=now + timedelta(seconds=guard.batch_reservation_ttl_s),
         alert_at=(0.0,),
     )
-    if call.held and call.reservation_id is not None:
-        ledger.release(call.reservation_id, now=now)
-        call.held = False
     rid = reservation_id(batch_id)
-    if ledger.reserve(rid, [*holds, marker], ttl_s=guard.batch_reservation_ttl_s, now=now).granted:
-        call.reservation_id = rid
-        return True
-    fallback = f"{rid}-at-submission"
-    unlimited = [dataclasses.replace(h, limit_usd=None, alert_at=()) for h in holds]
-    ledger.reserve(fallback, unlimited, ttl_s=guard.reservation_ttl_s, now=now)
-    call.reservation_id, call.held = fallback, True
-    return False
+    if not ledger.reserve(rid, [*holds, marker], ttl_s=guard.batch_reservation_ttl_s, now=now).granted:
+        return False
+    presend = call.reservation_id if call.held else None
+    call.reservation_id, call.held = rid, True
+    if presend is not None:
+        try:
+            ledger.release(presend, now=now)
+        except Exception as exc:  # it expires at its TTL: held twice until then, never lost
+            log.warning("batch %s: pre-send reservation %s not released (%s); it expires at its TTL",
+                        batch_id, presend, describe(exc))
+    return True
 
 
 # --- results -------------------------------------------------------------------------------------

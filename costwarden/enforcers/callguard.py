@@ -362,17 +362,17 @@ class CallGuard(_MiddlewareBase):
             return
         over = {h.key for r in call.decision.results if r.result != "pass" for h in r.holds}
         if over:  # budgets already over their limit that only warn here: count the spend, never refuse
-            merged = [dataclasses.replace(h, limit_usd=None) if h.key in over else h for h in merged]
+            merged = [dataclasses.replace(h, check=False) if h.key in over else h for h in merged]
         outcome = self._try_reserve(call, merged, ttl_s)
         if outcome is None:
             return
         if not outcome.granted and outcome.refused_key not in self._enforced_keys(call.decision):
             # A budget that only warns (or audits) here never refuses a call: hold the amounts
-            # anyway, so the spend is counted, without their limits (a new id: refusals are kept).
+            # anyway, so the spend is counted, without checking their limits (a new id: refusals are kept).
             log.warning("%s call to %s goes ahead over budget %s: its policy does not deny on the runtime "
                         "surface", call.edge.name, call.model, outcome.refused_key)
             enforced = self._enforced_keys(call.decision)
-            merged = [h if h.key in enforced else dataclasses.replace(h, limit_usd=None) for h in merged]
+            merged = [h if h.key in enforced else dataclasses.replace(h, check=False) for h in merged]
             outcome = self._try_reserve(call, merged, ttl_s)  # the ledger may fail here too
             if outcome is None:
                 return

@@ -11,7 +11,9 @@ Contract every store keeps:
   refuses (returns a refusal naming the first key that would overflow, with the window's spend
   and limit) when any hold's window sum — settled spend plus live reservations over
   ``window_keys``, plus what earlier holds of the same call add there — would pass its limit;
-  exactly the limit is allowed;
+  exactly the limit is allowed; a hold with ``check=False`` is never refused (spend already
+  admitted elsewhere, or a budget that only warns) but counts like any other and keeps its
+  limit for ``status`` and alerts;
 * reservations are idempotent per ``reservation_id``: reserving again, from any process, returns
   the first outcome — a refusal included — without holding twice;
 * ``settle`` replaces the held amounts by the actual cost, charged in full to every hold's key
@@ -48,6 +50,9 @@ class Hold:
     window ends — when ``key`` stops receiving spend (None: never); a store keeps the bucket while
     any window may still read it (for N hourly buckets, N-1 hours longer) plus a day's grace.
     ``alert_at`` holds the fractions of the limit at which an alert fires once per window key.
+    ``check=False`` holds the amount without comparing the window with the limit: for spend that
+    was admitted already (a Message Batch's hold moving to the batch's name) or that a budget only
+    warns about; the limit still names the budget's size in ``status`` and for alerts.
     """
 
     key: str
@@ -56,6 +61,7 @@ class Hold:
     window: tuple[str, ...] = ()
     expires_at: datetime | None = None
     alert_at: tuple[float, ...] = ()
+    check: bool = True
 
     @property
     def window_keys(self) -> tuple[str, ...]:

@@ -374,8 +374,8 @@ def test_marker_alerts_never_reach_the_application(server: FakeLlmServer, sqlite
 
 
 class RefusingBatchHolds:
-    """A ledger that refuses the batch's named reservation once, as if another call had taken the
-    budget between the release of the pre-send hold and the re-reserve."""
+    """A ledger on which the batch's named reservation is refused: its id was refused before (the
+    only way a reservation whose holds are unchecked can be refused)."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
@@ -384,7 +384,7 @@ class RefusingBatchHolds:
         return getattr(self.inner, name)
 
     def reserve(self, reservation_id: str, holds: Any, *, ttl_s: float, now: Any) -> Any:
-        if reservation_id.startswith("cw-batch-") and not reservation_id.endswith("-at-submission"):
+        if reservation_id.startswith("cw-batch-"):
             holds = [Hold("budget:taken", 1.0, 0.5)]  # refused, and the refusal recorded, by the real store
         return self.inner.reserve(reservation_id, holds, ttl_s=ttl_s, now=now)
 
@@ -401,4 +401,56 @@ def test_a_hold_that_cannot_move_is_charged_its_worst_case_at_creation(server: F
         assert figures(inner, user_key("b-12")) == (pytest.approx(worst_case(reqs), abs=2e-6), 0.0)
     (created,) = sink.events  # the results add nothing: the batch was charged when it was created
     assert created.charged and created.cost_usd == pytest.approx(worst_case(reqs))
-    assert created.usage_source == "estimate" and "budget taken" in (created.error or "")
+    assert created.usage_source == "estimate" and "was refused before" in (created.error or "")
+
+
+class RacingCall:
+    """A ledger on which another call reserves everything the budget has left at the very moment
+    the batch's hold moves to its name (just before the named reservation is made)."""
+
+    def __init__(self, inner: Any, key: str, limit: float) -> None:
+        self.inner, self.key, self.limit = inner, key, limit
+        self.rival: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def reserve(self, reservation_id: str, holds: Any, *, ttl_s: float, now: Any) -> Any:
+        if reservation_id.startswith("cw-batch-") and self.rival is None:
+            settled, held = figures(self.inner, self.key)
+            left = round(self.limit - settled - held, 6)
+            self.rival = self.inner.reserve("rival", [Hold(self.key, left, self.limit)], ttl_s=600, now=now)
+        return self.inner.reserve(reservation_id, holds, ttl_s=ttl_s, now=now)
+
+
+@pytest.mark.parametrize("store", ["sqlite", "redis", "postgres"])
+def test_no_other_call_can_take_a_batch_budget_while_its_hold_moves(
+    server: FakeLlmServer, store: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The named reservation is made (unchecked: the pre-send one admitted the spend) before the
+    pre-send one is released, so a call racing the move only gets what the budget has left beside
+    the batch; the batch keeps its hold and is settled from its results, and nothing passes the limit."""
+    unique = uuid.uuid4().hex[:8]
+    url = {
+        "sqlite": lambda: f"sqlite:///{tmp_path}/ledger.db",
+        "redis": lambda: f"{REDIS_URL}?prefix={request.getfixturevalue('redis_run')}-{unique}&timeout=2",
+        "postgres": lambda: f"{request.getfixturevalue('postgres_db')}?table_prefix=r{unique}_",
+    }[store]()
+    sink, limit = ListSink(), 0.01
+    reqs = requests("claude-haiku-4-5", "claude-haiku-4-5")
+    key = user_key("b-13")
+    with open_ledger(url) as inner:
+        racing = RacingCall(inner, key, limit)
+        guard = CallGuard(compile_policies(budget_policy(limit)), ledger=racing, sinks=[sink])
+        with connect(server, guard) as client, attribution(user="b-13"):
+            batch = client.messages.batches.create(requests=reqs)
+            assert racing.rival is not None and racing.rival.granted
+            settled, held = figures(inner, key)
+            assert settled == 0.0 and held == pytest.approx(limit, abs=2e-6)  # the batch's hold and the rival's
+            (created,) = sink.events
+            assert created.reservation_id == reservation_id(batch.id) and not created.charged and created.error is None
+            list(client.messages.batches.results(batch.id))
+        inner.release("rival", now=datetime.now(UTC))
+        settled, held = figures(inner, key)
+    assert held == 0.0 and 0 < settled < worst_case(reqs)  # settled from the results, not at its worst case
+    assert sink.events[-1].charged and sink.events[-1].usage_source == "response"

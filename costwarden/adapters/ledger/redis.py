@@ -95,7 +95,7 @@ local rid, exp, purge = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local specs = cjson.decode(ARGV[6])
 local totals, pending = {}, {}
 for _, s in ipairs(specs) do
-  if s.l then
+  if s.l and not s.u then
     local total = 0
     for _, k in ipairs(s.w) do
       if totals[k] == nil then

@@ -75,6 +75,8 @@ class HoldSpec:
     ends_ms: int | None
     keep_until_ms: int | None
     alert_at: tuple[float, ...]
+    check: bool = True
+    """False: never refused (the hold's ``check``); the limit is kept for status and alerts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,15 +151,16 @@ def specs_from(holds: Sequence[Hold]) -> tuple[HoldSpec, ...]:
     merged: dict[str, HoldSpec] = {}
     for hold in holds:
         limit, window, ends, keep, alert_at = _shape(hold)
-        spec = HoldSpec(hold.key, to_micros(hold.amount_usd), limit, window, ends, keep, alert_at)
+        spec = HoldSpec(hold.key, to_micros(hold.amount_usd), limit, window, ends, keep, alert_at, hold.check)
         prior = merged.get(hold.key)
-        if prior is not None:
+        if prior is not None:  # checked if either part is: a merged hold never skips a limit
             limits = [x for x in (prior.limit, spec.limit) if x is not None]
             spec = replace(
                 spec,
                 amount=prior.amount + spec.amount,
                 limit=min(limits) if limits else None,
                 alert_at=tuple(sorted(set(prior.alert_at) | set(spec.alert_at))),
+                check=prior.check or spec.check,
             )
         merged[hold.key] = spec
     return tuple(merged.values())
@@ -168,8 +171,9 @@ def dump_specs(specs: Iterable[HoldSpec]) -> str:
     strings so every store names an alert marker the same way.
 
     The text is what ``json.dumps(..., separators=(",", ":"))`` of ``{"k", "a", "w", "t"[, "l",
-    "n", "e"]}`` objects gives, written directly (it is on every reservation's path), and it is
-    remembered so that this process's :func:`load_specs` of it needs no parsing."""
+    "n", "e", "u"]}`` objects gives (``"u": 1`` marks a hold that is not checked), written directly
+    (it is on every reservation's path), and it is remembered so that this process's
+    :func:`load_specs` of it needs no parsing."""
     specs = tuple(specs)
     text = "[" + ",".join([_spec_json(s) for s in specs]) + "]"
     if len(_PARSED) >= _PARSED_MAX:  # bounded: amounts and keys vary from call to call
@@ -180,7 +184,7 @@ def dump_specs(specs: Iterable[HoldSpec]) -> str:
 
 def _spec_json(s: HoldSpec) -> str:
     """One hold's JSON object. Everything but the amount is written once per window (see _shape)."""
-    memo = (s.key, s.limit, s.window, s.ends_ms, s.keep_until_ms, s.alert_at)
+    memo = (s.key, s.limit, s.window, s.ends_ms, s.keep_until_ms, s.alert_at, s.check)
     parts = _JSON_PARTS.get(memo)
     if parts is None:
         window = ",".join([_string(k) for k in s.window])
@@ -192,6 +196,8 @@ def _spec_json(s: HoldSpec) -> str:
             tail += f',"n":{int(s.ends_ms)}'
         if s.keep_until_ms is not None:
             tail += f',"e":{int(s.keep_until_ms)}'
+        if not s.check:
+            tail += ',"u":1'
         parts = (f'{{"k":{_string(s.key)},"a":', tail + "}")
         if len(_JSON_PARTS) >= _SHAPES_MAX:
             _JSON_PARTS.clear()
@@ -217,6 +223,7 @@ def load_specs(text: str) -> tuple[HoldSpec, ...]:
             _int(i.get("n")),
             _int(i.get("e")),
             tuple(float(t) for t in i["t"]),
+            not i.get("u"),
         )
         for i in json.loads(text)
     )
@@ -248,10 +255,10 @@ def lock_keys(specs: Iterable[HoldSpec], *, windows: bool = True) -> dict[str, i
 
 
 def decide(reservation_id: str, specs: Sequence[HoldSpec], totals: Mapping[str, int]) -> Reservation:
-    """Grant only if every hold fits its limit, counting the holds before it in this reservation."""
+    """Grant only if every checked hold fits its limit, counting the holds before it in this reservation."""
     pending: dict[str, int] = {}
     for s in specs:
-        if s.limit is not None:
+        if s.limit is not None and s.check:
             total = sum(totals.get(k, 0) + pending.get(k, 0) for k in s.window)
             if total + s.amount > s.limit:
                 return Reservation(reservation_id, False, s.key, to_usd(total), to_usd(s.limit))

@@ -77,6 +77,19 @@ class TestReserve:
         assert ledger.reserve("r1", [hold(ALICE, 1e6, None)], ttl_s=60, now=NOW).granted
         assert ledger.spent([ALICE], now=NOW) == [1e6]
 
+    def test_an_unchecked_hold_is_never_refused_and_counts_against_checked_ones(self, ledger: LedgerStore) -> None:
+        assert ledger.reserve("over", [hold(ALICE, 12.0, check=False)], ttl_s=60, now=NOW).granted
+        assert ledger.spent([ALICE], now=NOW) == [12.0]
+        refused = Reservation("next", False, ALICE, 12.0, 10.0)
+        assert ledger.reserve("next", [hold(ALICE, 0.5)], ttl_s=60, now=NOW) == refused
+        mixed = [hold(TEAM, 1.0, 0.5, check=False), hold(BOB, 1.0)]  # only the checked hold may refuse
+        assert ledger.reserve("mixed", mixed, ttl_s=60, now=NOW).granted
+
+    def test_an_unchecked_hold_keeps_its_limit_for_status_and_alerts(self, ledger: LedgerStore) -> None:
+        ledger.reserve("a", [hold(ALICE, 6.0, alert_at=(0.5,), check=False)], ttl_s=60, now=NOW)
+        assert ledger.status(now=NOW) == [BudgetStatus(ALICE, 0.0, 6.0, 10.0, DAY_END)]
+        assert ledger.settle("a", 6.0, now=NOW) == [Alert(ALICE, 0.5, 6.0, 10.0)]
+
     def test_no_holds_is_granted(self, ledger: LedgerStore) -> None:
         assert ledger.reserve("r1", [], ttl_s=60, now=NOW).granted
         assert ledger.settle("r1", 0.5, now=NOW) == []
