@@ -63,9 +63,9 @@ class CountingLedger:
         self.ops += 1
         return self.inner.spent(keys, now=now)
 
-    def reserve(self, rid: str, holds: Any, *, ttl_s: float, now: Any) -> Any:
+    def reserve(self, rid: str, holds: Any, *, ttl_s: float, now: Any, **kw: Any) -> Any:
         self.ops += 1
-        return self.inner.reserve(rid, holds, ttl_s=ttl_s, now=now)
+        return self.inner.reserve(rid, holds, ttl_s=ttl_s, now=now, **kw)
 
     def settle(self, rid: str, cost: float, *, now: Any) -> Any:
         self.ops += 1

@@ -24,10 +24,11 @@ results are read, up to 24 hours later and possibly in another process, so:
 * **Results read partly** (the caller stopped early, the connection dropped): nothing is settled;
   a full read later settles.
 * **Results never read**: the worst case counts against the budgets for the TTL, then it is released
-  like any unsettled reservation, so that batch's spend is not in the ledger. Results read after
-  the TTL plus the store's ``record_grace`` find no reservation: the event then says so and has
-  ``charged`` False. Applications that read results later than a day after creation should raise
-  ``batch_reservation_ttl_s`` (a hold only ever counts in the budget window it was taken in).
+  like any unsettled reservation, so that batch's spend is not in the ledger. The reservation's
+  record is kept for 30 days (``RESULTS_KEPT_S``; results can be downloaded for 29), so results
+  read after the TTL still settle: the cost is charged to the budget windows the hold was taken
+  in (a window that has ended by then no longer limits anything). Read later than that, the
+  event says no reservation was found and has ``charged`` False.
 * **Ledger trouble at creation**: the named reservation is made before the pre-send one is
   released, its holds unchecked (the pre-send reservation admitted that spend), so no other call
   can take the batch's budget in between. When the ledger fails there, the batch is charged its
@@ -73,6 +74,9 @@ log = logging.getLogger("costwarden.callguard")
 
 RESULTS_PATH = re.compile(r"/messages/batches/(?P<id>[^/]+)/results$")
 RESULT_TYPES = ("succeeded", "errored", "canceled", "expired")
+RESULTS_KEPT_S = 30 * 86_400.0
+"""How long a batch's reservation record outlives its hold: Message Batches results can be
+downloaded for 29 days after creation, and a settle within this still charges the batch."""
 MAX_REMEMBERED = 10_000
 """Batches a guard remembers between creation and results (for richer events); older ones are
 forgotten — their settlement still works from the ledger."""
@@ -192,7 +196,8 @@ def _move(guard: CallGuard, ledger: Ledger, call: GuardedCall, batch_id: str) ->
         alert_at=(0.0,),
     )
     rid = reservation_id(batch_id)
-    if not ledger.reserve(rid, [*holds, marker], ttl_s=guard.batch_reservation_ttl_s, now=now).granted:
+    ttl_s = guard.batch_reservation_ttl_s
+    if not ledger.reserve(rid, [*holds, marker], ttl_s=ttl_s, now=now, keep_s=RESULTS_KEPT_S).granted:
         return False
     presend = call.reservation_id if call.held else None
     call.reservation_id, call.held = rid, True

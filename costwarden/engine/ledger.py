@@ -18,7 +18,8 @@ Contract every store keeps:
   the first outcome — a refusal included — without holding twice;
 * ``settle`` replaces the held amounts by the actual cost, charged in full to every hold's key
   (each budget sees the whole call), and is idempotent; a settle that arrives after the TTL still
-  charges (the call was made); settling an unknown (or long-purged) reservation raises
+  charges (the call was made) while the record is kept (``keep_s`` after the TTL, by default the
+  store's ``record_grace_s``); settling an unknown (or long-purged) reservation raises
   :class:`~costwarden.errors.LedgerError` rather than silently dropping the cost;
 * ``release`` drops an unsettled reservation and is idempotent; whichever of settle and release
   comes first wins, the other is a no-op; a reservation never settled stops counting ``ttl_s``
@@ -97,8 +98,12 @@ class Ledger(Protocol):
         """Settled spend plus live reservations per key, in order."""
         ...
 
-    def reserve(self, reservation_id: str, holds: Sequence[Hold], *, ttl_s: float, now: datetime) -> Reservation:
-        """Hold every amount at once or none; idempotent per ``reservation_id``."""
+    def reserve(
+        self, reservation_id: str, holds: Sequence[Hold], *, ttl_s: float, now: datetime, keep_s: float | None = None
+    ) -> Reservation:
+        """Hold every amount at once or none; idempotent per ``reservation_id``. The record outlives
+        ``ttl_s`` by ``keep_s`` (None: the store's ``record_grace_s``), so a settle that late still
+        charges — a Message Batch's results may be read weeks after its hold expired."""
         ...
 
     def settle(self, reservation_id: str, cost_usd: float, *, now: datetime) -> list[Alert]:

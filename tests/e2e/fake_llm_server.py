@@ -404,9 +404,9 @@ class CountingLedger:
     def spent(self, keys: Any, *, now: Any) -> Any:
         return self.inner.spent(keys, now=now)
 
-    def reserve(self, reservation_id: str, holds: Any, *, ttl_s: float, now: Any) -> Any:
+    def reserve(self, reservation_id: str, holds: Any, *, ttl_s: float, now: Any, **kw: Any) -> Any:
         self.calls.append(("reserve", reservation_id, tuple(holds)))
-        return self.inner.reserve(reservation_id, holds, ttl_s=ttl_s, now=now)
+        return self.inner.reserve(reservation_id, holds, ttl_s=ttl_s, now=now, **kw)
 
     def settle(self, reservation_id: str, cost_usd: float, *, now: Any) -> Any:
         self.calls.append(("settle", reservation_id, cost_usd))

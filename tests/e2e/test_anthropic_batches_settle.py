@@ -14,7 +14,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -383,10 +383,10 @@ class RefusingBatchHolds:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def reserve(self, reservation_id: str, holds: Any, *, ttl_s: float, now: Any) -> Any:
+    def reserve(self, reservation_id: str, holds: Any, *, ttl_s: float, now: Any, **kw: Any) -> Any:
         if reservation_id.startswith("cw-batch-"):
             holds = [Hold("budget:taken", 1.0, 0.5)]  # refused, and the refusal recorded, by the real store
-        return self.inner.reserve(reservation_id, holds, ttl_s=ttl_s, now=now)
+        return self.inner.reserve(reservation_id, holds, ttl_s=ttl_s, now=now, **kw)
 
 
 def test_a_hold_that_cannot_move_is_charged_its_worst_case_at_creation(server: FakeLlmServer, sqlite_url: str) -> None:
@@ -415,12 +415,12 @@ class RacingCall:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def reserve(self, reservation_id: str, holds: Any, *, ttl_s: float, now: Any) -> Any:
+    def reserve(self, reservation_id: str, holds: Any, *, ttl_s: float, now: Any, **kw: Any) -> Any:
         if reservation_id.startswith("cw-batch-") and self.rival is None:
             settled, held = figures(self.inner, self.key)
             left = round(self.limit - settled - held, 6)
             self.rival = self.inner.reserve("rival", [Hold(self.key, left, self.limit)], ttl_s=600, now=now)
-        return self.inner.reserve(reservation_id, holds, ttl_s=ttl_s, now=now)
+        return self.inner.reserve(reservation_id, holds, ttl_s=ttl_s, now=now, **kw)
 
 
 @pytest.mark.parametrize("store", ["sqlite", "redis", "postgres"])
@@ -454,3 +454,24 @@ def test_no_other_call_can_take_a_batch_budget_while_its_hold_moves(
         settled, held = figures(inner, key)
     assert held == 0.0 and 0 < settled < worst_case(reqs)  # settled from the results, not at its worst case
     assert sink.events[-1].charged and sink.events[-1].usage_source == "response"
+
+
+def test_results_read_after_the_hold_expired_still_settle(server: FakeLlmServer, sqlite_url: str) -> None:
+    """Results can be downloaded for 29 days: the batch's record outlives its 26 h hold (and the
+    store's record grace), so reading them days later still charges the window the hold was taken in.
+    (Every store keeps a record ``keep_s``: ``test_retention.py``, ``test_redis.py``.)"""
+    sink = ListSink()
+    created = datetime.now(UTC)
+    clock = [created]
+    with open_ledger(sqlite_url) as ledger:
+        guard = CallGuard(compile_policies(budget_policy(1.0)), ledger=ledger, sinks=[sink], clock=lambda: clock[0])
+        with connect(server, guard) as client, attribution(user="b-14"):
+            batch = client.messages.batches.create(requests=requests("claude-haiku-4-5", "claude-haiku-4-5"))
+            clock[0] = created + timedelta(days=3)
+            assert ledger.spent([user_key("b-14")], now=clock[0]) == [0.0]  # the hold has lapsed
+            ledger.reserve("another-call", [Hold("budget:other", 0.01)], ttl_s=60, now=clock[0])  # sweeps
+            list(client.messages.batches.results(batch.id))
+        (spent,) = ledger.spent([user_key("b-14")], now=created)
+    settled = sink.events[-1]
+    assert settled.charged and settled.error is None and settled.usage_source == "response"
+    assert settled.cost_usd > 0 and spent == pytest.approx(settled.cost_usd, abs=2e-6)

@@ -45,9 +45,9 @@ class SlowLedger:
         self._slow("spent", "")
         return self.inner.spent(keys, now=now)
 
-    def reserve(self, reservation_id: str, holds: Any, *, ttl_s: float, now: Any) -> Any:
+    def reserve(self, reservation_id: str, holds: Any, *, ttl_s: float, now: Any, **kw: Any) -> Any:
         self._slow("reserve", reservation_id)
-        return self.inner.reserve(reservation_id, holds, ttl_s=ttl_s, now=now)
+        return self.inner.reserve(reservation_id, holds, ttl_s=ttl_s, now=now, **kw)
 
     def settle(self, reservation_id: str, cost_usd: float, *, now: Any) -> Any:
         self._slow("settle", reservation_id)

@@ -73,11 +73,14 @@ class MemoryLedger:
         with self._lock:
             return [to_usd(self._total(k, at)) for k in keys]
 
-    def reserve(self, reservation_id: str, holds: Sequence[Hold], *, ttl_s: float, now: datetime) -> Reservation:
+    def reserve(
+        self, reservation_id: str, holds: Sequence[Hold], *, ttl_s: float, now: datetime, keep_s: float | None = None
+    ) -> Reservation:
         specs, ttl, at = specs_from(holds), ttl_ms(ttl_s), epoch_ms(now)
         with self._lock:
             self._purge(at)
-            return reserve_in(self, reservation_id, specs, now_ms=at, ttl=ttl, grace=self._grace)
+            grace = self._grace if keep_s is None else ttl_ms(keep_s)
+            return reserve_in(self, reservation_id, specs, now_ms=at, ttl=ttl, grace=grace)
 
     def settle(self, reservation_id: str, cost_usd: float, *, now: datetime) -> list[Alert]:
         cost = to_micros(cost_usd, "cost_usd")

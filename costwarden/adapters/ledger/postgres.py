@@ -276,9 +276,11 @@ class PostgresLedger:
         figures = self._run("lookup", lambda conn: self._figures(conn, keys, epoch_ms(now)), transaction=False)
         return [to_usd(sum(figures.get(k, (0, 0)))) for k in keys]
 
-    def reserve(self, reservation_id: str, holds: Sequence[Hold], *, ttl_s: float, now: datetime) -> Reservation:
+    def reserve(
+        self, reservation_id: str, holds: Sequence[Hold], *, ttl_s: float, now: datetime, keep_s: float | None = None
+    ) -> Reservation:
         specs, ttl, at = specs_from(holds), ttl_ms(ttl_s), epoch_ms(now)
-        grace = self._grace
+        grace = self._grace if keep_s is None else ttl_ms(keep_s)
         outcome = self._run(
             "reserve",
             lambda conn: reserve_in(_Txn(conn, self._sql), reservation_id, specs, now_ms=at, ttl=ttl, grace=grace),

@@ -251,10 +251,13 @@ class RedisLedger:
         figures = self._figures(keys, epoch_ms(now))
         return [to_usd(sum(figures[k])) for k in keys]
 
-    def reserve(self, reservation_id: str, holds: Sequence[Hold], *, ttl_s: float, now: datetime) -> Reservation:
+    def reserve(
+        self, reservation_id: str, holds: Sequence[Hold], *, ttl_s: float, now: datetime, keep_s: float | None = None
+    ) -> Reservation:
         specs, ttl, at = specs_from(holds), ttl_ms(ttl_s), epoch_ms(now)
         keys = [self._record(reservation_id), *self._bucket_keys({k for s in specs for k in (*s.window, s.key)})]
-        args = [self.tag, at, reservation_id, at + ttl, at + ttl + self._grace, dump_specs(specs)]
+        grace = self._grace if keep_s is None else ttl_ms(keep_s)
+        args = [self.tag, at, reservation_id, at + ttl, at + ttl + grace, dump_specs(specs)]
         out = self._call(self._reserve, keys, args, "reserve")
         if out[0] == "r":
             return Reservation(reservation_id, False, out[1], to_usd(int(out[2])), to_usd(int(out[3])))

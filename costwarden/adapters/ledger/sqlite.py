@@ -338,9 +338,12 @@ class SqliteLedger:
             totals[key] += amount
         return [to_usd(totals[k]) for k in keys]
 
-    def reserve(self, reservation_id: str, holds: Sequence[Hold], *, ttl_s: float, now: datetime) -> Reservation:
+    def reserve(
+        self, reservation_id: str, holds: Sequence[Hold], *, ttl_s: float, now: datetime, keep_s: float | None = None
+    ) -> Reservation:
         specs, ttl, at = specs_from(holds), ttl_ms(ttl_s), epoch_ms(now)
-        outcome, made = self._write(self._reserve, reservation_id, specs, at, ttl)
+        grace = self._grace if keep_s is None else ttl_ms(keep_s)
+        outcome, made = self._write(self._reserve, reservation_id, specs, at, ttl, grace)
         if made and outcome.granted and not any(s.alert_at and s.limit is not None for s in specs):
             if len(self._quiet) >= _QUIET_MAX:  # reservations never settled: stay bounded
                 self._quiet.clear()
@@ -452,10 +455,10 @@ class SqliteLedger:
             self._lock.release()
 
     def _reserve(
-        self, db: sqlite3.Connection, reservation_id: str, specs: Sequence[HoldSpec], at: int, ttl: int
+        self, db: sqlite3.Connection, reservation_id: str, specs: Sequence[HoldSpec], at: int, ttl: int, grace: int
     ) -> tuple[Reservation, bool]:
         self._purge(db, at)
-        return _reserve(db, reservation_id, specs, at, ttl, self._grace)
+        return _reserve(db, reservation_id, specs, at, ttl, grace)
 
     def _open(self) -> sqlite3.Connection:
         if self._db is not None and self._pid == os.getpid():

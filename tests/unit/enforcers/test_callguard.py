@@ -80,9 +80,11 @@ class RecordingLedger(MemoryLedger):
         super().__init__()
         self.ops: list[tuple[str, Any]] = []
 
-    def reserve(self, reservation_id: str, holds: Sequence[Hold], *, ttl_s: float, now: datetime) -> Reservation:
+    def reserve(
+        self, reservation_id: str, holds: Sequence[Hold], *, ttl_s: float, now: datetime, **kw: Any
+    ) -> Reservation:
         self.ops.append(("reserve", tuple(holds)))
-        return super().reserve(reservation_id, holds, ttl_s=ttl_s, now=now)
+        return super().reserve(reservation_id, holds, ttl_s=ttl_s, now=now, **kw)
 
     def settle(self, reservation_id: str, cost_usd: float, *, now: datetime) -> Any:
         self.ops.append(("settle", cost_usd))
@@ -278,10 +280,12 @@ class BrokenLedger(MemoryLedger):
         super().__init__()
         self.on = on
 
-    def reserve(self, reservation_id: str, holds: Sequence[Hold], *, ttl_s: float, now: datetime) -> Reservation:
+    def reserve(
+        self, reservation_id: str, holds: Sequence[Hold], *, ttl_s: float, now: datetime, **kw: Any
+    ) -> Reservation:
         if self.on == "reserve":
             raise LedgerError("ledger down")
-        return super().reserve(reservation_id, holds, ttl_s=ttl_s, now=now)
+        return super().reserve(reservation_id, holds, ttl_s=ttl_s, now=now, **kw)
 
     def settle(self, reservation_id: str, cost_usd: float, *, now: datetime) -> Any:
         raise LedgerError("ledger down")
@@ -585,11 +589,13 @@ class FailsOnRetryLedger(UnderReportingLedger):
         super().__init__()
         self.reserves = 0
 
-    def reserve(self, reservation_id: str, holds: Sequence[Hold], *, ttl_s: float, now: datetime) -> Reservation:
+    def reserve(
+        self, reservation_id: str, holds: Sequence[Hold], *, ttl_s: float, now: datetime, **kw: Any
+    ) -> Reservation:
         self.reserves += 1
         if self.reserves > 2:  # the first is _spend's own
             raise LedgerError("ledger down")
-        return super().reserve(reservation_id, holds, ttl_s=ttl_s, now=now)
+        return super().reserve(reservation_id, holds, ttl_s=ttl_s, now=now, **kw)
 
 
 def test_a_ledger_outage_on_the_warn_only_retry_applies_the_fail_mode() -> None:

@@ -73,6 +73,8 @@ def test_keys_expire_with_their_windows_and_records_after_the_grace(redis_ledger
     assert client.pexpiretime(f"{tag}:r:r1") == epoch_ms(NOW) + 60_000 + int(RECORD_GRACE_S * 1000)
     redis_ledger.settle("r1", 1.0, now=NOW)
     assert client.pexpiretime(f"{tag}:a:{ALICE}|0.05") == keep
+    redis_ledger.reserve("batch", [hold(ALICE, 1.0)], ttl_s=60, now=NOW, keep_s=86_400)
+    assert client.pexpiretime(f"{tag}:r:batch") == epoch_ms(NOW) + 60_000 + 86_400_000
 
 
 def test_expired_holds_are_purged_inside_the_scripts(redis_ledger: RedisLedger) -> None:

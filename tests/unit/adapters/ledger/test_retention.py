@@ -32,3 +32,18 @@ def test_records_and_buckets_are_dropped_after_their_windows(ledger: LedgerStore
     ledger.reserve("sweep-2", [hold(BOB, 1.0)], ttl_s=60, now=past_window)
     assert ledger.spent([ALICE], now=past_window) == [0.0]
     assert ledger.status(now=past_window) == []
+
+
+def test_a_record_kept_longer_settles_after_the_default_grace(ledger: LedgerStore) -> None:
+    """``keep_s`` (a Message Batch's record, whose results may be read weeks later) outlives the
+    store's ``record_grace_s``: a settle then still charges the hold's window."""
+    ledger.reserve("batch", [hold(ALICE, 4.0)], ttl_s=60, now=NOW, keep_s=3 * 3600)
+    ledger.reserve("call", [hold(ALICE, 1.0)], ttl_s=60, now=NOW)
+    two_hours = NOW + timedelta(hours=2)
+    ledger.reserve("sweep", [hold(BOB, 1.0)], ttl_s=60, now=two_hours)  # purges what has lapsed
+    with pytest.raises(LedgerError, match="unknown reservation 'call'"):
+        ledger.settle("call", 1.0, now=two_hours)
+    assert ledger.settle("batch", 3.0, now=two_hours) == []
+    assert ledger.spent([ALICE], now=two_hours) == [3.0]
+    assert ledger.settle("batch", 3.0, now=two_hours) == []  # still idempotent
+    assert ledger.spent([ALICE], now=two_hours) == [3.0]
