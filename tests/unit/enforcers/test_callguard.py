@@ -19,7 +19,7 @@ from costwarden.enforcers.attempt import request_was_sent, retryable_exception, 
 from costwarden.enforcers.attribution import attribution, current_attribution
 from costwarden.enforcers.callguard import CallGuard
 from costwarden.enforcers.guarded_call import ProviderEdge, merge_holds
-from costwarden.engine.ledger import Hold, Reservation
+from costwarden.engine.ledger import Alert, Hold, Reservation
 from costwarden.engine.subjects import TokenUsage
 from costwarden.errors import BudgetExceeded, LedgerError, PolicyViolation
 
@@ -628,3 +628,21 @@ def test_a_budget_that_warns_when_exceeded_is_not_refused_in_a_race_either() -> 
     assert call.held and call.decision.results[0].effect == "deny"  # the policy denies; the rule only warns
     call.complete(TokenUsage(input_tokens=40, output_tokens=7), served_model="claude-haiku-4-5")
     assert MemoryLedger.spent(ledger, [key], now=FIXED_NOW)[0] == pytest.approx(0.999999 + haiku(40, 7))
+
+
+def test_a_warn_only_budget_over_its_limit_keeps_its_limit_for_alerts_and_status() -> None:
+    """Over the limit, a budget that only warns holds each call unchecked (never refused) but with
+    its limit, so the settlement that passes 100 % alerts and ``status`` still shows the limit."""
+    ledger = MemoryLedger()
+    alerts: list[Alert] = []
+    guard, _ = make_guard(WARN_BUDGET.replace("window: day}", "window: day, alertAt: [1.0]}"), ledger=ledger,
+                          on_alert=alerts.append)
+    key = _spend(ledger, "rich", 0.99999)
+    with attribution(user="rich"):
+        call = guard.begin(EDGE, BODY, key="k")
+    assert call.held and call.decision.results[0].result == "warn"
+    call.complete(TokenUsage(input_tokens=40, output_tokens=7), served_model="claude-haiku-4-5")
+    total = 0.99999 + haiku(40, 7)
+    assert alerts == [Alert(key, 1.0, pytest.approx(total), 1.0)]
+    (row,) = ledger.status(now=FIXED_NOW)
+    assert (row.key, row.spent_usd, row.limit_usd) == (key, pytest.approx(total), 1.0)
