@@ -1,0 +1,75 @@
+"""The effective tags (GCP: labels) of a planned resource, what billing will see (see the
+package docstring for which fields count)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from costwarden.adapters.terraform.values import _dig, _mapping
+
+UNKNOWN_VALUE = "(known after apply)"
+
+
+def effective_tags(
+    rtype: str,
+    after: Mapping[str, Any],
+    unknown: Mapping[str, Any] | None = None,
+    default_tags: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The tags (GCP: labels) a resource will carry after the apply; see the module docstring."""
+    unknown = unknown or {}
+    if rtype.startswith("google_"):
+        tags = _gcp_labels(after, unknown)
+        if rtype == "google_container_node_pool":
+            node = _mapping(_dig(after, ("node_config", 0)))
+            tags |= _tag_map(node.get("resource_labels"), _dig(unknown, ("node_config", 0, "resource_labels")))
+        return tags
+    if isinstance(after.get("tags_all"), Mapping):
+        tags = _tag_map(after["tags_all"], unknown.get("tags_all"))
+    else:
+        tags = dict(default_tags or {}) if unknown.get("tags_all") is True else {}
+        tags |= _tag_map(after.get("tags"), unknown.get("tags"))
+    if rtype == "aws_autoscaling_group":
+        tags |= _tag_map(after.get("tag"), unknown.get("tag"))
+    specs = after.get("tag_specifications")
+    if isinstance(specs, list):  # launch templates: instance tags last, so they win
+        for i in sorted(range(len(specs)), key=lambda i: _mapping(specs[i]).get("resource_type") == "instance"):
+            tags |= _tag_map(_mapping(specs[i]).get("tags"), _dig(unknown, ("tag_specifications", i, "tags")))
+    return tags
+
+
+def _gcp_labels(after: Mapping[str, Any], unknown: Mapping[str, Any]) -> dict[str, str]:
+    for key in ("effective_labels", "terraform_labels", "labels", "resource_labels"):
+        if isinstance(after.get(key), Mapping):
+            return _tag_map(after[key], unknown.get(key))
+    return {}
+
+
+def _tag_map(value: Any, unknown: Any) -> dict[str, str]:
+    """A map, a list of ``{key, value}`` objects or of ``key:value`` strings → tags; unknown values
+    (``after_unknown``) become :data:`UNKNOWN_VALUE`."""
+    out: dict[str, str] = {}
+    if isinstance(value, Mapping):
+        out = {str(k): _text(v) for k, v in value.items()}
+        if isinstance(unknown, Mapping):
+            out |= {str(k): UNKNOWN_VALUE for k, flag in unknown.items() if flag is True}
+    elif isinstance(value, list):
+        flags = unknown if isinstance(unknown, list) else []
+        for i, item in enumerate(value):
+            flag = flags[i] if i < len(flags) else None
+            if isinstance(item, Mapping) and isinstance(item.get("key"), str):
+                value_unknown = flag is True or (isinstance(flag, Mapping) and flag.get("value") is True)
+                out[item["key"]] = UNKNOWN_VALUE if value_unknown else _text(item.get("value"))
+            elif isinstance(item, str):
+                key, _, text = item.partition(":")
+                out[key] = text
+    return out
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

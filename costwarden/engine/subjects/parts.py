@@ -1,0 +1,132 @@
+"""The parts of a subject: the literal types of its fields, where it came from, what it runs,
+the token counts of a finished call and the facts of an LLM request.
+
+The ``_NO_*`` instances are the shared defaults of the records' fields; ``_frozen_map`` gives the
+records their read-only mappings (``_EMPTY`` for an empty one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Literal, NamedTuple, get_args
+
+SubjectType = Literal["resource", "llm_call", "serving_config"]
+Capacity = Literal["spot", "on-demand", "reserved", "unknown"]
+WorkloadClass = Literal["batch", "online", "training", "unknown"]
+Phase = Literal["pre", "post"]
+
+SUBJECT_TYPES: tuple[str, ...] = get_args(SubjectType)
+CAPACITIES: tuple[str, ...] = get_args(Capacity)
+WORKLOAD_CLASSES: tuple[str, ...] = get_args(WorkloadClass)
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def _frozen_map(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    if not value:
+        return _EMPTY
+    return value if isinstance(value, MappingProxyType) else MappingProxyType(dict(value))
+
+
+@dataclass(frozen=True, slots=True)
+class SourceLocation:
+    """Where a subject came from: a file, a line in it, and a JSON pointer into the document."""
+
+    file: str | None = None
+    line: int | None = None
+    pointer: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "line": self.line, "pointer": self.pointer}
+
+
+class Workload(NamedTuple):
+    """What a resource runs: its class, accelerators, instance type and replica count (a named
+    tuple: cheap to build per object, and hashed in C where rules memoise on it)."""
+
+    workload_class: WorkloadClass = "unknown"
+    gpus: float = 0.0
+    gpu_type: str | None = None
+    instance_type: str | None = None
+    replicas: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "class": self.workload_class,
+            "gpus": self.gpus,
+            "gpu_type": self.gpu_type,
+            "instance_type": self.instance_type,
+            "replicas": self.replicas,
+        }
+
+
+_NO_SOURCE = SourceLocation()
+_NO_WORKLOAD = Workload()
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """Token counts of a finished call. ``input_tokens`` excludes cache reads and writes
+    (Anthropic's convention); ``total_input_tokens`` adds them back."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+
+    @property
+    def cache_write_tokens(self) -> int:
+        return self.cache_write_5m_tokens + self.cache_write_1h_tokens
+
+    @property
+    def total_input_tokens(self) -> int:
+        return self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_read_tokens": self.cache_read_tokens,
+            "cache_write_5m_tokens": self.cache_write_5m_tokens,
+            "cache_write_1h_tokens": self.cache_write_1h_tokens,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class LlmRequest:
+    """Facts about an LLM request that rules look at, computed once by the provider adapter.
+
+    ``input_tokens`` is an estimate before the call; ``cacheable_prefix_tokens`` is the estimated
+    size of the longest stable prefix (tools, then system) and ``prefix_pointer`` the JSON pointer
+    of the block that ends it, where a cache breakpoint would go. ``max_tokens_field`` names the
+    body field that caps output (``max_tokens``, ``max_completion_tokens``, ``max_output_tokens``).
+    """
+
+    api: str = "messages"
+    max_tokens: int | None = None
+    max_tokens_field: str = "max_tokens"
+    input_tokens: int = 0
+    cacheable_prefix_tokens: int = 0
+    prefix_pointer: str | None = None
+    cache_breakpoints: int = 0
+    stream: bool = False
+    batch: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "api": self.api,
+            "max_tokens": self.max_tokens,
+            "max_tokens_field": self.max_tokens_field,
+            "input_tokens": self.input_tokens,
+            "cacheable_prefix_tokens": self.cacheable_prefix_tokens,
+            "prefix_pointer": self.prefix_pointer,
+            "cache_breakpoints": self.cache_breakpoints,
+            "stream": self.stream,
+            "batch": self.batch,
+        }
+
+
+_NO_REQUEST = LlmRequest()
