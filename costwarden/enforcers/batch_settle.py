@@ -6,9 +6,9 @@ results are read, up to 24 hours later and possibly in another process, so:
 
 * **At creation** (a 2xx answer carrying the batch id) the hold moves to a reservation named after
   the batch, ``cw-batch-<batch id>``, with the guard's ``batch_reservation_ttl_s`` (26 h by
-  default; a batch ends within 24 h): the pre-send reservation is released and the named one
-  reserved with the same holds, plus a marker hold on ``costwarden-batch:<batch id>`` (the worst
-  case while pending, the real cost once settled). Only the ledger knows the mapping, so a
+  default; a batch ends within 24 h): the named one is reserved with the same holds, plus a
+  marker hold on ``costwarden-batch:<batch id>`` (the worst case while pending, the real cost once
+  settled), then the pre-send reservation is released. Only the ledger knows the mapping, so a
   restarted application or another process on the same ledger settles the batch. The creation's
   cost event has ``cost_usd`` 0 and ``charged`` False, with the worst case in
   ``estimated_cost_usd`` and the named reservation in ``reservation_id``.
