@@ -132,10 +132,10 @@ async def handle_async(guard: CallGuard, request: APIRequest, call_next: AsyncCa
     try:
         response = await call_next(attempt)
     except BaseException as exc:
-        await guard.offload(_failed, guard, call, request, exc, call_next)
+        await guard.finish_async(call, _failed, guard, call, request, exc, call_next)
         raise
-    await guard.offload(safely, call, _after, guard, call, request, response.http_response, AsyncTappedStream,
-                        call_next)
+    await guard.finish_async(call, safely, call, _after, guard, call, request, response.http_response,
+                             AsyncTappedStream, call_next)
     return response
 
 
@@ -241,7 +241,7 @@ def _after(
         content_encoding=http.headers.get("content-encoding"),
         observer=observer,
         on_end=partial(_stream_end, call, observer),
-        blocking=guard.blocking_io,
+        blocking=guard.finishing_blocks,
     )
     http.stream = stream_cls(http.stream, tap)
 

@@ -90,7 +90,18 @@ def charge_json_body(
     usage_of: Callable[[Mapping[str, Any]], TokenUsage],
     completion_of: Callable[[Mapping[str, Any]], Any],
 ) -> None:
-    """Complete ``call`` from a JSON response body; without readable usage charge the reserved worst case."""
+    """Complete ``call`` from a JSON response body; without readable usage charge the reserved worst case.
+    Reading and pricing the body is part of the settlement, so with a background settler it runs there."""
+    call.mark_ended()
+    call.guard.later(safely, call, _charge_json_body, call, content, usage_of, completion_of)
+
+
+def _charge_json_body(
+    call: GuardedCall,
+    content: bytes,
+    usage_of: Callable[[Mapping[str, Any]], TokenUsage],
+    completion_of: Callable[[Mapping[str, Any]], Any],
+) -> None:
     try:
         data = json.loads(content)
         usage = usage_of(data)

@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from costwarden.enforcers.attribution import Attribution, attribution, current_attribution
 from costwarden.enforcers.fixes import FixOutcome, apply_patch, fix_until_clean
 from costwarden.enforcers.guarded_call import GuardedCall, ProviderEdge, merge_holds
+from costwarden.enforcers.settler import Settler
 from costwarden.engine.decision import Decision, Fix
 from costwarden.engine.ledger import Alert, Hold, Ledger, Reservation
 from costwarden.engine.rules.budget import OUTPUT_TOKENS_CAP
@@ -107,6 +108,10 @@ class CallGuard(_MiddlewareBase):
       helpers pass the client's; the Anthropic middleware reads it from its chain).
     * ``pricer`` — defaults to the policy set's (genai-prices with catalog overrides); ``clock`` to
       the policy set's; ``on_alert`` receives budget threshold alerts (they are also logged).
+    * ``settle_in_background`` — read, price and settle responses and emit their cost events on a
+      worker thread, so a call returns as soon as its response is in (:mod:`.settler`: holds keep
+      their worst case until settled, so budgets never overspend; ``flush()`` waits for it, and it
+      is flushed at exit). Off by default: then a call's spend is in the ledger when it returns.
     """
 
     def __init__(
@@ -126,6 +131,7 @@ class CallGuard(_MiddlewareBase):
         post_call_rules: bool = True,
         max_retries: int = 2,
         on_alert: Callable[[Alert], None] | None = None,
+        settle_in_background: bool = False,
     ) -> None:
         self.policies = policies
         self.ledger = ledger
@@ -141,6 +147,7 @@ class CallGuard(_MiddlewareBase):
         self.post_call_rules = post_call_rules
         self.max_retries = max_retries
         self.on_alert = on_alert
+        self.settler = Settler() if settle_in_background else None
         self._budget_rules = frozenset(
             (p.name, r.name) for p in policies.policies for r in p.rules if r.kind == "budget"
         )
@@ -187,7 +194,11 @@ class CallGuard(_MiddlewareBase):
             return retried
         if abandoned is not None:
             abandoned.abandon("the SDK stopped retrying")
-        call = self._prepare(edge, body, key=key, batch=batch, rewrites=tuple(rewrites))
+        if self.settler is None:
+            call = self._prepare(edge, body, key=key, batch=batch, rewrites=tuple(rewrites))
+        else:
+            with self.settler.busy():
+                call = self._prepare(edge, body, key=key, batch=batch, rewrites=tuple(rewrites))
         self._active.set(call)
         return call
 
@@ -223,6 +234,32 @@ class CallGuard(_MiddlewareBase):
         self._active.set(call)
         return call
 
+    def later(self, fn: Callable[..., Any], /, *args: Any) -> None:
+        """Run a finishing step (settle, release, cost event): on the settler thread when settling
+        in the background, else now."""
+        if self.settler is None:
+            fn(*args)
+        else:
+            self.settler.run(fn, *args)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every call finished so far is settled and reported (immediate unless
+        ``settle_in_background``); False if ``timeout`` passed first."""
+        return True if self.settler is None else self.settler.flush(timeout)
+
+    @property
+    def finishing_blocks(self) -> bool:
+        """Whether finishing a call (its settlement and cost event) may wait on I/O in the caller:
+        :attr:`blocking_io`, unless that work runs on the settler thread."""
+        return self.settler is None and self.blocking_io
+
+    async def finish_async(self, call: GuardedCall, fn: Callable[..., _R], /, *args: Any) -> _R:
+        """An after-response step of an async edge: inline when it cannot block (settling runs on the
+        settler thread; a batch still moves its hold here), else :meth:`offload`-ed."""
+        if self.settler is not None and call.edge.batch_items is None:
+            return fn(*args)
+        return await self.offload(fn, *args)
+
     @property
     def blocking_io(self) -> bool:
         """Whether finishing or starting a call may wait on I/O: a ledger other than the in-process
@@ -255,7 +292,9 @@ class CallGuard(_MiddlewareBase):
                                       ledger=self.ledger)
 
     def close(self) -> None:
-        """Close every sink."""
+        """Settle what is still queued, then close every sink."""
+        if self.settler is not None:
+            self.settler.close()
         for sink in self.sinks:
             sink.close()
 

@@ -98,6 +98,7 @@ class GuardedCall:
         self.pending_retry = False
         self.lost_usd = 0.0
         self.status_code: int | None = None
+        self.ended: tuple[float, datetime] | None = None
         self._done = False
         self._lock = threading.Lock()
 
@@ -137,6 +138,12 @@ class GuardedCall:
     @property
     def done(self) -> bool:
         return self._done
+
+    def mark_ended(self) -> None:
+        """Note that the call's outcome is in (its end time and latency), when the accounting that
+        follows may run later, on the guard's settler thread."""
+        if self.ended is None:
+            self.ended = (time.perf_counter(), self.guard.clock())
 
     # --- outcomes the edges report ---------------------------------------------------------------
 
@@ -224,9 +231,24 @@ class GuardedCall:
                 return
             self._done = True
         self.pending_retry = False
+        self.mark_ended()
+        self.guard.later(self._report, outcome, usage, cost, source, served_model, completion, error)
+
+    def _report(
+        self,
+        outcome: Outcome,
+        usage: TokenUsage | None,
+        cost: float,
+        source: UsageSource,
+        served_model: str | None,
+        completion: Any,
+        error: str | None,
+    ) -> None:
+        """Settle (or release) the reservation and emit the cost event: inline, or on the settler thread."""
         guard = self.guard
-        now = guard.clock()
-        latency_ms = (time.perf_counter() - self.started) * 1000
+        assert self.ended is not None
+        finished, now = self.ended
+        latency_ms = (finished - self.started) * 1000
         charged, alerts, ledger_error = self._settle(cost, now)
         if guard.sinks:  # findings, post-call ones included, are only ever reported in the event
             findings = dict.fromkeys(f"{r.policy}/{r.rule}: {r.message}" for r in self.decision.violations)

@@ -123,10 +123,10 @@ class AsyncGuardedTransport(httpx2.AsyncBaseTransport):
         try:
             response = await self._inner.handle_async_request(outgoing)
         except BaseException as exc:
-            await guard.offload(_failed, call, attempt, exc, self.max_retries)
+            await guard.finish_async(call, _failed, call, attempt, exc, self.max_retries)
             raise
-        await guard.offload(safely, call, _after, call, attempt, response, AsyncTappedStream, injected,
-                            self.max_retries)
+        await guard.finish_async(call, safely, call, _after, call, attempt, response, AsyncTappedStream, injected,
+                                 self.max_retries)
         return response
 
     async def aclose(self) -> None:
@@ -248,7 +248,7 @@ def _after(
         observer=observer,
         on_end=partial(_stream_end, call, observer),
         filtering=injected,
-        blocking=call.guard.blocking_io,
+        blocking=call.guard.finishing_blocks,
     )
     response.stream = stream_cls(response.stream, tap)
 

@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from costwarden.enforcers.settler import flush_all
+
 
 @dataclass
 class Recorded:
@@ -383,12 +385,18 @@ class ListSink:
     """Keeps every cost event in memory (thread-safe)."""
 
     def __init__(self) -> None:
-        self.events: list[Any] = []
+        self._events: list[Any] = []
         self._lock = threading.Lock()
+
+    @property
+    def events(self) -> list[Any]:
+        """The events so far, once every background settlement queued before now has run."""
+        flush_all(10)
+        return self._events
 
     def emit(self, event: Any) -> None:
         with self._lock:
-            self.events.append(event)
+            self._events.append(event)
 
     def close(self) -> None:
         pass
@@ -399,21 +407,27 @@ class CountingLedger:
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
-        self.calls: list[tuple[str, str, Any]] = []
+        self._calls: list[tuple[str, str, Any]] = []
+
+    @property
+    def calls(self) -> list[tuple[str, str, Any]]:
+        """The operations so far, once every background settlement queued before now has run."""
+        flush_all(10)
+        return self._calls
 
     def spent(self, keys: Any, *, now: Any) -> Any:
         return self.inner.spent(keys, now=now)
 
     def reserve(self, reservation_id: str, holds: Any, *, ttl_s: float, now: Any, **kw: Any) -> Any:
-        self.calls.append(("reserve", reservation_id, tuple(holds)))
+        self._calls.append(("reserve", reservation_id, tuple(holds)))
         return self.inner.reserve(reservation_id, holds, ttl_s=ttl_s, now=now, **kw)
 
     def settle(self, reservation_id: str, cost_usd: float, *, now: Any) -> Any:
-        self.calls.append(("settle", reservation_id, cost_usd))
+        self._calls.append(("settle", reservation_id, cost_usd))
         return self.inner.settle(reservation_id, cost_usd, now=now)
 
     def release(self, reservation_id: str, *, now: Any) -> None:
-        self.calls.append(("release", reservation_id, None))
+        self._calls.append(("release", reservation_id, None))
         self.inner.release(reservation_id, now=now)
 
     def count(self, op: str) -> int:
@@ -461,9 +475,11 @@ class LoadResult:
 
 
 def run_load(
-    server_url: str, ledger_url: str, events_path: str, policy_text: str, threads: int, calls: int, provider: str
+    server_url: str, ledger_url: str, events_path: str, policy_text: str, threads: int, calls: int, provider: str,
+    background: bool = False,
 ) -> LoadResult:
-    """Guarded calls from ``threads`` threads through the real SDK (a worker process of the proof)."""
+    """Guarded calls from ``threads`` threads through the real SDK (a worker process of the proof);
+    ``background``: the guard settles on its settler thread."""
     from concurrent.futures import ThreadPoolExecutor
 
     from costwarden.adapters.events.jsonl import JsonlSink
@@ -473,7 +489,7 @@ def run_load(
 
     ledger = open_ledger(ledger_url)
     sink = JsonlSink(events_path)
-    guard = CallGuard(compile_policies(policy_text), ledger=ledger, sinks=[sink])
+    guard = CallGuard(compile_policies(policy_text), ledger=ledger, sinks=[sink], settle_in_background=background)
     client = _load_client(provider, server_url, guard)
     result = LoadResult()
     lock = threading.Lock()
@@ -496,6 +512,8 @@ def run_load(
         with ThreadPoolExecutor(threads) as pool:
             for future in [pool.submit(one) for _ in range(threads)]:
                 future.result()
+        if not guard.flush(60):
+            result.errors.append("background settlements still queued after 60 s")
         result.ledger_total = proof_total(ledger)
     finally:
         client.close()

@@ -30,6 +30,7 @@ from costwarden.adapters.ledger import open_ledger  # noqa: E402
 from costwarden.adapters.ledger.memory import MemoryLedger  # noqa: E402
 from costwarden.adapters.pricing import GenaiPricer  # noqa: E402
 from costwarden.enforcers.callguard import CallGuard, attribution  # noqa: E402
+from costwarden.enforcers.settler import flush_all  # noqa: E402
 from costwarden.engine.subjects import TokenUsage  # noqa: E402
 from costwarden.errors import BudgetExceeded, PolicyViolation  # noqa: E402
 
@@ -53,6 +54,7 @@ def cost(model: str, **usage: int) -> float:
 
 
 def user_spent(ledger: Any, user: str, policy: str = "user-budget") -> float:
+    flush_all(10)
     now = datetime.now(UTC)
     return float(ledger.spent([f"budget:{policy}/cap:user={user}:{now:%Y-%m-%d}"], now=now)[0])
 
@@ -79,9 +81,13 @@ def ledger() -> CountingLedger:
     return CountingLedger(MemoryLedger())
 
 
-@pytest.fixture
-def guard(ledger: CountingLedger, sink: ListSink) -> CallGuard:
-    return CallGuard(compile_policies(budget_policy(5.0) + "---" + CLASSIFY_SIMPLE_ONLY), ledger=ledger, sinks=[sink])
+@pytest.fixture(params=["inline", "background"])
+def guard(ledger: CountingLedger, sink: ListSink, request: pytest.FixtureRequest) -> Iterator[CallGuard]:
+    """The guard, settling inline and on its settler thread (the helpers read after a flush)."""
+    guard = CallGuard(compile_policies(budget_policy(5.0) + "---" + CLASSIFY_SIMPLE_ONLY), ledger=ledger,
+                      sinks=[sink], settle_in_background=request.param == "background")
+    yield guard
+    guard.close()
 
 
 def connect(server: FakeLlmServer, guard: CallGuard, **options: Any) -> Any:
@@ -410,20 +416,23 @@ PROOF_LIMIT_USD = 0.012
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("store", ["memory", "sqlite", "redis", "postgres"])
+@pytest.mark.parametrize("store", ["memory", "sqlite", "redis", "postgres", "sqlite-background"])
 def test_concurrency_proof(store: str, server: FakeLlmServer, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    """8 processes × 20 threads (memory: 1 × 160) against one $ budget through the real SDK."""
+    """8 processes × 20 threads (memory: 1 × 160) against one $ budget through the real SDK;
+    ``-background``: every guard settles on its settler thread."""
+    store, _, mode = store.partition("-")
+    background = mode == "background"
     url, processes = _proof_store(store, tmp_path, request)
     policy = budget_policy(PROOF_LIMIT_USD, name="proof-budget")
     events_path = tmp_path / "events.jsonl"
     threads = 160 // processes
     if processes == 1:
-        results = [run_load(server.url, url, str(events_path), policy, threads, 3, "anthropic")]
+        results = [run_load(server.url, url, str(events_path), policy, threads, 3, "anthropic", background)]
     else:
         ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(processes) as pool:
             results = pool.starmap(
-                run_load, [(server.url, url, str(events_path), policy, threads, 3, "anthropic")] * processes
+                run_load, [(server.url, url, str(events_path), policy, threads, 3, "anthropic", background)] * processes
             )
     admitted = sum(r.admitted for r in results)
     denied = sum(r.denied for r in results)

@@ -31,6 +31,7 @@ from costwarden.adapters.openai import subject_from_request  # noqa: E402
 from costwarden.adapters.pricing import GenaiPricer  # noqa: E402
 from costwarden.enforcers.callguard import CallGuard, attribution  # noqa: E402
 from costwarden.enforcers.openai_guard import INCLUDE_USAGE, guard_openai, openai_http_client  # noqa: E402
+from costwarden.enforcers.settler import flush_all  # noqa: E402
 from costwarden.engine.subjects import TokenUsage  # noqa: E402
 from costwarden.errors import PolicyViolation  # noqa: E402
 
@@ -54,6 +55,7 @@ def cost(model: str, **usage: int) -> float:
 
 
 def user_spent(ledger: Any, user: str) -> float:
+    flush_all(10)
     now = datetime.now(UTC)
     return float(ledger.spent([f"budget:user-budget/cap:user={user}:{now:%Y-%m-%d}"], now=now)[0])
 
@@ -80,9 +82,13 @@ def ledger() -> CountingLedger:
     return CountingLedger(MemoryLedger())
 
 
-@pytest.fixture
-def guard(ledger: CountingLedger, sink: ListSink) -> CallGuard:
-    return CallGuard(compile_policies(budget_policy(5.0) + "---" + NO_COMPLEX), ledger=ledger, sinks=[sink])
+@pytest.fixture(params=["inline", "background"])
+def guard(ledger: CountingLedger, sink: ListSink, request: pytest.FixtureRequest) -> Iterator[CallGuard]:
+    """The guard, settling inline and on its settler thread (the helpers read after a flush)."""
+    guard = CallGuard(compile_policies(budget_policy(5.0) + "---" + NO_COMPLEX), ledger=ledger, sinks=[sink],
+                      settle_in_background=request.param == "background")
+    yield guard
+    guard.close()
 
 
 def connect(server: FakeLlmServer, guard: CallGuard, **options: Any) -> Any:

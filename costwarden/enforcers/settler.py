@@ -1,0 +1,169 @@
+"""Finishing guarded calls off the caller's path: one worker thread per guard, in call order.
+
+With ``CallGuard(..., settle_in_background=True)`` the work that follows a response — reading its
+usage, pricing it, settling the reservation, the post-call rules and the cost event — runs on a
+:class:`Settler` thread instead of in the application's thread, so a call returns as soon as its
+response is there. What it changes, and what it does not:
+
+* **No overspend.** Until its settlement runs, a call's reservation keeps holding its worst case,
+  so budgets only look fuller for that moment, never emptier.
+* **Nothing lost on a clean exit.** ``CallGuard.flush()`` waits for the queue; ``CallGuard.close()``
+  flushes; an ``atexit`` hook flushes every settler (up to ``EXIT_FLUSH_S``). A process killed with
+  SIGKILL loses what was queued, as it loses a call in flight: the reservation is released at its
+  TTL. The queue stays short — past ``max_pending`` queued calls, callers settle inline.
+* **Latency and time are the call's.** A call's end time and latency are taken when its response
+  (or failure) arrives, not when the settlement runs.
+* A fork starts the child with an empty settler: the parent settles what it queued.
+* **It keeps out of the way.** While a call is being judged and reserved in this process
+  (:meth:`Settler.busy`), the settler waits (up to ``MAX_HOLD_OFF_S``) before its next step, so it
+  does not take the ledger or the GIL from a call about to be sent; it works while calls wait on
+  the network.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import queue
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+log = logging.getLogger("costwarden.callguard")
+
+EXIT_FLUSH_S = 30.0
+DEFAULT_MAX_PENDING = 1_000
+MAX_HOLD_OFF_S = 0.05
+
+
+class Settler:
+    """Runs submitted finishing steps on one daemon thread, in submission order."""
+
+    def __init__(self, *, max_pending: int = DEFAULT_MAX_PENDING, name: str = "costwarden-settler") -> None:
+        self.max_pending = max_pending
+        self.name = name
+        self._reset()
+        _LIVE.add(self)
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._queue: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = queue.SimpleQueue()
+        self._pending = 0
+        self._busy = 0
+        self._quiet = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+        self._ident: int | None = None
+        self._closed = False
+
+    @property
+    def pending(self) -> int:
+        """Steps submitted and not yet finished."""
+        return self._pending
+
+    def run(self, fn: Callable[..., Any], /, *args: Any) -> None:
+        """Run ``fn(*args)`` on the settler thread; inline when called from it, when the queue is
+        full or once the settler is closed. Exceptions from ``fn`` are logged, never raised."""
+        if threading.get_ident() == self._ident:
+            fn(*args)
+            return
+        with self._lock:
+            inline = self._closed or self._pending >= self.max_pending
+            if not inline:
+                self._pending += 1
+                if self._thread is None:
+                    self._start()
+        if inline:
+            fn(*args)
+            return
+        self._queue.put((fn, args))
+
+    @contextmanager
+    def busy(self) -> Iterator[None]:
+        """Mark a call being prepared (judged and reserved): the settler holds off meanwhile."""
+        with self._lock:
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy -= 1
+                if not self._busy:
+                    self._quiet.notify()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every submitted step has run; False if ``timeout`` passed first. From the
+        settler thread itself it cannot wait for the step it is running, and returns at once."""
+        if threading.get_ident() == self._ident:
+            return self._pending <= 1
+        with self._lock:
+            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Flush, then stop the thread; later submissions run inline. False if the flush timed out."""
+        flushed = self.flush(timeout)
+        with self._lock:
+            self._closed = True
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            if thread is not threading.current_thread():
+                thread.join(timeout)
+        return flushed
+
+    def _start(self) -> None:
+        thread = threading.Thread(target=self._work, name=self.name, daemon=True)
+        self._thread = thread
+        thread.start()
+
+    def _work(self) -> None:
+        self._ident = threading.get_ident()
+        while True:
+            item = self._queue.get()
+            if item is None:
+                break
+            fn, args = item
+            with self._lock:
+                if self._busy:
+                    self._quiet.wait_for(lambda: not self._busy, MAX_HOLD_OFF_S)
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("call-guard: a background settlement step failed")
+            finally:
+                with self._lock:
+                    self._pending -= 1
+                    if self._pending == 0:
+                        self._idle.notify_all()
+        self._ident = None
+
+
+_LIVE: weakref.WeakSet[Settler] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """The child has none of the parent's threads: give every settler a fresh, empty state (what
+    was queued before the fork belongs to the parent, which settles it)."""
+    for settler in list(_LIVE):
+        settler._reset()
+
+
+def flush_all(timeout: float | None = None) -> bool:
+    """Flush every live settler in this process (tests and shutdown hooks); False if one timed out."""
+    return all([settler.flush(timeout) for settler in list(_LIVE)])
+
+
+def _flush_all_at_exit() -> None:
+    for settler in list(_LIVE):
+        if settler.pending and not settler.flush(EXIT_FLUSH_S):
+            log.error("call-guard: %d settlements still queued at exit after %.0f s; their reservations are "
+                      "released at their TTL", settler.pending, EXIT_FLUSH_S)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_flush_all_at_exit)
+
+__all__ = ["DEFAULT_MAX_PENDING", "EXIT_FLUSH_S", "Settler", "flush_all"]
