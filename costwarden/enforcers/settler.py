@@ -17,7 +17,8 @@ response is there. What it changes, and what it does not:
 * **It keeps out of the way.** While a call is being judged and reserved in this process
   (:meth:`Settler.busy`), the settler waits (up to ``MAX_HOLD_OFF_S``) before its next step, so it
   does not take the ledger or the GIL from a call about to be sent; it works while calls wait on
-  the network.
+  the network. With more than ``HOLD_OFF_BACKLOG`` steps queued it no longer waits, so a busy
+  process cannot starve it.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ log = logging.getLogger("costwarden.callguard")
 EXIT_FLUSH_S = 30.0
 DEFAULT_MAX_PENDING = 1_000
 MAX_HOLD_OFF_S = 0.05
+HOLD_OFF_BACKLOG = 16  # with more steps queued than this, the settler runs flat out
 
 
 class Settler:
@@ -127,7 +129,7 @@ class Settler:
                 break
             fn, args = item
             with self._lock:
-                if self._busy:
+                if self._busy and self._pending <= HOLD_OFF_BACKLOG:
                     self._quiet.wait_for(lambda: not self._busy, MAX_HOLD_OFF_S)
             try:
                 fn(*args)

@@ -85,6 +85,37 @@ def test_after_close_steps_run_inline_and_nothing_is_left_queued() -> None:
     assert ran == ["queued", "inline"] and settler.pending == 0
 
 
+def test_while_a_call_is_prepared_the_settler_holds_off() -> None:
+    settler = Settler()
+    ran = threading.Event()
+    with settler.busy():
+        settler.run(ran.set)
+        assert not ran.wait(0.02)  # held off: a call is being judged and reserved
+    assert ran.wait(1)  # the call went out: the step runs at once, not after MAX_HOLD_OFF_S
+    settler.close(5)
+
+
+def test_a_backlog_is_worked_off_even_while_calls_keep_being_prepared() -> None:
+    settler = Settler()
+    entered, leave = threading.Event(), threading.Event()
+
+    def preparing_forever() -> None:
+        with settler.busy():
+            entered.set()
+            leave.wait(10)
+
+    threading.Thread(target=preparing_forever, daemon=True).start()
+    assert entered.wait(5)
+    started = time.perf_counter()
+    for _ in range(200):
+        settler.run(time.sleep, 0)
+    assert settler.flush(5)
+    # only the last HOLD_OFF_BACKLOG steps may wait MAX_HOLD_OFF_S each: 16 × 50 ms, not 200 × 50 ms
+    assert time.perf_counter() - started < 2.5
+    leave.set()
+    settler.close(5)
+
+
 def test_flush_all_waits_for_every_settler() -> None:
     a, b = Settler(), Settler()
     ran: list[str] = []
