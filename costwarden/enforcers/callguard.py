@@ -21,7 +21,9 @@ ahead unreserved, with a warning logged.
 
 After the call: price the real usage (cache reads/writes and the batch rate included), settle,
 judge the post-call phase (for example a long prompt that never hit the cache) and emit a
-:class:`~costwarden.adapters.events.CostEvent` to every sink.
+:class:`~costwarden.adapters.events.CostEvent` to every sink — in the caller's thread, or with
+``settle_in_background=True`` on the guard's settler thread (:mod:`.settler`), so the caller has
+its response without waiting for the ledger.
 
 Failures: a call that failed before its request left is released. One whose request was sent
 but that got no answer (read timeout, dropped connection, cancellation) is charged its estimated
@@ -46,11 +48,8 @@ import contextvars
 import dataclasses
 import functools
 import importlib.util
-import itertools
 import logging
-import os
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from datetime import datetime
@@ -58,13 +57,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from costwarden.enforcers.attribution import Attribution, attribution, current_attribution
 from costwarden.enforcers.fixes import FixOutcome, apply_patch, fix_until_clean
-from costwarden.enforcers.guarded_call import GuardedCall, ProviderEdge, merge_holds
+from costwarden.enforcers.guarded_call import GuardedCall, ProviderEdge
+from costwarden.enforcers.reservations import reserve_call
 from costwarden.enforcers.settler import Settler
 from costwarden.engine.decision import Decision, Fix
-from costwarden.engine.ledger import Alert, Hold, Ledger, Reservation
+from costwarden.engine.ledger import Alert, Hold, Ledger
 from costwarden.engine.rules.budget import OUTPUT_TOKENS_CAP
 from costwarden.engine.subjects import LlmCall, TokenUsage
-from costwarden.errors import BudgetExceeded, EnforcementError, PolicyViolation, describe
+from costwarden.errors import BudgetExceeded, EnforcementError, PolicyViolation
 
 if TYPE_CHECKING:
     from anthropic import Middleware as _MiddlewareBase
@@ -151,7 +151,7 @@ class CallGuard(_MiddlewareBase):
         self._budget_rules = frozenset(
             (p.name, r.name) for p in policies.policies for r in p.rules if r.kind == "budget"
         )
-        self._warn_only_budgets = frozenset(  # onExceed: warn — over the limit they warn, never deny
+        self.warn_only_budgets = frozenset(  # onExceed: warn — over the limit they warn, never deny
             (p.name, r.name)
             for p in policies.policies
             for r in p.document.spec.rules
@@ -310,12 +310,12 @@ class CallGuard(_MiddlewareBase):
         try:
             body, subject, decision, applied = self._judge(edge, body, who, batch=batch, now=now)
         except PolicyViolation as exc:
-            self._denied(edge, body, exc, model_requested, now, started)
+            self.record_denial(edge, body, exc, model_requested, now, started)
             raise
         call = GuardedCall(
             self, edge, key, body, subject, decision, rewrites + applied, model_requested, started, now
         )
-        self._reserve(call, decision.holds, self.reservation_ttl_s)
+        reserve_call(self, call, decision.holds, self.reservation_ttl_s)
         return call
 
     def _prepare_batch(
@@ -332,7 +332,7 @@ class CallGuard(_MiddlewareBase):
             try:
                 new, subject, decision, applied = self._judge(edge, params, who, batch=True, now=now)
             except PolicyViolation as exc:
-                self._denied(edge, params, exc, str(params.get("model", "")), now, started, batch=True)
+                self.record_denial(edge, params, exc, str(params.get("model", "")), now, started, batch=True)
                 raise
             if new is not params:
                 body = _replace_item(body, pointer, new)
@@ -341,7 +341,7 @@ class CallGuard(_MiddlewareBase):
             subjects.append(subject)
             decisions.append(decision)
         call = GuardedCall.for_batch(self, edge, key, body, subjects, decisions, tuple(rewrites), started, now)
-        self._reserve(call, holds, self.batch_reservation_ttl_s)
+        reserve_call(self, call, holds, self.batch_reservation_ttl_s)
         return call
 
     def _judge(
@@ -395,76 +395,7 @@ class CallGuard(_MiddlewareBase):
         cls = BudgetExceeded if budget else PolicyViolation
         return cls(decision, f"{edge.name} call to {subject.model} refused before sending — {decision.summary()}")
 
-    def _reserve(self, call: GuardedCall, holds: Sequence[Hold], ttl_s: float) -> None:
-        merged = merge_holds(holds)
-        if not merged or self.ledger is None:
-            return
-        over = {h.key for r in call.decision.results if r.result != "pass" for h in r.holds}
-        if over:  # budgets already over their limit that only warn here: count the spend, never refuse
-            merged = [dataclasses.replace(h, check=False) if h.key in over else h for h in merged]
-        outcome = self._try_reserve(call, merged, ttl_s)
-        if outcome is None:
-            return
-        if not outcome.granted and outcome.refused_key not in self._enforced_keys(call.decision):
-            # A budget that only warns (or audits) here never refuses a call: hold the amounts
-            # anyway, so the spend is counted, without checking their limits (a new id: refusals are kept).
-            log.warning("%s call to %s goes ahead over budget %s: its policy does not deny on the runtime "
-                        "surface", call.edge.name, call.model, outcome.refused_key)
-            enforced = self._enforced_keys(call.decision)
-            merged = [h if h.key in enforced else dataclasses.replace(h, check=False) for h in merged]
-            outcome = self._try_reserve(call, merged, ttl_s)  # the ledger may fail here too
-            if outcome is None:
-                return
-        if not outcome.granted:
-            spent = f"${outcome.spent_usd:,.4f} spent of " if outcome.spent_usd is not None else ""
-            limit = f"${outcome.limit_usd:,.2f}" if outcome.limit_usd is not None else "its limit"
-            err = BudgetExceeded(
-                call.decision,
-                f"{call.edge.name} call to {call.model} refused: reserving ${sum(h.amount_usd for h in merged):,.4f} "
-                f"would exceed budget {outcome.refused_key} ({spent}{limit})",
-            )
-            self._denied(call.edge, call.body, err, call.model_requested, call.started_at, call.started)
-            raise err
-        call.held = True
-
-    def _try_reserve(self, call: GuardedCall, holds: Sequence[Hold], ttl_s: float) -> Reservation | None:
-        """Reserve under a new id; on a ledger outage, refuse (fail closed) unless every budget
-        here says ``onError: allow`` or is not enforced, in which case the call goes ahead
-        unreserved (None)."""
-        assert self.ledger is not None
-        call.reservation_id = _reservation_id()
-        try:
-            return self.ledger.reserve(call.reservation_id, holds, ttl_s=ttl_s, now=call.started_at)
-        except Exception as exc:  # fail closed: spend that cannot be verified is not allowed ...
-            if not self._fails_closed(call.decision):  # ... unless every budget here says otherwise
-                log.warning("%s call to %s goes ahead unreserved: the budget ledger is unavailable (%s) and "
-                            "its budgets are not enforced or say onError: allow", call.edge.name, call.model,
-                            describe(exc))
-                call.reservation_id = None
-                return None
-            err = PolicyViolation(
-                call.decision,
-                f"{call.edge.name} call to {call.model} refused: the budget ledger is unavailable "
-                f"({describe(exc)}); enforced budgets fail closed",
-            )
-            self._denied(call.edge, call.body, err, call.model_requested, call.started_at, call.started)
-            raise err from exc
-
-    def _enforced_keys(self, decision: Decision) -> set[str]:
-        """Budget keys whose refusal refuses the call: held by results that deny on this surface,
-        of budgets that deny (or downgrade) when exceeded."""
-        warn_only = self._warn_only_budgets
-        enforced = (r for r in decision.results if r.effect == "deny" and (r.policy, r.rule) not in warn_only)
-        return {h.key for r in enforced for h in r.holds}
-
-    def _fails_closed(self, decision: Decision) -> bool:
-        """Whether an unreachable ledger denies the call: the policy's ``onError`` decides (DESIGN.md,
-        "Money and state"), so it does when a budget that holds for it is enforced (``deny`` on this
-        surface) with ``onError: deny``, the default. Only evaluated on an outage."""
-        lenient = {p.name for p in self.policies.policies if p.on_error != "deny"}
-        return any(r.holds and r.effect == "deny" and r.policy not in lenient for r in decision.results)
-
-    def _denied(
+    def record_denial(
         self, edge: ProviderEdge, body: Mapping[str, Any], exc: PolicyViolation, model_requested: str,
         now: datetime, started: float, *, batch: bool = False,
     ) -> None:
@@ -542,27 +473,6 @@ def _abandon_when_made(made: asyncio.Future[GuardedCall]) -> None:
         return
     call = made.result()
     asyncio.get_running_loop().run_in_executor(None, call.abandon, "cancelled before the request was sent")
-
-
-def _reservation_id() -> str:
-    """A reservation id unique across processes and restarts: 96 random bits drawn once per
-    process (again after a fork), then a counter — a uuid4 costs a getrandom syscall per call."""
-    if _IDS.pid != os.getpid():
-        _IDS.reset()
-    return f"cw-{_IDS.prefix}{next(_IDS.counter):x}"
-
-
-class _Ids:
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.pid = os.getpid()
-        self.prefix = f"{uuid.uuid4().hex[:24]}-"
-        self.counter = itertools.count()
-
-
-_IDS = _Ids()
 
 
 def _default_pricer() -> LlmPricer:

@@ -489,7 +489,7 @@ def test_an_accounting_bug_after_the_response_charges_the_estimate_and_does_not_
 def test_reservation_ids_are_unique_in_a_process_and_across_a_fork() -> None:
     import os
 
-    from costwarden.enforcers.callguard import _reservation_id
+    from costwarden.enforcers.reservations import reservation_id as _reservation_id
 
     ids = {_reservation_id() for _ in range(10_000)}
     assert len(ids) == 10_000 and all(i.startswith("cw-") for i in ids)
