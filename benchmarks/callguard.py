@@ -86,6 +86,12 @@ class CountingLedger:
 
 @contextmanager
 def store(name: str, tmp: Path) -> Iterator[str]:
+    """The URL of a fresh ledger; ``<store>-leased`` adds ``lease_calls=16`` (budget slices)."""
+    name, _, leased = name.partition("-")
+    if leased:
+        with store(name, tmp) as url:
+            yield url + ("&" if "?" in url else "?") + "lease_calls=16"
+        return
     if name == "memory":
         yield "memory://"
     elif name == "sqlite":

@@ -29,8 +29,7 @@ import os
 import queue
 import threading
 import weakref
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger("costwarden.callguard")
@@ -83,18 +82,20 @@ class Settler:
             return
         self._queue.put((fn, args))
 
-    @contextmanager
-    def busy(self) -> Iterator[None]:
-        """Mark a call being prepared (judged and reserved): the settler holds off meanwhile."""
+    def busy(self) -> _Busy:
+        """``with settler.busy():`` marks a call being prepared (judged and reserved): the settler
+        holds off meanwhile. (A plain context manager: a generator-based one costs a few µs a call.)"""
+        return _Busy(self)
+
+    def _enter_busy(self) -> None:
         with self._lock:
             self._busy += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._busy -= 1
-                if not self._busy:
-                    self._quiet.notify()
+
+    def _leave_busy(self) -> None:
+        with self._lock:
+            self._busy -= 1
+            if not self._busy:
+                self._quiet.notify()
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every submitted step has run; False if ``timeout`` passed first. From the
@@ -141,6 +142,19 @@ class Settler:
                     if self._pending == 0:
                         self._idle.notify_all()
         self._ident = None
+
+
+class _Busy:
+    __slots__ = ("settler",)
+
+    def __init__(self, settler: Settler) -> None:
+        self.settler = settler
+
+    def __enter__(self) -> None:
+        self.settler._enter_busy()
+
+    def __exit__(self, *exc: object) -> None:
+        self.settler._leave_busy()
 
 
 _LIVE: weakref.WeakSet[Settler] = weakref.WeakSet()

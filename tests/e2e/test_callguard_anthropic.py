@@ -416,13 +416,19 @@ PROOF_LIMIT_USD = 0.012
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("store", ["memory", "sqlite", "redis", "postgres", "sqlite-background"])
+@pytest.mark.parametrize("store", ["memory", "sqlite", "redis", "postgres", "sqlite-background",
+                                   "sqlite-leased", "redis-leased"])
 def test_concurrency_proof(store: str, server: FakeLlmServer, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """8 processes × 20 threads (memory: 1 × 160) against one $ budget through the real SDK;
-    ``-background``: every guard settles on its settler thread."""
+    ``-background``: every guard settles on its settler thread; ``-leased``: every process reserves
+    from budget slices (``lease_calls``), settling in the background — each slice may hold a fifth
+    of the limit, so slices run out and are refused while others are held, and calls near the
+    limit fall back to reserving in the store."""
     store, _, mode = store.partition("-")
-    background = mode == "background"
+    background = mode in ("background", "leased")
     url, processes = _proof_store(store, tmp_path, request)
+    if mode == "leased":
+        url += ("&" if "?" in url else "?") + "lease_calls=4&lease_share=0.2&lease_s=0.5"
     policy = budget_policy(PROOF_LIMIT_USD, name="proof-budget")
     events_path = tmp_path / "events.jsonl"
     threads = 160 // processes
@@ -455,6 +461,14 @@ def test_concurrency_proof(store: str, server: FakeLlmServer, tmp_path: Path, re
     per_call = 42 * 1e-6 + 10 * 5e-6  # what the fake server bills on Haiku 4.5
     assert charged == pytest.approx(admitted * per_call, abs=1e-6 * admitted)
     assert total == pytest.approx(charged, abs=1e-9)
+    if store == "sqlite" and mode == "leased":  # slices were taken, returned, and admitted most calls
+        import sqlite3
+
+        with sqlite3.connect(url.split("?")[0].removeprefix("sqlite:///")) as db:
+            states = dict(db.execute("SELECT state, count(*) FROM ledger_reservations WHERE id LIKE 'cw-lease-%' "
+                                     "GROUP BY state").fetchall())
+        assert set(states) == {"x"} or set(states) == {"x", "r"}  # released; 'r': refused slices
+        assert 0 < states["x"] < admitted
 
 
 def _proof_store(store: str, tmp_path: Path, request: pytest.FixtureRequest) -> tuple[str, int]:

@@ -12,14 +12,16 @@
 =====================================  ===================================================
 
 Every URL takes ``timeout=<seconds>`` (per operation) and ``record_grace=<seconds>`` (how long a
-reservation record outlives its TTL). Each store keeps the contract of
+reservation record outlives its TTL), and ``lease_calls=<N>`` to reserve most calls in memory
+against short-lived slices of each budget held in the store (``lease_share``, ``lease_s``:
+:mod:`~costwarden.adapters.ledger.leased`). Each store keeps the contract of
 :class:`~costwarden.engine.ledger.Ledger` and adds ``status()`` and ``close()``
 (:class:`~costwarden.adapters.ledger.store.LedgerStore`).
 """
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from costwarden.adapters.ledger.store import LedgerStore
 from costwarden.errors import LedgerError
@@ -29,6 +31,35 @@ SCHEMES = ("memory", "sqlite", "redis", "rediss", "postgresql", "postgres")
 
 def open_ledger(url: str) -> LedgerStore:
     """Open a ledger store by URL; raises :class:`LedgerError` for an unknown scheme or bad option."""
+    url, lease = _split_lease(url)
+    store = _open_store(url)
+    if not lease:
+        return store
+    from costwarden.adapters.ledger.leased import LeasedLedger, lease_options
+
+    try:
+        return LeasedLedger(store, **lease_options(lease))
+    except LedgerError:
+        store.close()
+        raise
+
+
+def _split_lease(url: str) -> tuple[str, dict[str, str]]:
+    """The URL without its ``lease_*`` options, and those options (a leased ledger needs
+    ``lease_calls``)."""
+    parts = urlsplit(url)
+    if "lease" not in parts.query:
+        return url, {}
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    lease = {name: value for name, value in query if name.startswith("lease_")}
+    if lease and "lease_calls" not in lease:
+        raise LedgerError(f"ledger URL option(s) {', '.join(sorted(lease))} need lease_calls=<N> to lease slices")
+    rest = [(name, value) for name, value in query if not name.startswith("lease_")]
+    base = url.split("?", 1)[0]
+    return (f"{base}?{urlencode(rest)}" if rest else base), lease
+
+
+def _open_store(url: str) -> LedgerStore:
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme == "memory":
         from costwarden.adapters.ledger.memory import MemoryLedger

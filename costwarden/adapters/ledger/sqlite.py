@@ -465,18 +465,22 @@ class SqliteLedger:
             return self._db
         self._db = None  # a forked child must not touch its parent's connection (nor its thread)
         self._checkpoints = None
-        db = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None, check_same_thread=False)
-        try:
-            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(SCHEMA)
-            wal = db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-            if wal:  # checkpoints run in a thread of their own (_Checkpointer), not after a commit
-                db.execute("PRAGMA wal_autocheckpoint=0")
-        except sqlite3.Error:
-            db.close()
-            raise
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            db = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None, check_same_thread=False)
+            try:
+                wal = _prepare(db)
+                break
+            except sqlite3.OperationalError as exc:
+                db.close()
+                # Processes opening a new file at once: switching it to WAL can answer "locked"
+                # without waiting on the busy timeout. Try again until the timeout is spent.
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
+            except sqlite3.Error:
+                db.close()
+                raise
         if wal:
             self._checkpoints = _Checkpointer.start(self, self.path, self.timeout_s, self._lock)
         self._db, self._pid = db, os.getpid()
@@ -490,6 +494,18 @@ class SqliteLedger:
         self._next_purge = now_ms + PURGE_EVERY_MS
         for statement in PURGE:
             db.execute(statement, (now_ms,))
+
+
+def _prepare(db: sqlite3.Connection) -> bool:
+    """WAL, the schema and manual checkpoints on a new connection; whether the file is in WAL mode."""
+    if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(SCHEMA)
+    wal = bool(db.execute("PRAGMA journal_mode").fetchone()[0] == "wal")
+    if wal:  # checkpoints run in a thread of their own (_Checkpointer), not after a commit
+        db.execute("PRAGMA wal_autocheckpoint=0")
+    return wal
 
 
 class _Checkpointer:

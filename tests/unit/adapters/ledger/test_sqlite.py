@@ -7,6 +7,7 @@ import gc
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -165,3 +166,37 @@ def test_a_forked_child_checkpoints_on_its_own_connection(tmp_path: Path) -> Non
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
         assert ledger.spent([ALICE], now=NOW) == [2.0]
+
+
+def _open_at_once(path: str, barrier: Any, errors: Any) -> None:
+    from costwarden.adapters.ledger import open_ledger
+
+    barrier.wait()
+    try:
+        with open_ledger(f"sqlite:///{path}") as ledger:  # and write at once, while others still open
+            for i in range(20):
+                ledger.reserve(f"{os.getpid()}-{i}", [hold(ALICE, 0.01)], ttl_s=60, now=NOW)
+    except Exception as exc:
+        errors.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_processes_opening_a_new_file_at_once_all_get_the_ledger(tmp_path: Path) -> None:
+    """Switching a new file to WAL can answer 'database is locked' at once, without the busy
+    timeout; the ledger retries it (the concurrency proof's 8 workers hit this now and then)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    errors = ctx.Queue()
+    for attempt in range(10):
+        barrier = ctx.Barrier(8)
+        workers = [ctx.Process(target=_open_at_once, args=(str(tmp_path / f"new-{attempt}.db"), barrier, errors))
+                   for _ in range(8)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(30)
+        assert [w.exitcode for w in workers] == [0] * 8
+    found = []
+    while not errors.empty():
+        found.append(errors.get())
+    assert found == []

@@ -1,0 +1,408 @@
+"""Leased budget slices: most reservations are made in memory, against a slice of each budget that
+this process holds in the store.
+
+::
+
+    ledger = open_ledger("sqlite:///spend.db?lease_calls=16")      # any store: ?lease_calls=N
+    ledger = LeasedLedger(open_ledger("redis://..."), calls=16)
+
+A reserve that a slice covers takes no store round trip. When none does, one ``reserve`` in the
+store takes a new slice for every budget the call needs — sized to ``calls`` times the call's
+amount, but at most ``share`` of the budget's limit — and the call is admitted from it. A slice
+the store refuses (the budget is nearly spent) leaves the call to an ordinary reservation in the
+store, so near the limit a call is judged exactly as without leasing, except for what other
+processes' slices hold.
+
+What it keeps, and what it changes:
+
+* **No overspend.** A slice is an ordinary reservation in the store: every process counts it
+  against the limit until it is returned. A call is admitted only while its worst case fits in
+  what the slice has left; its real cost is charged to the store when it settles (one unchecked
+  reservation and its settlement under the call's own id, so alerts fire as usual).
+* **Slices are short-lived.** A slice admits calls for ``admit_s`` seconds (2 by default) and is
+  returned as soon as its last call has finished; a background thread returns idle ones. Its hold
+  lives in the store for ``admit_s`` plus the longest reservation TTL it admitted, so a process
+  killed with SIGKILL loses nothing but the slice's hold, released at that TTL — as an
+  ordinary reservation's is.
+* **Early refusals.** Another process's slice holds up to ``share`` (1 % by default) of a
+  limit for up to ``admit_s``; a call that fits in the budget's real headroom but not beside
+  those slices is refused. ``spent`` reports this process's own slices as the calls they hold,
+  not their full amount; other processes see them whole.
+* **Not leased:** reservations with unchecked holds or a ``keep_s`` (Message Batches), holds
+  without a limit, and calls whose slice would hold fewer than two of them — those go to the
+  store as they are.
+* A forked child starts without slices; a settle or release it does for a reservation its
+  parent made locally goes to the store, which does not know it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import itertools
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from costwarden.adapters.ledger.status import BudgetStatus
+from costwarden.adapters.ledger.store import LedgerStore, to_micros
+from costwarden.engine.ledger import Alert, Hold, Reservation
+from costwarden.errors import LedgerError, describe
+
+log = logging.getLogger("costwarden.ledger")
+
+_Slot = tuple[str, float | None, tuple[str, ...], datetime | None, tuple[float, ...]]
+DONE_KEPT = 65_536
+"""Finished reservation ids remembered for idempotency (an older one is asked of the store)."""
+
+
+@dataclass(slots=True, eq=False)
+class _Lease:
+    """A slice of one budget window, held in the store under ``rid``."""
+
+    rid: str
+    slot: _Slot
+    template: Hold
+    amount: int  # micro-dollars held in the store
+    admit_until: datetime  # by the callers' clock
+    admit_until_mono: float
+    covers_until: datetime  # when the store lets the hold lapse
+    held: int = 0  # worst cases of the calls admitted and not yet finished
+    charged: int = 0  # real costs of finished calls, charged to the store separately
+    calls: int = 0  # calls admitted and not yet finished
+    retired: bool = False
+
+    def room(self) -> int:
+        return self.amount - self.held - self.charged
+
+    def admits(self, now: datetime, mono: float, ttl_s: float, amount: int) -> bool:
+        return (not self.retired and now < self.admit_until and mono < self.admit_until_mono
+                and now + timedelta(seconds=ttl_s) <= self.covers_until and self.room() >= amount)
+
+
+@dataclass(slots=True, eq=False)
+class _Local:
+    """A reservation admitted from slices."""
+
+    holds: tuple[Hold, ...]
+    leases: tuple[_Lease, ...]
+    amounts: tuple[int, ...]
+    ttl_s: float
+    outcome: Reservation
+    settling: bool = field(default=False)
+
+
+class LeasedLedger:
+    """Wraps a store so that most reserves and releases are answered in memory (see the module).
+
+    * ``calls`` — a slice holds this many times the amount of the call that took it;
+    * ``share`` — but at most this fraction of the budget's limit;
+    * ``admit_s`` — how long a slice admits calls before it is returned.
+    """
+
+    in_process = False
+    """A reserve may take a slice from the store: the async call-guard edges run it off the loop."""
+
+    def __init__(self, inner: LedgerStore, *, calls: float = 16, share: float = 0.01, admit_s: float = 2.0) -> None:
+        if not calls >= 2 or not 0 < share <= 1 or not admit_s > 0:
+            raise LedgerError(f"leased ledger needs calls >= 2, 0 < share <= 1 and admit_s > 0; got calls={calls}, "
+                              f"share={share}, admit_s={admit_s}")
+        self.inner = inner
+        self.calls = calls
+        self.share = share
+        self.admit_s = admit_s
+        self._reset()
+        _LEDGERS.add(self)
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[_Slot, _Lease] = {}  # the slice admitting calls, per budget window
+        self._retired: list[_Lease] = []  # slices past admitting, returned once their calls finish
+        self._held: dict[str, _Local] = {}
+        self._done: OrderedDict[str, _Local | None] = OrderedDict()  # None: the store's reservation
+        self._clock = (datetime.now().astimezone(), time.monotonic())
+        self._sweeper: threading.Thread | None = None
+        self._closed = threading.Event()
+        self._ids = itertools.count()
+        self._prefix = f"cw-lease-{os.urandom(8).hex()}-"
+
+    # -- the Ledger protocol -------------------------------------------------------------------
+    def spent(self, keys: Sequence[str], *, now: datetime) -> list[float]:
+        totals = self.inner.spent(keys, now=now)
+        with self._lock:
+            idle: dict[str, int] = {}
+            for lease in itertools.chain(self._open.values(), self._retired):
+                idle[lease.slot[0]] = idle.get(lease.slot[0], 0) + lease.amount - lease.held
+        return [max(0, round(total * 1e6) - idle.get(key, 0)) / 1e6 for key, total in zip(keys, totals, strict=True)]
+
+    def reserve(
+        self, reservation_id: str, holds: Sequence[Hold], *, ttl_s: float, now: datetime, keep_s: float | None = None
+    ) -> Reservation:
+        amounts = [to_micros(h.amount_usd) for h in holds]
+        mono = time.monotonic()
+        drained: list[str] = []
+        with self._lock:
+            self._clock = (now, mono)
+            local = self._held.get(reservation_id) or self._done.get(reservation_id)
+            if local is not None:  # reserved here before: the first outcome
+                return local.outcome
+            if reservation_id not in self._done and keep_s is None and self._leasable(holds, amounts):
+                local = self._admit(reservation_id, holds, amounts, ttl_s, now, mono)
+                if self._retired:
+                    drained = self._drained()  # slices this replaced, so the store has their room back
+            if local is None:
+                self._remember(reservation_id, None)
+        self._return(drained, now)
+        if local is not None:
+            return local.outcome
+        return self.inner.reserve(reservation_id, holds, ttl_s=ttl_s, now=now, keep_s=keep_s)
+
+    def settle(self, reservation_id: str, cost_usd: float, *, now: datetime) -> list[Alert]:
+        cost = to_micros(cost_usd, "cost_usd")
+        with self._lock:
+            local = self._held.get(reservation_id)
+            if local is None:
+                finished = self._done.get(reservation_id)
+            elif local.settling:
+                return []  # being settled by another thread
+            else:
+                local.settling = True
+        if local is None:
+            # None: the store's own reservation, or one unknown here (the store then says so)
+            return [] if finished is not None else self.inner.settle(reservation_id, cost_usd, now=now)
+        try:  # the real cost goes to the store under the call's id: once, however often this is retried
+            charge = [dataclasses.replace(h, amount_usd=cost_usd, check=False) for h in local.holds]
+            self.inner.reserve(reservation_id, charge, ttl_s=local.ttl_s, now=now)
+            alerts = self.inner.settle(reservation_id, cost_usd, now=now)
+        except BaseException:
+            with self._lock:
+                local.settling = False  # the slice still holds the worst case; a retry may charge it
+            raise
+        self._finish(reservation_id, local, cost, now)
+        return alerts
+
+    def release(self, reservation_id: str, *, now: datetime) -> None:
+        with self._lock:
+            local = self._held.get(reservation_id)
+            if local is None:
+                finished = self._done.get(reservation_id)
+            elif local.settling:
+                return  # a settle came first and wins
+        if local is not None:
+            self._finish(reservation_id, local, None, now)
+        elif finished is None:
+            self.inner.release(reservation_id, now=now)
+
+    # -- the store protocol --------------------------------------------------------------------
+    def status(self, prefix: str = "budget:", *, now: datetime | None = None) -> list[BudgetStatus]:
+        return self.inner.status(prefix, now=now)
+
+    def close(self) -> None:
+        """Return every slice whose calls have finished, then close the store."""
+        self.return_slices(everything=True)
+        self._closed.set()
+        self.inner.close()
+
+    def __enter__(self) -> LeasedLedger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def return_slices(self, *, everything: bool = False) -> None:
+        """Return slices past admitting (``everything``: all of them) once their calls have finished;
+        a slice with calls still running is returned when its last one finishes."""
+        mono = time.monotonic()
+        with self._lock:
+            for slot, lease in list(self._open.items()):
+                if everything or mono >= lease.admit_until_mono:
+                    self._retire(slot, lease)
+            drained = self._drained()
+            now = self._now(mono)
+        self._return(drained, now)
+
+    # -- internals -----------------------------------------------------------------------------
+    def _leasable(self, holds: Sequence[Hold], amounts: Sequence[int]) -> bool:
+        for hold, amount in zip(holds, amounts, strict=True):
+            if not hold.check or hold.limit_usd is None or amount <= 0:
+                return False
+        return 0 < len(holds) == (1 if len(holds) == 1 else len({h.key for h in holds}))
+
+    def _admit(
+        self, rid: str, holds: Sequence[Hold], amounts: Sequence[int], ttl_s: float, now: datetime, mono: float
+    ) -> _Local | None:
+        """Admit from this process's slices, taking new ones where needed (the lock is held)."""
+        leases: list[_Lease | None] = []
+        for hold, amount in zip(holds, amounts, strict=True):
+            lease = self._open.get(_slot(hold))
+            leases.append(lease if lease is not None and lease.admits(now, mono, ttl_s, amount) else None)
+        missing = [i for i, lease in enumerate(leases) if lease is None]
+        if missing:
+            taken = self._take([holds[i] for i in missing], [amounts[i] for i in missing], ttl_s, now, mono)
+            if taken is None:
+                return None
+            for i, lease in zip(missing, taken, strict=True):
+                leases[i] = lease
+        picked = tuple(lease for lease in leases if lease is not None)
+        for lease, amount in zip(picked, amounts, strict=True):
+            lease.held += amount
+            lease.calls += 1
+        local = _Local(tuple(holds), picked, tuple(amounts), ttl_s, Reservation(rid, True))
+        self._held[rid] = local
+        return local
+
+    def _take(
+        self, holds: Sequence[Hold], amounts: Sequence[int], ttl_s: float, now: datetime, mono: float
+    ) -> list[_Lease] | None:
+        """New slices for ``holds`` in one store reserve; None when they are too small to pay or the
+        store refuses them (the slices they replace are retired either way)."""
+        sizes = [int(min(self.calls * a, self.share * to_micros(h.limit_usd or 0.0)))
+                 for h, a in zip(holds, amounts, strict=True)]
+        if any(size < 2 * a for size, a in zip(sizes, amounts, strict=True)):
+            return None
+        rid = f"{self._prefix}{next(self._ids):x}"
+        slices = [dataclasses.replace(h, amount_usd=size / 1e6) for h, size in zip(holds, sizes, strict=True)]
+        for hold in holds:
+            old = self._open.get(_slot(hold))
+            if old is not None:
+                self._retire(_slot(hold), old)
+        try:
+            outcome = self.inner.reserve(rid, slices, ttl_s=self.admit_s + ttl_s, now=now)
+        except LedgerError as exc:
+            log.debug("no budget slice taken (%s); reserving the call itself", describe(exc))
+            return None
+        if not outcome.granted:
+            return None
+        taken = []
+        for hold, size in zip(slices, sizes, strict=True):
+            lease = _Lease(rid, _slot(hold), hold, size, now + timedelta(seconds=self.admit_s),
+                           mono + self.admit_s, now + timedelta(seconds=self.admit_s + ttl_s))
+            self._open[lease.slot] = lease
+            taken.append(lease)
+        self._sweep_later()
+        return taken
+
+    def _retire(self, slot: _Slot, lease: _Lease) -> None:
+        if self._open.get(slot) is lease:
+            del self._open[slot]
+        if not lease.retired:
+            lease.retired = True
+            self._retired.append(lease)
+
+    def _drained(self) -> list[str]:
+        """Store reservations of retired slices whose every call has finished (removed here)."""
+        by_rid: dict[str, list[_Lease]] = {}
+        for lease in self._retired:
+            by_rid.setdefault(lease.rid, []).append(lease)
+        drained = [rid for rid, leases in by_rid.items()
+                   if all(lease.calls == 0 and lease.retired for lease in leases)
+                   and not any(lease.rid == rid for lease in self._open.values())]
+        if drained:
+            self._retired = [lease for lease in self._retired if lease.rid not in drained]
+        return drained
+
+    def _return(self, rids: Sequence[str], now: datetime) -> None:
+        for rid in rids:
+            try:
+                self.inner.release(rid, now=now)
+            except Exception as exc:  # the store lets it lapse at its TTL
+                log.warning("could not return budget slice %s (%s); it lapses at its TTL", rid, describe(exc))
+
+    def _finish(self, rid: str, local: _Local, cost: int | None, now: datetime) -> None:
+        with self._lock:
+            if self._held.pop(rid, None) is not local:
+                return
+            self._remember(rid, local)
+            for lease, amount in zip(local.leases, local.amounts, strict=True):
+                lease.held -= amount
+                lease.calls -= 1
+                if cost is not None:
+                    lease.charged += cost
+            drained = self._drained() if self._retired else []
+        self._return(drained, now)
+
+    def _remember(self, rid: str, local: _Local | None) -> None:
+        self._done[rid] = local
+        while len(self._done) > DONE_KEPT:
+            self._done.popitem(last=False)
+
+    def _now(self, mono: float) -> datetime:
+        seen, at = self._clock
+        return seen + timedelta(seconds=max(0.0, mono - at))
+
+    def _sweep_later(self) -> None:
+        if self._sweeper is None or not self._sweeper.is_alive():
+            self._sweeper = threading.Thread(target=_sweep, args=(weakref.ref(self),), name="costwarden-slices",
+                                             daemon=True)
+            self._sweeper.start()
+
+    def _forget(self) -> None:
+        """In a forked child: the parent's slices are the parent's."""
+        self._reset()
+
+
+def _slot(hold: Hold) -> _Slot:
+    return (hold.key, hold.limit_usd, hold.window, hold.expires_at, hold.alert_at)
+
+
+def _sweep(ref: weakref.ref[LeasedLedger]) -> None:
+    """Return idle slices as they stop admitting; exits when none are left."""
+    while True:
+        ledger = ref()
+        if ledger is None:
+            return
+        closed, pause = ledger._closed, min(0.5, ledger.admit_s / 2)
+        ledger.return_slices()
+        with ledger._lock:
+            idle = not ledger._open and not ledger._retired
+            if idle:
+                ledger._sweeper = None
+        del ledger
+        if idle or closed.wait(pause):
+            return
+
+
+_LEDGERS: weakref.WeakSet[LeasedLedger] = weakref.WeakSet()
+
+
+def _forget_all() -> None:
+    for ledger in list(_LEDGERS):
+        ledger._forget()
+
+
+def _return_all() -> None:
+    """At exit: retire every slice and return those whose calls have finished (the rest are returned
+    as their calls settle, or lapse at their TTL)."""
+    for ledger in list(_LEDGERS):
+        try:
+            ledger.return_slices(everything=True)
+        except Exception:  # the store may be closed already
+            log.debug("slices of %r not returned at exit", ledger, exc_info=True)
+
+
+os.register_at_fork(after_in_child=_forget_all)
+atexit.register(_return_all)
+
+
+def lease_options(options: dict[str, str]) -> dict[str, Any]:
+    """``lease_calls``, ``lease_share`` and ``lease_s`` from a ledger URL's query, as keyword arguments."""
+    names = {"lease_calls": "calls", "lease_share": "share", "lease_s": "admit_s"}
+    out: dict[str, Any] = {}
+    for name, value in options.items():
+        if name not in names:
+            raise LedgerError(f"unknown option {name!r} in ledger URL; lease options: {', '.join(sorted(names))}")
+        try:
+            out[names[name]] = float(value)
+        except ValueError:
+            raise LedgerError(f"ledger URL option {name}={value!r} must be a number") from None
+    return out
+
+
+__all__ = ["LeasedLedger", "lease_options"]

@@ -1,0 +1,272 @@
+"""Leased budget slices (``adapters/ledger/leased.py``) over every store: most reserves answered in
+memory, the real cost charged to the store, slices returned, never an overspend."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from costwarden.adapters.ledger import open_ledger
+from costwarden.adapters.ledger.leased import LeasedLedger
+from costwarden.adapters.ledger.store import LedgerStore
+from costwarden.engine.ledger import Hold, Reservation
+from costwarden.errors import LedgerError
+
+NOW = datetime.now(UTC)  # Redis and PostgreSQL expire records by the real clock
+KEY = "budget:p/r:user=alice:2026-11-30"
+TEAM = "budget:p/t:team=web:2026-11-30"
+
+
+def hold(amount: float, limit: float | None = 10.0, key: str = KEY, **kw: Any) -> Hold:
+    return Hold(key, amount, limit, (key,), **kw)
+
+
+class Counting:
+    """The store, with its reserve / settle / release calls counted (slices apart from calls)."""
+
+    def __init__(self, inner: LedgerStore) -> None:
+        self.inner = inner
+        self.calls: list[tuple[str, str]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def reserve(self, rid: str, holds: Sequence[Hold], **kw: Any) -> Reservation:
+        self.calls.append(("reserve", rid))
+        return self.inner.reserve(rid, holds, **kw)
+
+    def settle(self, rid: str, cost: float, *, now: datetime) -> Any:
+        self.calls.append(("settle", rid))
+        return self.inner.settle(rid, cost, now=now)
+
+    def release(self, rid: str, *, now: datetime) -> None:
+        self.calls.append(("release", rid))
+        self.inner.release(rid, now=now)
+
+    def slices(self, op: str = "reserve") -> list[str]:
+        return [rid for kind, rid in self.calls if kind == op and rid.startswith("cw-lease-")]
+
+    def of(self, rid: str) -> list[str]:
+        return [kind for kind, r in self.calls if r == rid]
+
+
+@pytest.fixture
+def store(open_store: Any) -> Counting:
+    return Counting(open_store())
+
+
+@pytest.fixture
+def leased(store: Counting) -> Iterator[LeasedLedger]:
+    ledger = LeasedLedger(store, calls=8, share=0.5, admit_s=30)  # type: ignore[arg-type]
+    yield ledger
+    ledger.return_slices(everything=True)
+
+
+def test_one_store_reserve_takes_a_slice_for_many_calls(leased: LeasedLedger, store: Counting) -> None:
+    for i in range(8):
+        assert leased.reserve(f"c{i}", [hold(0.01)], ttl_s=60, now=NOW).granted
+    assert len(store.slices()) == 1
+    assert [kind for kind, rid in store.calls if not rid.startswith("cw-lease-")] == []
+    assert leased.reserve("c8", [hold(0.01)], ttl_s=60, now=NOW).granted  # the slice is full: a new one
+    assert len(store.slices()) == 2
+    # this process reports what its calls hold; the store (another process) sees both slices whole
+    assert leased.spent([KEY], now=NOW) == [pytest.approx(0.09)]
+    assert store.inner.spent([KEY], now=NOW) == [pytest.approx(0.16)]
+
+
+def test_settle_charges_the_real_cost_to_the_store_once(leased: LeasedLedger, store: Counting) -> None:
+    leased.reserve("c1", [hold(0.01)], ttl_s=60, now=NOW)
+    assert leased.settle("c1", 0.004, now=NOW) == []
+    assert leased.settle("c1", 0.004, now=NOW) == []  # idempotent
+    assert leased.release("c1", now=NOW) is None  # the settle came first
+    assert store.of("c1") == ["reserve", "settle"]  # the charge, under the call's own id
+    assert leased.spent([KEY], now=NOW) == [pytest.approx(0.004)]
+    leased.return_slices(everything=True)
+    assert store.slices("release") == store.slices()
+    assert store.inner.spent([KEY], now=NOW) == [pytest.approx(0.004)]
+
+
+def test_release_frees_the_room_without_a_round_trip(leased: LeasedLedger, store: Counting) -> None:
+    for i in range(20):
+        assert leased.reserve(f"c{i}", [hold(0.01)], ttl_s=60, now=NOW).granted
+        leased.release(f"c{i}", now=NOW)
+    assert len(store.slices()) == 1 and store.of("c3") == []
+    leased.settle("c3", 0.5, now=NOW)  # released first: the settle is a no-op
+    assert leased.spent([KEY], now=NOW) == [0.0]
+
+
+def test_a_repeated_reserve_returns_the_first_outcome_and_holds_once(leased: LeasedLedger) -> None:
+    first = leased.reserve("c1", [hold(0.01)], ttl_s=60, now=NOW)
+    assert leased.reserve("c1", [hold(0.01)], ttl_s=60, now=NOW) == first
+    assert leased.spent([KEY], now=NOW) == [pytest.approx(0.01)]
+
+
+def test_settling_an_unknown_reservation_is_an_error(leased: LeasedLedger) -> None:
+    with pytest.raises(LedgerError):
+        leased.settle("never-made", 0.01, now=NOW)
+    with pytest.raises(LedgerError):
+        leased.reserve("bad", [hold(-1.0)], ttl_s=60, now=NOW)
+
+
+def test_near_the_limit_a_call_is_judged_by_the_store_with_exact_figures(leased: LeasedLedger, store: Counting) -> None:
+    # $10 limit, slices of at most $5: past $5 spent, a slice of $0.8 no longer fits beside ...
+    leased.reserve("big", [hold(9.5)], ttl_s=60, now=NOW)  # too big to lease: reserved in the store
+    assert store.of("big") == ["reserve"]
+    leased.settle("big", 9.5, now=NOW)
+    refused = leased.reserve("c1", [hold(0.6)], ttl_s=60, now=NOW)  # a $4.8 slice is refused, then the call
+    assert not refused.granted
+    assert refused.refused_key == KEY and refused.spent_usd == pytest.approx(9.5) and refused.limit_usd == 10.0
+    assert leased.reserve("c2", [hold(0.5)], ttl_s=60, now=NOW).granted  # exactly the limit, in the store
+    assert store.of("c2") == ["reserve"]
+    assert leased.spent([KEY], now=NOW) == [pytest.approx(10.0)]
+
+
+def test_all_or_nothing_across_budgets(leased: LeasedLedger, store: Counting) -> None:
+    both = [hold(0.01), hold(0.01, limit=0.05, key=TEAM)]
+    assert leased.reserve("c1", both, ttl_s=60, now=NOW).granted  # one store reserve: both slices
+    assert len(store.slices()) == 1
+    outcomes = [leased.reserve(f"c{i}", both, ttl_s=60, now=NOW) for i in range(2, 8)]
+    granted = 1 + sum(r.granted for r in outcomes)
+    # the team's $0.05 runs out first; a refused call holds nothing for alice either. (Slices
+    # replaced while their calls run keep their unused room — under one call each — until those end.)
+    assert 3 <= granted <= 5 and [r.granted for r in outcomes] == sorted((r.granted for r in outcomes), reverse=True)
+    assert {r.refused_key for r in outcomes if not r.granted} == {TEAM}
+    assert leased.spent([KEY, TEAM], now=NOW) == [pytest.approx(0.01 * granted), pytest.approx(0.01 * granted)]
+    assert store.inner.spent([TEAM], now=NOW)[0] <= 0.05 + 1e-9
+
+
+def test_what_it_does_not_lease_goes_to_the_store(leased: LeasedLedger, store: Counting) -> None:
+    leased.reserve("unchecked", [hold(0.01, check=False)], ttl_s=60, now=NOW)
+    leased.reserve("no-limit", [hold(0.01, limit=None)], ttl_s=60, now=NOW)
+    leased.reserve("batch", [hold(0.01)], ttl_s=60, now=NOW, keep_s=3600)
+    assert [store.of(r) for r in ("unchecked", "no-limit", "batch")] == [["reserve"]] * 3
+    leased.settle("batch", 0.002, now=NOW)
+    leased.release("no-limit", now=NOW)
+    assert store.of("batch") == ["reserve", "settle"] and store.of("no-limit") == ["reserve", "release"]
+    assert store.slices() == []
+
+
+def test_a_call_outliving_the_slice_takes_a_new_one(leased: LeasedLedger, store: Counting) -> None:
+    leased.reserve("short", [hold(0.01)], ttl_s=60, now=NOW)
+    leased.reserve("long", [hold(0.01)], ttl_s=600, now=NOW)  # the first slice lapses before this call could end
+    assert len(store.slices()) == 2
+    later = NOW + timedelta(seconds=31)  # past admitting (admit_s=30): a new slice
+    leased.reserve("later", [hold(0.01)], ttl_s=60, now=later)
+    assert len(store.slices()) == 3
+
+
+def test_idle_slices_are_returned_and_busy_ones_when_their_last_call_ends(store: Counting) -> None:
+    leased = LeasedLedger(store, calls=8, share=0.5, admit_s=0.2)  # type: ignore[arg-type]
+    leased.reserve("idle", [hold(0.01)], ttl_s=60, now=NOW)
+    leased.settle("idle", 0.01, now=NOW)
+    leased.reserve("busy", [hold(0.01, key=TEAM)], ttl_s=60, now=NOW)
+    deadline = time.monotonic() + 5
+    while len(store.slices("release")) < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert store.slices("release") == store.slices()[:1]  # the background thread returned the idle one
+    assert store.inner.spent([KEY, TEAM], now=NOW)[0] == pytest.approx(0.01)
+    time.sleep(0.5)  # the busy slice stops admitting too, but is kept while its call runs
+    assert len(store.slices("release")) == 1
+    leased.settle("busy", 0.003, now=NOW)  # its slice stopped admitting: returned with its last call
+    assert store.slices("release") == store.slices()
+    assert store.inner.spent([KEY, TEAM], now=NOW) == [pytest.approx(0.01), pytest.approx(0.003)]
+
+
+def test_a_failed_charge_keeps_the_worst_case_held_and_can_be_retried(leased: LeasedLedger, store: Counting) -> None:
+    leased.reserve("c1", [hold(0.01)], ttl_s=60, now=NOW)
+    real = store.inner
+
+    class Down:
+        def reserve(self, *a: Any, **kw: Any) -> Any:
+            raise LedgerError("store unreachable")
+
+    store.inner = Down()  # type: ignore[assignment]
+    with pytest.raises(LedgerError, match="unreachable"):
+        leased.settle("c1", 0.004, now=NOW)
+    assert leased._held["c1"].settling is False
+    store.inner = real
+    leased.settle("c1", 0.004, now=NOW)
+    assert leased.spent([KEY], now=NOW) == [pytest.approx(0.004)]
+
+
+def test_an_unreachable_store_refuses_rather_than_allows() -> None:
+    ledger = open_ledger("redis://127.0.0.1:1/0?timeout=0.2&lease_calls=8&lease_share=0.5")
+    try:
+        with pytest.raises(LedgerError):
+            ledger.reserve("c1", [hold(0.01)], ttl_s=60, now=NOW)
+    finally:
+        ledger.close()
+
+
+def test_threads_and_instances_never_overspend(open_store: Any) -> None:
+    """Two instances (as two processes) × 8 threads reserve and settle against one $1 limit."""
+    ledgers = [LeasedLedger(open_store(), calls=8, share=0.2, admit_s=0.3) for _ in range(2)]
+    charged: list[float] = []
+    lock = threading.Lock()
+
+    def work(ledger: LeasedLedger, worker: int) -> None:
+        for i in range(40):
+            rid = f"w{id(ledger)}-{worker}-{i}"
+            if ledger.reserve(rid, [hold(0.02, limit=1.0)], ttl_s=60, now=NOW).granted:
+                ledger.settle(rid, 0.015, now=NOW)
+                with lock:
+                    charged.append(0.015)
+
+    threads = [threading.Thread(target=work, args=(ledger, w)) for ledger in ledgers for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for ledger in ledgers:
+        ledger.return_slices(everything=True)
+    total = open_store().spent([KEY], now=NOW)[0]
+    assert total == pytest.approx(sum(charged), abs=1e-9)
+    assert total <= 1.0
+    assert total >= 1.0 - 0.02 - 2 * 0.2  # early refusals are bounded by the slices others held
+
+
+def test_a_forked_child_starts_without_the_parents_slices(tmp_path: Any) -> None:
+    ledger = open_ledger(f"sqlite:///{tmp_path}/fork.db?lease_calls=8&lease_share=0.5")
+    assert isinstance(ledger, LeasedLedger)
+    ledger.reserve("parent", [hold(0.01)], ttl_s=60, now=NOW)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its reserve must take its own slice, not use the parent's room
+        try:
+            child = ledger.reserve("child", [hold(0.01)], ttl_s=60, now=NOW)
+            os.write(write, f"{child.granted},{len(ledger._open)},{set(ledger._held)}".encode())
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 100).decode() == "True,1,{'child'}"
+    assert set(ledger._held) == {"parent"}
+    assert ledger.inner.spent([KEY], now=NOW) == [pytest.approx(0.16)]  # two slices: the parent's, the child's
+    ledger.close()
+
+
+@pytest.mark.parametrize(("query", "message"), [
+    ("lease_share=0.5", "need lease_calls"),
+    ("lease_calls=1", "calls >= 2"),
+    ("lease_calls=8&lease_share=2", "share <= 1"),
+    ("lease_calls=8&lease_s=0", "admit_s > 0"),
+    ("lease_calls=many", "must be a number"),
+    ("lease_calls=8&lease_size=3", "unknown option 'lease_size'"),
+])
+def test_bad_lease_options_are_clear_errors(query: str, message: str) -> None:
+    with pytest.raises(LedgerError, match=message):
+        open_ledger(f"memory://?{query}")
+
+
+def test_lease_options_leave_the_stores_own_options(tmp_path: Any) -> None:
+    ledger = open_ledger(f"sqlite:///{tmp_path}/l.db?timeout=3&lease_calls=8&lease_s=1.5")
+    assert isinstance(ledger, LeasedLedger) and ledger.admit_s == 1.5 and ledger.calls == 8
+    assert ledger.inner.__class__.__name__ == "SqliteLedger"
+    ledger.close()
+    with pytest.raises(LedgerError, match="unknown option 'bogus'"):
+        open_ledger(f"sqlite:///{tmp_path}/l.db?bogus=1&lease_calls=8")
