@@ -3,7 +3,8 @@
 Run: ``.venv/bin/python benchmarks/ledger.py`` (Redis at 127.0.0.1:6379 and PostgreSQL at
 127.0.0.1:5432, user postgres, trust auth — the same servers the tests use; ``--stores`` picks
 from memory, sqlite, redis, postgres and postgres-async, which is PostgreSQL with
-``synchronous_commit=off``: a commit does not wait for the WAL flush).
+``synchronous_commit=off``: a commit does not wait for the WAL flush; any of them ``-leased``,
+which reserves from budget slices: ``adapters/ledger/leased.py``).
 
 Each pair reserves $0.001 against two budgets (a team shared by every worker, and a user) and
 settles it — the call-guard's path. Limits are high, so nothing is refused: this times the
@@ -95,7 +96,12 @@ def pct(samples: list[float], q: float) -> float:
 
 @contextmanager
 def store_url(store: str, tmp: str) -> Iterator[str]:
-    """A fresh, empty store of each kind; removed afterwards."""
+    """A fresh, empty store of each kind; removed afterwards. ``<store>-leased`` adds budget slices
+    (``lease_calls=16``): reserves mostly in memory, each settle a charge in the store."""
+    if store.endswith("-leased"):
+        with store_url(store.removesuffix("-leased"), tmp) as url:
+            yield url + ("&" if "?" in url else "?") + "lease_calls=16"
+        return
     if store == "memory":
         yield "memory://"
     elif store == "sqlite":

@@ -4,6 +4,7 @@ memory, the real cost charged to the store, slices returned, never an overspend.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -270,3 +271,26 @@ def test_lease_options_leave_the_stores_own_options(tmp_path: Any) -> None:
     ledger.close()
     with pytest.raises(LedgerError, match="unknown option 'bogus'"):
         open_ledger(f"sqlite:///{tmp_path}/l.db?bogus=1&lease_calls=8")
+
+
+@pytest.mark.parametrize("store_url", ["sqlite", "redis", "postgres"], indirect=True)
+def test_a_killed_process_leaves_only_its_slice_which_lapses_at_its_ttl(store_url: str, open_store: Any) -> None:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a process of its own, with its own connection
+        try:
+            lease = "lease_calls=8&lease_share=0.5&lease_s=0.5"
+            ledger = open_ledger(store_url + ("&" if "?" in store_url else "?") + lease)
+            ledger.reserve("doomed", [hold(0.01)], ttl_s=0.5, now=datetime.now(UTC))
+            os.write(write, b"held")
+            time.sleep(60)
+        finally:
+            os._exit(0)
+    assert os.read(read, 10) == b"held"
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    killed = time.monotonic()
+    store = open_store()
+    assert store.spent([KEY], now=datetime.now(UTC))[0] == pytest.approx(0.08)  # the child's slice
+    time.sleep(max(0.0, killed + 1.2 - time.monotonic()))  # admit_s + ttl_s after it was taken
+    assert store.spent([KEY], now=datetime.now(UTC)) == [0.0]
