@@ -26,8 +26,12 @@ What it keeps, and what it changes:
   ordinary reservation's is.
 * **Early refusals.** Another process's slice holds up to ``share`` (1 % by default) of a
   limit for up to ``admit_s``; a call that fits in the budget's real headroom but not beside
-  those slices is refused. ``spent`` reports this process's own slices as the calls they hold,
-  not their full amount; other processes see them whole.
+  those slices is refused. So may a call beside this process's own replaced slices, each
+  keeping under one call's room until its running calls end.
+* **Spend reads** (budgets that downgrade or warn judge by them) count this process's slices as
+  the calls they hold; other processes see them whole. A read is reused for ``spent_s`` (0.1 s):
+  within it, this process's own holds and charges are current, other processes' spend is as
+  read. Any store reservation of this process's own (not leased) makes the next read fresh.
 * **Not leased:** reservations with unchecked holds or a ``keep_s`` (Message Batches), holds
   without a limit, and calls whose slice would hold fewer than two of them — those go to the
   store as they are.
@@ -46,10 +50,10 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from costwarden.adapters.ledger.status import BudgetStatus
 from costwarden.adapters.ledger.store import LedgerStore, to_micros
@@ -57,6 +61,7 @@ from costwarden.engine.ledger import Alert, Hold, Reservation
 from costwarden.errors import LedgerError, describe
 
 log = logging.getLogger("costwarden.ledger")
+_T = TypeVar("_T")
 
 _Slot = tuple[str, float | None, tuple[str, ...], datetime | None, tuple[float, ...]]
 DONE_KEPT = 65_536
@@ -104,20 +109,24 @@ class LeasedLedger:
 
     * ``calls`` — a slice holds this many times the amount of the call that took it;
     * ``share`` — but at most this fraction of the budget's limit;
-    * ``admit_s`` — how long a slice admits calls before it is returned.
+    * ``admit_s`` — how long a slice admits calls before it is returned;
+    * ``spent_s`` — how long a spend read is reused (0: never).
     """
 
     in_process = False
     """A reserve may take a slice from the store: the async call-guard edges run it off the loop."""
 
-    def __init__(self, inner: LedgerStore, *, calls: float = 16, share: float = 0.01, admit_s: float = 2.0) -> None:
-        if not calls >= 2 or not 0 < share <= 1 or not admit_s > 0:
-            raise LedgerError(f"leased ledger needs calls >= 2, 0 < share <= 1 and admit_s > 0; got calls={calls}, "
-                              f"share={share}, admit_s={admit_s}")
+    def __init__(
+        self, inner: LedgerStore, *, calls: float = 16, share: float = 0.01, admit_s: float = 2.0, spent_s: float = 0.1
+    ) -> None:
+        if not calls >= 2 or not 0 < share <= 1 or not admit_s > 0 or not spent_s >= 0:
+            raise LedgerError(f"leased ledger needs calls >= 2, 0 < share <= 1, admit_s > 0 and spent_s >= 0; "
+                              f"got calls={calls}, share={share}, admit_s={admit_s}, spent_s={spent_s}")
         self.inner = inner
         self.calls = calls
         self.share = share
         self.admit_s = admit_s
+        self.spent_s = spent_s
         self._reset()
         _LEDGERS.add(self)
 
@@ -132,15 +141,31 @@ class LeasedLedger:
         self._closed = threading.Event()
         self._ids = itertools.count()
         self._prefix = f"cw-lease-{os.urandom(8).hex()}-"
+        self._spent: dict[str, tuple[float, int]] = {}  # key -> (fresh until, others' spend and holds)
+        self._charged: dict[str, int] = {}  # what this process's leased calls charged, per key
+        self._version = 0  # changes when this process's slices or store reservations change the store
 
     # -- the Ledger protocol -------------------------------------------------------------------
     def spent(self, keys: Sequence[str], *, now: datetime) -> list[float]:
-        totals = self.inner.spent(keys, now=now)
+        """The store's figures, with this process's slices counted as the calls they hold. Within
+        ``spent_s`` of a read, what other processes did is taken from that read (this process's
+        own charges and holds are always current)."""
+        mono = time.monotonic()
         with self._lock:
-            idle: dict[str, int] = {}
-            for lease in itertools.chain(self._open.values(), self._retired):
-                idle[lease.slot[0]] = idle.get(lease.slot[0], 0) + lease.amount - lease.held
-        return [max(0, round(total * 1e6) - idle.get(key, 0)) / 1e6 for key, total in zip(keys, totals, strict=True)]
+            cache = self._spent
+            if cache and all(k in cache and cache[k][0] > mono for k in keys):
+                held = self._own(keys, "held")
+                return [(cache[k][1] + self._charged.get(k, 0) + held[k]) / 1e6 for k in keys]
+            version, charged = self._version, {k: self._charged.get(k, 0) for k in keys}
+        totals = [round(t * 1e6) for t in self.inner.spent(keys, now=now)]
+        with self._lock:
+            held, sliced = self._own(keys, "held"), self._own(keys, "amount")
+            if version == self._version and self.spent_s > 0:  # no slice taken or returned meanwhile
+                if len(cache) > 4_096:
+                    cache.clear()
+                for key, total in zip(keys, totals, strict=True):
+                    cache[key] = (mono + self.spent_s, total - charged[key] - sliced[key])
+        return [max(0, total - sliced[k] + held[k]) / 1e6 for k, total in zip(keys, totals, strict=True)]
 
     def reserve(
         self, reservation_id: str, holds: Sequence[Hold], *, ttl_s: float, now: datetime, keep_s: float | None = None
@@ -162,7 +187,7 @@ class LeasedLedger:
         self._return(drained, now)
         if local is not None:
             return local.outcome
-        return self.inner.reserve(reservation_id, holds, ttl_s=ttl_s, now=now, keep_s=keep_s)
+        return self._direct(self.inner.reserve, reservation_id, holds, ttl_s=ttl_s, now=now, keep_s=keep_s)
 
     def settle(self, reservation_id: str, cost_usd: float, *, now: datetime) -> list[Alert]:
         cost = to_micros(cost_usd, "cost_usd")
@@ -176,7 +201,7 @@ class LeasedLedger:
                 local.settling = True
         if local is None:
             # None: the store's own reservation, or one unknown here (the store then says so)
-            return [] if finished is not None else self.inner.settle(reservation_id, cost_usd, now=now)
+            return [] if finished is not None else self._direct(self.inner.settle, reservation_id, cost_usd, now=now)
         try:  # the real cost goes to the store under the call's id: once, however often this is retried
             charge = [dataclasses.replace(h, amount_usd=cost_usd, check=False) for h in local.holds]
             self.inner.reserve(reservation_id, charge, ttl_s=local.ttl_s, now=now)
@@ -198,7 +223,7 @@ class LeasedLedger:
         if local is not None:
             self._finish(reservation_id, local, None, now)
         elif finished is None:
-            self.inner.release(reservation_id, now=now)
+            self._direct(self.inner.release, reservation_id, now=now)
 
     # -- the store protocol --------------------------------------------------------------------
     def status(self, prefix: str = "budget:", *, now: datetime | None = None) -> list[BudgetStatus]:
@@ -275,6 +300,7 @@ class LeasedLedger:
                 self._retire(_slot(hold), old)
         try:
             outcome = self.inner.reserve(rid, slices, ttl_s=self.admit_s + ttl_s, now=now)
+            self._changed()
         except LedgerError as exc:
             log.debug("no budget slice taken (%s); reserving the call itself", describe(exc))
             return None
@@ -306,6 +332,7 @@ class LeasedLedger:
                    and not any(lease.rid == rid for lease in self._open.values())]
         if drained:
             self._retired = [lease for lease in self._retired if lease.rid not in drained]
+            self._changed()
         return drained
 
     def _return(self, rids: Sequence[str], now: datetime) -> None:
@@ -325,8 +352,35 @@ class LeasedLedger:
                 lease.calls -= 1
                 if cost is not None:
                     lease.charged += cost
+            if cost is not None:
+                for hold in local.holds:
+                    self._charged[hold.key] = self._charged.get(hold.key, 0) + cost
             drained = self._drained() if self._retired else []
         self._return(drained, now)
+
+    def _own(self, keys: Sequence[str], what: str) -> dict[str, int]:
+        """Per key, this process's slices' ``amount`` (held in the store) or ``held`` (by calls)."""
+        out = dict.fromkeys(keys, 0)
+        for lease in itertools.chain(self._open.values(), self._retired):
+            key = lease.slot[0]
+            if key in out:
+                out[key] += lease.amount if what == "amount" else lease.held
+        return out
+
+    def _direct(self, op: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """A store operation on a reservation of the store's own (not leased)."""
+        with self._lock:
+            self._changed()
+        try:
+            return op(*args, **kwargs)
+        finally:
+            with self._lock:
+                self._changed()
+
+    def _changed(self) -> None:
+        """The store changed by this process other than by a leased call's charge: cached spend is stale."""
+        self._version += 1
+        self._spent.clear()
 
     def _remember(self, rid: str, local: _Local | None) -> None:
         self._done[rid] = local
@@ -392,8 +446,9 @@ atexit.register(_return_all)
 
 
 def lease_options(options: dict[str, str]) -> dict[str, Any]:
-    """``lease_calls``, ``lease_share`` and ``lease_s`` from a ledger URL's query, as keyword arguments."""
-    names = {"lease_calls": "calls", "lease_share": "share", "lease_s": "admit_s"}
+    """``lease_calls``, ``lease_share``, ``lease_s`` and ``lease_spent_s`` from a ledger URL's query,
+    as keyword arguments."""
+    names = {"lease_calls": "calls", "lease_share": "share", "lease_s": "admit_s", "lease_spent_s": "spent_s"}
     out: dict[str, Any] = {}
     for name, value in options.items():
         if name not in names:

@@ -50,6 +50,10 @@ class Counting:
         self.calls.append(("release", rid))
         self.inner.release(rid, now=now)
 
+    def spent(self, keys: Sequence[str], *, now: datetime) -> list[float]:
+        self.calls.append(("spent", ",".join(keys)))
+        return self.inner.spent(keys, now=now)
+
     def slices(self, op: str = "reserve") -> list[str]:
         return [rid for kind, rid in self.calls if kind == op and rid.startswith("cw-lease-")]
 
@@ -79,6 +83,25 @@ def test_one_store_reserve_takes_a_slice_for_many_calls(leased: LeasedLedger, st
     # this process reports what its calls hold; the store (another process) sees both slices whole
     assert leased.spent([KEY], now=NOW) == [pytest.approx(0.09)]
     assert store.inner.spent([KEY], now=NOW) == [pytest.approx(0.16)]
+
+
+def test_spend_reads_are_reused_for_spent_s_with_this_process_always_current(open_store: Any) -> None:
+    store = Counting(open_store())
+    other = LeasedLedger(open_store(), calls=8, share=0.5, admit_s=30)  # another process
+    leased = LeasedLedger(store, calls=8, share=0.5, admit_s=30, spent_s=0.3)  # type: ignore[arg-type]
+    reads = lambda: sum(kind == "spent" for kind, _ in store.calls)  # noqa: E731
+    assert leased.spent([KEY], now=NOW) == [0.0] and reads() == 1
+    leased.reserve("c1", [hold(0.01)], ttl_s=60, now=NOW)  # takes a slice: the next read goes to the store
+    assert leased.spent([KEY], now=NOW) == [pytest.approx(0.01)] and reads() == 2
+    leased.reserve("c2", [hold(0.01)], ttl_s=60, now=NOW)
+    leased.settle("c1", 0.004, now=NOW)
+    other.reserve("o1", [hold(0.02)], ttl_s=60, now=NOW)  # the other process's slice: $0.16
+    assert leased.spent([KEY], now=NOW) == [pytest.approx(0.014)] and reads() == 2  # own changes, no read
+    time.sleep(0.35)
+    assert leased.spent([KEY], now=NOW) == [pytest.approx(0.174)] and reads() == 3  # the others', once stale
+    leased.reserve("direct", [hold(0.01, check=False)], ttl_s=60, now=NOW)  # a store reservation of its own
+    assert leased.spent([KEY], now=NOW) == [pytest.approx(0.184)] and reads() == 4  # shows at once
+    other.return_slices(everything=True)
 
 
 def test_settle_charges_the_real_cost_to_the_store_once(leased: LeasedLedger, store: Counting) -> None:
@@ -256,6 +279,7 @@ def test_a_forked_child_starts_without_the_parents_slices(tmp_path: Any) -> None
     ("lease_calls=1", "calls >= 2"),
     ("lease_calls=8&lease_share=2", "share <= 1"),
     ("lease_calls=8&lease_s=0", "admit_s > 0"),
+    ("lease_calls=8&lease_spent_s=-1", "spent_s >= 0"),
     ("lease_calls=many", "must be a number"),
     ("lease_calls=8&lease_size=3", "unknown option 'lease_size'"),
 ])
