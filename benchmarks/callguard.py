@@ -26,6 +26,10 @@ policies, two of them budgets). A budget that only denies leaves its check to th
 other reads the ledger once (``spent``) while judging; then one ``reserve`` and one ``settle`` per
 call: the ``ledger ops`` column.
 
+``<store>-leased`` (``--stores sqlite-leased``) opens the store with ``lease_calls=16``: budget
+slices (``adapters/ledger/leased.py``), so most reserves are answered in memory and each settle is
+a charge in the store (its ``ledger ops`` are counted at the leased ledger, not the store).
+
 Redis and PostgreSQL are the machine's own (``redis://127.0.0.1:6379/0``,
 ``postgresql://postgres@127.0.0.1:5432``); a store that cannot be reached is reported, not timed.
 """

@@ -163,7 +163,7 @@ def main() -> None:
             with store_url(store, tmp) as url:
                 single = run(url, args.seconds, 0, time.time())
             multi = None
-            if store != "memory":
+            if not store.startswith("memory"):  # one process's store
                 with store_url(store, tmp) as url:
                     multi = run_processes(url, args.seconds, p)
             print(row(store, single, multi), flush=True)
