@@ -577,11 +577,17 @@ class _Checkpointer:
                 self.db.close()
 
     def _catch_up(self, frames: int) -> None:
-        """Checkpoint the frames the long pass left behind, while this process does not write."""
-        while not self.stopped and self.commits - self.done < CHECKPOINT_EVERY:
-            if frames < CATCH_UP_FRAMES and time.monotonic() - self.last_commit < CATCH_UP_IDLE_S:
-                time.sleep(CATCH_UP_IDLE_S)
-                continue
+        """Checkpoint the frames the long pass left behind, while this process does not write: at
+        once when the WAL holds ``CATCH_UP_FRAMES``, else when the process is idle — unless the next
+        long pass is due first (a writer that is never idle and outpaces the passes would otherwise
+        keep the WAL from ever restarting)."""
+        while not self.stopped:
+            if frames < CATCH_UP_FRAMES:
+                if self.commits - self.done >= CHECKPOINT_EVERY:
+                    return
+                if time.monotonic() - self.last_commit < CATCH_UP_IDLE_S:
+                    time.sleep(CATCH_UP_IDLE_S)
+                    continue
             if self.lock.acquire(timeout=self.timeout_s):
                 try:
                     self.done = self.commits
