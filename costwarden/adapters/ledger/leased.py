@@ -17,8 +17,9 @@ What it keeps, and what it changes:
 
 * **No overspend.** A slice is an ordinary reservation in the store: every process counts it
   against the limit until it is returned. A call is admitted only while its worst case fits in
-  what the slice has left; its real cost is charged to the store when it settles (one unchecked
-  reservation and its settlement under the call's own id, so alerts fire as usual).
+  what the slice has left; its real cost is charged to the store when it settles (the store's
+  ``charge``: one atomic step, one round trip, under the call's own id, so alerts fire as usual
+  and a retried charge counts once).
 * **Slices are short-lived.** A slice admits calls for ``admit_s`` seconds (2 by default) and is
   returned as soon as its last call has finished; a background thread returns idle ones. Its hold
   lives in the store for ``admit_s`` plus the longest reservation TTL it admitted, so a process
@@ -203,9 +204,7 @@ class LeasedLedger:
             # None: the store's own reservation, or one unknown here (the store then says so)
             return [] if finished is not None else self._direct(self.inner.settle, reservation_id, cost_usd, now=now)
         try:  # the real cost goes to the store under the call's id: once, however often this is retried
-            charge = [dataclasses.replace(h, amount_usd=cost_usd, check=False) for h in local.holds]
-            self.inner.reserve(reservation_id, charge, ttl_s=local.ttl_s, now=now)
-            alerts = self.inner.settle(reservation_id, cost_usd, now=now)
+            alerts = self.inner.charge(reservation_id, local.holds, cost_usd, ttl_s=local.ttl_s, now=now)
         except BaseException:
             with self._lock:
                 local.settling = False  # the slice still holds the worst case; a retry may charge it
@@ -226,6 +225,11 @@ class LeasedLedger:
             self._direct(self.inner.release, reservation_id, now=now)
 
     # -- the store protocol --------------------------------------------------------------------
+    def charge(
+        self, reservation_id: str, holds: Sequence[Hold], cost_usd: float, *, ttl_s: float, now: datetime
+    ) -> list[Alert]:
+        return self._direct(self.inner.charge, reservation_id, holds, cost_usd, ttl_s=ttl_s, now=now)
+
     def status(self, prefix: str = "budget:", *, now: datetime | None = None) -> list[BudgetStatus]:
         return self.inner.status(prefix, now=now)
 

@@ -23,6 +23,7 @@ from costwarden.adapters.ledger.store import (
     RECORD_GRACE_S,
     HoldSpec,
     Record,
+    charge_in,
     epoch_ms,
     release_in,
     reserve_in,
@@ -90,6 +91,14 @@ class MemoryLedger:
     def release(self, reservation_id: str, *, now: datetime) -> None:
         with self._lock:
             release_in(self, reservation_id)
+
+    def charge(
+        self, reservation_id: str, holds: Sequence[Hold], cost_usd: float, *, ttl_s: float, now: datetime
+    ) -> list[Alert]:
+        specs, cost, at = specs_from(holds), to_micros(cost_usd, "cost_usd"), epoch_ms(now)
+        with self._lock:
+            self._purge(at)
+            return charge_in(self, reservation_id, specs, cost, now_ms=at, ttl=ttl_ms(ttl_s), grace=self._grace)
 
     def status(self, prefix: str = "budget:", *, now: datetime | None = None) -> list[BudgetStatus]:
         at = now_ms(now)

@@ -46,6 +46,7 @@ from costwarden.adapters.ledger.store import (
     RECORD_GRACE_S,
     HoldSpec,
     Record,
+    charge_in,
     dump_specs,
     epoch_ms,
     load_specs,
@@ -294,6 +295,19 @@ class PostgresLedger:
 
     def release(self, reservation_id: str, *, now: datetime) -> None:
         self._run("release", lambda conn: release_in(_Txn(conn, self._sql), reservation_id))
+
+    def charge(
+        self, reservation_id: str, holds: Sequence[Hold], cost_usd: float, *, ttl_s: float, now: datetime
+    ) -> list[Alert]:
+        specs, cost, at, ttl = specs_from(holds), to_micros(cost_usd, "cost_usd"), epoch_ms(now), ttl_ms(ttl_s)
+        alerts = self._run(
+            "charge",
+            lambda conn: charge_in(
+                _Txn(conn, self._sql), reservation_id, specs, cost, now_ms=at, ttl=ttl, grace=self._grace
+            ),
+        )
+        self._purge(at)
+        return alerts
 
     def status(self, prefix: str = "budget:", *, now: datetime | None = None) -> list[BudgetStatus]:
         at = now_ms(now)

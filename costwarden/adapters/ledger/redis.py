@@ -1,4 +1,4 @@
-"""The Redis ledger: one Lua script — one round trip — per reserve, settle, release and lookup.
+"""The Redis ledger: one Lua script — one round trip — per reserve, settle, release, charge and lookup.
 
 ::
 
@@ -81,6 +81,27 @@ local function live(k)
   local v = redis.call('HMGET', b, 's', 'h')
   return tonumber(v[1]) or 0, tonumber(v[2]) or 0
 end
+-- after spend was settled on specs: append each alert threshold its window reached, once (a marker)
+local function alerts(specs, out)
+  for _, s in ipairs(specs) do
+    if s.l and #s.t > 0 then
+      local total = 0
+      for _, k in ipairs(s.w) do total = total + (tonumber(redis.call('HGET', bkey(k), 's')) or 0) end
+      for _, t in ipairs(s.t) do
+        if total >= tonumber(t) * s.l then
+          local marker = tag .. ':a:' .. s.k .. '|' .. t
+          local fresh
+          if s.e then fresh = redis.call('SET', marker, '1', 'NX', 'PXAT', fmt(s.e))
+          else fresh = redis.call('SET', marker, '1', 'NX') end
+          if fresh then
+            for _, x in ipairs({s.k, t, fmt(total), fmt(s.l)}) do out[#out + 1] = x end
+          end
+        end
+      end
+    end
+  end
+  return out
+end
 """
 
 RESERVE = (
@@ -153,24 +174,27 @@ for _, s in ipairs(specs) do
 end
 local out = {'s'}
 if cost == '' then return out end
+return alerts(specs, out)
+"""
+)
+
+CHARGE = (
+    _COMMON
+    + """
+-- KEYS[1] record, KEYS[2..] buckets (declared for routing)
+-- ARGV: tag, now, reservation id, cost micros, record expiry ms, holds JSON
+local rec = KEYS[1]
+if redis.call('EXISTS', rec) == 1 then return {'='} end
+local cost = ARGV[4]
+local specs = cjson.decode(ARGV[6])
 for _, s in ipairs(specs) do
-  if s.l and #s.t > 0 then
-    local total = 0
-    for _, k in ipairs(s.w) do total = total + (tonumber(redis.call('HGET', bkey(k), 's')) or 0) end
-    for _, t in ipairs(s.t) do
-      if total >= tonumber(t) * s.l then
-        local marker = tag .. ':a:' .. s.k .. '|' .. t
-        local fresh
-        if s.e then fresh = redis.call('SET', marker, '1', 'NX', 'PXAT', fmt(s.e))
-        else fresh = redis.call('SET', marker, '1', 'NX') end
-        if fresh then
-          for _, x in ipairs({s.k, t, fmt(total), fmt(s.l)}) do out[#out + 1] = x end
-        end
-      end
-    end
-  end
+  local b = bkey(s.k)
+  redis.call('HINCRBY', b, 's', cost)
+  if s.e then redis.call('PEXPIREAT', b, fmt(s.e)) end
 end
-return out
+redis.call('HSET', rec, 'st', 's', 'specs', ARGV[6])
+redis.call('PEXPIREAT', rec, tonumber(ARGV[5]))
+return alerts(specs, {'s'})
 """
 )
 
@@ -225,6 +249,7 @@ class RedisLedger:
         self._grace = ttl_ms(record_grace_s)
         self._reserve = client.register_script(RESERVE)
         self._settle = client.register_script(SETTLE)
+        self._charge = client.register_script(CHARGE)
         self._spent = client.register_script(SPENT)
 
     @classmethod
@@ -273,16 +298,20 @@ class RedisLedger:
                 f"cannot settle unknown reservation {reservation_id!r}: it was never reserved here or its record "
                 "expired (records are kept for ttl_s + record_grace_s)"
             )
-        rest = out[1:]
-        return [
-            Alert(rest[i], float(rest[i + 1]), to_usd(int(rest[i + 2])), to_usd(int(rest[i + 3])))
-            for i in range(0, len(rest), 4)
-        ]
+        return _alerts(out[1:])
 
     def release(self, reservation_id: str, *, now: datetime) -> None:
         self._call(
             self._settle, [self._record(reservation_id)], [self.tag, epoch_ms(now), reservation_id, ""], "release"
         )
+
+    def charge(
+        self, reservation_id: str, holds: Sequence[Hold], cost_usd: float, *, ttl_s: float, now: datetime
+    ) -> list[Alert]:
+        specs, cost, at = specs_from(holds), to_micros(cost_usd, "cost_usd"), epoch_ms(now)
+        keys = [self._record(reservation_id), *self._bucket_keys({s.key for s in specs})]
+        args = [self.tag, at, reservation_id, cost, at + ttl_ms(ttl_s) + self._grace, dump_specs(specs)]
+        return _alerts(self._call(self._charge, keys, args, "charge")[1:])
 
     def status(self, prefix: str = "budget:", *, now: datetime | None = None) -> list[BudgetStatus]:
         at = now_ms(now)
@@ -331,6 +360,14 @@ class RedisLedger:
         except (redis.RedisError, OSError) as exc:
             raise LedgerError(f"Redis ledger {self.where}: {what} failed: {exc}") from exc
         return [_text(x) for x in out]
+
+
+def _alerts(rest: list[str]) -> list[Alert]:
+    """A settle's or charge's reply after its state: key, threshold, spend, limit per alert."""
+    return [
+        Alert(rest[i], float(rest[i + 1]), to_usd(int(rest[i + 2])), to_usd(int(rest[i + 3])))
+        for i in range(0, len(rest), 4)
+    ]
 
 
 def _text(value: Any) -> Any:

@@ -18,7 +18,9 @@ change), and writes three pages. A settle or release is one ``UPDATE`` of the re
 so a settle of a reservation this ledger granted, without alert thresholds (a guarded call's), is a
 single-statement transaction — atomic like any statement, durable like any commit — with no
 ``BEGIN``/``COMMIT`` round trips; one that must read the window for alerts, or whose reservation
-was made elsewhere, runs in a ``BEGIN IMMEDIATE`` transaction around the same ``UPDATE``. Most of
+was made elsewhere, runs in a ``BEGIN IMMEDIATE`` transaction around the same ``UPDATE``. A charge
+(``LedgerStore.charge``: how the leased ledger settles a call admitted from a budget slice) is
+likewise one ``INSERT`` of a settled record, which the ``ledger_charge`` trigger adds to its buckets. Most of
 what remains is SQLite's own locking and WAL writes. WAL checkpoints — which copy the WAL back into
 the database and fsync both — run in a thread of their own instead of inside whichever commit
 fills the WAL (:class:`_Checkpointer`).
@@ -89,6 +91,14 @@ WHEN OLD.state = 'g' AND NEW.state IN ('s', 'x') BEGIN
         AND key IN (SELECT json_extract(value, '$.k') FROM json_each(NEW.specs));
     INSERT INTO ledger_buckets (key, settled, keep_until_ms)
         SELECT json_extract(value, '$.k'), coalesce(NEW.spent, 0), json_extract(value, '$.e')
+        FROM json_each(NEW.specs) WHERE true
+        ON CONFLICT (key) DO UPDATE SET settled = settled + excluded.settled,
+        keep_until_ms = max(coalesce(keep_until_ms, excluded.keep_until_ms), excluded.keep_until_ms);
+END;
+CREATE TRIGGER IF NOT EXISTS ledger_charge AFTER INSERT ON ledger_reservations
+WHEN NEW.state = 's' BEGIN
+    INSERT INTO ledger_buckets (key, settled, keep_until_ms)
+        SELECT json_extract(value, '$.k'), NEW.spent, json_extract(value, '$.e')
         FROM json_each(NEW.specs) WHERE true
         ON CONFLICT (key) DO UPDATE SET settled = settled + excluded.settled,
         keep_until_ms = max(coalesce(keep_until_ms, excluded.keep_until_ms), excluded.keep_until_ms);
@@ -242,6 +252,12 @@ def _reserve(
     return outcome, True
 
 
+_CHARGE = (
+    "INSERT INTO ledger_reservations (id, state, spent, specs, expires_ms, purge_ms) VALUES (?, 's', ?, ?, ?, ?)"
+    " ON CONFLICT (id) DO NOTHING"
+)
+"""A charge: a settled record under a new id; the ``ledger_charge`` trigger adds its cost to each
+hold's bucket within the same statement. An id with a record already inserts (and charges) nothing."""
 _MOVE = "UPDATE ledger_reservations SET state = ?, spent = ? WHERE id = ? AND state = 'g'"
 """Settle (``s``, with the cost) or release (``x``) a granted reservation: the ``ledger_unhold``
 trigger drops its holds and charges the cost to each hold's bucket within the same statement."""
@@ -275,6 +291,18 @@ def _settle(db: sqlite3.Connection, reservation_id: str, cost: int) -> list[Aler
             f"cannot settle unknown reservation {reservation_id!r}: it was never reserved here or its record "
             "expired (records are kept for ttl_s + record_grace_s)"
         )
+    return _alerts(db, specs)
+
+
+def _charge(db: sqlite3.Connection, params: tuple[object, ...], specs: Sequence[HoldSpec]) -> list[Alert]:
+    """The shared algorithm (``charge_in``) with alert thresholds: the charge, then the alerts."""
+    if db.execute(_CHARGE, params).rowcount != 1:
+        return []
+    return _alerts(db, specs)
+
+
+def _alerts(db: sqlite3.Connection, specs: Sequence[HoldSpec]) -> list[Alert]:
+    """The shared algorithm (``alerts_in``): mark each alert threshold the windows' settled spend reached, once."""
     alerting = [s for s in specs if s.alert_at and s.limit is not None]
     if not alerting:
         return []
@@ -367,6 +395,20 @@ class SqliteLedger:
         other record, or none, is left as it is (release is idempotent)."""
         self._quiet.pop(reservation_id, None)
         self._statement(_MOVE, ("x", None, reservation_id))
+
+    def charge(
+        self, reservation_id: str, holds: Sequence[Hold], cost_usd: float, *, ttl_s: float, now: datetime
+    ) -> list[Alert]:
+        """One ``INSERT`` (its own transaction) of a settled record, which the ``ledger_charge``
+        trigger charges; with alert thresholds, in the ``BEGIN IMMEDIATE`` transaction that also
+        marks them."""
+        specs, at = specs_from(holds), epoch_ms(now)
+        expires = at + ttl_ms(ttl_s)
+        params = (reservation_id, to_micros(cost_usd, "cost_usd"), dump_specs(specs), expires, expires + self._grace)
+        if any(s.alert_at and s.limit is not None for s in specs):
+            return self._write(_charge, params, specs)
+        self._statement(_CHARGE, params)
+        return []
 
     def status(self, prefix: str = "budget:", *, now: datetime | None = None) -> list[BudgetStatus]:
         at = now_ms(now)

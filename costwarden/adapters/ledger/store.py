@@ -13,7 +13,7 @@ matters. Every store keeps the same logical state:
 * an **alert marker** per (window key, threshold), set only if absent.
 
 Memory and PostgreSQL run the one algorithm here (:func:`reserve_in`, :func:`settle_in`,
-:func:`release_in`) against a :class:`Txn` — their transaction; only the I/O edge differs. Redis
+:func:`release_in`, :func:`charge_in`) against a :class:`Txn` — their transaction; only the I/O edge differs. Redis
 runs the same steps as Lua scripts (``redis.py``) and SQLite as a few combined statements
 (``sqlite.py``: it is the embedded default, on the call-guard's path), reusing :func:`decide`,
 :func:`lock_keys` and :func:`crossed` from here; the contract tests hold all four to one behaviour.
@@ -53,6 +53,17 @@ class LedgerStore(Ledger, Protocol):
 
     def status(self, prefix: str = "budget:", *, now: datetime | None = None) -> list[BudgetStatus]:
         """Spend, live holds and limit of every current budget window whose key starts with ``prefix``."""
+        ...
+
+    def charge(
+        self, reservation_id: str, holds: Sequence[Hold], cost_usd: float, *, ttl_s: float, now: datetime
+    ) -> list[Alert]:
+        """Charge ``cost_usd`` to the key of every hold in one atomic step under a new id — what an
+        unchecked ``reserve`` of the cost and its ``settle`` do, in one round trip: never refused,
+        alerts as a settle's. An id this store has a record of charges nothing (a retry, or an id
+        reserved before), so a charge whose outcome is unknown can be repeated. Status shows the
+        limit and window of a key as its last reservation set them; a charge records only spend.
+        The leased ledger settles each call admitted from a budget slice this way."""
         ...
 
     def close(self) -> None:
@@ -340,10 +351,30 @@ def settle_in(txn: Txn, reservation_id: str, cost: int) -> list[Alert]:
         )
     if record.state != "g":
         return []
-    alerting = [s for s in record.specs if s.alert_at and s.limit is not None]
-    txn.lock(lock_keys(record.specs, windows=bool(alerting)))
+    txn.lock(lock_keys(record.specs, windows=_alerting(record.specs)))
     txn.unhold(reservation_id, record.specs, cost)
     txn.put(reservation_id, replace(record, state="s"))
+    return alerts_in(txn, record.specs)
+
+
+def charge_in(
+    txn: Txn, reservation_id: str, specs: Sequence[HoldSpec], cost: int, *, now_ms: int, ttl: int, grace: int
+) -> list[Alert]:
+    """``LedgerStore.charge``: a settled record and the cost on every spec's bucket, unless the id
+    has a record already (then nothing)."""
+    if txn.claim(reservation_id) is not None:
+        return []
+    txn.lock(lock_keys(specs, windows=_alerting(specs)))
+    txn.unhold(reservation_id, specs, cost)  # no holds to drop: adds the cost to each bucket
+    expires = now_ms + ttl
+    txn.put(reservation_id, Record("s", Reservation(reservation_id, True), tuple(specs), expires, expires + grace))
+    return alerts_in(txn, specs)
+
+
+def alerts_in(txn: Txn, specs: Sequence[HoldSpec]) -> list[Alert]:
+    """After spend was settled on ``specs``: the alert thresholds their windows' settled spend
+    reached, each marked (and so returned) once."""
+    alerting = [s for s in specs if s.alert_at and s.limit is not None]
     if not alerting:
         return []
     sums = txn.settled(sorted({k for s in alerting for k in s.window}))
@@ -358,6 +389,10 @@ def settle_in(txn: Txn, reservation_id: str, cost: int) -> list[Alert]:
     return alerts
 
 
+def _alerting(specs: Sequence[HoldSpec]) -> bool:
+    return any(s.alert_at and s.limit is not None for s in specs)
+
+
 def release_in(txn: Txn, reservation_id: str) -> None:
     record = txn.load(reservation_id)
     if record is None or record.state != "g":
@@ -369,6 +404,8 @@ def release_in(txn: Txn, reservation_id: str) -> None:
 
 __all__ = [
     "LedgerStore",
+    "alerts_in",
+    "charge_in",
     "HoldSpec",
     "Record",
     "Txn",

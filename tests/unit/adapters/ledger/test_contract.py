@@ -201,6 +201,74 @@ class TestSettleAndRelease:
         assert ledger.spent([ALICE, BOB], now=NOW) == [2.0, 0.0]
 
 
+class TestCharge:
+    """``charge``: an unchecked reserve of the real cost and its settle, as one atomic step."""
+
+    def test_adds_the_cost_to_every_key_and_holds_nothing(self, ledger: LedgerStore) -> None:
+        assert ledger.charge("c1", [hold(TEAM, 5.0, 50.0), hold(ALICE, 5.0)], 1.25, ttl_s=60, now=NOW) == []
+        assert ledger.spent([TEAM, ALICE], now=NOW) == [1.25, 1.25]
+        assert [(r.key, r.spent_usd, r.held_usd) for r in ledger.status(now=NOW)] == [
+            (TEAM, 1.25, 0.0),
+            (ALICE, 1.25, 0.0),
+        ]
+
+    def test_is_never_refused(self, ledger: LedgerStore) -> None:
+        ledger.charge("c1", [hold(ALICE, 1.0)], 12.0, ttl_s=60, now=NOW)
+        assert ledger.spent([ALICE], now=NOW) == [12.0]
+        assert not ledger.reserve("r2", [hold(ALICE, 0.01)], ttl_s=60, now=NOW).granted
+
+    def test_a_repeat_charges_once(self, ledger: LedgerStore) -> None:
+        ledger.charge("c1", [hold(ALICE, 1.0)], 2.0, ttl_s=60, now=NOW)
+        assert ledger.charge("c1", [hold(ALICE, 1.0)], 2.0, ttl_s=60, now=NOW) == []
+        assert ledger.spent([ALICE], now=NOW) == [2.0]
+
+    def test_a_charged_call_is_settled_so_settle_and_release_change_nothing(self, ledger: LedgerStore) -> None:
+        ledger.charge("c1", [hold(ALICE, 1.0)], 2.0, ttl_s=60, now=NOW)
+        assert ledger.settle("c1", 5.0, now=NOW) == []
+        ledger.release("c1", now=NOW)
+        assert ledger.reserve("c1", [hold(ALICE, 9.0)], ttl_s=60, now=NOW).granted  # the first outcome again
+        assert ledger.spent([ALICE], now=NOW) == [2.0]
+
+    def test_an_id_reserved_before_is_not_charged_again(self, ledger: LedgerStore) -> None:
+        ledger.reserve("r1", [hold(ALICE, 3.0)], ttl_s=60, now=NOW)
+        assert ledger.charge("r1", [hold(ALICE, 3.0)], 1.0, ttl_s=60, now=NOW) == []
+        assert ledger.spent([ALICE], now=NOW) == [3.0]  # still the hold
+        ledger.settle("r1", 1.5, now=NOW)
+        assert ledger.spent([ALICE], now=NOW) == [1.5]
+
+    def test_counts_against_reservations_in_the_window(self, ledger: LedgerStore) -> None:
+        ledger.charge("c1", [hold(ALICE, 1.0)], 7.0, ttl_s=60, now=NOW)
+        assert not ledger.reserve("r1", [hold(ALICE, 3.5)], ttl_s=60, now=NOW).granted
+        assert ledger.reserve("r2", [hold(ALICE, 3.0)], ttl_s=60, now=NOW).granted
+
+    def test_alerts_as_a_settle_would_once_per_threshold(self, ledger: LedgerStore) -> None:
+        thresholds = (0.5, 0.8)
+        fired = [
+            ledger.charge(f"c{i}", [hold(ALICE, 1.0, alert_at=thresholds)], cost, ttl_s=60, now=NOW)
+            for i, cost in enumerate([4.0, 2.0, 1.0, 2.0])
+        ]
+        fired.append(ledger.charge("c3", [hold(ALICE, 1.0, alert_at=thresholds)], 2.0, ttl_s=60, now=NOW))
+        assert fired == [[], [Alert(ALICE, 0.5, 6.0, 10.0)], [], [Alert(ALICE, 0.8, 9.0, 10.0)], []]
+
+    def test_refuses_a_negative_cost(self, ledger: LedgerStore) -> None:
+        with pytest.raises(LedgerError, match="cost_usd"):
+            ledger.charge("c1", [hold(ALICE, 1.0)], -1.0, ttl_s=60, now=NOW)
+        assert ledger.spent([ALICE], now=NOW) == [0.0]
+
+    def test_concurrent_charges_of_one_id_count_once(self, open_store: OpenStore) -> None:
+        stores = [open_store() for _ in range(4)]
+        threads = [
+            threading.Thread(target=stores[i % 4].charge, args=(f"c{i // 4}", [hold(TEAM, 1.0, 50.0)], 0.5),
+                             kwargs={"ttl_s": 60, "now": NOW})
+            for i in range(24)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert stores[0].spent([TEAM], now=NOW) == [3.0]  # six ids × $0.50
+
+
 class TestExpiry:
     def test_an_unsettled_reservation_stops_counting_after_its_ttl(self, ledger: LedgerStore) -> None:
         ledger.reserve("r1", [hold(ALICE, 8.0)], ttl_s=30, now=NOW)

@@ -29,7 +29,7 @@ def hold(amount: float, limit: float | None = 10.0, key: str = KEY, **kw: Any) -
 
 
 class Counting:
-    """The store, with its reserve / settle / release calls counted (slices apart from calls)."""
+    """The store, with its reserve / settle / release / charge calls counted (slices apart from calls)."""
 
     def __init__(self, inner: LedgerStore) -> None:
         self.inner = inner
@@ -49,6 +49,10 @@ class Counting:
     def release(self, rid: str, *, now: datetime) -> None:
         self.calls.append(("release", rid))
         self.inner.release(rid, now=now)
+
+    def charge(self, rid: str, holds: Sequence[Hold], cost: float, **kw: Any) -> Any:
+        self.calls.append(("charge", rid))
+        return self.inner.charge(rid, holds, cost, **kw)
 
     def spent(self, keys: Sequence[str], *, now: datetime) -> list[float]:
         self.calls.append(("spent", ",".join(keys)))
@@ -109,7 +113,7 @@ def test_settle_charges_the_real_cost_to_the_store_once(leased: LeasedLedger, st
     assert leased.settle("c1", 0.004, now=NOW) == []
     assert leased.settle("c1", 0.004, now=NOW) == []  # idempotent
     assert leased.release("c1", now=NOW) is None  # the settle came first
-    assert store.of("c1") == ["reserve", "settle"]  # the charge, under the call's own id
+    assert store.of("c1") == ["charge"]  # one store operation, under the call's own id
     assert leased.spent([KEY], now=NOW) == [pytest.approx(0.004)]
     leased.return_slices(everything=True)
     assert store.slices("release") == store.slices()
@@ -207,7 +211,7 @@ def test_a_failed_charge_keeps_the_worst_case_held_and_can_be_retried(leased: Le
     real = store.inner
 
     class Down:
-        def reserve(self, *a: Any, **kw: Any) -> Any:
+        def charge(self, *a: Any, **kw: Any) -> Any:
             raise LedgerError("store unreachable")
 
     store.inner = Down()  # type: ignore[assignment]
