@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from costwarden.enforcers import settler as settler_module
 from costwarden.enforcers.settler import Settler, flush_all
 
 
@@ -49,6 +50,33 @@ def test_a_step_submitted_from_the_settler_thread_runs_inline() -> None:
     settler.run(outer)
     assert settler.flush(5)
     assert order == ["inner", "outer"]
+    settler.close(5)
+
+
+def test_an_active_settler_is_handed_steps_without_a_wake_up() -> None:
+    settler = Settler()
+    settler.run(lambda: None)
+    assert settler.flush(5)
+    settler._wake.set = lambda: pytest.fail("woke an active settler")  # type: ignore[method-assign]
+    for _ in range(50):  # within PARK_AFTER_S of the last step: the settler is polling
+        settler.run(lambda: None)
+    assert settler.flush(5)
+    del settler._wake.set
+    settler.close(5)
+
+
+def test_an_idle_settler_parks_and_the_next_step_wakes_it() -> None:
+    settler = Settler()
+    settler.run(lambda: None)
+    assert settler.flush(5)
+    deadline = time.monotonic() + 5
+    while not settler._parked and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert settler._parked, f"still polling {settler_module.PARK_AFTER_S * 100:.0f}x PARK_AFTER_S after its last step"
+    ran = threading.Event()
+    started = time.monotonic()
+    settler.run(ran.set)
+    assert ran.wait(1) and time.monotonic() - started < 0.5
     settler.close(5)
 
 
