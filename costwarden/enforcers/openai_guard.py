@@ -67,7 +67,11 @@ OPENAI = edge()
 
 
 def is_guarded(method: str, url: str) -> bool:
-    path = urlsplit(url).path.rstrip("/")
+    return _guarded_path(method, urlsplit(url).path)
+
+
+def _guarded_path(method: str, path: str) -> bool:
+    path = path.rstrip("/")
     return method.upper() == "POST" and (path.endswith("/chat/completions") or path.endswith("/responses"))
 
 
@@ -82,7 +86,7 @@ class GuardedTransport(httpx2.BaseTransport):
         self._inner = transport if transport is not None else httpx2.HTTPTransport()
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        plan = _plan(self.guard, self.edge, request) if is_guarded(request.method, str(request.url)) else None
+        plan = _plan(self.guard, self.edge, request) if _guarded_path(request.method, request.url.path) else None
         if plan is None:
             return self._inner.handle_request(request)
         call, outgoing, attempt, injected = plan
@@ -112,7 +116,7 @@ class AsyncGuardedTransport(httpx2.AsyncBaseTransport):
         """As the sync transport; the steps that wait on the ledger or on sinks run in a worker
         thread when those do I/O (``CallGuard.offload``), so they never block the event loop."""
         guard = self.guard
-        parts = _parts(request) if is_guarded(request.method, str(request.url)) else None
+        parts = _parts(request) if _guarded_path(request.method, request.url.path) else None
         if parts is None:
             return await self._inner.handle_async_request(request)
         body, sent, key, attempt, injected = parts

@@ -146,14 +146,21 @@ def compile(params: Budget, env: CompileEnv) -> Check:
 
 
 def _worst_case(subject: LlmCall, ctx: EvalContext) -> float:
-    """Estimated input plus max_tokens of output (clamped); raises when the model has no price."""
+    """Estimated input plus max_tokens of output (clamped); raises when the model has no price.
+    Priced once per subject and pricer, however many budgets judge the call (subjects are immutable)."""
     if subject.estimated_cost_usd is not None:
         return subject.estimated_cost_usd
-    if ctx.pricer is None:
+    pricer = ctx.pricer
+    if pricer is None:
         return 0.0
+    memo = subject.__dict__.get("_worst_case")
+    if memo is not None and memo[0] is pricer:
+        return memo[1]  # type: ignore[no-any-return]
     output = min(subject.request.max_tokens or OUTPUT_TOKENS_CAP, OUTPUT_TOKENS_CAP)
     usage = TokenUsage(input_tokens=subject.request.input_tokens, output_tokens=output)
-    return ctx.pricer.cost(subject.provider, subject.model, usage, batch=subject.request.batch)
+    cost = pricer.cost(subject.provider, subject.model, usage, batch=subject.request.batch)
+    subject.__dict__["_worst_case"] = (pricer, cost)
+    return cost
 
 
 KIND = RuleKind("budget", Budget, ("llm_call",), compile, "spend per attribution key over a window stays under a limit")

@@ -723,6 +723,28 @@ class TestBudget:
         batch = one(ps, call(user="alice", request={"max_tokens": 1000, "batch": True}), ledger=ledger)
         assert batch.actual == pytest.approx(24.9 + 1000 * 15 / 1e6 / 2)
 
+    def test_the_worst_case_is_priced_once_per_call_however_many_budgets_judge_it(
+        self, compile_policies: CompilePolicies, fake_pricer: Any, ledger: MemoryLedger
+    ) -> None:
+        ps = compile_policies(
+            policy(DAILY, name="daily") + "---\n" + policy(
+                "budget: {per: [team], limitUsd: 100, window: month}", name="monthly"
+            ),
+            pricer=fake_pricer,
+        )
+        subject = call(user="alice", team="growth", request={"input_tokens": 10_000, "max_tokens": 4000})
+        fake_pricer.calls = 0
+        decision = ps.evaluate(subject, "runtime", now=NOW, ledger=ledger)
+        amounts = [h.amount_usd for r in decision.results for h in r.holds]
+        assert amounts == [pytest.approx((10_000 * 3 + 4000 * 15) / 1e6)] * 2
+        assert fake_pricer.calls == 1
+        other = call(user="alice", team="growth", request={"input_tokens": 20_000, "max_tokens": 4000})
+        again = ps.evaluate(other, "runtime", now=NOW, ledger=ledger)
+        assert [h.amount_usd for r in again.results for h in r.holds] == [
+            pytest.approx((20_000 * 3 + 4000 * 15) / 1e6)
+        ] * 2  # a new subject is priced anew
+        assert fake_pricer.calls == 2
+
     def test_unpriced_model_is_an_error(self, ps: PolicySet, ledger: MemoryLedger) -> None:
         r = one(ps, call(user="alice", model="mystery-model"), ledger=ledger)
         assert (r.result, r.effect) == ("error", "deny")
