@@ -23,7 +23,7 @@ was made elsewhere, runs in a ``BEGIN IMMEDIATE`` transaction around the same ``
 likewise one ``INSERT`` of a settled record, which the ``ledger_charge`` trigger adds to its buckets. Most of
 what remains is SQLite's own locking and WAL writes. WAL checkpoints — which copy the WAL back into
 the database and fsync both — run in a thread of their own instead of inside whichever commit
-fills the WAL (:class:`_Checkpointer`).
+fills the WAL (:class:`~costwarden.adapters.ledger.sqlite_checkpoints.Checkpointer`).
 
 Threads of one process share one connection behind a lock — they queue fairly on it instead of
 spinning in SQLite's busy handler — and processes wait on the file lock up to ``timeout_s``. An
@@ -36,18 +36,17 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import os
 import sqlite3
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from costwarden.adapters.ledger.sqlite_checkpoints import Checkpointer
 from costwarden.adapters.ledger.status import BucketRow, BudgetStatus, now_ms, summarize
 from costwarden.adapters.ledger.store import (
     PURGE_EVERY_MS,
@@ -69,7 +68,6 @@ from costwarden.engine.ledger import Alert, Hold, Reservation
 from costwarden.errors import LedgerError
 
 _T = TypeVar("_T")
-log = logging.getLogger("costwarden.ledger")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger_buckets (
@@ -120,16 +118,8 @@ PURGE = (
 
 _RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 """``UPDATE ... RETURNING`` (SQLite 3.35+) moves a reservation and reads its holds in one statement."""
-CHECKPOINT_EVERY = 300
-"""Commits between WAL checkpoints (SQLite's own default is every 1,000 pages: ~330 ledger commits of 3)."""
-CHECKPOINT_INTERVAL_S = 1.0
-"""...and at least this often while anything was committed."""
-CATCH_UP_IDLE_S = 0.005
-"""Quiet time after which the frames a checkpoint left behind are checkpointed (see _Checkpointer)."""
 _QUIET_MAX = 65_536
 """Reservation ids remembered for the one-statement settle (forgetting one only costs the long path)."""
-CATCH_UP_FRAMES = 3_000
-"""WAL size (frames, ~12 MB) at which they are checkpointed even though the process is never quiet."""
 
 _LOAD = (
     "SELECT state, refused_key, spent, limit_micros, specs, expires_ms, purge_ms FROM ledger_reservations WHERE id = ?"
@@ -342,7 +332,7 @@ class SqliteLedger:
         self._db: sqlite3.Connection | None = None
         self._pid = 0
         self._next_purge = 0
-        self._checkpoints: _Checkpointer | None = None
+        self._checkpoints: Checkpointer | None = None
         # reservations this instance granted whose holds have no alert thresholds: settled in one statement
         self._quiet: dict[str, None] = {}
         with self._connection():
@@ -474,7 +464,7 @@ class SqliteLedger:
                     db.execute("ROLLBACK")
                 raise
             if self._checkpoints is not None:
-                self._checkpoints.committed()
+                self._checkpoints.committed(db)
             return result
         except sqlite3.Error as exc:
             raise LedgerError(f"SQLite ledger {self.path}: {exc}") from exc
@@ -487,9 +477,10 @@ class SqliteLedger:
         if not self._lock.acquire(timeout=self.timeout_s):
             raise LedgerError(f"SQLite ledger {self.path}: busy for more than {self.timeout_s}s in this process")
         try:
-            changed = self._open().execute(sql, params).rowcount
+            db = self._open()
+            changed = db.execute(sql, params).rowcount
             if self._checkpoints is not None:
-                self._checkpoints.committed()
+                self._checkpoints.committed(db)
             return changed
         except sqlite3.Error as exc:
             raise LedgerError(f"SQLite ledger {self.path}: {exc}") from exc
@@ -524,7 +515,7 @@ class SqliteLedger:
                 db.close()
                 raise
         if wal:
-            self._checkpoints = _Checkpointer.start(self, self.path, self.timeout_s, self._lock)
+            self._checkpoints = Checkpointer.start(self, self.path, self.timeout_s, self._lock)
         self._db, self._pid = db, os.getpid()
         return db
 
@@ -545,109 +536,9 @@ def _prepare(db: sqlite3.Connection) -> bool:
     db.execute("PRAGMA synchronous=NORMAL")
     db.executescript(SCHEMA)
     wal = bool(db.execute("PRAGMA journal_mode").fetchone()[0] == "wal")
-    if wal:  # checkpoints run in a thread of their own (_Checkpointer), not after a commit
+    if wal:  # checkpoints run in a thread of their own (Checkpointer), not after a commit
         db.execute("PRAGMA wal_autocheckpoint=0")
     return wal
-
-
-class _Checkpointer:
-    """Runs the WAL checkpoints of one :class:`SqliteLedger` in a daemon thread of its own.
-
-    SQLite's automatic checkpoint runs inside the commit that fills the WAL past 1,000 pages, so
-    one operation in a few hundred paid for copying the WAL into the database and two fsyncs
-    (milliseconds each here: the ledger's p99). Here commits only count. Every
-    ``CHECKPOINT_EVERY`` commits, and at least every ``CHECKPOINT_INTERVAL_S`` while anything was
-    committed, the thread runs a PASSIVE checkpoint on its own connection: it copies and syncs
-    without blocking writers or readers, and the GIL is released while SQLite works.
-
-    The WAL only restarts from its beginning (staying small, and fast to search) once a
-    checkpoint has copied *every* frame, and commits that land during the long pass leave a few
-    behind. Those are checkpointed by a second, short pass that holds the ledger's in-process
-    lock, so this process cannot append meanwhile: as soon as the process has been idle for
-    ``CATCH_UP_IDLE_S``, or — when it never is — once the WAL holds ``CATCH_UP_FRAMES`` frames.
-    Only this process's operations that arrive during that short pass wait for it, and under
-    constant load that happens several times less often than SQLite's own checkpoint made one wait.
-
-    Durability is unchanged: with ``synchronous=NORMAL`` a commit is durable across a process
-    crash once it is in the WAL, and the WAL is synced by each checkpoint as before, at about the
-    same rate (``CHECKPOINT_EVERY`` commits write about the 1,000 pages of SQLite's default) and
-    now at least every ``CHECKPOINT_INTERVAL_S`` as well.
-    The thread holds no reference to its ledger and stops when the ledger is closed or collected.
-    """
-
-    def __init__(self, path: str, timeout_s: float, lock: threading.Lock) -> None:
-        self.path = path
-        self.timeout_s = timeout_s
-        self.lock = lock  # the ledger's in-process lock: held by writers for their transactions
-        self.commits = 0  # incremented by writers under that lock
-        self.done = 0  # commits covered by the last checkpoint started
-        self.last_commit = 0.0
-        self.wake = threading.Event()
-        self.stopped = False
-        self.db: sqlite3.Connection | None = None
-
-    @classmethod
-    def start(cls, owner: SqliteLedger, path: str, timeout_s: float, lock: threading.Lock) -> _Checkpointer:
-        self = cls(path, timeout_s, lock)
-        threading.Thread(target=self._run, name="costwarden-sqlite-checkpoint", daemon=True).start()
-        weakref.finalize(owner, self.stop)
-        return self
-
-    def committed(self) -> None:
-        self.commits += 1
-        self.last_commit = time.monotonic()
-        if self.commits - self.done == CHECKPOINT_EVERY:
-            self.wake.set()
-
-    def stop(self) -> None:
-        self.stopped = True
-        self.wake.set()
-
-    def _run(self) -> None:
-        try:
-            while not self.stopped:
-                self.wake.wait(CHECKPOINT_INTERVAL_S)
-                self.wake.clear()
-                if self.stopped or self.commits == self.done:
-                    continue
-                self.done = self.commits
-                frames, _copied = self._checkpoint()
-                # Even a complete pass does not restart the WAL when a commit was under way meanwhile.
-                self._catch_up(frames)
-        finally:
-            if self.db is not None:
-                self.db.close()
-
-    def _catch_up(self, frames: int) -> None:
-        """Checkpoint the frames the long pass left behind, while this process does not write: at
-        once when the WAL holds ``CATCH_UP_FRAMES``, else when the process is idle — unless the next
-        long pass is due first (a writer that is never idle and outpaces the passes would otherwise
-        keep the WAL from ever restarting)."""
-        while not self.stopped:
-            if frames < CATCH_UP_FRAMES:
-                if self.commits - self.done >= CHECKPOINT_EVERY:
-                    return
-                if time.monotonic() - self.last_commit < CATCH_UP_IDLE_S:
-                    time.sleep(CATCH_UP_IDLE_S)
-                    continue
-            if self.lock.acquire(timeout=self.timeout_s):
-                try:
-                    self.done = self.commits
-                    self._checkpoint()
-                finally:
-                    self.lock.release()
-            return
-
-    def _checkpoint(self) -> tuple[int, int]:
-        """A PASSIVE checkpoint: (frames in the WAL, frames copied to the database); (0, 0) on an error."""
-        try:
-            if self.db is None:
-                self.db = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
-            _busy, frames, copied = self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            return int(frames), int(copied)
-        except sqlite3.Error as exc:  # retried at the next round; the WAL only grows meanwhile
-            log.warning("SQLite ledger %s: WAL checkpoint failed: %s", self.path, exc)
-            return 0, 0
 
 
 __all__ = ["SqliteLedger"]
