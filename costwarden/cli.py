@@ -283,55 +283,9 @@ from costwarden.webhook.cli import webhook_app  # noqa: E402  (imports only type
 
 app.add_typer(webhook_app, name="webhook")
 
-budget_app = typer.Typer(help="Budgets kept in a ledger.", no_args_is_help=True)
+from costwarden.budget_cli import budget_app  # noqa: E402
+
 app.add_typer(budget_app, name="budget")
-
-DEFAULT_LEDGER = "sqlite:///costwarden-ledger.db"
-
-
-@budget_app.command("status")
-def budget_status_cmd(
-    ledger: Annotated[
-        str, typer.Option(envvar="COSTWARDEN_LEDGER", help="memory://, sqlite:///f.db, redis://..., postgresql://...")
-    ] = DEFAULT_LEDGER,
-    prefix: Annotated[str, typer.Option(help="Only budget keys starting with this")] = "budget:",
-    fmt: FormatOpt = "text",
-) -> None:
-    """Spend against limit for every current budget window in the ledger."""
-    from costwarden.adapters.ledger.status import budget_status
-    from costwarden.errors import CostwardenError
-
-    try:
-        rows = budget_status(ledger, prefix)
-    except CostwardenError as exc:
-        raise _fail(str(exc)) from None
-    if fmt == "json":
-        payload = [
-            {
-                "key": r.key,
-                "spent_usd": r.spent_usd,
-                "held_usd": r.held_usd,
-                "limit_usd": r.limit_usd,
-                "used_fraction": r.used_fraction,
-                "ends_at": r.ends_at.isoformat() if r.ends_at else None,
-            }
-            for r in rows
-        ]
-        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
-        return
-    from rich.table import Table
-
-    table = Table(expand=False)
-    table.add_column("budget window", overflow="fold")
-    for name in ("spent", "held", "limit", "used", "window ends"):
-        table.add_column(name, justify="right" if name != "window ends" else "left", no_wrap=True)
-    for r in rows:
-        used = f"{r.used_fraction:.0%}" if r.used_fraction is not None else "-"
-        limit = f"${r.limit_usd:,.2f}" if r.limit_usd is not None else "-"
-        ends = f"{r.ends_at:%Y-%m-%d %H:%M %Z}" if r.ends_at else "-"
-        table.add_row(r.key, f"${r.spent_usd:,.4f}", f"${r.held_usd:,.4f}", limit, used, ends)
-    out = _console()
-    out.print(table if rows else f"no budget windows under '{prefix}' in {ledger}")
 
 
 vllm_app = typer.Typer(help="vLLM serving configurations.", no_args_is_help=True)

@@ -24,7 +24,9 @@ results are read, up to 24 hours later and possibly in another process, so:
 * **Results read partly** (the caller stopped early, the connection dropped): nothing is settled;
   a full read later settles.
 * **Results never read**: the worst case counts against the budgets for the TTL, then it is released
-  like any unsettled reservation, so that batch's spend is not in the ledger. The reservation's
+  like any unsettled reservation, so that batch's spend is not in the ledger — unless a sweep,
+  ``guard.settle_pending_batches(client)`` (``pending_batches.py``), reads the results of the
+  batches that ended before then. The reservation's
   record is kept for 30 days (``RESULTS_KEPT_S``; results can be downloaded for 29), so results
   read after the TTL still settle: the cost is charged to the budget windows the hold was taken
   in (a window that has ended by then no longer limits anything). Read later than that, the
@@ -89,9 +91,12 @@ def reservation_id(batch_id: str) -> str:
     return f"cw-batch-{batch_id}"
 
 
+MARKER_PREFIX = "costwarden-batch:"
+
+
 def marker_key(batch_id: str) -> str:
     """The ledger key of the batch's marker hold (outside the ``budget:`` namespace)."""
-    return f"costwarden-batch:{batch_id}"
+    return f"{MARKER_PREFIX}{batch_id}"
 
 
 @dataclass
@@ -507,4 +512,4 @@ def _event(
     )
 
 
-__all__ = ["JsonlTap", "marker_key", "reservation_id", "settle_batch", "submitted", "watch_results"]
+__all__ = ["MARKER_PREFIX", "JsonlTap", "marker_key", "reservation_id", "settle_batch", "submitted", "watch_results"]

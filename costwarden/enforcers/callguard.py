@@ -73,6 +73,7 @@ if TYPE_CHECKING:
     from anthropic._response import APIResponse, AsyncAPIResponse
 
     from costwarden.adapters.events.event import CostEvent, EventSink
+    from costwarden.enforcers.pending_batches import PendingBatches
     from costwarden.engine.evaluate import PolicySet
     from costwarden.engine.pricing import LlmPricer
 else:
@@ -290,6 +291,14 @@ class CallGuard(_MiddlewareBase):
         now = self.clock()
         return self.policies.evaluate(self._subject(edge, body, current_attribution(), batch), "runtime", now=now,
                                       ledger=self.ledger)
+
+    def settle_pending_batches(self, client: Any) -> PendingBatches:
+        """Read and settle the results of every ended Message Batch this guard's ledger still holds
+        a worst case for, through ``client`` (an ``anthropic.Anthropic``): for applications that
+        never read their batches' results (``enforcers/pending_batches.py``)."""
+        from costwarden.enforcers.pending_batches import settle_pending_batches
+
+        return settle_pending_batches(self, client)
 
     def close(self) -> None:
         """Settle what is still queued, then close every sink."""

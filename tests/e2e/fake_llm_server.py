@@ -9,7 +9,9 @@ Endpoints: ``POST /v1/messages`` (JSON, or SSE shaped like the recorded streams 
 ``shared/corpora/llm-requests/anthropic/sse`` when ``stream`` is true), ``POST /v1/messages/batches``,
 ``POST /v1/chat/completions`` (JSON, or SSE chunks with the usage chunk last when
 ``stream_options.include_usage``), ``POST /v1/responses`` (JSON or SSE events), and for batches
-created here ``GET /v1/messages/batches/<id>`` (ended at once) and ``GET .../results`` (JSON Lines,
+created here ``GET /v1/messages/batches/<id>`` (ended at once, unless created with the header
+``x-fake-batch-status: in_progress``: then processing, without results, until its id leaves
+``processing``) and ``GET .../results`` (JSON Lines,
 sent in small chunks so lines arrive split; header ``x-fake-batch-results`` at creation maps a
 ``custom_id`` to ``errored``, ``canceled`` or ``expired``, and ``x-fake-usage`` / ``x-fake-model``
 apply to every succeeded result).
@@ -54,6 +56,7 @@ class FakeLlmServer:
         self.requests: list[Recorded] = []
         self.usage: dict[str, int] = {"input_tokens": 42}
         self.batches: dict[str, list[dict[str, Any]]] = {}
+        self.processing: set[str] = set()  # batches created with ``x-fake-batch-status: in_progress``
         self._failures: deque[int] = deque()
         self._lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), _Handler)
@@ -123,8 +126,8 @@ class _Handler(BaseHTTPRequestHandler):
         if results is None:
             self._json(404, {"type": "error", "error": {"type": "not_found_error", "message": self.path}})
         elif len(parts) == 4:
-            self._json(200, _batch_object(parts[3], results, fake.url))
-        elif parts[4:] == ["results"]:
+            self._json(200, _batch_object(parts[3], results, fake.url, ended=parts[3] not in fake.processing))
+        elif parts[4:] == ["results"] and parts[3] not in fake.processing:
             self._jsonl(results)
         else:
             self._json(404, {"type": "error", "error": {"type": "not_found_error", "message": self.path}})
@@ -282,6 +285,8 @@ class _Handler(BaseHTTPRequestHandler):
             results.append({"custom_id": item.get("custom_id"), "result": result})
         with self.server.fake._lock:
             self.server.fake.batches[batch_id] = results
+            if self.headers.get("x-fake-batch-status") == "in_progress":
+                self.server.fake.processing.add(batch_id)
         self._json(200, {
             "id": batch_id, "type": "message_batch", "processing_status": "in_progress",
             "request_counts": {"processing": count, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0},
@@ -354,15 +359,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._sse(events)
 
 
-def _batch_object(batch_id: str, results: list[dict[str, Any]], base_url: str) -> dict[str, Any]:
+def _batch_object(batch_id: str, results: list[dict[str, Any]], base_url: str, *, ended: bool = True) -> dict[str, Any]:
     counts = {k: 0 for k in ("processing", "succeeded", "errored", "canceled", "expired")}
     for line in results:
-        counts[line["result"]["type"]] += 1
+        counts[line["result"]["type"] if ended else "processing"] += 1
     return {
-        "id": batch_id, "type": "message_batch", "processing_status": "ended", "request_counts": counts,
-        "ended_at": "2026-11-30T16:00:00Z", "created_at": "2026-11-30T15:00:00Z",
-        "expires_at": "2026-12-01T15:00:00Z", "archived_at": None, "cancel_initiated_at": None,
-        "results_url": f"{base_url}/v1/messages/batches/{batch_id}/results",
+        "id": batch_id, "type": "message_batch", "processing_status": "ended" if ended else "in_progress",
+        "request_counts": counts, "ended_at": "2026-11-30T16:00:00Z" if ended else None,
+        "created_at": "2026-11-30T15:00:00Z", "expires_at": "2026-12-01T15:00:00Z", "archived_at": None,
+        "cancel_initiated_at": None,
+        "results_url": f"{base_url}/v1/messages/batches/{batch_id}/results" if ended else None,
     }
 
 

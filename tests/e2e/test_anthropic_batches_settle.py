@@ -475,3 +475,84 @@ def test_results_read_after_the_hold_expired_still_settle(server: FakeLlmServer,
     settled = sink.events[-1]
     assert settled.charged and settled.error is None and settled.usage_source == "response"
     assert settled.cost_usd > 0 and spent == pytest.approx(settled.cost_usd, abs=2e-6)
+
+
+# --- the sweep of batches nobody read (enforcers/pending_batches.py) ---------------------------------
+
+
+def test_a_sweep_settles_the_ended_batches_nobody_read(server: FakeLlmServer, store_url: str) -> None:
+    sink = ListSink()
+    ended_reqs, running_reqs = requests("claude-haiku-4-5", "claude-haiku-4-5"), requests("claude-sonnet-4-6")
+    with open_ledger(store_url) as ledger:
+        guard = CallGuard(compile_policies(budget_policy(5.0)), ledger=ledger, sinks=[sink])
+        with connect(server, guard) as client, attribution(user="b-sweep"):
+            ended = client.messages.batches.create(
+                requests=ended_reqs, extra_headers={"x-fake-usage": json.dumps(CACHED_USAGE)}
+            )
+            running = client.messages.batches.create(
+                requests=running_reqs, extra_headers={"x-fake-batch-status": "in_progress"}
+            )
+        held = worst_case(ended_reqs) + worst_case(running_reqs)
+        assert figures(ledger, user_key("b-sweep")) == (0.0, pytest.approx(held, abs=2e-6))
+
+        plain = anthropic.Anthropic(base_url=server.url, api_key="test", max_retries=0)  # not guarded
+        swept = guard.settle_pending_batches(plain)
+        assert (swept.settled, swept.processing, swept.failed) == ((ended.id,), (running.id,), ())
+        cost = 2 * real_cost("claude-haiku-4-5", CACHED_USAGE)
+        assert figures(ledger, user_key("b-sweep")) == (
+            pytest.approx(cost, abs=2e-6),
+            pytest.approx(worst_case(running_reqs), abs=2e-6),
+        )
+        settled = [e for e in sink.events if e.charged]
+        assert [(e.reservation_id, e.cost_usd) for e in settled] == [(reservation_id(ended.id), pytest.approx(cost))]
+
+        again = guard.settle_pending_batches(plain)  # nothing charged twice; the running one waits
+        assert (again.settled, again.processing) == ((), (running.id,))
+        server.processing.discard(running.id)
+        last = guard.settle_pending_batches(plain)
+        assert last.settled == (running.id,)
+        assert figures(ledger, user_key("b-sweep")) == (
+            pytest.approx(cost + real_cost("claude-sonnet-4-6", {"input_tokens": 42, "output_tokens": 10}), abs=2e-6),
+            0.0,
+        )
+        assert guard.settle_pending_batches(plain) == type(last)()  # nothing pending
+        assert len([e for e in sink.events if e.charged]) == 2
+        plain.close()
+
+
+def test_a_sweep_through_the_guarded_client_settles_once(server: FakeLlmServer, sqlite_url: str) -> None:
+    sink = ListSink()
+    with open_ledger(sqlite_url) as ledger:
+        guard = CallGuard(compile_policies(budget_policy(5.0)), ledger=ledger, sinks=[sink])
+        with connect(server, guard) as client, attribution(user="b-sweep2"):
+            batch = client.messages.batches.create(requests=requests("claude-haiku-4-5"))
+            swept = guard.settle_pending_batches(client)
+        assert swept.settled == (batch.id,)
+        assert figures(ledger, user_key("b-sweep2")) == (pytest.approx(real_cost("claude-haiku-4-5", {
+            "input_tokens": 42, "output_tokens": 10}), abs=2e-6), 0.0)
+        assert len([e for e in sink.events if e.charged]) == 1
+
+
+def test_a_batch_the_api_cannot_find_keeps_its_hold(server: FakeLlmServer, sqlite_url: str) -> None:
+    reqs = requests("claude-haiku-4-5")
+    with open_ledger(sqlite_url) as ledger:
+        guard = CallGuard(compile_policies(budget_policy(5.0)), ledger=ledger)
+        with connect(server, guard) as client, attribution(user="b-sweep3"):
+            batch = client.messages.batches.create(requests=reqs)
+        server.batches.pop(batch.id)  # deleted, or another account's
+        plain = anthropic.Anthropic(base_url=server.url, api_key="test", max_retries=0)
+        swept = guard.settle_pending_batches(plain)
+        plain.close()
+        assert swept.settled == () and [b for b, _ in swept.failed] == [batch.id]
+        assert "404" in swept.failed[0][1] or "not_found" in swept.failed[0][1]
+        assert figures(ledger, user_key("b-sweep3")) == (0.0, pytest.approx(worst_case(reqs), abs=2e-6))
+
+
+def test_a_sweep_needs_a_ledger_that_lists_its_holds(server: FakeLlmServer) -> None:
+    class Bare:  # a Ledger without status()
+        def spent(self, keys: Any, *, now: Any) -> list[float]:
+            return [0.0 for _ in keys]
+
+    guard = CallGuard(compile_policies(budget_policy(5.0)), ledger=Bare())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="ledger that lists its holds"):
+        guard.settle_pending_batches(object())

@@ -1,0 +1,98 @@
+"""Settling the Message Batches whose results nobody read: :meth:`CallGuard.settle_pending_batches`.
+
+A batch holds its worst case from creation until its results are read (``batch_settle.py``). If
+the application never reads them, the hold lapses at the guard's ``batch_reservation_ttl_s`` and the
+batch's real spend never reaches the ledger. This sweep closes that gap::
+
+    guard.settle_pending_batches(anthropic.Anthropic())     # e.g. hourly, from a cron job or at exit
+
+It lists the batches the ledger still holds for: the marker keys ``costwarden-batch:<id>`` with a
+live hold, from ``ledger.status``. For each, it asks the API for the batch. It reads the results of
+those that have ended and settles them with :func:`~costwarden.enforcers.batch_settle.settle_batch`.
+That is the same settlement as any read: idempotent across processes, one cost event, and budget
+alerts. Batches still processing are left for the next sweep.
+
+The client may be any ``anthropic.Anthropic`` client with access to the batches, guarded or not.
+When it is guarded by this guard, its own read settles the batch first, and the explicit settle
+finds nothing left to do. ``costwarden budget settle-batches`` runs a sweep from the command line.
+
+A sweep in another process than the one that created a batch charges the same budget windows
+(the ledger's reservation holds them), but its cost event has no feature, user or team: the
+ledger keeps amounts, not attribution.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from costwarden.enforcers.batch_settle import MARKER_PREFIX, marker_key, settle_batch
+from costwarden.errors import describe
+
+if TYPE_CHECKING:
+    from costwarden.enforcers.callguard import CallGuard
+
+log = logging.getLogger("costwarden.callguard")
+
+
+@dataclass(frozen=True)
+class PendingBatches:
+    """What one sweep found, by batch id."""
+
+    settled: tuple[str, ...] = ()
+    """Ended batches whose results were read and settled by this sweep (or, just before it, by a
+    guarded client's own read)."""
+    processing: tuple[str, ...] = ()
+    """Batches the API still processes: their holds stay, for a later sweep."""
+    failed: tuple[tuple[str, str], ...] = ()
+    """Batches that could not be looked up or read, with the reason; their holds stay until the TTL."""
+
+
+def pending_batch_ids(guard: CallGuard, *, now: datetime | None = None) -> list[str]:
+    """Ids of the batches the guard's ledger still holds a worst case for (results not yet settled)."""
+    rows = _held(guard, MARKER_PREFIX, now or guard.clock())
+    return [key[len(MARKER_PREFIX):] for key in rows]
+
+
+def settle_pending_batches(guard: CallGuard, client: Any) -> PendingBatches:
+    """Read and settle every ended batch the guard's ledger still holds for; see the module."""
+    settled: list[str] = []
+    processing: list[str] = []
+    failed: list[tuple[str, str]] = []
+    for batch_id in pending_batch_ids(guard):
+        try:
+            batch = client.messages.batches.retrieve(batch_id)
+            if batch.processing_status != "ended":
+                processing.append(batch_id)
+                continue
+            lines = [line.to_dict() for line in client.messages.batches.results(batch_id)]
+        except Exception as exc:  # an API or network error: this batch waits for the next sweep
+            log.warning("batch %s: results not read (%s); its hold stays until its TTL", batch_id, describe(exc))
+            failed.append((batch_id, describe(exc)))
+            continue
+        settle_batch(guard, batch_id, lines)  # False when the client's own guarded read settled it
+        if _still_held(guard, batch_id):
+            failed.append((batch_id, "the ledger did not settle it (see the log)"))
+        else:
+            settled.append(batch_id)
+    return PendingBatches(tuple(settled), tuple(processing), tuple(failed))
+
+
+def _still_held(guard: CallGuard, batch_id: str) -> bool:
+    return marker_key(batch_id) in _held(guard, marker_key(batch_id), guard.clock())
+
+
+def _held(guard: CallGuard, prefix: str, now: datetime) -> list[str]:
+    """Keys under ``prefix`` with a live hold, from the ledger's status."""
+    status = getattr(guard.ledger, "status", None)
+    if status is None:
+        raise ValueError(
+            "settling pending batches needs a ledger that lists its holds (open_ledger(...)); "
+            f"this guard's ledger is {type(guard.ledger).__name__}"
+        )
+    return [r.key for r in status(prefix, now=now) if r.held_usd > 0]
+
+
+__all__ = ["PendingBatches", "pending_batch_ids", "settle_pending_batches"]

@@ -1,0 +1,108 @@
+"""`costwarden budget status | settle-batches` end to end, in a subprocess, as a user runs them from a
+scheduled job: a SQLite ledger file, and the local fake Anthropic API in place of the real one."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+anthropic = pytest.importorskip("anthropic")
+from fake_llm_server import FakeLlmServer, budget_policy, compile_policies  # noqa: E402
+
+from costwarden.adapters.ledger import open_ledger  # noqa: E402
+from costwarden.enforcers.callguard import CallGuard, attribution  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+HI = [{"role": "user", "content": "Label this ticket: my invoice is wrong"}]
+
+
+def budget(*args: str, server: FakeLlmServer | None = None) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/bin:/bin", "NO_COLOR": "1", "CI": "true"}
+    if server is not None:
+        env |= {"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": "test"}
+    return subprocess.run(
+        [sys.executable, "-m", "costwarden.cli", "budget", *args],
+        capture_output=True, text=True, cwd=ROOT, timeout=120, env=env,
+    )
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeLlmServer]:
+    with FakeLlmServer() as srv:
+        yield srv
+
+
+def user_key(user: str) -> str:
+    return f"budget:user-budget/cap:user={user}:{datetime.now(UTC):%Y-%m-%d}"
+
+
+def create_batch(server: FakeLlmServer, ledger_url: str, user: str, **headers: str) -> Any:
+    with open_ledger(ledger_url) as ledger:
+        guard = CallGuard(compile_policies(budget_policy(5.0)), ledger=ledger)
+        client = anthropic.Anthropic(base_url=server.url, api_key="test", middleware=[guard], max_retries=0)
+        with client, attribution(user=user):
+            return client.messages.batches.create(
+                requests=[{"custom_id": "r0", "params": {"model": "claude-haiku-4-5", "max_tokens": 200,
+                                                          "messages": HI}}],
+                extra_headers=headers,
+            )
+
+
+def status(ledger_url: str, prefix: str = "budget:") -> dict[str, dict[str, Any]]:
+    out = budget("status", "--ledger", ledger_url, "--prefix", prefix, "--format", "json")
+    assert out.returncode == 0, out.stderr
+    return {row["key"]: row for row in json.loads(out.stdout)}
+
+
+def test_settle_batches_reads_and_settles_what_nobody_read(server: FakeLlmServer, tmp_path: Path) -> None:
+    ledger_url, events = f"sqlite:///{tmp_path}/ledger.db", tmp_path / "events.jsonl"
+    ended = create_batch(server, ledger_url, "cli-1")
+    running = create_batch(server, ledger_url, "cli-1", **{"x-fake-batch-status": "in_progress"})
+    before = status(ledger_url)[user_key("cli-1")]
+    assert before["spent_usd"] == 0.0 and before["held_usd"] > 0
+
+    out = budget("settle-batches", "--ledger", ledger_url, "--events", str(events), "--format", "json", server=server)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"settled": [ended.id], "processing": [running.id], "failed": []}
+    [event] = [json.loads(line) for line in events.read_text().splitlines()]
+    assert event["charged"] is True and event["api"] == "batch" and event["batch_requests"] == 1
+    assert event["reservation_id"] == f"cw-batch-{ended.id}"
+    after = status(ledger_url)[user_key("cli-1")]
+    assert after["spent_usd"] == pytest.approx(event["cost_usd"], abs=2e-6)
+    assert 0 < after["held_usd"] < before["held_usd"]  # the running batch still holds its worst case
+    assert set(status(ledger_url, "costwarden-batch:")) == {f"costwarden-batch:{ended.id}",
+                                                           f"costwarden-batch:{running.id}"}
+
+    server.processing.discard(running.id)
+    text = budget("settle-batches", "--ledger", ledger_url, server=server)
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.split() == ["settled", running.id]
+    assert status(ledger_url)[user_key("cli-1")]["held_usd"] == 0.0
+    nothing = budget("settle-batches", "--ledger", ledger_url, server=server)
+    assert (nothing.returncode, nothing.stdout.strip()) == (0, f"no pending batches in {ledger_url}")
+
+
+def test_a_batch_that_cannot_be_read_fails_the_run(server: FakeLlmServer, tmp_path: Path) -> None:
+    ledger_url = f"sqlite:///{tmp_path}/ledger.db"
+    batch = create_batch(server, ledger_url, "cli-2")
+    server.batches.pop(batch.id)
+    out = budget("settle-batches", "--ledger", ledger_url, server=server)
+    assert out.returncode == 1
+    assert out.stdout.startswith(f"failed      {batch.id}: ")
+    assert status(ledger_url)[user_key("cli-2")]["held_usd"] > 0  # kept until its TTL, not dropped
+
+
+def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
+    out = budget("status", "--ledger", "nope://x")
+    assert out.returncode == 2 and "error:" in out.stderr and "Traceback" not in out.stderr
+    nowhere = str(tmp_path / "no" / "such" / "events.jsonl")
+    events = budget("settle-batches", "--ledger", f"sqlite:///{tmp_path}/l.db", "--events", nowhere)
+    assert events.returncode == 2 and "error: cannot write cost events to" in events.stderr
+    assert "Traceback" not in events.stderr
