@@ -65,7 +65,8 @@ from costwarden.errors import LedgerError
 
 _COMMON = """
 local tag, now = ARGV[1], tonumber(ARGV[2])
-local function fmt(n) return string.format('%.0f', n) end
+-- integer text for HINCRBY and friends: never '-0', which Redis refuses (a $0 hold's release)
+local function fmt(n) if n == 0 then return '0' end return string.format('%.0f', n) end
 local function bkey(k) return tag .. ':b:' .. k end
 local function zkey(k) return tag .. ':z:' .. k end
 -- drop a bucket's expired holds; return its settled and live held micro-dollars

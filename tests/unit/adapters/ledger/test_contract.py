@@ -201,6 +201,25 @@ class TestSettleAndRelease:
         assert ledger.spent([ALICE, BOB], now=NOW) == [2.0, 0.0]
 
 
+class TestZeroHolds:
+    """A hold of $0 (a batch's record, a batch whose worst case has no price) is an ordinary hold."""
+
+    def test_settle_charges_a_zero_hold_the_cost(self, ledger: LedgerStore) -> None:
+        ledger.reserve("r1", [hold(ALICE, 0.0), hold(BOB, 0.0, None)], ttl_s=60, now=NOW)
+        assert ledger.spent([ALICE, BOB], now=NOW) == [0.0, 0.0]
+        assert ledger.settle("r1", 0.5, now=NOW) == []
+        assert ledger.spent([ALICE, BOB], now=NOW) == [0.5, 0.5]
+
+    def test_release_and_expiry_of_a_zero_hold(self, ledger: LedgerStore) -> None:
+        ledger.reserve("r1", [hold(ALICE, 0.0)], ttl_s=60, now=NOW)
+        ledger.release("r1", now=NOW)
+        ledger.reserve("r2", [hold(ALICE, 0.0), hold(BOB, 1.0)], ttl_s=30, now=NOW)
+        assert ledger.spent([ALICE, BOB], now=later(31)) == [0.0, 0.0]  # expired: dropped from the sums
+        assert ledger.reserve("r3", [hold(ALICE, 10.0)], ttl_s=30, now=later(32)).granted
+        ledger.settle("r2", 0.25, now=later(40))
+        assert ledger.spent([ALICE, BOB], now=later(40)) == [10.25, 0.25]
+
+
 class TestCharge:
     """``charge``: an unchecked reserve of the real cost and its settle, as one atomic step."""
 
