@@ -8,10 +8,12 @@ results are read, up to 24 hours later and possibly in another process, so:
   the batch, ``cw-batch-<batch id>``, with the guard's ``batch_reservation_ttl_s`` (26 h by
   default; a batch ends within 24 h): the named one is reserved with the same holds, plus a
   marker hold on ``costwarden-batch:<batch id>`` (the worst case while pending, the real cost once
-  settled), then the pre-send reservation is released. Only the ledger knows the mapping, so a
-  restarted application or another process on the same ledger settles the batch. The creation's
-  cost event has ``cost_usd`` 0 and ``charged`` False, with the worst case in
-  ``estimated_cost_usd`` and the named reservation in ``reservation_id``.
+  settled), and a zero hold whose key records the creator's attribution for the cost event
+  (``batch_record.py``); then the pre-send reservation is released. Only the ledger knows the
+  mapping, so a restarted application or another process on the same ledger settles the batch,
+  and reports it as its creator's. The creation's cost event has ``cost_usd`` 0 and ``charged``
+  False, with the worst case in ``estimated_cost_usd`` and the named reservation in
+  ``reservation_id``.
 * **When the results are read to their end** (``GET /v1/messages/batches/<id>/results``, as
   ``client.messages.batches.results(id)`` does, or :func:`settle_batch` for results read some
   other way), each ``succeeded`` line is priced from its usage at the batch rate (cache reads and
@@ -59,6 +61,7 @@ from urllib.parse import urlsplit
 
 from costwarden.adapters import anthropic as adapter
 from costwarden.enforcers.attribution import current_attribution
+from costwarden.enforcers.batch_record import BatchRecord, record_hold, recorded
 from costwarden.enforcers.bodytap import BodyTap, EndCallback
 from costwarden.enforcers.guarded_call import merge_holds
 from costwarden.engine.ledger import Alert, Hold
@@ -100,23 +103,8 @@ def marker_key(batch_id: str) -> str:
 
 
 @dataclass
-class _Pending:
-    """What this process knows of a batch it created: the parts of its cost event."""
-
-    feature: str | None
-    user: str | None
-    team: str | None
-    tags: Mapping[str, str]
-    model_requested: str
-    model: str
-    estimate: float | None
-    rewrites: tuple[str, ...]
-    started_at: datetime
-
-
-@dataclass
 class _Batches:
-    pending: OrderedDict[str, _Pending] = field(default_factory=OrderedDict)
+    pending: OrderedDict[str, BatchRecord] = field(default_factory=OrderedDict)
     reported: OrderedDict[str, None] = field(default_factory=OrderedDict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -145,10 +133,13 @@ def submitted(guard: CallGuard, call: GuardedCall, http: httpx2.Response) -> Non
     except Exception as exc:
         call.charge_estimate(error=f"batch id unreadable ({describe(exc)}); charged the reserved worst case")
         return
+    s = call.subject
+    record = BatchRecord(s.feature, s.user, s.team, dict(s.tags), call.model_requested, call.model,
+                         call.estimate_usd, call.rewrites, call.started_at)
     ledger = guard.ledger
     if ledger is not None:
         try:
-            kept = _move(guard, ledger, call, batch_id)
+            kept = _move(guard, ledger, call, batch_id, record)
         except Exception as exc:
             log.error("batch %s: could not keep its hold for its results: %s", batch_id, describe(exc))
             call.charge_estimate(
@@ -162,27 +153,17 @@ def submitted(guard: CallGuard, call: GuardedCall, http: httpx2.Response) -> Non
                 "charged the reserved worst case"
             )
             return
-    s = call.subject
     batches = _batches(guard)
     with batches.lock:
-        batches.pending[batch_id] = _Pending(
-            s.feature,
-            s.user,
-            s.team,
-            dict(s.tags),
-            call.model_requested,
-            call.model,
-            call.estimate_usd,
-            call.rewrites,
-            call.started_at,
-        )
+        batches.pending[batch_id] = record
         while len(batches.pending) > MAX_REMEMBERED:
             batches.pending.popitem(last=False)
     call.defer()
 
 
-def _move(guard: CallGuard, ledger: Ledger, call: GuardedCall, batch_id: str) -> bool:
-    """Hold the batch's amounts under its name, then release the pre-send reservation.
+def _move(guard: CallGuard, ledger: Ledger, call: GuardedCall, batch_id: str, record: BatchRecord) -> bool:
+    """Hold the batch's amounts under its name, with its record (``batch_record.py``), then release
+    the pre-send reservation.
 
     The named holds are not checked against their limits (``Hold.check``): the pre-send
     reservation admitted this spend already, and it is released only once the named one holds, so
@@ -200,9 +181,11 @@ def _move(guard: CallGuard, ledger: Ledger, call: GuardedCall, batch_id: str) ->
         expires_at=now + timedelta(seconds=guard.batch_reservation_ttl_s),
         alert_at=(0.0,),
     )
+    kept = record_hold(batch_id, record, now, RESULTS_KEPT_S)
     rid = reservation_id(batch_id)
     ttl_s = guard.batch_reservation_ttl_s
-    if not ledger.reserve(rid, [*holds, marker], ttl_s=ttl_s, now=now, keep_s=RESULTS_KEPT_S).granted:
+    named = [*holds, marker] if kept is None else [*holds, marker, kept]
+    if not ledger.reserve(rid, named, ttl_s=ttl_s, now=now, keep_s=RESULTS_KEPT_S).granted:
         return False
     presend = call.reservation_id if call.held else None
     call.reservation_id, call.held = rid, True
@@ -383,13 +366,12 @@ class _Tally:
 
 def _settle(guard: CallGuard, batch_id: str, tally: _Tally) -> bool:
     batches = _batches(guard)
-    with batches.lock:
-        pending = batches.pending.get(batch_id)
+    ledger, now, rid = guard.ledger, guard.clock(), reservation_id(batch_id)
+    pending = _creation(batches, ledger, batch_id, now)
     models = sorted({m for m, _ in tally.used if m})
     requested = pending.model if pending and pending.model != "mixed" else None
     cost, unpriced = tally.cost(guard, requested)
     problems = []
-    ledger, now, rid = guard.ledger, guard.clock(), reservation_id(batch_id)
     if unpriced:
         worst = pending.estimate if pending else _marker_figure(ledger, batch_id, now)
         cost = max(cost, worst or 0.0)
@@ -440,6 +422,15 @@ def _settle(guard: CallGuard, batch_id: str, tally: _Tally) -> bool:
     return not ledger_failed
 
 
+def _creation(batches: _Batches, ledger: Ledger | None, batch_id: str, now: datetime) -> BatchRecord | None:
+    """The batch's record: this process's, else the one its creator wrote to the ledger."""
+    with batches.lock:
+        pending = batches.pending.get(batch_id)
+    if pending is None and ledger is not None:  # created by another process, or before a restart
+        return recorded(ledger, batch_id, now)
+    return pending
+
+
 def _marker_figure(ledger: Ledger | None, batch_id: str, now: datetime) -> float | None:
     """The worst case the batch's marker holds (before settlement), when the ledger can tell."""
     if ledger is None:
@@ -463,7 +454,7 @@ def _alert(guard: CallGuard, alert: Alert) -> None:
 
 def _event(
     guard: CallGuard,
-    pending: _Pending | None,
+    pending: BatchRecord | None,
     rid: str | None,
     tally: _Tally,
     models: list[str],
@@ -477,9 +468,9 @@ def _event(
 
     usage = tally.usage()
     served = models[0] if len(models) == 1 else ("mixed" if models else None)
-    if pending is None:  # created by another process, or before a restart: the reader's attribution
+    if pending is None:  # no record of its creation (see batch_record.py): the reader's attribution
         who = current_attribution().over(guard.defaults)
-        pending = _Pending(who.feature, who.user, who.team, dict(who.tags), served or "", served or "", None, (), now)
+        pending = BatchRecord(who.feature, who.user, who.team, dict(who.tags), served or "", served or "")
     return CostEvent(
         provider=adapter.PROVIDER,
         api="batch",
@@ -487,7 +478,7 @@ def _event(
         model=pending.model,
         outcome="ok",
         verdict="allow",
-        started_at=pending.started_at,
+        started_at=pending.started_at or now,
         finished_at=now,
         model_served=served,
         feature=pending.feature,

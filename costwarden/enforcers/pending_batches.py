@@ -17,8 +17,8 @@ When it is guarded by this guard, its own read settles the batch first, and the 
 finds nothing left to do. ``costwarden budget settle-batches`` runs a sweep from the command line.
 
 A sweep in another process than the one that created a batch charges the same budget windows
-(the ledger's reservation holds them), but its cost event has no feature, user or team: the
-ledger keeps amounts, not attribution.
+(the ledger's reservation holds them), and its cost event has the creator's feature, user, team,
+tags and requested model: the batch's reservation carries them (``batch_record.py``).
 """
 
 from __future__ import annotations

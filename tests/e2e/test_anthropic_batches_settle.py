@@ -221,7 +221,8 @@ def test_reading_results_twice_settles_once(server: FakeLlmServer, sqlite_url: s
 
 def test_a_restarted_process_settles_the_batch_once(server: FakeLlmServer, store_url: str) -> None:
     """Created by one guard and ledger connection, read by another (as after a restart or in another
-    worker): the hold is found by the batch id in the ledger alone and settled once."""
+    worker): the hold is found by the batch id in the ledger alone and settled once, and the event
+    has the creator's attribution, which only the ledger still knows."""
     reqs = requests("claude-haiku-4-5", "claude-sonnet-4-6", max_tokens=300)
     policy = compile_policies(budget_policy(1.0))
     before = ListSink()
@@ -250,8 +251,11 @@ def test_a_restarted_process_settles_the_batch_once(server: FakeLlmServer, store
     assert readers[1].events == []  # settled before: nothing charged or reported again
     assert settled.cost_usd == pytest.approx(spent, abs=2e-6) and settled.charged
     assert settled.reservation_id == reservation_id(batch.id)
-    assert (settled.user, settled.team) == ("reader", "ops")  # the reader's attribution: the creator's is gone
-    assert settled.estimated_cost_usd is None and settled.model_served == "mixed"
+    # the creator's attribution and worst case, from the record its reservation wrote to the ledger
+    assert (settled.user, settled.team, settled.feature) == ("b-3", "ops", None)
+    assert settled.estimated_cost_usd == pytest.approx(worst_case(reqs), abs=1e-9)
+    assert settled.model_requested == "mixed" and settled.model_served == "mixed"
+    assert settled.started_at == before.events[0].started_at  # when the batch was created
 
 
 def test_results_read_partly_do_not_settle_until_read_in_full(server: FakeLlmServer, sqlite_url: str) -> None:
@@ -337,13 +341,27 @@ def test_a_served_model_without_a_price_is_never_settled_at_zero(server: FakeLlm
             batch = client.messages.batches.create(requests=reqs, extra_headers=headers)
             list(client.messages.batches.results(batch.id))
         assert figures(ledger, user_key("b-8"))[0] == pytest.approx(2 * real_cost("claude-haiku-4-5", usage), abs=2e-6)
-        # another process knows neither: it charges the worst case the batch's marker held
+        # another process reads the requested model from the batch's record in the ledger
         with connect(server, guard) as client, attribution(user="b-9"):
             batch = client.messages.batches.create(requests=reqs, extra_headers=headers)
         other = CallGuard(compile_policies(budget_policy(1.0)), ledger=ledger)
         with connect(server, other) as client:
             list(client.messages.batches.results(batch.id))
-        assert figures(ledger, user_key("b-9")) == (pytest.approx(worst_case(reqs), abs=2e-6), 0.0)
+        assert figures(ledger, user_key("b-9")) == (pytest.approx(2 * real_cost("claude-haiku-4-5", usage), abs=2e-6),
+                                                    0.0)
+        # requests for two models: no one model to price them with, so the record's worst case
+        mixed = requests("claude-haiku-4-5", "claude-sonnet-4-6")
+        with connect(server, guard) as client, attribution(user="b-10"):
+            batch = client.messages.batches.create(requests=mixed, extra_headers=headers)
+        with connect(server, other) as client:
+            list(client.messages.batches.results(batch.id))
+        assert figures(ledger, user_key("b-10")) == (pytest.approx(worst_case(mixed), abs=2e-6), 0.0)
+        # no record (its attribution too long to keep): the worst case the batch's marker held
+        with connect(server, guard) as client, attribution(user="b-11", feature="f" * 2000):
+            batch = client.messages.batches.create(requests=reqs, extra_headers=headers)
+        with connect(server, other) as client:
+            list(client.messages.batches.results(batch.id))
+        assert figures(ledger, user_key("b-11")) == (pytest.approx(worst_case(reqs), abs=2e-6), 0.0)
         assert figures(ledger, marker_key(batch.id)) == (pytest.approx(worst_case(reqs), abs=2e-6), 0.0)
 
 

@@ -47,7 +47,7 @@ def create_batch(server: FakeLlmServer, ledger_url: str, user: str, **headers: s
     with open_ledger(ledger_url) as ledger:
         guard = CallGuard(compile_policies(budget_policy(5.0)), ledger=ledger)
         client = anthropic.Anthropic(base_url=server.url, api_key="test", middleware=[guard], max_retries=0)
-        with client, attribution(user=user):
+        with client, attribution(user=user, feature="nightly-labels", team="data", env="prod"):
             return client.messages.batches.create(
                 requests=[{"custom_id": "r0", "params": {"model": "claude-haiku-4-5", "max_tokens": 200,
                                                           "messages": HI}}],
@@ -74,6 +74,8 @@ def test_settle_batches_reads_and_settles_what_nobody_read(server: FakeLlmServer
     [event] = [json.loads(line) for line in events.read_text().splitlines()]
     assert event["charged"] is True and event["api"] == "batch" and event["batch_requests"] == 1
     assert event["reservation_id"] == f"cw-batch-{ended.id}"
+    who = (event["user"], event["feature"], event["team"], event["tags"], event["model_requested"])
+    assert who == ("cli-1", "nightly-labels", "data", {"env": "prod"}, "claude-haiku-4-5")  # the creator's
     after = status(ledger_url)[user_key("cli-1")]
     assert after["spent_usd"] == pytest.approx(event["cost_usd"], abs=2e-6)
     assert 0 < after["held_usd"] < before["held_usd"]  # the running batch still holds its worst case
