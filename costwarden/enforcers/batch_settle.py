@@ -51,7 +51,6 @@ import logging
 import re
 import threading
 import weakref
-import zlib
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -62,10 +61,10 @@ from urllib.parse import urlsplit
 from costwarden.adapters import anthropic as adapter
 from costwarden.enforcers.attribution import current_attribution
 from costwarden.enforcers.batch_record import BatchRecord, record_hold, recorded
-from costwarden.enforcers.bodytap import BodyTap, EndCallback
+from costwarden.enforcers.batch_results import RESULT_TYPES, JsonlTap, ResultsTally
+from costwarden.enforcers.bodytap import BodyTap
 from costwarden.enforcers.guarded_call import merge_holds
 from costwarden.engine.ledger import Alert, Hold
-from costwarden.engine.subjects import TokenUsage
 from costwarden.errors import describe
 
 if TYPE_CHECKING:
@@ -78,7 +77,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("costwarden.callguard")
 
 RESULTS_PATH = re.compile(r"/messages/batches/(?P<id>[^/]+)/results$")
-RESULT_TYPES = ("succeeded", "errored", "canceled", "expired")
 RESULTS_KEPT_S = 30 * 86_400.0
 """How long a batch's reservation record outlives its hold: Message Batches results can be
 downloaded for 29 days after creation, and a settle within this still charges the batch."""
@@ -217,7 +215,7 @@ def _watch(guard: CallGuard, request: Any, response: Any, stream_cls: type[Any])
     http = getattr(response, "http_response", None)
     if http is None or not http.is_success:
         return
-    tally = _Tally()
+    tally = ResultsTally()
     batch_id = match["id"]
 
     def end(tap: BodyTap, complete: bool, error: BaseException | None) -> None:
@@ -253,124 +251,19 @@ def settle_batch(guard: CallGuard, batch_id: str, results: Iterable[Mapping[str,
     True when this call accounted for the batch (settled it; without a ledger, reported it first
     in this process); False when that happened before — nothing is charged or emitted again — or
     the ledger failed (an uncharged event says so)."""
-    tally = _Tally()
+    tally = ResultsTally()
     for line in results:
         tally.add(line)
     return _settle(guard, batch_id, tally)
 
 
-class JsonlTap(BodyTap):
-    """A :class:`BodyTap` for JSON Lines: each complete line goes to ``on_line``, nothing is kept."""
-
-    def __init__(
-        self, *, content_encoding: str | None, on_line: Any, on_end: EndCallback, blocking: bool = False
-    ) -> None:
-        super().__init__(sse=False, content_encoding=content_encoding, on_end=on_end, blocking=blocking)
-        self._on_line = on_line
-
-    def feed(self, chunk: bytes) -> bytes:
-        if self.ended or self.undecodable:
-            return chunk
-        try:
-            data = self._inflate(chunk) if self._inflate is not None else chunk
-        except zlib.error:
-            self.undecodable = True
-            return chunk
-        *lines, self._partial = (self._partial + data).split(b"\n")
-        for line in lines:
-            self._on_line(line)
-        return chunk
-
-    def flush(self) -> bytes:
-        if not self.ended and not self.undecodable and self._partial:
-            self._on_line(self._partial)
-            self._partial = b""
-        return b""
-
-
-@dataclass
-class _Tally:
-    """The billable part of a batch's results: usage per succeeded line, counts per result type."""
-
-    used: list[tuple[str, TokenUsage | None]] = field(default_factory=list)
-    """(model, usage) per succeeded line; usage None when the line has none readable (priced as unpriced)."""
-    counts: dict[str, int] = field(default_factory=dict)
-    unreadable: int = 0
-
-    def add_line(self, raw: bytes) -> None:
-        if not raw.strip():
-            return
-        try:
-            line = json.loads(raw)
-        except ValueError:
-            self.unreadable += 1
-            return
-        self.add(line)
-
-    def add(self, line: Mapping[str, Any]) -> None:
-        result = line.get("result") if isinstance(line, Mapping) else None
-        kind = result.get("type") if isinstance(result, Mapping) else None
-        if kind not in RESULT_TYPES:
-            self.unreadable += 1
-            return
-        self.counts[kind] = self.counts.get(kind, 0) + 1
-        if kind == "succeeded":
-            assert isinstance(result, Mapping)
-            message = result.get("message")
-            model = message.get("model") if isinstance(message, Mapping) else None
-            usage: TokenUsage | None
-            try:
-                usage = adapter.usage_from_response(line)
-            except Exception:
-                usage = None
-            self.used.append((model if isinstance(model, str) else "", usage))
-
-    @property
-    def lines(self) -> int:
-        return sum(self.counts.values())
-
-    def usage(self) -> TokenUsage:
-        total = TokenUsage()
-        for _, u in self.used:
-            if u is None:
-                continue
-            total = TokenUsage(
-                total.input_tokens + u.input_tokens,
-                total.output_tokens + u.output_tokens,
-                total.cache_read_tokens + u.cache_read_tokens,
-                total.cache_write_5m_tokens + u.cache_write_5m_tokens,
-                total.cache_write_1h_tokens + u.cache_write_1h_tokens,
-            )
-        return total
-
-    def cost(self, guard: CallGuard, fallback_model: str | None) -> tuple[float, int]:
-        """USD at the batch rate, and how many succeeded lines had no usage or no price (under their
-        model or ``fallback_model``)."""
-        total, unpriced = 0.0, 0
-        for model, usage in self.used:
-            price = None
-            for candidate in dict.fromkeys(m for m in (model, fallback_model) if m):
-                if usage is None:
-                    break
-                try:
-                    price = guard.pricer.cost(adapter.PROVIDER, candidate, usage, batch=True)
-                    break
-                except Exception:
-                    continue
-            if price is None:
-                unpriced += 1
-            else:
-                total += price
-        return total, unpriced
-
-
-def _settle(guard: CallGuard, batch_id: str, tally: _Tally) -> bool:
+def _settle(guard: CallGuard, batch_id: str, tally: ResultsTally) -> bool:
     batches = _batches(guard)
     ledger, now, rid = guard.ledger, guard.clock(), reservation_id(batch_id)
     pending = _creation(batches, ledger, batch_id, now)
     models = sorted({m for m, _ in tally.used if m})
     requested = pending.model if pending and pending.model != "mixed" else None
-    cost, unpriced = tally.cost(guard, requested)
+    cost, unpriced = tally.cost(guard.pricer, requested)
     problems = []
     if unpriced:
         worst = pending.estimate if pending else _marker_figure(ledger, batch_id, now)
@@ -456,7 +349,7 @@ def _event(
     guard: CallGuard,
     pending: BatchRecord | None,
     rid: str | None,
-    tally: _Tally,
+    tally: ResultsTally,
     models: list[str],
     cost: float,
     charged: bool,
@@ -503,4 +396,4 @@ def _event(
     )
 
 
-__all__ = ["MARKER_PREFIX", "JsonlTap", "marker_key", "reservation_id", "settle_batch", "submitted", "watch_results"]
+__all__ = ["MARKER_PREFIX", "marker_key", "reservation_id", "settle_batch", "submitted", "watch_results"]
