@@ -141,11 +141,21 @@ def row(store: str, single: dict[str, Any], multi: dict[str, Any] | None) -> str
     return "| " + " | ".join(cells) + " |"
 
 
+def tail_row(store: str, multi: dict[str, Any], processes: int) -> str:
+    def tail(op: str) -> str:
+        samples = sorted(multi[op])
+        return f"{pct(samples, 99):,.0f} / {samples[min(len(samples) - 1, int(0.999 * len(samples)))]:,.0f} / " \
+            f"{samples[-1]:,.0f}"
+
+    return f"| {store} | {tail('reserve')} | {tail('settle')} |"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stores", default="memory,sqlite,redis,postgres,postgres-async")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--processes", type=int, default=8)
+    parser.add_argument("--tails", action="store_true", help="also print p99.9 and the worst case, many processes")
     args = parser.parse_args()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
@@ -158,6 +168,7 @@ def main() -> None:
         f"| reserve p50 / p99 µs ({p}) | settle p50 / p99 µs ({p}) |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
+    tails: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         for store in args.stores.split(","):
             with store_url(store, tmp) as url:
@@ -167,6 +178,12 @@ def main() -> None:
                 with store_url(store, tmp) as url:
                     multi = run_processes(url, args.seconds, p)
             print(row(store, single, multi), flush=True)
+            if args.tails and multi is not None:
+                tails.append(tail_row(store, multi, p))
+    if tails:
+        print(f"\n| store, {p} processes | reserve p99 / p99.9 / max µs | settle p99 / p99.9 / max µs |")
+        print("|---|---:|---:|")
+        print("\n".join(tails))
 
 
 if __name__ == "__main__":
