@@ -56,15 +56,15 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from costwarden.enforcers.attribution import Attribution, attribution, current_attribution
-from costwarden.enforcers.fixes import FixOutcome, apply_patch, fix_until_clean
 from costwarden.enforcers.guarded_call import GuardedCall, ProviderEdge
+from costwarden.enforcers.judging import judge_request, refusal_event, replace_item, subject_of
 from costwarden.enforcers.reservations import reserve_call
 from costwarden.enforcers.settler import Settler
-from costwarden.engine.decision import Decision, Fix
+from costwarden.engine.decision import Decision
 from costwarden.engine.ledger import Alert, Hold, Ledger
 from costwarden.engine.rules.budget import OUTPUT_TOKENS_CAP
 from costwarden.engine.subjects import LlmCall, TokenUsage
-from costwarden.errors import BudgetExceeded, EnforcementError, PolicyViolation
+from costwarden.errors import PolicyViolation
 
 if TYPE_CHECKING:
     from anthropic import Middleware as _MiddlewareBase
@@ -149,7 +149,7 @@ class CallGuard(_MiddlewareBase):
         self.max_retries = max_retries
         self.on_alert = on_alert
         self.settler = Settler() if settle_in_background else None
-        self._budget_rules = frozenset(
+        self.budget_rules = frozenset(  # (policy, rule) of each budget: a refusal by one is BudgetExceeded
             (p.name, r.name) for p in policies.policies for r in p.rules if r.kind == "budget"
         )
         self.warn_only_budgets = frozenset(  # onExceed: warn — over the limit they warn, never deny
@@ -289,7 +289,7 @@ class CallGuard(_MiddlewareBase):
     def judge(self, edge: ProviderEdge, body: Mapping[str, Any], *, batch: bool = False) -> Decision:
         """The runtime decision on ``body`` as the guard would see it now (no fixes, no reservation)."""
         now = self.clock()
-        return self.policies.evaluate(self._subject(edge, body, current_attribution(), batch), "runtime", now=now,
+        return self.policies.evaluate(subject_of(self, edge, body, current_attribution(), batch), "runtime", now=now,
                                       ledger=self.ledger)
 
     def settle_pending_batches(self, client: Any) -> PendingBatches:
@@ -317,7 +317,7 @@ class CallGuard(_MiddlewareBase):
         if edge.batch_items is not None:
             return self._prepare_batch(edge, body, key=key, who=who, now=now, started=started)
         try:
-            body, subject, decision, applied = self._judge(edge, body, who, batch=batch, now=now)
+            body, subject, decision, applied = judge_request(self, edge, body, who, batch=batch, now=now)
         except PolicyViolation as exc:
             self.record_denial(edge, body, exc, model_requested, now, started)
             raise
@@ -339,12 +339,12 @@ class CallGuard(_MiddlewareBase):
         decisions: list[Decision] = []
         for pointer, params in edge.batch_items(body):
             try:
-                new, subject, decision, applied = self._judge(edge, params, who, batch=True, now=now)
+                new, subject, decision, applied = judge_request(self, edge, params, who, batch=True, now=now)
             except PolicyViolation as exc:
                 self.record_denial(edge, params, exc, str(params.get("model", "")), now, started, batch=True)
                 raise
             if new is not params:
-                body = _replace_item(body, pointer, new)
+                body = replace_item(body, pointer, new)
             rewrites += [f"{pointer}: {text}" for text in applied]
             holds += decision.holds
             subjects.append(subject)
@@ -352,41 +352,6 @@ class CallGuard(_MiddlewareBase):
         call = GuardedCall.for_batch(self, edge, key, body, subjects, decisions, tuple(rewrites), started, now)
         reserve_call(self, call, holds, self.batch_reservation_ttl_s)
         return call
-
-    def _judge(
-        self, edge: ProviderEdge, body: Mapping[str, Any], who: Attribution, *, batch: bool, now: datetime
-    ) -> tuple[Mapping[str, Any], LlmCall, Decision, tuple[str, ...]]:
-        """Evaluate, apply request fixes and re-evaluate until nothing fixable blocks."""
-        subject = self._subject(edge, body, who, batch)
-        first = self.policies.evaluate(subject, "runtime", now=now, ledger=self.ledger, reserving=True)
-        if first.allowed:  # nothing blocks, so there is nothing to fix (what fix_until_clean would find)
-            return body, subject, first, ()
-        judged: list[LlmCall] = [subject]
-        decisions = [first]
-
-        def judge(doc: Mapping[str, Any]) -> Decision:
-            if decisions:  # the body as sent was judged above
-                return decisions.pop()
-            judged.append(self._subject(edge, doc, who, batch))
-            return self.policies.evaluate(judged[-1], "runtime", now=now, ledger=self.ledger, reserving=True)
-
-        if self.apply_fixes:
-            outcome = fix_until_clean(body, judge, target="request", max_rounds=self.max_fix_rounds)
-        else:
-            outcome = FixOutcome(body, judge(body))
-        if not outcome.decision.allowed:
-            raise self._denial(edge, judged[-1], outcome.decision)
-        final = outcome.document
-        applied = (f.description for f in outcome.applied if _reflected(final, f))
-        return final, judged[-1], outcome.decision, tuple(dict.fromkeys(applied))
-
-    def _subject(self, edge: ProviderEdge, body: Mapping[str, Any], who: Attribution, batch: bool) -> LlmCall:
-        d = self.defaults
-        tags = {**d.tags, **who.tags} if d.tags else who.tags
-        subject = edge.subject(
-            body, feature=who.feature or d.feature, user=who.user, team=who.team or d.team, tags=tags, batch=batch
-        )
-        return dataclasses.replace(subject, user=d.user) if subject.user is None and d.user else subject
 
     def estimate(self, subject: LlmCall, *, output: bool = True) -> float | None:
         """Worst-case USD of a call (estimated input plus clamped max output), or input only; None
@@ -398,42 +363,13 @@ class CallGuard(_MiddlewareBase):
         except Exception:  # an unknown price is judged by the budget rule, never priced at $0 here
             return None
 
-    def _denial(self, edge: ProviderEdge, subject: LlmCall, decision: Decision) -> PolicyViolation:
-        blocking = decision.blocking
-        budget = any(r.result == "fail" and (r.policy, r.rule) in self._budget_rules for r in blocking)
-        cls = BudgetExceeded if budget else PolicyViolation
-        return cls(decision, f"{edge.name} call to {subject.model} refused before sending — {decision.summary()}")
-
     def record_denial(
         self, edge: ProviderEdge, body: Mapping[str, Any], exc: PolicyViolation, model_requested: str,
         now: datetime, started: float, *, batch: bool = False,
     ) -> None:
-        if not self.sinks:
-            return
-        from costwarden.adapters.events.event import CostEvent
-
-        who = current_attribution().over(self.defaults)
-        self.emit(
-            CostEvent(
-                provider=edge.name,
-                api="batch" if batch or edge.batch_items is not None else exc.decision.subject.kind,
-                model_requested=model_requested,
-                model=str(body.get("model", model_requested)),
-                outcome="denied",
-                verdict="deny",
-                started_at=now,
-                finished_at=now,
-                feature=who.feature,
-                user=who.user,
-                team=who.team,
-                tags=dict(who.tags),
-                stream=body.get("stream") is True,
-                batch=batch or edge.batch_items is not None,
-                latency_ms=(time.perf_counter() - started) * 1000,
-                findings=tuple(f"{r.policy}/{r.rule}: {r.message}" for r in exc.decision.violations),
-                error=str(exc),
-            )
-        )
+        """Report a call refused before sending to the sinks."""
+        if self.sinks:
+            self.emit(refusal_event(self, edge, body, exc, model_requested, now, started, batch=batch))
 
     def emit(self, event: CostEvent) -> None:
         """Hand ``event`` to every sink; a failing sink is logged, never raised into the caller."""
@@ -458,22 +394,6 @@ def _post_call_policies(policies: PolicySet) -> PolicySet | None:
         if rules:
             narrowed.append(policy if len(rules) == len(policy.rules) else dataclasses.replace(policy, rules=rules))
     return dataclasses.replace(policies, policies=tuple(narrowed)) if narrowed else None
-
-
-def _reflected(doc: Mapping[str, Any], fix: Fix) -> bool:
-    """Whether ``fix`` shows in the final body (a downgrade a later round superseded does not)."""
-    try:
-        return bool(apply_patch(doc, fix.patch) == doc)
-    except (EnforcementError, LookupError, TypeError, ValueError):
-        return False
-
-
-def _replace_item(body: Mapping[str, Any], pointer: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    """``body`` with the batch item at ``/requests/<i>/params`` replaced (copying only that path)."""
-    index = int(pointer.split("/")[2])
-    requests = list(body["requests"])
-    requests[index] = {**requests[index], "params": params}
-    return {**body, "requests": requests}
 
 
 def _abandon_when_made(made: asyncio.Future[GuardedCall]) -> None:
