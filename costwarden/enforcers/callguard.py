@@ -10,10 +10,12 @@ SDK middleware, :mod:`.openai_guard` an ``httpx2`` transport for the ``openai`` 
 
 Before the call (sync code; the async edges only await I/O): build the ``llm_call`` subject
 (attribution from :func:`attribution`, then the body's own user field, then ``defaults``), judge the
-``runtime`` surface, and while every blocking result carries a request fix, apply the fixes to a copy
-of the body and judge again (:func:`~costwarden.enforcers.fixes.fix_until_clean`, at most
-``max_fix_rounds`` rounds, so two competing downgrades converge). Still blocked → :class:`PolicyViolation`
-(:class:`BudgetExceeded` for budget failures) carrying the Decision, before any HTTP request.
+``runtime`` surface, and while blocking results carry request fixes, apply them to a copy of the
+body and judge again (:func:`~costwarden.enforcers.fixes.fix_until_clean`, at most
+``max_fix_rounds`` rounds, so two competing downgrades converge). Fixes apply even beside a
+failure that has none, such as a budget: the budget is judged again on the fixed request. Still
+blocked → :class:`PolicyViolation` (:class:`BudgetExceeded` for budget failures) carrying the
+Decision on the fixed request, before any HTTP request.
 Then the decision's budget holds are reserved all-or-nothing; a refusal is ``BudgetExceeded``, an
 unreachable ledger denies (fail closed: ``PolicyViolation`` naming the ledger, no request sent)
 unless no budget that holds for the call is enforced with ``onError: deny`` — then the call goes

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from costwarden.enforcers.attribution import Attribution, current_attribution
 from costwarden.enforcers.fixes import FixOutcome, apply_patch, fix_until_clean
-from costwarden.engine.decision import Decision, Fix
+from costwarden.engine.decision import Decision, Fix, RuleResult
 from costwarden.engine.subjects import LlmCall
 from costwarden.errors import BudgetExceeded, EnforcementError, PolicyViolation
 
@@ -27,7 +27,8 @@ def judge_request(
     guard: CallGuard, edge: ProviderEdge, body: Mapping[str, Any], who: Attribution, *, batch: bool, now: datetime
 ) -> tuple[Mapping[str, Any], LlmCall, Decision, tuple[str, ...]]:
     """Evaluate, apply request fixes and re-evaluate until nothing fixable blocks: (the body to
-    send, its subject, its decision, the fixes applied). Raises the refusal when still blocked."""
+    send, its subject, its decision, the fixes applied). Raises the refusal, judged on the fixed
+    body, when it is still blocked."""
     subject = subject_of(guard, edge, body, who, batch)
     policies, ledger = guard.policies, guard.ledger
     first = policies.evaluate(subject, "runtime", now=now, ledger=ledger, reserving=True)
@@ -43,7 +44,7 @@ def judge_request(
         return policies.evaluate(judged[-1], "runtime", now=now, ledger=ledger, reserving=True)
 
     if guard.apply_fixes:
-        outcome = fix_until_clean(body, judge, target="request", max_rounds=guard.max_fix_rounds)
+        outcome = fix_until_clean(body, judge, max_rounds=guard.max_fix_rounds, select=_request_fixes)
     else:
         outcome = FixOutcome(body, judge(body))
     if not outcome.decision.allowed:
@@ -51,6 +52,14 @@ def judge_request(
     final = outcome.document
     applied = (f.description for f in outcome.applied if _reflected(final, f))
     return final, judged[-1], outcome.decision, tuple(dict.fromkeys(applied))
+
+
+def _request_fixes(decisions: Sequence[Decision]) -> list[RuleResult] | None:
+    """The blocking failures' request fixes, even beside failures that have none: a budget's
+    verdict depends on the model and ``max_tokens`` the other fixes change (a call whose worst
+    case is over budget as Opus may fit once downgraded). None (stop) when no fix is left."""
+    fixable = [r for d in decisions for r in d.blocking if r.fix is not None and r.fix.target == "request"]
+    return fixable or None
 
 
 def subject_of(guard: CallGuard, edge: ProviderEdge, body: Mapping[str, Any], who: Attribution,

@@ -170,6 +170,31 @@ def test_fixes_off_means_deny() -> None:
         guard.begin(EDGE, {**BODY, "max_tokens": 4000}, key="k")
 
 
+def test_fixes_apply_beside_a_budget_the_unfixed_call_would_exceed() -> None:
+    """A budget failure has no fix of its own, but its verdict depends on max_tokens: the clamped
+    call fits the budget and is sent, clamped."""
+    tight = BUDGET.replace("limitUsd: 1,", "limitUsd: 0.001,")
+    ledger = MemoryLedger()
+    guard, _ = make_guard(CAP, tight, ledger=ledger)
+    assert haiku(output_tokens=4000) > 0.001 > haiku(input_tokens=100, output_tokens=50)
+    with attribution(user="u"):
+        call = guard.begin(EDGE, {**BODY, "max_tokens": 4000}, key="k")
+    assert call.body["max_tokens"] == 50 and call.rewrites == ("clamp max_tokens to 50",)
+    key = f"budget:user-budget/cap:user=u:{FIXED_NOW:%Y-%m-%d}"
+    held = ledger.spent([key], now=FIXED_NOW)[0]
+    assert held == pytest.approx(call.estimate_usd) and held < 0.001  # the clamped call's worst case
+
+
+def test_a_call_over_budget_even_when_fixed_is_refused_on_its_fixed_form() -> None:
+    tighter = BUDGET.replace("limitUsd: 1,", "limitUsd: 0.0001,")
+    guard, _ = make_guard(CAP, tighter, ledger=MemoryLedger())
+    with attribution(user="u"), pytest.raises(BudgetExceeded) as caught:
+        guard.begin(EDGE, {**BODY, "max_tokens": 4000}, key="k")
+    (blocking,) = caught.value.decision.blocking
+    assert blocking.policy == "user-budget"  # the clamp applied: only the budget still blocks
+    assert blocking.actual == pytest.approx(haiku(input_tokens=3, output_tokens=50), abs=1e-5)
+
+
 def test_budget_overrun_is_budget_exceeded() -> None:
     ledger = MemoryLedger()
     guard, _ = make_guard(BUDGET, ledger=ledger)
