@@ -226,23 +226,30 @@ def _after(
     if call.batch_requests or call.edge is BATCHES:
         batch_settle.submitted(guard, call, http)
         return
-    if http.is_closed:  # the SDK read the whole body already
+    sse = "text/event-stream" in http.headers.get("content-type", "")
+    content: bytes | None = None
+    if http.is_closed:  # the SDK, or a transport answering from memory, read the whole body already
         try:
             content = http.content
         except Exception:  # closed unread: nothing to price from
             call.charge_estimate(error="response body was closed unread")
             return
-        charge_json_body(call, content, adapter.usage_from_response, _completion)
-        return
-    sse = "text/event-stream" in http.headers.get("content-type", "")
+        if not sse:
+            charge_json_body(call, content, adapter.usage_from_response, _completion)
+            return
     observer = AnthropicStream() if sse else None
     tap = BodyTap(
         sse=sse,
-        content_encoding=http.headers.get("content-encoding"),
+        content_encoding=None if content is not None else http.headers.get("content-encoding"),
         observer=observer,
         on_end=partial(_stream_end, call, observer),
         blocking=guard.finishing_blocks,
     )
+    if content is not None:  # a stream answered from memory: its events, read now (the body is decoded)
+        tap.feed(content)
+        tap.flush()
+        tap.end(True)
+        return
     http.stream = stream_cls(http.stream, tap)
 
 

@@ -10,6 +10,8 @@ the client the SDK is given (the same :class:`CallGuard` core and ledger as the 
 
 Guarded: ``POST …/chat/completions`` and ``POST …/responses`` (plain and streamed); other requests
 pass through. ``provider=`` names an OpenAI-compatible API (``"x-ai"``, ``"groq"``...) for pricing.
+:func:`guard_openai` keeps a client's own ``http_client`` (proxies, certificates, a custom
+transport) by guarding each of its transports.
 
 * Retries: the SDK's retry loop calls the transport once per attempt in the same thread or task;
   ``x-stainless-retry-count`` > 0 and the same method, URL and body mark a retry of the call.
@@ -19,6 +21,8 @@ pass through. ``provider=`` names an OpenAI-compatible API (``"x-ai"``, ``"groq"
   so code that indexes ``chunk.choices[0]`` keeps working; such requests are sent with
   ``Accept-Encoding: identity`` so the events can be filtered. The event lists the rewrite.
 * A rewritten body is re-serialised as compact JSON with a new ``Content-Length``.
+* A response a transport answers from memory (whole, as test doubles do) is read when it arrives,
+  with the same filtering.
 * Streams are priced as the application reads them, from the usage chunk (Chat Completions) or
   ``response.completed`` / ``response.incomplete`` / ``response.failed`` (Responses). A stream that
   ends before its usage is charged the estimated input plus the output its deltas show.
@@ -26,6 +30,7 @@ pass through. ``provider=`` names an OpenAI-compatible API (``"x-ai"``, ``"groq"
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Mapping
@@ -79,11 +84,12 @@ class GuardedTransport(httpx2.BaseTransport):
     """An ``httpx2`` transport that guards LLM calls, then hands them to ``transport``."""
 
     def __init__(self, guard: CallGuard, transport: httpx2.BaseTransport | None = None, *,
-                 provider: str = adapter.PROVIDER, max_retries: int | None = None) -> None:
+                 provider: str = adapter.PROVIDER, max_retries: int | None = None, close_inner: bool = True) -> None:
         self.guard = guard
         self.edge = OPENAI if provider == adapter.PROVIDER else edge(provider)
         self.max_retries = guard.max_retries if max_retries is None else max_retries
         self._inner = transport if transport is not None else httpx2.HTTPTransport()
+        self._close_inner = close_inner
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         plan = _plan(self.guard, self.edge, request) if _guarded_path(request.method, request.url.path) else None
@@ -99,18 +105,20 @@ class GuardedTransport(httpx2.BaseTransport):
         return response
 
     def close(self) -> None:
-        self._inner.close()
+        if self._close_inner:
+            self._inner.close()
 
 
 class AsyncGuardedTransport(httpx2.AsyncBaseTransport):
     """The async twin of :class:`GuardedTransport`; only the HTTP attempt is awaited."""
 
     def __init__(self, guard: CallGuard, transport: httpx2.AsyncBaseTransport | None = None, *,
-                 provider: str = adapter.PROVIDER, max_retries: int | None = None) -> None:
+                 provider: str = adapter.PROVIDER, max_retries: int | None = None, close_inner: bool = True) -> None:
         self.guard = guard
         self.edge = OPENAI if provider == adapter.PROVIDER else edge(provider)
         self.max_retries = guard.max_retries if max_retries is None else max_retries
         self._inner = transport if transport is not None else httpx2.AsyncHTTPTransport()
+        self._close_inner = close_inner
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         """As the sync transport; the steps that wait on the ledger or on sinks run in a worker
@@ -134,7 +142,8 @@ class AsyncGuardedTransport(httpx2.AsyncBaseTransport):
         return response
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        if self._close_inner:
+            await self._inner.aclose()
 
 
 def openai_http_client(
@@ -163,13 +172,44 @@ def openai_async_http_client(
 
 def guard_openai(client: Any, guard: CallGuard, *, provider: str = adapter.PROVIDER) -> Any:
     """A copy of an ``OpenAI`` or ``AsyncOpenAI`` client (same key, base URL, retries) whose calls
-    are guarded. The copy owns a new HTTP client; close it when done."""
+    are guarded.
+
+    A client made with an ``http_client`` of its own (a proxy, certificates, timeouts, a custom
+    transport) keeps it: the copy's HTTP client is a shallow copy of that one, with the guard
+    around each of its transports. The two share connection pools, and closing the copy leaves
+    them open for the original. A client with the SDK's default HTTP client gets a new one, which
+    the copy owns: close the copy when done."""
     from openai import AsyncOpenAI
 
     retries = client.max_retries
-    if isinstance(client, AsyncOpenAI):
+    is_async = isinstance(client, AsyncOpenAI)
+    http = getattr(client, "_client", None)
+    if isinstance(http, httpx2.Client | httpx2.AsyncClient) and not _sdk_default(http):
+        return client.with_options(http_client=_guarded_copy(http, guard, provider, retries, is_async))
+    if is_async:
         return client.with_options(http_client=openai_async_http_client(guard, provider=provider, max_retries=retries))
     return client.with_options(http_client=openai_http_client(guard, provider=provider, max_retries=retries))
+
+
+def _sdk_default(http: httpx2.Client | httpx2.AsyncClient) -> bool:
+    """Whether the SDK made this HTTP client itself (its wrapper classes close it when collected,
+    so the guard must not share its transports: it makes a client of its own instead)."""
+    return type(http).__name__ in ("SyncHttpxClientWrapper", "AsyncHttpxClientWrapper")
+
+
+def _guarded_copy(http: Any, guard: CallGuard, provider: str, retries: int, is_async: bool) -> Any:
+    """A shallow copy of ``http`` whose default and mounted transports (proxies) are guarded."""
+    cls: Any = AsyncGuardedTransport if is_async else GuardedTransport
+
+    def wrap(transport: Any) -> Any:
+        if transport is None:
+            return None
+        return cls(guard, transport, provider=provider, max_retries=retries, close_inner=False)
+
+    guarded = copy.copy(http)
+    guarded._transport = wrap(http._transport)
+    guarded._mounts = {pattern: wrap(transport) for pattern, transport in http._mounts.items()}
+    return guarded
 
 
 def _plan(
@@ -246,15 +286,22 @@ def _after(
         return
     sse = "text/event-stream" in response.headers.get("content-type", "")
     observer = OpenAIStream(drop_usage_chunk=injected) if sse else None
+    read = response.is_closed  # answered from memory (a test double's transport): its body is decoded
     tap = BodyTap(
         sse=sse,
-        content_encoding=response.headers.get("content-encoding"),
+        content_encoding=None if read else response.headers.get("content-encoding"),
         observer=observer,
         on_end=partial(_stream_end, call, observer),
         filtering=injected,
         blocking=call.guard.finishing_blocks,
     )
-    response.stream = stream_cls(response.stream, tap)
+    if not read:
+        response.stream = stream_cls(response.stream, tap)
+        return
+    passed = tap.feed(response.content) + tap.flush()
+    if injected:  # what the application reads, without the usage chunk it did not ask for
+        response._content = passed
+    tap.end(True)
 
 
 def _completion(data: Mapping[str, Any]) -> Any:

@@ -281,6 +281,32 @@ def test_stream_usage_is_tapped(client: Any, server: FakeLlmServer, sink: ListSi
     assert user_spent(ledger, "u-7") == pytest.approx(2 * expected, abs=2e-6)
 
 
+def test_responses_a_transport_answers_from_memory_are_billed(server: FakeLlmServer, guard: CallGuard,
+                                                             sink: ListSink, ledger: CountingLedger) -> None:
+    """An application's own transport that hands the SDK whole bodies (as test doubles do): a
+    stream arrives already read, and is billed from its events, not charged the worst case."""
+    import httpx2
+
+    def replay(request: Any) -> Any:  # what the API says, answered from memory
+        live = httpx2.post(server.url + request.url.path, content=request.content,
+                           headers={"content-type": "application/json", "x-api-key": "test"})
+        return httpx2.Response(live.status_code, headers={"content-type": live.headers["content-type"]},
+                               content=live.content)
+
+    server.usage = {"input_tokens": 300, "cache_read_input_tokens": 1000}
+    own = httpx2.Client(transport=httpx2.MockTransport(replay))
+    with anthropic.Anthropic(base_url="https://llm.internal.example", api_key="test", middleware=[guard],
+                             http_client=own) as client, attribution(user="u-mem"):
+        with client.messages.stream(model="claude-haiku-4-5", max_tokens=64, messages=HI) as stream:
+            text = "".join(stream.text_stream)
+        reply = client.messages.create(model="claude-haiku-4-5", max_tokens=64, messages=HI)
+    assert text and reply.content
+    expected = cost("claude-haiku-4-5", input_tokens=300, output_tokens=10, cache_read_tokens=1000)
+    assert [(e.outcome, e.usage_source) for e in sink.events] == [("ok", "stream"), ("ok", "response")]
+    assert [e.cost_usd for e in sink.events] == [pytest.approx(expected)] * 2
+    assert user_spent(ledger, "u-mem") == pytest.approx(2 * expected, abs=2e-6)
+
+
 def test_stream_closed_early_is_charged_what_it_used(client: Any, sink: ListSink) -> None:
     with attribution(user="u-8"), client.messages.stream(model="claude-haiku-4-5", max_tokens=64, messages=HI,
                                 extra_headers={"x-fake-event-delay-ms": "30"}) as stream:

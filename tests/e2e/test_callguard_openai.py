@@ -266,3 +266,103 @@ def test_concurrency_proof(store: str, server: FakeLlmServer, tmp_path: Path) ->
         with open_ledger(url) as ledger:
             total = proof_total(ledger)
     assert total == pytest.approx(charged, abs=1e-9)
+
+
+# --- an application's own HTTP client -----------------------------------------------------------
+
+
+class Recorded:
+    """An application's own transport (here, a test double answering from memory), counting requests."""
+
+    def __init__(self, *, stream_usage: bool = True) -> None:
+        self.seen: list[dict[str, Any]] = []
+        self.stream_usage = stream_usage
+
+    def __call__(self, request: Any) -> Any:
+        import httpx2
+
+        body = json.loads(request.content)
+        self.seen.append(body)
+        base = {"id": "c-1", "object": "chat.completion.chunk", "created": 0, "model": body["model"]}
+        usage = {"prompt_tokens": 12, "completion_tokens": 2, "total_tokens": 14}
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": "hi"}
+            return httpx2.Response(200, json={**base, "object": "chat.completion", "usage": usage,
+                                              "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]})
+        chunks = [{**base, "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]}
+                  for w in ("hel", "lo")]
+        if (body.get("stream_options") or {}).get("include_usage"):
+            chunks.append({**base, "choices": [], "usage": usage})
+        text = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=text.encode())
+
+
+def test_guard_openai_keeps_the_applications_own_http_client(guard: CallGuard, sink: ListSink,
+                                                            ledger: CountingLedger) -> None:
+    """A client made with its own http_client (a proxy, a custom transport) keeps it when guarded;
+    responses that transport answers from memory are billed, and the usage chunk the guard asked
+    for stays hidden."""
+    import httpx2
+
+    answer = Recorded()
+    own = httpx2.Client(transport=httpx2.MockTransport(answer), headers={"x-app": "kept"})
+    base = openai.OpenAI(base_url="https://llm.internal.example/v1", api_key="test", http_client=own)
+    client = guard_openai(base, guard)
+    with attribution(user="u-own"):
+        reply = client.chat.completions.create(model="gpt-4.1-mini", max_tokens=64, messages=HI)
+        chunks = list(client.chat.completions.create(model="gpt-4.1-mini", max_tokens=64, messages=HI, stream=True))
+    assert reply.choices[0].message.content == "hi"
+    assert [c.choices[0].delta.content for c in chunks] == ["hel", "lo"]  # no usage-only chunk
+    assert len(answer.seen) == 2 and answer.seen[1]["stream_options"] == {"include_usage": True}
+    flush_all(10)
+    assert [(e.outcome, e.usage_source) for e in sink.events] == [("ok", "response"), ("ok", "stream")]
+    one = cost("gpt-4.1-mini", input_tokens=12, output_tokens=2)
+    assert [e.cost_usd for e in sink.events] == [pytest.approx(one), pytest.approx(one)]
+    assert user_spent(ledger, "u-own") == pytest.approx(2 * one, abs=2e-6)
+    assert client._client is not own and client._client.headers["x-app"] == "kept"
+
+    client.close()  # the copy's close leaves the application's client working
+    assert base.chat.completions.create(model="gpt-4.1-mini", max_tokens=64, messages=HI).choices
+    assert len(sink.events) == 2  # and that client is not guarded
+    base.close()
+
+
+def test_guard_openai_guards_each_mounted_transport(guard: CallGuard, sink: ListSink) -> None:
+    import httpx2
+
+    direct, proxied = Recorded(), Recorded()
+    own = httpx2.Client(transport=httpx2.MockTransport(direct),
+                        mounts={"https://llm.internal.example": httpx2.MockTransport(proxied)})
+    client = guard_openai(openai.OpenAI(base_url="https://llm.internal.example/v1", api_key="test", http_client=own),
+                          guard)
+    with attribution(user="u-mount"), pytest.raises(PolicyViolation):
+        client.chat.completions.create(model="o3", max_tokens=64, messages=HI)  # judged on the mounted route
+    with attribution(user="u-mount"):
+        client.chat.completions.create(model="gpt-4.1-mini", max_tokens=64, messages=HI)
+    assert (len(direct.seen), len(proxied.seen)) == (0, 1)
+    flush_all(10)
+    assert [e.outcome for e in sink.events] == ["denied", "ok"]
+
+
+def test_guard_openai_keeps_an_async_applications_own_http_client(guard: CallGuard, sink: ListSink) -> None:
+    import httpx2
+
+    answer = Recorded()
+
+    async def main() -> list[Any]:
+        own = httpx2.AsyncClient(transport=httpx2.MockTransport(answer))
+        base = openai.AsyncOpenAI(base_url="https://llm.internal.example/v1", api_key="test", http_client=own)
+        client = guard_openai(base, guard)
+        with attribution(user="u-async-own"):
+            stream = await client.chat.completions.create(model="gpt-4.1-mini", max_tokens=64, messages=HI,
+                                                          stream=True)
+            chunks = [c async for c in stream]
+        await client.close()
+        await base.close()
+        return chunks
+
+    chunks = asyncio.run(main())
+    assert [c.choices[0].delta.content for c in chunks] == ["hel", "lo"]
+    flush_all(10)
+    assert [(e.outcome, e.usage_source) for e in sink.events] == [("ok", "stream")]
+    assert sink.events[0].cost_usd == pytest.approx(cost("gpt-4.1-mini", input_tokens=12, output_tokens=2))
