@@ -153,3 +153,26 @@ def test_python_example_runs() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert '"model": "claude-haiku-4-5"' in out.stdout and "-> allow" in out.stdout
+
+
+def test_guard_calls_example_runs_offline() -> None:
+    """The call-guard example, as a user runs it first: real SDKs, an in-process stand-in API."""
+    out = subprocess.run(
+        [sys.executable, "-W", "error::DeprecationWarning:__main__",  # no deprecated models in the example
+         str(ROOT / "examples" / "python" / "guard_calls.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "served by claude-haiku-4-5" in lines[0]  # rewritten before it left, despite the trial budget
+    assert lines[1].startswith("2. streamed 6 chunks")  # the usage chunk the guard asked for is hidden
+    assert lines[2].startswith("3. refused, 0 requests sent") and "would exceed the $0.02 day budget" in lines[2]
+    trial = next(line for line in lines if "trial-user-budget/daily-cap:user=u-123" in line)
+    spent = float(trial.split("$")[1].split(" ")[0])
+    assert 0 < spent < 0.001  # two small calls settled from their usage, nothing held
+    events = [line for line in lines if line.startswith("   anthropic/") or line.startswith("   openai/")]
+    assert [e.split(":")[0].strip() for e in events] == [
+        "anthropic/claude-haiku-4-5 ok", "openai/gpt-4.1-mini ok", "anthropic/claude-sonnet-4-6 denied"]
+    assert "(stream usage)" in events[1] and "add stream_options.include_usage" in events[1]
