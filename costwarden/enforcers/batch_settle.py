@@ -293,7 +293,7 @@ def _settle(guard: CallGuard, batch_id: str, tally: ResultsTally) -> bool:
         if not ledger_failed:  # kept for a later read that may still settle it
             batches.pending.pop(batch_id, None)
     for alert in alerts:
-        _alert(guard, alert)
+        guard.alert(alert)
     not_billed = [f"{tally.counts[k]} {k}" for k in RESULT_TYPES[1:] if tally.counts.get(k)]
     if not_billed:
         problems.append(f"{', '.join(not_billed)} of {tally.lines} requests (not billed)")
@@ -332,17 +332,6 @@ def _marker_figure(ledger: Ledger | None, batch_id: str, now: datetime) -> float
         return ledger.spent([marker_key(batch_id)], now=now)[0]
     except Exception:
         return None
-
-
-def _alert(guard: CallGuard, alert: Alert) -> None:
-    log.warning(
-        "budget %s crossed %.0f%% ($%.4f of $%.2f)", alert.key, alert.threshold * 100, alert.spent_usd, alert.limit_usd
-    )
-    if guard.on_alert is not None:
-        try:
-            guard.on_alert(alert)
-        except Exception:
-            log.exception("on_alert callback failed")
 
 
 def _event(
@@ -390,7 +379,7 @@ def _event(
         usage_source="response",
         status_code=200,
         rewrites=pending.rewrites,
-        alerts=tuple(f"{a.key} crossed {a.threshold:.0%} (${a.spent_usd:,.4f} of ${a.limit_usd:,.2f})" for a in alerts),
+        alerts=tuple(str(a) for a in alerts),
         reservation_id=rid,
         error=error,
     )

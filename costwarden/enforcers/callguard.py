@@ -373,6 +373,15 @@ class CallGuard(_MiddlewareBase):
         if self.sinks:
             self.emit(refusal_event(self, edge, body, exc, model_requested, now, started, batch=batch))
 
+    def alert(self, alert: Alert) -> None:
+        """A budget crossed an alert threshold: log it and hand it to ``on_alert`` (whose failure is logged)."""
+        log.warning("budget %s", alert)
+        if self.on_alert is not None:
+            try:
+                self.on_alert(alert)
+            except Exception:
+                log.exception("on_alert callback failed")
+
     def emit(self, event: CostEvent) -> None:
         """Hand ``event`` to every sink; a failing sink is logged, never raised into the caller."""
         for sink in self.sinks:

@@ -271,18 +271,8 @@ class GuardedCall:
             log.error("could not settle reservation %s ($%.6f): %s", self.reservation_id, cost, describe(exc))
             return False, (), f"ledger: {describe(exc)}"
         for alert in alerts:
-            self._alert(alert)
-        texts = tuple(f"{a.key} crossed {a.threshold:.0%} (${a.spent_usd:,.4f} of ${a.limit_usd:,.2f})" for a in alerts)
-        return cost > 0, texts, None
-
-    def _alert(self, alert: Alert) -> None:
-        log.warning("budget %s crossed %.0f%% ($%.4f of $%.2f)", alert.key, alert.threshold * 100,
-                    alert.spent_usd, alert.limit_usd)
-        if self.guard.on_alert is not None:
-            try:
-                self.guard.on_alert(alert)
-            except Exception:
-                log.exception("on_alert callback failed")
+            self.guard.alert(alert)
+        return cost > 0, tuple(str(a) for a in alerts), None
 
     def _post_findings(
         self, policies: PolicySet, usage: TokenUsage, cost: float, latency_ms: float, now: datetime

@@ -78,6 +78,9 @@ class Alert:
     spent_usd: float
     limit_usd: float
 
+    def __str__(self) -> str:
+        return f"{self.key} crossed {self.threshold * 100:g}% (${self.spent_usd:,.4f} of ${self.limit_usd:,.2f})"
+
 
 @dataclass(frozen=True, slots=True)
 class Reservation:

@@ -671,3 +671,19 @@ def test_a_warn_only_budget_over_its_limit_keeps_its_limit_for_alerts_and_status
     assert alerts == [Alert(key, 1.0, pytest.approx(total), 1.0)]
     (row,) = ledger.status(now=FIXED_NOW)
     assert (row.key, row.spent_usd, row.limit_usd) == (key, pytest.approx(total), 1.0)
+
+
+def test_alerts_are_logged_and_reported_with_thresholds_under_one_percent(caplog: pytest.LogCaptureFixture) -> None:
+    ledger = MemoryLedger()
+    alerts: list[Alert] = []
+    guard, sink = make_guard(BUDGET.replace("window: day}", "window: day, alertAt: [0.000001, 0.5]}"),
+                             ledger=ledger, on_alert=alerts.append)
+    with attribution(user="a"):
+        call = guard.begin(EDGE, BODY, key="k")
+    with caplog.at_level("WARNING", logger="costwarden.callguard"):
+        call.complete(TokenUsage(input_tokens=40, output_tokens=7), served_model="claude-haiku-4-5")
+    key = f"budget:user-budget/cap:user=a:{FIXED_NOW:%Y-%m-%d}"
+    assert [a.threshold for a in alerts] == [0.000001]
+    text = f"{key} crossed 0.0001% ($0.0001 of $1.00)"
+    assert str(alerts[0]) == text and sink.events[0].alerts == (text,)
+    assert f"budget {text}" in caplog.text
