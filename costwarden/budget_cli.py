@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from costwarden.adapters.ledger.status import BudgetStatus
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="text or json")]
@@ -57,20 +61,42 @@ def budget_status_cmd(
         ]
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
         return
-    from rich.console import Console
-    from rich.table import Table
+    if not rows:
+        sys.stdout.write(f"no budget windows under '{prefix}' in {ledger}\n")
+        return
+    sys.stdout.write(status_table(rows))
 
-    table = Table(expand=False)
-    table.add_column("budget window", overflow="fold")
-    for name in ("spent", "held", "limit", "used", "window ends"):
-        table.add_column(name, justify="right" if name != "window ends" else "left", no_wrap=True)
+
+STATUS_COLUMNS = ("BUDGET", "FOR", "WINDOW", "SPENT", "HELD", "LIMIT", "USED", "ENDS")
+
+
+def status_table(rows: Sequence[BudgetStatus]) -> str:
+    """One line per budget window, columns aligned as ``kubectl get`` does (no wrapping: grep it)."""
+    table = [STATUS_COLUMNS]
     for r in rows:
-        used = f"{r.used_fraction:.0%}" if r.used_fraction is not None else "-"
+        fraction = r.used_fraction
+        used = "-" if fraction is None else f"{fraction:.0%}" if fraction >= 0.01 or not fraction else f"{fraction:.1%}"
         limit = f"${r.limit_usd:,.2f}" if r.limit_usd is not None else "-"
         ends = f"{r.ends_at:%Y-%m-%d %H:%M %Z}" if r.ends_at else "-"
-        table.add_row(r.key, f"${r.spent_usd:,.4f}", f"${r.held_usd:,.4f}", limit, used, ends)
-    out = Console(highlight=False, soft_wrap=True)
-    out.print(table if rows else f"no budget windows under '{prefix}' in {ledger}")
+        table.append((*key_parts(r.key), f"${r.spent_usd:,.4f}", f"${r.held_usd:,.4f}", limit, used, ends))
+    widths = [max(len(row[i]) for row in table) for i in range(len(STATUS_COLUMNS))]
+    numeric = {3, 4, 5, 6}
+    lines = []
+    for row in table:
+        cells = [c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def key_parts(key: str) -> tuple[str, str, str]:
+    """A budget window's key as (policy/rule, attribution, window): ``budget:p/r:user=u-1:2026-11-30``
+    gives ``("p/r", "user=u-1", "2026-11-30")``. Attribution values may hold colons; policy and rule
+    names and window names do not. Another key is shown whole."""
+    if not key.startswith("budget:") or key.count(":") < 3:
+        return key, "", ""
+    head, window = key.rsplit(":", 1)
+    budget, _, who = head[len("budget:"):].partition(":")
+    return budget, who, window
 
 
 @budget_app.command("settle-batches")

@@ -91,6 +91,22 @@ def test_settle_batches_reads_and_settles_what_nobody_read(server: FakeLlmServer
     assert (nothing.returncode, nothing.stdout.strip()) == (0, f"no pending batches in {ledger_url}")
 
 
+def test_status_text_is_one_aligned_line_per_window(server: FakeLlmServer, tmp_path: Path) -> None:
+    ledger_url = f"sqlite:///{tmp_path}/ledger.db"
+    create_batch(server, ledger_url, "org:42|cli-3")  # a user id with a colon and a pipe
+    out = budget("status", "--ledger", ledger_url)
+    assert out.returncode == 0, out.stderr
+    header, *rows = out.stdout.splitlines()
+    assert header.split() == ["BUDGET", "FOR", "WINDOW", "SPENT", "HELD", "LIMIT", "USED", "ENDS"]
+    (row,) = rows
+    assert row.split()[:4] == ["user-budget/cap", "user=org:42|cli-3", f"{datetime.now(UTC):%Y-%m-%d}", "$0.0000"]
+    assert float(row.split()[4].lstrip("$")) > 0  # the batch holds its worst case
+    assert row.split()[5] == "$5.00" and row.split()[6].endswith("%") and row.endswith(" UTC")
+    assert header.index("SPENT") + len("SPENT") == row.index("$0.0000") + len("$0.0000")  # numbers right-aligned
+    empty = budget("status", "--ledger", ledger_url, "--prefix", "budget:nothing/")
+    assert empty.stdout.strip() == f"no budget windows under 'budget:nothing/' in {ledger_url}"
+
+
 def test_a_batch_that_cannot_be_read_fails_the_run(server: FakeLlmServer, tmp_path: Path) -> None:
     ledger_url = f"sqlite:///{tmp_path}/ledger.db"
     batch = create_batch(server, ledger_url, "cli-2")
