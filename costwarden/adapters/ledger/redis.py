@@ -259,6 +259,10 @@ class RedisLedger:
         from costwarden.adapters.ledger import number, redact
 
         parts = urlsplit(url)
+        db = parts.path.strip("/")
+        if db and not db.isdigit():  # redis-py would quietly use database 0
+            raise LedgerError(f"Redis ledger URL {redact(url)!r}: the database after the port must be a number, "
+                              f"not {db!r} (redis://host:6379/0)")
         ours: dict[str, Any] = {}
         theirs = []
         for name, value in parse_qsl(parts.query, keep_blank_values=True):

@@ -87,6 +87,12 @@ class SqliteLedger:
         self._checkpoints: Checkpointer | None = None
         # reservations this instance granted whose holds have no alert thresholds: settled in one statement
         self._quiet: dict[str, None] = {}
+        folder = os.path.dirname(os.path.abspath(self.path))
+        if self.path != ":memory:" and not os.path.isdir(folder):
+            raise LedgerError(
+                f"SQLite ledger {self.path}: the folder {folder} does not exist (create it first; in a URL, "
+                "sqlite:///name.db is relative to the working directory and sqlite:////name.db is absolute)"
+            )
         with self._connection():
             pass  # create the file and tables now, so a bad path fails at open time
 

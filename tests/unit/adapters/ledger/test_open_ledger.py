@@ -70,6 +70,7 @@ def test_in_memory_sqlite_works() -> None:
         ("redis://127.0.0.1:6379/0?prefix=a{b}", "prefix 'a{b}' must be non-empty and hold no braces"),
         ("postgresql://postgres@127.0.0.1/x?schema=Bad-Name", "schema 'Bad-Name' must be lower-case"),
         ("postgresql://postgres@127.0.0.1/x?timeout=abc", "timeout='abc' must be a positive number"),
+        ("redis://127.0.0.1:6379/ledger", "the database after the port must be a number, not 'ledger'"),
     ],
 )
 def test_bad_urls_say_what_is_wrong(url: str, message: str) -> None:
@@ -79,8 +80,10 @@ def test_bad_urls_say_what_is_wrong(url: str, message: str) -> None:
 
 
 def test_an_unwritable_sqlite_path_fails_at_open(tmp_path: object) -> None:
-    with pytest.raises(LedgerError, match="SQLite ledger .*no-such-dir"):
+    with pytest.raises(LedgerError, match="SQLite ledger .*no-such-dir") as exc:
         open_ledger(f"sqlite:///{tmp_path}/no-such-dir/ledger.db")
+    assert f"the folder {tmp_path}/no-such-dir does not exist" in str(exc.value)
+    assert "sqlite:////name.db is absolute" in str(exc.value)  # the usual slip: three slashes, not four
 
 
 @pytest.mark.parametrize("scheme", ["redis", "postgresql"])
