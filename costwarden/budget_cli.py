@@ -89,14 +89,10 @@ def status_table(rows: Sequence[BudgetStatus]) -> str:
 
 
 def key_parts(key: str) -> tuple[str, str, str]:
-    """A budget window's key as (policy/rule, attribution, window): ``budget:p/r:user=u-1:2026-11-30``
-    gives ``("p/r", "user=u-1", "2026-11-30")``. Attribution values may hold colons; policy and rule
-    names and window names do not. Another key is shown whole."""
-    if not key.startswith("budget:") or key.count(":") < 3:
-        return key, "", ""
-    head, window = key.rsplit(":", 1)
-    budget, _, who = head[len("budget:"):].partition(":")
-    return budget, who, window
+    """(policy/rule, attribution, window) of a budget window's key; another key is shown whole."""
+    from costwarden.engine.rules.budget import split_key
+
+    return split_key(key) or (key, "", "")
 
 
 @budget_app.command("settle-batches")

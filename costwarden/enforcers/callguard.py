@@ -374,13 +374,16 @@ class CallGuard(_MiddlewareBase):
             self.emit(refusal_event(self, edge, body, exc, model_requested, now, started, batch=batch))
 
     def alert(self, alert: Alert) -> None:
-        """A budget crossed an alert threshold: log it and hand it to ``on_alert`` (whose failure is logged)."""
+        """A budget crossed an alert threshold: log it, hand it to ``on_alert`` and to every sink
+        with an ``alert`` method (a metric); a failing callback or sink is logged, never raised."""
         log.warning("budget %s", alert)
-        if self.on_alert is not None:
+        receivers = [self.on_alert] if self.on_alert is not None else []
+        receivers += [fn for fn in (getattr(sink, "alert", None) for sink in self.sinks) if callable(fn)]
+        for receive in receivers:
             try:
-                self.on_alert(alert)
+                receive(alert)
             except Exception:
-                log.exception("on_alert callback failed")
+                log.exception("budget alert receiver %r failed", receive)
 
     def emit(self, event: CostEvent) -> None:
         """Hand ``event`` to every sink; a failing sink is logged, never raised into the caller."""

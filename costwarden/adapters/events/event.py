@@ -111,6 +111,10 @@ class EventSink(Protocol):
     A sink whose ``emit`` does no I/O may say so with a class attribute ``in_process = True``; the
     async call-guard edges otherwise finish calls in a worker thread so a slow sink cannot block
     the event loop.
+
+    A sink may also define ``alert(alert: Alert) -> None``: the guard calls it once for each budget
+    alert threshold crossed (``alertAt``), as it calls ``on_alert``. The event of the call that
+    crossed it lists the alert too (``CostEvent.alerts``).
     """
 
     def emit(self, event: CostEvent) -> None: ...

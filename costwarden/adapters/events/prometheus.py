@@ -10,6 +10,8 @@ cannot blow up the time-series count. Metrics (``costwarden_`` prefix by default
 * ``llm_tokens_total{feature,model,team,kind}`` — kind ``input | output | cache_read | cache_write``
 * ``llm_rewrites_total{feature,model,team}`` — requests the guard rewrote
 * ``llm_call_latency_seconds{feature,model,team}`` — histogram
+* ``budget_alerts_total{budget,threshold}`` — alert thresholds crossed (``alertAt``), by budget
+  rule (``policy/rule``, not the user or feature it counts for) and fraction of the limit
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import threading
 from typing import Any
 
 from costwarden.adapters.events.event import CostEvent
+from costwarden.engine.ledger import Alert
+from costwarden.engine.rules.budget import split_key
 
 OTHER = "other"
 NONE = "none"
@@ -81,6 +85,8 @@ class PrometheusSink:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
             **kw,
         )
+        self.alerts = Counter("budget_alerts", "Budget alert thresholds crossed", ["budget", "threshold"], **kw)
+        self._budget = _BoundedLabel(max_label_values)
 
     def _label_values(self, event: CostEvent) -> list[str]:
         values = {"feature": event.feature, "model": event.model_served or event.model, "team": event.team}
@@ -108,9 +114,14 @@ class PrometheusSink:
         if event.latency_ms is not None:
             self.latency.labels(*labels).observe(event.latency_ms / 1000)
 
+    def alert(self, alert: Alert) -> None:
+        """Count a budget alert under its budget rule and threshold."""
+        parts = split_key(alert.key)
+        self.alerts.labels(self._budget(parts[0] if parts else alert.key), f"{alert.threshold:g}").inc()
+
     def close(self) -> None:
         """Unregister the metrics from the registry."""
-        for metric in (self.calls, self.cost, self.estimated, self.tokens, self.rewrites, self.latency):
+        for metric in (self.calls, self.cost, self.estimated, self.tokens, self.rewrites, self.latency, self.alerts):
             with contextlib.suppress(KeyError):
                 self.registry.unregister(metric)
 

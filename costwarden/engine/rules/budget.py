@@ -68,6 +68,18 @@ def budget_key(policy: str, rule: str, subject: LlmCall, per: list[str]) -> str 
     return f"budget:{policy}/{rule}:{','.join(parts)}"
 
 
+def split_key(key: str) -> tuple[str, str, str] | None:
+    """A budget window's ledger key as ``(policy/rule, attribution, window)``: the inverse of
+    :func:`budget_key` plus its window suffix (``budget:p/r:user=u-1:2026-11-30`` gives
+    ``("p/r", "user=u-1", "2026-11-30")``). Attribution values may hold colons; policy, rule and
+    window names do not. None for a key of another shape."""
+    if not key.startswith("budget:") or key.count(":") < 3:
+        return None
+    head, window = key.rsplit(":", 1)
+    budget, _, who = head[len("budget:"):].partition(":")
+    return budget, who, window
+
+
 def compile(params: Budget, env: CompileEnv) -> Check:
     try:
         tz = zone(params.timezone)

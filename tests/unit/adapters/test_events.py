@@ -121,6 +121,25 @@ def test_prometheus_user_label_only_when_enabled() -> None:
     ) == pytest.approx(0.0123)
 
 
+def test_prometheus_counts_budget_alerts_by_rule_and_threshold_not_by_user() -> None:
+    prometheus_client = pytest.importorskip("prometheus_client")
+    from costwarden.adapters.events import PrometheusSink
+    from costwarden.engine.ledger import Alert
+
+    registry = prometheus_client.CollectorRegistry()
+    sink = PrometheusSink(registry)
+    for user in ("u-1", "org:7|u-2"):
+        sink.alert(Alert(f"budget:user-daily-budget/daily-user-cap:user={user}:2026-11-30", 0.8, 20.0, 25.0))
+    sink.alert(Alert("budget:user-daily-budget/daily-user-cap:user=u-1:2026-11-30", 0.95, 24.0, 25.0))
+    value = registry.get_sample_value
+    rule = "user-daily-budget/daily-user-cap"
+    assert value("costwarden_budget_alerts_total", {"budget": rule, "threshold": "0.8"}) == 2
+    assert value("costwarden_budget_alerts_total", {"budget": rule, "threshold": "0.95"}) == 1
+    assert {s.labels["budget"] for m in registry.collect() for s in m.samples if "budget" in s.labels} == {rule}
+    sink.close()
+    assert value("costwarden_budget_alerts_total", {"budget": rule, "threshold": "0.8"}) is None
+
+
 def test_otel_sink_spans_carry_gen_ai_attributes() -> None:
     pytest.importorskip("opentelemetry.sdk")
     from opentelemetry.sdk.trace import TracerProvider

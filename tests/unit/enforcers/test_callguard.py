@@ -687,3 +687,29 @@ def test_alerts_are_logged_and_reported_with_thresholds_under_one_percent(caplog
     text = f"{key} crossed 0.0001% ($0.0001 of $1.00)"
     assert str(alerts[0]) == text and sink.events[0].alerts == (text,)
     assert f"budget {text}" in caplog.text
+
+
+def test_alerts_reach_sinks_that_take_them_and_a_failing_receiver_is_only_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class AlertSink(Sink):
+        def __init__(self) -> None:
+            super().__init__()
+            self.alerts: list[Alert] = []
+
+        def alert(self, alert: Alert) -> None:
+            self.alerts.append(alert)
+
+    def broken(alert: Alert) -> None:
+        raise RuntimeError("pager down")
+
+    taker, plain = AlertSink(), Sink()
+    policies = compile_text(BUDGET.replace("window: day}", "window: day, alertAt: [0.000001]}"), pricer=FakePricer())
+    guard = CallGuard(policies, ledger=MemoryLedger(), sinks=[plain, taker], clock=lambda: FIXED_NOW,
+                      on_alert=broken)
+    with attribution(user="b"):
+        call = guard.begin(EDGE, BODY, key="k")
+    with caplog.at_level("ERROR", logger="costwarden.callguard"):
+        call.complete(TokenUsage(input_tokens=40, output_tokens=7), served_model="claude-haiku-4-5")
+    assert [a.threshold for a in taker.alerts] == [0.000001]
+    assert "pager down" in caplog.text and plain.events[0].alerts == taker.events[0].alerts == (str(taker.alerts[0]),)
