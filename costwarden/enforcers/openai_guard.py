@@ -33,6 +33,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 from collections.abc import Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,7 @@ from costwarden.errors import AdapterError
 if TYPE_CHECKING:
     from costwarden.enforcers.callguard import CallGuard
 
+log = logging.getLogger("costwarden.callguard")
 CHARS_PER_TOKEN = 4
 INCLUDE_USAGE = "add stream_options.include_usage"
 _FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
@@ -185,7 +187,9 @@ def guard_openai(client: Any, guard: CallGuard, *, provider: str = adapter.PROVI
     is_async = isinstance(client, AsyncOpenAI)
     http = getattr(client, "_client", None)
     if isinstance(http, httpx2.Client | httpx2.AsyncClient) and not _sdk_default(http):
-        return client.with_options(http_client=_guarded_copy(http, guard, provider, retries, is_async))
+        copied = _guarded_copy(http, guard, provider, retries, is_async)
+        if copied is not None:
+            return client.with_options(http_client=copied)
     if is_async:
         return client.with_options(http_client=openai_async_http_client(guard, provider=provider, max_retries=retries))
     return client.with_options(http_client=openai_http_client(guard, provider=provider, max_retries=retries))
@@ -198,7 +202,14 @@ def _sdk_default(http: httpx2.Client | httpx2.AsyncClient) -> bool:
 
 
 def _guarded_copy(http: Any, guard: CallGuard, provider: str, retries: int, is_async: bool) -> Any:
-    """A shallow copy of ``http`` whose default and mounted transports (proxies) are guarded."""
+    """A shallow copy of ``http`` whose default and mounted transports (proxies) are guarded; None
+    (with a warning) where this ``httpx2`` keeps its transports elsewhere."""
+    if not isinstance(getattr(http, "_transport", None), httpx2.BaseTransport | httpx2.AsyncBaseTransport) or \
+            not isinstance(getattr(http, "_mounts", None), dict):
+        log.warning("guard_openai: could not find the transports of the client's own http_client; the guarded "
+                    "copy uses a new HTTP client with the SDK's defaults (build one with openai_http_client(guard, "
+                    "...) to keep your settings)")
+        return None
     cls: Any = AsyncGuardedTransport if is_async else GuardedTransport
 
     def wrap(transport: Any) -> Any:

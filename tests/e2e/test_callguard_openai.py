@@ -366,3 +366,19 @@ def test_guard_openai_keeps_an_async_applications_own_http_client(guard: CallGua
     flush_all(10)
     assert [(e.outcome, e.usage_source) for e in sink.events] == [("ok", "stream")]
     assert sink.events[0].cost_usd == pytest.approx(cost("gpt-4.1-mini", input_tokens=12, output_tokens=2))
+
+
+def test_guard_openai_says_so_when_it_cannot_keep_the_http_client(guard: CallGuard,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    import httpx2
+
+    from costwarden.enforcers.openai_guard import GuardedTransport
+
+    own = httpx2.Client(transport=httpx2.MockTransport(Recorded()))
+    del own._mounts  # as if a later httpx2 kept its transports elsewhere
+    with caplog.at_level("WARNING", logger="costwarden.callguard"):
+        client = guard_openai(openai.OpenAI(base_url="https://llm.internal.example/v1", api_key="t", http_client=own),
+                              guard)
+    assert "could not find the transports" in caplog.text
+    assert isinstance(client._client._transport, GuardedTransport)  # still guarded: a new default client
+    client.close()
