@@ -236,7 +236,7 @@ def bench_openai(server: Any, policies: Any, ledger_url: str, n: int, background
         def close(self) -> None:
             self.wrapped.close()
 
-    original = openai_guard._stream_end
+    original = openai_guard.stream_end
 
     def finish(*args: Any, **kwargs: Any) -> None:  # the body's end: read usage, price, settle, report
         t0 = time.perf_counter_ns()
@@ -248,7 +248,7 @@ def bench_openai(server: Any, policies: Any, ledger_url: str, n: int, background
     transport = Outer(GuardedTransport(guard, Timed()))
     guarded = openai.OpenAI(base_url=server.url + "/v1", api_key="x", http_client=httpx2.Client(transport=transport))
     plain = openai.OpenAI(base_url=server.url + "/v1", api_key="x")
-    openai_guard._stream_end = finish
+    openai_guard.stream_end = finish
     try:
         with attribution(feature="classify", user="bench-user", team="bench"):
             def guarded_fn() -> None:
@@ -266,7 +266,7 @@ def bench_openai(server: Any, policies: Any, ledger_url: str, n: int, background
             ops = (ledger.ops - ops_before) / n
             added = [p - i + f for p, i, f in zip(pre_ns[-n:], inner_ns[-n:], finish_ns[-n:], strict=True)]
     finally:
-        openai_guard._stream_end = original
+        openai_guard.stream_end = original
         guard.close()
         guarded.close()
         plain.close()

@@ -439,7 +439,7 @@ def test_an_unknown_encoding_is_passed_through_unread() -> None:
 
 
 def test_openai_observer_hides_only_the_usage_chunk_it_asked_for() -> None:
-    from costwarden.enforcers.openai_guard import OpenAIStream
+    from costwarden.enforcers.openai_stream import OpenAIStream
 
     observer = OpenAIStream(drop_usage_chunk=True)
     assert observer.on_event('{"model":"m","choices":[{"delta":{"content":"abcdefgh"}}],"usage":null}')

@@ -1,0 +1,109 @@
+"""Reading an OpenAI response for its usage: Chat Completions chunks and Responses events as the
+application reads them (``OpenAIStream``), and the settlement when the body ends (``stream_end``).
+The transport in ``openai_guard.py`` taps the body; this module reads what the tap sees."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from costwarden.adapters import openai as adapter
+from costwarden.enforcers.attempt import charge_json_body, end_reason
+from costwarden.enforcers.bodytap import BodyTap
+from costwarden.enforcers.guarded_call import GuardedCall
+from costwarden.engine.subjects import TokenUsage
+from costwarden.errors import AdapterError
+
+CHARS_PER_TOKEN = 4
+_FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+_DELTA_EVENTS = frozenset({"response.output_text.delta", "response.function_call_arguments.delta",
+                           "response.reasoning_summary_text.delta", "response.refusal.delta"})
+
+
+def _completion(data: Mapping[str, Any]) -> Any:
+    return data.get("choices", data.get("output"))
+
+
+class OpenAIStream:
+    """Reads usage and the served model from Chat Completions chunks or Responses events."""
+
+    __slots__ = ("kept", "model", "finished", "output_chars", "drop_usage_chunk")
+
+    def __init__(self, *, drop_usage_chunk: bool = False) -> None:
+        self.kept: list[Mapping[str, Any]] = []
+        self.model: str | None = None
+        self.finished = False
+        self.output_chars = 0
+        self.drop_usage_chunk = drop_usage_chunk
+
+    def on_event(self, data: str) -> bool:
+        if data == "[DONE]":
+            return True
+        event = json.loads(data)
+        if not isinstance(event, Mapping):
+            return True
+        kind = event.get("type")
+        if kind is None:
+            return self._chat_chunk(event)
+        if kind in _FINAL_EVENTS:
+            self.kept.append(event)
+            self.finished = True
+            response = event.get("response")
+            if isinstance(response, Mapping) and isinstance(response.get("model"), str):
+                self.model = response["model"]
+        elif kind in _DELTA_EVENTS and isinstance(event.get("delta"), str):
+            self.output_chars += len(event["delta"])
+        return True
+
+    def _chat_chunk(self, chunk: Mapping[str, Any]) -> bool:
+        if isinstance(chunk.get("model"), str):
+            self.model = chunk["model"]
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            delta = choice.get("delta") if isinstance(choice, Mapping) else None
+            if isinstance(delta, Mapping):
+                self.output_chars += len(delta.get("content") or "") + sum(
+                    len(str((c.get("function") or {}).get("arguments") or ""))
+                    for c in delta.get("tool_calls") or () if isinstance(c, Mapping)
+                )
+        if isinstance(chunk.get("usage"), Mapping):
+            self.kept.append(chunk)
+            self.finished = True
+            return not (self.drop_usage_chunk and not choices)
+        return True
+
+    def output_estimate(self) -> int:
+        return -(-self.output_chars // CHARS_PER_TOKEN)
+
+    def usage(self) -> TokenUsage | None:
+        if not self.kept:
+            return None
+        try:
+            return adapter.usage_from_chunks(self.kept)
+        except AdapterError:
+            return None
+
+
+def stream_end(
+    call: GuardedCall, observer: OpenAIStream | None, tap: BodyTap, complete: bool, error: BaseException | None
+) -> None:
+    if tap.undecodable or tap.truncated:
+        call.charge_estimate(error="response body could not be read for usage")
+        return
+    if observer is None:
+        if complete:
+            charge_json_body(call, bytes(tap.body), adapter.usage_from_response, _completion)
+        else:
+            call.charge_estimate(error="response body closed before its end")
+        return
+    usage = observer.usage()
+    if usage is None:
+        call.complete(call.estimated_usage(observer.output_estimate()), served_model=observer.model,
+                      source="estimate", outcome="partial",
+                      error=f"stream ended before its usage ({end_reason(complete, error)})")
+        return
+    call.complete(usage, served_model=observer.model, source="stream")
+
+
+__all__ = ["CHARS_PER_TOKEN", "OpenAIStream", "stream_end"]
