@@ -19,7 +19,7 @@ Evaluating one subject never raises out of the engine: a failure inside a rule b
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from costwarden.engine.decision import Decision
@@ -81,10 +81,12 @@ class EnforcementError(CostwardenError):
 
 
 class PolicyViolation(EnforcementError):
-    """A request was refused by policy. ``decision`` holds every result that led to it."""
+    """A request was refused by policy. ``decision`` holds every result that led to it; the
+    call-guard also sets ``request``: the request body that decision judged (its fixes applied)."""
 
-    def __init__(self, decision: Decision, message: str | None = None) -> None:
+    def __init__(self, decision: Decision, message: str | None = None, *, request: Any = None) -> None:
         self.decision = decision
+        self.request = request
         super().__init__(message or decision.summary())
 
 

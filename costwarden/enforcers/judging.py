@@ -48,7 +48,7 @@ def judge_request(
     else:
         outcome = FixOutcome(body, judge(body))
     if not outcome.decision.allowed:
-        raise refusal(guard, edge, judged[-1], outcome.decision)
+        raise refusal(guard, edge, judged[-1], outcome.decision, outcome.document, asked=subject.model)
     final = outcome.document
     applied = (f.description for f in outcome.applied if _reflected(final, f))
     return final, judged[-1], outcome.decision, tuple(dict.fromkeys(applied))
@@ -73,12 +73,19 @@ def subject_of(guard: CallGuard, edge: ProviderEdge, body: Mapping[str, Any], wh
     return dataclasses.replace(subject, user=d.user) if subject.user is None and d.user else subject
 
 
-def refusal(guard: CallGuard, edge: ProviderEdge, subject: LlmCall, decision: Decision) -> PolicyViolation:
-    """The error a refused call raises: :class:`BudgetExceeded` when a budget failed, else :class:`PolicyViolation`."""
+def refusal(
+    guard: CallGuard, edge: ProviderEdge, subject: LlmCall, decision: Decision,
+    request: Mapping[str, Any] | None = None, *, asked: str | None = None,
+) -> PolicyViolation:
+    """The error a refused call raises: :class:`BudgetExceeded` when a budget failed, else
+    :class:`PolicyViolation`; ``request`` is the body ``decision`` judged, ``asked`` the model the
+    caller asked for when fixes changed it."""
     blocking = decision.blocking
     budget = any(r.result == "fail" and (r.policy, r.rule) in guard.budget_rules for r in blocking)
     cls = BudgetExceeded if budget else PolicyViolation
-    return cls(decision, f"{edge.name} call to {subject.model} refused before sending — {decision.summary()}")
+    model = subject.model if asked in (None, subject.model) else f"{asked} (rewritten to {subject.model})"
+    message = f"{edge.name} call to {model} refused before sending — {decision.summary()}"
+    return cls(decision, message, request=request)
 
 
 def refusal_event(
@@ -93,7 +100,7 @@ def refusal_event(
         provider=edge.name,
         api="batch" if batch or edge.batch_items is not None else exc.decision.subject.kind,
         model_requested=model_requested,
-        model=str(body.get("model", model_requested)),
+        model=str((exc.request if isinstance(exc.request, Mapping) else body).get("model", model_requested)),
         outcome="denied",
         verdict="deny",
         started_at=now,

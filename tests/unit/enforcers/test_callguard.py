@@ -63,6 +63,18 @@ spec:
       expr: {cel: "!subject.model.startsWith('claude-opus')", message: "opus is not allowed"}
 """
 
+DOWNGRADE_OPUS = """
+apiVersion: costwarden.dev/v1
+kind: Policy
+metadata: {name: simple-only}
+spec:
+  subject: llm_call
+  enforcement: {default: deny}
+  rules:
+    - name: simple
+      allowedModels: {default: ["tier:simple"], onViolation: downgrade}
+"""
+
 
 class Sink:
     def __init__(self) -> None:
@@ -187,12 +199,16 @@ def test_fixes_apply_beside_a_budget_the_unfixed_call_would_exceed() -> None:
 
 def test_a_call_over_budget_even_when_fixed_is_refused_on_its_fixed_form() -> None:
     tighter = BUDGET.replace("limitUsd: 1,", "limitUsd: 0.0001,")
-    guard, _ = make_guard(CAP, tighter, ledger=MemoryLedger())
+    guard, sink = make_guard(CAP, tighter, DOWNGRADE_OPUS, ledger=MemoryLedger())
     with attribution(user="u"), pytest.raises(BudgetExceeded) as caught:
-        guard.begin(EDGE, {**BODY, "max_tokens": 4000}, key="k")
+        guard.begin(EDGE, {**BODY, "model": "claude-opus-4-6", "max_tokens": 4000}, key="k")
     (blocking,) = caught.value.decision.blocking
-    assert blocking.policy == "user-budget"  # the clamp applied: only the budget still blocks
+    assert blocking.policy == "user-budget"  # the clamp and the downgrade applied: only the budget still blocks
     assert blocking.actual == pytest.approx(haiku(input_tokens=3, output_tokens=50), abs=1e-5)
+    assert caught.value.request == {**BODY, "model": "claude-haiku-4-5", "max_tokens": 50}
+    assert "call to claude-opus-4-6 (rewritten to claude-haiku-4-5) refused" in str(caught.value)
+    (event,) = sink.events
+    assert (event.model_requested, event.model, event.outcome) == ("claude-opus-4-6", "claude-haiku-4-5", "denied")
 
 
 def test_budget_overrun_is_budget_exceeded() -> None:
