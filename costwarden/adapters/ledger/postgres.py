@@ -23,6 +23,8 @@ advisory lock, so processes starting together do not race) in ``schema`` with ``
 (``statement_timeout``, ``lock_timeout``), a dead peer (``tcp_user_timeout``) and the wait for a
 pooled connection; a new connection takes at most ``max(2, timeout_s)`` seconds (libpq's floor).
 Any failure raises :class:`~costwarden.errors.LedgerError`.
+
+Here: the connections, the pool and the retries; the tables and statements are in ``postgres_sql.py``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import math
 import os
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, TypeVar
@@ -40,16 +42,13 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 import psycopg
 from psycopg import errors as pg_errors
 
+from costwarden.adapters.ledger.postgres_sql import Sql, Txn
 from costwarden.adapters.ledger.status import BucketRow, BudgetStatus, now_ms, summarize
 from costwarden.adapters.ledger.store import (
     PURGE_EVERY_MS,
     RECORD_GRACE_S,
-    HoldSpec,
-    Record,
     charge_in,
-    dump_specs,
     epoch_ms,
-    load_specs,
     release_in,
     reserve_in,
     settle_in,
@@ -65,158 +64,6 @@ T = TypeVar("T")
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 DDL_TIMEOUT_MS = 30_000
 _RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
-
-DDL = """
-CREATE TABLE IF NOT EXISTS {buckets} (
-    key text PRIMARY KEY, settled bigint NOT NULL DEFAULT 0, limit_micros bigint,
-    window_keys text, ends_ms bigint, keep_until_ms bigint);
-CREATE TABLE IF NOT EXISTS {holds} (
-    key text NOT NULL, reservation_id text NOT NULL, amount bigint NOT NULL, expires_ms bigint NOT NULL,
-    PRIMARY KEY (key, reservation_id));
-CREATE INDEX IF NOT EXISTS {p}holds_expiry ON {holds} (key, expires_ms) INCLUDE (amount);
-CREATE TABLE IF NOT EXISTS {reservations} (
-    id text PRIMARY KEY, state text NOT NULL, refused_key text, spent bigint, limit_micros bigint,
-    specs text NOT NULL, expires_ms bigint NOT NULL, purge_ms bigint NOT NULL);
-CREATE INDEX IF NOT EXISTS {p}reservations_purge ON {reservations} (purge_ms);
-CREATE TABLE IF NOT EXISTS {alerts} (
-    key text NOT NULL, threshold text NOT NULL, keep_until_ms bigint, PRIMARY KEY (key, threshold));
-"""
-
-FIGURES = """
-SELECT k, coalesce(b.settled, 0),
-       coalesce((SELECT sum(h.amount) FROM {holds} h WHERE h.key = k AND h.expires_ms > %(now)s), 0)::bigint
-FROM unnest(%(k)s::text[]) AS k LEFT JOIN {buckets} b ON b.key = k
-"""
-
-
-class _Sql:
-    """Every statement, with the configured schema and table prefix filled in once."""
-
-    def __init__(self, schema: str, prefix: str) -> None:
-        names = {n: f'"{schema}"."{prefix}{n}"' for n in ("buckets", "holds", "reservations", "alerts")}
-        self.ddl = DDL.format(p=prefix, **names)
-        self.tables = list(names.values())
-        self.figures = FIGURES.format(**names)
-        b, h, r, a = names["buckets"], names["holds"], names["reservations"], names["alerts"]
-        self.claim = (
-            f"INSERT INTO {r} VALUES (%s, 'p', NULL, NULL, NULL, '[]', 0, 0) ON CONFLICT (id) DO NOTHING RETURNING 1"
-        )
-        self.load = (
-            f"SELECT state, refused_key, spent, limit_micros, specs, expires_ms, purge_ms FROM {r} WHERE id = %s"
-        )
-        self.lock = (
-            f"INSERT INTO {b} AS b (key, keep_until_ms) SELECT k, e FROM unnest(%s::text[], %s::bigint[]) AS u(k, e)"
-            ' ORDER BY k COLLATE "C" ON CONFLICT (key) DO UPDATE'
-            " SET keep_until_ms = greatest(b.keep_until_ms, excluded.keep_until_ms)"
-        )
-        self.totals = (
-            f"WITH gone AS (DELETE FROM {h} WHERE key = ANY(%(k)s) AND expires_ms <= %(now)s)"
-            f" SELECT b.key, b.settled + coalesce((SELECT sum(x.amount) FROM {h} x"
-            f" WHERE x.key = b.key AND x.expires_ms > %(now)s), 0)::bigint FROM {b} b WHERE b.key = ANY(%(k)s)"
-        )
-        self.settled = f"SELECT key, settled FROM {b} WHERE key = ANY(%s)"
-        self.hold = (
-            f"WITH ins AS (INSERT INTO {h} SELECT k, %(rid)s::text, a, %(exp)s::bigint"
-            " FROM unnest(%(k)s::text[], %(a)s::bigint[]) AS u(k, a))"
-            f" UPDATE {b} b SET limit_micros = u.l, window_keys = u.w, ends_ms = u.n"
-            " FROM unnest(%(k)s::text[], %(l)s::bigint[], %(w)s::text[], %(n)s::bigint[]) AS u(k, l, w, n)"
-            " WHERE b.key = u.k"
-        )
-        self.unhold = f"DELETE FROM {h} WHERE reservation_id = %(rid)s AND key = ANY(%(k)s)"
-        self.charge = (
-            f"WITH gone AS (DELETE FROM {h} WHERE reservation_id = %(rid)s AND key = ANY(%(k)s))"
-            f" UPDATE {b} SET settled = settled + %(cost)s WHERE key = ANY(%(k)s)"
-        )
-        self.put = (
-            f"INSERT INTO {r} VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET"
-            " state = excluded.state, refused_key = excluded.refused_key, spent = excluded.spent,"
-            " limit_micros = excluded.limit_micros, specs = excluded.specs, expires_ms = excluded.expires_ms,"
-            " purge_ms = excluded.purge_ms"
-        )
-        self.mark = f"INSERT INTO {a} VALUES (%s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1"
-        self.status = f"SELECT key, settled, limit_micros, window_keys, ends_ms FROM {b} WHERE key LIKE %s ESCAPE '\\'"
-        # SKIP LOCKED: a sweep never waits on (or deadlocks with) a row an operation holds
-        self.purge = tuple(
-            f"DELETE FROM {t} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {t} WHERE {c} <= %(now)s FOR UPDATE SKIP LOCKED))"
-            for t, c in ((r, "purge_ms"), (h, "expires_ms"), (b, "keep_until_ms"), (a, "keep_until_ms"))
-        )
-
-
-class _Txn:
-    """The shared algorithm's view of one PostgreSQL transaction."""
-
-    def __init__(self, conn: psycopg.Connection[Any], sql: _Sql) -> None:
-        self.conn, self.sql = conn, sql
-
-    def claim(self, reservation_id: str) -> Record | None:
-        if self.conn.execute(self.sql.claim, (reservation_id,)).fetchone() is not None:
-            return None
-        return self.load(reservation_id, lock=False)
-
-    def load(self, reservation_id: str, *, lock: bool = True) -> Record | None:
-        row = self.conn.execute(self.sql.load + (" FOR UPDATE" if lock else ""), (reservation_id,)).fetchone()
-        if row is None:
-            return None
-        state, key, spent, limit, specs, expires, purge = row
-        outcome = Reservation(
-            reservation_id,
-            state != "r",
-            key,
-            None if spent is None else to_usd(spent),
-            None if limit is None else to_usd(limit),
-        )
-        return Record(state, outcome, load_specs(specs), expires, purge)
-
-    def lock(self, keys: Mapping[str, int | None]) -> None:
-        self.conn.execute(self.sql.lock, (list(keys), list(keys.values())))
-
-    def totals(self, keys: Sequence[str], now_ms: int) -> dict[str, int]:
-        return dict(self.conn.execute(self.sql.totals, {"k": list(keys), "now": now_ms}).fetchall())
-
-    def settled(self, keys: Sequence[str]) -> dict[str, int]:
-        return dict(self.conn.execute(self.sql.settled, (list(keys),)).fetchall())
-
-    def hold(self, reservation_id: str, specs: Sequence[HoldSpec], expires_ms: int) -> None:
-        self.conn.execute(
-            self.sql.hold,
-            {
-                "rid": reservation_id,
-                "exp": expires_ms,
-                "k": [s.key for s in specs],
-                "a": [s.amount for s in specs],
-                "l": [s.limit for s in specs],
-                "w": [dump_window(s.window) for s in specs],
-                "n": [s.ends_ms for s in specs],
-            },
-        )
-
-    def unhold(self, reservation_id: str, specs: Sequence[HoldSpec], cost: int | None) -> None:
-        params = {"rid": reservation_id, "k": [s.key for s in specs], "cost": cost}
-        self.conn.execute(self.sql.unhold if cost is None else self.sql.charge, params)
-
-    def put(self, reservation_id: str, record: Record) -> None:
-        o = record.outcome
-        self.conn.execute(
-            self.sql.put,
-            (
-                reservation_id,
-                record.state,
-                o.refused_key,
-                None if o.spent_usd is None else to_micros(o.spent_usd),
-                None if o.limit_usd is None else to_micros(o.limit_usd),
-                dump_specs(record.specs),
-                record.expires_ms,
-                record.purge_ms,
-            ),
-        )
-
-    def mark(self, key: str, threshold: float, keep_until_ms: int | None) -> bool:
-        return self.conn.execute(self.sql.mark, (key, repr(threshold), keep_until_ms)).fetchone() is not None
-
-
-def dump_window(window: Sequence[str]) -> str:
-    return "\n".join(window)
-
 
 class PostgresLedger:
     """A ledger in PostgreSQL tables, with a small connection pool shared by the process's threads."""
@@ -239,7 +86,7 @@ class PostgresLedger:
             raise LedgerError(f"PostgreSQL ledger pool_size must be at least 1, got {pool_size}")
         self.schema, self.timeout_s, self.where = schema, timeout_s, where
         self._conninfo = conninfo
-        self._sql = _Sql(schema, table_prefix)
+        self._sql = Sql(schema, table_prefix)
         self._grace = ttl_ms(record_grace_s)
         self._slots = threading.BoundedSemaphore(pool_size)
         self._lock = threading.Lock()
@@ -284,17 +131,17 @@ class PostgresLedger:
         grace = self._grace if keep_s is None else ttl_ms(keep_s)
         outcome = self._run(
             "reserve",
-            lambda conn: reserve_in(_Txn(conn, self._sql), reservation_id, specs, now_ms=at, ttl=ttl, grace=grace),
+            lambda conn: reserve_in(Txn(conn, self._sql), reservation_id, specs, now_ms=at, ttl=ttl, grace=grace),
         )
         self._purge(at)
         return outcome
 
     def settle(self, reservation_id: str, cost_usd: float, *, now: datetime) -> list[Alert]:
         cost = to_micros(cost_usd, "cost_usd")
-        return self._run("settle", lambda conn: settle_in(_Txn(conn, self._sql), reservation_id, cost))
+        return self._run("settle", lambda conn: settle_in(Txn(conn, self._sql), reservation_id, cost))
 
     def release(self, reservation_id: str, *, now: datetime) -> None:
-        self._run("release", lambda conn: release_in(_Txn(conn, self._sql), reservation_id))
+        self._run("release", lambda conn: release_in(Txn(conn, self._sql), reservation_id))
 
     def charge(
         self, reservation_id: str, holds: Sequence[Hold], cost_usd: float, *, ttl_s: float, now: datetime
@@ -303,7 +150,7 @@ class PostgresLedger:
         alerts = self._run(
             "charge",
             lambda conn: charge_in(
-                _Txn(conn, self._sql), reservation_id, specs, cost, now_ms=at, ttl=ttl, grace=self._grace
+                Txn(conn, self._sql), reservation_id, specs, cost, now_ms=at, ttl=ttl, grace=self._grace
             ),
         )
         self._purge(at)
