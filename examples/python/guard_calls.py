@@ -88,7 +88,8 @@ def main() -> int:
                     messages=[{"role": "user", "content": "Write the quarterly support report."}],
                 )
             except costwarden.BudgetExceeded as exc:
-                print(f"3. refused, {stand_in.requests - sent} requests sent: {exc}")
+                counted = "" if live else f", {stand_in.requests - sent} requests sent"  # live: nothing to count
+                print(f"3. refused{counted}: {exc}")
 
         guard.close()
         print("4. spend by budget window (settled + held, of the limit):")
