@@ -171,7 +171,9 @@ def _find(snapshot: Any, provider: str, model: str) -> tuple[Any, Any]:
     from genai_prices import __version__
 
     raise PricingError(
-        f"no price for model {model!r} from provider {provider or '(any)'!r} in genai-prices {__version__}"
+        f"no price for model {model!r} from provider {provider or '(any)'!r} in genai-prices {__version__}; "
+        f"a self-hosted or private model gets one from a ModelCatalog document (spec.prices: model, "
+        f"inputPerMTok, outputPerMTok)"
     )
 
 

@@ -3,7 +3,8 @@
 Every policy set starts from the catalog shipped in ``engine/data/catalog.yaml`` and layers the
 ``ModelCatalog`` documents it loads on top (later documents win: a tier of the same name is
 replaced, price and minimum entries are consulted first). Lookups are memoised, so the hot path
-costs one dict hit after the first call for a model.
+costs one dict hit after the first call for a model. Model globs (:class:`ModelGlobs`) match the
+name after a model id's last ``/``, or the whole id when they contain a ``/`` themselves.
 """
 
 from __future__ import annotations
@@ -32,9 +33,32 @@ def normalize_model(model: str) -> str:
     return model.rsplit("/", 1)[-1].strip().lower()
 
 
-def _glob(patterns: Iterable[str]) -> re.Pattern[str]:
-    joined = "|".join(fnmatch.translate(p.lower()) for p in patterns) or "(?!)"
-    return re.compile(joined)
+class ModelGlobs:
+    """Model globs, matched without regard to case. A glob without a ``/`` (``claude-haiku-*``)
+    matches the name after the model id's last ``/``, so ``anthropic/claude-haiku-4-5`` too. A
+    glob with one (``meta-llama/*``, as Hugging Face names models) matches the whole id."""
+
+    __slots__ = ("_full", "_short")
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        globs = [p.strip().lower() for p in patterns]
+        self._short = _compiled([g for g in globs if "/" not in g])
+        self._full = _compiled([g for g in globs if "/" in g])
+
+    def match(self, model: str) -> bool:
+        full = model.strip().lower()
+        if self._short is not None and self._short.match(full.rsplit("/", 1)[-1]):
+            return True
+        return self._full is not None and self._full.match(full) is not None
+
+
+def _compiled(globs: Sequence[str]) -> re.Pattern[str] | None:
+    return re.compile("|".join(fnmatch.translate(g) for g in globs)) if globs else None
+
+
+def model_key(model: str) -> str:
+    """The model id as catalog lookups are memoised: lower case, the whole id."""
+    return model.strip().lower()
 
 
 def normalize_gpu(gpu_type: str) -> str:
@@ -51,7 +75,7 @@ def normalize_gpu(gpu_type: str) -> str:
 class Tier:
     name: str
     rank: int
-    pattern: re.Pattern[str]
+    pattern: ModelGlobs
     downgrade_to: Mapping[str, str]
 
 
@@ -60,11 +84,11 @@ class Catalog:
     """Merged catalog data with memoised lookups. Immutable once built."""
 
     tiers: tuple[Tier, ...] = ()
-    prices: tuple[tuple[re.Pattern[str], str | None, ModelPrice], ...] = ()
-    cache_minimums: tuple[tuple[re.Pattern[str], int], ...] = ()
+    prices: tuple[tuple[ModelGlobs, str | None, ModelPrice], ...] = ()
+    cache_minimums: tuple[tuple[ModelGlobs, int], ...] = ()
     gpu_prices: Mapping[str, HourlyPrice] = field(default_factory=dict)
     instance_prices: Mapping[str, HourlyPrice] = field(default_factory=dict)
-    model_sizes: tuple[tuple[re.Pattern[str], float], ...] = ()
+    model_sizes: tuple[tuple[ModelGlobs, float], ...] = ()
     prices_as_of: date | None = None
     _memo: dict[tuple[str, str], Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -73,8 +97,8 @@ class Catalog:
         """Layer catalog specs, earliest first; later ones take precedence."""
         tiers: dict[str, Any] = {}
         prices: list[Any] = []
-        minimums: list[tuple[re.Pattern[str], int]] = []
-        sizes: list[tuple[re.Pattern[str], float]] = []
+        minimums: list[tuple[ModelGlobs, int]] = []
+        sizes: list[tuple[ModelGlobs, float]] = []
         gpu: dict[str, HourlyPrice] = {}
         instance: dict[str, HourlyPrice] = {}
         as_of: date | None = None
@@ -82,14 +106,14 @@ class Catalog:
             for tier in spec.tiers:
                 tiers.pop(tier.name, None)
                 tiers[tier.name] = tier
-            prices[:0] = [(_glob([p.model]), p.provider, p) for p in spec.prices]
-            minimums[:0] = [(_glob(m.models), m.minTokens) for m in spec.cacheMinimums]
-            sizes[:0] = [(_glob([k]), v) for k, v in spec.modelSizes.items()]
+            prices[:0] = [(ModelGlobs([p.model]), p.provider, p) for p in spec.prices]
+            minimums[:0] = [(ModelGlobs(m.models), m.minTokens) for m in spec.cacheMinimums]
+            sizes[:0] = [(ModelGlobs([k]), v) for k, v in spec.modelSizes.items()]
             gpu.update({normalize_gpu(k): v for k, v in spec.gpuPrices.items()})
             instance.update({k.lower(): v for k, v in spec.instancePrices.items()})
             as_of = spec.pricesAsOf or as_of
         compiled = tuple(
-            Tier(t.name, rank, _glob(t.models), dict(t.downgradeTo)) for rank, t in enumerate(tiers.values())
+            Tier(t.name, rank, ModelGlobs(t.models), dict(t.downgradeTo)) for rank, t in enumerate(tiers.values())
         )
         return cls(compiled, tuple(prices), tuple(minimums), gpu, instance, tuple(sizes), as_of)
 
@@ -110,33 +134,33 @@ class Catalog:
 
     def tier_of(self, model: str) -> Tier | None:
         """The first tier (cheapest first) whose globs match the model, or None."""
-        name = normalize_model(model)
-        return self._lookup("tier", name, lambda: next((t for t in self.tiers if t.pattern.match(name)), None))  # type: ignore[no-any-return]
+        key = model_key(model)
+        return self._lookup("tier", key, lambda: next((t for t in self.tiers if t.pattern.match(key)), None))  # type: ignore[no-any-return]
 
     # --- caching -----------------------------------------------------------------------------
 
     def min_cacheable_tokens(self, model: str) -> int | None:
         """The provider's minimum cacheable prefix for the model, when known."""
-        name = normalize_model(model)
+        key = model_key(model)
         return self._lookup(  # type: ignore[no-any-return]
-            "cachemin", name, lambda: next((n for p, n in self.cache_minimums if p.match(name)), None)
+            "cachemin", key, lambda: next((n for p, n in self.cache_minimums if p.match(key)), None)
         )
 
     def params_b(self, model: str) -> float | None:
         """Billions of parameters, from the catalog's modelSizes, else from the name (``-70b``)."""
-        name = normalize_model(model)
-        return self._lookup("size", name, lambda: _params_from_name(name, self.model_sizes))  # type: ignore[no-any-return]
+        key = model_key(model)
+        return self._lookup("size", key, lambda: _params_from_name(key, self.model_sizes))  # type: ignore[no-any-return]
 
     # --- prices ------------------------------------------------------------------------------
 
     def price_override(self, provider: str, model: str) -> ModelPrice | None:
         if not self.prices:
             return None
-        name = normalize_model(model)
+        key = model_key(model)
         return self._lookup(  # type: ignore[no-any-return]
             "override",
-            f"{provider}\x00{name}",
-            lambda: next((p for pat, prov, p in self.prices if pat.match(name) and prov in (None, provider)), None),
+            f"{provider}\x00{key}",
+            lambda: next((p for pat, prov, p in self.prices if pat.match(key) and prov in (None, provider)), None),
         )
 
     def gpu_price(self, gpu_type: str | None) -> HourlyPrice | None:
@@ -187,10 +211,11 @@ _SIZE = re.compile(r"(?<![a-z0-9.])(\d+(?:\.\d+)?)b(?![a-z0-9])")
 _MOE_SIZE = re.compile(r"(\d+)x(\d+(?:\.\d+)?)b(?![a-z0-9])")
 
 
-def _params_from_name(name: str, sizes: Sequence[tuple[re.Pattern[str], float]]) -> float | None:
+def _params_from_name(model: str, sizes: Sequence[tuple[ModelGlobs, float]]) -> float | None:
     for pattern, value in sizes:
-        if pattern.match(name):
+        if pattern.match(model):
             return value
+    name = normalize_model(model)
     moe = _MOE_SIZE.search(name)
     if moe:
         return float(moe.group(1)) * float(moe.group(2))
@@ -208,7 +233,8 @@ class _CatalogPricer:
         if override is not None:
             return _override_cost(override, usage, batch)
         if self.fallback is None:
-            raise PricingError(f"no price for model {model!r} ({provider}) and no price source configured")
+            raise PricingError(f"no price for model {model!r} ({provider}) and no price source configured; "
+                               "give it one in a ModelCatalog document (spec.prices)")
         return self.fallback.cost(provider, model, usage, batch=batch)
 
 
@@ -226,4 +252,4 @@ def _override_cost(p: ModelPrice, usage: TokenUsage, batch: bool) -> float:
     return total * 0.5 if batch else total
 
 
-__all__ = ["HOURS_PER_MONTH", "Catalog", "Tier", "normalize_gpu", "normalize_model"]
+__all__ = ["HOURS_PER_MONTH", "Catalog", "ModelGlobs", "Tier", "model_key", "normalize_gpu", "normalize_model"]

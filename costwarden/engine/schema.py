@@ -208,7 +208,9 @@ class ModelTier(Strict):
     """A named tier of models, listed cheapest first in the catalog."""
 
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
-    models: list[str] = Field(description="model globs, e.g. claude-haiku-*")
+    models: list[str] = Field(
+        description="model globs: claude-haiku-* matches the name after the last '/', meta-llama/* the whole id"
+    )
     downgradeTo: dict[str, str] = Field(
         default_factory=dict, description="provider -> the model a call is downgraded to in this tier"
     )
@@ -217,7 +219,7 @@ class ModelTier(Strict):
 class ModelPrice(Strict):
     """Per-million-token prices for a model genai-prices does not know (self-hosted, private)."""
 
-    model: str = Field(description="model glob")
+    model: str = Field(description="model glob (with a '/', it matches the whole id: meta-llama/*)")
     provider: str | None = None
     inputPerMTok: Annotated[float, Field(ge=0)]
     outputPerMTok: Annotated[float, Field(ge=0)]

@@ -7,13 +7,11 @@ fix replaces the model with the most capable allowed tier below the requested on
 
 from __future__ import annotations
 
-import fnmatch
-import re
 from typing import Any, Literal
 
 from pydantic import Field
 
-from costwarden.engine.catalog import Catalog, Tier, normalize_model
+from costwarden.engine.catalog import Catalog, ModelGlobs, Tier
 from costwarden.engine.decision import Fix, Outcome
 from costwarden.engine.rules.base import (
     Check,
@@ -45,7 +43,7 @@ class _Allow:
     def __init__(self, entries: list[str], catalog: Catalog, loc: tuple[str | int, ...]) -> None:
         self.entries = entries
         self.tiers: set[str] = set()
-        globs = []
+        globs: list[str] = []
         for i, entry in enumerate(entries):
             if entry.startswith("tier:"):
                 name = entry[5:]
@@ -59,13 +57,13 @@ class _Allow:
                     )
                 self.tiers.add(name)
             else:
-                globs.append(fnmatch.translate(normalize_model(entry)))
-        self.pattern = re.compile("|".join(globs)) if globs else None
+                globs.append(entry)
+        self.pattern = ModelGlobs(globs) if globs else None
 
     def allows(self, model: str, tier: Tier | None) -> bool:
         if tier is not None and tier.name in self.tiers:
             return True
-        return bool(self.pattern and self.pattern.match(normalize_model(model)))
+        return self.pattern is not None and self.pattern.match(model)
 
 
 def compile(params: AllowedModels, env: CompileEnv) -> Check:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from costwarden.engine.catalog import Catalog, normalize_gpu, normalize_model
+from costwarden.engine.catalog import Catalog, ModelGlobs, normalize_gpu, normalize_model
 from costwarden.engine.compile import BUILTIN_CATALOG
 from costwarden.engine.evaluate import PolicySet
 from costwarden.engine.loader import load_paths
@@ -43,6 +43,27 @@ def spec(**fields: Any) -> ModelCatalogSpec:
 )
 def test_normalize_model(given: str, expected: str) -> None:
     assert normalize_model(given) == expected
+
+
+@pytest.mark.parametrize(
+    ("model", "matches"),
+    [
+        ("claude-haiku-4-5", True),
+        ("anthropic/Claude-Haiku-4-5", True),  # a glob without '/' matches the name after the last '/'
+        ("meta-llama/Llama-3.1-8B-Instruct", True),  # one with '/' matches the whole id
+        ("META-LLAMA/x", True),
+        ("other-org/llama-3", False),
+        ("meta-llama-3", False),
+        ("mirror/meta-llama/x", False),
+    ],
+)
+def test_model_globs_match_names_and_whole_ids(model: str, matches: bool) -> None:
+    assert ModelGlobs(["claude-haiku-*", "meta-llama/*"]).match(model) is matches
+
+
+def test_a_glob_without_a_slash_never_matches_the_organisation() -> None:
+    assert not ModelGlobs(["meta-*"]).match("meta-llama/llama-3")
+    assert ModelGlobs(["llama-3*"]).match("meta-llama/llama-3")
 
 
 @pytest.mark.parametrize(
@@ -321,6 +342,22 @@ class TestCatalogDocuments:
         assert models.result == "pass"
         # priced from the catalog override with no other price source: $0.50/MTok in and out
         assert budget.result == "pass"
+        assert budget.actual == pytest.approx(0.5 + 0.01)
+
+    def test_hugging_face_ids_are_priced_and_tiered_by_their_whole_id(self, compile_policies: CompilePolicies) -> None:
+        """A self-hosted model named as Hugging Face names it (``org/name``) matches globs that
+        name the organisation; before, only the part after the '/' was matched, so such a price
+        or tier silently never applied."""
+        from costwarden.adapters.ledger.memory import MemoryLedger
+
+        doc = CATALOG_DOC.replace('"my-llama-*"', '"meta-llama/*"').replace("my-llama-8b", "meta-llama/Llama-3.1-8B")
+        ps = compile_policies(doc, POLICY)
+        assert ps.catalog.tier_of("meta-llama/Llama-3.1-70B").name == "free"  # type: ignore[union-attr]
+        assert ps.catalog.tier_of("Llama-3.1-70B") is None  # the bare name is not the organisation's
+        subject = subject_from_dict({"type": "llm_call", "provider": "vllm", "model": "meta-llama/Llama-3.1-70B",
+                                     "user": "alice", "request": {"input_tokens": 1_000_000, "max_tokens": 20_000}})
+        models, budget = ps.evaluate(subject, ledger=MemoryLedger()).results
+        assert (models.result, budget.result) == ("pass", "pass")
         assert budget.actual == pytest.approx(0.5 + 0.01)
 
     def test_policy_can_name_a_tier_from_a_catalog_document(self, compile_policies: CompilePolicies) -> None:

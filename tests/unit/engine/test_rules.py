@@ -392,6 +392,15 @@ class TestAllowedModels:
         assert r.path == "model"
         assert model in r.message
 
+    def test_a_glob_naming_an_organisation_allows_only_its_models(
+        self, compile_policies: CompilePolicies, fake_pricer: Any
+    ) -> None:
+        """``meta-llama/*`` once became ``*`` (the part after the '/'), allowing every model."""
+        ps = compile_policies(policy('allowedModels: {default: ["meta-llama/*"]}'), pricer=fake_pricer)
+        assert one(ps, call(model="meta-llama/Llama-3.1-8B-Instruct")).result == "pass"
+        assert one(ps, call(model="claude-sonnet-4-5")).result == "fail"
+        assert one(ps, call(model="mistralai/Mistral-7B")).result == "fail"
+
     def test_fail_downgrades_to_the_allowed_tier(self, ps: PolicySet) -> None:
         body = {"model": "claude-sonnet-4-5", "max_tokens": 500, "messages": []}
         subject = call(feature="classify", request={"input_tokens": 1000, "max_tokens": 500}, body=body)
