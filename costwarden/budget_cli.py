@@ -33,6 +33,24 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
 DEFAULT_LEDGER = "sqlite:///costwarden-ledger.db"
 
 
+def _existing(ledger: str) -> str:
+    """``ledger``, unless it names a SQLite file that does not exist: these commands read a ledger
+    the guard keeps, and opening a missing file would create an empty one."""
+    from costwarden.adapters.ledger import sqlite_path
+    from costwarden.errors import CostwardenError
+
+    if not ledger.lower().startswith("sqlite:"):
+        return ledger
+    try:
+        path = sqlite_path(ledger)
+    except CostwardenError as exc:
+        raise _fail(str(exc)) from None
+    if path != ":memory:" and not Path(path).exists():
+        raise _fail(f"no ledger file {Path(path).resolve()} ({ledger}); pass --ledger URL or set COSTWARDEN_LEDGER "
+                    "to the ledger your guard writes")
+    return ledger
+
+
 @budget_app.command("status")
 def budget_status_cmd(
     ledger: LedgerOpt = DEFAULT_LEDGER,
@@ -44,7 +62,7 @@ def budget_status_cmd(
     from costwarden.errors import CostwardenError
 
     try:
-        rows = budget_status(ledger, prefix)
+        rows = budget_status(_existing(ledger), prefix)
     except CostwardenError as exc:
         raise _fail(str(exc)) from None
     if fmt == "json":
@@ -114,6 +132,7 @@ def settle_batches_cmd(
     from costwarden.enforcers.callguard import CallGuard
     from costwarden.errors import CostwardenError
 
+    ledger = _existing(ledger)
     try:
         client = anthropic.Anthropic()
     except anthropic.AnthropicError as exc:

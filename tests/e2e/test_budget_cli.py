@@ -117,10 +117,19 @@ def test_a_batch_that_cannot_be_read_fails_the_run(server: FakeLlmServer, tmp_pa
     assert status(ledger_url)[user_key("cli-2")]["held_usd"] > 0  # kept until its TTL, not dropped
 
 
+def test_a_ledger_file_that_does_not_exist_is_an_error_and_is_not_created(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.db"
+    for command in (["status"], ["settle-batches"]):
+        out = budget(*command, "--ledger", f"sqlite:///{missing}")
+        assert out.returncode == 2 and f"no ledger file {missing}" in out.stderr and "COSTWARDEN_LEDGER" in out.stderr
+    assert not missing.exists()
+
+
 def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
     out = budget("status", "--ledger", "nope://x")
     assert out.returncode == 2 and "error:" in out.stderr and "Traceback" not in out.stderr
     nowhere = str(tmp_path / "no" / "such" / "events.jsonl")
+    open_ledger(f"sqlite:///{tmp_path}/l.db").close()  # a ledger the guard made
     events = budget("settle-batches", "--ledger", f"sqlite:///{tmp_path}/l.db", "--events", nowhere)
     assert events.returncode == 2 and "error: cannot write cost events to" in events.stderr
     assert "Traceback" not in events.stderr
