@@ -201,6 +201,11 @@ def usage_from_response(response: Mapping[str, Any]) -> TokenUsage:
     if usage is None and ("prompt_tokens" in response or "input_tokens" in response):
         usage = response
     if not isinstance(usage, Mapping):
+        if response.get("status") in ("queued", "in_progress"):  # Responses background mode
+            raise AdapterError(
+                f"background response {response.get('id')!r} is {response['status']}: its usage is known only "
+                "when it completes, which the call-guard does not follow"
+            )
         raise AdapterError(f"{_WHAT} response has no 'usage' object")
     return _usage(usage)
 

@@ -175,6 +175,7 @@ def test_batch_output_line() -> None:
         ({"usage": {"total_tokens": 3}}, "neither 'prompt_tokens' nor 'input_tokens'"),
         ({"usage": {"prompt_tokens": 5, "prompt_tokens_details": {"cached_tokens": 9}}}, "exceed input"),
         ({"usage": {"prompt_tokens": True}}, "non-negative integer"),
+        ({"id": "resp_9", "status": "queued", "usage": None}, "background response 'resp_9' is queued"),
     ],
 )
 def test_bad_usage_raises(response: Any, message: str) -> None:
