@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from costwarden.engine.subjects import TokenUsage
@@ -92,18 +93,37 @@ def charge_json_body(
 ) -> None:
     """Complete ``call`` from a JSON response body; without readable usage charge the reserved worst case.
     Reading and pricing the body is part of the settlement, so with a background settler it runs there."""
+    finish_json_body(call, content, partial(complete_from_data, usage_of=usage_of, completion_of=completion_of))
+
+
+def finish_json_body(
+    call: GuardedCall, content: bytes, finish: Callable[[GuardedCall, Mapping[str, Any]], None]
+) -> None:
+    """Parse a JSON response body and hand it to ``finish`` (on the settler thread when there is one);
+    a body that is not JSON charges the reserved worst case."""
     call.mark_ended()
-    call.guard.later(safely, call, _charge_json_body, call, content, usage_of, completion_of)
+    call.guard.later(safely, call, _finish_json_body, call, content, finish)
 
 
-def _charge_json_body(
-    call: GuardedCall,
-    content: bytes,
-    usage_of: Callable[[Mapping[str, Any]], TokenUsage],
-    completion_of: Callable[[Mapping[str, Any]], Any],
+def _finish_json_body(
+    call: GuardedCall, content: bytes, finish: Callable[[GuardedCall, Mapping[str, Any]], None]
 ) -> None:
     try:
         data = json.loads(content)
+    except Exception as exc:
+        call.charge_estimate(error=f"response has no readable usage ({describe(exc)}); charged the estimate")
+        return
+    finish(call, data)
+
+
+def complete_from_data(
+    call: GuardedCall,
+    data: Any,
+    usage_of: Callable[[Mapping[str, Any]], TokenUsage],
+    completion_of: Callable[[Mapping[str, Any]], Any],
+) -> None:
+    """Complete ``call`` from a parsed response; without readable usage charge the reserved worst case."""
+    try:
         usage = usage_of(data)
     except Exception as exc:
         call.charge_estimate(error=f"response has no readable usage ({describe(exc)}); charged the estimate")
@@ -114,6 +134,8 @@ def _charge_json_body(
 
 __all__ = [
     "charge_json_body",
+    "complete_from_data",
+    "finish_json_body",
     "end_reason",
     "max_retries_of",
     "request_was_sent",

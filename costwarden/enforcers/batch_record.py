@@ -1,4 +1,5 @@
-"""Who made a Message Batch: what its cost event needs from its creation, readable by any process.
+"""Who made a Message Batch (or a background Response): what its cost event needs from its
+creation, readable by any process.
 
 A batch's results are often read by another process than the one that created it: after a
 restart, by a worker, or by ``costwarden budget settle-batches``. Its cost event should still carry

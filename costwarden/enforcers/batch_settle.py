@@ -45,26 +45,20 @@ Settlement never raises into the application reading the results; problems are l
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import re
-import threading
-import weakref
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from costwarden.adapters import anthropic as adapter
-from costwarden.enforcers.attribution import current_attribution
-from costwarden.enforcers.batch_record import BatchRecord, record_hold, recorded
+from costwarden.enforcers.batch_record import BatchRecord, recorded
 from costwarden.enforcers.batch_results import RESULT_TYPES, JsonlTap, ResultsTally
 from costwarden.enforcers.bodytap import BodyTap
-from costwarden.enforcers.guarded_call import merge_holds
-from costwarden.engine.ledger import Alert, Hold
+from costwarden.enforcers.deferred import Remembered, keep_for_later, remembered, settled_event, worst_case
+from costwarden.engine.ledger import Alert
 from costwarden.errors import describe
 
 if TYPE_CHECKING:
@@ -80,9 +74,6 @@ RESULTS_PATH = re.compile(r"/messages/batches/(?P<id>[^/]+)/results$")
 RESULTS_KEPT_S = 30 * 86_400.0
 """How long a batch's reservation record outlives its hold: Message Batches results can be
 downloaded for 29 days after creation, and a settle within this still charges the batch."""
-MAX_REMEMBERED = 10_000
-"""Batches a guard remembers between creation and results (for richer events); older ones are
-forgotten — their settlement still works from the ledger."""
 
 R = TypeVar("R")
 
@@ -95,28 +86,12 @@ def reservation_id(batch_id: str) -> str:
 MARKER_PREFIX = "costwarden-batch:"
 
 
+KIND = "batch"
+
+
 def marker_key(batch_id: str) -> str:
     """The ledger key of the batch's marker hold (outside the ``budget:`` namespace)."""
     return f"{MARKER_PREFIX}{batch_id}"
-
-
-@dataclass
-class _Batches:
-    pending: OrderedDict[str, BatchRecord] = field(default_factory=OrderedDict)
-    reported: OrderedDict[str, None] = field(default_factory=OrderedDict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-_BY_GUARD: weakref.WeakKeyDictionary[Any, _Batches] = weakref.WeakKeyDictionary()
-_BY_GUARD_LOCK = threading.Lock()
-
-
-def _batches(guard: CallGuard) -> _Batches:
-    with _BY_GUARD_LOCK:
-        found = _BY_GUARD.get(guard)
-        if found is None:
-            found = _BY_GUARD[guard] = _Batches()
-        return found
 
 
 # --- creation ------------------------------------------------------------------------------------
@@ -131,69 +106,8 @@ def submitted(guard: CallGuard, call: GuardedCall, http: httpx2.Response) -> Non
     except Exception as exc:
         call.charge_estimate(error=f"batch id unreadable ({describe(exc)}); charged the reserved worst case")
         return
-    s = call.subject
-    record = BatchRecord(s.feature, s.user, s.team, dict(s.tags), call.model_requested, call.model,
-                         call.estimate_usd, call.rewrites, call.started_at)
-    ledger = guard.ledger
-    if ledger is not None:
-        try:
-            kept = _move(guard, ledger, call, batch_id, record)
-        except Exception as exc:
-            log.error("batch %s: could not keep its hold for its results: %s", batch_id, describe(exc))
-            call.charge_estimate(
-                error=f"batch {batch_id}: hold not kept for its results ({describe(exc)}); "
-                "charged the reserved worst case"
-            )
-            return
-        if not kept:
-            call.charge_estimate(
-                error=f"batch {batch_id}: its reservation {reservation_id(batch_id)} was refused before; "
-                "charged the reserved worst case"
-            )
-            return
-    batches = _batches(guard)
-    with batches.lock:
-        batches.pending[batch_id] = record
-        while len(batches.pending) > MAX_REMEMBERED:
-            batches.pending.popitem(last=False)
-    call.defer()
-
-
-def _move(guard: CallGuard, ledger: Ledger, call: GuardedCall, batch_id: str, record: BatchRecord) -> bool:
-    """Hold the batch's amounts under its name, with its record (``batch_record.py``), then release
-    the pre-send reservation.
-
-    The named holds are not checked against their limits (``Hold.check``): the pre-send
-    reservation admitted this spend already, and it is released only once the named one holds, so
-    the budget counts the batch twice for an instant and never less than once — no other call can
-    take its share in between. False when the named reservation is not granted (its id was refused
-    before): the pre-send reservation still holds then, for the caller to settle.
-    """
-    now = guard.clock()
-    holds = [dataclasses.replace(h, check=False) for h in merge_holds(call.decision.holds)]
-    estimate = call.estimate_usd or 0.0
-    marker = Hold(
-        marker_key(batch_id),
-        estimate,
-        estimate,
-        expires_at=now + timedelta(seconds=guard.batch_reservation_ttl_s),
-        alert_at=(0.0,),
-    )
-    kept = record_hold(batch_id, record, now, RESULTS_KEPT_S)
-    rid = reservation_id(batch_id)
-    ttl_s = guard.batch_reservation_ttl_s
-    named = [*holds, marker] if kept is None else [*holds, marker, kept]
-    if not ledger.reserve(rid, named, ttl_s=ttl_s, now=now, keep_s=RESULTS_KEPT_S).granted:
-        return False
-    presend = call.reservation_id if call.held else None
-    call.reservation_id, call.held = rid, True
-    if presend is not None:
-        try:
-            ledger.release(presend, now=now)
-        except Exception as exc:  # it expires at its TTL: held twice until then, never lost
-            log.warning("batch %s: pre-send reservation %s not released (%s); it expires at its TTL",
-                        batch_id, presend, describe(exc))
-    return True
+    keep_for_later(call, KIND, f"batch {batch_id}", batch_id, reservation_id(batch_id), marker_key(batch_id),
+                   keep_s=RESULTS_KEPT_S)
 
 
 # --- results -------------------------------------------------------------------------------------
@@ -258,16 +172,15 @@ def settle_batch(guard: CallGuard, batch_id: str, results: Iterable[Mapping[str,
 
 
 def _settle(guard: CallGuard, batch_id: str, tally: ResultsTally) -> bool:
-    batches = _batches(guard)
+    memory = remembered(guard, KIND)
     ledger, now, rid = guard.ledger, guard.clock(), reservation_id(batch_id)
-    pending = _creation(batches, ledger, batch_id, now)
+    pending = _creation(memory, ledger, batch_id, now)
     models = sorted({m for m, _ in tally.used if m})
     requested = pending.model if pending and pending.model != "mixed" else None
     cost, unpriced = tally.cost(guard.pricer, requested)
     problems = []
     if unpriced:
-        worst = pending.estimate if pending else _marker_figure(ledger, batch_id, now)
-        cost = max(cost, worst or 0.0)
+        cost = max(cost, worst_case(ledger, pending, marker_key(batch_id), now))
         problems.append(f"{unpriced} results had no price or usage; charged at least the reserved worst case")
     ledger_failed, charged, alerts = False, False, []
     if ledger is not None:
@@ -284,14 +197,9 @@ def _settle(guard: CallGuard, batch_id: str, tally: ResultsTally) -> bool:
                 return False
             alerts = [a for a in got if a.key != marker]
             charged = cost > 0
-    with batches.lock:
-        if (ledger is None or ledger_failed) and batch_id in batches.reported:
-            return False  # no ledger to tell: this process reports a batch once
-        batches.reported[batch_id] = None
-        while len(batches.reported) > MAX_REMEMBERED:
-            batches.reported.popitem(last=False)
-        if not ledger_failed:  # kept for a later read that may still settle it
-            batches.pending.pop(batch_id, None)
+    # without a ledger to tell, this process reports a batch once; a failed settle keeps its record
+    if not memory.reported_now(batch_id, once=ledger is None or ledger_failed, forget=not ledger_failed):
+        return False
     for alert in alerts:
         guard.alert(alert)
     not_billed = [f"{tally.counts[k]} {k}" for k in RESULT_TYPES[1:] if tally.counts.get(k)]
@@ -315,23 +223,12 @@ def _settle(guard: CallGuard, batch_id: str, tally: ResultsTally) -> bool:
     return not ledger_failed
 
 
-def _creation(batches: _Batches, ledger: Ledger | None, batch_id: str, now: datetime) -> BatchRecord | None:
+def _creation(memory: Remembered, ledger: Ledger | None, batch_id: str, now: datetime) -> BatchRecord | None:
     """The batch's record: this process's, else the one its creator wrote to the ledger."""
-    with batches.lock:
-        pending = batches.pending.get(batch_id)
+    pending = memory.record(batch_id)
     if pending is None and ledger is not None:  # created by another process, or before a restart
         return recorded(ledger, batch_id, now)
     return pending
-
-
-def _marker_figure(ledger: Ledger | None, batch_id: str, now: datetime) -> float | None:
-    """The worst case the batch's marker holds (before settlement), when the ledger can tell."""
-    if ledger is None:
-        return None
-    try:
-        return ledger.spent([marker_key(batch_id)], now=now)[0]
-    except Exception:
-        return None
 
 
 def _event(
@@ -346,41 +243,14 @@ def _event(
     now: datetime,
     error: str | None,
 ) -> Any:
-    from costwarden.adapters.events.event import CostEvent
-
     usage = tally.usage()
     served = models[0] if len(models) == 1 else ("mixed" if models else None)
-    if pending is None:  # no record of its creation (see batch_record.py): the reader's attribution
-        who = current_attribution().over(guard.defaults)
-        pending = BatchRecord(who.feature, who.user, who.team, dict(who.tags), served or "", served or "")
-    return CostEvent(
-        provider=adapter.PROVIDER,
-        api="batch",
-        model_requested=pending.model_requested,
-        model=pending.model,
-        outcome="ok",
-        verdict="allow",
-        started_at=pending.started_at or now,
-        finished_at=now,
-        model_served=served,
-        feature=pending.feature,
-        user=pending.user,
-        team=pending.team,
-        tags=dict(pending.tags),
-        batch=True,
-        batch_requests=tally.lines,
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        cache_read_tokens=usage.cache_read_tokens,
-        cache_write_tokens=usage.cache_write_tokens,
-        cost_usd=cost,
-        estimated_cost_usd=pending.estimate,
-        charged=charged,
-        usage_source="response",
-        status_code=200,
-        rewrites=pending.rewrites,
-        alerts=tuple(str(a) for a in alerts),
-        reservation_id=rid,
+    return settled_event(
+        guard, pending, now=now, served=served,
+        provider=adapter.PROVIDER, api="batch", model=pending.model if pending else served or "", outcome="ok",
+        batch=True, batch_requests=tally.lines, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+        cache_read_tokens=usage.cache_read_tokens, cache_write_tokens=usage.cache_write_tokens, cost_usd=cost,
+        charged=charged, usage_source="response", alerts=tuple(str(a) for a in alerts), reservation_id=rid,
         error=error,
     )
 

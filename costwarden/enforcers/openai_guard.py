@@ -23,6 +23,9 @@ transport) by guarding each of its transports.
 * A rewritten body is re-serialised as compact JSON with a new ``Content-Length``.
 * A response a transport answers from memory (whole, as test doubles do) is read when it arrives,
   with the same filtering.
+* A Responses call in background mode keeps its hold until a read of the response
+  (``responses.retrieve``) shows it ended, then settles its real usage
+  (``background_responses.py``).
 * Streams are priced as the application reads them, from the usage chunk (Chat Completions) or
   ``response.completed`` / ``response.incomplete`` / ``response.failed`` (Responses). A stream that
   ends before its usage is charged the estimated input plus the output its deltas show.
@@ -42,6 +45,7 @@ from urllib.parse import urlsplit
 import httpx2
 
 from costwarden.adapters import openai as adapter
+from costwarden.enforcers import background_responses as background
 from costwarden.enforcers.attempt import (
     request_was_sent,
     safely,
@@ -90,7 +94,11 @@ class GuardedTransport(httpx2.BaseTransport):
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         plan = _plan(self.guard, self.edge, request) if _guarded_path(request.method, request.url.path) else None
         if plan is None:
-            return self._inner.handle_request(request)
+            response = self._inner.handle_request(request)
+            read = background.read_response_id(request.method, request.url.path)
+            if read is not None:  # a read of a background response may settle it
+                background.watch(self.guard, self.edge.name, read, response, TappedStream)
+            return response
         call, outgoing, attempt, injected = plan
         try:
             response = self._inner.handle_request(outgoing)
@@ -122,7 +130,11 @@ class AsyncGuardedTransport(httpx2.AsyncBaseTransport):
         guard = self.guard
         parts = _parts(request) if _guarded_path(request.method, request.url.path) else None
         if parts is None:
-            return await self._inner.handle_async_request(request)
+            response = await self._inner.handle_async_request(request)
+            read = background.read_response_id(request.method, request.url.path)
+            if read is not None:  # a read of a background response may settle it
+                await guard.offload(background.watch, guard, self.edge.name, read, response, AsyncTappedStream)
+            return response
         body, sent, key, attempt, injected = parts
         call = await guard.begin_async(
             self.edge, sent, key=key, attempt=attempt, rewrites=(INCLUDE_USAGE,) if injected else ()

@@ -9,7 +9,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from costwarden.adapters import openai as adapter
-from costwarden.enforcers.attempt import charge_json_body, end_reason
+from costwarden.enforcers.attempt import end_reason, finish_json_body
+from costwarden.enforcers.background_responses import complete_or_hold
 from costwarden.enforcers.bodytap import BodyTap
 from costwarden.enforcers.guarded_call import GuardedCall
 from costwarden.engine.subjects import TokenUsage
@@ -19,10 +20,6 @@ CHARS_PER_TOKEN = 4
 _FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 _DELTA_EVENTS = frozenset({"response.output_text.delta", "response.function_call_arguments.delta",
                            "response.reasoning_summary_text.delta", "response.refusal.delta"})
-
-
-def _completion(data: Mapping[str, Any]) -> Any:
-    return data.get("choices", data.get("output"))
 
 
 class OpenAIStream:
@@ -93,7 +90,7 @@ def stream_end(
         return
     if observer is None:
         if complete:
-            charge_json_body(call, bytes(tap.body), adapter.usage_from_response, _completion)
+            finish_json_body(call, bytes(tap.body), complete_or_hold)
         else:
             call.charge_estimate(error="response body closed before its end")
         return

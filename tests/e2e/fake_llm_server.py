@@ -57,6 +57,7 @@ class FakeLlmServer:
         self.usage: dict[str, int] = {"input_tokens": 42}
         self.batches: dict[str, list[dict[str, Any]]] = {}
         self.processing: set[str] = set()  # batches created with ``x-fake-batch-status: in_progress``
+        self.responses: dict[str, dict[str, Any]] = {}  # background Responses, completed, by id
         self._failures: deque[int] = deque()
         self._lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), _Handler)
@@ -122,6 +123,11 @@ class _Handler(BaseHTTPRequestHandler):
         fake: FakeLlmServer = self.server.fake
         fake._record(Recorded("GET", self.path, dict(self.headers), None))
         parts = self.path.split("?")[0].strip("/").split("/")
+        if parts[:2] == ["v1", "responses"] and len(parts) == 3 and parts[2] in fake.responses:
+            done = fake.responses[parts[2]]
+            running = parts[2] in fake.processing
+            self._json(200, {**done, "status": "in_progress", "output": [], "usage": None} if running else done)
+            return
         results = fake.batches.get(parts[3]) if parts[:3] == ["v1", "messages", "batches"] and len(parts) > 3 else None
         if results is None:
             self._json(404, {"type": "error", "error": {"type": "not_found_error", "message": self.path}})
@@ -344,6 +350,10 @@ class _Handler(BaseHTTPRequestHandler):
         message = {"type": "message", "id": f"msg_{uuid.uuid4().hex[:12]}", "status": "completed",
                    "role": "assistant", "content": [{"type": "output_text", "text": text, "annotations": []}]}
         done = {**base, "status": "completed", "output": [message], "usage": usage}
+        if body.get("background") and not body.get("stream"):  # kept for GET /v1/responses/<id>
+            self.server.fake.responses[resp_id] = {**done, "background": True}
+            self._json(200, {**base, "status": "queued", "output": [], "usage": None, "background": True})
+            return
         if not body.get("stream"):
             self._json(200, done)
             return
@@ -435,6 +445,9 @@ class CountingLedger:
     def release(self, reservation_id: str, *, now: Any) -> None:
         self._calls.append(("release", reservation_id, None))
         self.inner.release(reservation_id, now=now)
+
+    def status(self, prefix: str = "budget:", *, now: Any = None) -> Any:
+        return self.inner.status(prefix, now=now)
 
     def count(self, op: str) -> int:
         return sum(1 for name, _, _ in self.calls if name == op)

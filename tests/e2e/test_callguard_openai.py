@@ -382,3 +382,76 @@ def test_guard_openai_says_so_when_it_cannot_keep_the_http_client(guard: CallGua
     assert "could not find the transports" in caplog.text
     assert isinstance(client._client._transport, GuardedTransport)  # still guarded: a new default client
     client.close()
+
+
+# --- Responses in background mode -------------------------------------------------------------
+
+
+def test_a_background_response_holds_its_worst_case_until_a_read_shows_it_ended(
+    client: Any, server: FakeLlmServer, guard: CallGuard, sink: ListSink, ledger: CountingLedger
+) -> None:
+    with attribution(user="u-bg", feature="research"):
+        created = client.responses.create(model="gpt-4.1-mini", input="Write a long report", max_output_tokens=64,
+                                          background=True)
+    assert created.status == "queued"
+    flush_all(10)
+    (queued,) = sink.events
+    assert (queued.cost_usd, queued.charged, queued.reservation_id) == (0.0, False, f"cw-bg-{created.id}")
+    worst = queued.estimated_cost_usd
+    assert worst and user_spent(ledger, "u-bg") == pytest.approx(worst, abs=2e-6)  # held, not spent
+
+    server.processing.add(created.id)
+    assert client.responses.retrieve(created.id).status == "in_progress"
+    assert len(sink.events) == 1 and user_spent(ledger, "u-bg") == pytest.approx(worst, abs=2e-6)  # running: held
+    server.processing.discard(created.id)
+    assert client.responses.retrieve(created.id).status == "completed"
+    flush_all(10)
+    done = sink.events[1]
+    assert (done.api, done.usage_source, done.charged, done.user, done.feature) == (
+        "responses", "response", True, "u-bg", "research")
+    assert done.output_tokens > 0 and done.cost_usd == pytest.approx(
+        cost("gpt-4.1-mini", input_tokens=done.input_tokens, output_tokens=done.output_tokens))
+    assert done.cost_usd < worst
+    assert user_spent(ledger, "u-bg") == pytest.approx(done.cost_usd, abs=2e-6)
+
+    assert client.responses.retrieve(created.id).status == "completed"  # read again: nothing more
+    flush_all(10)
+    assert len(sink.events) == 2 and user_spent(ledger, "u-bg") == pytest.approx(done.cost_usd, abs=2e-6)
+
+
+def test_another_process_reading_a_background_response_settles_it_once(
+    client: Any, server: FakeLlmServer, guard: CallGuard, ledger: CountingLedger
+) -> None:
+    with attribution(user="u-bg2"):
+        created = client.responses.create(model="gpt-4.1-mini", input="hi", max_output_tokens=64, background=True)
+    readers = []
+    for _ in range(2):  # two more guards on the same ledger, as other processes would be
+        sink = ListSink()
+        other = CallGuard(compile_policies(budget_policy(5.0)), ledger=ledger, sinks=[sink])
+        with connect(server, other) as reader, attribution(user="reader"):
+            reader.responses.retrieve(created.id)
+        other.close()
+        readers.append(sink)
+    client.responses.retrieve(created.id)  # the creator reads it too, afterwards
+    flush_all(10)
+    (settled,) = readers[0].events
+    assert readers[1].events == [] and settled.user == "u-bg2"  # the creator's, from the record in the ledger
+    assert user_spent(ledger, "u-bg2") == pytest.approx(settled.cost_usd, abs=2e-6) and settled.cost_usd > 0
+
+
+def test_a_background_response_read_through_an_async_client_settles(
+    server: FakeLlmServer, guard: CallGuard, sink: ListSink, ledger: CountingLedger
+) -> None:
+    async def main() -> None:
+        client = guard_openai(openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="test"), guard)
+        with attribution(user="u-bg3"):
+            created = await client.responses.create(model="gpt-4.1-mini", input="hi", max_output_tokens=64,
+                                                    background=True)
+            assert (await client.responses.retrieve(created.id)).status == "completed"
+        await client.close()
+
+    asyncio.run(main())
+    flush_all(10)
+    queued, done = sink.events
+    assert (queued.charged, done.charged, done.usage_source) == (False, True, "response")
+    assert user_spent(ledger, "u-bg3") == pytest.approx(done.cost_usd, abs=2e-6)

@@ -1,0 +1,200 @@
+"""OpenAI Responses in background mode, settled when they complete — the OpenAI edge's bookkeeping.
+
+``client.responses.create(..., background=True)`` answers at once with ``status: "queued"`` and no
+usage; the model runs afterwards, and the application polls ``client.responses.retrieve(id)``. So:
+
+* **At creation** (a queued or in-progress answer) the call's hold moves to a reservation named
+  after the response, ``cw-bg-<response id>``, with the guard's ``batch_reservation_ttl_s``: the
+  same holds, unchecked (the call was admitted already), plus a marker hold on
+  ``costwarden-background:<response id>`` that tells which settlement took effect and the
+  creation record (``batch_record.py``). Then the pre-send reservation is released
+  (``deferred.py``). The creation's cost event has ``cost_usd`` 0 and ``charged``
+  False, with the worst case in ``estimated_cost_usd``.
+* **When a read shows it ended** (``GET …/responses/<id>``, or the answer to
+  ``POST …/responses/<id>/cancel``, with status ``completed``, ``incomplete``, ``failed`` or
+  ``cancelled``) the named reservation is settled to the real usage and one cost event is
+  emitted. A response that ended without usage costs nothing if it failed or was cancelled, and
+  its reserved worst case otherwise. Reading it again charges nothing more and emits nothing, in
+  this process or another on the same ledger.
+* **Never read after it ended**: the worst case counts against the budgets until the TTL, then
+  it is released, like any unsettled reservation. Its real spend is then not in the ledger.
+* A background response that is also streamed is billed from its stream, as any stream is.
+
+An event reported by another process than the creating one carries the creator's attribution,
+read from the record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from costwarden.adapters import openai as adapter
+from costwarden.enforcers.attempt import complete_from_data
+from costwarden.enforcers.batch_record import BatchRecord, recorded
+from costwarden.enforcers.bodytap import BodyTap
+from costwarden.enforcers.deferred import keep_for_later, remembered, settled_event, worst_case
+from costwarden.engine.subjects import TokenUsage
+from costwarden.errors import AdapterError, describe
+
+if TYPE_CHECKING:
+    import httpx2
+
+    from costwarden.enforcers.callguard import CallGuard
+    from costwarden.enforcers.guarded_call import GuardedCall
+
+log = logging.getLogger("costwarden.callguard")
+
+PENDING = frozenset({"queued", "in_progress"})
+ENDED = frozenset({"completed", "incomplete", "failed", "cancelled"})
+READ_PATH = re.compile(r"/responses/(?P<id>[^/]+)(?P<cancel>/cancel)?$")
+MARKER_PREFIX = "costwarden-background:"
+KEPT_S = 30 * 86_400.0
+"""How long the named reservation's record outlives its hold, so a late read still settles."""
+KIND = "background"
+
+
+def reservation_id(response_id: str) -> str:
+    return f"cw-bg-{response_id}"
+
+
+def marker_key(response_id: str) -> str:
+    return f"{MARKER_PREFIX}{response_id}"
+
+
+# --- creation ------------------------------------------------------------------------------------
+
+
+def complete_or_hold(call: GuardedCall, data: Mapping[str, Any]) -> None:
+    """Finish a call from its JSON answer: a background response still running keeps its hold
+    under its own name; anything else completes from its usage."""
+    if isinstance(data, Mapping) and call.body.get("background") is True and data.get("status") in PENDING:
+        response_id = data.get("id")
+        if isinstance(response_id, str) and response_id:
+            keep_for_later(call, KIND, f"background response {response_id}", response_id,
+                           reservation_id(response_id), marker_key(response_id), keep_s=KEPT_S)
+            return
+    complete_from_data(call, data, adapter.usage_from_response, _completion)
+
+
+def _completion(data: Mapping[str, Any]) -> Any:
+    return data.get("choices", data.get("output"))
+
+
+# --- reads ---------------------------------------------------------------------------------------
+
+
+def read_response_id(method: str, path: str) -> str | None:
+    """The response id when the request reads a response (``GET …/responses/<id>``) or cancels one."""
+    match = READ_PATH.search(path.rstrip("/"))
+    if match is None:
+        return None
+    if (method.upper() == "GET") != (match["cancel"] is None):
+        return None
+    return match["id"]
+
+
+def watch(guard: CallGuard, provider: str, response_id: str, response: httpx2.Response, stream_cls: type[Any]) -> None:
+    """Settle the background response when the read's JSON body has been read, if it shows it ended."""
+    if not response.is_success or "json" not in response.headers.get("content-type", ""):
+        return
+
+    def end(tap: BodyTap, complete: bool, error: BaseException | None) -> None:
+        if not complete or tap.undecodable or tap.truncated:
+            return
+        try:
+            data = json.loads(bytes(tap.body))
+        except ValueError:
+            return
+        if isinstance(data, Mapping) and data.get("status") in ENDED:
+            safely_settle(guard, provider, response_id, data)
+
+    read = response.is_closed
+    tap = BodyTap(sse=False, content_encoding=None if read else response.headers.get("content-encoding"),
+                  on_end=end, blocking=guard.blocking_io)
+    if read:
+        tap.feed(response.content)
+        tap.end(True)
+    else:
+        response.stream = stream_cls(response.stream, tap)
+
+
+def safely_settle(guard: CallGuard, provider: str, response_id: str, data: Mapping[str, Any]) -> None:
+    try:
+        settle(guard, provider, response_id, data)
+    except Exception:  # the application's read comes first
+        log.exception("background response %s: settling failed", response_id)
+
+
+def settle(guard: CallGuard, provider: str, response_id: str, data: Mapping[str, Any]) -> bool:
+    """Settle an ended background response from its response object; True when this call
+    accounted for it (False: it was before, here or in another process)."""
+    memory = remembered(guard, KIND)
+    ledger, now, rid = guard.ledger, guard.clock(), reservation_id(response_id)
+    pending = memory.record(response_id)
+    if pending is None and ledger is not None:  # created by another process, or before a restart
+        pending = recorded(ledger, response_id, now)
+    status = str(data.get("status"))
+    model = data.get("model") if isinstance(data.get("model"), str) else None
+    problems: list[str] = []
+    try:
+        usage = adapter.usage_from_response(data)
+    except AdapterError:
+        usage = None
+    if usage is not None:
+        cost = _price(guard, provider, model or (pending.model_requested if pending else ""), usage, problems)
+        if cost is None:
+            cost = worst_case(ledger, pending, marker_key(response_id), now)
+    elif status in ("failed", "cancelled"):
+        cost = 0.0
+    else:
+        cost = worst_case(ledger, pending, marker_key(response_id), now)
+        problems.append(f"{status} without usage; charged the reserved worst case")
+    charged, alerts = False, []
+    if ledger is not None:
+        got = ledger.settle(rid, cost, now=now)
+        marker = marker_key(response_id)
+        if not any(a.key == marker for a in got):
+            return False  # settled before
+        alerts = [a for a in got if a.key != marker]
+        charged = cost > 0
+    if not memory.reported_now(response_id, once=ledger is None, forget=True):
+        return False  # no ledger to tell: this process reports a response once
+    for alert in alerts:
+        guard.alert(alert)
+    if guard.sinks:
+        guard.emit(_event(guard, provider, pending, rid if ledger is not None else None, data, usage, cost,
+                          charged, alerts, now, "; ".join(problems) or None))
+    return True
+
+
+def _price(guard: CallGuard, provider: str, model: str, usage: Any, problems: list[str]) -> float | None:
+    try:
+        return guard.pricer.cost(provider, model, usage)
+    except Exception as exc:
+        problems.append(f"usage not priced ({describe(exc)}); charged the reserved worst case")
+        return None
+
+
+def _event(
+    guard: CallGuard, provider: str, pending: BatchRecord | None, rid: str | None, data: Mapping[str, Any],
+    usage: TokenUsage | None, cost: float, charged: bool, alerts: list[Any], now: datetime, error: str | None,
+) -> Any:
+    served = data.get("model") if isinstance(data.get("model"), str) else None
+    used = usage if usage is not None else TokenUsage()
+    return settled_event(
+        guard, pending, now=now, served=served,
+        provider=provider, api="responses", model=served or (pending.model_requested if pending else ""),
+        outcome="ok" if data.get("status") in ("completed", "incomplete") else "error",
+        input_tokens=used.input_tokens, output_tokens=used.output_tokens, cache_read_tokens=used.cache_read_tokens,
+        cache_write_tokens=used.cache_write_tokens, cost_usd=cost, charged=charged,
+        usage_source="response" if usage is not None else "estimate", alerts=tuple(str(a) for a in alerts),
+        reservation_id=rid, error=error,
+    )
+
+
+__all__ = ["MARKER_PREFIX", "complete_or_hold", "read_response_id", "reservation_id", "settle", "watch"]
