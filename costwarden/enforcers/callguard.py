@@ -302,6 +302,13 @@ class CallGuard(_MiddlewareBase):
 
         return settle_pending_batches(self, client)
 
+    def settle_pending_responses(self, client: Any, *, provider: str = "openai") -> PendingBatches:
+        """Read and settle every ended background Response this guard's ledger still holds a worst
+        case for, through ``client`` (an ``openai.OpenAI``): for applications that stop polling."""
+        from costwarden.enforcers.pending_batches import settle_pending_responses
+
+        return settle_pending_responses(self, client, provider=provider)
+
     def close(self) -> None:
         """Settle what is still queued, then close every sink."""
         if self.settler is not None:

@@ -1,4 +1,5 @@
-"""Settling the Message Batches whose results nobody read: :meth:`CallGuard.settle_pending_batches`.
+"""Settling the Message Batches whose results nobody read: :meth:`CallGuard.settle_pending_batches`
+(and the background Responses nobody read after they ended: :meth:`CallGuard.settle_pending_responses`).
 
 A batch holds its worst case from creation until its results are read (``batch_settle.py``). If
 the application never reads them, the hold lapses at the guard's ``batch_reservation_ttl_s`` and the
@@ -84,6 +85,37 @@ def _still_held(guard: CallGuard, batch_id: str) -> bool:
     return marker_key(batch_id) in _held(guard, marker_key(batch_id), guard.clock())
 
 
+def settle_pending_responses(guard: CallGuard, client: Any, *, provider: str = "openai") -> PendingBatches:
+    """Read every background Response the guard's ledger still holds a worst case for, through
+    ``client`` (an ``openai.OpenAI``), and settle those that ended (``background_responses.py``).
+    Responses still running are left for the next sweep."""
+    from costwarden.enforcers.background_responses import ENDED
+    from costwarden.enforcers.background_responses import MARKER_PREFIX as RESPONSE_PREFIX
+    from costwarden.enforcers.background_responses import settle as settle_response
+
+    settled: list[str] = []
+    processing: list[str] = []
+    failed: list[tuple[str, str]] = []
+    for key in _held(guard, RESPONSE_PREFIX, guard.clock()):
+        response_id = key[len(RESPONSE_PREFIX):]
+        try:
+            data = client.responses.retrieve(response_id).to_dict()
+        except Exception as exc:  # an API or network error, or gone: this one waits for the next sweep
+            log.warning("background response %s: not read (%s); its hold stays until its TTL", response_id,
+                        describe(exc))
+            failed.append((response_id, describe(exc)))
+            continue
+        if data.get("status") not in ENDED:
+            processing.append(response_id)
+            continue
+        settle_response(guard, provider, response_id, data)  # False when the client's own guarded read settled it
+        if key in _held(guard, key, guard.clock()):
+            failed.append((response_id, "the ledger did not settle it (see the log)"))
+        else:
+            settled.append(response_id)
+    return PendingBatches(tuple(settled), tuple(processing), tuple(failed))
+
+
 def _held(guard: CallGuard, prefix: str, now: datetime) -> list[str]:
     """Keys under ``prefix`` with a live hold, from the ledger's status."""
     status = getattr(guard.ledger, "status", None)
@@ -95,4 +127,4 @@ def _held(guard: CallGuard, prefix: str, now: datetime) -> list[str]:
     return [r.key for r in status(prefix, now=now) if r.held_usd > 0]
 
 
-__all__ = ["PendingBatches", "pending_batch_ids", "settle_pending_batches"]
+__all__ = ["PendingBatches", "pending_batch_ids", "settle_pending_batches", "settle_pending_responses"]

@@ -455,3 +455,24 @@ def test_a_background_response_read_through_an_async_client_settles(
     queued, done = sink.events
     assert (queued.charged, done.charged, done.usage_source) == (False, True, "response")
     assert user_spent(ledger, "u-bg3") == pytest.approx(done.cost_usd, abs=2e-6)
+
+
+def test_a_sweep_settles_the_background_responses_nobody_read_after_they_ended(
+    client: Any, server: FakeLlmServer, guard: CallGuard, sink: ListSink, ledger: CountingLedger
+) -> None:
+    with attribution(user="u-bg4"):
+        ended = client.responses.create(model="gpt-4.1-mini", input="hi", max_output_tokens=64, background=True)
+        running = client.responses.create(model="gpt-4.1-mini", input="hi", max_output_tokens=64, background=True)
+    server.processing.add(running.id)
+    with openai.OpenAI(base_url=server.url + "/v1", api_key="test") as plain:  # not guarded
+        swept = guard.settle_pending_responses(plain)
+        assert (swept.settled, swept.processing, swept.failed) == ((ended.id,), (running.id,), ())
+        again = guard.settle_pending_responses(plain)
+        assert (again.settled, again.processing) == ((), (running.id,))  # nothing settled twice
+        server.processing.discard(running.id)
+        assert guard.settle_pending_responses(plain).settled == (running.id,)
+        assert guard.settle_pending_responses(plain) == type(swept)()  # nothing left
+    flush_all(10)
+    charged = [e for e in sink.events if e.charged]
+    assert [e.reservation_id for e in charged] == [f"cw-bg-{ended.id}", f"cw-bg-{running.id}"]
+    assert user_spent(ledger, "u-bg4") == pytest.approx(sum(e.cost_usd for e in charged), abs=2e-6)
