@@ -1,10 +1,20 @@
 """The model catalog: model tiers, cache minimums, model sizes and GPU/instance prices as data.
 
 Every policy set starts from the catalog shipped in ``engine/data/catalog.yaml`` and layers the
-``ModelCatalog`` documents it loads on top (later documents win: a tier of the same name is
-replaced, price and minimum entries are consulted first). Lookups are memoised, so the hot path
-costs one dict hit after the first call for a model. Model globs (:class:`ModelGlobs`) match the
-name after a model id's last ``/``, or the whole id when they contain a ``/`` themselves.
+``ModelCatalog`` documents it loads on top; later documents win. Price, cache-minimum and size
+entries of a later document are consulted first. Tiers:
+
+* a tier with a new name joins the order after the existing ones (the order is cheapest first);
+* a tier with a name that exists keeps its place, and its models and ``downgradeTo`` entries are
+  added to the existing ones (a self-hosted model added to ``simple`` leaves Haiku in it), unless
+  it says ``replace: true``, which drops the earlier ones;
+* a model's tier is found by the latest document with a glob that matches it; within one
+  document the most specific glob wins (the one with the most characters other than wildcards:
+  ``gpt-5-pro*`` before ``gpt-5*``), and the cheaper tier on a tie.
+
+Lookups are memoised, so the hot path costs one dict hit after the first call for a model. Model
+globs (:class:`ModelGlobs`) match the name after a model id's last ``/``, or the whole id when they
+contain a ``/`` themselves.
 """
 
 from __future__ import annotations
@@ -90,22 +100,29 @@ class Catalog:
     instance_prices: Mapping[str, HourlyPrice] = field(default_factory=dict)
     model_sizes: tuple[tuple[ModelGlobs, float], ...] = ()
     prices_as_of: date | None = None
+    tier_globs: tuple[tuple[ModelGlobs, Tier], ...] | None = None
+    """Each tier glob with its tier, in the order a model's tier is looked up (see the module's
+    docstring); None: every tier's globs, cheapest tier first."""
     _memo: dict[tuple[str, str], Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def merge(cls, specs: Sequence[ModelCatalogSpec]) -> Catalog:
         """Layer catalog specs, earliest first; later ones take precedence."""
-        tiers: dict[str, Any] = {}
+        tiers: dict[str, _TierParts] = {}
         prices: list[Any] = []
         minimums: list[tuple[ModelGlobs, int]] = []
         sizes: list[tuple[ModelGlobs, float]] = []
         gpu: dict[str, HourlyPrice] = {}
         instance: dict[str, HourlyPrice] = {}
         as_of: date | None = None
-        for spec in specs:
+        for layer, spec in enumerate(specs):
             for tier in spec.tiers:
-                tiers.pop(tier.name, None)
-                tiers[tier.name] = tier
+                parts = tiers.setdefault(tier.name, _TierParts())
+                if tier.replace:
+                    parts.globs.clear()
+                    parts.downgrade_to.clear()
+                parts.globs += [(layer, g) for g in tier.models]
+                parts.downgrade_to.update(tier.downgradeTo)
             prices[:0] = [(ModelGlobs([p.model]), p.provider, p) for p in spec.prices]
             minimums[:0] = [(ModelGlobs(m.models), m.minTokens) for m in spec.cacheMinimums]
             sizes[:0] = [(ModelGlobs([k]), v) for k, v in spec.modelSizes.items()]
@@ -113,9 +130,21 @@ class Catalog:
             instance.update({k.lower(): v for k, v in spec.instancePrices.items()})
             as_of = spec.pricesAsOf or as_of
         compiled = tuple(
-            Tier(t.name, rank, ModelGlobs(t.models), dict(t.downgradeTo)) for rank, t in enumerate(tiers.values())
+            Tier(name, rank, ModelGlobs(g for _, g in t.globs), dict(t.downgrade_to))
+            for rank, (name, t) in enumerate(tiers.items())
         )
-        return cls(compiled, tuple(prices), tuple(minimums), gpu, instance, tuple(sizes), as_of)
+        # later layers first, then the more specific glob, then the cheaper tier
+        lookup = sorted(
+            (
+                ((layer, _specificity(glob), -tier.rank), glob, tier)
+                for tier, parts in zip(compiled, tiers.values(), strict=True)
+                for layer, glob in parts.globs
+            ),
+            key=lambda entry: entry[0],
+            reverse=True,
+        )
+        tier_globs = tuple((ModelGlobs([glob]), tier) for _, glob, tier in lookup)
+        return cls(compiled, tuple(prices), tuple(minimums), gpu, instance, tuple(sizes), as_of, tier_globs)
 
     def _lookup(self, table: str, key: str, compute: Any) -> Any:
         memo_key = (table, key)
@@ -133,9 +162,9 @@ class Catalog:
         return next((t for t in self.tiers if t.name == name), None)
 
     def tier_of(self, model: str) -> Tier | None:
-        """The first tier (cheapest first) whose globs match the model, or None."""
+        """The model's tier: that of the first glob, in lookup order, that matches it; or None."""
         key = model_key(model)
-        return self._lookup("tier", key, lambda: next((t for t in self.tiers if t.pattern.match(key)), None))  # type: ignore[no-any-return]
+        return self._lookup("tier", key, lambda: _tier_of(key, self))  # type: ignore[no-any-return]
 
     # --- caching -----------------------------------------------------------------------------
 
@@ -196,6 +225,25 @@ class Catalog:
     def pricer(self, fallback: LlmPricer | None) -> LlmPricer:
         """An LlmPricer that uses this catalog's overrides first, then ``fallback``."""
         return _CatalogPricer(self, fallback)
+
+
+@dataclass
+class _TierParts:
+    """A tier as the documents so far define it: (layer, glob) pairs and downgrade targets."""
+
+    globs: list[tuple[int, str]] = field(default_factory=list)
+    downgrade_to: dict[str, str] = field(default_factory=dict)
+
+
+def _specificity(glob: str) -> int:
+    """How specific a model glob is: its characters other than wildcards."""
+    return len(glob) - sum(glob.count(c) for c in "*?")
+
+
+def _tier_of(key: str, catalog: Catalog) -> Tier | None:
+    if catalog.tier_globs is None:
+        return next((t for t in catalog.tiers if t.pattern.match(key)), None)
+    return next((tier for globs, tier in catalog.tier_globs if globs.match(key)), None)
 
 
 def _pick(price: HourlyPrice, spot: bool) -> float:

@@ -214,6 +214,11 @@ class ModelTier(Strict):
     downgradeTo: dict[str, str] = Field(
         default_factory=dict, description="provider -> the model a call is downgraded to in this tier"
     )
+    replace: bool = Field(
+        default=False,
+        description="redefine a tier an earlier catalog (the built-in one) has: its models and downgradeTo "
+        "are dropped; by default they are kept and these added",
+    )
 
 
 class ModelPrice(Strict):

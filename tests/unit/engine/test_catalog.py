@@ -103,6 +103,9 @@ class TestTiers:
             ("claude-opus-4-1", "complex"),
             ("o3-mini", "complex"),
             ("gemini-2.5-pro", "complex"),
+            ("gpt-5-pro", "complex"),  # gpt-5-pro* beats standard's gpt-5* (it was shadowed by it)
+            ("gpt-5-mini", "simple"),
+            ("gpt-5", "standard"),
             ("llama-3-70b", None),
         ],
     )
@@ -219,10 +222,10 @@ class TestMerge:
             prices=[{"model": "a-1*", "inputPerMTok": 10, "outputPerMTok": 20}],
         )
         merged = Catalog.merge([base, override])
-        # a replaced tier moves to the end of the order
-        assert [t.name for t in merged.tiers] == ["dear", "cheap"]
+        # a tier of a name that exists keeps its place in the order, and its models are added
+        assert [t.name for t in merged.tiers] == ["cheap", "dear"]
         assert merged.tier_of("c-model").name == "cheap"  # type: ignore[union-attr]
-        assert merged.tier_of("a-model") is None
+        assert merged.tier_of("a-model").name == "cheap"  # type: ignore[union-attr]
         assert merged.gpu_price("H100").onDemandUsd == 5.0  # type: ignore[union-attr]
         assert merged.min_cacheable_tokens("a-1x") == 50
         assert merged.min_cacheable_tokens("a-2x") == 100
@@ -231,6 +234,51 @@ class TestMerge:
         assert merged.price_override("any", "a-1x").inputPerMTok == 10  # type: ignore[union-attr]
         assert merged.price_override("any", "a-2x").inputPerMTok == 1  # type: ignore[union-attr]
         assert str(merged.prices_as_of) == "2025-01-01"
+
+    def test_a_tier_of_an_existing_name_adds_models_and_downgrade_targets(self) -> None:
+        """A self-hosted model added to the built-in ``simple`` tier must not take Haiku out of it
+        (before, the later tier replaced the earlier one and moved to the end of the order, after
+        the dearer tiers, so downgrades went the wrong way)."""
+        base = spec(tiers=[{"name": "simple", "models": ["claude-haiku-*"], "downgradeTo": {"anthropic": "h"}},
+                           {"name": "standard", "models": ["claude-sonnet-*"], "downgradeTo": {"anthropic": "s"}}])
+        mine = spec(tiers=[{"name": "simple", "models": ["meta-llama/*"], "downgradeTo": {"vllm": "meta-llama/8b"}}])
+        merged = Catalog.merge([base, mine])
+        simple = merged.tier("simple")
+        assert simple is not None
+        assert [t.name for t in merged.tiers] == ["simple", "standard"]
+        assert simple.rank == 0
+        assert dict(simple.downgrade_to) == {"anthropic": "h", "vllm": "meta-llama/8b"}
+        assert merged.tier_of("claude-haiku-4-5") is simple
+        assert merged.tier_of("meta-llama/Llama-3.1-8B") is simple
+
+    def test_replace_redefines_a_tier_in_its_place(self) -> None:
+        base = spec(tiers=[{"name": "simple", "models": ["claude-haiku-*"], "downgradeTo": {"anthropic": "h"}},
+                           {"name": "standard", "models": ["claude-sonnet-*"]}])
+        mine = spec(tiers=[{"name": "simple", "models": ["mini-*"], "downgradeTo": {"vllm": "mini-1"},
+                            "replace": True}])
+        merged = Catalog.merge([base, mine])
+        assert [(t.name, t.rank) for t in merged.tiers] == [("simple", 0), ("standard", 1)]
+        assert dict(merged.tiers[0].downgrade_to) == {"vllm": "mini-1"}
+        assert merged.tier_of("claude-haiku-4-5") is None
+        assert merged.tier_of("mini-2").name == "simple"  # type: ignore[union-attr]
+
+    def test_a_later_document_moves_a_model_to_another_tier(self) -> None:
+        base = spec(tiers=[{"name": "simple", "models": ["gpt-4o-mini*"]}, {"name": "standard", "models": ["gpt-4o*"]}])
+        mine = spec(tiers=[{"name": "simple", "models": ["gpt-4o"]}])  # later documents win, specific or not
+        merged = Catalog.merge([base, mine])
+        assert merged.tier_of("gpt-4o").name == "simple"  # type: ignore[union-attr]
+        assert merged.tier_of("gpt-4o-2024-08-06").name == "standard"  # type: ignore[union-attr]
+        later = Catalog.merge([base, spec(tiers=[{"name": "standard", "models": ["*"]}])])
+        assert later.tier_of("gpt-4o-mini").name == "standard"  # type: ignore[union-attr]
+
+    def test_within_a_document_the_most_specific_glob_wins(self) -> None:
+        catalog = Catalog.merge([spec(tiers=[
+            {"name": "simple", "models": ["m-mini*"]},
+            {"name": "standard", "models": ["m-*"]},
+            {"name": "complex", "models": ["m-pro*", "m-*"]},  # a tie with standard's m-*: the cheaper tier
+        ])])
+        found = {m: catalog.tier_of(m).name for m in ("m-mini-2", "m-pro-2", "m-2")}  # type: ignore[union-attr]
+        assert found == {"m-mini-2": "simple", "m-pro-2": "complex", "m-2": "standard"}
 
     def test_empty(self) -> None:
         empty = Catalog.merge([])
@@ -359,6 +407,36 @@ class TestCatalogDocuments:
         models, budget = ps.evaluate(subject, ledger=MemoryLedger()).results
         assert (models.result, budget.result) == ("pass", "pass")
         assert budget.actual == pytest.approx(0.5 + 0.01)
+
+    def test_a_self_hosted_model_added_to_a_builtin_tier(self, compile_policies: CompilePolicies) -> None:
+        """``tier:simple`` then allows both the built-in cheap models and the added one, and a vLLM
+        call to a dearer model downgrades to the added tier's vLLM target."""
+        doc = """
+apiVersion: costwarden.dev/v1
+kind: ModelCatalog
+metadata: {name: in-house}
+spec:
+  tiers:
+    - {name: simple, models: ["meta-llama/Llama-3.1-8B*"], downgradeTo: {vllm: meta-llama/Llama-3.1-8B-Instruct}}
+    - {name: standard, models: ["meta-llama/Llama-3.1-70B*"]}
+  prices:
+    - {model: "meta-llama/*", inputPerMTok: 0.2, outputPerMTok: 0.2}
+"""
+        policy = POLICY.replace('["tier:free"]', '["tier:simple"]')
+        ps = compile_policies(doc, policy)
+        assert [t.name for t in ps.catalog.tiers] == ["simple", "standard", "complex"]
+
+        def models_result(provider: str, model: str) -> Any:
+            subject = subject_from_dict({"type": "llm_call", "provider": provider, "model": model, "user": "a",
+                                         "request": {"input_tokens": 10, "max_tokens": 10}})
+            return ps.evaluate(subject).results[0]
+
+        assert models_result("anthropic", "claude-haiku-4-5").result == "pass"
+        assert models_result("vllm", "meta-llama/Llama-3.1-8B-Instruct").result == "pass"
+        dear = models_result("vllm", "meta-llama/Llama-3.1-70B-Instruct")
+        assert dear.result == "fail"
+        assert dear.fix.patch[0]["value"] == "meta-llama/Llama-3.1-8B-Instruct"
+        assert models_result("anthropic", "claude-sonnet-4-5").fix.patch[0]["value"] == "claude-haiku-4-5"
 
     def test_policy_can_name_a_tier_from_a_catalog_document(self, compile_policies: CompilePolicies) -> None:
         with pytest.raises(PolicyError) as info:
