@@ -2,7 +2,10 @@
 
 Allow-list entries are ``tier:<name>``, model globs, or ``*``. With ``onViolation: downgrade`` the
 fix replaces the model with the most capable allowed tier below the requested one (the tier's
-``downgradeTo`` model for the call's provider); without such a tier the call is denied.
+``downgradeTo`` model for the call's provider); without such a tier the call is denied. A model in
+no catalog tier (a fine-tune such as ``ft:gpt-4o-mini:…``, a self-hosted model behind an
+OpenAI-compatible endpoint) is downgraded only when its known price is above the target's for the
+call; otherwise it is denied, since the target may not stand in for it or not be served there.
 """
 
 from __future__ import annotations
@@ -126,9 +129,16 @@ def _failure(
         f"model {subject.model}{tier_text} is not allowed for feature '{feature}'; allowed: {', '.join(allow.entries)}"
     )
     target = _downgrade_target(subject, tier, allow, catalog) if downgrade else None
+    saving = _saving(subject, target, ctx) if target is not None else None
+    if target is not None and tier is None and saving is None:
+        # A model in no tier may be a fine-tune or a self-hosted model that the target cannot stand
+        # in for, or that the endpoint does not serve: it is only downgraded when it is known to
+        # cost more than the target.
+        message += (f"; it is not downgraded to {target}, which it is not known to cost more than "
+                    "(give it a tier in a ModelCatalog document)")
+        target = None
     if target is None:
         return Outcome("fail", message, path="model", expected=allow.entries, actual=subject.model)
-    saving = _saving(subject, target, ctx)
     fix = Fix(f"downgrade model to {target}", ({"op": "replace", "path": "/model", "value": target},), "request")
     return Outcome(
         "fail",

@@ -427,13 +427,26 @@ class TestAllowedModels:
         assert r.fix is not None
         assert r.fix.patch[0]["value"] == "gpt-4.1"
 
-    def test_model_in_no_tier(self, ps: PolicySet) -> None:
+    def test_model_in_no_tier_without_a_price_is_not_rewritten(self, ps: PolicySet) -> None:
+        """A fine-tune or a self-hosted model in no tier is refused, not swapped for the tier's
+        model: that model may not stand in for it, nor be served by the endpoint (before, an
+        OpenAI-compatible server's model was rewritten to gpt-4.1)."""
         r = one(ps, call(feature="classify", model="some-finetune"))
+        assert (r.result, r.fix) == ("fail", None)
+        assert "(in no catalog tier)" in r.message
+        assert "not downgraded to claude-haiku-4-5" in r.message
+        assert "ModelCatalog" in r.message
+        r = one(ps, call(feature="classify", provider="openai", model="ft:gpt-4o-mini:acme::abc123"))
+        assert (r.result, r.fix) == ("fail", None)
+
+    def test_model_in_no_tier_known_to_cost_more_is_downgraded(self, ps: PolicySet) -> None:
+        priced_as_opus = call(feature="classify", model="legacy-opus-preview", request={"input_tokens": 1000})
+        r = one(ps, priced_as_opus)
         assert r.result == "fail"
         assert "(in no catalog tier)" in r.message
         assert r.fix is not None
         assert r.fix.patch[0]["value"] == "claude-haiku-4-5"
-        assert r.savings_usd_per_call is None  # the fake pricer knows no price for it
+        assert r.savings_usd_per_call is not None and r.savings_usd_per_call > 0
 
     def test_no_lower_allowed_tier_means_no_fix(self, ps: PolicySet) -> None:
         r = one(ps, call(feature="legacy", model="claude-haiku-4-5"))
