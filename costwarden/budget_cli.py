@@ -1,26 +1,29 @@
-"""``costwarden budget status | settle-batches`` — wired into the main command with
-``app.add_typer(budget_app, name="budget")``. Exit codes as the main command: 0 ok, 1 a batch could
-not be settled, 2 bad input (a ledger that cannot be opened, a missing API key).
+"""``costwarden budget status | settle-batches | settle-responses`` — wired into the main command with
+``app.add_typer(budget_app, name="budget")``. Exit codes as the main command: 0 ok, 1 a batch or
+response could not be settled, 2 bad input (a ledger that cannot be opened, a missing API key).
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 if TYPE_CHECKING:
     from costwarden.adapters.ledger.status import BudgetStatus
+    from costwarden.enforcers.callguard import CallGuard
+    from costwarden.enforcers.pending_batches import PendingBatches
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="text or json")]
 LedgerOpt = Annotated[
     str, typer.Option(envvar="COSTWARDEN_LEDGER", help="memory://, sqlite:///f.db, redis://..., postgresql://...")
 ]
+EventsOpt = Annotated[Path | None, typer.Option(help="Append the settlements' cost events to this JSONL file")]
 
 budget_app = typer.Typer(help="Budgets kept in a ledger.", no_args_is_help=True)
 
@@ -116,7 +119,7 @@ def key_parts(key: str) -> tuple[str, str, str]:
 @budget_app.command("settle-batches")
 def settle_batches_cmd(
     ledger: LedgerOpt = DEFAULT_LEDGER,
-    events: Annotated[Path | None, typer.Option(help="Append the settlements' cost events to this JSONL file")] = None,
+    events: EventsOpt = None,
     fmt: FormatOpt = "text",
 ) -> None:
     """Read and settle the Message Batches whose results nobody read (their worst case is still held).
@@ -126,6 +129,50 @@ def settle_batches_cmd(
     scheduled job more often than the guard's batch TTL (26 h by default)."""
     import anthropic
 
+    def connect() -> Any:
+        try:
+            return anthropic.Anthropic()
+        except anthropic.AnthropicError as exc:
+            raise _fail(f"no Anthropic client: {exc}") from None
+
+    _sweep(ledger, events, fmt, connect, lambda guard, client: guard.settle_pending_batches(client), "batch")
+
+
+@budget_app.command("settle-responses")
+def settle_responses_cmd(
+    ledger: LedgerOpt = DEFAULT_LEDGER,
+    events: EventsOpt = None,
+    fmt: FormatOpt = "text",
+    provider: Annotated[str, typer.Option(help="The provider the guard named (guard_openai's provider=)")] = "openai",
+) -> None:
+    """Read and settle the OpenAI background Responses that ended unread (their worst case is still held).
+
+    Uses the OpenAI API as the ``openai`` SDK does by default (``OPENAI_API_KEY``,
+    ``OPENAI_BASE_URL``). Responses still running are left for the next run. OpenAI keeps an
+    unstored background response for about 10 minutes, so run it more often than that, and more
+    often than the guard's reservation TTL (10 minutes by default)."""
+    import openai
+
+    def connect() -> Any:
+        try:
+            return openai.OpenAI()
+        except openai.OpenAIError as exc:
+            raise _fail(f"no OpenAI client: {exc}") from None
+
+    _sweep(ledger, events, fmt, connect,
+           lambda guard, client: guard.settle_pending_responses(client, provider=provider), "response")
+
+
+def _sweep(
+    ledger: str,
+    events: Path | None,
+    fmt: str,
+    connect: Callable[[], Any],
+    settle: Callable[[CallGuard, Any], PendingBatches],
+    noun: str,
+) -> None:
+    """Open the ledger, the API client and the events file, run ``settle`` with a guard on them,
+    report, exit."""
     from costwarden.adapters.events.jsonl import JsonlSink
     from costwarden.adapters.ledger import open_ledger
     from costwarden.api import load_policies
@@ -133,22 +180,21 @@ def settle_batches_cmd(
     from costwarden.errors import CostwardenError
 
     ledger = _existing(ledger)
-    try:
-        client = anthropic.Anthropic()
-    except anthropic.AnthropicError as exc:
-        raise _fail(f"no Anthropic client: {exc}") from None
+    client = connect()
     try:
         store = open_ledger(ledger)
     except CostwardenError as exc:
+        client.close()
         raise _fail(str(exc)) from None
     try:
         sinks = [JsonlSink(events)] if events is not None else []
     except OSError as exc:
         store.close()
+        client.close()
         raise _fail(f"cannot write cost events to {events}: {exc.strerror or exc}") from None
     guard = CallGuard(load_policies(), ledger=store, sinks=sinks)
     try:
-        swept = guard.settle_pending_batches(client)
+        swept = settle(guard, client)
     except CostwardenError as exc:
         raise _fail(str(exc)) from None
     finally:
@@ -159,18 +205,19 @@ def settle_batches_cmd(
         payload = {
             "settled": swept.settled,
             "processing": swept.processing,
-            "failed": [{"batch": b, "error": e} for b, e in swept.failed],
+            "failed": [{noun: b, "error": e} for b, e in swept.failed],
         }
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
     else:
-        for batch_id in swept.settled:
-            typer.echo(f"settled     {batch_id}")
-        for batch_id in swept.processing:
-            typer.echo(f"processing  {batch_id}")
-        for batch_id, error in swept.failed:
-            typer.echo(f"failed      {batch_id}: {error}")
+        for found_id in swept.settled:
+            typer.echo(f"settled     {found_id}")
+        for found_id in swept.processing:
+            typer.echo(f"processing  {found_id}")
+        for found_id, error in swept.failed:
+            typer.echo(f"failed      {found_id}: {error}")
         if not (swept.settled or swept.processing or swept.failed):
-            typer.echo(f"no pending batches in {ledger}")
+            plural = "batches" if noun == "batch" else f"{noun}s"
+            typer.echo(f"no pending {plural} in {ledger}")
     raise typer.Exit(EXIT_FAILED if swept.failed else EXIT_OK)
 
 

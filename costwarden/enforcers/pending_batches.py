@@ -15,7 +15,8 @@ alerts. Batches still processing are left for the next sweep.
 
 The client may be any ``anthropic.Anthropic`` client with access to the batches, guarded or not.
 When it is guarded by this guard, its own read settles the batch first, and the explicit settle
-finds nothing left to do. ``costwarden budget settle-batches`` runs a sweep from the command line.
+finds nothing left to do. ``costwarden budget settle-batches`` runs a sweep from the command line,
+and ``costwarden budget settle-responses`` one of background Responses.
 
 A sweep in another process than the one that created a batch charges the same budget windows
 (the ledger's reservation holds them), and its cost event has the creator's feature, user, team,

@@ -1,5 +1,6 @@
-"""`costwarden budget status | settle-batches` end to end, in a subprocess, as a user runs them from a
-scheduled job: a SQLite ledger file, and the local fake Anthropic API in place of the real one."""
+"""`costwarden budget status | settle-batches | settle-responses` end to end, in a subprocess, as a
+user runs them from a scheduled job: a SQLite ledger file, and the local fake Anthropic and OpenAI
+APIs in place of the real ones."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from typing import Any
 import pytest
 
 anthropic = pytest.importorskip("anthropic")
+openai = pytest.importorskip("openai")
 from fake_llm_server import FakeLlmServer, budget_policy, compile_policies  # noqa: E402
 
 from costwarden.adapters.ledger import open_ledger  # noqa: E402
 from costwarden.enforcers.callguard import CallGuard, attribution  # noqa: E402
+from costwarden.enforcers.openai_guard import guard_openai  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 HI = [{"role": "user", "content": "Label this ticket: my invoice is wrong"}]
@@ -26,7 +29,8 @@ HI = [{"role": "user", "content": "Label this ticket: my invoice is wrong"}]
 def budget(*args: str, server: FakeLlmServer | None = None) -> subprocess.CompletedProcess[str]:
     env = {"PATH": "/usr/bin:/bin", "NO_COLOR": "1", "CI": "true"}
     if server is not None:
-        env |= {"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": "test"}
+        env |= {"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": "test",
+                "OPENAI_BASE_URL": server.url + "/v1", "OPENAI_API_KEY": "test"}
     return subprocess.run(
         [sys.executable, "-m", "costwarden.cli", "budget", *args],
         capture_output=True, text=True, cwd=ROOT, timeout=120, env=env,
@@ -91,6 +95,70 @@ def test_settle_batches_reads_and_settles_what_nobody_read(server: FakeLlmServer
     assert (nothing.returncode, nothing.stdout.strip()) == (0, f"no pending batches in {ledger_url}")
 
 
+def create_background_response(server: FakeLlmServer, ledger_url: str, user: str, *, running: bool) -> Any:
+    with open_ledger(ledger_url) as ledger:
+        guard = CallGuard(compile_policies(budget_policy(5.0)), ledger=ledger)
+        client = guard_openai(openai.OpenAI(base_url=server.url + "/v1", api_key="test", max_retries=0), guard)
+        with client, attribution(user=user, feature="research", team="data"):
+            created = client.responses.create(model="gpt-4.1-mini", input="hi", max_output_tokens=64,
+                                              background=True)
+        if running:
+            server.processing.add(created.id)
+        guard.close()
+        return created
+
+
+def test_settle_responses_reads_and_settles_the_background_responses_nobody_read(
+    server: FakeLlmServer, tmp_path: Path
+) -> None:
+    ledger_url, events = f"sqlite:///{tmp_path}/ledger.db", tmp_path / "events.jsonl"
+    ended = create_background_response(server, ledger_url, "cli-r1", running=False)
+    running = create_background_response(server, ledger_url, "cli-r1", running=True)
+    before = status(ledger_url)[user_key("cli-r1")]
+    assert before["spent_usd"] == 0.0 and before["held_usd"] > 0
+
+    out = budget("settle-responses", "--ledger", ledger_url, "--events", str(events), "--format", "json",
+                 server=server)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"settled": [ended.id], "processing": [running.id], "failed": []}
+    [event] = [json.loads(line) for line in events.read_text().splitlines()]
+    assert event["charged"] is True and event["reservation_id"] == f"cw-bg-{ended.id}"
+    assert (event["user"], event["feature"], event["team"]) == ("cli-r1", "research", "data")  # the creator's
+    after = status(ledger_url)[user_key("cli-r1")]
+    assert after["spent_usd"] == pytest.approx(event["cost_usd"], abs=2e-6) and event["cost_usd"] > 0
+    assert 0 < after["held_usd"] < before["held_usd"]  # the running one still holds its worst case
+
+    server.processing.discard(running.id)
+    text = budget("settle-responses", "--ledger", ledger_url, server=server)
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.split() == ["settled", running.id]
+    assert status(ledger_url)[user_key("cli-r1")]["held_usd"] == 0.0
+    nothing = budget("settle-responses", "--ledger", ledger_url, server=server)
+    assert (nothing.returncode, nothing.stdout.strip()) == (0, f"no pending responses in {ledger_url}")
+
+
+def test_a_response_that_cannot_be_read_fails_the_run(server: FakeLlmServer, tmp_path: Path) -> None:
+    ledger_url = f"sqlite:///{tmp_path}/ledger.db"
+    created = create_background_response(server, ledger_url, "cli-r2", running=False)
+    server.responses.pop(created.id)
+    out = budget("settle-responses", "--ledger", ledger_url, "--format", "json", server=server)
+    assert out.returncode == 1
+    [failed] = json.loads(out.stdout)["failed"]
+    assert failed["response"] == created.id and failed["error"]
+    assert status(ledger_url)[user_key("cli-r2")]["held_usd"] > 0  # kept until its TTL, not dropped
+
+
+def test_a_sweep_without_an_api_key_is_a_clear_error(tmp_path: Path) -> None:
+    ledger_url = f"sqlite:///{tmp_path}/l.db"
+    open_ledger(ledger_url).close()
+    out = budget("settle-responses", "--ledger", ledger_url)
+    assert out.returncode == 2 and "error: no OpenAI client" in out.stderr and "OPENAI_API_KEY" in out.stderr
+    assert "Traceback" not in out.stderr
+    # the anthropic SDK asks for its key only when it sends a request, and nothing is pending here
+    out = budget("settle-batches", "--ledger", ledger_url)
+    assert (out.returncode, out.stdout.strip()) == (0, f"no pending batches in {ledger_url}")
+
+
 def test_status_text_is_one_aligned_line_per_window(server: FakeLlmServer, tmp_path: Path) -> None:
     ledger_url = f"sqlite:///{tmp_path}/ledger.db"
     create_batch(server, ledger_url, "org:42|cli-3")  # a user id with a colon and a pipe
@@ -119,7 +187,7 @@ def test_a_batch_that_cannot_be_read_fails_the_run(server: FakeLlmServer, tmp_pa
 
 def test_a_ledger_file_that_does_not_exist_is_an_error_and_is_not_created(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.db"
-    for command in (["status"], ["settle-batches"]):
+    for command in (["status"], ["settle-batches"], ["settle-responses"]):
         out = budget(*command, "--ledger", f"sqlite:///{missing}")
         assert out.returncode == 2 and f"no ledger file {missing}" in out.stderr and "COSTWARDEN_LEDGER" in out.stderr
     assert not missing.exists()
