@@ -135,6 +135,8 @@ class LeasedLedger:
         self._lock = threading.Lock()
         self._open: dict[_Slot, _Lease] = {}  # the slice admitting calls, per budget window
         self._retired: list[_Lease] = []  # slices past admitting, returned once their calls finish
+        self._slices: dict[str, tuple[_Lease, ...]] = {}  # store reservation -> the slices it holds
+        self._drainable: set[str] = set()  # store reservations that may have just lost their last call
         self._held: dict[str, _Local] = {}
         self._done: OrderedDict[str, _Local | None] = OrderedDict()  # None: the store's reservation
         self._clock = (datetime.now().astimezone(), time.monotonic())
@@ -181,7 +183,7 @@ class LeasedLedger:
                 return local.outcome
             if reservation_id not in self._done and keep_s is None and self._leasable(holds, amounts):
                 local = self._admit(reservation_id, holds, amounts, ttl_s, now, mono)
-                if self._retired:
+                if self._drainable:
                     drained = self._drained()  # slices this replaced, so the store has their room back
             if local is None:
                 self._remember(reservation_id, None)
@@ -316,6 +318,7 @@ class LeasedLedger:
                            mono + self.admit_s, now + timedelta(seconds=self.admit_s + ttl_s))
             self._open[lease.slot] = lease
             taken.append(lease)
+        self._slices[rid] = tuple(taken)
         self._sweep_later()
         return taken
 
@@ -325,17 +328,23 @@ class LeasedLedger:
         if not lease.retired:
             lease.retired = True
             self._retired.append(lease)
+            if lease.calls == 0:
+                self._drainable.add(lease.rid)
 
     def _drained(self) -> list[str]:
-        """Store reservations of retired slices whose every call has finished (removed here)."""
-        by_rid: dict[str, list[_Lease]] = {}
-        for lease in self._retired:
-            by_rid.setdefault(lease.rid, []).append(lease)
-        drained = [rid for rid, leases in by_rid.items()
-                   if all(lease.calls == 0 and lease.retired for lease in leases)
-                   and not any(lease.rid == rid for lease in self._open.values())]
+        """Store reservations whose slices are all retired with every call finished (removed here).
+        Only those that just lost a call or a slice are looked at, so a settle costs the same
+        however many slices still wait for their calls."""
+        drained = []
+        for rid in self._drainable:
+            leases = self._slices.get(rid, ())
+            if leases and all(lease.retired and lease.calls == 0 for lease in leases):
+                drained.append(rid)
+                del self._slices[rid]
+        self._drainable.clear()
         if drained:
-            self._retired = [lease for lease in self._retired if lease.rid not in drained]
+            gone = set(drained)
+            self._retired = [lease for lease in self._retired if lease.rid not in gone]
             self._changed()
         return drained
 
@@ -356,10 +365,12 @@ class LeasedLedger:
                 lease.calls -= 1
                 if cost is not None:
                     lease.charged += cost
+                if lease.retired and lease.calls == 0:
+                    self._drainable.add(lease.rid)
             if cost is not None:
                 for hold in local.holds:
                     self._charged[hold.key] = self._charged.get(hold.key, 0) + cost
-            drained = self._drained() if self._retired else []
+            drained = self._drained() if self._drainable else []
         self._return(drained, now)
 
     def _own(self, keys: Sequence[str], what: str) -> dict[str, int]:

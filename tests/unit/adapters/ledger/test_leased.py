@@ -206,6 +206,38 @@ def test_idle_slices_are_returned_and_busy_ones_when_their_last_call_ends(store:
     assert store.inner.spent([KEY, TEAM], now=NOW) == [pytest.approx(0.01), pytest.approx(0.003)]
 
 
+def test_each_replaced_slice_is_returned_once_when_its_last_call_ends_in_any_order(store: Counting) -> None:
+    """Many slices wait for their calls at once (long calls, each slice replaced after ``calls``
+    admissions); a slice held for two budgets goes back only when both parts' calls have ended.
+    Only the slices a finishing call touches are looked at, so this also holds with thousands."""
+    import random
+
+    leased = LeasedLedger(store, calls=4, share=0.5, admit_s=30)  # type: ignore[arg-type]
+    both = [hold(0.01), hold(0.01, key=TEAM)]
+    ids = [f"c{i}" for i in range(40)]
+    for rid in ids:
+        assert leased.reserve(rid, both, ttl_s=60, now=NOW).granted
+    taken = store.slices()
+    assert len(taken) >= 10  # every 4 calls (or fewer, as rooms round down) a new slice for both budgets
+    calls_of: dict[str, set[str]] = {}  # the slices each call was admitted from, as the store saw it
+    for rid, local in leased._held.items():
+        calls_of.setdefault(local.leases[0].rid, set()).add(rid)
+    assert set(calls_of) == set(taken)
+    random.Random(7).shuffle(ids)
+    finished: set[str] = set()
+    for rid in ids:
+        leased.settle(rid, 0.001, now=NOW)
+        finished.add(rid)
+        returned = store.slices("release")
+        assert len(returned) == len(set(returned))  # never twice
+        # a replaced slice is back exactly when all its calls ended; the open one stays
+        expected = {s for s, calls in calls_of.items() if calls <= finished and s != taken[-1]}
+        assert set(returned) == expected
+    leased.return_slices(everything=True)
+    assert sorted(store.slices("release")) == sorted(taken)
+    assert store.inner.spent([KEY, TEAM], now=NOW) == [pytest.approx(0.04), pytest.approx(0.04)]
+
+
 def test_a_failed_charge_keeps_the_worst_case_held_and_can_be_retried(leased: LeasedLedger, store: Counting) -> None:
     leased.reserve("c1", [hold(0.01)], ttl_s=60, now=NOW)
     real = store.inner
