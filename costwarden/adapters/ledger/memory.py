@@ -37,21 +37,38 @@ from costwarden.engine.ledger import Alert, Hold, Reservation
 
 
 class _Bucket:
-    __slots__ = ("ends_ms", "held", "keep_until_ms", "limit", "settled", "window")
+    __slots__ = ("ends_ms", "first_expiry", "held", "held_total", "keep_until_ms", "limit", "settled", "window")
 
     def __init__(self) -> None:
         self.settled = 0
         self.held: dict[str, tuple[int, int]] = {}  # reservation id -> (micros, expires_ms)
+        self.held_total = 0  # the sum of ``held``'s amounts
+        self.first_expiry: int | None = None  # at or before the earliest expiry in ``held``
         self.limit: int | None = None
         self.window: tuple[str, ...] = ()
         self.ends_ms: int | None = None
         self.keep_until_ms: int | None = None
 
+    def add(self, reservation_id: str, amount: int, expires_ms: int) -> None:
+        self.drop(reservation_id)
+        self.held[reservation_id] = (amount, expires_ms)
+        self.held_total += amount
+        if self.first_expiry is None or expires_ms < self.first_expiry:
+            self.first_expiry = expires_ms
+
+    def drop(self, reservation_id: str) -> None:
+        gone = self.held.pop(reservation_id, None)
+        if gone is not None:
+            self.held_total -= gone[0]
+
     def live(self, now_ms: int) -> int:
-        expired = [rid for rid, (_, exp) in self.held.items() if exp <= now_ms]
-        for rid in expired:
-            del self.held[rid]
-        return sum(amount for amount, _ in self.held.values())
+        """The live holds' total. The holds are only looked through when one may have expired, so
+        a reserve costs the same however many calls are in flight on the budget."""
+        if self.first_expiry is not None and self.first_expiry <= now_ms:
+            for rid in [rid for rid, (_, exp) in self.held.items() if exp <= now_ms]:
+                self.drop(rid)
+            self.first_expiry = min((exp for _, exp in self.held.values()), default=None)
+        return self.held_total
 
 
 class MemoryLedger:
@@ -146,13 +163,13 @@ class MemoryLedger:
     def hold(self, reservation_id: str, specs: Sequence[HoldSpec], expires_ms: int) -> None:
         for s in specs:
             bucket = self._bucket(s.key)
-            bucket.held[reservation_id] = (s.amount, expires_ms)
+            bucket.add(reservation_id, s.amount, expires_ms)
             bucket.limit, bucket.window, bucket.ends_ms = s.limit, s.window, s.ends_ms
 
     def unhold(self, reservation_id: str, specs: Sequence[HoldSpec], cost: int | None) -> None:
         for s in specs:
             bucket = self._bucket(s.key)
-            bucket.held.pop(reservation_id, None)
+            bucket.drop(reservation_id)
             if cost is not None:
                 bucket.settled += cost
 

@@ -302,6 +302,23 @@ class TestExpiry:
         ledger.settle("r1", 3.0, now=later(60))
         assert ledger.spent([ALICE], now=later(60)) == [4.0]
 
+    def test_holds_expire_one_by_one_among_many(self, ledger: LedgerStore) -> None:
+        """Holds of different TTLs on one key drop out of the sums each at its own expiry, including
+        one made after an earlier expiry that expires before the holds left (stores may keep a
+        running total and only look through the holds when one may have expired)."""
+        ledger.reserve("r30", [hold(ALICE, 1.0)], ttl_s=30, now=NOW)
+        ledger.reserve("r600", [hold(ALICE, 2.0)], ttl_s=600, now=NOW)
+        ledger.reserve("r60", [hold(ALICE, 4.0)], ttl_s=60, now=NOW)
+        assert ledger.spent([ALICE], now=later(29)) == [7.0]
+        assert ledger.spent([ALICE], now=later(31)) == [6.0]
+        ledger.settle("r60", 0.5, now=later(40))
+        assert ledger.spent([ALICE], now=later(40)) == [2.5]
+        ledger.reserve("r10", [hold(ALICE, 3.0)], ttl_s=10, now=later(45))  # expires before r600
+        assert ledger.spent([ALICE], now=later(54)) == [5.5]
+        assert ledger.spent([ALICE], now=later(56)) == [2.5]
+        assert ledger.spent([ALICE], now=later(601)) == [0.5]
+        assert ledger.reserve("r-all", [hold(ALICE, 9.5)], ttl_s=30, now=later(602)).granted
+
     def test_release_after_expiry_is_harmless(self, ledger: LedgerStore) -> None:
         ledger.reserve("r1", [hold(ALICE, 8.0)], ttl_s=30, now=NOW)
         ledger.spent([ALICE], now=later(31))
