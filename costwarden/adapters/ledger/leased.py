@@ -56,8 +56,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from costwarden.adapters.ledger.hold_specs import to_micros
 from costwarden.adapters.ledger.status import BudgetStatus
-from costwarden.adapters.ledger.store import LedgerStore, to_micros
+from costwarden.adapters.ledger.store import LedgerStore
 from costwarden.engine.ledger import Alert, Hold, Reservation
 from costwarden.errors import LedgerError, describe
 

@@ -17,21 +17,16 @@ import threading
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
+from costwarden.adapters.ledger.hold_specs import HoldSpec, epoch_ms, specs_from, to_micros, to_usd, ttl_ms
 from costwarden.adapters.ledger.status import BucketRow, BudgetStatus, now_ms, summarize
 from costwarden.adapters.ledger.store import (
     PURGE_EVERY_MS,
     RECORD_GRACE_S,
-    HoldSpec,
     Record,
     charge_in,
-    epoch_ms,
     release_in,
     reserve_in,
     settle_in,
-    specs_from,
-    to_micros,
-    to_usd,
-    ttl_ms,
 )
 from costwarden.engine.ledger import Alert, Hold, Reservation
 

@@ -42,20 +42,16 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 import psycopg
 from psycopg import errors as pg_errors
 
+from costwarden.adapters.ledger.hold_specs import epoch_ms, specs_from, to_micros, to_usd, ttl_ms
 from costwarden.adapters.ledger.postgres_sql import Sql, Txn
 from costwarden.adapters.ledger.status import BucketRow, BudgetStatus, now_ms, summarize
 from costwarden.adapters.ledger.store import (
     PURGE_EVERY_MS,
     RECORD_GRACE_S,
     charge_in,
-    epoch_ms,
     release_in,
     reserve_in,
     settle_in,
-    specs_from,
-    to_micros,
-    to_usd,
-    ttl_ms,
 )
 from costwarden.engine.ledger import Alert, Hold, Reservation
 from costwarden.errors import LedgerError

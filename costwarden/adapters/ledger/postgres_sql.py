@@ -9,7 +9,8 @@ from typing import Any
 
 import psycopg
 
-from costwarden.adapters.ledger.store import HoldSpec, Record, dump_specs, load_specs, to_micros, to_usd
+from costwarden.adapters.ledger.hold_specs import HoldSpec, dump_specs, load_specs, to_micros, to_usd
+from costwarden.adapters.ledger.store import Record
 from costwarden.engine.ledger import Reservation
 
 DDL = """

@@ -50,16 +50,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from costwarden.adapters.ledger.hold_specs import dump_specs, epoch_ms, specs_from, to_micros, to_usd, ttl_ms
 from costwarden.adapters.ledger.status import BucketRow, BudgetStatus, now_ms, summarize
-from costwarden.adapters.ledger.store import (
-    RECORD_GRACE_S,
-    dump_specs,
-    epoch_ms,
-    specs_from,
-    to_micros,
-    to_usd,
-    ttl_ms,
-)
+from costwarden.adapters.ledger.store import RECORD_GRACE_S
 from costwarden.engine.ledger import Alert, Hold, Reservation
 from costwarden.errors import LedgerError
 

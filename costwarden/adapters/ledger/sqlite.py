@@ -50,20 +50,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from costwarden.adapters.ledger import sqlite_steps as steps
+from costwarden.adapters.ledger.hold_specs import HoldSpec, dump_specs, epoch_ms, specs_from, to_micros, to_usd, ttl_ms
 from costwarden.adapters.ledger.sqlite_checkpoints import Checkpointer
 from costwarden.adapters.ledger.sqlite_schema import FIGURES, PURGE, prepare
 from costwarden.adapters.ledger.status import BucketRow, BudgetStatus, now_ms, summarize
-from costwarden.adapters.ledger.store import (
-    PURGE_EVERY_MS,
-    RECORD_GRACE_S,
-    HoldSpec,
-    dump_specs,
-    epoch_ms,
-    specs_from,
-    to_micros,
-    to_usd,
-    ttl_ms,
-)
+from costwarden.adapters.ledger.store import PURGE_EVERY_MS, RECORD_GRACE_S
 from costwarden.engine.ledger import Alert, Hold, Reservation
 from costwarden.errors import LedgerError
 

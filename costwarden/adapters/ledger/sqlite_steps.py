@@ -9,17 +9,8 @@ import json
 import sqlite3
 from collections.abc import Sequence
 
-from costwarden.adapters.ledger.store import (
-    HoldSpec,
-    Record,
-    crossed,
-    decide,
-    dump_specs,
-    load_specs,
-    lock_keys,
-    to_micros,
-    to_usd,
-)
+from costwarden.adapters.ledger.hold_specs import HoldSpec, dump_specs, load_specs, to_micros, to_usd
+from costwarden.adapters.ledger.store import Record, crossed, decide, lock_keys
 from costwarden.engine.ledger import Alert, Reservation
 from costwarden.errors import LedgerError
 

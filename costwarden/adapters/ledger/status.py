@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from costwarden.adapters.ledger.store import epoch_ms, from_ms, to_usd
+from costwarden.adapters.ledger.hold_specs import epoch_ms, from_ms, to_usd
 
 if TYPE_CHECKING:
     from costwarden.adapters.ledger.store import LedgerStore

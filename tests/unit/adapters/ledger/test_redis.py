@@ -10,8 +10,9 @@ import pytest
 from ledger_backends import REDIS_URL
 from redis.crc import key_slot
 
+from costwarden.adapters.ledger.hold_specs import BUCKET_GRACE_MS, epoch_ms
 from costwarden.adapters.ledger.redis import RedisLedger
-from costwarden.adapters.ledger.store import BUCKET_GRACE_MS, RECORD_GRACE_S, epoch_ms
+from costwarden.adapters.ledger.store import RECORD_GRACE_S
 
 from .test_contract import ALICE, DAY_END, NOW, TEAM, hold, later
 

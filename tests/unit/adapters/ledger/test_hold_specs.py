@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import random
 
-from costwarden.adapters.ledger import store
-from costwarden.adapters.ledger.store import HoldSpec, dump_specs, load_specs
+from costwarden.adapters.ledger import hold_specs
+from costwarden.adapters.ledger.hold_specs import HoldSpec, dump_specs, load_specs
 
 KEYS = ["budget:p/r:user=alice:2026-11-30", 'odd "quote" \\ back\n é ☃ \U0001f600', "", "x" * 300]
 
@@ -44,14 +44,14 @@ def test_dump_is_byte_for_byte_the_json_it_always_was_and_loads_back() -> None:
         text = dump_specs(specs)
         assert text == reference_dump(specs)
         assert load_specs(text) == specs
-        store._PARSED.clear()  # as another process reads it
+        hold_specs._PARSED.clear()  # as another process reads it
         assert load_specs(text) == specs
 
 
 def test_the_parsed_cache_stays_bounded() -> None:
-    for i in range(store._PARSED_MAX + 10):
+    for i in range(hold_specs._PARSED_MAX + 10):
         dump_specs([HoldSpec(f"k{i}", i, None, (f"k{i}",), None, None, ())])
-    assert len(store._PARSED) <= store._PARSED_MAX
+    assert len(hold_specs._PARSED) <= hold_specs._PARSED_MAX
 
 
 def test_specs_convert_a_budget_window_once_and_only_the_amount_per_call() -> None:
@@ -61,13 +61,13 @@ def test_specs_convert_a_budget_window_once_and_only_the_amount_per_call() -> No
 
     ends = datetime(2026, 12, 1, tzinfo=UTC)
     key = "budget:p/r:user=alice:2026-11-30"
-    first, second = (store.specs_from([Hold(key, amount, 25.0, (key,), ends, (0.5,))])[0] for amount in (0.25, 0.5))
+    first, second = (hold_specs.specs_from([Hold(key, a, 25.0, (key,), ends, (0.5,))])[0] for a in (0.25, 0.5))
     assert (first.amount, second.amount) == (250_000, 500_000)
     assert first.window is second.window  # converted once, shared by both
     assert (first.limit, first.ends_ms, first.alert_at) == (25_000_000, int(ends.timestamp() * 1000), (0.5,))
-    rolled = store.specs_from([Hold(key, 0.25, 25.0, (key,), ends + timedelta(days=1), (0.5,))])[0]
+    rolled = hold_specs.specs_from([Hold(key, 0.25, 25.0, (key,), ends + timedelta(days=1), (0.5,))])[0]
     assert rolled.ends_ms == first.ends_ms + 86_400_000  # another window end is another conversion
-    listed = store.specs_from([Hold(key, 0.25, 25.0, [key], ends, [0.5])])[0]  # type: ignore[arg-type]
+    listed = hold_specs.specs_from([Hold(key, 0.25, 25.0, [key], ends, [0.5])])[0]  # type: ignore[arg-type]
     assert (listed.window, listed.alert_at) == ((key,), (0.5,))  # unhashable fields: converted, not memoised
     dumped = dump_specs((first,))
     assert load_specs(dumped) == (first,) and json.loads(dumped)[0]["a"] == 250_000
