@@ -11,6 +11,10 @@ settles it — the call-guard's path. Limits are high, so nothing is refused: th
 ledger, not refusals. The shared team row is the worst case for contention, as in production.
 Works in a temporary SQLite file, a fresh Redis key prefix and a fresh PostgreSQL database,
 all removed afterwards. Prints a markdown table.
+
+``--in-flight 0,100,1000`` times pairs in one process while that many other calls hold on the
+same team budget (calls in flight: reserved, not yet settled; each pair settles the oldest), to
+show how a store's reserve grows with them.
 """
 
 from __future__ import annotations
@@ -64,6 +68,47 @@ def run(url: str, seconds: float, worker: int, start_at: float) -> dict[str, Any
         i += 1
     ledger.close()
     return {"pairs": i, "seconds": seconds, "reserve": reserve, "settle": settle}
+
+
+def run_in_flight(url: str, seconds: float, in_flight: int) -> dict[str, Any]:
+    """Pairs while ``in_flight`` other reservations hold on the team budget: each pair reserves a
+    new call and settles the oldest, so as many stay in flight."""
+    ledger = open_ledger(url)
+    now = datetime.now(UTC)
+    team = Hold("budget:bench/team:team=growth:d", 0.001, 1e9, expires_at=now + timedelta(days=1))
+    waiting = [f"held-{i}" for i in range(in_flight)]
+    for rid in waiting:
+        ledger.reserve(rid, [team], ttl_s=600, now=now)
+    reserve: list[float] = []
+    settle: list[float] = []
+    clock = time.perf_counter
+    stop = clock() + seconds
+    i = 0
+    while clock() < stop:
+        rid = f"new-{i}"
+        t0 = clock()
+        ledger.reserve(rid, [team], ttl_s=600, now=now)
+        t1 = clock()
+        waiting.append(rid)
+        ledger.settle(waiting.pop(0), 0.0008, now=now)
+        t2 = clock()
+        reserve.append((t1 - t0) * 1e6)
+        settle.append((t2 - t1) * 1e6)
+        i += 1
+    ledger.close()
+    return {"pairs": i, "seconds": seconds, "reserve": reserve, "settle": settle}
+
+
+def in_flight_table(stores: list[str], counts: list[int], seconds: float) -> None:
+    print("| store | " + " | ".join(f"reserve p50 µs, {n} in flight" for n in counts) + " |")
+    print("|---|" + "---:|" * len(counts))
+    with tempfile.TemporaryDirectory() as tmp:
+        for store in stores:
+            cells = []
+            for n in counts:
+                with store_url(store, tmp) as url:
+                    cells.append(f"{pct(run_in_flight(url, seconds, n)['reserve'], 50):,.0f}")
+            print(f"| {store} | " + " | ".join(cells) + " |", flush=True)
 
 
 def _child(url: str, seconds: float, worker: int, start_at: float, out: Any) -> None:
@@ -156,12 +201,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--processes", type=int, default=8)
     parser.add_argument("--tails", action="store_true", help="also print p99.9 and the worst case, many processes")
+    parser.add_argument("--in-flight", default="",
+                        help="instead: reserve latency with this many calls in flight on the budget (e.g. 0,100,1000)")
     args = parser.parse_args()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
         f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, "
         f"load {load:.1f}, {args.seconds:g} s per run\n"
     )
+    if args.in_flight:
+        in_flight_table(args.stores.split(","), [int(n) for n in args.in_flight.split(",")], args.seconds)
+        return
     p = args.processes
     print(
         f"| store | pairs/s, 1 process | reserve p50 / p99 µs | settle p50 / p99 µs | pairs/s, {p} processes "
