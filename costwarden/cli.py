@@ -283,6 +283,30 @@ from costwarden.webhook.cli import webhook_app  # noqa: E402  (imports only type
 
 app.add_typer(webhook_app, name="webhook")
 
+@app.command()
+def tiers(
+    models: Annotated[list[str] | None, typer.Argument(help="Models to place in a tier")] = None,
+    policies: PoliciesOpt = None,
+    fmt: FormatOpt = "text",
+) -> None:
+    """The model tiers, cheapest first, as the policies' catalog documents layer them; with models, their tiers."""
+    catalog = _load(policies).catalog
+    placed = {m: (t.name if (t := catalog.tier_of(m)) else None) for m in models or ()}
+    if fmt == "json":
+        listed = [{"name": t.name, "models": list(t.models), "downgradeTo": dict(t.downgrade_to)}
+                  for t in catalog.tiers]
+        sys.stdout.write(json.dumps({"tiers": listed, "models": placed}, indent=2) + "\n")
+        return
+    from rich.markup import escape
+
+    out = _console()
+    for t in catalog.tiers:
+        targets = ", ".join(f"{p}: {m}" for p, m in t.downgrade_to.items()) or "-"
+        out.print(f"[bold]{escape(t.name)}[/]  {escape(', '.join(t.models))}\n  downgrade to: {escape(targets)}")
+    for model, name in placed.items():
+        out.print(f"{model}: {name or 'in no tier'}", markup=False)
+
+
 from costwarden.budget_cli import budget_app  # noqa: E402
 
 app.add_typer(budget_app, name="budget")

@@ -87,6 +87,8 @@ class Tier:
     rank: int
     pattern: ModelGlobs
     downgrade_to: Mapping[str, str]
+    models: tuple[str, ...] = ()
+    """The globs, as the catalog documents give them (earliest document first)."""
 
 
 @dataclass(frozen=True)
@@ -130,7 +132,7 @@ class Catalog:
             instance.update({k.lower(): v for k, v in spec.instancePrices.items()})
             as_of = spec.pricesAsOf or as_of
         compiled = tuple(
-            Tier(name, rank, ModelGlobs(g for _, g in t.globs), dict(t.downgrade_to))
+            Tier(name, rank, ModelGlobs(g for _, g in t.globs), dict(t.downgrade_to), tuple(g for _, g in t.globs))
             for rank, (name, t) in enumerate(tiers.items())
         )
         # later layers first, then the more specific glob, then the cheaper tier

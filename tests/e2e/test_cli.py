@@ -93,6 +93,28 @@ def test_explain() -> None:
     assert missing.returncode == 2 and "did you mean 'spot-only-batch'?" in missing.stderr
 
 
+def test_tiers_show_the_layered_catalog_and_where_models_land(tmp_path: Path) -> None:
+    """A catalog document that adds a self-hosted model to the built-in ``simple`` tier: the tier
+    keeps its place and its models, and ``costwarden tiers`` shows that and where models land."""
+    (tmp_path / "catalog.yaml").write_text(
+        "apiVersion: costwarden.dev/v1\nkind: ModelCatalog\nmetadata: {name: in-house}\nspec:\n"
+        "  tiers:\n    - {name: simple, models: ['meta-llama/*-8B*'], downgradeTo: {vllm: meta-llama/Llama-3.1-8B}}\n"
+    )
+    models = ["meta-llama/Llama-3.1-8B-Instruct", "claude-haiku-4-5", "gpt-5-pro", "ft:gpt-4o-mini:acme::x"]
+    out = run("tiers", *models, "-p", str(tmp_path), "--format", "json")
+    assert out.returncode == 0, out.stderr
+    shown = json.loads(out.stdout)
+    assert [t["name"] for t in shown["tiers"]] == ["simple", "standard", "complex"]
+    simple = shown["tiers"][0]
+    assert simple["models"][0] == "claude-haiku-*" and simple["models"][-1] == "meta-llama/*-8B*"
+    assert simple["downgradeTo"]["vllm"] == "meta-llama/Llama-3.1-8B"
+    assert simple["downgradeTo"]["anthropic"] == "claude-haiku-4-5"
+    assert shown["models"] == {models[0]: "simple", models[1]: "simple", models[2]: "complex", models[3]: None}
+    text = run("tiers", "ft:gpt-4o-mini:acme::x")
+    assert text.returncode == 0 and text.stdout.splitlines()[0].startswith("simple  claude-haiku-*")
+    assert text.stdout.rstrip().endswith("ft:gpt-4o-mini:acme::x: in no tier")
+
+
 def test_schema_validates_the_library() -> None:
     out = run("schema")
     assert out.returncode == 0
