@@ -312,57 +312,9 @@ from costwarden.budget_cli import budget_app  # noqa: E402
 app.add_typer(budget_app, name="budget")
 
 
-vllm_app = typer.Typer(help="vLLM serving configurations.", no_args_is_help=True)
+from costwarden.vllm_cli import RAW_ARGS, vllm_app  # noqa: E402
+
 app.add_typer(vllm_app, name="vllm")
-_RAW_ARGS: list[str] = []
-
-
-@vllm_app.command(
-    "resolve",
-    context_settings={
-        "allow_extra_args": True,
-        "ignore_unknown_options": True,
-        "allow_interspersed_args": False,
-    },
-)
-def vllm_resolve(
-    items: Annotated[
-        list[str] | None,
-        typer.Argument(help="Files (manifests, --config files, Helm values); after --, a command"),
-    ] = None,
-    vllm_version: Annotated[
-        str | None,
-        typer.Option("--vllm-version", help="Argument table to use (default: from the image tag, else latest)"),
-    ] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="A vLLM --config YAML file")] = None,
-    model: Annotated[str | None, typer.Option(help="Model for --config (vllm serve MODEL --config FILE)")] = None,
-) -> None:
-    """How will vLLM read this? Every argument as vLLM resolves it, keyed by its destination name, plus diagnostics."""
-    from costwarden.adapters.vllm.resolve_cmd import resolve
-    from costwarden.errors import CostwardenError
-
-    words = list(items or [])
-    as_argv = "--" in _RAW_ARGS
-    if not words and config is None:
-        raise _fail("give files, --config FILE, or -- followed by a vllm command line")
-    try:
-        if as_argv:
-            result = resolve((), vllm_version, argv=words)
-        else:
-            result = resolve(words, vllm_version, config=config, model=model)
-    except CostwardenError as exc:
-        raise _fail(str(exc)) from None
-    except OSError as exc:
-        raise _fail(f"cannot read: {exc}") from None
-    sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
-    errors = [d for entry in _entries(result) for d in entry.get("diagnostics", []) if d.get("severity") == "error"]
-    raise typer.Exit(EXIT_FAILED if errors else EXIT_OK)
-
-
-def _entries(result: Any) -> list[dict[str, Any]]:
-    if isinstance(result, dict) and isinstance(result.get("results"), list):
-        return [e for e in result["results"] if isinstance(e, dict)]
-    return [result] if isinstance(result, dict) else []
 
 
 def _parse_now(now: str | None) -> datetime | None:
@@ -405,7 +357,7 @@ def main(argv: list[str] | None = None) -> None:
     if args in (["--version"], ["-V"], ["version"]):
         sys.stdout.write(f"costwarden {__version__}\n")
         return
-    _RAW_ARGS[:] = args
+    RAW_ARGS[:] = args
     app(args=args, prog_name="costwarden")
 
 

@@ -115,6 +115,18 @@ def test_tiers_show_the_layered_catalog_and_where_models_land(tmp_path: Path) ->
     assert text.stdout.rstrip().endswith("ft:gpt-4o-mini:acme::x: in no tier")
 
 
+def test_vllm_resolve_reads_a_command_line_after_the_double_dash() -> None:
+    out = run("vllm", "resolve", "--", "vllm", "serve", "meta-llama/Llama-3.1-8B", "--tensor-parallel-size", "2")
+    assert out.returncode == 0, out.stderr
+    [result] = json.loads(out.stdout)["results"]
+    assert (result["ok"], result["entrypoint"], result["args"]["tensor_parallel_size"]) == (True, "vllm serve", 2)
+    assert "tensor_parallel_size" in result["explicit"]
+    bad = run("vllm", "resolve", "--", "vllm", "serve", "m", "--tensor-parallel-size", "two")
+    assert bad.returncode == 1 and json.loads(bad.stdout)["results"][0]["diagnostics"]
+    nothing = run("vllm", "resolve")
+    assert nothing.returncode == 2 and "give files, --config FILE, or --" in nothing.stderr
+
+
 def test_schema_validates_the_library() -> None:
     out = run("schema")
     assert out.returncode == 0
