@@ -13,7 +13,7 @@ Works in a temporary SQLite file, a fresh Redis key prefix and a fresh PostgreSQ
 all removed afterwards. Prints a markdown table.
 
 ``--in-flight 0,100,1000`` times pairs in one process while that many other calls hold on the
-same team budget (calls in flight: reserved, not yet settled; each pair settles the oldest), to
+shared team budget (calls in flight: reserved, not yet settled; each pair settles the oldest), to
 show how a store's reserve grows with them.
 """
 
@@ -27,6 +27,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -39,8 +40,10 @@ REDIS = "redis://127.0.0.1:6379/0"
 POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 
 
-def run(url: str, seconds: float, worker: int, start_at: float) -> dict[str, Any]:
-    """Reserve+settle pairs until ``seconds`` pass; per-op latencies in µs."""
+def run(url: str, seconds: float, worker: int = 0, start_at: float = 0.0, in_flight: int = 0) -> dict[str, Any]:
+    """Reserve+settle pairs until ``seconds`` pass; per-op latencies in µs. With ``in_flight``,
+    that many other calls hold on the team budget meanwhile: each pair reserves a new call and
+    settles the oldest, so as many stay in flight."""
     ledger = open_ledger(url)
     now = datetime.now(UTC)
     ends = now + timedelta(days=1)
@@ -48,6 +51,10 @@ def run(url: str, seconds: float, worker: int, start_at: float) -> dict[str, Any
     for i in range(20):  # warm up: connections, prepared statements, loaded scripts
         ledger.reserve(f"w{worker}-warm-{i}", [team], ttl_s=60, now=now)
         ledger.settle(f"w{worker}-warm-{i}", 0.001, now=now)
+    waiting: deque[str] = deque()
+    for i in range(in_flight):
+        waiting.append(f"w{worker}-held-{i}")
+        ledger.reserve(waiting[-1], [team], ttl_s=600, now=now)
     reserve: list[float] = []
     settle: list[float] = []
     clock = time.perf_counter
@@ -56,41 +63,12 @@ def run(url: str, seconds: float, worker: int, start_at: float) -> dict[str, Any
     stop = clock() + seconds
     i = 0
     while clock() < stop:
-        rid = f"w{worker}-{i}"
+        waiting.append(f"w{worker}-{i}")
         user = Hold(f"budget:bench/user:user=u{worker}-{i % 50}:d", 0.001, 1e9, expires_at=ends)
         t0 = clock()
-        ledger.reserve(rid, [team, user], ttl_s=60, now=now)
+        ledger.reserve(waiting[-1], [team, user], ttl_s=600, now=now)
         t1 = clock()
-        ledger.settle(rid, 0.0008, now=now)
-        t2 = clock()
-        reserve.append((t1 - t0) * 1e6)
-        settle.append((t2 - t1) * 1e6)
-        i += 1
-    ledger.close()
-    return {"pairs": i, "seconds": seconds, "reserve": reserve, "settle": settle}
-
-
-def run_in_flight(url: str, seconds: float, in_flight: int) -> dict[str, Any]:
-    """Pairs while ``in_flight`` other reservations hold on the team budget: each pair reserves a
-    new call and settles the oldest, so as many stay in flight."""
-    ledger = open_ledger(url)
-    now = datetime.now(UTC)
-    team = Hold("budget:bench/team:team=growth:d", 0.001, 1e9, expires_at=now + timedelta(days=1))
-    waiting = [f"held-{i}" for i in range(in_flight)]
-    for rid in waiting:
-        ledger.reserve(rid, [team], ttl_s=600, now=now)
-    reserve: list[float] = []
-    settle: list[float] = []
-    clock = time.perf_counter
-    stop = clock() + seconds
-    i = 0
-    while clock() < stop:
-        rid = f"new-{i}"
-        t0 = clock()
-        ledger.reserve(rid, [team], ttl_s=600, now=now)
-        t1 = clock()
-        waiting.append(rid)
-        ledger.settle(waiting.pop(0), 0.0008, now=now)
+        ledger.settle(waiting.popleft(), 0.0008, now=now)
         t2 = clock()
         reserve.append((t1 - t0) * 1e6)
         settle.append((t2 - t1) * 1e6)
@@ -107,7 +85,7 @@ def in_flight_table(stores: list[str], counts: list[int], seconds: float) -> Non
             cells = []
             for n in counts:
                 with store_url(store, tmp) as url:
-                    cells.append(f"{pct(run_in_flight(url, seconds, n)['reserve'], 50):,.0f}")
+                    cells.append(f"{pct(run(url, seconds, in_flight=n)['reserve'], 50):,.0f}")
             print(f"| {store} | " + " | ".join(cells) + " |", flush=True)
 
 
