@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import dataclasses
 import functools
 import importlib.util
 import logging
@@ -59,7 +58,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from costwarden.enforcers.attribution import Attribution, attribution, current_attribution
 from costwarden.enforcers.guarded_call import GuardedCall, ProviderEdge
-from costwarden.enforcers.judging import judge_request, refusal_event, replace_item, subject_of
+from costwarden.enforcers.judging import judge_request, post_call_policies, refusal_event, replace_item, subject_of
 from costwarden.enforcers.reservations import reserve_call
 from costwarden.enforcers.settler import Settler
 from costwarden.engine.decision import Decision
@@ -160,7 +159,7 @@ class CallGuard(_MiddlewareBase):
             for r in p.document.spec.rules
             if getattr(getattr(r, "budget", None), "onExceed", None) == "warn"
         )
-        self.post_policies = _post_call_policies(policies) if post_call_rules else None
+        self.post_policies = post_call_policies(policies) if post_call_rules else None
         # the last logical call this guard started in each thread or task, so an SDK retry finds it
         self._active: ContextVar[GuardedCall | None] = ContextVar(f"costwarden_call_{id(self):x}", default=None)
 
@@ -399,22 +398,6 @@ class CallGuard(_MiddlewareBase):
                 sink.emit(event)
             except Exception:
                 log.exception("cost event sink %r failed", sink)
-
-
-POST_CALL_RULE_KINDS = frozenset({"requirePromptCaching", "expr"})
-"""Rule kinds that judge a call's outcome (usage, actual cost, latency). The others only repeat their
-pre-call verdict (``budget`` checks settled spend, which the settlement itself just moved), so the
-post-call phase runs these alone, without the ledger."""
-
-
-def _post_call_policies(policies: PolicySet) -> PolicySet | None:
-    """The policy set narrowed to its post-call rules, or None when it has none."""
-    narrowed = []
-    for policy in policies.policies:
-        rules = tuple(r for r in policy.rules if r.kind in POST_CALL_RULE_KINDS)
-        if rules:
-            narrowed.append(policy if len(rules) == len(policy.rules) else dataclasses.replace(policy, rules=rules))
-    return dataclasses.replace(policies, policies=tuple(narrowed)) if narrowed else None
 
 
 def _abandon_when_made(made: asyncio.Future[GuardedCall]) -> None:

@@ -1,7 +1,7 @@
 """How the call-guard judges a request before it leaves: the ``llm_call`` subject, the runtime
-decision, the request fixes, and the refusal with its cost event. The functions read the guard's
-settings (policies, ledger, defaults, fixes); :class:`~costwarden.enforcers.callguard.CallGuard`
-calls them."""
+decision, the request fixes, and the refusal with its cost event; and which rules judge a call's
+outcome afterwards (:func:`post_call_policies`). The functions read the guard's settings
+(policies, ledger, defaults, fixes); :class:`~costwarden.enforcers.callguard.CallGuard` calls them."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from costwarden.adapters.events.event import CostEvent
     from costwarden.enforcers.callguard import CallGuard
     from costwarden.enforcers.guarded_call import ProviderEdge
+    from costwarden.engine.evaluate import PolicySet
 
 
 def judge_request(
@@ -133,4 +134,21 @@ def replace_item(body: Mapping[str, Any], pointer: str, params: Mapping[str, Any
     return {**body, "requests": requests}
 
 
-__all__ = ["judge_request", "refusal", "refusal_event", "replace_item", "subject_of"]
+POST_CALL_RULE_KINDS = frozenset({"requirePromptCaching", "expr"})
+"""Rule kinds that judge a call's outcome (usage, actual cost, latency). The others only repeat their
+pre-call verdict (``budget`` checks settled spend, which the settlement itself just moved), so the
+post-call phase runs these alone, without the ledger."""
+
+
+def post_call_policies(policies: PolicySet) -> PolicySet | None:
+    """The policy set narrowed to its post-call rules, or None when it has none."""
+    narrowed = []
+    for policy in policies.policies:
+        rules = tuple(r for r in policy.rules if r.kind in POST_CALL_RULE_KINDS)
+        if rules:
+            narrowed.append(policy if len(rules) == len(policy.rules) else dataclasses.replace(policy, rules=rules))
+    return dataclasses.replace(policies, policies=tuple(narrowed)) if narrowed else None
+
+
+__all__ = ["POST_CALL_RULE_KINDS", "judge_request", "post_call_policies", "refusal", "refusal_event", "replace_item",
+           "subject_of"]
