@@ -395,18 +395,20 @@ def subjects_from_object(
     namespace = meta.get("namespace")
     namespace = _label_str(namespace) if namespace is not None else (name or None if kind == "Namespace" else None)
     own_labels = labels(meta.get("labels"))
+    annotations = labels(meta.get("annotations"))
     source = SourceLocation(file, line, pointer)
     shape = workload_shape(obj)
     if shape is None:
         return [Resource(PROVIDER, kind, name, namespace, tags=own_labels, source=source, raw=obj,
-                         tags_pointer=_OWN_LABELS)]
+                         tags_pointer=_OWN_LABELS, annotations=annotations)]
     tags_pointer = shape.labels_pointer or _OWN_LABELS
     tags = own_labels if tags_pointer == _OWN_LABELS else labels(resolve(obj, tags_pointer))
     cls = _workload_class(shape.workload_class, own_labels, tags)
     workload, capacity = _workload(shape, cls)
     pointers = tuple(t.spec_pointer for t in shape.templates if t.spec_pointer is not None)
     return [Resource(PROVIDER, kind, name, namespace, tags=tags, capacity=capacity, workload=workload,
-                     source=source, raw=obj, tags_pointer=tags_pointer, pod_spec_pointers=pointers)]
+                     source=source, raw=obj, tags_pointer=tags_pointer, pod_spec_pointers=pointers,
+                     annotations=annotations)]
 
 
 __all__ = [

@@ -13,7 +13,10 @@ from costwarden.engine.subjects import Resource, Subject
 
 class MaxHourlyCost(RuleParams):
     limitUsd: float = Field(gt=0, description="USD per hour for all replicas")
-    approvalTag: str | None = Field(default=None, description="a non-empty tag with this key approves")
+    approvalTag: str | None = Field(
+        default=None,
+        description="a non-empty tag (label) with this key approves; on Kubernetes, so does an annotation",
+    )
 
 
 def compile(params: MaxHourlyCost, env: CompileEnv) -> Check:
@@ -34,10 +37,16 @@ def compile(params: MaxHourlyCost, env: CompileEnv) -> Check:
                 what = work.instance_type or f"{work.gpus:g}x {work.gpu_type or 'unknown GPU type'}"
                 return memo_outcome(memo, what, lambda: Outcome("skip", f"no price known for {what}", path="workload"))
             return unpriced
-        approver = subject.tags.get(approval) if approval and hourly > limit else None
+        approver = _approver(subject, approval) if approval and hourly > limit else None
         return memo_outcome(memo, (hourly, approver), lambda: _judge(hourly, limit, approval, approver))
 
     return check
+
+
+def _approver(subject: Resource, key: str) -> str | None:
+    """Who approved: the tag's value, else the annotation's (a label cannot hold every name, such
+    as an e-mail address); None when neither is set and non-empty."""
+    return subject.tags.get(key) or subject.annotations.get(key) or None
 
 
 def _judge(hourly: float, limit: float, approval: str | None, approver: str | None) -> Outcome:
@@ -46,7 +55,7 @@ def _judge(hourly: float, limit: float, approval: str | None, approver: str | No
     elif approver:
         message = f"estimated ${hourly:,.2f}/h above ${limit:,.2f}/h, approved by {approver}"
     else:
-        hint = f"; approve with tag {approval}=<approver>" if approval else ""
+        hint = f"; approve with the tag or annotation {approval}=<approver>" if approval else ""
         message = f"estimated ${hourly:,.2f}/h exceeds the ${limit:,.2f}/h cap{hint}"
         return Outcome("fail", message, path="hourly_usd", expected=limit, actual=round(hourly, 4))
     return Outcome("pass", message, path="hourly_usd", expected=limit, actual=round(hourly, 4))

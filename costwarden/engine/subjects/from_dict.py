@@ -107,11 +107,13 @@ class _Reader:
         return self._get(key, (Mapping,), "an object", None)  # type: ignore[no-any-return]
 
     def tags(self, key: str = "tags") -> dict[str, str]:
+        """A map of strings (tags, annotations); numbers and booleans are written as YAML reads them."""
         tags = self.map(key) or {}
         out: dict[str, str] = {}
+        what = "tag" if key == "tags" else key.rstrip("s")
         for k, v in tags.items():
             if not isinstance(v, (str, int, float, bool)) and v is not None:
-                raise SubjectError("tag values must be strings", path=self._path(f"{key}.{k}"))
+                raise SubjectError(f"{what} values must be strings", path=self._path(f"{key}.{k}"))
             out[str(k)] = "" if v is None else (str(v).lower() if isinstance(v, bool) else str(v))
         return out
 
@@ -160,6 +162,7 @@ def _resource_fast(data: Mapping[str, Any]) -> Resource | None:
         or get("hourly_usd") is not None
         or get("tags_pointer") is not None
         or get("pod_spec_pointers")
+        or get("annotations")
     ):
         return None
     if tags:
@@ -223,6 +226,7 @@ def _resource_checked(data: Mapping[str, Any]) -> Resource:
         raw=r.map("raw"),
         tags_pointer=r.text("tags_pointer"),
         pod_spec_pointers=tuple(pointers),
+        annotations=r.tags("annotations"),
     )
 
 

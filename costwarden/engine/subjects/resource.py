@@ -26,6 +26,9 @@ class Resource(_Subject):
 
     ``kind`` is the provider's own kind name (``Job``, ``aws_instance``, ``ec2-instance``);
     ``namespace`` is the Kubernetes namespace, the AWS account or the GCP project.
+    ``tags`` are its labels or cloud tags (what selectors match); ``annotations`` are a Kubernetes
+    object's own ``metadata.annotations`` (non-identifying metadata such as approvals: values a
+    label cannot hold, like an e-mail address), empty for other providers.
     ``tags_pointer`` and ``pod_spec_pointers`` are JSON pointers into ``raw`` that fixes patch.
     """
 
@@ -43,6 +46,7 @@ class Resource(_Subject):
     raw: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
     tags_pointer: str | None = None
     pod_spec_pointers: tuple[str, ...] = ()
+    annotations: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
 
     def __init__(
         self,
@@ -59,6 +63,7 @@ class Resource(_Subject):
         raw: Mapping[str, Any] | None = None,
         tags_pointer: str | None = None,
         pod_spec_pointers: tuple[str, ...] = (),
+        annotations: Mapping[str, str] = _EMPTY,
     ) -> None:
         # The frozen dataclass's generated __init__ sets each field through object.__setattr__;
         # filling the instance dict directly is several times faster, and subjects are built per
@@ -78,6 +83,7 @@ class Resource(_Subject):
         d["raw"] = raw
         d["tags_pointer"] = tags_pointer
         d["pod_spec_pointers"] = pod_spec_pointers
+        d["annotations"] = _frozen_map(annotations)
 
     @cached_property
     def as_cel(self) -> dict[str, Any]:
@@ -99,4 +105,5 @@ class Resource(_Subject):
             "source": self.source.to_dict(),
             "tags_pointer": self.tags_pointer,
             "pod_spec_pointers": list(self.pod_spec_pointers),
+            "annotations": dict(self.annotations),
         }

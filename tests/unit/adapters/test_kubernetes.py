@@ -169,6 +169,22 @@ def test_pod_controllers_are_judged_by_pod_template_labels() -> None:
     assert (subject.workload.gpus, subject.workload.replicas) == (2, 3)
 
 
+def test_annotations_are_the_objects_own() -> None:
+    deploy = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "d", "annotations": {"costwarden.dev/cost-approved-by": "ana@example.com",
+                                                  "replicas-note": 3}},
+        "spec": {"template": {"metadata": {"labels": {"app": "d"}, "annotations": {"prometheus.io/scrape": "true"}},
+                              "spec": {"containers": [gpu(1)]}}},
+    }
+    subject = one(deploy)
+    assert dict(subject.annotations) == {"costwarden.dev/cost-approved-by": "ana@example.com", "replicas-note": "3"}
+    assert dict(subject.tags) == {"app": "d"}
+    plain = one({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "annotations": {"a": "b"}}})
+    assert dict(plain.annotations) == {"a": "b"}
+    assert dict(one(pod({})).annotations) == {}
+
+
 def test_cronjob_pointers_point_into_the_job_template() -> None:
     cron = {
         "apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "nightly"},

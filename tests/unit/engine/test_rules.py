@@ -1001,7 +1001,8 @@ class TestMaxHourlyCost:
         r = one(ps, res(workload={"instance_type": "p5.48xlarge"}))
         assert r.result == "fail"
         assert r.message == (
-            "estimated $55.04/h exceeds the $40.00/h cap; approve with tag costwarden.dev/cost-approved-by=<approver>"
+            "estimated $55.04/h exceeds the $40.00/h cap; approve with the tag or annotation "
+            "costwarden.dev/cost-approved-by=<approver>"
         )
         assert r.actual == 55.04
         assert r.fix is None
@@ -1021,6 +1022,16 @@ class TestMaxHourlyCost:
         assert r.result == "pass"
         assert r.message == "estimated $55.04/h above $40.00/h, approved by cfo"
         assert one(ps, res(workload=work, tags={"costwarden.dev/cost-approved-by": ""})).result == "fail"
+
+    def test_approval_annotation(self, ps: PolicySet) -> None:
+        work = {"gpus": 8, "gpu_type": "H100"}
+        key = "costwarden.dev/cost-approved-by"
+        r = one(ps, res(workload=work, annotations={key: "ana@example.com"}))
+        assert (r.result, r.message) == ("pass", "estimated $55.04/h above $40.00/h, approved by ana@example.com")
+        assert one(ps, res(workload=work, annotations={key: ""})).result == "fail"
+        assert one(ps, res(workload=work, annotations={"other": "ana"})).result == "fail"
+        both = one(ps, res(workload=work, tags={key: "cfo"}, annotations={key: "ana@example.com"}))
+        assert both.message.endswith("approved by cfo")
 
     def test_without_approval_tag_there_is_no_hint(self, compile_policies: CompilePolicies) -> None:
         ps = compile_policies(policy("maxHourlyCost: {limitUsd: 1}", subject="resource"))
@@ -1060,6 +1071,13 @@ class TestExpr:
         assert r.result == "error"
         assert r.message
         assert one(ps, res(tags={"team": "ml"})).result == "pass"
+
+    def test_annotations_are_visible(self, compile_policies: CompilePolicies) -> None:
+        cel = "'example.com/owner' in subject.annotations && subject.annotations['example.com/owner'] != ''"
+        ps = compile_policies(policy(f'expr: {{cel: "{cel}", message: needs an owner}}', subject="resource"))
+        assert one(ps, res(annotations={"example.com/owner": "ana@example.com"})).result == "pass"
+        assert one(ps, res(annotations={"example.com/owner": ""})).result == "fail"
+        assert one(ps, res(tags={"example.com/owner": "ana"})).result == "fail"
 
     def test_non_boolean_is_an_error_result(self, compile_policies: CompilePolicies) -> None:
         ps = compile_policies(policy("expr: {cel: 'subject.name', message: m}", subject="resource"))

@@ -117,6 +117,19 @@ class TestResource:
         assert s.hourly_usd is None
         assert s.raw is None
         assert s.pod_spec_pointers == ()
+        assert dict(s.annotations) == {}
+
+    def test_annotations_are_carried_apart_from_tags(self) -> None:
+        data = {"type": "resource", "provider": "kubernetes", "kind": "Deployment", "tags": {"app": "d"},
+                "annotations": {"costwarden.dev/cost-approved-by": "ana@example.com", "n": 3}}
+        s = subject_from_dict(data)
+        assert isinstance(s, Resource)
+        assert dict(s.annotations) == {"costwarden.dev/cost-approved-by": "ana@example.com", "n": "3"}
+        assert dict(s.tags) == {"app": "d"}
+        assert s.as_cel["annotations"] == {"costwarden.dev/cost-approved-by": "ana@example.com", "n": "3"}
+        assert subject_from_dict(s.to_dict()) == s
+        with pytest.raises(TypeError):
+            s.annotations["x"] = "y"  # type: ignore[index]
 
     def test_numbers_become_floats_and_tag_values_strings(self) -> None:
         s = subject_from_dict(
@@ -252,6 +265,8 @@ CALL: dict[str, Any] = {"type": "llm_call", "provider": "a", "model": "m"}
         ({**RES, "capacity": "cheap"}, "capacity", "spot, on-demand"),
         ({**RES, "tags": {"a": [1]}}, "tags.a", "strings"),
         ({**RES, "tags": ["a"]}, "tags", "an object"),
+        ({**RES, "annotations": {"a": {"b": 1}}}, "annotations.a", "annotation values must be strings"),
+        ({**RES, "annotations": "a=b"}, "annotations", "an object"),
         ({**RES, "hourly_usd": "1"}, "hourly_usd", "number"),
         ({**RES, "source": {"line": "3"}}, "source.line", "integer"),
         ({**RES, "raw": "x"}, "raw", "an object"),
