@@ -1,7 +1,8 @@
 """OpenAI Chat Completions and Responses bodies → ``llm_call`` subjects; usage from responses and streams.
 
-A body with ``messages`` is Chat Completions (``api="chat.completions"``); one with ``input`` or
-``instructions`` and no ``messages`` is the Responses API (``api="responses"``). The ``openai``
+A body with ``messages`` is Chat Completions (``api="chat.completions"``); one with ``input``,
+``instructions``, ``prompt``, ``previous_response_id``, ``conversation`` or ``max_output_tokens``
+and no ``messages`` is the Responses API (``api="responses"``). The ``openai``
 SDK is never imported::
 
     >>> call = subject_from_request({"model": "gpt-4.1-mini", "max_tokens": 300,
@@ -100,9 +101,14 @@ def subject_from_request(
     )
 
 
+# Keys only a Responses body has; ``input`` is optional there (a stored ``prompt``, a
+# ``previous_response_id`` or a ``conversation`` can carry it all).
+_RESPONSES_KEYS = ("input", "instructions", "prompt", "previous_response_id", "conversation", "max_output_tokens")
+
+
 def api_of(body: Mapping[str, Any]) -> str:
     """``"responses"`` for a Responses API body, else ``"chat.completions"``."""
-    if "messages" not in body and ("input" in body or "instructions" in body):
+    if "messages" not in body and any(key in body for key in _RESPONSES_KEYS):
         return "responses"
     return "chat.completions"
 

@@ -110,7 +110,8 @@ def watch(guard: CallGuard, provider: str, response_id: str, response: httpx2.Re
             data = json.loads(bytes(tap.body))
         except ValueError:
             return
-        if isinstance(data, Mapping) and data.get("status") in ENDED:
+        # A response not run in background (``background: false``) was settled when it was created.
+        if isinstance(data, Mapping) and data.get("status") in ENDED and data.get("background") is not False:
             safely_settle(guard, provider, response_id, data)
 
     read = response.is_closed

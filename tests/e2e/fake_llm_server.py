@@ -22,7 +22,10 @@ Every request is recorded (``server.requests``) so a test can assert that none w
 * request headers ``x-fake-usage`` (JSON usage counts to return), ``x-fake-model`` (served model),
   ``x-fake-truncate`` (N: a stream stops after N events and the connection drops without ending
   the chunked body), ``x-fake-delay-ms`` (sleep before answering), ``x-fake-event-delay-ms`` (sleep
-  between stream events);
+  between stream events), ``x-fake-store`` (a plain Responses answer is also kept for
+  ``GET /v1/responses/<id>``, with ``background: false``), ``x-fake-content-encoding`` (the
+  Content-Encoding of a stream or a results download, sent as given; the body is gzip-compressed
+  when the value names gzip);
 * ``server.usage`` — the default usage (``input_tokens`` etc.); output defaults to
   ``min(max_tokens, 10)``.
 """
@@ -33,6 +36,7 @@ import json
 import threading
 import time
 import uuid
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -201,6 +205,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("content-type", "text/event-stream; charset=utf-8")
         self.send_header("transfer-encoding", "chunked")
         self.send_header("cache-control", "no-cache")
+        gzipped = self._content_encoding()
         self.end_headers()
         for index, (name, data) in enumerate(events):
             if limit is not None and index >= limit:
@@ -211,7 +216,10 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(pause)
             text = data if isinstance(data, str) else json.dumps(data)
             frame = (f"event: {name}\n" if name else "") + f"data: {text}\n\n"
-            self._chunk(frame.encode())
+            raw = frame.encode()
+            self._chunk(gzipped.compress(raw) + gzipped.flush(zlib.Z_SYNC_FLUSH) if gzipped else raw)
+        if gzipped:
+            self._chunk(gzipped.flush())
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
@@ -220,11 +228,22 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("content-type", "application/binary")
         self.send_header("transfer-encoding", "chunked")
+        gzipped = self._content_encoding()
+        if gzipped:
+            data = gzipped.compress(data) + gzipped.flush()
         self.end_headers()
         for start in range(0, len(data), 97):  # lines split across chunks, as a real download may be
             self._chunk(data[start : start + 97])
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
+
+    def _content_encoding(self) -> Any:
+        """Send ``x-fake-content-encoding`` as the Content-Encoding; a gzip compressor when it names gzip."""
+        value = self.headers.get("x-fake-content-encoding")
+        if value is None:
+            return None
+        self.send_header("content-encoding", value)
+        return zlib.compressobj(wbits=31) if "gzip" in value.lower() else None
 
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
@@ -354,6 +373,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.fake.responses[resp_id] = {**done, "background": True}
             self._json(200, {**base, "status": "queued", "output": [], "usage": None, "background": True})
             return
+        if self.headers.get("x-fake-store") and not body.get("stream"):  # a stored response, not background:
+            self.server.fake.responses[resp_id] = {**done, "background": False}  # also readable with GET
         if not body.get("stream"):
             self._json(200, done)
             return

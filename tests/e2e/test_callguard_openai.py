@@ -166,6 +166,34 @@ def test_responses_api_plain_and_streamed(client: Any, sink: ListSink, ledger: C
     assert user_spent(ledger, "u-5") == pytest.approx(2 * expected, abs=2e-6)
 
 
+CAP_OUTPUT = """
+apiVersion: costwarden.dev/v1
+kind: Policy
+metadata: {name: cap-output}
+spec:
+  subject: llm_call
+  enforcement: {default: deny}
+  rules:
+    - name: cap
+      maxOutputTokens: {limit: 32}
+"""
+
+
+def test_a_responses_call_from_a_stored_prompt_is_judged_as_responses(server: FakeLlmServer, sink: ListSink) -> None:
+    # No `input`: the prompt template holds it. It must not get Chat Completions fields.
+    guard = CallGuard(compile_policies(CAP_OUTPUT), ledger=MemoryLedger(), sinks=[sink])
+    with connect(server, guard) as client, attribution(user="u-prompt"):
+        list(client.responses.create(model="gpt-4.1-mini", prompt={"id": "pmpt_abc", "variables": {"x": "y"}},
+                                     max_output_tokens=64, stream=True))
+    guard.close()
+    sent = server.posts("/v1/responses")[-1].body
+    assert "stream_options" not in sent and "max_completion_tokens" not in sent
+    assert sent["max_output_tokens"] == 32
+    (event,) = sink.events
+    assert (event.api, event.usage_source) == ("responses", "stream")
+    assert event.rewrites == ("clamp max_output_tokens to 32",)
+
+
 def test_retries_reserve_once(client: Any, server: FakeLlmServer, ledger: CountingLedger, sink: ListSink) -> None:
     server.fail_next(500, 429)
     with attribution(user="u-6"):
@@ -476,3 +504,22 @@ def test_a_sweep_settles_the_background_responses_nobody_read_after_they_ended(
     charged = [e for e in sink.events if e.charged]
     assert [e.reservation_id for e in charged] == [f"cw-bg-{ended.id}", f"cw-bg-{running.id}"]
     assert user_spent(ledger, "u-bg4") == pytest.approx(sum(e.cost_usd for e in charged), abs=2e-6)
+
+
+@pytest.mark.parametrize("with_ledger", [False, True])
+def test_reading_a_response_that_was_not_in_background_reports_nothing_more(
+    server: FakeLlmServer, with_ledger: bool
+) -> None:
+    sink = ListSink()
+    ledger = CountingLedger(MemoryLedger()) if with_ledger else None
+    guard = CallGuard(compile_policies(budget_policy(5.0)), ledger=ledger, sinks=[sink])
+    with connect(server, guard) as client, attribution(user="u-read"):
+        created = client.responses.create(model="gpt-4.1-mini", input="hi", max_output_tokens=64,
+                                          extra_headers={"x-fake-store": "1"})
+        assert client.responses.retrieve(created.id).status == "completed"
+    guard.close()
+    (event,) = sink.events  # the creation's; the read is not a second cost
+    assert event.cost_usd > 0 and event.usage_source == "response"
+    if ledger is not None:
+        assert user_spent(ledger, "u-read") == pytest.approx(event.cost_usd, abs=2e-6)
+        assert ledger.count("settle") == 1

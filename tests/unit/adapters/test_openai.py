@@ -111,6 +111,21 @@ def test_responses_api_body() -> None:
     assert openai.subject_from_request({"model": "m", "input": "hi"}).request.cacheable_prefix_tokens == 0
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"model": "gpt-5", "prompt": {"id": "pmpt_abc", "variables": {"city": "Paris"}}, "max_output_tokens": 300},
+        {"model": "gpt-5", "previous_response_id": "resp_abc", "max_output_tokens": 300},
+        {"model": "gpt-5", "conversation": "conv_abc", "max_output_tokens": 300},
+    ],
+)
+def test_responses_body_without_input_is_still_responses(body: dict[str, Any]) -> None:
+    # `input` is optional in the Responses API (a stored prompt, a previous response, a conversation).
+    call = openai.subject_from_request(body)
+    assert (call.kind, call.request.max_tokens_field, call.request.max_tokens) == (
+        "responses", "max_output_tokens", 300)
+
+
 def test_batch_and_provider_override() -> None:
     call = openai.subject_from_request({"model": "grok-3-mini", "messages": []}, batch=True, provider="x-ai")
     assert (call.provider, call.kind, call.request.batch) == ("x-ai", "batch", True)
