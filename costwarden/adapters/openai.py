@@ -83,6 +83,7 @@ def subject_from_request(
         cache_breakpoints=0,
         stream=flag(body, "stream"),
         batch=batch,
+        choices=_choices(body, api),
     )
     usage = usage_from_response(response) if response is not None else None
     default_user = optional_str(body.get("safety_identifier")) or optional_str(body.get("user"))
@@ -111,6 +112,16 @@ def api_of(body: Mapping[str, Any]) -> str:
     if "messages" not in body and any(key in body for key in _RESPONSES_KEYS):
         return "responses"
     return "chat.completions"
+
+
+def _choices(body: Mapping[str, Any], api: str) -> int:
+    """Chat Completions' ``n``: how many completions the call generates, each up to the max tokens."""
+    if api != "chat.completions":
+        return 1
+    n = optional_int(body, "n", _WHAT)
+    if n == 0:
+        raise AdapterError(f"{_WHAT}: 'n' must be at least 1, got 0")
+    return 1 if n is None else n
 
 
 def _max_tokens_field(body: Mapping[str, Any], api: str) -> str:

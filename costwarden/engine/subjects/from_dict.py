@@ -243,6 +243,13 @@ def _usage(r: _Reader) -> TokenUsage | None:
     )
 
 
+def _choices(q: _Reader) -> int:
+    choices = q.integer("choices", 1)
+    if choices is None or choices < 1:
+        raise SubjectError(f"must be an integer >= 1, got {choices!r}", path=q._path("choices"))
+    return int(choices)
+
+
 def _llm_call(data: Mapping[str, Any]) -> LlmCall:
     r = _Reader(data)
     q = r.sub("request")
@@ -256,6 +263,7 @@ def _llm_call(data: Mapping[str, Any]) -> LlmCall:
         cache_breakpoints=q.integer("cache_breakpoints", 0) or 0,
         stream=q.flag("stream"),
         batch=q.flag("batch"),
+        choices=_choices(q),
     )
     return LlmCall(
         provider=r.text("provider", required=True),

@@ -102,7 +102,8 @@ class LlmRequest:
     ``input_tokens`` is an estimate before the call; ``cacheable_prefix_tokens`` is the estimated
     size of the longest stable prefix (tools, then system) and ``prefix_pointer`` the JSON pointer
     of the block that ends it, where a cache breakpoint would go. ``max_tokens_field`` names the
-    body field that caps output (``max_tokens``, ``max_completion_tokens``, ``max_output_tokens``).
+    body field that caps output (``max_tokens``, ``max_completion_tokens``, ``max_output_tokens``),
+    per choice: ``choices`` completions are generated (Chat Completions' ``n``), each up to it.
     """
 
     api: str = "messages"
@@ -114,6 +115,7 @@ class LlmRequest:
     cache_breakpoints: int = 0
     stream: bool = False
     batch: bool = False
+    choices: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -126,6 +128,7 @@ class LlmRequest:
             "cache_breakpoints": self.cache_breakpoints,
             "stream": self.stream,
             "batch": self.batch,
+            "choices": self.choices,
         }
 
 

@@ -83,6 +83,16 @@ def test_max_tokens_field_choice() -> None:
     assert openai.subject_from_request(legacy).request.max_tokens_field == "max_tokens"
 
 
+def test_n_choices_are_counted_for_chat_completions_only() -> None:
+    chat = {"model": "gpt-4.1", "messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 400}
+    assert openai.subject_from_request(chat).request.choices == 1
+    assert openai.subject_from_request({**chat, "n": None}).request.choices == 1
+    four = openai.subject_from_request({**chat, "n": 4})
+    assert (four.request.choices, four.request.max_tokens) == (4, 400)  # the max stays per choice
+    assert four.as_cel["request"]["choices"] == 4
+    assert openai.subject_from_request({"model": "gpt-5", "input": "hi", "n": 3}).request.choices == 1
+
+
 def test_responses_api_body() -> None:
     body = {
         "model": "gpt-5",
@@ -139,6 +149,8 @@ def test_batch_and_provider_override() -> None:
         ({"model": ""}, "model name string is required"),
         ({"model": "gpt-4o", "messages": [], "max_completion_tokens": 1.5}, "non-negative integer"),
         ({"model": "gpt-4o", "input": {"role": "user"}}, "'input' must be a list"),
+        ({"model": "gpt-4o", "messages": [], "n": 0}, "'n' must be at least 1"),
+        ({"model": "gpt-4o", "messages": [], "n": "2"}, "'n' must be a non-negative integer"),
     ],
 )
 def test_bad_bodies_raise(body: Any, message: str) -> None:

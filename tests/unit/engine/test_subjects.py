@@ -277,6 +277,8 @@ CALL: dict[str, Any] = {"type": "llm_call", "provider": "a", "model": "m"}
         ({**CALL, "request": {"max_tokens": True}}, "request.max_tokens", "boolean"),
         ({**CALL, "request": {"stream": "yes"}}, "request.stream", "boolean"),
         ({**CALL, "request": 3}, "request", "an object"),
+        ({**CALL, "request": {"choices": 0}}, "request.choices", ">= 1"),
+        ({**CALL, "request": {"choices": "2"}}, "request.choices", "integer"),
         ({**CALL, "usage": {"input_tokens": 1.5}}, "usage.input_tokens", "integer"),
         ({**CALL, "user": 7}, "user", "string"),
         ({**CALL, "body": []}, "body", "an object"),
