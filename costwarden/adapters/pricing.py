@@ -21,6 +21,7 @@ total input crosses the tier. Importing this module does not import genai-prices
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +33,7 @@ BATCH_DISCOUNT = 0.5  # Anthropic Message Batches, OpenAI Batch and Gemini batch
 REFRESH_S = 60.0
 _MAX_ENTRIES = 4_096
 _BATCH_CONTEXT = {"processing": "batch"}
+_Key = tuple[str, str, bool, tuple[tuple[str, str], ...]]
 _TOKEN_KEYS = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok", "cache_write_1h_mtok")
 
 
@@ -106,13 +108,20 @@ class GenaiPricer:
     Instances are safe to share between threads.
     """
 
+    prices_context = True
+    """``cost`` takes a price ``context`` (:func:`costwarden.engine.pricing.cost_in_context`)."""
+
     def __init__(self, *, refresh_s: float = REFRESH_S) -> None:
         self._refresh_s = refresh_s
-        self._cache: dict[tuple[str, str, bool], tuple[float, _Prices | PricingError]] = {}
+        self._cache: dict[_Key, tuple[float, _Prices | PricingError]] = {}
 
-    def cost(self, provider: str, model: str, usage: TokenUsage, *, batch: bool = False) -> float:
-        """USD for ``usage`` on ``model``; raises PricingError when the model has no token price."""
-        key = (provider, model, batch)
+    def cost(
+        self, provider: str, model: str, usage: TokenUsage, *, batch: bool = False,
+        context: Mapping[str, str] | None = None,
+    ) -> float:
+        """USD for ``usage`` on ``model``; raises PricingError when the model has no token price.
+        ``context`` selects genai-prices' price variants, such as ``{"service_tier": "priority"}``."""
+        key: _Key = (provider, model, batch, tuple(sorted(context.items())) if context else ())
         entry = self._cache.get(key)
         if entry is None or entry[0] < time.monotonic():
             entry = self._compile(key)
@@ -121,7 +130,7 @@ class GenaiPricer:
             raise prices
         return prices.cost(usage)
 
-    def _compile(self, key: tuple[str, str, bool]) -> tuple[float, _Prices | PricingError]:
+    def _compile(self, key: _Key) -> tuple[float, _Prices | PricingError]:
         compiled: _Prices | PricingError
         try:
             compiled = _compile_prices(_snapshot(), *key)
@@ -177,10 +186,14 @@ def _find(snapshot: Any, provider: str, model: str) -> tuple[Any, Any]:
     )
 
 
-def _compile_prices(snapshot: Any, provider: str, model: str, batch: bool) -> _Prices:
+def _compile_prices(
+    snapshot: Any, provider: str, model: str, batch: bool, context: tuple[tuple[str, str], ...] = ()
+) -> _Prices:
     found_provider, info = _find(snapshot, provider, model)
     now = datetime.now(tz=UTC)
     own_model = any(info is candidate for candidate in found_provider.models)
+    # as genai-prices' calc_price: a model found under another provider is priced without context
+    price_context = dict(context) if own_model else {}
     has_batch_price = (
         batch
         and own_model
@@ -189,7 +202,9 @@ def _compile_prices(snapshot: Any, provider: str, model: str, batch: bool) -> _P
             for variant in info.price_variants or ()
         )
     )
-    price = info.get_prices(now, _BATCH_CONTEXT if has_batch_price else None)
+    if has_batch_price:
+        price_context.update(_BATCH_CONTEXT)
+    price = info.get_prices(now, price_context or None)
     label = f"model {model!r} ({found_provider.id}/{info.id})"
     values = {key: getattr(price, key) for key in _TOKEN_KEYS}
     free = all(value is None for value in values.values())  # an empty price: a free model

@@ -129,7 +129,8 @@ def complete_from_data(
         call.charge_estimate(error=f"response has no readable usage ({describe(exc)}); charged the estimate")
         return
     model = data.get("model")
-    call.complete(usage, served_model=model if isinstance(model, str) else None, completion=completion_of(data))
+    call.complete(usage, served_model=model if isinstance(model, str) else None, completion=completion_of(data),
+                  response=data if isinstance(data, Mapping) else None)
 
 
 __all__ = [

@@ -63,8 +63,9 @@ from costwarden.enforcers.reservations import reserve_call
 from costwarden.enforcers.settler import Settler
 from costwarden.engine.decision import Decision
 from costwarden.engine.ledger import Alert, Hold, Ledger
-from costwarden.engine.rules.budget import OUTPUT_TOKENS_CAP
-from costwarden.engine.subjects import LlmCall, TokenUsage
+from costwarden.engine.pricing import cost_in_context, price_context
+from costwarden.engine.rules.budget import worst_case_usage
+from costwarden.engine.subjects import LlmCall
 from costwarden.errors import PolicyViolation
 
 if TYPE_CHECKING:
@@ -364,10 +365,10 @@ class CallGuard(_MiddlewareBase):
     def estimate(self, subject: LlmCall, *, output: bool = True) -> float | None:
         """Worst-case USD of a call (estimated input plus clamped max output), or input only; None
         when the model has no price (the budget rule then reports the error and denies)."""
-        out_tokens = min(subject.request.max_tokens or OUTPUT_TOKENS_CAP, OUTPUT_TOKENS_CAP) if output else 0
-        usage = TokenUsage(input_tokens=subject.request.input_tokens, output_tokens=out_tokens)
+        usage = worst_case_usage(subject, output=output)
         try:
-            return self.pricer.cost(subject.provider, subject.model, usage, batch=subject.request.batch)
+            return cost_in_context(self.pricer, subject.provider, subject.model, usage, batch=subject.request.batch,
+                                   context=price_context(subject.body))
         except Exception:  # an unknown price is judged by the budget rule, never priced at $0 here
             return None
 

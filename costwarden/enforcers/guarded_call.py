@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from costwarden.engine.decision import Decision
 from costwarden.engine.ledger import Alert, Hold
+from costwarden.engine.pricing import cost_in_context, price_context
 from costwarden.engine.subjects import LlmCall, TokenUsage
 from costwarden.errors import describe
 
@@ -187,9 +188,11 @@ class GuardedCall:
         outcome: Outcome = "ok",
         completion: Any = None,
         error: str | None = None,
+        response: Mapping[str, Any] | None = None,
     ) -> None:
-        """The call used ``usage``: price it, settle, judge the post-call phase, emit the event."""
-        cost, price_error = self.price(usage, served_model)
+        """The call used ``usage``: price it, settle, judge the post-call phase, emit the event.
+        ``response`` (the response body, when there is one) tells the service tier that served it."""
+        cost, price_error = self.price(usage, served_model, response)
         self._finish(outcome, usage, cost + self.lost_usd, source, served_model, completion, error or price_error)
 
     def charge_estimate(self, *, error: str | None = None) -> None:
@@ -202,14 +205,18 @@ class GuardedCall:
         self.held = False
         self._finish("ok", None, 0.0, "none")
 
-    def price(self, usage: TokenUsage, served_model: str | None) -> tuple[float, str | None]:
-        """USD for ``usage`` on the served model, else the requested one; the reserved worst case
-        (never $0) when neither has a price."""
+    def price(
+        self, usage: TokenUsage, served_model: str | None, response: Mapping[str, Any] | None = None
+    ) -> tuple[float, str | None]:
+        """USD for ``usage`` on the served model, else the requested one, at the service tier and
+        speed the response reports, else those requested; the reserved worst case (never $0) when
+        neither model has a price."""
         pricer, provider, batch = self.guard.pricer, self.subject.provider, self.subject.request.batch
+        context = price_context(self.body, response)
         error = "no model"
         for model in dict.fromkeys(m for m in (served_model, self.model) if m):
             try:
-                return pricer.cost(provider, model, usage, batch=batch), None
+                return cost_in_context(pricer, provider, model, usage, batch=batch, context=context), None
             except Exception as exc:
                 error = describe(exc)
         return self.estimate_usd or 0.0, f"usage not priced ({error}); charged the reserved estimate"

@@ -96,7 +96,9 @@ def refusal_event(
     """The cost event of a call refused before sending (nothing spent)."""
     from costwarden.adapters.events.event import CostEvent
 
-    who = current_attribution().over(guard.defaults)
+    who = current_attribution()
+    user = who.user or _body_user(edge, body, batch)  # as subject_of: the context, the body, the defaults
+    who = who.over(guard.defaults)
     return CostEvent(
         provider=edge.name,
         api="batch" if batch or edge.batch_items is not None else exc.decision.subject.kind,
@@ -107,7 +109,7 @@ def refusal_event(
         started_at=now,
         finished_at=now,
         feature=who.feature,
-        user=who.user,
+        user=user or who.user,
         team=who.team,
         tags=dict(who.tags),
         stream=body.get("stream") is True,
@@ -116,6 +118,14 @@ def refusal_event(
         findings=tuple(f"{r.policy}/{r.rule}: {r.message}" for r in exc.decision.violations),
         error=str(exc),
     )
+
+
+def _body_user(edge: ProviderEdge, body: Mapping[str, Any], batch: bool) -> str | None:
+    """The user the body names (``metadata.user_id``, ``safety_identifier``, ``user``), if any."""
+    try:
+        return edge.subject(body, batch=batch).user
+    except Exception:  # a body the adapter cannot read has no user to report
+        return None
 
 
 def _reflected(doc: Mapping[str, Any], fix: Fix) -> bool:

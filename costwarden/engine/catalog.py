@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
+from costwarden.engine.pricing import cost_in_context
 from costwarden.engine.subjects import TokenUsage, Workload
 from costwarden.errors import PricingError
 
@@ -278,14 +279,21 @@ class _CatalogPricer:
     catalog: Catalog
     fallback: LlmPricer | None
 
-    def cost(self, provider: str, model: str, usage: TokenUsage, *, batch: bool = False) -> float:
+    @property
+    def prices_context(self) -> bool:
+        return bool(getattr(self.fallback, "prices_context", False))
+
+    def cost(
+        self, provider: str, model: str, usage: TokenUsage, *, batch: bool = False,
+        context: Mapping[str, str] | None = None,
+    ) -> float:
         override = self.catalog.price_override(provider, model)
         if override is not None:
             return _override_cost(override, usage, batch)
         if self.fallback is None:
             raise PricingError(f"no price for model {model!r} ({provider}) and no price source configured; "
                                "give it one in a ModelCatalog document (spec.prices)")
-        return self.fallback.cost(provider, model, usage, batch=batch)
+        return cost_in_context(self.fallback, provider, model, usage, batch=batch, context=context)
 
 
 def _override_cost(p: ModelPrice, usage: TokenUsage, batch: bool) -> float:

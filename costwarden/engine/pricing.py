@@ -8,9 +8,14 @@ overrides for self-hosted models on top. An unknown model raises
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
 
 from costwarden.engine.subjects import TokenUsage
+
+PRICE_CONTEXT_KEYS = ("service_tier", "speed")
+"""Request and response fields that select a price variant: OpenAI's ``service_tier`` (``priority``
+costs more, ``flex`` less) and Anthropic's ``speed`` (``fast`` mode costs more)."""
 
 
 @runtime_checkable
@@ -29,4 +34,32 @@ class LlmPricer(Protocol):
         ...
 
 
-__all__ = ["LlmPricer"]
+def price_context(*sources: Mapping[str, Any] | None) -> dict[str, str]:
+    """The price context (genai-prices' ``price_context``) of a request body, refined by a response:
+    the :data:`PRICE_CONTEXT_KEYS` found at the top level or in ``usage`` (Anthropic reports its speed
+    there); a later source wins, as a response's tier is the one that served the call."""
+    context: dict[str, str] = {}
+    for source in sources:
+        if not isinstance(source, Mapping):
+            continue
+        usage = source.get("usage")
+        for where in (source, usage if isinstance(usage, Mapping) else {}):
+            for key in PRICE_CONTEXT_KEYS:
+                value = where.get(key)
+                if isinstance(value, str) and value:
+                    context[key] = value
+    return context
+
+
+def cost_in_context(
+    pricer: LlmPricer, provider: str, model: str, usage: TokenUsage, *, batch: bool = False,
+    context: Mapping[str, str] | None = None,
+) -> float:
+    """``pricer.cost``, priced in ``context`` (a service tier, a speed) by pricers that take one
+    (``prices_context = True``, as ``GenaiPricer``); others price the standard rate."""
+    if context and getattr(pricer, "prices_context", False):
+        return pricer.cost(provider, model, usage, batch=batch, context=context)  # type: ignore[call-arg]
+    return pricer.cost(provider, model, usage, batch=batch)
+
+
+__all__ = ["PRICE_CONTEXT_KEYS", "LlmPricer", "cost_in_context", "price_context"]

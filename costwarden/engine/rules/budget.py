@@ -9,6 +9,7 @@ a ledger that fails raises, which the evaluator turns into an ``error`` judged b
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -16,6 +17,7 @@ from pydantic import Field, field_validator
 from costwarden.engine.budget import WINDOW_PATTERN, current_window, zone
 from costwarden.engine.decision import Fix, Outcome
 from costwarden.engine.ledger import Hold
+from costwarden.engine.pricing import cost_in_context, price_context
 from costwarden.engine.rules.base import (
     Check,
     CompileEnv,
@@ -168,11 +170,36 @@ def _worst_case(subject: LlmCall, ctx: EvalContext) -> float:
     memo = subject.__dict__.get("_worst_case")
     if memo is not None and memo[0] is pricer:
         return memo[1]  # type: ignore[no-any-return]
-    output = min(subject.request.max_tokens or OUTPUT_TOKENS_CAP, OUTPUT_TOKENS_CAP)
-    usage = TokenUsage(input_tokens=subject.request.input_tokens, output_tokens=output)
-    cost = pricer.cost(subject.provider, subject.model, usage, batch=subject.request.batch)
+    usage = worst_case_usage(subject)
+    cost = cost_in_context(pricer, subject.provider, subject.model, usage, batch=subject.request.batch,
+                           context=price_context(subject.body))
     subject.__dict__["_worst_case"] = (pricer, cost)
     return cost
+
+
+def worst_case_usage(subject: LlmCall, *, output: bool = True) -> TokenUsage:
+    """The usage a call is reserved for: its estimated input, billed as cache writes when the request
+    has a cache breakpoint (a write costs 1.25x input for 5m, 2x for 1h: 1h when any breakpoint asks
+    for it), plus ``max_tokens`` of output, clamped (none when ``output`` is False)."""
+    request = subject.request
+    out = min(request.max_tokens or OUTPUT_TOKENS_CAP, OUTPUT_TOKENS_CAP) if output else 0
+    if not request.cache_breakpoints:
+        return TokenUsage(input_tokens=request.input_tokens, output_tokens=out)
+    if _asks_1h(subject.body):
+        return TokenUsage(cache_write_1h_tokens=request.input_tokens, output_tokens=out)
+    return TokenUsage(cache_write_5m_tokens=request.input_tokens, output_tokens=out)
+
+
+def _asks_1h(value: object) -> bool:
+    """Whether a ``cache_control`` in the request body asks for a 1h TTL."""
+    if isinstance(value, Mapping):
+        control = value.get("cache_control")
+        if isinstance(control, Mapping) and control.get("ttl") == "1h":
+            return True
+        return any(isinstance(v, (Mapping, list)) and _asks_1h(v) for v in value.values())
+    if isinstance(value, list):
+        return any(isinstance(v, (Mapping, list)) and _asks_1h(v) for v in value)
+    return False
 
 
 KIND = RuleKind("budget", Budget, ("llm_call",), compile, "spend per attribution key over a window stays under a limit")

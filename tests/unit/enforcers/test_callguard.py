@@ -167,6 +167,19 @@ def test_denial_raises_with_the_decision_and_emits_a_denied_event() -> None:
     assert (event.outcome, event.verdict, event.feature, event.user) == ("denied", "deny", "f", "u")
 
 
+def test_a_denied_call_is_reported_for_the_user_its_body_names() -> None:
+    """The body's user field attributes a call that carries no user in its context (metadata.user_id
+    here): the budget it exceeds is that user's, and so is the denied event, as a sent call's."""
+    tight = BUDGET.replace("limitUsd: 1,", "limitUsd: 0.0001,")
+    guard, sink = make_guard(tight, ledger=MemoryLedger(), defaults={"user": "default-user", "team": "t"})
+    body = {**BODY, "max_tokens": 4000, "metadata": {"user_id": "u-body"}}
+    with attribution(feature="f"), pytest.raises(BudgetExceeded) as caught:
+        guard.begin(EDGE, body, key="k")
+    assert "user=u-body" in caught.value.decision.blocking[0].path
+    (event,) = sink.events
+    assert (event.outcome, event.user, event.feature, event.team) == ("denied", "u-body", "f", "t")
+
+
 def test_fixes_apply_to_a_copy_and_are_listed() -> None:
     guard, _ = make_guard(CAP)
     body = {**BODY, "max_tokens": 4000}
