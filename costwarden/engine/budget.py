@@ -22,7 +22,7 @@ def zone(name: str) -> tzinfo:
         return UTC
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: a folder ("Europe"), a long name
         raise ValueError(f"unknown time zone {name!r}") from exc
 
 

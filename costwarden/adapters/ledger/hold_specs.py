@@ -37,11 +37,19 @@ class HoldSpec:
 
 
 
+MAX_MICROS = 2**53 - 1
+"""The largest amount a store keeps exactly (Redis sums in Lua doubles; SQLite and PostgreSQL
+integers are 64-bit): about nine billion dollars."""
+
+
 def to_micros(usd: float, what: str = "amount") -> int:
-    """Dollars to integer micro-dollars; refuses negative, NaN and infinite amounts."""
+    """Dollars to integer micro-dollars; refuses negative, NaN, infinite and too large amounts."""
     if not isinstance(usd, int | float) or not math.isfinite(usd) or usd < 0:
         raise LedgerError(f"{what} must be a finite, non-negative number of dollars, got {usd!r}")
-    return round(usd * MICROS)
+    micros = round(usd * MICROS)
+    if micros > MAX_MICROS:
+        raise LedgerError(f"{what} must be at most ${MAX_MICROS / MICROS:,.0f}, got {usd!r}")
+    return micros
 
 
 def to_usd(micros: int) -> float:
@@ -58,8 +66,8 @@ def from_ms(ms: int) -> datetime:
 
 
 def ttl_ms(ttl_s: float) -> int:
-    if not isinstance(ttl_s, int | float) or not math.isfinite(ttl_s) or ttl_s <= 0:
-        raise LedgerError(f"ttl_s must be a positive number of seconds, got {ttl_s!r}")
+    if not isinstance(ttl_s, int | float) or not math.isfinite(ttl_s) or ttl_s <= 0 or ttl_s * 1000 > MAX_MICROS:
+        raise LedgerError(f"ttl_s must be a positive number of seconds (at most {MAX_MICROS // 1000}), got {ttl_s!r}")
     return max(1, round(ttl_s * 1000))
 
 
@@ -188,6 +196,7 @@ def _int(value: object) -> int | None:
 
 __all__ = [
     "BUCKET_GRACE_MS",
+    "MAX_MICROS",
     "MICROS",
     "ROLLING_BUCKET_MS",
     "HoldSpec",

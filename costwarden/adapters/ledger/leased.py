@@ -158,12 +158,12 @@ class LeasedLedger:
         with self._lock:
             cache = self._spent
             if cache and all(k in cache and cache[k][0] > mono for k in keys):
-                held = self._own(keys, "held")
+                held = self._own(keys, "held", now)
                 return [(cache[k][1] + self._charged.get(k, 0) + held[k]) / 1e6 for k in keys]
             version, charged = self._version, {k: self._charged.get(k, 0) for k in keys}
         totals = [round(t * 1e6) for t in self.inner.spent(keys, now=now)]
         with self._lock:
-            held, sliced = self._own(keys, "held"), self._own(keys, "amount")
+            held, sliced = self._own(keys, "held", now), self._own(keys, "amount", now)
             if version == self._version and self.spent_s > 0:  # no slice taken or returned meanwhile
                 if len(cache) > 4_096:
                     cache.clear()
@@ -374,12 +374,14 @@ class LeasedLedger:
             drained = self._drained() if self._drainable else []
         self._return(drained, now)
 
-    def _own(self, keys: Sequence[str], what: str) -> dict[str, int]:
-        """Per key, this process's slices' ``amount`` (held in the store) or ``held`` (by calls)."""
+    def _own(self, keys: Sequence[str], what: str, now: datetime) -> dict[str, int]:
+        """Per key, this process's slices' ``amount`` (held in the store) or ``held`` (by calls).
+        A slice past its hold's TTL counts neither: the store has let it lapse, and the calls it
+        admitted are past theirs (as their own reservations in the store would be)."""
         out = dict.fromkeys(keys, 0)
         for lease in itertools.chain(self._open.values(), self._retired):
             key = lease.slot[0]
-            if key in out:
+            if key in out and lease.covers_until > now:
                 out[key] += lease.amount if what == "amount" else lease.held
         return out
 

@@ -315,7 +315,7 @@ class RedisLedger:
         at = now_ms(now)
         head = f"{self.tag}:b:"
         try:
-            found = self._client.scan_iter(match=head + _glob_escape(prefix) + "*", count=500)
+            found = self._client.scan_iter(match=_glob_escape(head + prefix) + "*", count=500)
             names = [_text(n)[len(head) :] for n in found]
             pipe = self._client.pipeline(transaction=False)
             for name in names:

@@ -157,6 +157,7 @@ class SqliteLedger:
                 "SELECT key, settled, limit_micros, window, ends_ms FROM ledger_buckets WHERE key LIKE ? ESCAPE '\\'",
                 (like,),
             ).fetchall()
+            buckets = [b for b in buckets if b[0].startswith(prefix)]  # SQLite's LIKE ignores ASCII case
             held = self._figures(db, [b[0] for b in buckets], at)
             rows = [
                 BucketRow(k, s, held.get(k, (0, 0))[1], lim, tuple(json.loads(w)) if w else (), e)

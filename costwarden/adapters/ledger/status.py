@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from costwarden.adapters.ledger.hold_specs import epoch_ms, from_ms, to_usd
+from costwarden.adapters.ledger.hold_specs import ROLLING_BUCKET_MS, epoch_ms, from_ms, to_usd
 
 if TYPE_CHECKING:
     from costwarden.adapters.ledger.store import LedgerStore
@@ -61,26 +61,51 @@ Lookup = Callable[[Sequence[str]], dict[str, tuple[int, int]]]
 
 
 def summarize(rows: Iterable[BucketRow], lookup: Lookup, now_ms: int) -> list[BudgetStatus]:
-    """Rows of the current windows, sorted by key, with window-wide sums."""
+    """Rows of the current windows, sorted by key, with window-wide sums.
+
+    A rolling window's hourly bucket stays current while its window is still read (N-1 hours
+    after it stops receiving spend: a budget with no call this hour still has its spend), summed
+    over the buckets still inside the window, and ends with the current hour. A bucket named in
+    another bucket's window is a part of that window, not a budget of its own, and has no row."""
     rows = list(rows)
     known = {r.key: (r.settled, r.held) for r in rows}
-    current = [r for r in rows if r.ends_ms is None or r.ends_ms > now_ms]
-    missing = sorted({k for r in current for k in r.window} - known.keys())
+    parts = {k for r in rows for k in r.window if k != r.key}
+    current = [r for r in rows if r.key not in parts and (r.ends_ms is None or _read_until(r) > now_ms)]
+    inside = {r.key: _inside(r, now_ms) for r in current}
+    missing = sorted({k for keys in inside.values() for k in keys} - known.keys())
     if missing:
         known.update(lookup(missing))
     out = []
     for r in sorted(current, key=lambda r: r.key):
-        figures = [known.get(k, (0, 0)) for k in r.window or (r.key,)]
+        figures = [known.get(k, (0, 0)) for k in inside[r.key]]
+        ends = r.ends_ms
+        if ends is not None and ends <= now_ms:  # a rolling window's newest bucket is the current hour's
+            ends += ((now_ms - ends) // ROLLING_BUCKET_MS + 1) * ROLLING_BUCKET_MS
         out.append(
             BudgetStatus(
                 r.key,
                 to_usd(sum(f[0] for f in figures)),
                 to_usd(sum(f[1] for f in figures)),
                 None if r.limit is None else to_usd(r.limit),
-                None if r.ends_ms is None else from_ms(r.ends_ms),
+                None if ends is None else from_ms(ends),
             )
         )
     return out
+
+
+def _read_until(row: BucketRow) -> int:
+    """When the last window that reads the bucket ends (hourly buckets: ``hold_specs``)."""
+    assert row.ends_ms is not None
+    return row.ends_ms + max(0, len(row.window) - 1) * ROLLING_BUCKET_MS
+
+
+def _inside(row: BucketRow, now_ms: int) -> tuple[str, ...]:
+    """The keys of the row's window that the window at ``now_ms`` still reads, oldest first: the
+    i-th of N hourly buckets ends ``N-1-i`` hours before the newest and is read N-1 hours longer."""
+    window = row.window or (row.key,)
+    if row.ends_ms is None or len(window) < 2 or row.ends_ms > now_ms:
+        return window
+    return tuple(k for i, k in enumerate(window) if row.ends_ms + i * ROLLING_BUCKET_MS > now_ms)
 
 
 def budget_status(

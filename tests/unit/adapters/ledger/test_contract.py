@@ -14,6 +14,7 @@ import pytest
 
 from costwarden.adapters.ledger.status import BudgetStatus, budget_status
 from costwarden.adapters.ledger.store import LedgerStore
+from costwarden.engine.budget import current_window
 from costwarden.engine.ledger import Alert, Hold, Ledger, Reservation
 from costwarden.errors import LedgerError
 
@@ -108,10 +109,23 @@ class TestReserve:
         with pytest.raises(LedgerError, match="finite, non-negative"):
             ledger.reserve("r1", [hold(ALICE, amount)], ttl_s=60, now=NOW)
 
-    @pytest.mark.parametrize("ttl", [0, -5, float("nan")])
+    def test_refuses_amounts_no_store_keeps_exactly_with_a_ledger_error(self, ledger: LedgerStore) -> None:
+        """Past 2**53 micro-dollars Redis would round and SQLite (past 2**63) would raise
+        OverflowError: every store refuses the amount as a LedgerError instead."""
+        for holds in ([hold(ALICE, 1e10, None)], [hold(ALICE, 1.0, 1e13)]):
+            with pytest.raises(LedgerError, match="at most"):
+                ledger.reserve("big", holds, ttl_s=60, now=NOW)
+        assert ledger.reserve("r1", [hold(ALICE, 1.0, 9e9)], ttl_s=60, now=NOW).granted
+        with pytest.raises(LedgerError, match="at most"):
+            ledger.settle("r1", 1e13, now=NOW)
+        assert ledger.spent([ALICE], now=NOW) == [1.0]
+
+    @pytest.mark.parametrize("ttl", [0, -5, float("nan"), 1e20])  # 1e20: OverflowError in SQLite
     def test_refuses_bad_ttls(self, ledger: LedgerStore, ttl: float) -> None:
         with pytest.raises(LedgerError, match="ttl_s"):
             ledger.reserve("r1", [hold(ALICE, 1.0)], ttl_s=ttl, now=NOW)
+        with pytest.raises(LedgerError, match="ttl_s"):
+            ledger.reserve("r1", [hold(ALICE, 1.0)], ttl_s=60, now=NOW, keep_s=ttl)
 
 
 class TestIdempotency:
@@ -416,6 +430,35 @@ class TestStatus:
             ledger.settle(key, 1.0 + i, now=NOW)
         assert ledger.status(base, now=NOW) == [BudgetStatus(window[2], 6.0, 0.0, 20.0, ends[2])]
         assert ledger.status(f"{base}h2", now=NOW) == [BudgetStatus(window[2], 6.0, 0.0, 20.0, ends[2])]
+
+    def test_the_prefix_is_case_sensitive_as_keys_are(self, ledger: LedgerStore) -> None:
+        """``alice`` and ``Alice`` are different users: a prefix naming one does not show the other
+        (SQLite's LIKE ignores ASCII case)."""
+        keys = [f"budget:p/user-daily:user={u}:d1" for u in ("alice", "Alice", "ALICE")]
+        for i, key in enumerate(keys):
+            ledger.reserve(f"r{i}", [hold(key, 1.0)], ttl_s=60, now=NOW)
+        assert [r.key for r in ledger.status("budget:p/user-daily:user=Alice", now=NOW)] == [keys[1]]
+        assert ledger.status("budget:P/", now=NOW) == []
+
+    def test_a_rolling_window_is_one_row_while_its_spend_counts(self, ledger: LedgerStore) -> None:
+        """Real rolling keys: the reserve names (and so creates) the window's older, empty hourly
+        buckets, which are no budgets of their own; an hour with no call leaves the budget shown
+        with the spend its window still reads, until that spend leaves the window."""
+        at = NOW.replace(minute=30)
+        base = "budget:p/roll3:user=a"
+
+        def window(when: datetime) -> tuple[tuple[str, ...], datetime]:
+            keys, end = current_window("rolling:3h", when, UTC)
+            return tuple(f"{base}:{k}" for k in keys), end
+
+        keys, end = window(at)
+        ledger.reserve("r", [Hold(keys[-1], 2.0, 10.0, keys, end)], ttl_s=60, now=at)
+        ledger.settle("r", 2.0, now=at)
+        assert ledger.status(base, now=at) == [BudgetStatus(keys[-1], 2.0, 0.0, 10.0, end)]
+        hour = timedelta(hours=1)
+        assert ledger.status(base, now=at + hour) == [BudgetStatus(keys[-1], 2.0, 0.0, 10.0, end + hour)]
+        assert ledger.status(base, now=at + 2 * hour) == [BudgetStatus(keys[-1], 2.0, 0.0, 10.0, end + 2 * hour)]
+        assert ledger.status(base, now=at + 3 * hour) == []
 
     def test_budget_status_by_url(self, ledger: LedgerStore, store_url: str) -> None:
         ledger.reserve("a", [hold(ALICE, 4.0)], ttl_s=60, now=NOW)

@@ -189,6 +189,21 @@ def test_a_call_outliving_the_slice_takes_a_new_one(leased: LeasedLedger, store:
     assert len(store.slices()) == 3
 
 
+def test_spend_reads_stop_discounting_a_slice_the_store_let_lapse(open_store: Any) -> None:
+    """A call never settled keeps its slice here; once the slice's hold lapsed in the store (at its
+    TTL), this process must read the store's spend as it is, not minus the slice it no longer holds."""
+    store = open_store()
+    leased = LeasedLedger(store, calls=8, share=0.5, admit_s=30, spent_s=0)
+    assert leased.reserve("abandoned", [hold(0.1)], ttl_s=60, now=NOW).granted  # a $0.80 slice
+    store.charge("elsewhere", [hold(5.0)], 5.0, ttl_s=60, now=NOW)  # another process's call
+    assert leased.spent([KEY], now=NOW) == [pytest.approx(5.1)]
+    lapsed = NOW + timedelta(seconds=30 + 60 + 1)
+    assert store.spent([KEY], now=lapsed) == [pytest.approx(5.0)]
+    assert leased.spent([KEY], now=lapsed) == [pytest.approx(5.0)]  # was $4.30: the lapsed slice taken off
+    leased.release("abandoned", now=lapsed)
+    leased.return_slices(everything=True)
+
+
 def test_idle_slices_are_returned_and_busy_ones_when_their_last_call_ends(store: Counting) -> None:
     leased = LeasedLedger(store, calls=8, share=0.5, admit_s=0.2)  # type: ignore[arg-type]
     leased.reserve("idle", [hold(0.01)], ttl_s=60, now=NOW)

@@ -99,3 +99,16 @@ def test_a_ready_client_may_be_given_even_one_that_returns_bytes(redis_ledger: R
         assert ledger.reserve("r2", [hold(ALICE, 7.0)], ttl_s=60, now=NOW).refused_key == ALICE
         ledger.settle("r1", 1.0, now=NOW)
         assert [(r.key, r.spent_usd) for r in ledger.status(now=NOW)] == [(ALICE, 1.0)]
+
+
+def test_status_keeps_to_its_namespace_whatever_the_prefix_holds(redis_ledger: RedisLedger) -> None:
+    """A namespace's tag is matched literally: ``*``, ``?`` and ``[`` in a prefix are not globs
+    reaching into (and garbling the keys of) another namespace."""
+    base = redis_ledger.tag.strip("{}")
+    with RedisLedger(REDIS_URL, prefix=f"{base}x1", timeout_s=2) as other:
+        other.reserve("r1", [hold(ALICE, 1.0)], ttl_s=60, now=NOW)
+        for prefix in (f"{base}[x]1", f"{base}?1", f"{base}*"):
+            with RedisLedger(REDIS_URL, prefix=prefix, timeout_s=2) as ledger:
+                assert ledger.status(now=NOW) == []
+                ledger.reserve("r1", [hold(TEAM, 2.0)], ttl_s=60, now=NOW)
+                assert [(r.key, r.held_usd) for r in ledger.status(now=NOW)] == [(TEAM, 2.0)]
