@@ -1,7 +1,10 @@
 """Budget windows as keys: a window is named by the period it covers, never swept.
 
 ``window_keys("day", now, tz)`` → ``["2026-11-30"]``; a rolling window is the list of hourly
-buckets it spans, newest last, so spend over it is the sum of those keys.
+buckets it spans, newest last, so spend over it is the sum of those keys. ``rolling:<N>h`` reads
+N+1 buckets, the current hour's and the N before it: every moment of the last N hours is in them,
+so no N-hour span ever holds more than the limit (spend up to N+1 hours old may still count).
+With only N buckets, a burst at 10:59 and another at 11:00 would each see an empty window.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ def window_keys(window: str, now: datetime, tz: tzinfo) -> list[str]:
         raise ValueError(f"unknown budget window {window!r}")
     hours = int(match.group(1))
     utc = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    return [(utc - timedelta(hours=h)).strftime("h%Y-%m-%dT%H") for h in range(hours - 1, -1, -1)]
+    return [(utc - timedelta(hours=h)).strftime("h%Y-%m-%dT%H") for h in range(hours, -1, -1)]
 
 
 def window_end(window: str, now: datetime, tz: tzinfo) -> datetime:

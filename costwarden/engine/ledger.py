@@ -47,9 +47,10 @@ class Hold:
 
     ``key`` is the bucket that receives the amount (``budget:<policy>/<rule>:user=alice:2026-11-30``);
     ``window`` lists every bucket whose sum is compared with ``limit_usd`` — just ``(key,)`` for
-    calendar windows, the last N hourly buckets for ``rolling:<N>h``. ``expires_at`` is when the
-    window ends — when ``key`` stops receiving spend (None: never); a store keeps the bucket while
-    any window may still read it (for N hourly buckets, N-1 hours longer) plus a day's grace.
+    calendar windows, the last N+1 hourly buckets for ``rolling:<N>h`` (``engine/budget.py``).
+    ``expires_at`` is when the window ends — when ``key`` stops receiving spend (None: never); a
+    store keeps the bucket while any window may still read it (for a window of W hourly buckets,
+    W-1 hours longer) plus a day's grace.
     ``alert_at`` holds the fractions of the limit at which an alert fires once per window key.
     ``check=False`` holds the amount without comparing the window with the limit: for spend that
     was admitted already (a Message Batch's hold moving to the batch's name) or that a budget only

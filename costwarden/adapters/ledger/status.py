@@ -63,7 +63,7 @@ Lookup = Callable[[Sequence[str]], dict[str, tuple[int, int]]]
 def summarize(rows: Iterable[BucketRow], lookup: Lookup, now_ms: int) -> list[BudgetStatus]:
     """Rows of the current windows, sorted by key, with window-wide sums.
 
-    A rolling window's hourly bucket stays current while its window is still read (N-1 hours
+    A rolling window's hourly bucket stays current while its window is still read (W-1 hours
     after it stops receiving spend: a budget with no call this hour still has its spend), summed
     over the buckets still inside the window, and ends with the current hour. A bucket named in
     another bucket's window is a part of that window, not a budget of its own, and has no row."""

@@ -96,6 +96,7 @@ class TestCalendarWindows:
 class TestRollingWindows:
     def test_three_hour_buckets_newest_last(self) -> None:
         assert window_keys("rolling:3h", utc(2026, 11, 30, 15, 42), UTC) == [
+            "h2026-11-30T12",
             "h2026-11-30T13",
             "h2026-11-30T14",
             "h2026-11-30T15",
@@ -103,6 +104,7 @@ class TestRollingWindows:
 
     def test_across_midnight(self) -> None:
         assert window_keys("rolling:3h", utc(2026, 12, 1, 1, 10), UTC) == [
+            "h2026-11-30T22",
             "h2026-11-30T23",
             "h2026-12-01T00",
             "h2026-12-01T01",
@@ -116,11 +118,11 @@ class TestRollingWindows:
 
     def test_lengths(self) -> None:
         now = utc(2026, 11, 30, 15, 42)
-        assert window_keys("rolling:1h", now, UTC) == ["h2026-11-30T15"]
+        assert window_keys("rolling:1h", now, UTC) == ["h2026-11-30T14", "h2026-11-30T15"]
         keys = window_keys("rolling:48h", now, UTC)
-        assert len(keys) == 48
-        assert len(set(keys)) == 48
-        assert keys[0] == "h2026-11-28T16"
+        assert len(keys) == 49
+        assert len(set(keys)) == 49
+        assert keys[0] == "h2026-11-28T15"
         assert keys == sorted(keys)
 
     def test_end_is_the_next_utc_hour(self) -> None:

@@ -796,9 +796,9 @@ class TestBudget:
 
     def test_rolling_window_sums_hourly_buckets(self, compile_policies: CompilePolicies, ledger: MemoryLedger) -> None:
         ps = compile_policies(policy("budget: {per: [user], limitUsd: 10, window: 'rolling:3h'}"))
-        ledger.add_spend(f"{KEY}:h2026-11-30T13", 4.0)
+        ledger.add_spend(f"{KEY}:h2026-11-30T12", 4.0)  # the hour that began 3h before the current one
         ledger.add_spend(f"{KEY}:h2026-11-30T15", 4.0)
-        ledger.add_spend(f"{KEY}:h2026-11-30T12", 50.0)  # outside the three hours
+        ledger.add_spend(f"{KEY}:h2026-11-30T11", 50.0)  # outside the three hours
         r = one(ps, call(user="alice", phase="post"), ledger=ledger)
         assert (r.result, r.actual) == ("pass", 8.0)
         ledger.add_spend(f"{KEY}:h2026-11-30T14", 2.5)

@@ -458,7 +458,8 @@ class TestStatus:
         hour = timedelta(hours=1)
         assert ledger.status(base, now=at + hour) == [BudgetStatus(keys[-1], 2.0, 0.0, 10.0, end + hour)]
         assert ledger.status(base, now=at + 2 * hour) == [BudgetStatus(keys[-1], 2.0, 0.0, 10.0, end + 2 * hour)]
-        assert ledger.status(base, now=at + 3 * hour) == []
+        assert ledger.status(base, now=at + 3 * hour) == [BudgetStatus(keys[-1], 2.0, 0.0, 10.0, end + 3 * hour)]
+        assert ledger.status(base, now=at + 4 * hour) == []
 
     def test_budget_status_by_url(self, ledger: LedgerStore, store_url: str) -> None:
         ledger.reserve("a", [hold(ALICE, 4.0)], ttl_s=60, now=NOW)
