@@ -21,7 +21,8 @@ the batch. Everything else (count_tokens, models, files, batch retrieval) passes
   input and cache counts and the served model, each ``message_delta.usage.output_tokens`` replaces
   the previous one (it is a running total). A stream that ends before its ``message_delta`` is
   charged its ``message_start`` input plus the output its text deltas show (~4 characters a token);
-  one that ends before ``message_start`` is charged the estimated input.
+  one that ends before ``message_start`` is charged the estimated input, unless an ``error`` event
+  ended it (an overloaded API answers so): like an error status, that is released, not billed.
 * Message Batches: every request in the batch is judged and rewritten on its own, at the batch
   rate; any denied request refuses the whole batch. One reservation holds all of them; once the
   batch is created it is kept under the batch's id and settled from the real usage when the
@@ -31,6 +32,7 @@ the batch. Everything else (count_tokens, models, files, batch retrieval) passes
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator, Mapping
 from functools import partial
@@ -115,6 +117,9 @@ def handle(guard: CallGuard, request: APIRequest, call_next: CallNext) -> APIRes
     except BaseException as exc:
         _failed(guard, call, request, exc, call_next)
         raise
+    if _unread_batch(call, response.http_response):
+        with contextlib.suppress(Exception):  # unreadable: submitted() charges the worst case
+            response.http_response.read()
     safely(call, _after, guard, call, request, response.http_response, TappedStream, call_next)
     return response
 
@@ -134,9 +139,18 @@ async def handle_async(guard: CallGuard, request: APIRequest, call_next: AsyncCa
     except BaseException as exc:
         await guard.finish_async(call, _failed, guard, call, request, exc, call_next)
         raise
+    if _unread_batch(call, response.http_response):
+        with contextlib.suppress(Exception):  # unreadable: submitted() charges the worst case
+            await response.http_response.aread()
     await guard.finish_async(call, safely, call, _after, guard, call, request, response.http_response,
                              AsyncTappedStream, call_next)
     return response
+
+
+def _unread_batch(call: GuardedCall, http: httpx2.Response) -> bool:
+    """A created batch whose small JSON body, with its id, is not read yet (``.with_streaming_response``);
+    it is read now, so that the batch's hold is kept under its id (the caller still reads the body)."""
+    return bool(call.batch_requests or call.edge is BATCHES) and http.is_success and not http.is_closed
 
 
 def _plan(guard: CallGuard, request: APIRequest) -> tuple[GuardedCall, APIRequest] | None:
@@ -260,7 +274,7 @@ def _completion(data: Mapping[str, Any]) -> Any:
 class AnthropicStream:
     """Reads usage and the served model from a Messages SSE stream as it passes."""
 
-    __slots__ = ("kept", "model", "started", "finished", "output_chars")
+    __slots__ = ("kept", "model", "started", "finished", "output_chars", "refused")
 
     def __init__(self) -> None:
         self.kept: list[str] = []
@@ -268,6 +282,7 @@ class AnthropicStream:
         self.started = False
         self.finished = False
         self.output_chars = 0
+        self.refused: str | None = None  # the error of an ``error`` event before ``message_start``
 
     def on_event(self, data: str) -> bool:
         if '"content_block_delta"' in data:
@@ -287,6 +302,10 @@ class AnthropicStream:
                     self.model = message["model"]
             elif kind in ("message_delta", "message_stop"):
                 self.finished = True
+            elif kind == "error" and not self.started and self.refused is None:
+                error = event.get("error")
+                error = error if isinstance(error, Mapping) else {}
+                self.refused = f"{error.get('type') or 'error'}: {error.get('message')}"
             if kind in ("message_start", "message_delta", "error"):
                 self.kept.append(data)
         return True
@@ -327,6 +346,9 @@ def _stream_end(
         return
     usage = observer.usage()
     reason = end_reason(complete, error)
+    if usage is None and observer.refused is not None:  # refused as it started, as a 529 status is: not billed
+        call.failed(AdapterError(f"stream failed before message_start ({observer.refused})"), sent=False, final=True)
+        return
     if usage is None:
         call.complete(call.estimated_usage(observer.output_estimate()), source="estimate",
                       outcome="partial", error=f"stream ended before message_start ({reason})")

@@ -33,6 +33,20 @@ class EventObserver(Protocol):
 EndCallback = Callable[["BodyTap", bool, BaseException | None], None]
 
 
+_CLIENT_CODINGS = frozenset({"gzip", "deflate", "br", "zstd"})
+"""Content codings httpx may decode (br and zstd only with their packages); it passes any other
+value over as no coding at all, so the application reads such a body as it is sent."""
+
+
+def _codings(content_encoding: str | None) -> list[str] | None:
+    """The codings of a Content-Encoding to undo, in the order applied, read as httpx reads them:
+    comma-separated, case-insensitive, ``identity`` and unknown values passed over; None when one
+    of them cannot be decoded here (br, zstd)."""
+    codings = [part.strip().lower() for part in (content_encoding or "").split(",")]
+    codings = [coding for coding in codings if coding in _CLIENT_CODINGS]
+    return codings if all(coding in ("gzip", "deflate") for coding in codings) else None
+
+
 class _Inflate:
     """gzip or deflate (zlib-wrapped or raw, as servers disagree) decoding, chunk by chunk."""
 
@@ -51,6 +65,20 @@ class _Inflate:
             return self._obj.decompress(data)
 
 
+def _inflater(codings: list[str]) -> Callable[[bytes], bytes]:
+    """Undoes ``codings`` (applied in that order) chunk by chunk."""
+    steps = [_Inflate(coding) for coding in reversed(codings)]
+    if len(steps) == 1:
+        return steps[0]
+
+    def inflate(data: bytes) -> bytes:
+        for step in steps:
+            data = step(data)
+        return data
+
+    return inflate
+
+
 class BodyTap:
     """Decodes and parses a response body as it streams; see the module docstring."""
 
@@ -64,13 +92,13 @@ class BodyTap:
         filtering: bool = False,
         blocking: bool = False,
     ) -> None:
-        encoding = (content_encoding or "identity").strip().lower()
+        codings = _codings(content_encoding)
         self.sse = sse
         self.blocking = blocking  # on_end may wait on I/O: AsyncTappedStream runs it in a worker thread
         self.observer = observer
         self.on_end = on_end
-        self.undecodable = encoding not in ("identity", "", "gzip", "deflate")
-        self._inflate = _Inflate(encoding) if encoding in ("gzip", "deflate") else None
+        self.undecodable = codings is None
+        self._inflate = _inflater(codings) if codings else None
         self.filtering = filtering and self._inflate is None and not self.undecodable
         self.body = bytearray()
         self.truncated = False

@@ -25,7 +25,8 @@ Every request is recorded (``server.requests``) so a test can assert that none w
   between stream events), ``x-fake-store`` (a plain Responses answer is also kept for
   ``GET /v1/responses/<id>``, with ``background: false``), ``x-fake-content-encoding`` (the
   Content-Encoding of a stream or a results download, sent as given; the body is gzip-compressed
-  when the value names gzip);
+  when the value names gzip), ``x-fake-stream-error`` (an error type: a Messages stream answers 200
+  with only an ``error`` event of that type, as Anthropic does when overloaded as a stream starts);
 * ``server.usage`` — the default usage (``input_tokens`` etc.); output defaults to
   ``min(max_tokens, 10)``.
 """
@@ -268,6 +269,10 @@ class _Handler(BaseHTTPRequestHandler):
                 "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
                 "stop_sequence": None, "usage": full,
             })
+            return
+        failure = self.headers.get("x-fake-stream-error")
+        if failure:
+            self._sse([("error", {"type": "error", "error": {"type": failure, "message": "Overloaded"}})])
             return
         start_usage = {**full, "output_tokens": 1}
         events: list[tuple[str | None, Any]] = [

@@ -219,6 +219,27 @@ def test_reading_results_twice_settles_once(server: FakeLlmServer, sqlite_url: s
     assert requests_seen.count(("GET", f"/v1/messages/batches/{batch.id}/results")) == 2
 
 
+@pytest.mark.parametrize("encoding", ["UTF-8", "gzip, identity"])
+def test_results_whose_content_encoding_the_client_passes_over_settle(
+    server: FakeLlmServer, sqlite_url: str, encoding: str
+) -> None:
+    """The application reads a results download with a Content-Encoding httpx passes over (a charset
+    sent by mistake; ``identity`` in a list); the guard reads it the same way and settles the batch."""
+    sink = ListSink()
+    reqs = requests("claude-haiku-4-5", "claude-haiku-4-5")
+    with open_ledger(sqlite_url) as ledger:
+        guard = CallGuard(compile_policies(budget_policy(1.0)), ledger=ledger, sinks=[sink])
+        with connect(server, guard) as client:
+            with attribution(user="b-enc"):
+                batch = client.messages.batches.create(requests=reqs)
+            lines = list(client.messages.batches.results(batch.id,
+                                                         extra_headers={"x-fake-content-encoding": encoding}))
+        assert [r.result.type for r in lines] == ["succeeded", "succeeded"]
+        expected = 2 * real_cost("claude-haiku-4-5", {"input_tokens": 42, "output_tokens": 10})
+        assert figures(ledger, user_key("b-enc")) == (pytest.approx(expected, abs=2e-6), 0.0)
+        assert [e.usage_source for e in sink.events] == ["none", "response"]
+
+
 def test_a_restarted_process_settles_the_batch_once(server: FakeLlmServer, store_url: str) -> None:
     """Created by one guard and ledger connection, read by another (as after a restart or in another
     worker): the hold is found by the batch id in the ledger alone and settled once, and the event
@@ -328,6 +349,46 @@ def test_async_client_settles_from_results(server: FakeLlmServer, sqlite_url: st
         one = real_cost("claude-haiku-4-5", {"input_tokens": 42, "output_tokens": 10})
         assert figures(ledger, user_key("b-7")) == (pytest.approx(2 * one, abs=2e-6), 0.0)
     assert [(e.usage_source, e.charged) for e in sink.events] == [("none", False), ("response", True)]
+
+
+@pytest.mark.parametrize("client_kind", ["sync", "async"])
+def test_a_batch_created_with_streaming_response_is_kept_and_settled(
+    server: FakeLlmServer, sqlite_url: str, client_kind: str
+) -> None:
+    """``.with_streaming_response.create`` hands the middleware an unread body: the guard still reads
+    the batch id, so the batch holds its worst case until its results settle the real cost."""
+    sink = ListSink()
+    reqs = requests("claude-haiku-4-5", "claude-haiku-4-5")
+
+    def sync(guard: CallGuard, ledger: Any) -> tuple[Any, Any]:
+        with connect(server, guard) as client:
+            with attribution(user="b-raw"), client.messages.batches.with_streaming_response.create(
+                requests=reqs
+            ) as raw:
+                batch = raw.parse()
+            pending = figures(ledger, user_key("b-raw"))
+            list(client.messages.batches.results(batch.id))
+        return batch, pending
+
+    async def main(guard: CallGuard, ledger: Any) -> tuple[Any, Any]:
+        async with anthropic.AsyncAnthropic(base_url=server.url, api_key="test", middleware=[guard],
+                                            max_retries=0) as client:
+            with attribution(user="b-raw"):
+                async with client.messages.batches.with_streaming_response.create(requests=reqs) as raw:
+                    batch = await raw.parse()
+            pending = figures(ledger, user_key("b-raw"))
+            [r async for r in await client.messages.batches.results(batch.id)]
+        return batch, pending
+
+    with open_ledger(sqlite_url) as ledger:
+        guard = CallGuard(compile_policies(budget_policy(1.0)), ledger=ledger, sinks=[sink])
+        batch, pending = sync(guard, ledger) if client_kind == "sync" else asyncio.run(main(guard, ledger))
+        assert batch.id.startswith("msgbatch_")
+        assert pending == (0.0, pytest.approx(worst_case(reqs), abs=2e-6))
+        expected = 2 * real_cost("claude-haiku-4-5", {"input_tokens": 42, "output_tokens": 10})
+        assert figures(ledger, user_key("b-raw")) == (pytest.approx(expected, abs=2e-6), 0.0)
+    assert [(e.usage_source, e.charged, e.error) for e in sink.events] == [("none", False, None),
+                                                                          ("response", True, None)]
 
 
 def test_a_served_model_without_a_price_is_never_settled_at_zero(server: FakeLlmServer, sqlite_url: str) -> None:

@@ -329,6 +329,39 @@ def test_stream_dropped_by_the_server_is_charged_what_it_used(client: Any, sink:
     assert event.cost_usd >= cost("claude-haiku-4-5", input_tokens=42)
 
 
+@pytest.mark.parametrize("encoding", ["UTF-8", "none", "gzip, identity"])
+def test_a_stream_whose_content_encoding_the_client_passes_over_is_billed_from_its_events(
+    client: Any, server: FakeLlmServer, sink: ListSink, encoding: str
+) -> None:
+    """httpx reads a Content-Encoding it does not know (a charset sent by mistake, ``none``) and an
+    ``identity`` in a list as no coding at all, so the application reads the stream; so must the guard."""
+    server.usage = {"input_tokens": 300}
+    with attribution(user="u-enc"), client.messages.stream(model="claude-haiku-4-5", max_tokens=4_000, messages=HI,
+                                extra_headers={"x-fake-content-encoding": encoding}) as stream:
+        text = "".join(stream.text_stream)
+    assert text.startswith("word")
+    (event,) = sink.events
+    assert (event.outcome, event.usage_source, event.input_tokens, event.output_tokens) == ("ok", "stream", 300, 10)
+    assert event.cost_usd == pytest.approx(cost("claude-haiku-4-5", input_tokens=300, output_tokens=10))
+
+
+def test_a_stream_that_fails_before_message_start_is_released_like_a_529(
+    client: Any, server: FakeLlmServer, sink: ListSink, ledger: CountingLedger
+) -> None:
+    """Anthropic may answer an overloaded stream 200 with only an ``error`` event: the request was
+    refused as it started, as with a 529 status (which is released, not billed), so it costs nothing."""
+    with attribution(user="u-ovl"), pytest.raises(anthropic.APIStatusError, match="overloaded_error"), \
+            client.messages.stream(model="claude-haiku-4-5", max_tokens=4_000, messages=HI,
+                                   extra_headers={"x-fake-stream-error": "overloaded_error"}) as stream:
+        for _ in stream:
+            pass
+    (event,) = sink.events
+    assert (event.outcome, event.cost_usd, event.charged) == ("error", 0.0, False)
+    assert "overloaded_error" in (event.error or "")
+    assert user_spent(ledger, "u-ovl") == 0
+    assert ledger.count("reserve") == 1 and ledger.count("release") == 1 and ledger.count("settle") == 0
+
+
 def test_stream_dropped_before_message_start_is_charged_the_input_estimate(
     client: Any, sink: ListSink, guard: CallGuard
 ) -> None:
