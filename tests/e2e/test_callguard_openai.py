@@ -33,7 +33,7 @@ from costwarden.enforcers.callguard import CallGuard, attribution  # noqa: E402
 from costwarden.enforcers.openai_guard import INCLUDE_USAGE, guard_openai, openai_http_client  # noqa: E402
 from costwarden.enforcers.settler import flush_all  # noqa: E402
 from costwarden.engine.subjects import TokenUsage  # noqa: E402
-from costwarden.errors import PolicyViolation  # noqa: E402
+from costwarden.errors import BudgetExceeded, PolicyViolation  # noqa: E402
 
 HI = [{"role": "user", "content": "Hello there"}]
 PRICER = GenaiPricer()
@@ -192,6 +192,20 @@ def test_a_responses_call_from_a_stored_prompt_is_judged_as_responses(server: Fa
     (event,) = sink.events
     assert (event.api, event.usage_source) == ("responses", "stream")
     assert event.rewrites == ("clamp max_output_tokens to 32",)
+
+
+def test_n_completions_reserve_n_times_the_output(server: FakeLlmServer) -> None:
+    """Each of ``n`` choices may use ``max_completion_tokens``: a budget that holds one such call's
+    worst case but not three refuses ``n=3`` before sending; ``n=1`` goes ahead."""
+    one_choice = cost("gpt-4.1", input_tokens=10, output_tokens=4000)
+    guard = CallGuard(compile_policies(budget_policy(round(2.5 * one_choice, 6))), ledger=MemoryLedger())
+    with connect(server, guard) as client, attribution(user="u-n"):
+        with pytest.raises(BudgetExceeded):
+            client.chat.completions.create(model="gpt-4.1", max_completion_tokens=4000, n=3, messages=HI)
+        assert server.posts() == []
+        client.chat.completions.create(model="gpt-4.1", max_completion_tokens=4000, n=1, messages=HI)
+    assert len(server.posts("/v1/chat/completions")) == 1
+    guard.close()
 
 
 def test_retries_reserve_once(client: Any, server: FakeLlmServer, ledger: CountingLedger, sink: ListSink) -> None:

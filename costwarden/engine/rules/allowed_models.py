@@ -164,8 +164,9 @@ def _downgrade_target(subject: LlmCall, tier: Tier | None, allow: _Allow, catalo
 def _saving(subject: LlmCall, target: str, ctx: EvalContext) -> float | None:
     if ctx.pricer is None:
         return None
+    request = subject.request
     usage = subject.usage or TokenUsage(
-        input_tokens=subject.request.input_tokens, output_tokens=subject.request.max_tokens or 0
+        input_tokens=request.input_tokens, output_tokens=(request.max_tokens or 0) * request.choices
     )
     try:
         before = ctx.pricer.cost(subject.provider, subject.model, usage, batch=subject.request.batch)

@@ -180,9 +180,10 @@ def _worst_case(subject: LlmCall, ctx: EvalContext) -> float:
 def worst_case_usage(subject: LlmCall, *, output: bool = True) -> TokenUsage:
     """The usage a call is reserved for: its estimated input, billed as cache writes when the request
     has a cache breakpoint (a write costs 1.25x input for 5m, 2x for 1h: 1h when any breakpoint asks
-    for it), plus ``max_tokens`` of output, clamped (none when ``output`` is False)."""
+    for it), plus ``max_tokens`` of output, clamped, for each of the completions it asks for
+    (``request.choices``: Chat Completions' ``n``); no output when ``output`` is False."""
     request = subject.request
-    out = min(request.max_tokens or OUTPUT_TOKENS_CAP, OUTPUT_TOKENS_CAP) if output else 0
+    out = min(request.max_tokens or OUTPUT_TOKENS_CAP, OUTPUT_TOKENS_CAP) * request.choices if output else 0
     if not request.cache_breakpoints:
         return TokenUsage(input_tokens=request.input_tokens, output_tokens=out)
     if _asks_1h(subject.body):

@@ -745,6 +745,16 @@ class TestBudget:
         batch = one(ps, call(user="alice", request={"max_tokens": 1000, "batch": True}), ledger=ledger)
         assert batch.actual == pytest.approx(24.9 + 1000 * 15 / 1e6 / 2)
 
+    def test_worst_case_counts_every_completion_asked_for(self, ps: PolicySet, ledger: MemoryLedger) -> None:
+        # Chat Completions' n: each of the n choices may use max_tokens; the input is billed once
+        one_choice = one(ps, call(user="alice", request={"input_tokens": 1000, "max_tokens": 4000}), ledger=ledger)
+        eight = one(ps, call(user="alice", request={"input_tokens": 1000, "max_tokens": 4000, "choices": 8}),
+                    ledger=ledger)
+        assert one_choice.actual == pytest.approx((1000 * 3 + 4000 * 15) / 1e6)
+        assert eight.actual == pytest.approx((1000 * 3 + 8 * 4000 * 15) / 1e6)
+        capped = one(ps, call(user="alice", request={"max_tokens": 10**7, "choices": 2}), ledger=ledger)
+        assert capped.actual == pytest.approx(2 * OUTPUT_TOKENS_CAP * 15 / 1e6)  # clamped per choice
+
     def test_the_worst_case_is_priced_once_per_call_however_many_budgets_judge_it(
         self, compile_policies: CompilePolicies, fake_pricer: Any, ledger: MemoryLedger
     ) -> None:
