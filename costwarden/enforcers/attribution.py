@@ -6,9 +6,14 @@
         with attribution(user="u-123"):          # nests: inner values win, tags merge
             client.messages.create(...)          # feature=search, team=growth, user=u-123
 
-Context variables follow threads and asyncio tasks, so concurrent requests of a web app each see
-their own attribution. The call-guard reads it when a call starts; ``metadata.user_id`` (Anthropic)
-or ``safety_identifier``/``user`` (OpenAI) fill a missing user, then the guard's defaults.
+It is a context variable: each asyncio task starts with a copy of its creator's context (and
+``asyncio.to_thread`` carries it), so concurrent requests of a web app each see their own
+attribution. A plain ``threading.Thread`` or a ``ThreadPoolExecutor`` worker starts with an empty
+context instead: submit ``contextvars.copy_context().run`` with the work, or open ``attribution``
+inside the worker. The call-guard reads it when a call starts; ``metadata.user_id`` (Anthropic) or
+``safety_identifier``/``user`` (OpenAI) fill a missing user, then the guard's defaults. A budget
+``per: [user]`` skips a call with no user at all (the library's ``require-llm-attribution`` policy
+flags such calls: a warning at runtime, which a policy of your own can make ``deny``).
 """
 
 from __future__ import annotations
