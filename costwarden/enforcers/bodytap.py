@@ -2,9 +2,11 @@
 
 The edges replace ``httpx2.Response.stream`` with :class:`TappedStream` (or its async twin). Every
 chunk passes through unchanged (unless an observer drops an event, see below) and is also fed to a
-:class:`BodyTap`, which decodes ``gzip``/``deflate`` content and either splits server-sent events and
-hands each event's data to an observer, or keeps a JSON body. When the body ends — read to the end,
-closed early, failed, or dropped and collected — ``on_end(tap, complete, error)`` runs exactly once.
+:class:`BodyTap`, which decodes the content as the client does (``gzip``, ``deflate``; ``br`` and
+``zstd`` with httpx2's own decoders, when the packages they need are installed and the client so
+asks for them) and either splits server-sent events and hands each event's data to an observer,
+or keeps a JSON body. When the body ends — read to the end, closed early, failed, or dropped and
+collected — ``on_end(tap, complete, error)`` runs exactly once.
 
 An observer returning False from ``on_event`` drops that event from what the client receives; this
 is only honoured for identity-encoded bodies (the OpenAI edge uses it to hide the usage chunk it
@@ -33,7 +35,8 @@ class EventObserver(Protocol):
 EndCallback = Callable[["BodyTap", bool, BaseException | None], None]
 
 
-_CLIENT_CODINGS = frozenset({"gzip", "deflate", "br", "zstd"})
+_ZLIB_CODINGS = frozenset({"gzip", "deflate"})
+_CLIENT_CODINGS = _ZLIB_CODINGS | {"br", "zstd"}
 """Content codings httpx may decode (br and zstd only with their packages); it passes any other
 value over as no coding at all, so the application reads such a body as it is sent."""
 
@@ -41,10 +44,28 @@ value over as no coding at all, so the application reads such a body as it is se
 def _codings(content_encoding: str | None) -> list[str] | None:
     """The codings of a Content-Encoding to undo, in the order applied, read as httpx reads them:
     comma-separated, case-insensitive, ``identity`` and unknown values passed over; None when one
-    of them cannot be decoded here (br, zstd)."""
+    of them cannot be decoded here (br or zstd without the package the client would decode it with)."""
     codings = [part.strip().lower() for part in (content_encoding or "").split(",")]
     codings = [coding for coding in codings if coding in _CLIENT_CODINGS]
-    return codings if all(coding in ("gzip", "deflate") for coding in codings) else None
+    return codings if all(c in _ZLIB_CODINGS or _client_decoder(c) is not None for c in codings) else None
+
+
+def _client_decoder(coding: str) -> Callable[[bytes], bytes] | None:
+    """httpx2's own decoder for ``br`` or ``zstd``, when the package it needs is installed. The
+    client then sends ``Accept-Encoding: ..., br`` (or ``zstd``), so a server may compress a stream
+    that way, and the tap must read it as the client does."""
+    try:
+        from httpx2._decoders import SUPPORTED_DECODERS
+    except ImportError:  # a release of httpx2 that keeps its decoders elsewhere: not decodable here
+        return None
+    decoder_cls = SUPPORTED_DECODERS.get(coding)
+    if decoder_cls is None:
+        return None
+    decoder = decoder_cls()
+    return lambda data: b"".join(decoder.decode(data))
+
+
+_DECODE_ERRORS = (zlib.error, httpx2.DecodingError)
 
 
 class _Inflate:
@@ -65,9 +86,17 @@ class _Inflate:
             return self._obj.decompress(data)
 
 
+def _step(coding: str) -> Callable[[bytes], bytes]:
+    if coding in _ZLIB_CODINGS:
+        return _Inflate(coding)
+    decoder = _client_decoder(coding)
+    assert decoder is not None  # _codings let it through only when it has one
+    return decoder
+
+
 def _inflater(codings: list[str]) -> Callable[[bytes], bytes]:
     """Undoes ``codings`` (applied in that order) chunk by chunk."""
-    steps = [_Inflate(coding) for coding in reversed(codings)]
+    steps = [_step(coding) for coding in reversed(codings)]
     if len(steps) == 1:
         return steps[0]
 
@@ -114,7 +143,7 @@ class BodyTap:
             return chunk
         try:
             data = self._inflate(chunk) if self._inflate is not None else chunk
-        except zlib.error:
+        except _DECODE_ERRORS:
             self.undecodable = True
             return chunk
         if not self.sse:

@@ -462,9 +462,33 @@ def test_filtering_drops_only_the_rejected_event_and_flushes_the_last_one() -> N
     assert out == b"data: a\n\ndata: c\n"
 
 
-def test_an_unknown_encoding_is_passed_through_unread() -> None:
+def test_brotli_is_decoded_as_the_client_decodes_it() -> None:
+    import brotli
+
+    events = b"data: a\n\ndata: b\n\n"
+    seen: list[str] = []
+
+    class Keep:
+        def on_event(self, data: str) -> bool:
+            seen.append(data)
+            return True
+
+    tap, _ = _tap(True, "br", observer=Keep())
+    payload = brotli.compress(events)
+    out = b"".join(tap.feed(payload[i : i + 3]) for i in range(0, len(payload), 3))
+    assert out == payload and not tap.undecodable and seen == ["a", "b"]
+    broken, _ = _tap(True, "br")
+    assert broken.feed(b"\x00\x01not brotli") == b"\x00\x01not brotli" and broken.undecodable
+
+
+def test_a_coding_the_client_cannot_decode_is_passed_through_unread(monkeypatch: pytest.MonkeyPatch) -> None:
+    from httpx2 import _decoders
+
+    monkeypatch.delitem(_decoders.SUPPORTED_DECODERS, "br")  # as httpx2 does without a brotli package
     tap, _ = _tap(True, "br")
     assert tap.feed(b"\x00\x01") == b"\x00\x01" and tap.undecodable
+    gz, _ = _tap(True, "gzip, br")
+    assert gz.undecodable
 
 
 def test_openai_observer_hides_only_the_usage_chunk_it_asked_for() -> None:
