@@ -79,6 +79,7 @@ def subject_from_request(
         cache_breakpoints=count_cache_breakpoints(body),
         stream=flag(body, "stream"),
         batch=batch,
+        max_web_searches=max_web_searches(body),
     )
     usage = usage_from_response(response) if response is not None else None
     return LlmCall(
@@ -134,6 +135,19 @@ def count_cache_breakpoints(body: Mapping[str, Any]) -> int:
         if isinstance(message, Mapping):
             count += _marked(message.get("content"))
     return count
+
+
+def max_web_searches(body: Mapping[str, Any]) -> int:
+    """The most web searches the request allows: the sum of ``max_uses`` over its web search tools
+    (``web_search_20250305`` and later); a tool without ``max_uses`` (no limit) or with a malformed
+    one (the API refuses it) adds none."""
+    total = 0
+    for tool in _list(body.get("tools")):
+        if isinstance(tool, Mapping) and str(tool.get("type", "")).startswith("web_search_"):
+            uses = tool.get("max_uses")
+            if isinstance(uses, int) and not isinstance(uses, bool) and uses > 0:
+                total += uses
+    return total
 
 
 def _marked(blocks: object) -> int:
@@ -199,7 +213,7 @@ def _add_output_format(tally: TokenTally, body: Mapping[str, Any]) -> None:
 class _UsageState:
     """Usage counts merged from one response or from every usage object of a stream."""
 
-    __slots__ = ("input", "output", "read", "write", "split_5m", "split_1h")
+    __slots__ = ("input", "output", "read", "write", "split_5m", "split_1h", "searches")
 
     def __init__(self) -> None:
         self.input: int | None = None
@@ -208,6 +222,7 @@ class _UsageState:
         self.write: int | None = None
         self.split_5m: int | None = None
         self.split_1h: int | None = None
+        self.searches: int | None = None
 
     def update(self, usage: Mapping[str, Any]) -> None:
         """Take every non-null count in ``usage``; later values replace earlier ones."""
@@ -224,6 +239,11 @@ class _UsageState:
         if isinstance(split, Mapping):
             self.split_5m = optional_int(split, "ephemeral_5m_input_tokens", f"{_WHAT} usage") or 0
             self.split_1h = optional_int(split, "ephemeral_1h_input_tokens", f"{_WHAT} usage") or 0
+        server = usage.get("server_tool_use")  # running totals in a stream, like output_tokens
+        if isinstance(server, Mapping):
+            searches = optional_int(server, "web_search_requests", f"{_WHAT} usage")
+            if searches is not None:
+                self.searches = searches
 
     def result(self) -> TokenUsage:
         # The TTL split may be older than the total (a message_delta can update only the
@@ -238,6 +258,7 @@ class _UsageState:
             cache_read_tokens=self.read or 0,
             cache_write_5m_tokens=write - write_1h,
             cache_write_1h_tokens=write_1h,
+            web_search_requests=self.searches or 0,
         )
 
 
@@ -291,6 +312,7 @@ __all__ = [
     "PROVIDER",
     "count_cache_breakpoints",
     "estimate_input_tokens",
+    "max_web_searches",
     "prefix_pointer",
     "subject_from_request",
     "usage_from_response",

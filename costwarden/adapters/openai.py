@@ -84,6 +84,7 @@ def subject_from_request(
         stream=flag(body, "stream"),
         batch=batch,
         choices=_choices(body, api),
+        output_audio="audio" in _list(body.get("modalities")),
     )
     usage = usage_from_response(response) if response is not None else None
     default_user = optional_str(body.get("safety_identifier")) or optional_str(body.get("user"))
@@ -206,7 +207,8 @@ def usage_from_response(response: Mapping[str, Any]) -> TokenUsage:
 
     Cache reads (``*_tokens_details.cached_tokens``) and billed cache writes
     (``*_tokens_details.cache_write_tokens``, counted as 5m writes) are taken out of
-    ``input_tokens``. Output is ``max(completion_tokens, total_tokens - prompt_tokens)`` because
+    ``input_tokens``; ``*_tokens_details.audio_tokens`` are the audio share of the input and output.
+    Output is ``max(completion_tokens, total_tokens - prompt_tokens)`` because
     some OpenAI-compatible APIs (xAI) leave reasoning tokens out of ``completion_tokens`` but bill them.
     """
     if not isinstance(response, Mapping):
@@ -233,6 +235,7 @@ def _usage(usage: Mapping[str, Any]) -> TokenUsage:
         prompt = optional_int(usage, "prompt_tokens", what) or 0
         output = optional_int(usage, "completion_tokens", what) or 0
         details = mapping(usage.get("prompt_tokens_details"))
+        out_details = mapping(usage.get("completion_tokens_details"))
         total = optional_int(usage, "total_tokens", what)
         if total is not None:
             output = max(output, total - prompt)
@@ -240,17 +243,23 @@ def _usage(usage: Mapping[str, Any]) -> TokenUsage:
         prompt = optional_int(usage, "input_tokens", what) or 0
         output = optional_int(usage, "output_tokens", what) or 0
         details = mapping(usage.get("input_tokens_details"))
+        out_details = mapping(usage.get("output_tokens_details"))
     else:
         raise AdapterError(f"{what} has neither 'prompt_tokens' nor 'input_tokens'")
     cached = optional_int(details, "cached_tokens", what) or 0
     written = optional_int(details, "cache_write_tokens", what) or 0
     if cached + written > prompt:
         raise AdapterError(f"{what}: cached ({cached}) + cache-write ({written}) tokens exceed input ({prompt})")
+    # audio tokens are part of the input and output counts, billed at the audio rates
+    audio_in = min(optional_int(details, "audio_tokens", what) or 0, prompt)
+    audio_out = min(optional_int(out_details, "audio_tokens", what) or 0, output)
     return TokenUsage(
         input_tokens=prompt - cached - written,
         output_tokens=output,
         cache_read_tokens=cached,
         cache_write_5m_tokens=written,
+        input_audio_tokens=audio_in,
+        output_audio_tokens=audio_out,
     )
 
 

@@ -15,7 +15,9 @@ genai-prices' ``input_tokens`` is the *total* input, cache reads and writes incl
 :class:`TokenUsage` keeps them apart; :func:`genai_usage` converts, and the compiled arithmetic
 reproduces genai-prices' own: a cache unit without a price of its own is billed at its parent's
 (1h writes → writes → input; reads → input), and a tiered price applies to every token once the
-total input crosses the tier. Importing this module does not import genai-prices.
+total input crosses the tier. Web searches cost genai-prices' per-search price (never batch-discounted:
+the discount is on tokens), and the audio share of input and output its audio rates. Importing this
+module does not import genai-prices.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ _MAX_ENTRIES = 4_096
 _BATCH_CONTEXT = {"processing": "batch"}
 _Key = tuple[str, str, bool, tuple[tuple[str, str], ...]]
 _TOKEN_KEYS = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok", "cache_write_1h_mtok")
+_AUDIO_KEYS = ("input_audio_mtok", "output_audio_mtok", "cache_audio_read_mtok")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,14 +72,20 @@ class _Prices:
     has_output: bool
     label: str
     per_call: float = 0.0
+    input_audio: _Rate | None = None
+    output_audio: _Rate | None = None
+    cache_audio_read: _Rate | None = None
+    web_search: float = 0.0
+    """USD per server-side web search; not scaled by ``factor`` (batch discounts are on tokens)."""
 
     def cost(self, usage: TokenUsage) -> float:
         if usage.output_tokens and not self.has_output:
             raise PricingError(f"{self.label} has no output-token price, yet the usage has output tokens")
         if usage.total_input_tokens and not self.has_input:
             raise PricingError(f"{self.label} has no input-token price, yet the usage has input tokens")
-        if self.tiered:
-            return self._tiered_cost(usage)
+        searches = usage.web_search_requests * self.web_search
+        if self.tiered or usage.input_audio_tokens or usage.output_audio_tokens:
+            return self._full_cost(usage) + searches
         return self.factor * (
             self.per_call
             + usage.input_tokens * self.input.base
@@ -84,15 +93,24 @@ class _Prices:
             + usage.cache_read_tokens * self.cache_read.base
             + usage.cache_write_5m_tokens * self.cache_write_5m.base
             + usage.cache_write_1h_tokens * self.cache_write_1h.base
-        )
+        ) + searches
 
-    def _tiered_cost(self, usage: TokenUsage) -> float:
+    def _full_cost(self, usage: TokenUsage) -> float:
+        """Tiered prices and the audio share of input and output at the audio rates. Which input
+        tokens were cache reads is not reported per modality, so the audio is taken to be uncached
+        first (audio costs more than text uncached, and the same as text from the cache)."""
         total = usage.total_input_tokens
+        audio_in = min(usage.input_audio_tokens, usage.input_tokens)
+        audio_read = min(usage.input_audio_tokens - audio_in, usage.cache_read_tokens)
+        audio_out = min(usage.output_audio_tokens, usage.output_tokens)
         return self.factor * (
             self.per_call
-            + usage.input_tokens * self.input.at(total)
-            + usage.output_tokens * self.output.at(total)
-            + usage.cache_read_tokens * self.cache_read.at(total)
+            + (usage.input_tokens - audio_in) * self.input.at(total)
+            + audio_in * (self.input_audio or self.input).at(total)
+            + (usage.output_tokens - audio_out) * self.output.at(total)
+            + audio_out * (self.output_audio or self.output).at(total)
+            + (usage.cache_read_tokens - audio_read) * self.cache_read.at(total)
+            + audio_read * (self.cache_audio_read or self.cache_read).at(total)
             + usage.cache_write_5m_tokens * self.cache_write_5m.at(total)
             + usage.cache_write_1h_tokens * self.cache_write_1h.at(total)
         )
@@ -144,9 +162,12 @@ class GenaiPricer:
 
 
 def genai_usage(usage: TokenUsage) -> Any:
-    """``usage`` as a ``genai_prices.Usage``, whose ``input_tokens`` is the total input."""
+    """``usage`` as a ``genai_prices.Usage``, whose ``input_tokens`` is the total input (input audio
+    taken to be uncached first, as :class:`GenaiPricer` prices it)."""
     from genai_prices import Usage
 
+    audio_read = min(usage.input_audio_tokens - min(usage.input_audio_tokens, usage.input_tokens),
+                     usage.cache_read_tokens)
     return Usage(
         input_tokens=usage.total_input_tokens,
         output_tokens=usage.output_tokens,
@@ -154,6 +175,10 @@ def genai_usage(usage: TokenUsage) -> Any:
         cache_write_tokens=usage.cache_write_tokens,
         cache_write_5m_tokens=usage.cache_write_5m_tokens,
         cache_write_1h_tokens=usage.cache_write_1h_tokens,
+        web_searches=usage.web_search_requests,
+        input_audio_tokens=usage.input_audio_tokens,
+        output_audio_tokens=usage.output_audio_tokens,
+        cache_audio_read_tokens=audio_read,
     )
 
 
@@ -212,8 +237,13 @@ def _compile_prices(
         raise PricingError(f"{label} is not priced per token ({price}); it cannot be priced from token usage")
     rates = {key: _rate(value) for key, value in values.items()}
     requests_kcount = getattr(price, "requests_kcount", None)
+    web_searches_kcount = getattr(price, "web_searches_kcount", None)
+    audio = {key: _rate(getattr(price, key, None)) for key in _AUDIO_KEYS}
     input_rate = rates["input_mtok"] or _ZERO
     write = rates["cache_write_mtok"] or input_rate
+    # as genai-prices: a unit without a price of its own is billed at its most specific priced
+    # parent (audio cache reads: their own price, else cache reads, else input audio, else input)
+    input_audio = audio["input_audio_mtok"]
     return _Prices(
         input=input_rate,
         output=rates["output_mtok"] or _ZERO,
@@ -221,11 +251,15 @@ def _compile_prices(
         cache_write_5m=write,
         cache_write_1h=rates["cache_write_1h_mtok"] or write,
         factor=BATCH_DISCOUNT if batch and not has_batch_price else 1.0,
-        tiered=any(rate is not None and rate.tiers for rate in rates.values()),
+        tiered=any(rate is not None and rate.tiers for rate in (*rates.values(), *audio.values())),
         has_input=free or rates["input_mtok"] is not None,
         has_output=free or rates["output_mtok"] is not None,
         label=label,
         per_call=float(requests_kcount) / 1_000 if requests_kcount is not None else 0.0,
+        input_audio=input_audio,
+        output_audio=audio["output_audio_mtok"],
+        cache_audio_read=audio["cache_audio_read_mtok"] or rates["cache_read_mtok"] or input_audio,
+        web_search=float(web_searches_kcount) / 1_000 if web_searches_kcount is not None else 0.0,
     )
 
 

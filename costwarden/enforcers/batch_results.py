@@ -103,6 +103,9 @@ class ResultsTally:
                 total.cache_read_tokens + u.cache_read_tokens,
                 total.cache_write_5m_tokens + u.cache_write_5m_tokens,
                 total.cache_write_1h_tokens + u.cache_write_1h_tokens,
+                total.web_search_requests + u.web_search_requests,
+                total.input_audio_tokens + u.input_audio_tokens,
+                total.output_audio_tokens + u.output_audio_tokens,
             )
         return total
 

@@ -26,9 +26,14 @@ Every request is recorded (``server.requests``) so a test can assert that none w
   ``GET /v1/responses/<id>``, with ``background: false``), ``x-fake-content-encoding`` (the
   Content-Encoding of a stream or a results download, sent as given; the body is gzip-compressed
   when the value names gzip), ``x-fake-stream-error`` (an error type: a Messages stream answers 200
-  with only an ``error`` event of that type, as Anthropic does when overloaded as a stream starts);
+  with only an ``error`` event of that type, as Anthropic does when overloaded as a stream starts),
+  ``x-fake-service-tier`` / ``x-fake-speed`` (the tier / speed that served the call: OpenAI's
+  top-level ``service_tier`` on a response, every chunk and every Responses object; Anthropic's
+  ``usage.service_tier`` / ``usage.speed``, in ``message_start`` when streamed);
 * ``server.usage`` — the default usage (``input_tokens`` etc.); output defaults to
-  ``min(max_tokens, 10)``.
+  ``min(max_tokens, 10)``. Messages pass ``server_tool_use`` through (in ``message_start`` and
+  ``message_delta`` of a stream, as running totals); Chat Completions take ``audio_tokens`` and
+  ``output_audio_tokens`` as the audio share of the prompt and completion.
 """
 
 from __future__ import annotations
@@ -116,6 +121,22 @@ class _Server(ThreadingHTTPServer):
         pass  # clients closing streams early reset connections; that is what the tests do
 
 
+class _Brotli:
+    """A brotli compressor with the two calls of zlib's the handler makes (``flush(Z_SYNC_FLUSH)``
+    ends a frame's block; ``flush()`` ends the stream)."""
+
+    def __init__(self) -> None:
+        import brotli
+
+        self._c = brotli.Compressor()
+
+    def compress(self, data: bytes) -> bytes:
+        return bytes(self._c.process(data))
+
+    def flush(self, mode: int | None = None) -> bytes:
+        return bytes(self._c.flush() if mode is not None else self._c.finish())
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body are separate writes: no 40 ms delayed-ACK stall
@@ -186,6 +207,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _model(self, body: dict[str, Any]) -> str:
         return self.headers.get("x-fake-model") or str(body.get("model"))
 
+    def _served(self, *names: str) -> dict[str, str]:
+        """The served ``service_tier`` / ``speed`` the request's ``x-fake-*`` headers ask to report."""
+        headers = {"service_tier": "x-fake-service-tier", "speed": "x-fake-speed"}
+        return {n: v for n in names if (v := self.headers.get(headers[n]))}
+
     def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
@@ -239,12 +265,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def _content_encoding(self) -> Any:
-        """Send ``x-fake-content-encoding`` as the Content-Encoding; a gzip compressor when it names gzip."""
+        """Send ``x-fake-content-encoding`` as the Content-Encoding; a compressor (zlib's interface)
+        when it names gzip or br."""
         value = self.headers.get("x-fake-content-encoding")
         if value is None:
             return None
         self.send_header("content-encoding", value)
-        return zlib.compressobj(wbits=31) if "gzip" in value.lower() else None
+        if "gzip" in value.lower():
+            return zlib.compressobj(wbits=31)
+        return _Brotli() if value.strip().lower() == "br" else None
 
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
@@ -260,7 +289,10 @@ class _Handler(BaseHTTPRequestHandler):
             "output_tokens": usage["output_tokens"],
             "cache_creation_input_tokens": usage.get("cache_creation_input_tokens", 0),
             "cache_read_input_tokens": usage.get("cache_read_input_tokens", 0),
+            **self._served("service_tier", "speed"),
         }
+        if "server_tool_use" in usage:  # e.g. {"web_search_requests": 3}, passed through as given
+            full["server_tool_use"] = usage["server_tool_use"]
         msg_id = f"msg_{uuid.uuid4().hex[:20]}"
         text = _text(usage["output_tokens"])
         if not body.get("stream"):
@@ -288,7 +320,9 @@ class _Handler(BaseHTTPRequestHandler):
         events += [
             ("content_block_stop", {"type": "content_block_stop", "index": 0}),
             ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                               "usage": {"output_tokens": usage["output_tokens"]}}),
+                               "usage": {"output_tokens": usage["output_tokens"],
+                                         **({"server_tool_use": usage["server_tool_use"]}
+                                            if "server_tool_use" in usage else {})}}),
             ("message_stop", {"type": "message_stop"}),
         ]
         self._sse(events)
@@ -309,7 +343,8 @@ class _Handler(BaseHTTPRequestHandler):
                     "stop_reason": "end_turn", "stop_sequence": None, "usage": {
                         "input_tokens": usage.get("input_tokens", 0), "output_tokens": usage["output_tokens"],
                         "cache_creation_input_tokens": usage.get("cache_creation_input_tokens", 0),
-                        "cache_read_input_tokens": usage.get("cache_read_input_tokens", 0)}}
+                        "cache_read_input_tokens": usage.get("cache_read_input_tokens", 0),
+                        **({"server_tool_use": usage["server_tool_use"]} if "server_tool_use" in usage else {})}}
             elif kind == "errored":
                 result["error"] = {"type": "error", "error": {"type": "invalid_request_error", "message": "bad"}}
             results.append({"custom_id": item.get("custom_id"), "result": result})
@@ -335,13 +370,19 @@ class _Handler(BaseHTTPRequestHandler):
             return {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": cached},
                     "output_tokens": output, "output_tokens_details": {"reasoning_tokens": 0},
                     "total_tokens": prompt + output}, output
-        return {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output,
-                "prompt_tokens_details": {"cached_tokens": cached}}, output
+        chat: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output,
+                                "prompt_tokens_details": {"cached_tokens": cached}}
+        if "audio_tokens" in usage:  # the audio share of the prompt
+            chat["prompt_tokens_details"]["audio_tokens"] = usage["audio_tokens"]
+        if "output_audio_tokens" in usage:  # the audio share of the completion
+            chat["completion_tokens_details"] = {"audio_tokens": usage["output_audio_tokens"], "reasoning_tokens": 0}
+        return chat, output
 
     def _chat(self, body: dict[str, Any]) -> None:
         usage, output = self._openai_usage(body, responses=False)
         model = self._model(body)
-        base = {"id": f"chatcmpl-{uuid.uuid4().hex[:20]}", "created": int(time.time()), "model": model}
+        base = {"id": f"chatcmpl-{uuid.uuid4().hex[:20]}", "created": int(time.time()), "model": model,
+                **self._served("service_tier")}
         text = _text(output)
         if not body.get("stream"):
             self._json(200, {**base, "object": "chat.completion", "choices": [
@@ -367,10 +408,10 @@ class _Handler(BaseHTTPRequestHandler):
         model = self._model(body)
         text = _text(output)
         resp_id = f"resp_{uuid.uuid4().hex[:20]}"
-        base = {"id": resp_id, "object": "response", "created_at": int(time.time()), "model": model,
+        base: dict[str, Any] = {"id": resp_id, "object": "response", "created_at": int(time.time()), "model": model,
                 "parallel_tool_calls": True, "tool_choice": "auto", "tools": [], "error": None,
                 "incomplete_details": None, "instructions": body.get("instructions"), "metadata": {},
-                "temperature": 1.0, "top_p": 1.0}
+                "temperature": 1.0, "top_p": 1.0, **self._served("service_tier")}
         message = {"type": "message", "id": f"msg_{uuid.uuid4().hex[:12]}", "status": "completed",
                    "role": "assistant", "content": [{"type": "output_text", "text": text, "annotations": []}]}
         done = {**base, "status": "completed", "output": [message], "usage": usage}

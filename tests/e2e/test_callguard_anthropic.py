@@ -329,12 +329,13 @@ def test_stream_dropped_by_the_server_is_charged_what_it_used(client: Any, sink:
     assert event.cost_usd >= cost("claude-haiku-4-5", input_tokens=42)
 
 
-@pytest.mark.parametrize("encoding", ["UTF-8", "none", "gzip, identity"])
-def test_a_stream_whose_content_encoding_the_client_passes_over_is_billed_from_its_events(
+@pytest.mark.parametrize("encoding", ["UTF-8", "none", "gzip, identity", "br"])
+def test_a_stream_is_read_as_the_client_reads_its_content_encoding(
     client: Any, server: FakeLlmServer, sink: ListSink, encoding: str
 ) -> None:
     """httpx reads a Content-Encoding it does not know (a charset sent by mistake, ``none``) and an
-    ``identity`` in a list as no coding at all, so the application reads the stream; so must the guard."""
+    ``identity`` in a list as no coding at all, so the application reads the stream; so must the guard.
+    With the ``brotli`` package installed (a dev dependency) the client asks for and decodes ``br``."""
     server.usage = {"input_tokens": 300}
     with attribution(user="u-enc"), client.messages.stream(model="claude-haiku-4-5", max_tokens=4_000, messages=HI,
                                 extra_headers={"x-fake-content-encoding": encoding}) as stream:

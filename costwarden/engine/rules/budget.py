@@ -181,14 +181,18 @@ def worst_case_usage(subject: LlmCall, *, output: bool = True) -> TokenUsage:
     """The usage a call is reserved for: its estimated input, billed as cache writes when the request
     has a cache breakpoint (a write costs 1.25x input for 5m, 2x for 1h: 1h when any breakpoint asks
     for it), plus ``max_tokens`` of output, clamped, for each of the completions it asks for
-    (``request.choices``: Chat Completions' ``n``); no output when ``output`` is False."""
+    (``request.choices``: Chat Completions' ``n``), all of it audio when the request asks for audio
+    output, and the web searches it allows (``request.max_web_searches``); no output and no
+    searches when ``output`` is False."""
     request = subject.request
     out = min(request.max_tokens or OUTPUT_TOKENS_CAP, OUTPUT_TOKENS_CAP) * request.choices if output else 0
+    more = {"web_search_requests": request.max_web_searches if output else 0,
+            "output_audio_tokens": out if request.output_audio else 0}
     if not request.cache_breakpoints:
-        return TokenUsage(input_tokens=request.input_tokens, output_tokens=out)
+        return TokenUsage(input_tokens=request.input_tokens, output_tokens=out, **more)
     if _asks_1h(subject.body):
-        return TokenUsage(cache_write_1h_tokens=request.input_tokens, output_tokens=out)
-    return TokenUsage(cache_write_5m_tokens=request.input_tokens, output_tokens=out)
+        return TokenUsage(cache_write_1h_tokens=request.input_tokens, output_tokens=out, **more)
+    return TokenUsage(cache_write_5m_tokens=request.input_tokens, output_tokens=out, **more)
 
 
 def _asks_1h(value: object) -> bool:

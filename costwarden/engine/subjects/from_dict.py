@@ -240,6 +240,9 @@ def _usage(r: _Reader) -> TokenUsage | None:
         cache_read_tokens=u.integer("cache_read_tokens", 0) or 0,
         cache_write_5m_tokens=u.integer("cache_write_5m_tokens", 0) or 0,
         cache_write_1h_tokens=u.integer("cache_write_1h_tokens", 0) or 0,
+        web_search_requests=u.integer("web_search_requests", 0) or 0,
+        input_audio_tokens=u.integer("input_audio_tokens", 0) or 0,
+        output_audio_tokens=u.integer("output_audio_tokens", 0) or 0,
     )
 
 
@@ -264,6 +267,8 @@ def _llm_call(data: Mapping[str, Any]) -> LlmCall:
         stream=q.flag("stream"),
         batch=q.flag("batch"),
         choices=_choices(q),
+        max_web_searches=q.integer("max_web_searches", 0) or 0,
+        output_audio=q.flag("output_audio"),
     )
     return LlmCall(
         provider=r.text("provider", required=True),

@@ -69,13 +69,22 @@ _NO_WORKLOAD = Workload()
 @dataclass(frozen=True, slots=True)
 class TokenUsage:
     """Token counts of a finished call. ``input_tokens`` excludes cache reads and writes
-    (Anthropic's convention); ``total_input_tokens`` adds them back."""
+    (Anthropic's convention); ``total_input_tokens`` adds them back.
+
+    ``input_audio_tokens`` and ``output_audio_tokens`` are the audio share of the input (of
+    ``total_input_tokens``) and of ``output_tokens``, not counts on top of them (OpenAI's
+    ``*_tokens_details.audio_tokens``); ``web_search_requests`` counts server-side web searches
+    (Anthropic's ``usage.server_tool_use.web_search_requests``), billed per search.
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_5m_tokens: int = 0
     cache_write_1h_tokens: int = 0
+    web_search_requests: int = 0
+    input_audio_tokens: int = 0
+    output_audio_tokens: int = 0
 
     @property
     def cache_write_tokens(self) -> int:
@@ -92,6 +101,9 @@ class TokenUsage:
             "cache_read_tokens": self.cache_read_tokens,
             "cache_write_5m_tokens": self.cache_write_5m_tokens,
             "cache_write_1h_tokens": self.cache_write_1h_tokens,
+            "web_search_requests": self.web_search_requests,
+            "input_audio_tokens": self.input_audio_tokens,
+            "output_audio_tokens": self.output_audio_tokens,
         }
 
 
@@ -104,6 +116,9 @@ class LlmRequest:
     of the block that ends it, where a cache breakpoint would go. ``max_tokens_field`` names the
     body field that caps output (``max_tokens``, ``max_completion_tokens``, ``max_output_tokens``),
     per choice: ``choices`` completions are generated (Chat Completions' ``n``), each up to it.
+    ``max_web_searches`` is the most server-side web searches the request allows (the web search
+    tool's ``max_uses``), 0 when it declares none or sets no limit. ``output_audio`` is set when the
+    request asks for audio output (Chat Completions' ``modalities`` with ``"audio"``).
     """
 
     api: str = "messages"
@@ -116,6 +131,8 @@ class LlmRequest:
     stream: bool = False
     batch: bool = False
     choices: int = 1
+    max_web_searches: int = 0
+    output_audio: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -129,6 +146,8 @@ class LlmRequest:
             "stream": self.stream,
             "batch": self.batch,
             "choices": self.choices,
+            "max_web_searches": self.max_web_searches,
+            "output_audio": self.output_audio,
         }
 
 

@@ -295,3 +295,42 @@ def test_sse_output_is_a_running_total_not_a_sum() -> None:
 def test_bad_streams_raise(lines: list[str], message: str) -> None:
     with pytest.raises(AdapterError, match=message):
         anthropic.usage_from_sse(lines)
+
+
+def test_web_search_requests_are_read_from_responses_and_batch_lines() -> None:
+    usage = {"input_tokens": 100, "output_tokens": 20, "server_tool_use": {"web_search_requests": 3,
+                                                                          "web_fetch_requests": 1}}
+    assert anthropic.usage_from_response({"type": "message", "usage": usage}).web_search_requests == 3
+    line = {"custom_id": "a", "result": {"type": "succeeded", "message": {"type": "message", "usage": usage}}}
+    assert anthropic.usage_from_response(line).web_search_requests == 3
+    bare = {"usage": {"input_tokens": 1, "server_tool_use": None}}
+    assert anthropic.usage_from_response(bare).web_search_requests == 0
+
+
+def test_sse_web_search_requests_are_a_running_total_not_a_sum() -> None:
+    lines = [
+        'data: {"type":"message_start","message":{"usage":{"input_tokens":50,"output_tokens":1,'
+        '"server_tool_use":{"web_search_requests":1}}}}',
+        'data: {"type":"message_delta","usage":{"output_tokens":10,"server_tool_use":{"web_search_requests":2}}}',
+        'data: {"type":"message_delta","usage":{"output_tokens":30}}',
+    ]
+    assert anthropic.usage_from_sse(lines) == TokenUsage(input_tokens=50, output_tokens=30, web_search_requests=2)
+
+
+@pytest.mark.parametrize(
+    ("tools", "expected"),
+    [
+        ([{"type": "web_search_20250305", "name": "web_search", "max_uses": 4}], 4),
+        ([{"type": "web_search_20260209", "name": "web_search", "max_uses": 2},
+          {"name": "lookup", "input_schema": {"type": "object"}, "max_uses": 9}], 2),
+        ([{"type": "web_search_20250305", "name": "web_search"}], 0),  # no limit: not reserved
+        ([{"type": "web_search_20250305", "name": "web_search", "max_uses": "5"}], 0),
+        ([], 0),
+    ],
+)
+def test_request_declares_its_web_search_limit(tools: list[Any], expected: int) -> None:
+    body = {"model": "claude-haiku-4-5", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}],
+            "tools": tools}
+    call = anthropic.subject_from_request(body)
+    assert call.request.max_web_searches == expected
+    assert call.to_dict()["request"]["max_web_searches"] == expected

@@ -238,3 +238,26 @@ def test_responses_stream_completed_event() -> None:
         },
     ]
     assert openai.usage_from_chunks(events) == TokenUsage(input_tokens=12, output_tokens=3)
+
+
+def test_audio_tokens_are_the_audio_share_of_input_and_output() -> None:
+    usage = {"prompt_tokens": 1_000, "completion_tokens": 300, "total_tokens": 1_300,
+             "prompt_tokens_details": {"cached_tokens": 200, "audio_tokens": 600},
+             "completion_tokens_details": {"audio_tokens": 250, "reasoning_tokens": 0}}
+    assert openai.usage_from_response({"object": "chat.completion", "usage": usage}) == TokenUsage(
+        input_tokens=800, output_tokens=300, cache_read_tokens=200, input_audio_tokens=600, output_audio_tokens=250)
+    chunks = [{"choices": [{"delta": {"content": "hi"}}], "usage": None}, {"choices": [], "usage": usage}]
+    assert openai.usage_from_chunks(chunks).output_audio_tokens == 250
+    nulls = {"prompt_tokens": 10, "completion_tokens": 2, "prompt_tokens_details": {"audio_tokens": None},
+             "completion_tokens_details": None}
+    assert openai.usage_from_response({"usage": nulls}) == TokenUsage(input_tokens=10, output_tokens=2)
+
+
+@pytest.mark.parametrize(("modalities", "expected"), [(["text", "audio"], True), (["text"], False), (None, False)])
+def test_request_asking_for_audio_output_is_marked(modalities: Any, expected: bool) -> None:
+    body: dict[str, Any] = {"model": "gpt-audio", "messages": [{"role": "user", "content": "hi"}]}
+    if modalities is not None:
+        body["modalities"] = modalities
+    call = openai.subject_from_request(body)
+    assert call.request.output_audio is expected
+    assert call.to_dict()["request"]["output_audio"] is expected

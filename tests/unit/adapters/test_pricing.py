@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from genai_prices import calc_price, data_snapshot
+from genai_prices import Usage, calc_price, data_snapshot
 
 from costwarden.adapters.pricing import GenaiPricer, genai_usage
 from costwarden.engine.pricing import LlmPricer
@@ -177,3 +177,78 @@ def test_importing_the_pricer_does_not_import_genai_prices() -> None:
     code = "import sys, costwarden.adapters.pricing; print('genai_prices' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# --- web searches and audio tokens -------------------------------------------------------------
+
+
+def _reference(usage: TokenUsage, model: str, provider: str, batch: bool = False) -> float:
+    context = {"processing": "batch"} if batch else None
+    price = calc_price(genai_usage(usage), model_ref=model, provider_id=provider, price_context=context)
+    return float(price.total_price)
+
+
+def test_web_searches_are_priced_per_search(pricer: GenaiPricer) -> None:
+    # genai-prices bills Anthropic web searches per 1,000 (web_searches_kcount) on top of tokens.
+    usage = TokenUsage(input_tokens=1_000, output_tokens=200, web_search_requests=5)
+    expected = float(calc_price(Usage(input_tokens=1_000, output_tokens=200, web_searches=5),
+                                model_ref="claude-haiku-4-5-20251001", provider_id="anthropic").total_price)
+    tokens_only = calc_price(Usage(input_tokens=1_000, output_tokens=200), model_ref="claude-haiku-4-5-20251001",
+                             provider_id="anthropic").total_price
+    assert expected > float(tokens_only) * 10  # 5 searches cost far more than the tokens
+    assert pricer.cost("anthropic", "claude-haiku-4-5-20251001", usage) == pytest.approx(expected, rel=1e-12)
+    # tiered models too (Sonnet 4.5, above its 200k tier)
+    big = TokenUsage(input_tokens=250_000, output_tokens=1_000, web_search_requests=3)
+    assert pricer.cost("anthropic", "claude-sonnet-4-5", big) == pytest.approx(
+        _reference(big, "claude-sonnet-4-5", "anthropic"), rel=1e-12)
+
+
+def test_web_searches_are_not_batch_discounted(pricer: GenaiPricer) -> None:
+    searches = TokenUsage(web_search_requests=4)
+    per_search = float(_price(data_snapshot.get_snapshot().find_provider_model(
+        "claude-3-5-sonnet", None, "anthropic", None)[1], "web_searches_kcount") or 0) / 1_000
+    if not per_search:
+        pytest.skip("genai-prices has no web search price for claude-3-5-sonnet")
+    assert pricer.cost("anthropic", "claude-3-5-sonnet-20241022", searches, batch=True) == pytest.approx(4 * per_search)
+
+
+@pytest.mark.parametrize("model", ["gpt-realtime", "gpt-audio"])
+def test_audio_tokens_are_priced_at_the_audio_rate(pricer: GenaiPricer, model: str) -> None:
+    usage = TokenUsage(input_tokens=1_000, output_tokens=200, input_audio_tokens=400, output_audio_tokens=150)
+    text = TokenUsage(input_tokens=1_000, output_tokens=200)
+    reported = Usage(input_tokens=1_000, output_tokens=200, input_audio_tokens=400, output_audio_tokens=150)
+    expected = float(calc_price(reported, model_ref=model, provider_id="openai").total_price)
+    assert expected > pricer.cost("openai", model, text) * 2  # audio is several times the text rate
+    assert pricer.cost("openai", model, usage) == pytest.approx(expected, rel=1e-12)
+
+
+def test_cached_input_with_audio_takes_the_audio_as_uncached(pricer: GenaiPricer) -> None:
+    # gpt-realtime prices cached audio apart; usage does not say which cached tokens were audio,
+    # so the audio is billed uncached first (the higher price) and the overflow as cached audio.
+    for audio in (300, 900):
+        usage = TokenUsage(input_tokens=700, output_tokens=100, cache_read_tokens=300, input_audio_tokens=audio)
+        expected = calc_price(
+            genai_usage(usage), model_ref="gpt-realtime", provider_id="openai").total_price
+        assert genai_usage(usage).cache_audio_read_tokens == max(0, audio - 700)
+        assert pricer.cost("openai", "gpt-realtime", usage) == pytest.approx(float(expected), rel=1e-12)
+
+
+@pytest.mark.parametrize("provider_id", ["anthropic", "openai", "google"])
+def test_agrees_with_calc_price_on_audio_and_searches(pricer: GenaiPricer, provider_id: str) -> None:
+    usages = [
+        TokenUsage(input_tokens=3_000, output_tokens=800, input_audio_tokens=1_200, output_audio_tokens=500),
+        TokenUsage(input_tokens=2_000, output_tokens=300, cache_read_tokens=1_000, input_audio_tokens=2_500),
+        TokenUsage(input_tokens=2_000, output_tokens=300, web_search_requests=7),
+    ]
+    compared = 0
+    for model in _token_priced_models(provider_id):
+        if _price(model, "output_mtok") is None:
+            continue
+        for usage in usages:
+            try:
+                reference = _reference(usage, model.id, provider_id)
+            except (LookupError, ValueError):
+                continue
+            assert pricer.cost(provider_id, model.id, usage) == pytest.approx(reference, rel=1e-9), (model.id, usage)
+            compared += 1
+    assert compared > 20

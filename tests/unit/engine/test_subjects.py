@@ -181,6 +181,21 @@ class TestLlmCall:
         assert s.actual_cost_usd == pytest.approx(0.0123)
         assert s.latency_ms == pytest.approx(812.5)
 
+    def test_web_searches_and_audio_round_trip_and_reach_cel(self) -> None:
+        from costwarden.engine.cel import compile_cel
+
+        data = {**LLM_CALL, "request": {**LLM_CALL["request"], "max_web_searches": 5, "output_audio": True},
+                "usage": {**LLM_CALL["usage"], "web_search_requests": 3, "input_audio_tokens": 40,
+                          "output_audio_tokens": 50}}
+        s = subject_from_dict(data)
+        assert isinstance(s, LlmCall) and s.usage is not None
+        assert (s.usage.web_search_requests, s.usage.input_audio_tokens, s.usage.output_audio_tokens) == (3, 40, 50)
+        assert s.request.max_web_searches == 5 and s.request.output_audio
+        assert subject_from_dict(s.to_dict()) == s
+        program = compile_cel("subject.usage.web_search_requests > 2 && subject.request.max_web_searches == 5 "
+                              "&& subject.usage.output_audio_tokens == 50")
+        assert program.evaluate_bool(s.as_cel)
+
     def test_kind_name_namespace_are_derived(self) -> None:
         s = subject_from_dict(LLM_CALL)
         assert s.kind == "messages"
