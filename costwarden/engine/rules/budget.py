@@ -9,7 +9,6 @@ a ledger that fails raises, which the evaluator turns into an ``error`` judged b
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -179,8 +178,8 @@ def _worst_case(subject: LlmCall, ctx: EvalContext) -> float:
 
 def worst_case_usage(subject: LlmCall, *, output: bool = True) -> TokenUsage:
     """The usage a call is reserved for: its estimated input, billed as cache writes when the request
-    has a cache breakpoint (a write costs 1.25x input for 5m, 2x for 1h: 1h when any breakpoint asks
-    for it), plus ``max_tokens`` of output, clamped, for each of the completions it asks for
+    has a cache breakpoint (a write costs 1.25x input for 5m, 2x for 1h: ``request.cache_write_1h``,
+    when any breakpoint asks for it), plus ``max_tokens`` of output, clamped, for each of the completions it asks for
     (``request.choices``: Chat Completions' ``n``), all of it audio when the request asks for audio
     output, and the web searches it allows (``request.max_web_searches``); no output and no
     searches when ``output`` is False."""
@@ -190,21 +189,9 @@ def worst_case_usage(subject: LlmCall, *, output: bool = True) -> TokenUsage:
             "output_audio_tokens": out if request.output_audio else 0}
     if not request.cache_breakpoints:
         return TokenUsage(input_tokens=request.input_tokens, output_tokens=out, **more)
-    if _asks_1h(subject.body):
+    if request.cache_write_1h:
         return TokenUsage(cache_write_1h_tokens=request.input_tokens, output_tokens=out, **more)
     return TokenUsage(cache_write_5m_tokens=request.input_tokens, output_tokens=out, **more)
-
-
-def _asks_1h(value: object) -> bool:
-    """Whether a ``cache_control`` in the request body asks for a 1h TTL."""
-    if isinstance(value, Mapping):
-        control = value.get("cache_control")
-        if isinstance(control, Mapping) and control.get("ttl") == "1h":
-            return True
-        return any(isinstance(v, (Mapping, list)) and _asks_1h(v) for v in value.values())
-    if isinstance(value, list):
-        return any(isinstance(v, (Mapping, list)) and _asks_1h(v) for v in value)
-    return False
 
 
 KIND = RuleKind("budget", Budget, ("llm_call",), compile, "spend per attribution key over a window stays under a limit")

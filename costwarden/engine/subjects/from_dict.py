@@ -269,6 +269,7 @@ def _llm_call(data: Mapping[str, Any]) -> LlmCall:
         choices=_choices(q),
         max_web_searches=q.integer("max_web_searches", 0) or 0,
         output_audio=q.flag("output_audio"),
+        cache_write_1h=q.flag("cache_write_1h"),
     )
     return LlmCall(
         provider=r.text("provider", required=True),

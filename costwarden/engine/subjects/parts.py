@@ -116,7 +116,8 @@ class LlmRequest:
     of the block that ends it, where a cache breakpoint would go. ``max_tokens_field`` names the
     body field that caps output (``max_tokens``, ``max_completion_tokens``, ``max_output_tokens``),
     per choice: ``choices`` completions are generated (Chat Completions' ``n``), each up to it.
-    ``max_web_searches`` is the most server-side web searches the request allows (the web search
+    ``cache_write_1h`` is set when a cache breakpoint asks for the 1h TTL (writes cost 2x input,
+    not 1.25x). ``max_web_searches`` is the most server-side web searches the request allows (the web search
     tool's ``max_uses``), 0 when it declares none or sets no limit. ``output_audio`` is set when the
     request asks for audio output (Chat Completions' ``modalities`` with ``"audio"``).
     """
@@ -133,6 +134,7 @@ class LlmRequest:
     choices: int = 1
     max_web_searches: int = 0
     output_audio: bool = False
+    cache_write_1h: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -148,6 +150,7 @@ class LlmRequest:
             "choices": self.choices,
             "max_web_searches": self.max_web_searches,
             "output_audio": self.output_audio,
+            "cache_write_1h": self.cache_write_1h,
         }
 
 

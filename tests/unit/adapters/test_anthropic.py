@@ -128,7 +128,14 @@ def test_cache_breakpoints_count_every_marker() -> None:
             {"role": "assistant", "content": "plain string content"},
         ],
     }
-    assert anthropic.subject_from_request(body).request.cache_breakpoints == 5
+    request = anthropic.subject_from_request(body).request
+    assert (request.cache_breakpoints, request.cache_write_1h) == (5, True)
+    body["system"][0]["cache_control"] = mark  # type: ignore[index]
+    assert anthropic.subject_from_request(body).request.cache_write_1h is False
+    body["cache_control"] = {"type": "ephemeral", "ttl": "1h"}  # automatic caching with the 1h TTL
+    assert anthropic.subject_from_request(body).request.cache_write_1h is True
+    elsewhere = {"model": "m", "metadata": {"note": {"cache_control": {"ttl": "1h"}}}, "messages": []}
+    assert anthropic.subject_from_request(elsewhere).request.cache_write_1h is False  # not a breakpoint
 
 
 def test_batch_user_and_source() -> None:
