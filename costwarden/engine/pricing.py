@@ -40,13 +40,13 @@ def price_context(*sources: Mapping[str, Any] | None) -> dict[str, str]:
     there); a later source wins, as a response's tier is the one that served the call."""
     context: dict[str, str] = {}
     for source in sources:
-        if not isinstance(source, Mapping):
+        if source is None or not (source.__class__ is dict or isinstance(source, Mapping)):
             continue
         usage = source.get("usage")
-        for where in (source, usage if isinstance(usage, Mapping) else {}):
+        for where in (source, usage) if usage.__class__ is dict or isinstance(usage, Mapping) else (source,):
             for key in PRICE_CONTEXT_KEYS:
                 value = where.get(key)
-                if isinstance(value, str) and value:
+                if value and value.__class__ is str:
                     context[key] = value
     return context
 
