@@ -82,7 +82,7 @@ local function alerts(specs, out)
       local total = 0
       for _, k in ipairs(s.w) do total = total + (tonumber(redis.call('HGET', bkey(k), 's')) or 0) end
       for _, t in ipairs(s.t) do
-        if total >= tonumber(t) * s.l then
+        if total >= math.floor(tonumber(t) * s.l + 0.5) then  -- the threshold to the micro-dollar
           local marker = tag .. ':a:' .. s.k .. '|' .. t
           local fresh
           if s.e then fresh = redis.call('SET', marker, '1', 'NX', 'PXAT', fmt(s.e))

@@ -22,6 +22,7 @@ runs the same steps as Lua scripts (``redis.py``) and SQLite as a few combined s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -108,10 +109,12 @@ def decide(reservation_id: str, specs: Sequence[HoldSpec], totals: Mapping[str, 
 
 
 def crossed(spec: HoldSpec, window_settled: int) -> list[float]:
-    """The alert thresholds that settled spend over the window has reached."""
+    """The alert thresholds that settled spend over the window has reached: a threshold is its share
+    of the limit rounded to the micro-dollar (``0.55 * $100`` is 55000000.00000001 micro-dollars as
+    a float, which spend of exactly $55 would not reach)."""
     if spec.limit is None:
         return []
-    return [t for t in spec.alert_at if window_settled >= t * spec.limit]
+    return [t for t in spec.alert_at if window_settled >= math.floor(t * spec.limit + 0.5)]  # as redis.py's Lua
 
 
 class Txn(Protocol):
