@@ -9,6 +9,7 @@
     │   ├── UnrecognizedInput  a file holds nothing costwarden knows how to judge
     │   └── PricingError       no price is known for a model (never priced at $0)
     ├── LedgerError            the budget ledger could not be reached or refused an operation
+    │   └── UnknownReservation a settle named a reservation the ledger has no record of
     └── EnforcementError       an enforcer could not apply a decision
         ├── PolicyViolation    the call-guard refused a request; carries the Decision
         └── BudgetExceeded     the call-guard refused a request for budget; carries the Decision
@@ -74,6 +75,11 @@ class PricingError(AdapterError):
 
 class LedgerError(CostwardenError):
     """The budget ledger could not be reached, timed out, or refused an operation."""
+
+
+class UnknownReservation(LedgerError):
+    """A settle named a reservation the ledger has no record of: never made there, or made and
+    purged once its TTL and the store's record grace had passed (a call that outlived them)."""
 
 
 class EnforcementError(CostwardenError):

@@ -52,6 +52,7 @@ from costwarden.enforcers.attempt import (
 )
 from costwarden.enforcers.bodytap import AsyncTappedStream, BodyTap, TappedStream
 from costwarden.enforcers.guarded_call import GuardedCall, ProviderEdge
+from costwarden.engine.pricing import price_context
 from costwarden.engine.subjects import TokenUsage
 from costwarden.errors import AdapterError
 
@@ -274,7 +275,7 @@ def _completion(data: Mapping[str, Any]) -> Any:
 class AnthropicStream:
     """Reads usage and the served model from a Messages SSE stream as it passes."""
 
-    __slots__ = ("kept", "model", "started", "finished", "output_chars", "refused")
+    __slots__ = ("kept", "model", "started", "finished", "output_chars", "refused", "served")
 
     def __init__(self) -> None:
         self.kept: list[str] = []
@@ -283,6 +284,7 @@ class AnthropicStream:
         self.finished = False
         self.output_chars = 0
         self.refused: str | None = None  # the error of an ``error`` event before ``message_start``
+        self.served: dict[str, str] = {}  # the speed / service tier ``usage`` reports: the price's context
 
     def on_event(self, data: str) -> bool:
         if '"content_block_delta"' in data:
@@ -300,8 +302,10 @@ class AnthropicStream:
                 message = event.get("message")
                 if isinstance(message, Mapping) and isinstance(message.get("model"), str):
                     self.model = message["model"]
+                self.served.update(price_context(message))  # its ``usage`` tells the speed and tier
             elif kind in ("message_delta", "message_stop"):
                 self.finished = True
+                self.served.update(price_context(event))  # a ``message_delta``'s ``usage`` may too
             elif kind == "error" and not self.started and self.refused is None:
                 error = event.get("error")
                 error = error if isinstance(error, Mapping) else {}
@@ -355,7 +359,7 @@ def _stream_end(
         return
     call.complete(usage, served_model=observer.model, source="stream",
                   outcome="ok" if observer.finished else "partial",
-                  error=None if observer.finished else f"stream ended early ({reason})")
+                  error=None if observer.finished else f"stream ended early ({reason})", response=observer.served)
 
 
 __all__ = ["BATCHES", "MESSAGES", "AnthropicStream", "edge_for", "handle", "handle_async"]

@@ -38,6 +38,7 @@ from costwarden.enforcers.attempt import complete_from_data
 from costwarden.enforcers.batch_record import BatchRecord, recorded
 from costwarden.enforcers.bodytap import BodyTap
 from costwarden.enforcers.deferred import keep_for_later, remembered, settled_event, worst_case
+from costwarden.engine.pricing import cost_in_context, price_context
 from costwarden.engine.subjects import TokenUsage
 from costwarden.errors import AdapterError, describe
 
@@ -147,7 +148,7 @@ def settle(guard: CallGuard, provider: str, response_id: str, data: Mapping[str,
     except AdapterError:
         usage = None
     if usage is not None:
-        cost = _price(guard, provider, model or (pending.model_requested if pending else ""), usage, problems)
+        cost = _price(guard, provider, model or (pending.model_requested if pending else ""), usage, data, problems)
         if cost is None:
             cost = worst_case(ledger, pending, marker_key(response_id), now)
     elif status in ("failed", "cancelled"):
@@ -173,9 +174,13 @@ def settle(guard: CallGuard, provider: str, response_id: str, data: Mapping[str,
     return True
 
 
-def _price(guard: CallGuard, provider: str, model: str, usage: Any, problems: list[str]) -> float | None:
+def _price(
+    guard: CallGuard, provider: str, model: str, usage: Any, data: Mapping[str, Any], problems: list[str]
+) -> float | None:
+    """The usage's cost at the service tier the response object reports (the one that served it;
+    the request body is not kept past the creation). Background responses are not batch-priced."""
     try:
-        return guard.pricer.cost(provider, model, usage)
+        return cost_in_context(guard.pricer, provider, model, usage, batch=False, context=price_context(data))
     except Exception as exc:
         problems.append(f"usage not priced ({describe(exc)}); charged the reserved worst case")
         return None

@@ -21,7 +21,7 @@ from costwarden.engine.decision import Decision
 from costwarden.engine.ledger import Alert, Hold
 from costwarden.engine.pricing import cost_in_context, price_context
 from costwarden.engine.subjects import LlmCall, TokenUsage
-from costwarden.errors import describe
+from costwarden.errors import UnknownReservation, describe
 
 if TYPE_CHECKING:
     from costwarden.adapters.events.event import Outcome, UsageSource
@@ -96,6 +96,8 @@ class GuardedCall:
         self.batch_requests = 0
         self.reservation_id: str | None = None
         self.held = False
+        self.holds: tuple[Hold, ...] = ()  # what the reservation held, and for how long: to charge the
+        self.ttl_s = 0.0  # cost directly when the reservation's record is gone by the time it settles
         self.pending_retry = False
         self.lost_usd = 0.0
         self.status_code: int | None = None
@@ -261,16 +263,29 @@ class GuardedCall:
             findings = dict.fromkeys(f"{r.policy}/{r.rule}: {r.message}" for r in self.decision.violations)
             if usage is not None and guard.post_policies is not None and not self.batch_requests:
                 findings.update(dict.fromkeys(self._post_findings(guard.post_policies, usage, cost, latency_ms, now)))
+            errors = "; ".join(e for e in (error, ledger_error) if e) or None
             guard.emit(self._event(outcome, usage, cost, source, served_model, completion, now, latency_ms,
-                                   charged, alerts, tuple(findings), ledger_error or error))
+                                   charged, alerts, tuple(findings), errors))
 
     def _settle(self, cost: float, now: datetime) -> tuple[bool, tuple[str, ...], str | None]:
         ledger = self.guard.ledger
         if not self.held or ledger is None or self.reservation_id is None:
             return False, (), None
+        note = None
         try:
             if cost > 0:
-                alerts: list[Alert] = list(ledger.settle(self.reservation_id, cost, now=now) or ())
+                try:
+                    alerts: list[Alert] = list(ledger.settle(self.reservation_id, cost, now=now) or ())
+                except UnknownReservation:
+                    charge = getattr(ledger, "charge", None)
+                    if charge is None or not self.holds:
+                        raise  # a ledger that cannot charge: reported below, as an unreachable one is
+                    # The call outlived its reservation's record (ttl_s + the store's record grace): charge
+                    # its cost to the budgets it held, under its own id, so a retried charge counts once.
+                    alerts = list(charge(self.reservation_id, self.holds, cost, ttl_s=self.ttl_s, now=now) or ())
+                    note = (f"ledger: reservation {self.reservation_id} expired before the call ended (ttl "
+                            f"{self.ttl_s:g}s); its cost was charged to its budgets directly")
+                    log.warning("%s", note)
             else:
                 ledger.release(self.reservation_id, now=now)
                 alerts = []
@@ -279,7 +294,7 @@ class GuardedCall:
             return False, (), f"ledger: {describe(exc)}"
         for alert in alerts:
             self.guard.alert(alert)
-        return cost > 0, tuple(str(a) for a in alerts), None
+        return cost > 0, tuple(str(a) for a in alerts), note
 
     def _post_findings(
         self, policies: PolicySet, usage: TokenUsage, cost: float, latency_ms: float, now: datetime

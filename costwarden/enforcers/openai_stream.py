@@ -13,6 +13,7 @@ from costwarden.enforcers.attempt import end_reason, finish_json_body
 from costwarden.enforcers.background_responses import complete_or_hold
 from costwarden.enforcers.bodytap import BodyTap
 from costwarden.enforcers.guarded_call import GuardedCall
+from costwarden.engine.pricing import price_context
 from costwarden.engine.subjects import TokenUsage
 from costwarden.errors import AdapterError
 
@@ -25,7 +26,7 @@ _DELTA_EVENTS = frozenset({"response.output_text.delta", "response.function_call
 class OpenAIStream:
     """Reads usage and the served model from Chat Completions chunks or Responses events."""
 
-    __slots__ = ("kept", "model", "finished", "output_chars", "drop_usage_chunk")
+    __slots__ = ("kept", "model", "finished", "output_chars", "drop_usage_chunk", "served")
 
     def __init__(self, *, drop_usage_chunk: bool = False) -> None:
         self.kept: list[Mapping[str, Any]] = []
@@ -33,6 +34,7 @@ class OpenAIStream:
         self.finished = False
         self.output_chars = 0
         self.drop_usage_chunk = drop_usage_chunk
+        self.served: dict[str, str] = {}  # the service tier the chunks or the response report: the price's context
 
     def on_event(self, data: str) -> bool:
         if data == "[DONE]":
@@ -47,8 +49,10 @@ class OpenAIStream:
             self.kept.append(event)
             self.finished = True
             response = event.get("response")
-            if isinstance(response, Mapping) and isinstance(response.get("model"), str):
-                self.model = response["model"]
+            if isinstance(response, Mapping):
+                if isinstance(response.get("model"), str):
+                    self.model = response["model"]
+                self.served.update(price_context(response))
         elif kind in _DELTA_EVENTS and isinstance(event.get("delta"), str):
             self.output_chars += len(event["delta"])
         return True
@@ -56,6 +60,8 @@ class OpenAIStream:
     def _chat_chunk(self, chunk: Mapping[str, Any]) -> bool:
         if isinstance(chunk.get("model"), str):
             self.model = chunk["model"]
+        if isinstance(chunk.get("service_tier"), str):
+            self.served.update(price_context(chunk))
         choices = chunk.get("choices")
         for choice in choices if isinstance(choices, list) else ():
             delta = choice.get("delta") if isinstance(choice, Mapping) else None
@@ -98,9 +104,9 @@ def stream_end(
     if usage is None:
         call.complete(call.estimated_usage(observer.output_estimate()), served_model=observer.model,
                       source="estimate", outcome="partial",
-                      error=f"stream ended before its usage ({end_reason(complete, error)})")
+                      error=f"stream ended before its usage ({end_reason(complete, error)})", response=observer.served)
         return
-    call.complete(usage, served_model=observer.model, source="stream")
+    call.complete(usage, served_model=observer.model, source="stream", response=observer.served)
 
 
 __all__ = ["CHARS_PER_TOKEN", "OpenAIStream", "stream_end"]

@@ -64,6 +64,7 @@ def reserve_call(guard: CallGuard, call: GuardedCall, holds: Sequence[Hold], ttl
         guard.record_denial(call.edge, call.body, err, call.model_requested, call.started_at, call.started)
         raise err
     call.held = True
+    call.holds, call.ttl_s = tuple(merged), ttl_s
 
 def _try_reserve(guard: CallGuard, call: GuardedCall, holds: Sequence[Hold], ttl_s: float) -> Reservation | None:
     """Reserve under a new id; on a ledger outage, refuse (fail closed) unless every budget

@@ -156,3 +156,80 @@ def test_a_cache_write_never_costs_more_than_the_reserved_worst_case(server: Fak
     assert event.estimated_cost_usd == pytest.approx(worst, rel=1e-9)
     # the fake server reports writes without the TTL split (billed as 5m): at most the worst case
     assert event.cost_usd <= event.estimated_cost_usd
+
+
+# --- streams and background responses: priced at the tier / speed that served them ---
+
+
+def openai_client(server: FakeLlmServer, guard: CallGuard) -> Any:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="test", max_retries=0,
+                         http_client=openai_http_client(guard, max_retries=0))
+
+
+def test_an_anthropic_stream_is_priced_at_the_speed_its_usage_reports(server: FakeLlmServer) -> None:
+    """Anthropic reports the speed that served a call in ``usage`` (``message_start`` when
+    streamed): a fast-mode request served at the standard speed costs the standard price."""
+    ledger, sink = MemoryLedger(), ListSink()
+    guard = CallGuard(compile_policies(budget_policy(50.0)), ledger=ledger, sinks=[sink])
+    with anthropic.Anthropic(base_url=server.url, api_key="test", middleware=[guard], max_retries=0) as client, \
+            attribution(user="u-fast-stream"):
+        with client.messages.stream(model="claude-opus-4-8", max_tokens=2_000, messages=HI, speed="fast",
+                                    extra_headers={"x-fake-speed": "standard"}) as stream:
+            stream.until_done()
+        with client.messages.stream(model="claude-opus-4-8", max_tokens=2_000, messages=HI, speed="fast",
+                                    extra_headers={"x-fake-speed": "fast"}) as stream:
+            stream.until_done()
+    standard, fast = (genai("anthropic", "claude-opus-4-8", ctx, input_tokens=1_000, output_tokens=500)
+                      for ctx in (None, {"speed": "fast"}))
+    assert fast == pytest.approx(2 * standard)
+    assert [(e.stream, e.usage_source) for e in sink.events] == [(True, "stream")] * 2
+    assert [e.cost_usd for e in sink.events] == [pytest.approx(standard, rel=1e-9), pytest.approx(fast, rel=1e-9)]
+    assert spent(ledger, "u-fast-stream") == pytest.approx(standard + fast, abs=1e-6)
+
+
+def test_an_openai_chat_stream_is_priced_at_the_tier_its_chunks_report(server: FakeLlmServer) -> None:
+    ledger, sink = MemoryLedger(), ListSink()
+    guard = CallGuard(compile_policies(budget_policy(50.0)), ledger=ledger, sinks=[sink])
+    with openai_client(server, guard) as client, attribution(user="u-chat-stream"):
+        for asked, served in (("auto", "priority"), ("priority", "default")):
+            chunks = client.chat.completions.create(
+                model="gpt-5", max_tokens=1_000, messages=HI, service_tier=asked, stream=True,
+                stream_options={"include_usage": True}, extra_headers={"x-fake-service-tier": served})
+            assert [c.service_tier for c in chunks][-1] == served
+    standard, priority = (genai("openai", "gpt-5", ctx, input_tokens=1_000, output_tokens=500)
+                          for ctx in (None, {"service_tier": "priority"}))
+    assert [(e.stream, e.usage_source) for e in sink.events] == [(True, "stream")] * 2
+    assert [e.cost_usd for e in sink.events] == [pytest.approx(priority, rel=1e-9), pytest.approx(standard, rel=1e-9)]
+    assert spent(ledger, "u-chat-stream") == pytest.approx(priority + standard, abs=1e-6)
+
+
+def test_an_openai_responses_stream_is_priced_at_the_tier_its_response_reports(server: FakeLlmServer) -> None:
+    ledger, sink = MemoryLedger(), ListSink()
+    guard = CallGuard(compile_policies(budget_policy(50.0)), ledger=ledger, sinks=[sink])
+    with openai_client(server, guard) as client, attribution(user="u-resp-stream"):
+        events = client.responses.create(model="gpt-5", input="hi", max_output_tokens=1_000, service_tier="auto",
+                                         stream=True, extra_headers={"x-fake-service-tier": "flex"})
+        assert [e.response.service_tier for e in events if e.type == "response.completed"] == ["flex"]
+    flex = genai("openai", "gpt-5", {"service_tier": "flex"}, input_tokens=1_000, output_tokens=500)
+    (event,) = sink.events
+    assert (event.stream, event.usage_source) == (True, "stream")
+    assert event.cost_usd == pytest.approx(flex, rel=1e-9)
+    assert spent(ledger, "u-resp-stream") == pytest.approx(flex, abs=1e-6)
+
+
+@pytest.mark.parametrize("tier", ["flex", "priority"])
+def test_a_background_response_is_settled_at_the_tier_that_served_it(server: FakeLlmServer, tier: str) -> None:
+    """A background response's settlement prices the response object's ``service_tier``."""
+    ledger, sink = MemoryLedger(), ListSink()
+    guard = CallGuard(compile_policies(budget_policy(50.0)), ledger=ledger, sinks=[sink])
+    with openai_client(server, guard) as client, attribution(user=f"u-bg-{tier}"):
+        created = client.responses.create(model="gpt-5", input="hi", max_output_tokens=1_000, background=True,
+                                          service_tier=tier, extra_headers={"x-fake-service-tier": tier})
+        done = client.responses.retrieve(created.id)
+    assert (done.status, done.service_tier) == ("completed", tier)
+    guard.close()
+    expected = genai("openai", "gpt-5", {"service_tier": tier}, input_tokens=1_000, output_tokens=500)
+    queued, settled = sink.events
+    assert (queued.cost_usd, settled.usage_source, settled.charged) == (0.0, "response", True)
+    assert settled.cost_usd == pytest.approx(expected, rel=1e-9)
+    assert spent(ledger, f"u-bg-{tier}") == pytest.approx(expected, abs=1e-6)

@@ -54,7 +54,7 @@ from costwarden.adapters.ledger.hold_specs import dump_specs, epoch_ms, specs_fr
 from costwarden.adapters.ledger.status import BucketRow, BudgetStatus, now_ms, summarize
 from costwarden.adapters.ledger.store import RECORD_GRACE_S
 from costwarden.engine.ledger import Alert, Hold, Reservation
-from costwarden.errors import LedgerError
+from costwarden.errors import LedgerError, UnknownReservation
 
 _COMMON = """
 local tag, now = ARGV[1], tonumber(ARGV[2])
@@ -292,7 +292,7 @@ class RedisLedger:
             self._settle, [self._record(reservation_id)], [self.tag, epoch_ms(now), reservation_id, cost], "settle"
         )
         if out[0] == "?":
-            raise LedgerError(
+            raise UnknownReservation(
                 f"cannot settle unknown reservation {reservation_id!r}: it was never reserved here or its record "
                 "expired (records are kept for ttl_s + record_grace_s)"
             )

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from costwarden.adapters.ledger.hold_specs import HoldSpec, dump_specs, load_specs, to_micros, to_usd
 from costwarden.adapters.ledger.store import Record, crossed, decide, lock_keys
 from costwarden.engine.ledger import Alert, Reservation
-from costwarden.errors import LedgerError
+from costwarden.errors import UnknownReservation
 
 RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 """``UPDATE ... RETURNING`` (SQLite 3.35+) moves a reservation and reads its holds in one statement."""
@@ -172,7 +172,7 @@ def settle(db: sqlite3.Connection, reservation_id: str, cost: int) -> list[Alert
     reached, once."""
     specs = _take(db, reservation_id, "s", cost)
     if specs is None:
-        raise LedgerError(
+        raise UnknownReservation(
             f"cannot settle unknown reservation {reservation_id!r}: it was never reserved here or its record "
             "expired (records are kept for ttl_s + record_grace_s)"
         )

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Protocol, Self
 
 from costwarden.adapters.ledger.hold_specs import HoldSpec, to_usd
 from costwarden.engine.ledger import Alert, Hold, Ledger, Reservation
-from costwarden.errors import LedgerError
+from costwarden.errors import UnknownReservation
 
 if TYPE_CHECKING:
     from costwarden.adapters.ledger.status import BudgetStatus
@@ -178,7 +178,7 @@ def reserve_in(
 def settle_in(txn: Txn, reservation_id: str, cost: int) -> list[Alert]:
     record = txn.load(reservation_id)
     if record is None:
-        raise LedgerError(
+        raise UnknownReservation(
             f"cannot settle unknown reservation {reservation_id!r}: it was never reserved here or its record "
             "expired (records are kept for ttl_s + record_grace_s)"
         )

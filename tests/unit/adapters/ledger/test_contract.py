@@ -316,6 +316,21 @@ class TestExpiry:
         ledger.settle("r1", 3.0, now=later(60))
         assert ledger.spent([ALICE], now=later(60)) == [4.0]
 
+    def test_a_purged_reservation_is_charged_once_under_its_own_id(self, ledger: LedgerStore) -> None:
+        """A call that outlives its reservation's record (``ttl_s`` + ``record_grace_s``): settle says
+        the id is unknown, and the call-guard charges the cost under that id instead — once, however
+        often it is retried, and a later settle or release of the id changes nothing."""
+        long_ago = NOW - timedelta(hours=1)  # Redis expires the record by its own clock: an hour ago
+        ledger.reserve("r1", [hold(ALICE, 8.0)], ttl_s=30, now=long_ago)
+        ledger.reserve("sweep", [hold(BOB, 1.0)], ttl_s=30, now=NOW)  # purges r1's lapsed record
+        with pytest.raises(LedgerError, match="unknown reservation 'r1'"):
+            ledger.settle("r1", 3.0, now=NOW)
+        assert ledger.charge("r1", [hold(ALICE, 8.0)], 3.0, ttl_s=30, now=NOW) == []
+        assert ledger.charge("r1", [hold(ALICE, 8.0)], 3.0, ttl_s=30, now=NOW) == []  # a retry counts once
+        assert ledger.settle("r1", 3.0, now=NOW) == []
+        ledger.release("r1", now=NOW)
+        assert ledger.spent([ALICE, BOB], now=NOW) == [3.0, 1.0]
+
     def test_holds_expire_one_by_one_among_many(self, ledger: LedgerStore) -> None:
         """Holds of different TTLs on one key drop out of the sums each at its own expiry, including
         one made after an earlier expiry that expires before the holds left (stores may keep a
