@@ -33,6 +33,7 @@ the batch. Everything else (count_tokens, models, files, batch retrieval) passes
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from collections.abc import Iterator, Mapping
 from functools import partial
@@ -326,13 +327,7 @@ class AnthropicStream:
         except AdapterError:
             return None
         if not self.finished and self.output_estimate() > usage.output_tokens:
-            usage = TokenUsage(
-                usage.input_tokens,
-                self.output_estimate(),
-                usage.cache_read_tokens,
-                usage.cache_write_5m_tokens,
-                usage.cache_write_1h_tokens,
-            )
+            usage = dataclasses.replace(usage, output_tokens=self.output_estimate())  # keeps searches, audio
         return usage
 
 

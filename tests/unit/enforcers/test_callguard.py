@@ -443,6 +443,16 @@ def test_anthropic_stream_cut_before_its_delta_counts_the_text_seen() -> None:
     assert not observer.finished and observer.usage() == TokenUsage(input_tokens=11, output_tokens=10)
 
 
+def test_a_cut_stream_keeps_the_web_searches_its_events_reported() -> None:
+    from costwarden.enforcers.anthropic_guard import AnthropicStream
+
+    observer = AnthropicStream()
+    observer.on_event('{"type":"message_start","message":{"usage":{"input_tokens":11,"output_tokens":1,'
+                      '"server_tool_use":{"web_search_requests":2}}}}')
+    observer.on_event('{"type":"content_block_delta","delta":{"type":"text_delta","text":"' + "x" * 40 + '"}}')
+    assert observer.usage() == TokenUsage(input_tokens=11, output_tokens=10, web_search_requests=2)
+
+
 def test_gzip_json_body_is_decoded() -> None:
     tap, _ = _tap(False, "gzip")
     payload = gzip.compress(json.dumps({"usage": {"input_tokens": 3}}).encode())
