@@ -249,9 +249,9 @@ def _event(
         guard, pending, now=now, served=served,
         provider=adapter.PROVIDER, api="batch", model=pending.model if pending else served or "", outcome="ok",
         batch=True, batch_requests=tally.lines, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-        cache_read_tokens=usage.cache_read_tokens, cache_write_tokens=usage.cache_write_tokens, cost_usd=cost,
-        charged=charged, usage_source="response", alerts=tuple(str(a) for a in alerts), reservation_id=rid,
-        error=error,
+        cache_read_tokens=usage.cache_read_tokens, cache_write_tokens=usage.cache_write_tokens,
+        web_search_requests=usage.web_search_requests, cost_usd=cost, charged=charged, usage_source="response",
+        alerts=tuple(str(a) for a in alerts), reservation_id=rid, error=error,
     )
 
 

@@ -103,6 +103,7 @@ def test_web_searches_of_a_response_are_settled(claude: Any, ledger: Any, sink: 
     assert spent(ledger, "ws-1") == pytest.approx(expected, abs=1e-6)
     (event,) = sink.events
     assert event.charged and event.cost_usd == pytest.approx(expected, rel=1e-9)
+    assert event.web_search_requests == 5
 
 
 def test_web_searches_of_a_stream_are_running_totals(claude: Any, ledger: Any, sink: ListSink) -> None:
@@ -117,6 +118,7 @@ def test_web_searches_of_a_stream_are_running_totals(claude: Any, ledger: Any, s
     assert spent(ledger, "ws-2") == pytest.approx(expected, abs=1e-6)
     (event,) = sink.events
     assert event.usage_source == "stream" and event.cost_usd == pytest.approx(expected, rel=1e-9)
+    assert event.web_search_requests == 5
 
 
 def test_the_worst_case_reserves_the_searches_max_uses_allows(claude: Any, sink: ListSink) -> None:
@@ -166,6 +168,7 @@ def test_audio_tokens_of_a_chat_completion_are_settled_at_the_audio_rate(
     assert spent(ledger, "au-1") == pytest.approx(expected, abs=1e-6)
     (event,) = sink.events
     assert event.cost_usd == pytest.approx(expected, rel=1e-9)
+    assert (event.input_audio_tokens, event.output_audio_tokens) == (600, 250)
 
 
 def test_audio_tokens_of_a_chat_stream_are_settled_at_the_audio_rate(

@@ -47,6 +47,12 @@ class CostEvent:
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    input_audio_tokens: int = 0
+    """The audio share of the input (OpenAI audio models), priced at the audio rate."""
+    output_audio_tokens: int = 0
+    """The audio share of ``output_tokens``."""
+    web_search_requests: int = 0
+    """Server-side web searches (Anthropic's web search tool), priced per search."""
     cost_usd: float = 0.0
     """What the call cost and, when it held budget, what the ledger was charged."""
     estimated_cost_usd: float | None = None

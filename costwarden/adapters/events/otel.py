@@ -47,6 +47,9 @@ class OtelSink:
         optional = {
             "gen_ai.response.model": event.model_served,
             "costwarden.estimated_cost_usd": event.estimated_cost_usd,
+            "costwarden.usage.input_audio_tokens": event.input_audio_tokens or None,
+            "costwarden.usage.output_audio_tokens": event.output_audio_tokens or None,
+            "costwarden.usage.web_search_requests": event.web_search_requests or None,
             "costwarden.model_requested": event.model_requested if event.model_requested != event.model else None,
             "costwarden.feature": event.feature,
             "costwarden.team": event.team,

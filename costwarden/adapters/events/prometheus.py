@@ -77,6 +77,7 @@ class PrometheusSink:
         self.cost = Counter("llm_cost_usd", "USD spent on LLM calls", labels, **kw)
         self.estimated = Counter("llm_estimated_cost_usd", "USD reserved before LLM calls", labels, **kw)
         self.tokens = Counter("llm_tokens", "Tokens of LLM calls", [*labels, "kind"], **kw)
+        self.searches = Counter("llm_web_searches", "Server-side web searches of LLM calls", labels, **kw)
         self.rewrites = Counter("llm_rewrites", "LLM requests rewritten by the call-guard", labels, **kw)
         self.latency = Histogram(
             "llm_call_latency_seconds",
@@ -109,6 +110,8 @@ class PrometheusSink:
         ):
             if count:
                 self.tokens.labels(*labels, kind).inc(count)
+        if event.web_search_requests:
+            self.searches.labels(*labels).inc(event.web_search_requests)
         if event.rewrites:
             self.rewrites.labels(*labels).inc()
         if event.latency_ms is not None:
@@ -121,7 +124,8 @@ class PrometheusSink:
 
     def close(self) -> None:
         """Unregister the metrics from the registry."""
-        for metric in (self.calls, self.cost, self.estimated, self.tokens, self.rewrites, self.latency, self.alerts):
+        for metric in (self.calls, self.cost, self.estimated, self.tokens, self.searches, self.rewrites, self.latency,
+                       self.alerts):
             with contextlib.suppress(KeyError):
                 self.registry.unregister(metric)
 

@@ -39,6 +39,9 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
     ("output_tokens", "INTEGER NOT NULL"),
     ("cache_read_tokens", "INTEGER NOT NULL"),
     ("cache_write_tokens", "INTEGER NOT NULL"),
+    ("input_audio_tokens", "INTEGER NOT NULL DEFAULT 0"),
+    ("output_audio_tokens", "INTEGER NOT NULL DEFAULT 0"),
+    ("web_search_requests", "INTEGER NOT NULL DEFAULT 0"),
     ("cost_usd", "REAL NOT NULL"),
     ("estimated_cost_usd", "REAL"),
     ("charged", "INTEGER NOT NULL"),
@@ -71,6 +74,7 @@ class SqliteSink:
         self._db.execute("PRAGMA journal_mode=WAL")
         columns = ", ".join(f'"{name}" {kind}' for name, kind in _COLUMNS)
         self._db.execute(f'CREATE TABLE IF NOT EXISTS "{table}" (id INTEGER PRIMARY KEY, {columns})')
+        _add_missing_columns(self._db, table)
         names = ", ".join(f'"{name}"' for name, _ in _COLUMNS)
         marks = ", ".join("?" for _ in _COLUMNS)
         self._insert = f'INSERT INTO "{table}" ({names}) VALUES ({marks})'
@@ -99,6 +103,19 @@ class SqliteSink:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _add_missing_columns(db: sqlite3.Connection, table: str) -> None:
+    """Columns added since a file was created (they all have defaults), so that inserting into an
+    older file does not fail. Two processes may race to add one: the loser finds it there."""
+    have = {row[1] for row in db.execute(f'PRAGMA table_info("{table}")')}
+    for name, kind in _COLUMNS:
+        if name not in have:
+            try:
+                db.execute(f'ALTER TABLE "{table}" ADD COLUMN "{name}" {kind}')
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):
+                    raise
 
 
 def _column(name: str, value: Any) -> Any:

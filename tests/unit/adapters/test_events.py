@@ -78,6 +78,21 @@ def test_sqlite_sink_rows(tmp_path: Path) -> None:
                     ("search", "claude-haiku-4-5", 0.0123, '["downgrade model to claude-haiku-4-5"]')]
 
 
+def test_sqlite_sink_adds_the_columns_an_older_file_lacks(tmp_path: Path) -> None:
+    """A file written before the audio and web-search columns existed takes new rows with them
+    (before, every insert into such a file failed, and the sink's events were lost)."""
+    path = tmp_path / "events.db"
+    with SqliteSink(path) as sink:
+        sink.emit(event())
+        for column in ("input_audio_tokens", "output_audio_tokens", "web_search_requests"):
+            sink.query(f"ALTER TABLE cost_events DROP COLUMN {column}")
+    with SqliteSink(path) as sink:
+        sink.emit(event(web_search_requests=3, input_audio_tokens=7))
+        rows = sink.query("SELECT web_search_requests, input_audio_tokens, output_audio_tokens FROM cost_events "
+                          "ORDER BY id")
+    assert rows == [(0, 0, 0), (3, 7, 0)]
+
+
 def test_sqlite_sink_rejects_a_bad_table_name(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         SqliteSink(tmp_path / "x.db", table="x; DROP TABLE y")
@@ -99,6 +114,8 @@ def test_prometheus_sink_counts_with_bounded_labels() -> None:
     assert value("costwarden_llm_tokens_total", {**labels, "kind": "cache_read"}) == 1000
     assert value("costwarden_llm_rewrites_total", labels) == 2
     assert value("costwarden_llm_call_latency_seconds_count", labels) == 1
+    sink.emit(event(web_search_requests=4))
+    assert value("costwarden_llm_web_searches_total", labels) == 4
     names = {s.name for m in registry.collect() for s in m.samples}
     assert all("user" not in s.labels for m in registry.collect() for s in m.samples)
     assert "costwarden_llm_calls_total" in names
@@ -166,6 +183,7 @@ def test_otel_sink_spans_carry_gen_ai_attributes() -> None:
     assert attrs["gen_ai.usage.cache_read.input_tokens"] == 1000
     assert attrs["gen_ai.usage.cache_write.input_tokens"] == 50
     assert attrs["costwarden.cost_usd"] == 0.0123 and attrs["costwarden.model_requested"] == "claude-opus-4-6"
-    assert "costwarden.user" not in attrs
+    assert "costwarden.user" not in attrs and "costwarden.usage.web_search_requests" not in attrs
+    assert sink.attributes(event(web_search_requests=2))["costwarden.usage.web_search_requests"] == 2
     assert ok.end_time - ok.start_time == 820_000_000
     assert failed.status.status_code == StatusCode.ERROR and failed.attributes["error.type"] == "APITimeoutError"
