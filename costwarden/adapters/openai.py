@@ -19,6 +19,7 @@ out of ``input_tokens``. The estimate itself is described in :mod:`costwarden.ad
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -85,6 +86,7 @@ def subject_from_request(
         batch=batch,
         choices=_choices(body, api),
         output_audio="audio" in _list(body.get("modalities")),
+        max_web_searches=_max_web_searches(body, api),
     )
     usage = usage_from_response(response) if response is not None else None
     default_user = optional_str(body.get("safety_identifier")) or optional_str(body.get("user"))
@@ -113,6 +115,20 @@ def api_of(body: Mapping[str, Any]) -> str:
     if "messages" not in body and any(key in body for key in _RESPONSES_KEYS):
         return "responses"
     return "chat.completions"
+
+
+def _max_web_searches(body: Mapping[str, Any], api: str) -> int:
+    """The most web search calls a Responses request allows: its ``max_tool_calls`` (a limit on all
+    built-in tool calls) when it offers the web search tool; 0 without the tool or without a limit."""
+    if api != "responses":
+        return 0
+    tools = body.get("tools")
+    if not isinstance(tools, list) or not any(
+        isinstance(tool, Mapping) and str(tool.get("type", "")).startswith("web_search") for tool in tools
+    ):
+        return 0
+    limit = body.get("max_tool_calls")
+    return limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else 0
 
 
 def _choices(body: Mapping[str, Any], api: str) -> int:
@@ -226,7 +242,17 @@ def usage_from_response(response: Mapping[str, Any]) -> TokenUsage:
                 "when it completes, which the call-guard does not follow"
             )
         raise AdapterError(f"{_WHAT} response has no 'usage' object")
-    return _usage(usage)
+    return _with_searches(_usage(usage), response)
+
+
+def _with_searches(usage: TokenUsage, response: Mapping[str, Any]) -> TokenUsage:
+    """``usage`` with the web search tool calls of a Responses object (its ``web_search_call`` output
+    items, billed per call; its usage does not count them)."""
+    output = response.get("output")
+    if not isinstance(output, list):
+        return usage
+    calls = sum(1 for item in output if isinstance(item, Mapping) and item.get("type") == "web_search_call")
+    return dataclasses.replace(usage, web_search_requests=calls) if calls else usage
 
 
 def _usage(usage: Mapping[str, Any]) -> TokenUsage:
@@ -274,17 +300,19 @@ def usage_from_chunks(chunks: Iterable[Mapping[str, Any]]) -> TokenUsage:
     Raises AdapterError when no chunk carries usage, because a stream without it cannot be billed.
     """
     last: Mapping[str, Any] | None = None
+    final: Mapping[str, Any] = {}
     for chunk in chunks:
         if not isinstance(chunk, Mapping):
             continue
         usage = chunk.get("usage")
         if chunk.get("type") in _FINAL_RESPONSE_EVENTS:
-            usage = mapping(chunk.get("response")).get("usage")
+            final = mapping(chunk.get("response"))
+            usage = final.get("usage")
         if isinstance(usage, Mapping):
             last = usage
     if last is None:
         raise AdapterError(f"{_WHAT} stream carried no usage; send stream_options={{'include_usage': true}} to get it")
-    return _usage(last)
+    return _with_searches(_usage(last), final)
 
 
 def usage_from_sse(lines: Iterable[str]) -> TokenUsage:

@@ -29,7 +29,8 @@ Every request is recorded (``server.requests``) so a test can assert that none w
   with only an ``error`` event of that type, as Anthropic does when overloaded as a stream starts),
   ``x-fake-service-tier`` / ``x-fake-speed`` (the tier / speed that served the call: OpenAI's
   top-level ``service_tier`` on a response, every chunk and every Responses object; Anthropic's
-  ``usage.service_tier`` / ``usage.speed``, in ``message_start`` when streamed);
+  ``usage.service_tier`` / ``usage.speed``, in ``message_start`` when streamed), ``x-fake-web-searches``
+  (N: a Responses answer's output starts with N ``web_search_call`` items);
 * ``server.usage`` — the default usage (``input_tokens`` etc.); output defaults to
   ``min(max_tokens, 10)``. Messages pass ``server_tool_use`` through (in ``message_start`` and
   ``message_delta`` of a stream, as running totals); Chat Completions take ``audio_tokens`` and
@@ -414,7 +415,10 @@ class _Handler(BaseHTTPRequestHandler):
                 "temperature": 1.0, "top_p": 1.0, **self._served("service_tier")}
         message = {"type": "message", "id": f"msg_{uuid.uuid4().hex[:12]}", "status": "completed",
                    "role": "assistant", "content": [{"type": "output_text", "text": text, "annotations": []}]}
-        done = {**base, "status": "completed", "output": [message], "usage": usage}
+        searches = [{"type": "web_search_call", "id": f"ws_{uuid.uuid4().hex[:12]}", "status": "completed",
+                     "action": {"type": "search", "query": "q"}}
+                    for _ in range(int(self.headers.get("x-fake-web-searches") or 0))]
+        done = {**base, "status": "completed", "output": [*searches, message], "usage": usage}
         if body.get("background") and not body.get("stream"):  # kept for GET /v1/responses/<id>
             self.server.fake.responses[resp_id] = {**done, "background": True}
             self._json(200, {**base, "status": "queued", "output": [], "usage": None, "background": True})

@@ -197,3 +197,42 @@ def test_the_worst_case_of_an_audio_output_request_is_priced_at_the_audio_rate(g
     assert worst > 2 * reference(AUDIO_MODEL, "openai", input_tokens=estimate, output_tokens=512)
     (event,) = sink.events
     assert event.estimated_cost_usd == pytest.approx(worst, rel=1e-9)
+
+
+# --- OpenAI web search calls (Responses) ----------------------------------------------------------
+
+OPENAI_SEARCH = "gpt-4.1"  # genai-prices: $10 per 1,000 web search calls
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_web_search_calls_of_a_response_are_settled(gpt: Any, ledger: Any, sink: ListSink, stream: bool) -> None:
+    """A Responses answer lists each web search the model ran as a ``web_search_call`` output item;
+    its usage does not count them, and each is billed."""
+    headers = {"x-fake-web-searches": "3", "x-fake-usage": json.dumps({"input_tokens": 500, "output_tokens": 50})}
+    with attribution(user=f"ows-{stream}"):
+        created = gpt.responses.create(model=OPENAI_SEARCH, input="news?", tools=[{"type": "web_search"}],
+                                       max_output_tokens=256, stream=stream, extra_headers=headers)
+        if stream:
+            kinds = {item.type for event in created if event.type == "response.completed"
+                     for item in event.response.output}
+        else:
+            kinds = {item.type for item in created.output}
+    assert "web_search_call" in kinds
+    expected = reference(OPENAI_SEARCH, "openai", input_tokens=500, output_tokens=50, web_searches=3)
+    assert expected > reference(OPENAI_SEARCH, "openai", input_tokens=500, output_tokens=50) + 0.029
+    assert spent(ledger, f"ows-{stream}") == pytest.approx(expected, abs=1e-6)
+    (event,) = sink.events
+    assert event.web_search_requests == 3 and event.cost_usd == pytest.approx(expected, rel=1e-9)
+
+
+def test_the_worst_case_reserves_the_searches_max_tool_calls_allows(gpt: Any, sink: ListSink) -> None:
+    body = {"model": OPENAI_SEARCH, "input": "news?", "tools": [{"type": "web_search"}], "max_tool_calls": 4,
+            "max_output_tokens": 256}
+    with attribution(user="ows-w"):
+        gpt.responses.create(**body)
+    subject = subject_from_request(body)
+    assert subject.request.max_web_searches == 4
+    worst = PRICER.cost("openai", OPENAI_SEARCH, TokenUsage(
+        input_tokens=subject.request.input_tokens, output_tokens=256, web_search_requests=4))
+    (event,) = sink.events
+    assert event.estimated_cost_usd == pytest.approx(worst, rel=1e-9)
