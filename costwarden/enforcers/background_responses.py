@@ -198,7 +198,8 @@ def _event(
         outcome="ok" if data.get("status") in ("completed", "incomplete") else "error",
         input_tokens=used.input_tokens, output_tokens=used.output_tokens, cache_read_tokens=used.cache_read_tokens,
         cache_write_tokens=used.cache_write_tokens, input_audio_tokens=used.input_audio_tokens,
-        output_audio_tokens=used.output_audio_tokens, cost_usd=cost, charged=charged,
+        output_audio_tokens=used.output_audio_tokens, web_search_requests=used.web_search_requests, cost_usd=cost,
+        charged=charged,
         usage_source="response" if usage is not None else "estimate", alerts=tuple(str(a) for a in alerts),
         reservation_id=rid, error=error,
     )
