@@ -76,13 +76,17 @@ local function live(k)
   return tonumber(v[1]) or 0, tonumber(v[2]) or 0
 end
 -- after spend was settled on specs: append each alert threshold its window reached, once (a marker)
-local function alerts(specs, out)
+-- (store.py's crossed: thresholds to the micro-dollar; a rolling window only when this cost crossed one)
+local function alerts(specs, out, cost)
   for _, s in ipairs(specs) do
     if s.l and #s.t > 0 then
       local total = 0
       for _, k in ipairs(s.w) do total = total + (tonumber(redis.call('HGET', bkey(k), 's')) or 0) end
+      local before = -1
+      if #s.w > 1 then before = total - tonumber(cost) end
       for _, t in ipairs(s.t) do
-        if total >= math.floor(tonumber(t) * s.l + 0.5) then  -- the threshold to the micro-dollar
+        local at = math.floor(tonumber(t) * s.l + 0.5)
+        if before < at and at <= total then
           local marker = tag .. ':a:' .. s.k .. '|' .. t
           local fresh
           if s.e then fresh = redis.call('SET', marker, '1', 'NX', 'PXAT', fmt(s.e))
@@ -168,7 +172,7 @@ for _, s in ipairs(specs) do
 end
 local out = {'s'}
 if cost == '' then return out end
-return alerts(specs, out)
+return alerts(specs, out, cost)
 """
 )
 
@@ -188,7 +192,7 @@ for _, s in ipairs(specs) do
 end
 redis.call('HSET', rec, 'st', 's', 'specs', ARGV[6])
 redis.call('PEXPIREAT', rec, tonumber(ARGV[5]))
-return alerts(specs, {'s'})
+return alerts(specs, {'s'}, cost)
 """
 )
 

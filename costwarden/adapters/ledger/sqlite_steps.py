@@ -176,17 +176,19 @@ def settle(db: sqlite3.Connection, reservation_id: str, cost: int) -> list[Alert
             f"cannot settle unknown reservation {reservation_id!r}: it was never reserved here or its record "
             "expired (records are kept for ttl_s + record_grace_s)"
         )
-    return _alerts(db, specs)
+    return _alerts(db, specs, cost)
 
 
 def charge(db: sqlite3.Connection, params: tuple[object, ...], specs: Sequence[HoldSpec]) -> list[Alert]:
     """The shared algorithm (``charge_in``) with alert thresholds: the charge, then the alerts."""
     if db.execute(CHARGE, params).rowcount != 1:
         return []
-    return _alerts(db, specs)
+    cost = params[1]
+    assert isinstance(cost, int)  # CHARGE's second value: the cost in micro-dollars
+    return _alerts(db, specs, cost)
 
 
-def _alerts(db: sqlite3.Connection, specs: Sequence[HoldSpec]) -> list[Alert]:
+def _alerts(db: sqlite3.Connection, specs: Sequence[HoldSpec], cost: int) -> list[Alert]:
     """The shared algorithm (``alerts_in``): mark each alert threshold the windows' settled spend reached, once."""
     alerting = [s for s in specs if s.alert_at and s.limit is not None]
     if not alerting:
@@ -198,7 +200,7 @@ def _alerts(db: sqlite3.Connection, specs: Sequence[HoldSpec]) -> list[Alert]:
         total = sum(sums.get(k, 0) for k in s.window)
         alerts.extend(
             Alert(s.key, t, to_usd(total), to_usd(s.limit or 0))
-            for t in crossed(s, total)
+            for t in crossed(s, total, cost)
             if db.execute(_MARK, (s.key, repr(t), s.keep_until_ms)).rowcount == 1
         )
     return alerts

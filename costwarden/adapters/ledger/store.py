@@ -108,13 +108,18 @@ def decide(reservation_id: str, specs: Sequence[HoldSpec], totals: Mapping[str, 
     return Reservation(reservation_id, True)
 
 
-def crossed(spec: HoldSpec, window_settled: int) -> list[float]:
-    """The alert thresholds that settled spend over the window has reached: a threshold is its share
-    of the limit rounded to the micro-dollar (``0.55 * $100`` is 55000000.00000001 micro-dollars as
-    a float, which spend of exactly $55 would not reach)."""
+def crossed(spec: HoldSpec, window_settled: int, cost: int) -> list[float]:
+    """The alert thresholds that settled spend over the window has reached, now that ``cost`` was
+    added to it: a threshold is its share of the limit rounded to the micro-dollar (``0.55 * $100``
+    is 55000000.00000001 micro-dollars as a float, which spend of exactly $55 would not reach).
+
+    A rolling window (more than one bucket) alerts only when this cost carried its spend across the
+    threshold: its spend falls as old hours leave it, so "reached" would alert again in every new
+    hour while it stays above; a calendar window alerts once per window (the marker)."""
     if spec.limit is None:
         return []
-    return [t for t in spec.alert_at if window_settled >= math.floor(t * spec.limit + 0.5)]  # as redis.py's Lua
+    before = window_settled - cost if len(spec.window) > 1 else -1
+    return [t for t in spec.alert_at if before < math.floor(t * spec.limit + 0.5) <= window_settled]
 
 
 class Txn(Protocol):
@@ -187,7 +192,7 @@ def settle_in(txn: Txn, reservation_id: str, cost: int) -> list[Alert]:
     txn.lock(lock_keys(record.specs, windows=_alerting(record.specs)))
     txn.unhold(reservation_id, record.specs, cost)
     txn.put(reservation_id, replace(record, state="s"))
-    return alerts_in(txn, record.specs)
+    return alerts_in(txn, record.specs, cost)
 
 
 def charge_in(
@@ -201,12 +206,12 @@ def charge_in(
     txn.unhold(reservation_id, specs, cost)  # no holds to drop: adds the cost to each bucket
     expires = now_ms + ttl
     txn.put(reservation_id, Record("s", Reservation(reservation_id, True), tuple(specs), expires, expires + grace))
-    return alerts_in(txn, specs)
+    return alerts_in(txn, specs, cost)
 
 
-def alerts_in(txn: Txn, specs: Sequence[HoldSpec]) -> list[Alert]:
-    """After spend was settled on ``specs``: the alert thresholds their windows' settled spend
-    reached, each marked (and so returned) once."""
+def alerts_in(txn: Txn, specs: Sequence[HoldSpec], cost: int) -> list[Alert]:
+    """After ``cost`` was settled on ``specs``: the alert thresholds their windows' settled spend
+    reached (:func:`crossed`), each marked (and so returned) once."""
     alerting = [s for s in specs if s.alert_at and s.limit is not None]
     if not alerting:
         return []
@@ -216,7 +221,7 @@ def alerts_in(txn: Txn, specs: Sequence[HoldSpec]) -> list[Alert]:
         total = sum(sums.get(k, 0) for k in s.window)
         alerts.extend(
             Alert(s.key, t, to_usd(total), to_usd(s.limit or 0))
-            for t in crossed(s, total)
+            for t in crossed(s, total, cost)
             if txn.mark(s.key, t, s.keep_until_ms)
         )
     return alerts

@@ -32,3 +32,29 @@ def test_spend_of_exactly_the_threshold_alerts(ledger: LedgerStore, limit: float
 def test_spend_a_micro_dollar_short_does_not_alert(ledger: LedgerStore) -> None:
     ledger.reserve("r", [hold(55.0, 100.0, (0.55,))], ttl_s=60, now=NOW)
     assert ledger.settle("r", 54.999999, now=NOW) == []
+
+
+def test_a_rolling_window_alerts_when_spend_crosses_a_threshold_not_every_hour_above_it(
+    ledger: LedgerStore,
+) -> None:
+    """Each hour of a rolling window is a bucket of its own, and alerts are marked per bucket; a
+    budget that stays above a threshold must not alert again in every new hour it is settled in,
+    but must alert again once its old spend has left the window and new spend crosses it again."""
+    from costwarden.engine.budget import current_window
+
+    base = "budget:p/roll:user=a"
+    start = NOW  # near the real time: Redis expires records by its own clock
+    hour = timedelta(hours=1)
+
+    def settle(rid: str, cost: float, at: datetime) -> list[float]:
+        keys, end = current_window("rolling:3h", at, UTC)
+        window = tuple(f"{base}:{k}" for k in keys)
+        ledger.reserve(rid, [Hold(window[-1], cost, 10.0, window, end, (0.5,))], ttl_s=60, now=at)
+        return [a.threshold for a in ledger.settle(rid, cost, now=at)]
+
+    assert settle("r1", 6.0, start) == [0.5]
+    assert settle("r2", 0.5, start + hour) == []  # still above: before, a new hour's bucket alerted again
+    assert settle("r3", 0.5, start + 2 * hour) == []
+    # four hours on, the $6 has left the window ($1 is left): crossing again alerts again
+    assert settle("r4", 1.0, start + 4 * hour) == []
+    assert settle("r5", 3.5, start + 4 * hour + timedelta(minutes=5)) == [0.5]
