@@ -25,7 +25,8 @@ Contract every store keeps:
   comes first wins, the other is a no-op; a reservation never settled stops counting ``ttl_s``
   after it was made and is purged lazily (no sweeper);
 * ``settle`` returns an :class:`Alert` for each ``alert_at`` threshold that settled spend over
-  the window reached, exactly once per threshold per window key, across processes;
+  the window reached, exactly once per threshold per window key, across processes (a rolling
+  window, whose spend also falls, alerts when a settle carries it across the threshold);
 * the ledger's clock is the ``now`` its callers pass: TTLs and windows are judged by it;
 * a store that cannot be reached, or does not answer within its timeout, raises
   :class:`~costwarden.errors.LedgerError` — never a silent allow.
@@ -51,7 +52,8 @@ class Hold:
     ``expires_at`` is when the window ends — when ``key`` stops receiving spend (None: never); a
     store keeps the bucket while any window may still read it (for a window of W hourly buckets,
     W-1 hours longer) plus a day's grace.
-    ``alert_at`` holds the fractions of the limit at which an alert fires once per window key.
+    ``alert_at`` holds the fractions of the limit at which an alert fires once per window key (a
+    rolling window: when a settle carries its spend across one).
     ``check=False`` holds the amount without comparing the window with the limit: for spend that
     was admitted already (a Message Batch's hold moving to the batch's name) or that a budget only
     warns about; the limit still names the budget's size in ``status`` and for alerts.
