@@ -109,12 +109,13 @@ def compile_cel(source: str) -> CelProgram:
     unknown_vars = sorted(set(program.variables()) - VARIABLES - bound)
     if unknown_vars:
         name = unknown_vars[0]
-        raise CelCompileError(f"unknown variable '{name}': expressions see only 'subject'", max(source.find(name), 0))
+        offset = _find(source, rf"(?<![\w.]){re.escape(name)}\b")
+        raise CelCompileError(f"unknown variable '{name}': expressions see only 'subject'", offset)
     # Operators appear as '_+_', '!_', '-_', '@in': only named functions are checked.
     unknown_fns = sorted(f for f in program.functions() if f[:1].isalpha() and f not in FUNCTIONS)
     if unknown_fns:
         name = unknown_fns[0]
-        raise CelCompileError(f"unknown function '{name}'", max(source.find(name), 0))
+        raise CelCompileError(f"unknown function '{name}'", _find(source, rf"\b{re.escape(name)}\s*\("))
     return CelProgram(source, program, _fields(source))
 
 
@@ -136,6 +137,17 @@ def _syntax_error(source: str, text: str) -> CelCompileError:
     lines = source.split("\n")
     offset = sum(len(x) + 1 for x in lines[: line - 1]) + column - 1  # columns are 1-based
     return CelCompileError(message.strip(), min(offset, len(source)))
+
+
+_STRING = re.compile(r""""(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'""")
+
+
+def _find(source: str, pattern: str) -> int:
+    """The offset of an identifier's use (not a longer name containing it, nor inside a string
+    literal), else 0."""
+    masked = _STRING.sub(lambda m: " " * len(m.group()), source)
+    found = re.search(pattern, masked)
+    return found.start() if found else 0
 
 
 def _nesting(source: str) -> int:

@@ -16,12 +16,22 @@ from costwarden.engine.matching import Matcher
 from costwarden.engine.schema import ExemptionDocument
 from costwarden.engine.subjects import Subject
 
+_LAST = datetime.max.replace(tzinfo=UTC)
+_FIRST = datetime.min.replace(tzinfo=UTC)
+
 
 def expiry_of(value: datetime | date) -> datetime:
-    """An aware UTC datetime for an ``expires`` value (dates run to the end of the day)."""
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    return datetime.combine(value + timedelta(days=1), time(0), tzinfo=UTC)
+    """An aware UTC datetime for an ``expires`` value (dates run to the end of the day).
+
+    A time with another zone is converted to UTC (messages print it as UTC); values at the edge of
+    the calendar (``9999-12-31``) are clamped to the last representable moment instead of raising.
+    """
+    try:
+        if isinstance(value, datetime):
+            return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+        return datetime.combine(value + timedelta(days=1), time(0), tzinfo=UTC)
+    except OverflowError:
+        return _LAST if value.year > 1 else _FIRST
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +46,13 @@ class CompiledExemption:
     @classmethod
     def build(cls, doc: ExemptionDocument) -> CompiledExemption:
         spec = doc.spec
-        targets = {t.policy: frozenset(t.rules) if t.rules else None for t in spec.policies}
+        targets: dict[str, frozenset[str] | None] = {}
+        for t in spec.policies:  # a policy named twice waives what either entry waives
+            rules = frozenset(t.rules) if t.rules is not None else None
+            if t.policy in targets:
+                earlier = targets[t.policy]
+                rules = None if earlier is None or rules is None else earlier | rules
+            targets[t.policy] = rules
         matcher = Matcher.build(spec.match)
         return cls(
             doc.metadata.name,

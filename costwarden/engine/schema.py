@@ -22,6 +22,7 @@ from pydantic import (
     TypeAdapter,
     create_model,
     field_validator,
+    model_validator,
 )
 
 from costwarden.engine.decision import Effect, Severity
@@ -58,6 +59,15 @@ class SelectorRequirement(Strict):
     key: str
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
     values: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _values_fit_the_operator(self) -> SelectorRequirement:
+        """As Kubernetes: In and NotIn need values, Exists and DoesNotExist take none."""
+        if self.operator in ("In", "NotIn") and not self.values:
+            raise ValueError(f"operator {self.operator} needs a non-empty 'values' list")
+        if self.operator in ("Exists", "DoesNotExist") and self.values:
+            raise ValueError(f"operator {self.operator} takes no 'values'; remove them")
+        return self
 
 
 class LabelSelector(Strict):
@@ -167,7 +177,9 @@ class PolicyDocument(Strict):
 
 class ExemptionTarget(Strict):
     policy: str
-    rules: list[str] | None = Field(default=None, description="rules waived; all rules when unset")
+    rules: Annotated[list[str], Field(min_length=1)] | None = Field(
+        default=None, description="rules waived; all rules when unset"
+    )
 
 
 class ExemptionSpec(Strict):

@@ -421,12 +421,16 @@ def _block(draw: st.DrawFn, *, wildcards: bool) -> dict[str, Any]:
             selector["matchLabels"] = labels
         expressions = draw(
             st.lists(
-                st.fixed_dictionaries(
-                    {
-                        "key": _tag_keys,
-                        "operator": st.sampled_from(["In", "NotIn", "Exists", "DoesNotExist"]),
-                        "values": st.lists(st.sampled_from(["ml", "prod", "dev", ""]), max_size=2),
-                    }
+                st.sampled_from(["In", "NotIn", "Exists", "DoesNotExist"]).flatmap(
+                    lambda op: st.fixed_dictionaries(  # values as Kubernetes requires them for the operator
+                        {
+                            "key": _tag_keys,
+                            "operator": st.just(op),
+                            "values": st.lists(st.sampled_from(["ml", "prod", "dev", ""]), min_size=1, max_size=2)
+                            if op in ("In", "NotIn")
+                            else st.just([]),
+                        }
+                    )
                 ),
                 max_size=2,
             )

@@ -39,7 +39,7 @@ class SourceDocument:
 
     def locate_value(self, loc: Sequence[str | int], offset: int | None = None) -> Position:
         """Where the value at ``loc`` is; ``offset`` moves into a one-line scalar (e.g. a CEL error)."""
-        return yamlsource.locate(self.node, tuple(loc), value=True, offset=offset)
+        return yamlsource.locate(self.node, tuple(loc), value=True, offset=offset, lines=self.lines)
 
     def diagnostic(
         self,
@@ -52,7 +52,9 @@ class SourceDocument:
         offset: int | None = None,
     ) -> Diagnostic:
         """A Diagnostic at ``loc`` (its key, or its value with ``value=True``), source line filled."""
-        pos = yamlsource.locate(self.node, tuple(loc), value=value or offset is not None, offset=offset)
+        pos = yamlsource.locate(
+            self.node, tuple(loc), value=value or offset is not None, offset=offset, lines=self.lines
+        )
         return yamlsource.diagnostic_at(self.file, self.lines, pos, code, message, hint)
 
 
@@ -154,7 +156,7 @@ def _load_file(content: str | bytes, file: str) -> _FileResult:
         docs, diags = _load_stream(content.removeprefix("\ufeff"), file)
     except Exception as exc:  # noqa: BLE001 - a loader bug must still fail closed, with a position
         docs, diags = [], [_file_diagnostic(file, "internal-error", f"could not load file: {exc!r}")]
-    diags.sort(key=lambda d: (d.line, d.column))
+    diags = sorted(dict.fromkeys(diags), key=lambda d: (d.line, d.column))  # merge keys repeat a node's problems
     return ([] if diags else docs), diags
 
 

@@ -130,11 +130,14 @@ class _PydanticErrors:
                 True,
             )
         if etype == "string_pattern_mismatch":
+            pattern = str(ctx.get("pattern"))
+            words = [w for w in re.split(r"[()^$|]", pattern) if re.fullmatch(r"[\w.-]+", w)]
+            close = difflib.get_close_matches(str(value), words, n=1)  # window: dya -> day
             return _Issue(
                 loc,
                 "invalid-value",
                 f"{value!r} is not a valid value for {label!r}",
-                f"it must match the pattern {ctx.get('pattern')}",
+                (f"did you mean '{close[0]}'? " if close else "") + f"it must match the pattern {pattern}",
                 True,
             )
         if etype in _TYPE_WORDS:

@@ -16,6 +16,7 @@ from pydantic import Field
 
 from costwarden.engine.catalog import Catalog, ModelGlobs, Tier
 from costwarden.engine.decision import Fix, Outcome
+from costwarden.engine.diagnostics import did_you_mean
 from costwarden.engine.rules.base import (
     Check,
     CompileEnv,
@@ -51,12 +52,11 @@ class _Allow:
             if entry.startswith("tier:"):
                 name = entry[5:]
                 if catalog.tier(name) is None:
-                    known = ", ".join(t.name for t in catalog.tiers)
                     raise RuleCompileError(
                         f"unknown model tier '{name}'",
                         (*loc, i),
                         code="unknown-tier",
-                        hint=f"tiers in the catalog: {known}",
+                        hint=did_you_mean(name, [t.name for t in catalog.tiers], what="tiers in the catalog"),
                     )
                 self.tiers.add(name)
             else:
@@ -75,6 +75,13 @@ def compile(params: AllowedModels, env: CompileEnv) -> Check:
     default = _Allow(params.default, catalog, ("default",)) if params.default is not None else None
     downgrade = params.onViolation == "downgrade"
     size = params.inputTokens
+    if size and size.below is not None and size.atLeast is not None and size.below <= size.atLeast:
+        raise RuleCompileError(
+            f"inputTokens selects no call: below {size.below} is not above atLeast {size.atLeast}",
+            ("inputTokens", "below"),
+            code="invalid-value",
+            hint="below must be greater than atLeast",
+        )
 
     memo: dict[Any, Outcome] = {}
 

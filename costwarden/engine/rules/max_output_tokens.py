@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field
 
@@ -14,7 +14,7 @@ from costwarden.engine.subjects import LlmCall, Subject
 
 class MaxOutputTokens(RuleParams):
     limit: int = Field(ge=1, description="cap for features not listed in byFeature")
-    byFeature: dict[str, int] = Field(default_factory=dict, description="feature -> cap")
+    byFeature: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict, description="feature -> cap")
 
 
 def compile(params: MaxOutputTokens, env: CompileEnv) -> Check:

@@ -233,3 +233,73 @@ class TestAtLoadTime:
         [r] = ps.evaluate(subject_from_dict({"type": "resource", "provider": "aws", "kind": "x"})).results
         assert (r.result, r.rule) == ("error", "match")
         assert "expected a boolean" in r.message
+
+
+class TestPositionsOfUnknownNames:
+    """An unknown name is pointed at where it is used, not inside a longer name or a string."""
+
+    @pytest.mark.parametrize(
+        ("source", "offset"),
+        [
+            ("subject.model == 'x' && s > 1", 24),  # not the 's' that starts 'subject'
+            ('subject.model == "foo" || foo', 26),  # not the 'foo' inside the string literal
+        ],
+    )
+    def test_unknown_variable_offset(self, source: str, offset: int) -> None:
+        with pytest.raises(CelCompileError) as info:
+            compile_cel(source)
+        assert info.value.message.startswith("unknown variable")
+        assert info.value.offset == offset, source[info.value.offset :]
+
+    def test_unknown_function_offset_is_the_call_not_a_longer_name(self) -> None:
+        source = "subject.x + sub(1)"
+        with pytest.raises(CelCompileError) as info:
+            compile_cel(source)
+        assert info.value.message == "unknown function 'sub'"
+        assert info.value.offset == 12
+
+
+class TestPositionsInsideScalars:
+    """A CEL syntax error is pointed at the offending character in any YAML scalar style."""
+
+    @staticmethod
+    def _error(compile_policies: CompilePolicies, cel_lines: str) -> tuple[int, int, str]:
+        text = (
+            "apiVersion: costwarden.dev/v1\nkind: Policy\nmetadata: {name: p}\nspec:\n  subject: llm_call\n"
+            "  rules:\n    - name: r\n      expr:\n        message: m\n" + cel_lines
+        )
+        with pytest.raises(PolicyError) as info:
+            compile_policies(text)
+        [d] = info.value.diagnostics
+        assert d.code == "invalid-cel"
+        assert d.source_line is not None
+        return d.line, d.column, d.source_line
+
+    def test_literal_block(self, compile_policies: CompilePolicies) -> None:
+        line, column, source = self._error(
+            compile_policies, '        cel: |\n          subject.model == "a" &&\n            subject.model ==== "b"\n'
+        )
+        assert (line, source[column - 1 :]) == (12, '== "b"')
+
+    def test_folded_plain_scalar(self, compile_policies: CompilePolicies) -> None:
+        line, column, source = self._error(
+            compile_policies, "        cel: subject.model == 'a' &&\n          subject.model ==== 1\n"
+        )
+        assert (line, source[column - 1 :]) == (11, "== 1")
+
+    def test_double_quoted_with_escapes(self, compile_policies: CompilePolicies) -> None:
+        line, column, source = self._error(
+            compile_policies, '        cel: "subject.model == \\"a\\" && subject.model ==== 1"\n'
+        )
+        assert (line, source[column - 1 :]) == (10, '== 1"')
+
+    def test_single_quoted_with_escapes(self, compile_policies: CompilePolicies) -> None:
+        line, column, source = self._error(
+            compile_policies, "        cel: 'subject.model == ''a'' && subject.model ==== 1'\n"
+        )
+        assert (line, source[column - 1 :]) == (10, "== 1'")
+
+    def test_folded_block_with_crlf(self, compile_policies: CompilePolicies) -> None:
+        text = "        cel: >-\n          subject.model == 'a' &&\n          subject.model ==== 1\n"
+        line, column, source = self._error(compile_policies, text.replace("\n", "\r\n"))
+        assert (line, source[column - 1 :]) == (12, "== 1")

@@ -377,3 +377,58 @@ def test_load_bytes_reads_boms() -> None:
 def test_crlf_files_keep_positions_and_clean_source_lines() -> None:
     d = only(load_text(POLICY.replace("severity: high", "severity: hihg").replace("\n", "\r\n")))
     assert (d.line, d.column, d.source_line) == (6, 13, "  severity: hihg")
+
+
+# ---- parameters that would load but judge wrongly ------------------------------------------
+
+
+def test_max_output_tokens_per_feature_cap_must_be_positive() -> None:
+    """A cap of 0 or below would fail every call of the feature with a fix that clamps
+    max_tokens to a value no provider accepts."""
+    result = load_text(policy("- name: a\n  maxOutputTokens: {limit: 100, byFeature: {chat: 0, x: -5, ok: 1}}"))
+    assert [where(d) for d in result.diagnostics] == [("invalid-value", 9, 53), ("invalid-value", 9, 59)]
+    assert result.documents == []
+
+
+def test_an_exemption_with_an_empty_rule_list_is_an_error() -> None:
+    """``rules: []`` names no rule; it must not waive every rule of the policy (as unset does)."""
+    text = EXEMPTION.replace("  - policy: user-daily-budget\n", "  - policy: user-daily-budget\n    rules: []\n")
+    d = only(load_text(text))
+    assert where(d) == ("invalid-value", 8, 12)
+
+
+def test_a_problem_in_a_merged_mapping_is_reported_once() -> None:
+    text = policy("""
+        - &base
+          name: a
+          maxOutputTokens: {limit: 100, bogus: 1}
+        - <<: *base
+          name: b
+        """)
+    assert where(only(load_text(text))) == ("unknown-field", 10, 35)
+
+
+def test_allowed_models_problems_found_at_compile_time() -> None:
+    from costwarden.engine.compile import compile_documents
+
+    text = policy(
+        "- name: a\n  allowedModels: {byFeature: {x: ['tier:standrd']}}",  # lines 8-9
+        "- name: b\n  allowedModels: {default: ['*'], inputTokens: {below: 100, atLeast: 100}}",  # lines 10-11
+    )
+    result = load_text(text)
+    assert result.diagnostics == []
+    with pytest.raises(PolicyError) as info:
+        compile_documents(result.documents)
+    tier, size = info.value.diagnostics
+    assert where(tier) == ("unknown-tier", 9, 37)
+    assert tier.hint is not None and tier.hint.startswith("did you mean 'standard'?")
+    assert where(size) == ("invalid-value", 11, 51)  # a range no call is in: the rule would never apply
+    assert "selects no call" in size.message
+
+
+def test_a_typo_in_a_patterned_word_gets_a_did_you_mean() -> None:
+    d = only(load_text(POLICY.replace("window: day", "window: dya")))
+    assert where(d) == ("invalid-value", 13, 15)
+    assert d.hint is not None and d.hint.startswith("did you mean 'day'? it must match the pattern ")
+    d = only(load_text(POLICY.replace("name: user-daily-budget", "name: User_Budget")))
+    assert d.hint is not None and d.hint.startswith("it must match the pattern ")  # nothing close: no guess

@@ -299,3 +299,35 @@ class TestExcludeInPolicies:
         ps = compile_policies(_policy("{}", 'exclude: {when: "subject.tags.tier == \\"free\\""}'))
         [result] = ps.evaluate(resource(tags={"team": "ml"})).results
         assert result.result == "error"
+
+
+class TestSelectorRequirementsAreValidated:
+    """As in Kubernetes: In/NotIn need values (else the policy silently matches nothing), and
+    Exists/DoesNotExist take none. A bad selector is a positioned load error, never skipped."""
+
+    @pytest.mark.parametrize(
+        ("expression", "message"),
+        [
+            ("{key: team, operator: In, values: []}", "operator In needs a non-empty 'values' list"),
+            ("{key: team, operator: NotIn}", "operator NotIn needs a non-empty 'values' list"),
+            ("{key: team, operator: Exists, values: [ml]}", "operator Exists takes no 'values'; remove them"),
+            ("{key: team, operator: DoesNotExist, values: [ml]}", "operator DoesNotExist takes no 'values'"),
+        ],
+    )
+    def test_values_must_fit_the_operator(
+        self, compile_policies: CompilePolicies, expression: str, message: str
+    ) -> None:
+        from costwarden.errors import PolicyError
+
+        text = (
+            "apiVersion: costwarden.dev/v1\nkind: Policy\nmetadata: {name: p}\nspec:\n  subject: resource\n"
+            "  match:\n    selector:\n      matchExpressions:\n"
+            "        - {key: env, operator: Exists}\n"
+            f"        - {expression}\n"
+            "  rules:\n    - name: r\n      requireTags: {keys: [team]}\n"
+        )
+        with pytest.raises(PolicyError) as info:
+            compile_policies(text)
+        [d] = info.value.diagnostics
+        assert (d.code, d.line, d.column) == ("invalid-value", 10, 11)
+        assert message in d.message
