@@ -9,9 +9,9 @@ a ledger that fails raises, which the evaluator turns into an ``error`` judged b
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from costwarden.engine.budget import WINDOW_PATTERN, current_window, zone
 from costwarden.engine.decision import Fix, Outcome
@@ -32,21 +32,21 @@ OUTPUT_TOKENS_CAP = 32768
 """Worst-case output is clamped so a huge max_tokens cannot pin a budget (FACTS.md, Budgets)."""
 
 
+def _dimension(item: str) -> str:
+    if item not in DIMENSIONS and not (item.startswith("tag:") and len(item) > 4):
+        raise ValueError(f"'{item}' is not user, feature, team or tag:<name>")
+    return item
+
+
 class Budget(RuleParams):
-    per: list[str] = Field(min_length=1, description="user | feature | team | tag:<name>")
+    per: list[Annotated[str, AfterValidator(_dimension)]] = Field(  # each bad item reported at its index
+        min_length=1, description="user | feature | team | tag:<name>"
+    )
     limitUsd: float = Field(gt=0)
     window: str = Field(pattern=WINDOW_PATTERN, description="day | week | month | rolling:<N>h")
     timezone: str = Field(default="UTC", description="IANA zone for calendar windows")
     alertAt: list[float] = Field(default_factory=list, description="fractions of the limit, e.g. 0.8")
     onExceed: Literal["deny", "downgrade", "warn"] = "deny"
-
-    @field_validator("per")
-    @classmethod
-    def _dimensions(cls, value: list[str]) -> list[str]:
-        for item in value:
-            if item not in DIMENSIONS and not (item.startswith("tag:") and len(item) > 4):
-                raise ValueError(f"'{item}' is not user, feature, team or tag:<name>")
-        return value
 
     @field_validator("alertAt")
     @classmethod

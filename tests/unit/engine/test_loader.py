@@ -390,6 +390,13 @@ def test_max_output_tokens_per_feature_cap_must_be_positive() -> None:
     assert result.documents == []
 
 
+def test_each_bad_budget_dimension_is_reported_at_its_own_place() -> None:
+    result = load_text(policy("- name: a\n  budget: {per: [user, usr, 'tag:'], limitUsd: 5, window: day}"))
+    assert [where(d) for d in result.diagnostics] == [("invalid-value", 9, 26), ("invalid-value", 9, 31)]
+    assert ["'usr'" in d.message for d in result.diagnostics] == [True, False]
+    assert result.documents == []
+
+
 def test_an_exemption_with_an_empty_rule_list_is_an_error() -> None:
     """``rules: []`` names no rule; it must not waive every rule of the policy (as unset does)."""
     text = EXEMPTION.replace("  - policy: user-daily-budget\n", "  - policy: user-daily-budget\n    rules: []\n")
