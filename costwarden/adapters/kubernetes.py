@@ -294,7 +294,9 @@ def _expressions(term: Mapping[str, Any]) -> Iterator[tuple[str, str, list[str]]
 
 
 def _term_capacity(term: Mapping[str, Any]) -> Capacity | None:
-    """The capacity one node-selector term pins, if any of its (ANDed) expressions pins one."""
+    """The capacity one node-selector term pins, if any of its (ANDed) expressions pins one (None
+    when they pin different capacities: no node satisfies the term)."""
+    pinned: set[Capacity] = set()
     for key, op, values in _expressions(term):
         table = CAPACITY_LABELS.get(key)
         if table is None:
@@ -303,7 +305,7 @@ def _term_capacity(term: Mapping[str, Any]) -> Capacity | None:
             caps = {table.get(v) for v in values}
         elif op == "NotIn":
             caps = {cap for value, cap in table.items() if value not in values}
-            if "spot" in caps and len(caps) > 1:
+            if "spot" in caps:  # nodes without the label (on-demand ones among them) match NotIn too
                 continue
             if "spot" not in caps and "on-demand" in caps:
                 caps = {"on-demand"}
@@ -312,26 +314,28 @@ def _term_capacity(term: Mapping[str, Any]) -> Capacity | None:
         else:
             continue
         if len(caps) == 1 and None not in caps:
-            return cast(Capacity, caps.pop())
-    return None
+            pinned.add(cast(Capacity, caps.pop()))
+    return pinned.pop() if len(pinned) == 1 else None
 
 
 def pod_capacity(spec: Mapping[str, Any]) -> Capacity:
-    """What capacity a pod spec is pinned to: nodeSelector first, then required node affinity,
-    where every term (they are ORed) must pin the same capacity."""
+    """What capacity a pod spec is pinned to: by its nodeSelector and by its required node
+    affinity, where every term (they are ORed) must pin the same capacity. The two are ANDed by
+    the scheduler, so pins that disagree (spot in one, on-demand in the other) give ``unknown``."""
+    pinned: set[Capacity] = set()
     selector = spec.get("nodeSelector")
     if isinstance(selector, Mapping):
         for key, table in CAPACITY_LABELS.items():
             if key in selector:
                 cap = table.get(_label_str(selector[key]))
                 if cap is not None:
-                    return cap
+                    pinned.add(cap)
     terms = _required_terms(spec)
     if terms:
         caps = {_term_capacity(t) for t in terms}
         if len(caps) == 1 and None not in caps:
-            return cast(Capacity, caps.pop())
-    return "unknown"
+            pinned.add(cast(Capacity, caps.pop()))
+    return pinned.pop() if len(pinned) == 1 else "unknown"
 
 
 def _pinned_value(spec: Mapping[str, Any], keys: tuple[str, ...]) -> str | None:

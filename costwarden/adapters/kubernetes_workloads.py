@@ -17,9 +17,10 @@ enclosing objects multiplied in.
 GPU counting follows the scheduler: a container asks for ``max(limits, requests)`` of
 ``nvidia.com/gpu`` and ``amd.com/gpu``; a MIG slice ``nvidia.com/mig-<g>g.<mem>gb`` counts as g/7
 of a GPU (A100/H100 have 7 compute slices; an A30's quarter slices are under-counted); a pod asks for
-its containers plus restartable init containers, or its largest other init container if that is
-more. On GKE, ``cloud.google.com/gke-gpu-partition-size: <g>g.<mem>gb`` turns ``nvidia.com/gpu: 1``
-into the same g/7, and the KAI scheduler's ``gpu-fraction`` pod annotation counts as that fraction.
+its containers plus restartable init containers (sidecars), or its largest other init container
+plus the sidecars started before it, if that is more. On GKE,
+``cloud.google.com/gke-gpu-partition-size: <g>g.<mem>gb`` turns ``nvidia.com/gpu: 1`` into the same g/7,
+and the KAI scheduler's ``gpu-fraction`` pod annotation counts as that fraction.
 """
 
 from __future__ import annotations
@@ -162,12 +163,13 @@ def pod_gpus(spec: Mapping[str, Any], metadata: Mapping[str, Any] = _EMPTY) -> f
     """GPUs one pod asks for (see the module docstring for the rules)."""
     running = sum(container_gpus(c) for c in _containers(spec, "containers"))
     init_peak = 0.0
+    sidecars = 0.0  # restartable init containers started so far: they keep running
     for init in _containers(spec, "initContainers"):
         if init.get("restartPolicy") == "Always":  # a sidecar runs beside the app containers
-            running += container_gpus(init)
-        else:
-            init_peak = max(init_peak, container_gpus(init))
-    gpus = max(running, init_peak)
+            sidecars += container_gpus(init)
+        else:  # runs beside the sidecars started before it
+            init_peak = max(init_peak, sidecars + container_gpus(init))
+    gpus = max(running + sidecars, init_peak)
     partition = _map(spec.get("nodeSelector")).get(GKE_PARTITION_LABEL)
     if gpus and isinstance(partition, str) and mig_fraction(partition):
         gpus *= mig_fraction(partition)

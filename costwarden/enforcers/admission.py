@@ -266,8 +266,11 @@ def judge(policies: PolicySet, request: AdmissionRequest, *, mutate: bool) -> Ad
         return failure_result(policies, request, mutate=mutate, reason=f"cannot read the object: {describe(exc)}")
     if not mutate:
         return AdmissionResult(request, mutate, tuple(decisions))
-    patched, applied = fix_object(policies, request.object, request.namespace, decisions)
-    ops = diff(request.object, patched)
+    try:
+        patched, applied = fix_object(policies, request.object, request.namespace, decisions)
+        ops = diff(request.object, patched)
+    except Exception as exc:  # an object too deep to copy, say: answer rather than fail the request
+        return failure_result(policies, request, mutate=mutate, reason=f"cannot fix the object: {describe(exc)}")
     return AdmissionResult(request, mutate, tuple(decisions), tuple(ops), tuple(applied) if ops else ())
 
 

@@ -154,10 +154,38 @@ def _fix(subject: Subject, missing: list[str], bad: list[tuple[str, str, str]], 
         return None
     if not isinstance(subject, Resource) or subject.raw is None or not subject.tags_pointer:
         return None
+    if bad and _selected_on(subject, [b[0] for b in bad]):
+        return None
     entries = {k: defaults[k] for k in wanted}
     ops = patch.set_entries(subject.raw, subject.tags_pointer, entries)
     desc = ", ".join(f"{k}={v}" for k, v in entries.items())
     return Fix(f"add tags {desc}", tuple(ops), "object")
+
+
+# Controllers whose selector is made of the labels their users put on the pod template.
+_LABEL_SELECTING_OWNERS = frozenset({"ReplicaSet", "ReplicationController", "StatefulSet", "DaemonSet"})
+
+
+def _selected_on(subject: Resource, keys: list[str]) -> bool:
+    """Whether replacing these label values of a Kubernetes object could break a selector: a
+    ReplicaSet (StatefulSet, ...) controls it (its pod, relabelled, no longer matches the selector;
+    it is orphaned and the controller creates another, without end), or its own ``spec.selector``
+    names one of the keys (the object would no longer be valid)."""
+    raw = subject.raw
+    if subject.provider != "kubernetes" or not isinstance(raw, Mapping):
+        return False
+    owners = patch.resolve(raw, "/metadata/ownerReferences")
+    if isinstance(owners, list) and any(isinstance(o, Mapping) and o.get("controller") is True
+                                        and o.get("kind") in _LABEL_SELECTING_OWNERS for o in owners):
+        return True
+    selector = patch.resolve(raw, "/spec/selector")
+    if not isinstance(selector, Mapping):
+        return False
+    match_labels = selector.get("matchLabels")
+    selected = set(match_labels) if isinstance(match_labels, Mapping) else set()
+    exprs = selector.get("matchExpressions")
+    selected |= {e.get("key") for e in exprs if isinstance(e, Mapping)} if isinstance(exprs, list) else set()
+    return any(k in selected for k in keys)
 
 
 KIND = RuleKind(

@@ -7,6 +7,7 @@ capacity type). The fix adds the platform's spot nodeSelector and toleration to 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import Field
@@ -59,11 +60,16 @@ class SpotFix(RuleParams):
     fallback: Platform = Field(default="karpenter", description="with auto, when nothing points to a platform")
 
 
+# Label-key prefixes, the first that matches wins. Only managed node groups carry
+# eks.amazonaws.com/capacityType (and .../nodegroup); EKS Auto Mode nodes, with their other
+# eks.amazonaws.com/ labels (instance-*, compute-type), are made by Karpenter.
 PLATFORM_HINTS: tuple[tuple[str, Platform], ...] = (
     ("cloud.google.com/", "gke"),
     ("karpenter.sh/", "karpenter"),
     ("karpenter.k8s.aws/", "karpenter"),
-    ("eks.amazonaws.com/", "eks"),
+    ("eks.amazonaws.com/capacityType", "eks"),
+    ("eks.amazonaws.com/nodegroup", "eks"),
+    ("eks.amazonaws.com/", "karpenter"),
     ("kubernetes.azure.com/", "aks"),
 )
 
@@ -177,16 +183,68 @@ def _platform(subject: Resource, params: SpotFix | None) -> str | None:
     return detect_platform(subject.raw, subject.pod_spec_pointers) or params.fallback
 
 
+# Node labels that say whether a node is spot; a spot node of one platform carries only its own.
+CAPACITY_KEYS = frozenset({key for key, _ in SPOT_SELECTORS.values()} | {"cloud.google.com/gke-preemptible"})
+
+
+def _label(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def _allows(spec: Any, node: Mapping[str, str]) -> bool:
+    """Whether a pod spec, once the fix sets ``node`` (the spot node's capacity labels) in its
+    nodeSelector, still admits such a node: no other capacity label in the nodeSelector, and some
+    required node-affinity term (they are ORed) whose capacity expressions the node satisfies.
+    Expressions on other labels are assumed to be satisfiable."""
+    if not isinstance(spec, Mapping):
+        return True
+    selector = spec.get("nodeSelector")
+    if isinstance(selector, Mapping) and any(k in CAPACITY_KEYS and k not in node for k in selector):
+        return False
+    terms = patch.resolve(spec, "/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution")
+    terms = terms.get("nodeSelectorTerms") if isinstance(terms, Mapping) else None
+    if not isinstance(terms, list) or not terms:
+        return True
+    return any(_term_allows(t, node) for t in terms if isinstance(t, Mapping))
+
+
+def _term_allows(term: Mapping[str, Any], node: Mapping[str, str]) -> bool:
+    exprs = term.get("matchExpressions")
+    for expr in exprs if isinstance(exprs, list) else ():
+        key = expr.get("key") if isinstance(expr, Mapping) else None
+        if key not in CAPACITY_KEYS:
+            continue
+        values = expr.get("values")
+        op, values = expr.get("operator"), [_label(v) for v in values] if isinstance(values, list) else []
+        ok = {
+            "In": node.get(key) in values,
+            "NotIn": node.get(key) not in values,
+            "Exists": key in node,
+            "DoesNotExist": key not in node,
+        }.get(op, False)
+        if not ok:
+            return False
+    return True
+
+
 def _fix(subject: Resource, platform: str | None) -> Fix | None:
+    """The fix. A pod spec whose required capacity the spot nodeSelector would contradict (the
+    patched pod would match no node and stay Pending) is left alone; None when that leaves nothing."""
     if platform is None or subject.raw is None or not subject.pod_spec_pointers:
         return None
     key, value = SPOT_SELECTORS[platform]
     toleration = SPOT_TOLERATIONS[platform]
     ops: list[dict[str, Any]] = []
+    conflicts = False
     for pointer in subject.pod_spec_pointers:
+        if not _allows(patch.resolve(subject.raw, pointer), {key: value}):
+            conflicts = True
+            continue
         ops += patch.set_entries(subject.raw, patch.join(pointer, "nodeSelector"), {key: value})
         if toleration:
             ops += patch.append_items(subject.raw, patch.join(pointer, "tolerations"), [toleration])
+    if conflicts and not ops:
+        return None
     what = f"nodeSelector {key}: {value!r}" + (" and its toleration" if toleration else "")
     return Fix(f"pin to spot capacity ({platform}): add {what}", tuple(ops), "object")
 

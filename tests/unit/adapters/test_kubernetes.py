@@ -398,3 +398,43 @@ def test_pathological_nesting_is_an_adapter_error_not_a_crash() -> None:
         k8s.load_documents("a: " + "[" * 5_000 + "]" * 5_000, "deep.yaml")
     looped = "kind: X\nspec: {x: &b [*b, *b], template: {spec: {containers: [{name: c}]}}}\n"
     assert k8s.subjects_from_text(looped, "loop.yaml")[0].pod_spec_pointers == ("/spec/template/spec",)
+
+
+# --- contradictory pins and sidecars (review findings) --------------------------------------------
+
+
+@pytest.mark.parametrize(("pod_spec", "capacity"), [
+    # nodeSelector and required affinity are ANDed: spot AND on-demand matches no node
+    ({"nodeSelector": {"karpenter.sh/capacity-type": "spot"},
+      "affinity": affinity(term(("karpenter.sh/capacity-type", "In", ["on-demand"])))}, "unknown"),
+    # two platforms' labels in one nodeSelector that disagree
+    ({"nodeSelector": {"karpenter.sh/capacity-type": "spot", "eks.amazonaws.com/capacityType": "ON_DEMAND"}},
+     "unknown"),
+    # one term whose expressions disagree can never be satisfied
+    ({"affinity": affinity(term(("karpenter.sh/capacity-type", "In", ["spot"]),
+                                ("eks.amazonaws.com/capacityType", "In", ["ON_DEMAND"])))}, "unknown"),
+    # consistent pins from both places stay pinned
+    ({"nodeSelector": {"karpenter.sh/capacity-type": "spot"},
+      "affinity": affinity(term(("karpenter.sh/capacity-type", "In", ["spot"])))}, "spot"),
+    ({"nodeSelector": {"karpenter.sh/capacity-type": "spot"},
+      "affinity": affinity(term(("topology.kubernetes.io/zone", "In", ["us-east-1a"])))}, "spot"),
+])
+def test_contradictory_capacity_pins_are_not_spot(pod_spec: dict[str, Any], capacity: str) -> None:
+    assert one(job(pod_spec)).capacity == capacity
+
+
+def test_an_init_container_after_a_gpu_sidecar_runs_beside_it() -> None:
+    sidecar = {**gpu(1), "restartPolicy": "Always"}
+    # the sidecar starts first and keeps running while the 8-GPU init container runs: 9 GPUs at once
+    assert pod_gpus({"containers": [gpu(1)], "initContainers": [sidecar, gpu(8)]}) == 9
+    # an init container that runs before the sidecar starts runs alone
+    assert pod_gpus({"containers": [gpu(1)], "initContainers": [gpu(8), sidecar]}) == 8
+
+
+@pytest.mark.parametrize(("key", "values"), [
+    ("cloud.google.com/gke-spot", ["false"]),  # on-demand GKE nodes have no gke-spot label at all
+    ("kubernetes.azure.com/scalesetpriority", ["regular"]),  # AKS regular pools carry no such label
+    ("karpenter.sh/capacity-type", ["on-demand", "reserved"]),  # nodes Karpenter did not make lack it
+])
+def test_not_in_never_pins_spot_because_nodes_without_the_label_match_it(key: str, values: list[str]) -> None:
+    assert one(job({"affinity": affinity(term((key, "NotIn", values)))})).capacity == "unknown"

@@ -257,3 +257,112 @@ def test_diff_then_apply_reproduces_the_target(old: Any, new: Any) -> None:
     assert jsonpatch.apply_patch(old, ops) == new
     assert apply_patch(copy.deepcopy(old), ops) == new
     assert diff(new, new) == []
+
+
+# --- review findings -------------------------------------------------------------------------------
+
+ON_DEMAND_AFFINITY = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+    {"matchExpressions": [{"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]}]}]}}}
+
+
+@pytest.mark.parametrize(("platform", "pod_spec"), [
+    ("auto", {"affinity": ON_DEMAND_AFFINITY}),
+    ("karpenter", {"affinity": ON_DEMAND_AFFINITY}),
+    ("karpenter", {"nodeSelector": {"eks.amazonaws.com/capacityType": "ON_DEMAND"}}),
+    ("gke", {"nodeSelector": {"cloud.google.com/gke-preemptible": "false"}}),
+])
+def test_spot_fix_never_pins_a_pod_to_nodes_that_cannot_exist(compile_policies: Any, platform: str,
+                                                              pod_spec: dict[str, Any]) -> None:
+    """A required on-demand pin plus the fix's spot nodeSelector matches no node: the pod would
+    stay Pending forever. Such a pod must be denied (with no automatic fix), not patched and admitted."""
+    text = POLICIES.split("---")[1].replace("platform: auto", f"platform: {platform}")
+    spot = compile_policies(text)
+    job = copy.deepcopy(JOB)
+    job["spec"]["template"]["spec"].update(copy.deepcopy(pod_spec))
+    fixed = patched(job, response(spot, job, mutate=True))
+    assert fixed == job  # nothing patched
+    resp = response(spot, fixed)
+    assert resp["allowed"] is False and "[batch-on-spot/spot]" in resp["status"]["message"]
+    assert "(fix:" not in resp["status"]["message"]
+
+
+def test_mutation_of_an_object_too_deep_to_copy_answers_instead_of_crashing(policies: PolicySet) -> None:
+    """An UPDATE of a CRD with free-form fields nested a few hundred levels deep: /mutate must answer
+    (it never denies), not raise (the server would answer 500)."""
+    deep = '{"x":' * 600 + "{}" + "}" * 600
+    obj = json.loads('{"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": {"name": "r", "namespace": "a"}, '
+                     '"spec": {"entrypoint": "python x.py", "data": ' + deep + "}}")
+    out = review(policies, admission_review(obj), mutate=True, deadline_s=10)["response"]
+    assert out["allowed"] is True and "patch" not in out
+    assert any("no fixes applied" in w for w in out["warnings"])
+
+
+def test_spot_fix_leaves_a_template_pinned_elsewhere_alone(policies: PolicySet) -> None:
+    """A RayJob whose (GPU-less) head must run on on-demand nodes and whose GPU workers are not
+    pinned: the fix pins the workers to spot and leaves the head schedulable."""
+    head = {"affinity": copy.deepcopy(ON_DEMAND_AFFINITY), "containers": [{"name": "head", "image": "ray"}]}
+    worker = {"containers": [{"name": "w", "image": "ray", "resources": {"limits": {"nvidia.com/gpu": 1}}}]}
+    ray = {"apiVersion": "ray.io/v1", "kind": "RayJob",
+           "metadata": {"name": "r", "namespace": "ml", "labels": GOOD_LABELS},
+           "spec": {"entrypoint": "python x.py", "rayClusterSpec": {
+               "headGroupSpec": {"template": {"spec": head}},
+               "workerGroupSpecs": [{"replicas": 2, "template": {"spec": worker}}]}}}
+    fixed = patched(ray, response(policies, ray, mutate=True))
+    cluster = fixed["spec"]["rayClusterSpec"]
+    assert cluster["headGroupSpec"]["template"]["spec"] == head
+    assert cluster["workerGroupSpecs"][0]["template"]["spec"]["nodeSelector"] == {"karpenter.sh/capacity-type": "spot"}
+    assert response(policies, fixed)["allowed"] is True
+
+
+RS_OWNER = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-5d8f", "uid": "0b6c", "controller": True}
+
+
+@pytest.mark.parametrize("obj", [
+    # a ReplicaSet's pod: relabelled, it no longer matches the ReplicaSet's selector, is orphaned
+    # (and keeps running), and the ReplicaSet creates another one, and so on without end
+    {"apiVersion": "v1", "kind": "Pod",
+     "metadata": {"name": "web-5d8f-x", "namespace": "a", "ownerReferences": [RS_OWNER],
+                  "labels": {"app": "web", "team": "Payments", "cost.example.com/center": "r"}},
+     "spec": {"containers": [{"name": "c", "image": "i"}]}},
+    # the label is in the Deployment's own selector: relabelling the template makes it invalid
+    {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "a"},
+     "spec": {"selector": {"matchLabels": {"app": "web", "team": "Payments"}}, "template": {
+         "metadata": {"labels": {"app": "web", "team": "Payments", "cost.example.com/center": "r"}},
+         "spec": {"containers": [{"name": "c", "image": "i"}]}}}},
+])
+def test_label_fix_never_rewrites_a_label_a_selector_depends_on(policies: PolicySet, obj: dict[str, Any]) -> None:
+    resp = response(policies, obj, mutate=True)
+    assert "patch" not in resp
+    denied = response(policies, obj)
+    assert denied["allowed"] is False and "tag 'team'='Payments' does not match" in denied["status"]["message"]
+    assert "(fix:" not in denied["status"]["message"]
+
+
+@pytest.mark.parametrize("owners", [[], [{**RS_OWNER, "apiVersion": "batch/v1", "kind": "Job", "name": "train"}]])
+def test_label_fix_still_replaces_a_bad_value_nothing_selects_on(policies: PolicySet, owners: list[Any]) -> None:
+    """An unowned pod, or a Job's (a Job selects its pods by controller-uid, not by user labels)."""
+    labels = {"team": "Payments", "cost.example.com/center": "r"}
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "p", "namespace": "a", "labels": labels, "ownerReferences": owners},
+           "spec": {"containers": [{"name": "c", "image": "i"}]}}
+    fixed = patched(pod, response(policies, pod, mutate=True))
+    assert fixed["metadata"]["labels"]["team"] == "unassigned"
+    assert response(policies, fixed)["allowed"] is True
+
+
+@pytest.mark.parametrize(("pod_spec", "selector"), [
+    # EKS Auto Mode: Karpenter-made nodes with eks.amazonaws.com/instance-* labels and no
+    # eks.amazonaws.com/capacityType (a managed node group label): spot is karpenter.sh/capacity-type
+    ({"nodeSelector": {"eks.amazonaws.com/instance-gpu-name": "l4"}}, {"karpenter.sh/capacity-type": "spot"}),
+    ({"nodeSelector": {"eks.amazonaws.com/compute-type": "auto"}}, {"karpenter.sh/capacity-type": "spot"}),
+    # managed node groups carry eks.amazonaws.com/capacityType
+    ({"nodeSelector": {"eks.amazonaws.com/capacityType": "ON_DEMAND"}}, {"eks.amazonaws.com/capacityType": "SPOT"}),
+])
+def test_spot_fix_on_eks_uses_the_label_the_nodes_carry(policies: PolicySet, pod_spec: dict[str, Any],
+                                                        selector: dict[str, str]) -> None:
+    job = copy.deepcopy(JOB)
+    job["spec"]["template"]["metadata"]["labels"] = GOOD_LABELS
+    job["spec"]["template"]["spec"].update(copy.deepcopy(pod_spec))
+    fixed = patched(job, response(policies, job, mutate=True))
+    node_selector = fixed["spec"]["template"]["spec"]["nodeSelector"]
+    assert {k: v for k, v in node_selector.items() if k in selector or "capacity" in k.lower()} == selector
