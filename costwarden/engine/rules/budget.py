@@ -57,7 +57,9 @@ class Budget(RuleParams):
 
 
 def budget_key(policy: str, rule: str, subject: LlmCall, per: list[str]) -> str | None:
-    """The window-less ledger key for a call, or None if an attribution dimension is missing."""
+    """The window-less ledger key for a call, or None if an attribution dimension is missing.
+    ``%``, ``,`` and ``=`` in a value are percent-encoded, so no two attributions share a key
+    (user ``a,team=b`` with team ``c`` against user ``a`` with team ``b,team=c``)."""
     attribution = subject.attribution
     parts = []
     for dim in per:
@@ -65,6 +67,8 @@ def budget_key(policy: str, rule: str, subject: LlmCall, per: list[str]) -> str 
         value = attribution.get(name)
         if not value:
             return None
+        if "," in value or "=" in value or "%" in value:
+            value = value.replace("%", "%25").replace(",", "%2C").replace("=", "%3D")
         parts.append(f"{name}={value}")
     return f"budget:{policy}/{rule}:{','.join(parts)}"
 

@@ -709,6 +709,17 @@ class TestBudget:
         assert r.message == "$11.5000 of $25.00 per day"
         assert (r.path, r.expected, r.actual) == (f"budget[{KEY}]", 25.0, 11.5)
 
+    def test_attribution_values_cannot_make_two_callers_share_a_key(
+        self, compile_policies: CompilePolicies, fake_pricer: Any, ledger: MemoryLedger
+    ) -> None:
+        ps = compile_policies(policy("budget: {per: [user, team], limitUsd: 25, window: day}"), pricer=fake_pricer)
+        one_way = one(ps, call(user="a,team=b", team="c", estimated_cost_usd=1.0), ledger=ledger).holds[0].key
+        other = one(ps, call(user="a", team="b,team=c", estimated_cost_usd=1.0), ledger=ledger).holds[0].key
+        assert one_way != other
+        assert one_way == "budget:p/r:user=a%2Cteam%3Db,team=c:2026-11-30"
+        plain = one(ps, call(user="u-1", team="growth", estimated_cost_usd=1.0), ledger=ledger).holds[0].key
+        assert plain == "budget:p/r:user=u-1,team=growth:2026-11-30"  # keys without those characters are unchanged
+
     def test_pass_asks_to_hold_the_worst_case(self, ps: PolicySet, ledger: MemoryLedger) -> None:
         r = one(ps, call(user="alice", estimated_cost_usd=1.5), ledger=ledger)
         [hold] = r.holds
