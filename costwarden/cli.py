@@ -212,6 +212,8 @@ def check(
     progress: Annotated[bool, typer.Option(help="Progress bar (on a terminal, outside CI)")] = True,
 ) -> None:
     """Check manifests, Helm output, Terraform plans and LLM call logs before they are deployed."""
+    from rich.markup import escape
+
     from costwarden.enforcers.ci import read_baseline, run_check
     from costwarden.enforcers.ci import write_baseline as save_baseline
     from costwarden.enforcers.reporters import REPORTERS, render
@@ -240,10 +242,16 @@ def check(
         text = render(name, report, color=color and file is None)
         if file is None:
             sys.stdout.write(text if text.endswith("\n") else text + "\n")
-        else:
+            continue
+        try:
             Path(file).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise _fail(escape(f"cannot write the {name} report to {file}: {exc.strerror or exc}")) from None
     if write_baseline:
-        count = save_baseline(report, write_baseline)
+        try:
+            count = save_baseline(report, write_baseline)
+        except OSError as exc:
+            raise _fail(escape(f"cannot write the baseline to {write_baseline}: {exc.strerror or exc}")) from None
         _console(stderr=True).print(f"wrote {count} findings to baseline {write_baseline}")
     raise typer.Exit(report.exit_code)
 

@@ -11,6 +11,7 @@ Recognised inputs:
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,13 +27,31 @@ def subjects_from_path(path: str | Path, *, include_all: bool = False) -> list[S
     """Every subject in a file; raises AdapterError naming the file (and line) on bad input."""
     file = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        data = Path(path).read_bytes()
+    except OSError as exc:
         raise AdapterError(f"cannot read: {exc}", file=file) from exc
-    return subjects_from_text(text, file=file, include_all=include_all)
+    return subjects_from_text(decode_text(data, file), file=file, include_all=include_all)
+
+
+def decode_text(data: bytes, file: str) -> str:
+    """An input file's bytes as text: UTF-8 (a byte order mark dropped), or UTF-16 with its byte order
+    mark (what Windows PowerShell's ``>`` writes). Binary data (NUL bytes) is UnrecognizedInput,
+    skipped when walking a folder (a git-crypt secret, say); other bytes are an AdapterError."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError as exc:
+            raise AdapterError(f"cannot read: not UTF-16 text ({exc})", file=file) from exc
+    if b"\0" in data[:8192]:  # no YAML or JSON text holds a NUL
+        raise UnrecognizedInput("a binary file, not text", file=file)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise AdapterError(f"cannot read: not UTF-8 text ({exc})", file=file) from exc
 
 
 def subjects_from_text(text: str, *, file: str = "<stdin>", include_all: bool = False) -> list[Subject]:
+    text = text.removeprefix("\ufeff")  # a byte order mark (PowerShell's Out-File -Encoding utf8)
     stripped = text.lstrip()
     if file.endswith(".jsonl"):
         return _jsonl(text, file)
@@ -47,8 +66,24 @@ def subjects_from_text(text: str, *, file: str = "<stdin>", include_all: bool = 
             from costwarden.adapters.terraform import subjects_from_plan_text
 
             return list(subjects_from_plan_text(text, file=file, include_all=include_all))
+        if _is_manifest(data) or (isinstance(data, list) and data and all(map(_is_manifest, data))):
+            # `kubectl get -o json`: List objects are expanded into their items, each with its pointer
+            from costwarden.adapters.kubernetes import read_manifests
+
+            return [
+                subject
+                for obj, line, pointer in read_manifests(text, file)
+                if "kind" in obj and "apiVersion" in obj
+                for subject in kubernetes_object_subjects(obj, file=file, line=line, pointer=pointer)
+            ]
         return subjects_from_data(data, file=file, include_all=include_all)
     return _kubernetes(text, file)
+
+
+def _is_manifest(data: Any) -> bool:
+    return (
+        isinstance(data, Mapping) and "apiVersion" in data and "kind" in data and data.get("type") not in SUBJECT_TYPES
+    )
 
 
 def _is_plan(data: Mapping[str, Any]) -> bool:
@@ -65,7 +100,8 @@ def subjects_from_data(
             out += subjects_from_data(item, file=file, line=line, include_all=include_all)
         return out
     if not isinstance(data, Mapping):
-        raise AdapterError("expected a JSON object or a list of objects", file=file, line=line)
+        # no input costwarden knows (a JSON list of names, say): skipped when walking a folder
+        raise UnrecognizedInput("expected a JSON object or a list of objects", file=file, line=line)
     if data.get("type") in SUBJECT_TYPES:
         return [_subject(data, file, line)]
     if "request" in data and data.get("provider") in LLM_PROVIDERS:
@@ -146,20 +182,49 @@ def _jsonl(text: str, file: str) -> list[Subject]:
 
 
 def _kubernetes(text: str, file: str) -> list[Subject]:
+    import yaml
+
     from costwarden.adapters.kubernetes import read_manifests
 
-    documents = read_manifests(text, file)
+    try:
+        documents = read_manifests(text, file)
+    except AdapterError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, yaml.constructor.ConstructorError) and str(cause.problem).startswith(
+            "could not determine a constructor for the tag"
+        ):
+            # Application tags (CloudFormation's !Ref, mkdocs' !!python/name): valid YAML that no
+            # Kubernetes manifest holds. Skipped when walking a folder, an error when named.
+            raise UnrecognizedInput(f"not a Kubernetes manifest: {cause.problem}", file=file, line=exc.line) from exc
+        raise
     objects = [
         (obj, line, pointer)
         for obj, line, pointer in documents
         if isinstance(obj, Mapping) and "kind" in obj and "apiVersion" in obj
     ]
     if not objects:
+        if not documents and _empty_lists_only(text):
+            return []  # `kubectl get jobs -o yaml` where there are none: nothing to judge, nothing wrong
         return _serving_files(text, file, [obj for obj, _, _ in documents])
     out: list[Subject] = []
     for obj, line, pointer in objects:
         out += kubernetes_object_subjects(obj, file=file, line=line, pointer=pointer)
     return out
+
+
+def _empty_lists_only(text: str) -> bool:
+    """The text holds only ``List`` objects (``PodList``...) with no items."""
+    import yaml
+
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError:
+        return False
+    return bool(docs) and all(
+        isinstance(d, Mapping) and "apiVersion" in d and str(d.get("kind", "")).endswith("List")
+        and d.get("items") == []
+        for d in docs
+    )
 
 
 def kubernetes_object_subjects(
@@ -199,6 +264,7 @@ def _serving_files(text: str, file: str, documents: list[Any]) -> list[Subject]:
 
 
 __all__ = [
+    "decode_text",
     "kubernetes_object_subjects",
     "llm_call_from_record",
     "subjects_from_data",

@@ -6,6 +6,7 @@ enforced (``deny``) result is not accepted by the baseline.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -16,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from costwarden.adapters.sources import subjects_from_path, subjects_from_text
+from costwarden.adapters.sources import decode_text, subjects_from_path, subjects_from_text
 from costwarden.engine.decision import Decision, RuleResult, Surface
 from costwarden.engine.evaluate import PolicySet
 from costwarden.errors import CostwardenError, UnrecognizedInput
@@ -37,10 +38,12 @@ class Finding:
     @property
     def fingerprint(self) -> str:
         """Stable across runs and line moves: file, subject identity, policy, rule and the examined path
-        (not the message, which carries amounts that drift)."""
+        (not the message, which carries amounts that drift). The file as the reports show it, relative
+        to the working directory: ``./k8s/a.yaml``, ``k8s/a.yaml`` and its absolute path are one file."""
         s = self.decision.subject
+        file = _same_file(s.file, os.getcwd()) if s.file else s.file
         key = "|".join(
-            str(x) for x in (s.file, s.type, s.provider, s.kind, s.namespace, s.name, self.result.policy,
+            str(x) for x in (file, s.type, s.provider, s.kind, s.namespace, s.name, self.result.policy,
                              self.result.rule, self.result.path)
         )
         return hashlib.sha256(key.encode()).hexdigest()[:24]
@@ -96,8 +99,8 @@ class CheckReport:
 def iter_inputs(paths: Sequence[str]) -> Iterator[str]:
     """Files to check: explicit files as given, folders walked for YAML/JSON (sorted)."""
     for raw in paths:
-        if raw == "-" or os.path.isfile(raw):
-            yield raw
+        if raw == "-" or (os.path.exists(raw) and not os.path.isdir(raw)):
+            yield raw  # a named pipe too: `costwarden check <(helm template .)`
             continue
         for root, dirs, files in os.walk(raw):
             dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
@@ -107,8 +110,12 @@ def iter_inputs(paths: Sequence[str]) -> Iterator[str]:
                 dirs[:] = [d for d in dirs if d not in ("templates", "charts")]
                 files = [f for f in files if f != "Chart.yaml"]
             for name in sorted(files):
-                if name.endswith(INPUT_SUFFIXES) and name != "tests.yaml":
-                    yield os.path.join(root, name)
+                path = os.path.join(root, name)
+                if not name.endswith(INPUT_SUFFIXES) or name == "tests.yaml":
+                    continue
+                if os.path.exists(path) and not os.path.isfile(path):
+                    continue  # a FIFO, socket or device found by the walk: reading it could block forever
+                yield path
 
 
 def run_check(paths: Sequence[str], policies: PolicySet, *, surface: Surface = "ci", include_all: bool = False,
@@ -117,26 +124,27 @@ def run_check(paths: Sequence[str], policies: PolicySet, *, surface: Surface = "
     """Judge every subject found under ``paths``. Input errors are collected, never fatal."""
     report = CheckReport(surface=surface, started=datetime.now().astimezone(), policies=len(policies))
     accepted = set(baseline)
-    files = list(iter_inputs(paths))
+    files = _unique(iter_inputs(paths))
+    named = {os.path.abspath(p) for p in paths if p != "-"}
     for missing in (p for p in paths if p != "-" and not os.path.exists(p)):
         report.errors.append(InputError(missing, None, "no such file or directory"))
     for index, file in enumerate(files):
         report.files.append(file)
-        explicit = file == "-" or file in paths
+        explicit = file == "-" or os.path.abspath(file) in named
         try:
             if file == "-":
-                subjects = subjects_from_text((stdin or sys.stdin).read(), file="<stdin>", include_all=include_all)
+                subjects = subjects_from_text(_read_stdin(stdin), file="<stdin>", include_all=include_all)
             else:
                 subjects = subjects_from_path(file, include_all=include_all)
         except UnrecognizedInput as exc:
             if explicit:
-                report.errors.append(InputError(file, getattr(exc, "line", None), _strip_location(str(exc))))
+                report.errors.append(InputError(file, getattr(exc, "line", None), _message(exc)))
             else:
                 report.skipped.append(file)
             subjects = []
         except CostwardenError as exc:
             report.errors.append(InputError(getattr(exc, "file", None) or file, getattr(exc, "line", None),
-                                            _strip_location(str(exc))))
+                                            _message(exc)))
             subjects = []
         for subject in subjects:
             decision = policies.evaluate(subject, surface)
@@ -150,6 +158,41 @@ def run_check(paths: Sequence[str], policies: PolicySet, *, surface: Surface = "
         if progress is not None:
             progress(index + 1, len(files))
     return report
+
+
+def _unique(files: Iterable[str]) -> list[str]:
+    """Each file once, as first named: ``check k8s k8s/job.yaml`` or ``check . ./k8s`` read a file once."""
+    seen: dict[str, str] = {}
+    for file in files:
+        seen.setdefault(file if file == "-" else os.path.abspath(file), file)
+    return list(seen.values())
+
+
+@functools.lru_cache(maxsize=4096)
+def _same_file(file: str, cwd: str) -> str:
+    """``file`` as the reports name it (relative to ``cwd``, the working directory, when below it)."""
+    from costwarden.enforcers.reporters import relative_path
+
+    return relative_path(file)
+
+
+def _read_stdin(stream: Any) -> str:
+    """Standard input as text, decoded as files are; other bytes are an input error, not a traceback."""
+    stream = stream or sys.stdin
+    raw = getattr(stream, "buffer", None)
+    if raw is None:
+        return str(stream.read())
+    return decode_text(bytes(raw.read()), "<stdin>")
+
+
+def _message(exc: CostwardenError) -> str:
+    """The error's message without the ``file:line:`` prefix an AdapterError puts in front of it."""
+    message = str(exc)
+    file, line = getattr(exc, "file", None), getattr(exc, "line", None)
+    where = f"{file}:{line}: " if file and line else (f"{file}: " if file else "")
+    if where and message.startswith(where):
+        return message[len(where):]
+    return _strip_location(message)
 
 
 def _strip_location(message: str) -> str:

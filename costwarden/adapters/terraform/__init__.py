@@ -16,10 +16,12 @@ are skipped. Values come from ``change.after``; a plan without ``resource_change
 Tags are the *effective* tags, what billing will see:
 
 * AWS and others: ``tags_all`` (provider ``default_tags`` merged) when the plan knows it, else
-  ``tags`` over the provider's constant ``default_tags`` from ``configuration``. ``tags`` may be
+  ``tags`` over the provider's ``default_tags`` from ``configuration`` (a constant, or a root
+  variable such as ``var.default_tags`` whose value the plan records). ``tags`` may be
   a map, a list of ``{key, value}`` objects (old ``aws_autoscaling_group``) or ``"key:value"``
   strings (Datadog). ASG ``tag`` blocks and launch-template ``tag_specifications[].tags`` are
-  merged in (they tag what gets launched, which is what costs). ``volume_tags`` and EKS node
+  merged in (they tag what gets launched, which is what costs; ASG tags with
+  ``propagate_at_launch`` false tag only the group and are left out). ``volume_tags`` and EKS node
   ``labels`` are not: they label other objects (EBS volumes, Kubernetes nodes).
 * GCP: ``effective_labels``, else ``terraform_labels``, else ``labels`` (``tags`` on GCP are
   network tags). A node pool adds ``node_config[0].resource_labels``, the labels its VMs are
@@ -33,9 +35,10 @@ Capacity follows what the plan states: a compute resource without a spot option 
 options live in a launch template (``aws_instance`` with ``launch_template``, ASGs without a
 mixed-instances policy). ``workload.gpus`` counts GPUs, or Inferentia/Trainium chips, from GCE
 ``guest_accelerator`` blocks or the instance-type tables in :mod:`.workload`; ``replicas`` is a
-node group's desired size, a node pool's node count (per zone), an ASG's desired capacity, else 1. The
-workload class is ``batch`` for AWS Batch and SageMaker training, else ``unknown``, unless the
-tag ``costwarden.dev/workload-class`` (GCP: ``costwarden-workload-class``) names a class.
+node group's desired size, a node pool's node count (per zone: times its ``node_locations`` when
+the plan knows them), an ASG's desired capacity, else 1. The workload class is ``batch`` for AWS
+Batch and SageMaker training, else ``unknown``, unless the tag ``costwarden.dev/workload-class``
+(GCP: ``costwarden-workload-class``) names a class.
 ``tags_pointer`` is None: fixes do not patch plans.
 """
 

@@ -159,7 +159,11 @@ class _Configuration:
 
     def __init__(self, plan: Mapping[str, Any]) -> None:
         config = _mapping(plan.get("configuration"))
-        self.providers = {str(k): _provider(_mapping(v)) for k, v in _mapping(config.get("provider_config")).items()}
+        variables = _mapping(plan.get("variables"))
+        self.providers = {
+            str(k): _provider(_mapping(v), variables if ":" not in str(k) else {})  # root variables: root providers
+            for k, v in _mapping(config.get("provider_config")).items()
+        }
         self.keys: dict[str, str] = {}
         self._walk(_mapping(config.get("root_module")), "")
 
@@ -178,7 +182,7 @@ class _Configuration:
         return self.providers.get(key) or self.providers.get(key.rsplit(":", 1)[-1]) or _NO_PROVIDER
 
 
-def _provider(pc: Mapping[str, Any]) -> _Provider:
+def _provider(pc: Mapping[str, Any], variables: Mapping[str, Any]) -> _Provider:
     exprs = _mapping(pc.get("expressions"))
 
     def constant(name: str) -> Any:
@@ -186,6 +190,10 @@ def _provider(pc: Mapping[str, Any]) -> _Provider:
 
     block = exprs.get("default_tags")
     tags = _mapping(_dig(block, (0, "tags", "constant_value")))
+    references = _dig(block, (0, "tags", "references"))
+    if not tags and isinstance(references, list) and len(references) == 1 and str(references[0]).startswith("var."):
+        # `default_tags { tags = var.tags }`: the plan holds the root module's variable values
+        tags = _mapping(_mapping(variables.get(str(references[0])[4:])).get("value"))
     region, project = constant("region"), constant("project")
     return _Provider(
         region=region if isinstance(region, str) else None,

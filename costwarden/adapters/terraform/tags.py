@@ -48,7 +48,8 @@ def _gcp_labels(after: Mapping[str, Any], unknown: Mapping[str, Any]) -> dict[st
 
 def _tag_map(value: Any, unknown: Any) -> dict[str, str]:
     """A map, a list of ``{key, value}`` objects or of ``key:value`` strings → tags; unknown values
-    (``after_unknown``) become :data:`UNKNOWN_VALUE`."""
+    (``after_unknown``) become :data:`UNKNOWN_VALUE`. ASG tags with ``propagate_at_launch`` false
+    are left out."""
     out: dict[str, str] = {}
     if isinstance(value, Mapping):
         out = {str(k): _text(v) for k, v in value.items()}
@@ -58,6 +59,8 @@ def _tag_map(value: Any, unknown: Any) -> dict[str, str]:
         flags = unknown if isinstance(unknown, list) else []
         for i, item in enumerate(value):
             flag = flags[i] if i < len(flags) else None
+            if isinstance(item, Mapping) and item.get("propagate_at_launch") in (False, "false"):
+                continue  # an ASG tag kept off the instances it launches: not what the instances cost under
             if isinstance(item, Mapping) and isinstance(item.get("key"), str):
                 value_unknown = flag is True or (isinstance(flag, Mapping) and flag.get("value") is True)
                 out[item["key"]] = UNKNOWN_VALUE if value_unknown else _text(item.get("value"))

@@ -81,6 +81,9 @@ def workload(rtype: str, after: Mapping[str, Any], tags: Mapping[str, str]) -> W
     if not gpus:
         gpus, gpu_type = accelerators_of(instance_type)
     replicas = next((v for p in _REPLICA_PATHS.get(rtype, ()) if _is_int(v := _dig(after, p))), 1)
+    zones = after.get("node_locations")
+    if rtype == "google_container_node_pool" and isinstance(zones, list) and zones:
+        replicas *= len(zones)  # a node pool's counts are per zone: the plan names its zones
     return Workload(
         workload_class=_workload_class(rtype, after, tags),
         gpus=gpus,

@@ -59,7 +59,10 @@ def testcase(finding: Finding) -> ET.Element:
 
 def _cases_by_file(report: CheckReport) -> dict[str, list[ET.Element]]:
     skipped = set(report.skipped)
-    cases: dict[str, list[ET.Element]] = {file: [] for file in report.files if file not in skipped}
+    # standard input ("-" on the command line) is "<stdin>" in its subjects and errors
+    cases: dict[str, list[ET.Element]] = {
+        "<stdin>" if file == "-" else file: [] for file in report.files if file not in skipped
+    }
     for finding in every_result(report):
         cases.setdefault(finding.decision.subject.file or "<unknown>", []).append(testcase(finding))
     for error in report.errors:

@@ -211,6 +211,20 @@ def test_unknown_tags_all_falls_back_to_tags_over_constant_default_tags() -> Non
     assert s.region == "eu-west-1"
 
 
+def test_unknown_tags_all_falls_back_to_default_tags_from_a_root_variable() -> None:
+    # `default_tags { tags = var.default_tags }`, and a tag known only after apply makes tags_all unknown
+    config = {
+        "provider_config": {
+            "aws": {"name": "aws", "expressions": {"default_tags": [{"tags": {"references": ["var.default_tags"]}}]}}
+        },
+        "root_module": {"resources": [{"address": "aws_instance.w", "provider_config_key": "aws"}]},
+    }
+    variables = {"default_tags": {"value": {"team": "ml", "environment": "prod"}}}
+    change = rc("aws_instance.w", {"tags": {"feature": "chat"}}, unknown={"tags": {"Name": True}, "tags_all": True})
+    [s] = subjects_from_plan(plan(change, configuration=config, variables=variables))
+    assert dict(s.tags) == {"team": "ml", "environment": "prod", "feature": "chat", "Name": UNKNOWN_VALUE}
+
+
 def test_unknown_tag_values_are_present() -> None:
     s = one(
         {"tags": {"team": "ml"}, "tags_all": {"team": "ml"}},
@@ -229,6 +243,15 @@ def test_asg_tag_blocks_and_list_tags() -> None:
     s = one(after, "aws_autoscaling_group.g", unknown={"tag": [{}, {"value": True}]})
     assert dict(s.tags) == {"a": "1", "b": "2", "c": UNKNOWN_VALUE}
     assert s.workload.replicas == 4
+
+
+def test_asg_tags_not_propagated_at_launch_do_not_tag_the_instances() -> None:
+    after = {
+        "tag": [{"key": "team", "value": "ml", "propagate_at_launch": False},
+                {"key": "env", "value": "prod", "propagate_at_launch": True}],
+        "tags": [{"key": "feature", "value": "chat", "propagate_at_launch": "false"}],
+    }
+    assert dict(one(after, "aws_autoscaling_group.g").tags) == {"env": "prod"}
 
 
 def test_launch_template_tag_specifications_merge_instance_last() -> None:
@@ -370,6 +393,16 @@ def test_node_pool_workload() -> None:
     s = one(after, "google_container_node_pool.gpu")
     assert (s.workload.gpus, s.workload.gpu_type, s.workload.replicas) == (1.0, "L4", 2)
     assert (s.region, s.capacity, s.workload.instance_type) == ("europe-west4", "spot", "g2-standard-8")
+
+
+def test_node_pool_counts_are_per_zone() -> None:
+    # a regional pool: node_count 2 in each of three zones is six a3-highgpu-8g nodes
+    after = {"location": "us-central1", "node_count": 2,
+             "node_locations": ["us-central1-a", "us-central1-b", "us-central1-c"],
+             "node_config": [{"machine_type": "a3-highgpu-8g"}]}
+    s = one(after, "google_container_node_pool.gpu")
+    assert (s.workload.gpus, s.workload.replicas) == (8.0, 6)
+    assert one({**after, "node_locations": ["us-central1-a"]}, "google_container_node_pool.gpu").workload.replicas == 2
 
 
 def test_batch_workload_class_and_tag_override() -> None:

@@ -320,6 +320,15 @@ def test_junit_suites_cases_and_totals(report: CheckReport) -> None:
         "tests": "6", "failures": "2", "errors": "0", "skipped": "2"}
 
 
+def test_junit_stdin_is_one_suite() -> None:
+    pod = SubjectRef("resource", "kubernetes", "Pod", "a", "ml", "<stdin>", 3, "")
+    decision = Decision("ci", pod, (RuleResult("labels", "owner", "fail", "deny", "low", "no owner"),))
+    report = CheckReport(surface="ci", decisions=[decision], findings=[Finding(decision, decision.results[0])],
+                         files=["-"], started=STARTED, policies=1)
+    suites = _junit(report).findall("testsuite")
+    assert [(s.get("name"), s.get("tests")) for s in suites] == [("<stdin>", "1")]  # no empty "-" suite
+
+
 def test_junit_testcase_content(report: CheckReport) -> None:
     cases = {(c.get("classname"), c.get("name")): c for c in _junit(report).iter("testcase")}
     spot = cases[("gpu-spot", "require-spot: Deployment/ml/llm-server")]
