@@ -124,6 +124,11 @@ def _read(file: Path) -> PolicyTestFile:
         return PolicyTestFile.model_validate(data)
     except yaml.YAMLError as exc:
         raise AdapterError(f"invalid YAML: {exc}", file=str(file)) from exc
+    except UnicodeDecodeError as exc:
+        raise AdapterError(f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})",
+                           file=str(file)) from exc
+    except OSError as exc:
+        raise AdapterError(f"cannot read: {exc.strerror or exc}", file=str(file)) from exc
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise AdapterError(f"invalid test file: {problems}", file=str(file)) from exc

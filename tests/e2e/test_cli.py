@@ -85,6 +85,17 @@ def test_test_command_fails_on_a_wrong_expectation(tmp_path: Path) -> None:
     assert "FAIL" in out.stdout and "expected fail" in out.stdout
 
 
+def test_test_command_reports_an_unreadable_test_file(tmp_path: Path) -> None:
+    folder = tmp_path / "cap-output-tokens"
+    folder.mkdir()
+    source = LIBRARY / "llm" / "cap-output-tokens"
+    (folder / "cap-output-tokens.yaml").write_text((source / "cap-output-tokens.yaml").read_text())
+    (folder / "tests.yaml").write_bytes(b"policy: cap-output-tokens\ncases: \xff\xfe\x00\n")
+    out = run("test", str(folder))
+    assert "Traceback" not in out.stderr + out.stdout
+    assert out.returncode != 0 and "not UTF-8 text (byte 0xff" in out.stdout + out.stderr
+
+
 def test_explain() -> None:
     out = run("explain", "spot-only-batch")
     assert out.returncode == 0
