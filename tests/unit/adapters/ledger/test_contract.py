@@ -459,7 +459,7 @@ class TestStatus:
         """Real rolling keys: the reserve names (and so creates) the window's older, empty hourly
         buckets, which are no budgets of their own; an hour with no call leaves the budget shown
         with the spend its window still reads, until that spend leaves the window."""
-        at = NOW.replace(minute=30)
+        at = NOW  # near the real time: Redis expires records by its own clock
         base = "budget:p/roll3:user=a"
 
         def window(when: datetime) -> tuple[tuple[str, ...], datetime]:
