@@ -1,8 +1,9 @@
-"""Fixtures shared by every test: compiling inline policies, a fake pricer, the built-in library."""
+"""Fixtures shared by every test: compiling inline policies, a fake pricer, the built-in library,
+and this run's namespaces on the machine's Redis and PostgreSQL (``ledger_backends.py``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -73,3 +74,21 @@ def builtin_policies() -> PolicySet:
     import costwarden
 
     return costwarden.load_policies()
+
+
+@pytest.fixture(scope="session")
+def redis_run() -> Iterator[str]:
+    """This run's key prefix on the shared Redis (its keys are deleted at the end)."""
+    from ledger_backends import redis_namespace
+
+    with redis_namespace() as run:
+        yield run
+
+
+@pytest.fixture(scope="session")
+def postgres_db() -> Iterator[str]:
+    """The URL of this run's database on the shared PostgreSQL (dropped at the end)."""
+    from ledger_backends import postgres_database
+
+    with postgres_database() as url:
+        yield url

@@ -46,6 +46,7 @@ import uuid
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -532,6 +533,14 @@ def compile_policies(text: str) -> Any:
 
     result = load_text(text, file="inline.yaml")
     return compile_documents(result.documents, pricer=GenaiPricer(), diagnostics=result.diagnostics)
+
+
+def spent_today(ledger: Any, user: str, policy: str = "user-budget") -> float:
+    """What ``user`` has spent today under :func:`budget_policy` ``policy``, once every guard's
+    background settlements ran."""
+    flush_all(10)
+    now = datetime.now(UTC)
+    return float(ledger.spent([f"budget:{policy}/cap:user={user}:{now:%Y-%m-%d}"], now=now)[0])
 
 
 def budget_policy(limit_usd: float, *, name: str = "user-budget", per: str = "user", window: str = "day") -> str:

@@ -13,7 +13,6 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import pytest
 
 anthropic = pytest.importorskip("anthropic")
 from fake_llm_server import FakeLlmServer, ListSink, budget_policy, compile_policies  # noqa: E402
-from ledger_backends import REDIS_URL, postgres_database, redis_namespace  # noqa: E402
+from ledger_backends import REDIS_URL  # noqa: E402
 
 from costwarden.adapters.anthropic import estimate_input_tokens  # noqa: E402
 from costwarden.adapters.ledger import open_ledger  # noqa: E402
@@ -88,33 +87,9 @@ def figures(ledger: Any, key: str) -> tuple[float, float]:
     return row.spent_usd, row.held_usd
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeLlmServer]:
-    with FakeLlmServer() as srv:
-        yield srv
-
-
-@pytest.fixture(autouse=True)
-def _fresh(server: FakeLlmServer) -> None:
-    server.reset()
-    server.usage = {"input_tokens": 42}
-
-
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/ledger.db"
-
-
-@pytest.fixture(scope="module")
-def redis_run() -> Iterator[str]:
-    with redis_namespace() as run:
-        yield run
-
-
-@pytest.fixture(scope="module")
-def postgres_db() -> Iterator[str]:
-    with postgres_database() as url:
-        yield url
 
 
 @pytest.fixture(params=["sqlite", "redis", "postgres"])

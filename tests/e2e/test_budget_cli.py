@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,12 +34,6 @@ def budget(*args: str, server: FakeLlmServer | None = None) -> subprocess.Comple
         [sys.executable, "-m", "costwarden.cli", "budget", *args],
         capture_output=True, text=True, cwd=ROOT, timeout=120, env=env,
     )
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeLlmServer]:
-    with FakeLlmServer() as srv:
-        yield srv
 
 
 def user_key(user: str) -> str:

@@ -7,7 +7,6 @@ import json
 import multiprocessing
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +23,15 @@ from fake_llm_server import (  # noqa: E402
     proof_total,
     run_load,
 )
+from fake_llm_server import (  # noqa: E402
+    spent_today as user_spent,
+)
 
 from costwarden.adapters.events.jsonl import read_events  # noqa: E402
 from costwarden.adapters.ledger import open_ledger  # noqa: E402
 from costwarden.adapters.ledger.memory import MemoryLedger  # noqa: E402
 from costwarden.adapters.pricing import GenaiPricer  # noqa: E402
 from costwarden.enforcers.callguard import CallGuard, attribution  # noqa: E402
-from costwarden.enforcers.settler import flush_all  # noqa: E402
 from costwarden.engine.subjects import TokenUsage  # noqa: E402
 from costwarden.errors import BudgetExceeded, PolicyViolation  # noqa: E402
 
@@ -52,23 +53,6 @@ spec:
 def cost(model: str, **usage: int) -> float:
     return PRICER.cost("anthropic", model, TokenUsage(**usage))
 
-
-def user_spent(ledger: Any, user: str, policy: str = "user-budget") -> float:
-    flush_all(10)
-    now = datetime.now(UTC)
-    return float(ledger.spent([f"budget:{policy}/cap:user={user}:{now:%Y-%m-%d}"], now=now)[0])
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeLlmServer]:
-    with FakeLlmServer() as srv:
-        yield srv
-
-
-@pytest.fixture(autouse=True)
-def _fresh(server: FakeLlmServer) -> None:
-    server.reset()
-    server.usage = {"input_tokens": 42}
 
 
 @pytest.fixture
@@ -540,23 +524,9 @@ def _proof_store(store: str, tmp_path: Path, request: pytest.FixtureRequest) -> 
     if store == "redis":
         from ledger_backends import REDIS_URL
 
-        run = request.getfixturevalue("proof_redis")
+        run = request.getfixturevalue("redis_run")
         return f"{REDIS_URL}?prefix={run}-{unique}&timeout=5", 8
-    return f"{request.getfixturevalue('proof_postgres')}?table_prefix=t{unique}_&timeout=10", 8
+    return f"{request.getfixturevalue('postgres_db')}?table_prefix=t{unique}_&timeout=10", 8
 
 
-@pytest.fixture(scope="module")
-def proof_redis() -> Iterator[str]:
-    from ledger_backends import redis_namespace
-
-    with redis_namespace() as run:
-        yield run
-
-
-@pytest.fixture(scope="module")
-def proof_postgres() -> Iterator[str]:
-    from ledger_backends import postgres_database
-
-    with postgres_database() as url:
-        yield url
 

@@ -62,7 +62,7 @@ class SlowLedger:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[FakeLlmServer]:
+def llm_server() -> Iterator[FakeLlmServer]:
     with FakeLlmServer() as srv:
         # One untimed call per SDK first: loading price data and SDK modules is CPU work that
         # holds the GIL wherever it runs, and is not what these tests are about.
@@ -70,12 +70,6 @@ def server() -> Iterator[FakeLlmServer]:
         for calls in (anthropic_calls, openai_calls):
             asyncio.run(calls(srv, warm, stream=False)())
         yield srv
-
-
-@pytest.fixture(autouse=True)
-def _fresh(server: FakeLlmServer) -> None:
-    server.reset()
-    server.usage = {"input_tokens": 42}
 
 
 def make_guard(ledger: Any, sink: ListSink) -> CallGuard:

@@ -45,16 +45,8 @@ class GatedLedger:
         self.inner.release(rid, now=now)
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeLlmServer]:
-    with FakeLlmServer() as srv:
-        yield srv
-
-
 @pytest.fixture
 def ledger(server: FakeLlmServer, tmp_path: Path) -> Iterator[GatedLedger]:
-    server.reset()
-    server.usage = {"input_tokens": 42}
     inner = open_ledger(f"sqlite:///{tmp_path}/spend.db")
     yield GatedLedger(inner)
     inner.close()

@@ -6,7 +6,6 @@ purged — on every store, under the real SDK against the local API, with the gu
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import pytest
 
 anthropic = pytest.importorskip("anthropic")
 from fake_llm_server import FakeLlmServer, ListSink, budget_policy, compile_policies  # noqa: E402
-from ledger_backends import REDIS_URL, postgres_database, redis_namespace  # noqa: E402
+from ledger_backends import REDIS_URL  # noqa: E402
 
 from costwarden.adapters.ledger import open_ledger  # noqa: E402
 from costwarden.adapters.pricing import GenaiPricer  # noqa: E402
@@ -26,30 +25,6 @@ MODEL = "claude-haiku-4-5"
 HI = [{"role": "user", "content": "Hello there"}]
 BILLED = GenaiPricer().cost("anthropic", MODEL, TokenUsage(input_tokens=42, output_tokens=10))
 """What each of the fake server's answers costs."""
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeLlmServer]:
-    with FakeLlmServer() as srv:
-        yield srv
-
-
-@pytest.fixture(autouse=True)
-def _fresh(server: FakeLlmServer) -> None:
-    server.reset()
-    server.usage = {"input_tokens": 42}
-
-
-@pytest.fixture(scope="module")
-def redis_run() -> Iterator[str]:
-    with redis_namespace() as run:
-        yield run
-
-
-@pytest.fixture(scope="module")
-def postgres_db() -> Iterator[str]:
-    with postgres_database() as url:
-        yield url
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis", "postgres", "leased-sqlite"])

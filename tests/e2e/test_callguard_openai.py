@@ -6,7 +6,6 @@ import asyncio
 import json
 import multiprocessing
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,9 @@ from fake_llm_server import (  # noqa: E402
     compile_policies,
     proof_total,
     run_load,
+)
+from fake_llm_server import (  # noqa: E402
+    spent_today as user_spent,
 )
 
 from costwarden.adapters.events.jsonl import read_events  # noqa: E402
@@ -53,23 +55,6 @@ spec:
 def cost(model: str, **usage: int) -> float:
     return PRICER.cost("openai", model, TokenUsage(**usage))
 
-
-def user_spent(ledger: Any, user: str) -> float:
-    flush_all(10)
-    now = datetime.now(UTC)
-    return float(ledger.spent([f"budget:user-budget/cap:user={user}:{now:%Y-%m-%d}"], now=now)[0])
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeLlmServer]:
-    with FakeLlmServer() as srv:
-        yield srv
-
-
-@pytest.fixture(autouse=True)
-def _fresh(server: FakeLlmServer) -> None:
-    server.reset()
-    server.usage = {"input_tokens": 42}
 
 
 @pytest.fixture

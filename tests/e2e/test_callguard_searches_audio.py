@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 anthropic = pytest.importorskip("anthropic")
 openai = pytest.importorskip("openai")
 from fake_llm_server import FakeLlmServer, ListSink, budget_policy, compile_policies  # noqa: E402
+from fake_llm_server import spent_today as spent  # noqa: E402
 from genai_prices import Usage, calc_price  # noqa: E402
 
 from costwarden.adapters.anthropic import estimate_input_tokens  # noqa: E402
@@ -22,7 +22,6 @@ from costwarden.adapters.openai import subject_from_request  # noqa: E402
 from costwarden.adapters.pricing import GenaiPricer  # noqa: E402
 from costwarden.enforcers.callguard import CallGuard, attribution  # noqa: E402
 from costwarden.enforcers.openai_guard import openai_http_client  # noqa: E402
-from costwarden.enforcers.settler import flush_all  # noqa: E402
 from costwarden.engine.subjects import TokenUsage  # noqa: E402
 from costwarden.errors import BudgetExceeded  # noqa: E402
 
@@ -34,23 +33,6 @@ PRICER = GenaiPricer()
 def reference(model: str, provider: str, **usage: int) -> float:
     return float(calc_price(Usage(**usage), model_ref=model, provider_id=provider).total_price)
 
-
-def spent(ledger: Any, user: str) -> float:
-    flush_all(10)
-    now = datetime.now(UTC)
-    return float(ledger.spent([f"budget:user-budget/cap:user={user}:{now:%Y-%m-%d}"], now=now)[0])
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeLlmServer]:
-    with FakeLlmServer() as srv:
-        yield srv
-
-
-@pytest.fixture(autouse=True)
-def _fresh(server: FakeLlmServer) -> None:
-    server.reset()
-    server.usage = {"input_tokens": 42}
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ flex less) and Anthropic ``speed: fast``, priced from genai-prices' price varian
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -14,6 +12,7 @@ openai = pytest.importorskip("openai")
 anthropic = pytest.importorskip("anthropic")
 
 from fake_llm_server import FakeLlmServer, ListSink, budget_policy, compile_policies  # noqa: E402
+from fake_llm_server import spent_today as spent  # noqa: E402
 from genai_prices import Usage, calc_price  # noqa: E402
 
 from costwarden.adapters.ledger.memory import MemoryLedger  # noqa: E402
@@ -32,20 +31,9 @@ def genai(provider: str, model: str, context: dict[str, str] | None, **usage: in
     return float(calc_price(Usage(**usage), model_ref=model, provider_id=provider, price_context=context).total_price)
 
 
-def spent(ledger: MemoryLedger, user: str) -> float:
-    now = datetime.now(UTC)
-    return float(ledger.spent([f"budget:user-budget/cap:user={user}:{now:%Y-%m-%d}"], now=now)[0])
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeLlmServer]:
-    with FakeLlmServer() as srv:
-        yield srv
-
 
 @pytest.fixture(autouse=True)
-def _fresh(server: FakeLlmServer) -> None:
-    server.reset()
+def _usage(server: FakeLlmServer) -> None:
     server.usage = {"input_tokens": 1_000, "output_tokens": 500}
 
 

@@ -23,7 +23,6 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ import pytest
 
 anthropic = pytest.importorskip("anthropic")
 from fake_llm_server import LOAD_PROMPT, FakeLlmServer, ListSink, budget_policy, compile_policies  # noqa: E402
-from ledger_backends import REDIS_URL, postgres_database, redis_namespace  # noqa: E402
+from ledger_backends import REDIS_URL  # noqa: E402
 
 from costwarden.adapters.anthropic import estimate_input_tokens  # noqa: E402
 from costwarden.adapters.ledger import open_ledger  # noqa: E402
@@ -70,30 +69,6 @@ def figures(ledger: Any, user: str) -> tuple[float, float]:
 def call(client: Any, user: str, **headers: str) -> None:
     with attribution(user=user):
         client.messages.create(model=MODEL, max_tokens=MAX_TOKENS, messages=MESSAGES, extra_headers=headers)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeLlmServer]:
-    with FakeLlmServer() as srv:
-        yield srv
-
-
-@pytest.fixture(autouse=True)
-def _fresh(server: FakeLlmServer) -> None:
-    server.reset()
-    server.usage = {"input_tokens": 42}
-
-
-@pytest.fixture(scope="module")
-def redis_run() -> Iterator[str]:
-    with redis_namespace() as run:
-        yield run
-
-
-@pytest.fixture(scope="module")
-def postgres_db() -> Iterator[str]:
-    with postgres_database() as url:
-        yield url
 
 
 @pytest.fixture(params=["sqlite", "redis", "postgres"])

@@ -23,13 +23,12 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from ledger_backends import REDIS_URL, postgres_database, redis_namespace
+from ledger_backends import REDIS_URL
 
 from costwarden.adapters.ledger import open_ledger
 from costwarden.engine.ledger import Hold
@@ -45,18 +44,6 @@ SPAWN = mp.get_context("spawn")
 
 def user_key(n: int) -> str:
     return f"budget:e2e/user-daily:user=u{n}:today"
-
-
-@pytest.fixture(scope="module")
-def redis_run() -> Iterator[str]:
-    with redis_namespace() as run:
-        yield run
-
-
-@pytest.fixture(scope="module")
-def postgres_db() -> Iterator[str]:
-    with postgres_database() as url:
-        yield url
 
 
 @pytest.fixture(params=["sqlite", "redis", "postgres"])

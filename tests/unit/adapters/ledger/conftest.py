@@ -7,25 +7,13 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-from ledger_backends import REDIS_URL, postgres_database, redis_namespace
+from ledger_backends import REDIS_URL
 
 from costwarden.adapters.ledger import open_ledger
 from costwarden.adapters.ledger.store import LedgerStore
 
 STORES = ("memory", "sqlite", "redis", "postgres")
 OpenStore = Callable[[], LedgerStore]
-
-
-@pytest.fixture(scope="session")
-def redis_run() -> Iterator[str]:
-    with redis_namespace() as run:
-        yield run
-
-
-@pytest.fixture(scope="session")
-def postgres_db() -> Iterator[str]:
-    with postgres_database() as url:
-        yield url
 
 
 @pytest.fixture(params=STORES)
