@@ -33,6 +33,18 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _check_format(fmt: str) -> None:
+    if fmt not in ("text", "json"):
+        raise _fail(f"unknown format '{fmt}'; formats: text, json")
+
+
+def _shown(ledger: str) -> str:
+    """The ledger URL as these commands print it: without its password."""
+    from costwarden.adapters.ledger import redact
+
+    return redact(ledger)
+
+
 DEFAULT_LEDGER = "sqlite:///costwarden-ledger.db"
 
 
@@ -64,6 +76,7 @@ def budget_status_cmd(
     from costwarden.adapters.ledger.status import budget_status
     from costwarden.errors import CostwardenError
 
+    _check_format(fmt)
     try:
         rows = budget_status(_existing(ledger), prefix)
     except CostwardenError as exc:
@@ -83,7 +96,7 @@ def budget_status_cmd(
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
         return
     if not rows:
-        sys.stdout.write(f"no budget windows under '{prefix}' in {ledger}\n")
+        sys.stdout.write(f"no budget windows under '{prefix}' in {_shown(ledger)}\n")
         return
     sys.stdout.write(status_table(rows))
 
@@ -179,6 +192,7 @@ def _sweep(
     from costwarden.enforcers.callguard import CallGuard
     from costwarden.errors import CostwardenError
 
+    _check_format(fmt)
     ledger = _existing(ledger)
     client = connect()
     try:
@@ -217,7 +231,7 @@ def _sweep(
             typer.echo(f"failed      {found_id}: {error}")
         if not (swept.settled or swept.processing or swept.failed):
             plural = "batches" if noun == "batch" else f"{noun}s"
-            typer.echo(f"no pending {plural} in {ledger}")
+            typer.echo(f"no pending {plural} in {_shown(ledger)}")
     raise typer.Exit(EXIT_FAILED if swept.failed else EXIT_OK)
 
 

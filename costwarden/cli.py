@@ -298,6 +298,8 @@ def tiers(
     fmt: FormatOpt = "text",
 ) -> None:
     """The model tiers, cheapest first, as the policies' catalog documents layer them; with models, their tiers."""
+    if fmt not in ("text", "json"):
+        raise _fail(f"unknown format '{fmt}'; formats: text, json")
     catalog = _load(policies).catalog
     placed = {m: (t.name if (t := catalog.tier_of(m)) else None) for m in models or ()}
     if fmt == "json":

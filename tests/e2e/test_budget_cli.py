@@ -194,3 +194,34 @@ def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
     events = budget("settle-batches", "--ledger", f"sqlite:///{tmp_path}/l.db", "--events", nowhere)
     assert events.returncode == 2 and "error: cannot write cost events to" in events.stderr
     assert "Traceback" not in events.stderr
+
+
+def test_an_unknown_format_is_refused_before_anything_is_settled(server: FakeLlmServer, tmp_path: Path) -> None:
+    """``--format yaml`` (or a typo) must not fall back to text with exit 0 — a script parsing the
+    output would read the table as garbage — and a sweep must not settle anything first."""
+    ledger_url = f"sqlite:///{tmp_path}/ledger.db"
+    create_batch(server, ledger_url, "cli-f1")
+    for command in (["status"], ["settle-batches"], ["settle-responses"]):
+        out = budget(*command, "--ledger", ledger_url, "--format", "yaml", server=server)
+        assert out.returncode == 2, (command, out.stdout)
+        assert "unknown format 'yaml'" in out.stderr and "text, json" in out.stderr
+        assert out.stdout == "" and "Traceback" not in out.stderr
+    assert status(ledger_url)[user_key("cli-f1")]["held_usd"] > 0  # the batch was not swept
+
+
+def test_a_ledger_password_is_never_printed(server: FakeLlmServer, redis_run: str) -> None:
+    """The messages naming the ledger (an empty ledger, nothing pending) go to a scheduled job's
+    log: the password in the ledger URL is masked there as in the error messages."""
+    ledger_url = f"redis://default:s3cret-pw@127.0.0.1:6379/0?prefix={redis_run}-pw"
+    shown = f"redis://default:***@127.0.0.1:6379/0?prefix={redis_run}-pw"
+    outs = {
+        "status": budget("status", "--ledger", ledger_url),
+        "batches": budget("settle-batches", "--ledger", ledger_url, server=server),
+        "responses": budget("settle-responses", "--ledger", ledger_url, server=server),
+    }
+    for name, out in outs.items():
+        assert out.returncode == 0, (name, out.stderr)
+        assert "s3cret-pw" not in out.stdout + out.stderr, name
+    assert outs["status"].stdout.strip() == f"no budget windows under 'budget:' in {shown}"
+    assert outs["batches"].stdout.strip() == f"no pending batches in {shown}"
+    assert outs["responses"].stdout.strip() == f"no pending responses in {shown}"

@@ -221,3 +221,8 @@ def test_guard_calls_example_runs_offline() -> None:
     assert [e.split(":")[0].strip() for e in events] == [
         "anthropic/claude-haiku-4-5 ok", "openai/gpt-4.1-mini ok", "anthropic/claude-sonnet-4-6 denied"]
     assert "(stream usage)" in events[1] and "add stream_options.include_usage" in events[1]
+
+
+def test_tiers_refuses_an_unknown_format() -> None:
+    out = run("tiers", "--format", "yaml")
+    assert out.returncode == 2 and "unknown format 'yaml'" in out.stderr and out.stdout == ""
