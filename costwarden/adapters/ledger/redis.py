@@ -233,13 +233,16 @@ class RedisLedger:
             raise LedgerError(f"Redis ledger prefix {prefix!r} must be non-empty and hold no braces")
         if isinstance(target, str):
             self.where = redact(target)
-            client = redis.Redis.from_url(
-                target,
-                socket_timeout=timeout_s,
-                socket_connect_timeout=timeout_s,
-                retry=Retry(NoBackoff(), 0),
-                decode_responses=True,
-            )
+            try:
+                client = redis.Redis.from_url(
+                    target,
+                    socket_timeout=timeout_s,
+                    socket_connect_timeout=timeout_s,
+                    retry=Retry(NoBackoff(), 0),
+                    decode_responses=True,
+                )
+            except ValueError as exc:  # redis-py on a malformed URL (a port that is no number...)
+                raise LedgerError(f"Redis ledger URL {self.where!r}: {exc}") from None
         else:
             self.where, client = type(target).__name__, target
         self._client = client

@@ -71,6 +71,7 @@ def test_in_memory_sqlite_works() -> None:
         ("postgresql://postgres@127.0.0.1/x?schema=Bad-Name", "schema 'Bad-Name' must be lower-case"),
         ("postgresql://postgres@127.0.0.1/x?timeout=abc", "timeout='abc' must be a positive number"),
         ("redis://127.0.0.1:6379/ledger", "the database after the port must be a number, not 'ledger'"),
+        ("redis://u:hunter2@127.0.0.1:abc/0", "Redis ledger URL 'redis://u:\\*\\*\\*@127.0.0.1:abc/0': "),
     ],
 )
 def test_bad_urls_say_what_is_wrong(url: str, message: str) -> None:
