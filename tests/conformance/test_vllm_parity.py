@@ -69,6 +69,13 @@ QUIRKS: list[tuple[str, list[str]]] = [
     ("serve", ["m", "--compilation-config", '{"mode": 3}']),
     ("serve", ["m", "--compilation-config.mode", "3", "--compilation-config.cudagraph_capture_sizes+", "1,2"]),
     ("serve", ["m", "-O3"]),
+    ("serve", ["m", "--compilation-config", '{"level": 3, "cudagraph_capture_sizes": [1, 2]}']),  # 0.33: no level
+    ("serve", ["m", "--compilation-config.level", "3"]),
+    ("serve", ["m", "-O.mode", "3"]),  # 0.8.5: ast.literal_eval(".mode") raises SyntaxError
+    ("serve", ["m", "--compilation-config", "{'level': 3"]),
+    ("serve", ["m", "--kv-transfer-config", '{"kv_connector": "LMCacheConnectorV1", "kv_role": "kv_both"}']),
+    ("serve", ["m", "--kv-transfer-config", '{"kv_connector": "X", "kv_role": "kv_both", "kv_bogus": 1}']),
+    ("serve", ["m", "--compilation-config", '{"mode": 3, "pass_config": {"fuse_allreduce_rms": true}}']),
     ("serve", ["m", "--hf-overrides", '{"max_position_embeddings": 1024}']),
     ("serve", ["m", "--served-model-name", "a", "b", "--quantization", "awq"]),
     ("serve", ["--model", "m", "--max-num-seqs", "8"]),
@@ -248,8 +255,9 @@ def compare(ours: Resolution, theirs: dict[str, Any]) -> list[str]:
 
 VERSIONS = available_versions()
 # Documented exception: keys of a JSON config argument that the version's config class does not
-# have. vLLM's pydantic silently drops them (e.g. compilation-config "mode" before 0.12, pass_config
-# "fuse_allreduce_rms"); costwarden keeps the JSON as given and does not know the class fields.
+# have, where that vLLM's pydantic silently drops them (e.g. compilation-config "mode" before 0.12,
+# nested pass_config keys); costwarden keeps the JSON as given. Versions whose config classes refuse
+# unknown top-level keys (0.33) list the keys in the table, and those refusals are compared.
 IGNORED: set[str] = set()
 
 

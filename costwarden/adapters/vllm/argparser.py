@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+from costwarden.adapters.vllm.diagnostics import did_you_mean
 from costwarden.adapters.vllm.table import converter, load_table
 
 INVALID = object()  # a value that failed its type or choice check
@@ -153,6 +154,25 @@ def _default(value: Any) -> Any:
     return value
 
 
+def _known_keys(convert: Any, fields: frozenset[str], desc: str) -> Any:
+    """A config argument whose class refuses unknown keys (the table lists the ones it has):
+    vLLM's pydantic validation fails on any other top-level key."""
+
+    def checked(value: str) -> Any:
+        data = convert(value)
+        unknown = sorted(k for k in data if k not in fields) if isinstance(data, Mapping) else []
+        if unknown:
+            close = did_you_mean(unknown[0], fields)
+            raise argparse.ArgumentTypeError(
+                f"{desc.partition(':')[2]} has no field {', '.join(map(repr, unknown))}"
+                + (f" (did you mean {', '.join(map(repr, close))}?)" if close else "")
+            )
+        return data
+
+    checked.__name__ = getattr(convert, "__name__", "config")
+    return checked
+
+
 def _add(parser: argparse.ArgumentParser, arg: Mapping[str, Any]) -> None:
     kind = arg["action"]
     options = arg.get("options") or []
@@ -173,6 +193,8 @@ def _add(parser: argparse.ArgumentParser, arg: Mapping[str, Any]) -> None:
     kw["action"] = classes.get(kind, kind)
     if kind in ("store", "append", "lora", "prompt_adapter", "store_boolean"):
         kw["type"] = converter(arg.get("type"), bool(arg.get("optional")))
+        if arg.get("fields") and kw["type"] is not None:
+            kw["type"] = _known_keys(kw["type"], frozenset(arg["fields"]), str(arg.get("type")))
         if "nargs" in arg:
             kw["nargs"] = arg["nargs"]
         if "const" in arg:

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 API_SERVER_MODULES = frozenset({"vllm.entrypoints.openai.api_server"})
 CLI_MODULES = frozenset({"vllm.entrypoints.cli.main"})
 SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ash"})
-PREFIXES = frozenset({"exec", "env", "nohup", "time", "command", "stdbuf", "uv", "run"})
+PREFIXES = frozenset({"exec", "env", "nohup", "time", "command", "stdbuf", "uv", "run",
+                      "then", "do", "else", "while", "until", "if", "elif", "!", "{"})  # shell keywords
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 _SHELL_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 _K8S_VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
@@ -64,12 +65,46 @@ def _expand_shell(text: str, env: Mapping[str, str], unresolved: list[str]) -> s
     return _SHELL_VAR.sub(sub, text)
 
 
+def _drop_fd_numbers(line: str) -> str:
+    """``2>&1`` → ``>&1``: the file descriptor of a redirection (digits that start an unquoted
+    word and touch ``<`` or ``>``) is not a word of the command."""
+    out: list[str] = []
+    quote = ""
+    i = 0
+    while i < len(line):
+        ch = line[i]
+        if quote:
+            if ch == quote:
+                quote = ""
+            elif ch == "\\" and quote == '"':
+                out.append(ch)
+                i += 1
+                ch = line[i] if i < len(line) else ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "\\":
+            out.append(ch)
+            i += 1
+            ch = line[i] if i < len(line) else ""
+        elif ch.isdigit() and (i == 0 or line[i - 1].isspace() or line[i - 1] in ";&|"):
+            j = i
+            while j < len(line) and line[j].isdigit():
+                j += 1
+            if j < len(line) and line[j] in "<>":
+                i = j
+                continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
 def _split_script(script: str) -> list[list[str]]:
-    """A shell script → simple commands (words), split at ``&&``, ``||``, ``;``, ``|``, newlines."""
+    """A shell script → simple commands (words), split at ``&&``, ``||``, ``;``, ``|``, newlines;
+    redirections (``> log``, ``2>&1``, ``< /dev/null``) are not words of the command."""
     script = script.replace("\\\n", " ")
     out: list[list[str]] = []
     for raw_line in script.splitlines():
-        lexer = shlex.shlex(raw_line, posix=True, punctuation_chars=";&|")
+        lexer = shlex.shlex(_drop_fd_numbers(raw_line), posix=True, punctuation_chars=";&|<>")
         lexer.whitespace_split = True
         lexer.commenters = "#"
         current: list[str] = []
@@ -77,8 +112,13 @@ def _split_script(script: str) -> list[list[str]]:
             words = list(lexer)
         except ValueError:  # unbalanced quotes: fall back to whitespace
             words = raw_line.split()
+        redirect_target = False
         for word in words:
-            if word and set(word) <= set(";&|"):
+            if redirect_target:
+                redirect_target = False
+            elif word and set(word) <= set(";&|<>") and ("<" in word or ">" in word):
+                redirect_target = True  # the operator and its file (or fd) go
+            elif word and set(word) <= set(";&|"):
                 out.append(current)
                 current = []
             else:

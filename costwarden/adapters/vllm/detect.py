@@ -138,7 +138,7 @@ def _subject(resolution: Resolution, *, name: str, namespace: str | None, tags: 
         tags=tags,
         deprecated_args=resolution.deprecated_args,
         arg_errors=tuple(d.render() for d in resolution.diagnostics if d.severity == "error"
-                         and d.code not in ("removed-argument", "deprecated-argument")),
+                         and d.code != "deprecated-argument"),  # a removed argument: vLLM exits
         source=source,
         raw=raw,
     )

@@ -9,7 +9,8 @@ Run it with a Python that can import ``vllm`` (the oracle environment that
 The table holds, for every argument of the ``serve`` sub-parser: option strings (with the hidden
 ``--no-enable-x`` / ``--disable-x`` spellings), ``dest``, the kind of action, the value type as a
 small descriptor (``int``, ``human_int``, ``json``, ``config:CompilationConfig``...), whether
-``"None"`` reads as None, ``nargs``, ``const``, choices, the default, and a deprecation note.
+``"None"`` reads as None, ``nargs``, ``const``, choices, the default, a deprecation note, and for a
+config argument whose class refuses unknown keys, the ``fields`` it accepts.
 It also records what the version's ``FlexibleArgumentParser`` does before argparse runs
 (config-file booleans, lists and dicts, dotted JSON arguments, ``-O``, ``--model`` with ``serve``),
 read off that version's own source, so one parser can follow every shipped version.
@@ -165,6 +166,48 @@ def _describe_function(fn: Any, qual: str) -> str:
     raise ValueError(f"unknown argument type {qual!r} ({getattr(fn, '__module__', '?')}): teach schema_gen")
 
 
+def _config_class(fn: Any) -> Any:
+    """The config class a JSON-valued argument's type builds, or None."""
+    qual = getattr(fn, "__qualname__", type(fn).__name__)
+    if qual.endswith(("_optional_type", "_parse_type")):
+        return _config_class(_closure(fn).get("return_type"))
+    if getattr(fn, "__name__", "") == "parse_dataclass":
+        return _closure(fn).get("cls") or (fn.__defaults__ or (None,))[0]
+    if qual.endswith((".from_cli", ".from_json")):
+        return getattr(fn, "__self__", None)
+    return None
+
+
+def config_fields(fn: Any) -> list[str] | None:
+    """The top-level keys a config argument accepts, when this vLLM refuses the others (a
+    pydantic config that forbids extra keys); None when unknown keys are dropped or it is no
+    config argument."""
+    cls = _config_class(fn)
+    if cls is None:
+        return None
+    try:
+        fn('{"costwarden_probe_unknown_key": 1}')
+        return None  # accepted: unknown keys are dropped
+    except Exception:  # noqa: BLE001 - whatever the class raises, vLLM refuses the argument
+        pass
+    names: set[str] = set()
+    fields = getattr(cls, "__pydantic_fields__", None) or getattr(cls, "model_fields", None)
+    if isinstance(fields, dict):
+        for name, info in fields.items():
+            if getattr(info, "init", None) is not False:
+                names.add(name)
+                names.update(a for a in (getattr(info, "alias", None), getattr(info, "validation_alias", None))
+                             if isinstance(a, str))
+    elif dataclasses.is_dataclass(cls):
+        names = {f.name for f in dataclasses.fields(cls) if f.init}
+    return sorted(names) or None
+
+
+def _fields_entry(fn: Any) -> dict[str, Any]:
+    fields = config_fields(fn)
+    return {} if fields is None else {"fields": fields}
+
+
 # --- actions --------------------------------------------------------------------------------
 
 
@@ -244,6 +287,7 @@ def describe_action(action: argparse.Action, parser: Any, deprecated: set[Any]) 
         entry["type"] = type_name
     if optional:
         entry["optional"] = True
+    entry.update(_fields_entry(action.type))
     if action.nargs is not None and kind not in ("store_true", "store_false", "boolean", "enable_disable", "help",
                                                  "version"):
         entry["nargs"] = action.nargs

@@ -8,7 +8,8 @@ A table names each argument's type with a small descriptor; :func:`converter` tu
 same conversion vLLM applies (``human_int:kmgtKMGT`` is ``human_readable_int`` with the suffixes
 that version accepts, ``config_hr:CompilationConfig`` is JSON with human-readable numbers, ...).
 Config objects are kept as the JSON given (vLLM builds a config object from it; its field
-validation is not repeated here).
+validation is not repeated here, except that where a version refuses unknown top-level keys the
+table lists the ones its class has).
 """
 
 from __future__ import annotations
@@ -170,7 +171,10 @@ def _compilation_from_cli(value: str) -> Any:
 
     if value in ("0", "1", "2", "3"):
         return {"level": int(value)}
-    data = ast.literal_eval(value)
+    try:
+        data = ast.literal_eval(value)
+    except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError) as exc:  # vLLM crashes here
+        raise argparse.ArgumentTypeError(f"not a Python literal: {value!r}") from exc
     if not isinstance(data, dict):
         raise argparse.ArgumentTypeError(f"expected a mapping, got {value!r}")
     return data

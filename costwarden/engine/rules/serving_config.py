@@ -80,6 +80,7 @@ _JUDGED_ARGS = (
     "tensor_parallel_size",
     "pipeline_parallel_size",
     "data_parallel_size",
+    "data_parallel_size_local",
     "enable_prefix_caching",
     "gpu_memory_utilization",
     "max_num_seqs",
@@ -134,6 +135,9 @@ def _parallelism(s: ServingSubject, p: ServingConfig, catalog: Catalog) -> Outco
     tp, pp, dp = (int(_arg(s, n, 1)) for n in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size"))
     used = tp * pp * dp
     if used == s.gpus:
+        return None
+    local = s.args.get("data_parallel_size_local")  # multi-node DP: this node runs `local` of the ranks
+    if isinstance(local, int) and not isinstance(local, bool) and tp * pp * local == s.gpus:
         return None
     path = "args.tensor_parallel_size"
     if used > s.gpus:
@@ -261,21 +265,28 @@ def _deprecated(s: ServingSubject, p: ServingConfig, catalog: Catalog) -> Outcom
         path="args",
         expected=[],
         actual=list(s.deprecated_args),
-        fix=Fix(f"remove {names}", tuple({"op": "remove", "path": f"/{a}"} for a in s.deprecated_args), "args"),
+        # A removed argument never reaches vLLM's namespace: there is nothing in args to remove.
+        fix=Fix(
+            f"remove {names}",
+            tuple({"op": "remove", "path": f"/{a}"} for a in s.deprecated_args if a in s.args),
+            "args",
+        ),
     )
 
 
 def _invalid(s: ServingSubject, p: ServingConfig, catalog: Catalog) -> Outcome | None:
-    if not s.arg_errors:
+    # Removed arguments also make the engine exit; forbidDeprecatedArgs reports them (with a fix).
+    errors = [e for e in s.arg_errors if not (p.forbidDeprecatedArgs and e.startswith("error[removed-argument]"))]
+    if not errors:
         return None
-    first = s.arg_errors[0].split("\n", 1)[0]
-    more = f" (and {len(s.arg_errors) - 1} more)" if len(s.arg_errors) > 1 else ""
+    first = errors[0].split("\n", 1)[0]
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return Outcome(
         "fail",
         f"{s.engine} would refuse to start: {first}{more}",
         path="args",
         expected="arguments the engine accepts",
-        actual=list(s.arg_errors),
+        actual=errors,
     )
 
 

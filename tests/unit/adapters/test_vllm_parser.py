@@ -100,8 +100,8 @@ def test_dotted_json_arguments() -> None:
     assert r.args["compilation_config"] == {"mode": 3, "cudagraph_capture_sizes": ["1", "2"]}
     assert parse_argv(["m", "-O3"]).args["optimization_level"] == "3"
     assert parse_argv(["m", "-O3"], OLD).args["compilation_config"] == {"level": 3}
-    assert parse_argv(["m", "--kv-transfer-config", '{"cpu_bytes_to_use": 80m}']).args[
-        "kv_transfer_config"] == {"cpu_bytes_to_use": 80_000_000}
+    assert parse_argv(["m", "--kv-transfer-config", '{"kv_port": 14k}']).args[
+        "kv_transfer_config"] == {"kv_port": 14_000}
 
 
 def test_model_option_with_serve() -> None:
@@ -178,6 +178,21 @@ def test_commands(command: str | list[str], mode: str, argv: list[str]) -> None:
     assert found is not None and (found.mode, found.argv) == (mode, argv)
 
 
+@pytest.mark.parametrize(("command", "argv"), [
+    ("bash -c 'vllm serve m --port 8000 2>&1 | tee /var/log/vllm.log'", ["m", "--port", "8000"]),
+    ("sh -c 'exec vllm serve m -tp 2 >>/proc/1/fd/1 2>&1'", ["m", "-tp", "2"]),
+    ("sh -c 'vllm serve m --max-model-len 4096 > /tmp/log 2> /tmp/err < /dev/null'", ["m", "--max-model-len", "4096"]),
+    ("sh -c 'vllm serve m --chat-template \"a>b 2>c\"'", ["m", "--chat-template", "a>b 2>c"]),
+    ("bash -c 'while true; do vllm serve m -tp 2; sleep 5; done'", ["m", "-tp", "2"]),
+    ("bash -c 'if [ -n \"$X\" ]; then vllm serve m; fi'", ["m"]),
+])
+def test_shell_redirections_and_keywords_are_not_arguments(command: str, argv: list[str]) -> None:
+    found = find_invocation(command)
+    assert found is not None and found.argv == argv
+    r = parse_command(command)
+    assert r is not None and r.ok and r.unrecognized == []
+
+
 def test_parse_command_and_no_vllm() -> None:
     r = parse_command("vllm serve m --max-num-seqs 8")
     assert r is not None and r.args["max_num_seqs"] == 8
@@ -240,3 +255,24 @@ def test_resolve_command_output(tmp_path: Path) -> None:
     out = resolve(config=path, model="m")
     assert out["results"][0]["args"]["max_num_seqs"] == 7
     assert out["results"][0]["diagnostics"][0]["code"] == "ignored-false"
+
+
+def test_config_keys_the_version_does_not_have() -> None:
+    """vLLM 0.33's config classes refuse unknown keys (`level` became `mode`); 0.11 drops them."""
+    stale = ["m", "--compilation-config", '{"level": 3, "cudagraph_capture_sizes": [1, 2]}']
+    r = parse_argv(stale, "0.33.0")
+    assert not r.ok and r.args["compilation_config"] == {}
+    [d] = [d for d in r.diagnostics if d.code == "invalid-value"]
+    assert d.argument == "compilation_config" and "'level'" in d.message
+    assert not parse_argv(["m", "--compilation-config.level", "3"], "0.33.0").ok
+    assert parse_argv(stale, OLD).ok and parse_argv(stale, OLD).args["compilation_config"]["level"] == 3
+    good = parse_argv(["m", "--compilation-config", '{"mode": 3, "cudagraph_capture_sizes": [1, 2]}',
+                       "--kv-transfer-config", '{"kv_connector": "LMCacheConnectorV1", "kv_role": "kv_both"}'])
+    assert good.ok and good.args["compilation_config"]["mode"] == 3
+
+
+@pytest.mark.parametrize("argv", [["m", "-O.mode", "3"], ["m", "--compilation-config", '{"level": 3'],
+                                  ["m", "--compilation-config", "level=3"]])
+def test_old_compilation_config_literal_errors_are_reported_not_raised(argv: list[str]) -> None:
+    r = parse_argv(argv, "0.8.5.post1")  # vLLM 0.8.5 reads it with ast.literal_eval and exits
+    assert not r.ok and "invalid-value" in codes(r)
