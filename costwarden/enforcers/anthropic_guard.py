@@ -140,13 +140,20 @@ async def handle_async(guard: CallGuard, request: APIRequest, call_next: AsyncCa
         response = await call_next(attempt)
     except BaseException as exc:
         await guard.finish_async(call, _failed, guard, call, request, exc, call_next)
+        guard.expect_retry(call, _response_headers(exc))
         raise
     if _unread_batch(call, response.http_response):
         with contextlib.suppress(Exception):  # unreadable: submitted() charges the worst case
             await response.http_response.aread()
     await guard.finish_async(call, safely, call, _after, guard, call, request, response.http_response,
                              AsyncTappedStream, call_next)
+    guard.expect_retry(call, response.http_response.headers)
     return response
+
+
+def _response_headers(exc: BaseException) -> Any:
+    """The headers of the response behind a failed attempt (the SDK times its retry by them), if any."""
+    return getattr(getattr(exc, "response", None), "headers", None)
 
 
 def _unread_batch(call: GuardedCall, http: httpx2.Response) -> bool:

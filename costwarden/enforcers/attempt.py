@@ -8,8 +8,11 @@ rules read ``httpx2`` and SDK exceptions without importing either.
 
 from __future__ import annotations
 
+import email.utils
 import json
 import logging
+import math
+import time
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -62,6 +65,33 @@ def should_retry_status(status: int, should_retry_header: str | None) -> bool:
     if should_retry_header == "false":
         return False
     return status in (408, 409, 429) or status >= 500
+
+
+MAX_BACKOFF_S = 8.0
+"""The longest back-off either SDK sleeps between attempts when the server names no delay."""
+
+
+def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
+    """The delay a response asks for before a retry, read as the SDKs read it (``retry-after-ms``,
+    then ``retry-after`` in seconds or as an HTTP date); None when it names none."""
+    if headers is None:
+        return None
+    for header, divisor in (("retry-after-ms", 1000), ("retry-after", 1)):
+        value = headers.get(header)
+        if value is None:
+            continue
+        try:
+            return float(value) / divisor
+        except ValueError:
+            continue
+    when = email.utils.parsedate_tz(headers.get("retry-after") or "")
+    return None if when is None else float(email.utils.mktime_tz(when) - time.time())
+
+
+def retry_wait_s(headers: Mapping[str, str] | None = None) -> float:
+    """The longest the SDK may sleep before retrying an attempt that failed with these response headers."""
+    after = retry_after_s(headers)
+    return max(after, MAX_BACKOFF_S) if after is not None and math.isfinite(after) else MAX_BACKOFF_S
 
 
 def max_retries_of(option: object, guard: CallGuard) -> int:
@@ -140,6 +170,8 @@ __all__ = [
     "end_reason",
     "max_retries_of",
     "request_was_sent",
+    "retry_after_s",
+    "retry_wait_s",
     "retryable_exception",
     "safely",
     "should_retry_status",

@@ -184,6 +184,20 @@ class BodyTap:
         elif self.claim_end():
             await asyncio.to_thread(self.on_end, self, complete, error)
 
+    def end_detached(self, complete: bool, error: BaseException | None = None) -> None:
+        """:meth:`end` where it cannot be awaited (a body closed mid-iteration, or collected): a
+        blocking ``on_end`` is handed to the running event loop's executor rather than run on the
+        loop's thread; without a running loop (collected elsewhere) it runs here."""
+        if not self.blocking:
+            self.end(complete, error)
+            return
+        if not self.claim_end():
+            return
+        try:
+            asyncio.get_running_loop().run_in_executor(None, self.on_end, self, complete, error)
+        except RuntimeError:  # no loop running in this thread, or its executor is shut down
+            self.on_end(self, complete, error)
+
     def _lines(self, data: bytes) -> bytes:
         lines = data.split(b"\n")
         self._partial = lines.pop()
@@ -283,7 +297,7 @@ class AsyncTappedStream(httpx2.AsyncByteStream):
             if tail:
                 yield tail
         except GeneratorExit as exc:  # closed mid-iteration: finish at once, awaiting nothing
-            tap.end(False, exc)
+            tap.end_detached(False, exc)
             raise
         except BaseException as exc:
             await tap.end_async(False, exc)
@@ -303,7 +317,7 @@ class AsyncTappedStream(httpx2.AsyncByteStream):
     def __del__(self) -> None:
         tap = getattr(self, "tap", None)
         if tap is not None and not tap.ended:
-            tap.end(False)
+            tap.end_detached(False)
 
 
 __all__ = ["AsyncTappedStream", "BodyTap", "EventObserver", "TappedStream"]

@@ -39,8 +39,9 @@ recognises an attempt as a retry when the SDK says it is one (``retries_taken`` 
 Anthropic, a hash of method, URL and body for OpenAI. A retry reuses the call's decision, rewritten
 body and reservation. An error that may still be retried keeps the hold; it is released when the
 SDK retries no more: once the client's ``max_retries`` attempts failed (read from the Anthropic
-middleware chain; given to the OpenAI transport), at the next call in the same context, or at the
-reservation's TTL.
+middleware chain; given to the OpenAI transport), at the next call in the same context, when an
+async retry has not come by the end of the SDK's back-off (:meth:`CallGuard.expect_retry`), or at
+the reservation's TTL.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from costwarden.enforcers.attempt import retry_wait_s
 from costwarden.enforcers.attribution import Attribution, attribution, current_attribution
 from costwarden.enforcers.guarded_call import GuardedCall, ProviderEdge
 from costwarden.enforcers.judging import judge_request, post_call_policies, refusal_event, replace_item, subject_of
@@ -93,6 +95,8 @@ else:
 
 log = logging.getLogger("costwarden.callguard")
 _R = TypeVar("_R")
+RETRY_GRACE_S = 5.0
+"""How long past the SDK's back-off an async retry may take to reach the guard (:meth:`CallGuard.expect_retry`)."""
 
 
 class CallGuard(_MiddlewareBase):
@@ -236,6 +240,30 @@ class CallGuard(_MiddlewareBase):
             raise
         self._active.set(call)
         return call
+
+    def expect_retry(self, call: GuardedCall, headers: Mapping[str, str] | None = None) -> None:
+        """An async attempt failed and the SDK may retry it after its back-off (the ``headers`` of the
+        response, if any, may name it: :func:`~.attempt.retry_wait_s`). A task
+        cancelled or timed out in that sleep (``asyncio.wait_for`` / ``asyncio.timeout``) sends no
+        further attempt, and its context, where a later call would end this one, is gone: unless the
+        retry reaches the guard ``RETRY_GRACE_S`` after the back-off, the hold is released then (or the
+        sent input charged), not at its TTL. A retry that comes later still is judged as a new call."""
+        if not call.pending_retry:
+            return
+        token = object()
+        call.retry_token = token
+        wait_s = retry_wait_s(headers) + RETRY_GRACE_S
+        asyncio.get_running_loop().call_later(wait_s, self._retry_overdue, call, token)
+
+    def _retry_overdue(self, call: GuardedCall, token: object) -> None:
+        if not call.pending_retry or call.retry_token is not token:
+            return  # retried meanwhile, or finished
+        call.pending_retry = False  # on the event loop, where _pending runs: no retry takes the call up now
+        reason = "the SDK sent no retry after its back-off (the task was cancelled or timed out)"
+        if self.finishing_blocks:
+            asyncio.get_running_loop().run_in_executor(None, call.abandon, reason)
+        else:
+            call.abandon(reason)
 
     def later(self, fn: Callable[..., Any], /, *args: Any) -> None:
         """Run a finishing step (settle, release, cost event): on the settler thread when settling

@@ -99,6 +99,7 @@ class GuardedCall:
         self.holds: tuple[Hold, ...] = ()  # what the reservation held, and for how long: to charge the
         self.ttl_s = 0.0  # cost directly when the reservation's record is gone by the time it settles
         self.pending_retry = False
+        self.retry_token: object = None  # the async edges' watch for a retry that never comes
         self.lost_usd = 0.0
         self.status_code: int | None = None
         self.ended: tuple[float, datetime] | None = None

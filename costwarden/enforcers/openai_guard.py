@@ -37,6 +37,9 @@ import copy
 import hashlib
 import json
 import logging
+import math
+import sys
+import types
 from collections.abc import Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -48,6 +51,7 @@ from costwarden.adapters import openai as adapter
 from costwarden.enforcers import background_responses as background
 from costwarden.enforcers.attempt import (
     request_was_sent,
+    retry_after_s,
     safely,
     should_retry_status,
 )
@@ -61,6 +65,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("costwarden.callguard")
 INCLUDE_USAGE = "add stream_options.include_usage"
+MAX_RETRY_AFTER_S = 120.0
+"""The ``openai`` SDK does not retry a response whose ``Retry-After`` asks for longer than this."""
 
 
 def edge(provider: str = adapter.PROVIDER) -> ProviderEdge:
@@ -103,9 +109,10 @@ class GuardedTransport(httpx2.BaseTransport):
         try:
             response = self._inner.handle_request(outgoing)
         except BaseException as exc:
-            _failed(call, attempt, exc, self.max_retries)
+            _failed(call, attempt, exc, sdk_max_retries(self.max_retries))
             raise
-        safely(call, _after, call, attempt, response, TappedStream, injected, self.max_retries)
+        retries = self.max_retries if response.is_success else sdk_max_retries(self.max_retries)
+        safely(call, _after, call, attempt, response, TappedStream, injected, retries)
         return response
 
     def close(self) -> None:
@@ -143,10 +150,13 @@ class AsyncGuardedTransport(httpx2.AsyncBaseTransport):
         try:
             response = await self._inner.handle_async_request(outgoing)
         except BaseException as exc:
-            await guard.finish_async(call, _failed, call, attempt, exc, self.max_retries)
+            await guard.finish_async(call, _failed, call, attempt, exc, sdk_max_retries(self.max_retries))
+            guard.expect_retry(call)
             raise
+        retries = self.max_retries if response.is_success else sdk_max_retries(self.max_retries)
         await guard.finish_async(call, safely, call, _after, call, attempt, response, AsyncTappedStream, injected,
-                                 self.max_retries)
+                                 retries)
+        guard.expect_retry(call, response.headers)
         return response
 
     async def aclose(self) -> None:
@@ -283,9 +293,39 @@ def _rebuilt(request: httpx2.Request, body: Mapping[str, Any], *, identity: bool
     return httpx2.Request(request.method, request.url, headers=headers, content=content, extensions=request.extensions)
 
 
+def sdk_max_retries(fallback: int, *, depth: int = 64) -> int:
+    """The ``max_retries`` of the ``openai`` SDK retry loop this attempt is sent from, else ``fallback``.
+
+    A transport only knows the client it was built for, but ``client.with_options(max_retries=N)``
+    makes a copy sharing that transport whose retry loop runs N attempts: judged with the client's
+    count, a smaller N left the hold of a failed call to its TTL, a larger one split the call into
+    several reservations. The loop (``request`` in ``openai._base_client``) awaits or calls the
+    transport, so its frame is on this stack (awaited coroutines included); its local
+    ``max_retries`` is the count it uses. Read only after an attempt failed, in the transport's own
+    frame (never from a worker thread)."""
+    frame: types.FrameType | None = sys._getframe(1)
+    for _ in range(depth):
+        if frame is None:
+            break
+        code = frame.f_code
+        if code.co_name == "request" and "retries_taken" in code.co_varnames and \
+                str(frame.f_globals.get("__name__", "")).startswith("openai."):
+            value = frame.f_locals.get("max_retries")
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+            break
+        frame = frame.f_back
+    return fallback
+
+
+_RETRIED = frozenset({"RequestError", "SSLError", "EndOfStream"})
+"""What the ``openai`` SDK retries of what a send raises (``request_exceptions`` and timeouts: httpx2's
+``RequestError``, ``ssl.SSLError``, ``anyio.EndOfStream``); anything else reaches the caller at once."""
+
+
 def _failed(call: GuardedCall, attempt: int, exc: BaseException, max_retries: int) -> None:
-    # The openai SDK retries every exception of a send (connection errors and timeouts alike).
-    call.failed(exc, sent=request_was_sent(exc), final=attempt >= max_retries)
+    retried = isinstance(exc, Exception) and any(cls.__name__ in _RETRIED for cls in type(exc).__mro__)
+    call.failed(exc, sent=request_was_sent(exc), final=not retried or attempt >= max_retries)
 
 
 def _after(
@@ -298,7 +338,9 @@ def _after(
 ) -> None:
     call.status_code = response.status_code
     if not 200 <= response.status_code < 300:
-        retry = should_retry_status(response.status_code, response.headers.get("x-should-retry"))
+        after = retry_after_s(response.headers)
+        retry = should_retry_status(response.status_code, response.headers.get("x-should-retry")) and not (
+            after is not None and math.isfinite(after) and after > MAX_RETRY_AFTER_S)
         call.error_status(response.status_code, final=not retry or attempt >= max_retries)
         return
     sse = "text/event-stream" in response.headers.get("content-type", "")

@@ -5,6 +5,7 @@ guarded call reserves, settles or releases, for both SDKs, plain and streamed.""
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -227,3 +228,46 @@ def test_an_in_process_ledger_stays_on_the_loop(server: FakeLlmServer) -> None:
     inner.reserve = reserve  # type: ignore[method-assign]
     asyncio.run(ticking(anthropic_calls(server, guard, stream=False)))
     assert threads == {threading.main_thread().name}
+
+
+@pytest.mark.parametrize("sdk", ["anthropic", "openai"])
+def test_a_stream_dropped_unclosed_is_settled_off_the_loop(server: FakeLlmServer, sdk: str) -> None:
+    """A stream read in part, then dropped without ``close()`` and collected: its settlement (a
+    blocking ledger call) runs in a worker thread, not on the event loop's thread."""
+    settled_on: list[str] = []
+
+    class Recording(SlowLedger):
+        def settle(self, reservation_id: str, cost_usd: float, *, now: Any) -> Any:
+            settled_on.append(threading.current_thread().name)
+            return super().settle(reservation_id, cost_usd, now=now)
+
+    ledger, sink = Recording(), ListSink()
+    guard = make_guard(ledger, sink)
+
+    async def main() -> None:
+        async with anthropic.AsyncAnthropic(base_url=server.url, api_key="test", middleware=[guard]) as ac, \
+                openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="test") as base, \
+                guard_openai(base, guard) as oc:
+            with attribution(user="loop-user"):
+                stream: Any
+                if sdk == "anthropic":
+                    stream = await ac.messages.create(model="claude-haiku-4-5", max_tokens=32, messages=HI,
+                                                      stream=True)
+                else:
+                    stream = await oc.chat.completions.create(model="gpt-4.1-mini", max_tokens=32, messages=HI,
+                                                              stream=True)
+                async for _ in stream:
+                    break
+                del stream
+            deadline = time.monotonic() + 5
+            while not settled_on and time.monotonic() < deadline:
+                gc.collect()
+                await asyncio.sleep(0.05)
+            while len(ledger.ops) < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+
+    asyncio.run(main())
+    assert ledger.count("reserve") == 1 and ledger.count("settle") == 1
+    assert settled_on and settled_on[0] != threading.main_thread().name
+    (event,) = sink.events
+    assert event.outcome == "partial" and event.charged
