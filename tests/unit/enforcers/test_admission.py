@@ -37,7 +37,7 @@ GOOD_LABELS = {"team": "ml", "cost.example.com/center": "research"}
 
 @pytest.fixture(scope="module")
 def policies() -> PolicySet:
-    from conftest import compile_text
+    from policy_support import compile_text
 
     return compile_text(POLICIES)
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from conftest import FakePricer, compile_text
+from policy_support import FakePricer, compile_text
 
 from costwarden.adapters import anthropic as anthropic_adapter
 from costwarden.adapters.ledger.memory import MemoryLedger
