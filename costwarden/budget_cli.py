@@ -109,7 +109,7 @@ def status_table(rows: Sequence[BudgetStatus]) -> str:
     table = [STATUS_COLUMNS]
     for r in rows:
         fraction = r.used_fraction
-        used = "-" if fraction is None else f"{fraction:.0%}" if fraction >= 0.01 or not fraction else f"{fraction:.1%}"
+        used = _percent(fraction)
         limit = f"${r.limit_usd:,.2f}" if r.limit_usd is not None else "-"
         ends = f"{r.ends_at:%Y-%m-%d %H:%M %Z}" if r.ends_at else "-"
         table.append((*key_parts(r.key), f"${r.spent_usd:,.4f}", f"${r.held_usd:,.4f}", limit, used, ends))
@@ -120,6 +120,15 @@ def status_table(rows: Sequence[BudgetStatus]) -> str:
         cells = [c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines) + "\n"
+
+
+def _percent(fraction: float | None) -> str:
+    """The USED column: whole percents, tenths under 1 %, and ``<0.1%`` for spend that rounds to none."""
+    if fraction is None:
+        return "-"
+    if fraction >= 0.01 or not fraction:
+        return f"{fraction:.0%}"
+    return f"{fraction:.1%}" if fraction >= 0.0005 else "<0.1%"
 
 
 def key_parts(key: str) -> tuple[str, str, str]:

@@ -225,3 +225,15 @@ def test_a_ledger_password_is_never_printed(server: FakeLlmServer, redis_run: st
     assert outs["status"].stdout.strip() == f"no budget windows under 'budget:' in {shown}"
     assert outs["batches"].stdout.strip() == f"no pending batches in {shown}"
     assert outs["responses"].stdout.strip() == f"no pending responses in {shown}"
+
+
+def test_the_used_column_never_shows_spend_as_none() -> None:
+    from costwarden.adapters.ledger.status import BudgetStatus
+    from costwarden.budget_cli import status_table
+
+    def used(spent: float) -> str:
+        row = BudgetStatus("budget:p/r:user=u:2026-11-30", spent, 0.0, 100.0, None)
+        return status_table([row]).splitlines()[1].split()[6]
+
+    spends = (0.0, 0.01, 0.04, 0.05, 0.5, 1.0, 55.0)
+    assert [used(s) for s in spends] == ["0%", "<0.1%", "<0.1%", "0.1%", "0.5%", "1%", "55%"]
