@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from starlette.requests import ClientDisconnect
 
 from costwarden.enforcers.admission import DEFAULT_DEADLINE_S, AdmissionResult, deadline_result, judge, parse
 from costwarden.errors import AdapterError
@@ -135,7 +136,10 @@ class Webhook:
 
     async def _admit(self, request: Request, mutate: bool) -> tuple[Response, str | None]:
         limit = self.settings.max_body_bytes
-        body = await _read_body(request, limit)
+        try:
+            body = await _read_body(request, limit)
+        except ClientDisconnect:  # the API server gave up (its timeout) before sending the whole body
+            return _error(400, "client-disconnected", "the client closed the connection mid-body"), "bad_request"
         if body is None:
             return _error(413, "too-large", f"request body is larger than the {limit} byte limit"), "too_large"
         policies = self.reloader.current

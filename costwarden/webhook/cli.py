@@ -95,8 +95,11 @@ def manifests(
     except PolicyError as exc:
         typer.echo(exc.render(), err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
-    objects = render_manifests(namespace, image or DEFAULT_IMAGE, policies, pems.get("ca.crt"),
-                               tls_cert_pem=pems.get("tls.crt"), tls_key_pem=pems.get("tls.key"), policies=loaded)
+    try:
+        objects = render_manifests(namespace, image or DEFAULT_IMAGE, policies, pems.get("ca.crt"),
+                                   tls_cert_pem=pems.get("tls.crt"), tls_key_pem=pems.get("tls.key"), policies=loaded)
+    except ValueError as exc:  # the ConfigMap limit, or two files with one key
+        raise _fail(str(exc)) from None
     for kind in unmapped_kinds(loaded):
         typer.echo(f"warning: no webhook rule for kind {kind}; it is judged in CI only", err=True)
     sys.stdout.write(yaml.safe_dump_all(objects, sort_keys=False))

@@ -116,9 +116,12 @@ def policy_config_map(namespace: str, policies: PolicySet) -> dict[str, Any]:
     """A ConfigMap holding every file the policy set was loaded from, keyed by file name."""
     files = sorted(set(policies.files))
     names = [Path(f).name for f in files]
+    common = os.path.commonpath([os.path.abspath(f) for f in files]) if len(files) > 1 else ""
     data: dict[str, str] = {}
     for file, name in zip(files, names, strict=True):
-        key = name if names.count(name) == 1 else "--".join(Path(file).parts[-3:])
+        key = name if names.count(name) == 1 else "--".join(Path(os.path.relpath(os.path.abspath(file), common)).parts)
+        if key in data:
+            raise ValueError(f"two policy files map to the ConfigMap key {key}; rename one of them")
         data[key] = Path(file).read_text(encoding="utf-8")
     if sum(len(v.encode()) for v in data.values()) > CONFIGMAP_LIMIT_BYTES:
         raise ValueError("the policy files pass the 1 MB ConfigMap limit; split them or mount them another way")
@@ -210,13 +213,35 @@ def tls_secret(namespace: str, cert_pem: bytes, key_pem: bytes) -> dict[str, Any
             "data": {"tls.crt": base64.b64encode(cert_pem).decode(), "tls.key": base64.b64encode(key_pem).decode()}}
 
 
+def cert_manager_objects(namespace: str) -> list[dict[str, Any]]:
+    """cert-manager objects issuing the serving Secret (as the Helm chart does): a self-signed
+    issuer, a CA certificate, a CA issuer, and the serving Certificate the configurations'
+    ``inject-ca-from`` annotation names, renewed 30 days before it expires."""
+    issuer_ref = {"name": f"{NAME}-ca", "kind": "Issuer"}
+    return [
+        {"apiVersion": "cert-manager.io/v1", "kind": "Issuer", "metadata": _meta(f"{NAME}-selfsigned", namespace),
+         "spec": {"selfSigned": {}}},
+        {"apiVersion": "cert-manager.io/v1", "kind": "Certificate", "metadata": _meta(f"{NAME}-ca", namespace),
+         "spec": {"isCA": True, "commonName": f"{NAME}-ca", "secretName": f"{NAME}-ca",
+                  "privateKey": {"algorithm": "ECDSA", "size": 256},
+                  "issuerRef": {"name": f"{NAME}-selfsigned", "kind": "Issuer"}}},
+        {"apiVersion": "cert-manager.io/v1", "kind": "Issuer", "metadata": _meta(f"{NAME}-ca", namespace),
+         "spec": {"ca": {"secretName": f"{NAME}-ca"}}},
+        {"apiVersion": "cert-manager.io/v1", "kind": "Certificate", "metadata": _meta(NAME, namespace),
+         "spec": {"secretName": TLS_SECRET, "duration": "2160h", "renewBefore": "720h",
+                  "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
+                  "dnsNames": [f"{NAME}.{namespace}.svc", f"{NAME}.{namespace}.svc.cluster.local"],
+                  "issuerRef": issuer_ref}},
+    ]
+
+
 def render_manifests(namespace: str, image: str = DEFAULT_IMAGE, policies_dir: str | os.PathLike[str] | None = None,
                      ca_bundle_pem: bytes | None = None, *, tls_cert_pem: bytes | None = None,
                      tls_key_pem: bytes | None = None, policies: PolicySet | None = None) -> list[dict[str, Any]]:
     """Every object needed to run the webhook in ``namespace``; the policies come from
     ``policies_dir`` (the built-in library when None). With ``tls_cert_pem`` and ``tls_key_pem`` a
-    TLS Secret is included; without ``ca_bundle_pem`` the configurations ask cert-manager's CA
-    injector for the bundle."""
+    TLS Secret is included; without ``ca_bundle_pem`` cert-manager issues the Secret and its CA
+    injector fills in the bundle."""
     if policies is None:
         from costwarden.api import load_policies
 
@@ -230,6 +255,8 @@ def render_manifests(namespace: str, image: str = DEFAULT_IMAGE, policies_dir: s
     ]
     if tls_cert_pem and tls_key_pem:
         objects.append(tls_secret(namespace, tls_cert_pem, tls_key_pem))
+    if not ca_bundle_pem:  # the configurations ask cert-manager for the CA: it issues the Secret too
+        objects += cert_manager_objects(namespace)
     objects += [
         deployment(namespace, image),
         {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": _meta(NAME, namespace),
@@ -256,5 +283,6 @@ def unmapped_kinds(policies: PolicySet) -> list[str]:
     return sorted(found)
 
 
-__all__ = ["DEFAULT_IMAGE", "KIND_RESOURCES", "NAME", "TIMEOUT_SECONDS", "WebhookScope", "deployment",
-           "policy_config_map", "render_manifests", "unmapped_kinds", "webhook_configurations", "webhook_scope"]
+__all__ = ["DEFAULT_IMAGE", "KIND_RESOURCES", "NAME", "TIMEOUT_SECONDS", "WebhookScope", "cert_manager_objects",
+           "deployment", "policy_config_map", "render_manifests", "unmapped_kinds", "webhook_configurations",
+           "webhook_scope"]

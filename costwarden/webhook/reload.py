@@ -110,6 +110,9 @@ class PolicyReloader:
             logger.exception("policy reload from %s failed unexpectedly", self.directory)
             self._failed(before, f"{type(exc).__name__}: {exc}", 0, None)
             return False
+        if len(policies) == 0:  # an emptied ConfigMap would otherwise allow everything
+            self._failed(before, f"no policies found in {self.directory}", 1, None)
+            return False
         # A ConfigMap swap during the load may have mixed old and new files: load again next poll.
         self._loaded_hash = before if fingerprint(self.directory) == before else None
         self._current = policies

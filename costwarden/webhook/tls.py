@@ -202,6 +202,7 @@ class ReloadingTLS:
         self.key_file = str(key_file)
         self.interval_s = interval_s
         self.context: ssl.SSLContext | None = None
+        self._serving: ssl.SSLContext | None = None  # holds only the newest pair; see _select
         self.reloads = 0
         self._loaded: tuple[bytes, bytes] | None = None
 
@@ -216,8 +217,17 @@ class ReloadingTLS:
         self.context = server_context()
         if not self.check():
             raise ssl.SSLError(f"cannot load TLS certificate {self.cert_file} with key {self.key_file}")
+        self.context.sni_callback = self._select
         self._schedule()
         return self.context
+
+    def _select(self, ssl_object: Any, server_name: str | None, context: ssl.SSLContext) -> None:
+        # A context keeps one certificate per key type, so loading an RSA pair into the live
+        # context after an ECDSA one would leave the old ECDSA certificate served. Each handshake
+        # (the callback runs with or without SNI) switches to a context holding only the newest pair.
+        serving = self._serving
+        if serving is not None and ssl_object.context is not serving:
+            ssl_object.context = serving
 
     def check(self) -> bool:
         """Load the files into the live context if they changed and form a valid pair.
@@ -232,13 +242,15 @@ class ReloadingTLS:
         if pair == self._loaded:
             return False
         with _as_files(*pair) as (cert, key):
+            serving = server_context()
             try:
-                server_context().load_cert_chain(cert, key)
+                serving.load_cert_chain(cert, key)
             except (ssl.SSLError, OSError) as exc:
                 logger.warning("TLS certificate and key do not form a valid pair yet (%s); keeping the current one",
                                exc)
                 return False
             self.context.load_cert_chain(cert, key)
+        self._serving = serving
         if self._loaded is not None:
             logger.info("TLS certificate reloaded from %s", self.cert_file)
         self._loaded = pair

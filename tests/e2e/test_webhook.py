@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import logging
 import os
 import shutil
 import signal
@@ -284,6 +285,22 @@ def test_oversized_bodies_are_refused_before_parsing(client: httpx.Client) -> No
     assert client.get("/healthz").status_code == 200
 
 
+def test_a_client_gone_mid_body_is_counted_not_a_traceback(server: ServerThread, certs: CertFiles,
+                                                           client: httpx.Client,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    before = metric(client, "costwarden_webhook_requests_total", endpoint="validate", outcome="bad_request")
+    with caplog.at_level(logging.WARNING):
+        with socket.create_connection(("127.0.0.1", server.port)) as raw, \
+                client_context(certs.ca_cert).wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"POST /validate?timeout=5s HTTP/1.1\r\nHost: webhook\r\n"
+                        b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"apiVersion\"")
+            time.sleep(0.2)
+        _eventually(lambda: metric(client, "costwarden_webhook_requests_total", endpoint="validate",
+                                   outcome="bad_request") > before, 10)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
+    assert client.get("/healthz").status_code == 200
+
+
 # --- load ---------------------------------------------------------------------------------------------
 
 
@@ -360,6 +377,48 @@ def test_not_ready_until_the_policies_compile(certs: CertFiles, tmp_path: Path) 
         assert post(c, "/validate", admission_review(JOB))["allowed"] is False
 
 
+def test_an_emptied_policy_folder_never_replaces_the_last_good_set(certs: CertFiles, tmp_path: Path) -> None:
+    # A ConfigMap whose data was emptied (or whose only file became empty) compiles to zero
+    # policies; installing that would allow everything while /readyz says ready.
+    folder = ConfigMapDir(tmp_path / "policies")
+    folder.publish({"policies.yaml": POLICIES})
+    app = create_app(WebhookSettings(str(folder.root), reload_interval_s=0.1))
+    with ServerThread(app, certs.cert, certs.key) as running, \
+            httpx.Client(base_url=running.url, verify=client_context(certs.ca_cert)) as c:
+        _eventually(lambda: c.get("/readyz").status_code == 200)
+        assert post(c, "/validate", admission_review(JOB))["allowed"] is False
+        for files in ({"policies.yaml": ""}, {}, {"policies.yaml": "# all policies removed\n"}):
+            errors = metric(c, "costwarden_webhook_policy_reload_errors_total")
+            folder.publish(files)
+
+            def failed_again(before: float = errors) -> bool:
+                return metric(c, "costwarden_webhook_policy_reload_errors_total") > before
+
+            _eventually(failed_again)
+            assert post(c, "/validate", admission_review(JOB))["allowed"] is False  # still enforced
+            ready = c.get("/readyz")
+            assert ready.status_code == 200 and ready.json()["policies"] == 4
+            assert "no policies" in ready.json()["last_error"]
+            assert metric(c, "costwarden_webhook_policies") == 4
+            assert metric(c, "costwarden_webhook_policy_reload_success") == 0
+
+
+def test_an_empty_policy_folder_is_never_ready(certs: CertFiles, tmp_path: Path) -> None:
+    folder = ConfigMapDir(tmp_path / "policies")
+    folder.publish({"policies.yaml": ""})
+    app = create_app(WebhookSettings(str(folder.root), reload_interval_s=0.1))
+    with ServerThread(app, certs.cert, certs.key) as running, \
+            httpx.Client(base_url=running.url, verify=client_context(certs.ca_cert)) as c:
+        _eventually(lambda: c.get("/readyz").json().get("error") is not None
+                    or c.get("/readyz").status_code == 200)
+        assert c.get("/readyz").status_code == 503
+        assert "no policies" in c.get("/readyz").json()["error"]
+        assert c.post("/validate", content=json.dumps(admission_review(JOB))).status_code == 503
+        folder.publish({"policies.yaml": POLICIES})
+        _eventually(lambda: c.get("/readyz").status_code == 200)
+        assert post(c, "/validate", admission_review(JOB))["allowed"] is False
+
+
 def test_evaluation_deadline_answers_instead_of_hanging(certs: CertFiles, policy_dir: Path) -> None:
     def slow_loader(directory: str) -> PolicySet:
         import dataclasses
@@ -418,6 +477,68 @@ def test_rotated_certificates_are_served_without_a_restart(policy_dir: Path, tmp
         assert running.tls.reloads == 2
         with pytest.raises(ssl.SSLCertVerificationError):
             _peer(running.port, client_context(one.ca_cert))
+
+
+def _rsa_serving_pair(ca: CertFiles, ca_key_pem: bytes, out: Path) -> Path:
+    """tls.crt/tls.key with an RSA key (cert-manager's default) signed by ``ca``, in ``out``."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    ca_cert = x509.load_pem_x509_certificate(ca.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(ca_key_pem, None)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "rsa-serving")]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
+    out.mkdir()
+    (out / "tls.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                    serialization.NoEncryption()))
+    (out / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return out / "tls.crt"
+
+
+def test_rotation_to_another_key_type_serves_only_the_new_certificate(policy_dir: Path, tmp_path: Path) -> None:
+    # An SSL context holds one certificate per key type: loading an RSA pair over an ECDSA one
+    # kept serving the old ECDSA certificate (until it expired, or its CA left the caBundle).
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from costwarden.webhook.tls import generate_ca
+
+    one = generate_certs("costwarden-webhook", "costwarden", tmp_path / "one")
+    ca_cert, ca_key = generate_ca("rsa-rotation-ca")
+    (tmp_path / "ca2").mkdir()
+    ca2 = CertFiles(tmp_path / "ca2" / "ca.crt", tmp_path / "unused", tmp_path / "unused")
+    ca2.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    rsa_cert = _rsa_serving_pair(ca2, ca_key.private_bytes(serialization.Encoding.PEM,
+                                                           serialization.PrivateFormat.PKCS8,
+                                                           serialization.NoEncryption()), tmp_path / "rsa")
+    live = tmp_path / "live"
+    shutil.copytree(tmp_path / "one", live)
+    app = create_app(WebhookSettings(str(policy_dir)))
+    with ServerThread(app, live / "tls.crt", live / "tls.key", tls_interval_s=0.1) as running:
+        both = client_context(one.ca_cert, ca2.ca_cert)
+        assert _peer(running.port, both) == _der(one.cert)
+        for name in ("tls.key", "tls.crt"):
+            os.replace(shutil.copy(rsa_cert.parent / name, live / f".{name}.new"), live / name)
+        _eventually(lambda: running.tls.reloads == 2, 10)
+        for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+            client = client_context(ca2.ca_cert)  # the old CA has left the caBundle
+            client.maximum_version = version
+            assert _peer(running.port, client) == _der(rsa_cert)
+        with httpx.Client(base_url=running.url, verify=client_context(ca2.ca_cert)) as c:
+            assert c.get("/healthz").status_code == 200  # an IP address: no SNI, the new pair all the same
 
 
 # --- the command, with two workers -------------------------------------------------------------------------

@@ -114,12 +114,56 @@ def test_configmap_round_trips_to_the_same_policies(objects: list[dict[str, Any]
     assert sorted(load_policies(tmp_path, pricer=None).names) == sorted(builtin_policies.names)
 
 
+def test_configmap_keeps_every_file_when_names_repeat_in_deep_folders(tmp_path: Path) -> None:
+    # Keys were built from the last three path parts: org-a/teams/ml/p.yaml and
+    # org-b/teams/ml/p.yaml both became "teams--ml--p.yaml" and one policy file was lost.
+    root = tmp_path / "policies"
+    first, second = POLICIES.split("---")[0], POLICIES.split("---")[0].replace("cost-labels", "cost-labels-b")
+    for org, text in (("org-a", first), ("org-b", second)):
+        folder = root / org / "teams" / "ml"
+        folder.mkdir(parents=True)
+        (folder / "p.yaml").write_text(text)
+    (root / "p.yaml").write_text(POLICIES.split("---")[3])
+    policies = load_policies(root, pricer=None)
+    data = render_manifests("cw", policies=policies)[2]["data"]
+    assert len(data) == 3
+    out = tmp_path / "mounted"
+    out.mkdir()
+    for name, text in data.items():
+        (out / name).write_text(text)
+    assert sorted(load_policies(out, pricer=None).names) == sorted(policies.names)
+
+
 def test_without_a_ca_bundle_cert_manager_injects_it(builtin_policies: PolicySet) -> None:
     objects = render_manifests("cw", policies=builtin_policies)
     hook = by_kind(objects, "ValidatingWebhookConfiguration")
     assert hook["metadata"]["annotations"] == {"cert-manager.io/inject-ca-from": "cw/costwarden-webhook"}
     assert "caBundle" not in hook["webhooks"][0]["clientConfig"]
     assert not any(o["kind"] == "Secret" for o in objects)
+
+
+def test_without_certs_cert_manager_issues_the_secret_the_deployment_mounts(builtin_policies: PolicySet) -> None:
+    # The CA annotation names a Certificate and the Deployment mounts its Secret: both must be
+    # in the output, or the pods never start and a Fail webhook blocks every matching write.
+    objects = render_manifests("cw", policies=builtin_policies)
+    annotation = by_kind(objects, "ValidatingWebhookConfiguration")["metadata"]["annotations"]
+    namespace, _, name = annotation["cert-manager.io/inject-ca-from"].partition("/")
+    certificates = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Certificate"}
+    issuers = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Issuer"}
+    serving = certificates[name]
+    assert serving["apiVersion"] == "cert-manager.io/v1" and serving["metadata"]["namespace"] == namespace == "cw"
+    volumes = by_kind(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert serving["spec"]["secretName"] == next(v["secret"]["secretName"] for v in volumes if v["name"] == "tls")
+    assert "costwarden-webhook.cw.svc" in serving["spec"]["dnsNames"]
+    assert serving["spec"]["renewBefore"] and serving["spec"]["issuerRef"]["name"] in issuers
+    ca_issuer = issuers[serving["spec"]["issuerRef"]["name"]]
+    if "ca" in ca_issuer["spec"]:  # a CA issuer: its CA certificate is issued too
+        assert ca_issuer["spec"]["ca"]["secretName"] in {c["spec"]["secretName"] for c in certificates.values()}
+    kinds = [o["kind"] for o in objects]
+    assert max(i for i, k in enumerate(kinds) if k in ("Issuer", "Certificate")) < kinds.index("Deployment")
+    with_certs = render_manifests("cw", policies=builtin_policies, ca_bundle_pem=b"CA", tls_cert_pem=b"C",
+                                  tls_key_pem=b"K")
+    assert not any(o["kind"] in ("Issuer", "Certificate") for o in with_certs)
 
 
 def test_helm_chart_values_carry_the_generated_rules(builtin_policies: PolicySet) -> None:

@@ -42,3 +42,14 @@ def test_serve_refuses_missing_files(tmp_path: Path) -> None:
     out = runner.invoke(webhook_app, ["serve", "--policies", str(tmp_path), "--tls-cert", str(tmp_path / "no.crt"),
                                       "--tls-key", str(tmp_path / "no.key")])
     assert out.exit_code == 2 and "TLS certificate" in out.output and "does not exist" in out.output
+
+
+def test_policies_too_large_for_a_configmap_exit_2_with_a_message(tmp_path: Path) -> None:
+    from webhook_support import POLICIES
+
+    padding = "# " + "x" * 1000 + "\n"
+    policies = write_policies(tmp_path / "p", POLICIES + padding * 1100)
+    out = runner.invoke(webhook_app, ["manifests", "--policies", str(policies)])
+    assert out.exit_code == 2, out.output
+    assert "error: the policy files pass the 1 MB ConfigMap limit" in out.output
+    assert out.exception is None or isinstance(out.exception, SystemExit)
