@@ -148,6 +148,8 @@ class LeasedLedger:
         self._spent: dict[str, tuple[float, int]] = {}  # key -> (fresh until, others' spend and holds)
         self._charged: dict[str, int] = {}  # what this process's leased calls charged, per key
         self._version = 0  # changes when this process's slices or store reservations change the store
+        self._charging = 0  # leased calls' charges sent to the store and not yet counted in _charged
+        self._charges = 0  # charges started, so a read can tell whether one overlapped it
 
     # -- the Ledger protocol -------------------------------------------------------------------
     def spent(self, keys: Sequence[str], *, now: datetime) -> list[float]:
@@ -161,10 +163,12 @@ class LeasedLedger:
                 held = self._own(keys, "held", now)
                 return [(cache[k][1] + self._charged.get(k, 0) + held[k]) / 1e6 for k in keys]
             version, charged = self._version, {k: self._charged.get(k, 0) for k in keys}
+            charges = None if self._charging else self._charges
         totals = [round(t * 1e6) for t in self.inner.spent(keys, now=now)]
         with self._lock:
             held, sliced = self._own(keys, "held", now), self._own(keys, "amount", now)
-            if version == self._version and self.spent_s > 0:  # no slice taken or returned meanwhile
+            # no slice taken or returned, and no charge that the read may or may not include, meanwhile
+            if version == self._version and charges == self._charges and self.spent_s > 0:
                 if len(cache) > 4_096:
                     cache.clear()
                 for key, total in zip(keys, totals, strict=True):
@@ -203,6 +207,8 @@ class LeasedLedger:
                 return []  # being settled by another thread
             else:
                 local.settling = True
+                self._charging += 1
+                self._charges += 1
         if local is None:
             # None: the store's own reservation, or one unknown here (the store then says so)
             return [] if finished is not None else self._direct(self.inner.settle, reservation_id, cost_usd, now=now)
@@ -211,8 +217,13 @@ class LeasedLedger:
         except BaseException:
             with self._lock:
                 local.settling = False  # the slice still holds the worst case; a retry may charge it
+                self._charging -= 1
             raise
-        self._finish(reservation_id, local, cost, now)
+        try:
+            self._finish(reservation_id, local, cost, now)
+        finally:
+            with self._lock:
+                self._charging -= 1
         return alerts
 
     def release(self, reservation_id: str, *, now: datetime) -> None:
@@ -355,6 +366,9 @@ class LeasedLedger:
                 self.inner.release(rid, now=now)
             except Exception as exc:  # the store lets it lapse at its TTL
                 log.warning("could not return budget slice %s (%s); it lapses at its TTL", rid, describe(exc))
+        if rids:  # a read made while the store still held them must not be reused
+            with self._lock:
+                self._changed()
 
     def _finish(self, rid: str, local: _Local, cost: int | None, now: datetime) -> None:
         with self._lock:

@@ -117,7 +117,12 @@ class PostgresLedger:
 
     # -- the Ledger protocol -------------------------------------------------------------------
     def spent(self, keys: Sequence[str], *, now: datetime) -> list[float]:
-        figures = self._run("lookup", lambda conn: self._figures(conn, keys, epoch_ms(now)), transaction=False)
+        figures = self._run(
+            "lookup",
+            lambda conn: self._figures(conn, keys, epoch_ms(now)),
+            transaction=False,
+            missing=dict[str, tuple[int, int]],
+        )
         return [to_usd(sum(figures.get(k, (0, 0)))) for k in keys]
 
     def reserve(
@@ -165,7 +170,7 @@ class PostgresLedger:
             ]
             return summarize(rows, lambda keys: self._figures(conn, keys, at), at)
 
-        return self._run("status", read, transaction=False)
+        return self._run("status", read, transaction=False, missing=list)
 
     def close(self) -> None:
         with self._lock:
@@ -185,12 +190,24 @@ class PostgresLedger:
         rows = conn.execute(self._sql.figures, {"k": list(keys), "now": at}).fetchall()
         return {k: (s, h) for k, s, h in rows}
 
-    def _run(self, what: str, work: Callable[[psycopg.Connection[Any]], T], *, transaction: bool = True) -> T:
+    def _run(
+        self,
+        what: str,
+        work: Callable[[psycopg.Connection[Any]], T],
+        *,
+        transaction: bool = True,
+        missing: Callable[[], T] | None = None,
+    ) -> T:
         """Run ``work`` in one transaction on a pooled connection. Every operation is idempotent, so
-        it is retried once after a deadlock or on a pooled connection the server has since closed."""
+        it is retried once after a deadlock or on a pooled connection the server has since closed.
+        A read (``missing``: its answer while no table exists) creates no tables."""
         for attempt in (1, 2):
             try:
                 with self._connection() as conn:
+                    if not self._ready:
+                        if missing is not None and not self._tables_exist(conn):
+                            return missing()
+                        self._create_tables(conn)
                     if not transaction:
                         return work(conn)
                     with conn.pipeline(), conn.transaction():
@@ -252,8 +269,6 @@ class PostgresLedger:
             tcp_user_timeout=max(ms, 1000),
         )
         try:
-            if not self._ready:
-                self._create_tables(conn)
             conn.execute(f"SET statement_timeout = {ms}")
             conn.execute(f"SET lock_timeout = {ms}")
         except BaseException:
@@ -270,6 +285,7 @@ class PostgresLedger:
                 return
             if not self._tables_exist(conn):
                 conn.execute(f"SET statement_timeout = {DDL_TIMEOUT_MS}")
+                conn.execute(f"SET lock_timeout = {DDL_TIMEOUT_MS}")
                 conn.execute("SELECT pg_advisory_lock(hashtext('costwarden ledger tables'))")
                 try:
                     if not self._tables_exist(conn):
@@ -277,6 +293,9 @@ class PostgresLedger:
                             self._run_ddl(conn)
                 finally:
                     conn.execute("SELECT pg_advisory_unlock(hashtext('costwarden ledger tables'))")
+                    ms = max(1, math.ceil(self.timeout_s * 1000))
+                    conn.execute(f"SET statement_timeout = {ms}")
+                    conn.execute(f"SET lock_timeout = {ms}")
             self._ready = True
 
     def _tables_exist(self, conn: psycopg.Connection[Any]) -> bool:
