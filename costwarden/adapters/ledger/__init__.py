@@ -109,7 +109,7 @@ def number(name: str, value: str) -> float:
         parsed = float(value)
     except ValueError:
         parsed = float("nan")
-    if not parsed > 0:
+    if not 0 < parsed < float("inf"):
         raise LedgerError(f"ledger URL option {name}={value!r} must be a positive number of seconds")
     return parsed
 

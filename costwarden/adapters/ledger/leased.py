@@ -46,6 +46,7 @@ import atexit
 import dataclasses
 import itertools
 import logging
+import math
 import os
 import threading
 import time
@@ -486,9 +487,11 @@ def lease_options(options: dict[str, str]) -> dict[str, Any]:
         if name not in names:
             raise LedgerError(f"unknown option {name!r} in ledger URL; lease options: {', '.join(sorted(names))}")
         try:
-            out[names[name]] = float(value)
+            out[names[name]] = number = float(value)
         except ValueError:
-            raise LedgerError(f"ledger URL option {name}={value!r} must be a number") from None
+            number = float("nan")
+        if not math.isfinite(number):
+            raise LedgerError(f"ledger URL option {name}={value!r} must be a number, and finite") from None
     return out
 
 

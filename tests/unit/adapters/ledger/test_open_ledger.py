@@ -67,6 +67,8 @@ def test_in_memory_sqlite_works() -> None:
         ("sqlite:///x.db?timout=1", "unknown option 'timout' in sqlite ledger URL; options: record_grace, timeout"),
         ("memory://?timeout=1", "unknown option 'timeout' in memory ledger URL"),
         ("sqlite:///x.db?timeout=-1", "timeout='-1' must be a positive number of seconds"),
+        ("sqlite:///x.db?timeout=inf", "timeout='inf' must be a positive number of seconds"),
+        ("memory://?lease_calls=16&lease_s=inf", "lease_s='inf' must be a number, and finite"),
         ("redis://127.0.0.1:6379/0?prefix=a{b}", "prefix 'a{b}' must be non-empty and hold no braces"),
         ("postgresql://postgres@127.0.0.1/x?schema=Bad-Name", "schema 'Bad-Name' must be lower-case"),
         ("postgresql://postgres@127.0.0.1/x?timeout=abc", "timeout='abc' must be a positive number"),
