@@ -7,6 +7,7 @@ or an unreachable ledger becomes an ``error`` result whose effect the policy's `
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ from costwarden.engine.compile import CompiledPolicy, CompiledRule
 from costwarden.engine.decision import SURFACES, Decision, Effect, Outcome, RuleResult, SubjectRef, Surface
 from costwarden.engine.exemptions import CompiledExemption, ExemptionIndex
 from costwarden.engine.judge import Judge
-from costwarden.engine.ledger import Ledger
+from costwarden.engine.ledger import Hold, Ledger
 from costwarden.engine.plan import Finish, Results, Runner, Step, compile_plan, plan_body
 from costwarden.engine.pricing import LlmPricer
 from costwarden.engine.rules.base import EvalContext
@@ -289,13 +290,21 @@ class PolicySet:
             if rule.message:
                 message = f"{rule.message} ({o.message})" if o.message else rule.message
         exemption = None
+        holds = o.holds
         if kind in ("fail", "warn", "error"):
             active, expired = self._exemption_index.lookup(policy.name, rule.name, subject, ctx.now)
             if active is not None:
                 kind, exemption = "skip", active.name
                 message = f"{message} [exempted by {active.describe()}]"
+                holds = _unchecked(holds)
             elif expired is not None:
                 message = f"{message} [exemption {expired.name} expired {expired.expires:%Y-%m-%d %H:%M} UTC]"
+        elif (
+            holds  # a budget that leaves its limit to the reservation (``reserving``) passes with holds:
+            and policy.name in self._exemption_index.by_policy  # exempted, the reservation must not refuse
+            and self._exemption_index.lookup(policy.name, rule.name, subject, ctx.now)[0] is not None
+        ):
+            holds = _unchecked(holds)  # (the spend still counts)
         return RuleResult(
             policy=policy.name,
             rule=rule.name,
@@ -310,8 +319,13 @@ class PolicySet:
             fix=o.fix,
             savings_usd_month=o.savings_usd_month,
             savings_usd_per_call=o.savings_usd_per_call,
-            holds=o.holds if kind == "pass" or not (effect == "deny" and kind in ("fail", "error")) else (),
+            holds=holds if kind == "pass" or not (effect == "deny" and kind in ("fail", "error")) else (),
         )
+
+
+def _unchecked(holds: tuple[Hold, ...]) -> tuple[Hold, ...]:
+    """Holds an exemption waives: the amounts are reserved and counted, never refused."""
+    return tuple(dataclasses.replace(h, check=False) if h.check else h for h in holds)
 
 
 def _skip(subject: Subject, ctx: EvalContext) -> Outcome:

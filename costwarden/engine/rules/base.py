@@ -140,9 +140,9 @@ def memo_outcome(memo: dict[Any, Outcome], key: Any, build: Callable[[], Outcome
     outcome = build()
     if len(memo) >= MEMO_LIMIT:
         return outcome
-    outcome = outcome._replace(static=True)
-    memo[key] = outcome
-    return outcome
+    # setdefault: where two threads build the same key at once, both get the one outcome kept
+    # (a replaced entry would be freed, and the evaluator caches results by outcome id)
+    return memo.setdefault(key, outcome._replace(static=True))
 
 
 @dataclass(frozen=True, slots=True)

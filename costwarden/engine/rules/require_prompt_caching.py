@@ -80,7 +80,7 @@ def compile(params: RequirePromptCaching, env: CompileEnv) -> Check:
 
 def _threshold(min_tokens: int, model: str, catalog: Catalog) -> int:
     model_min = catalog.min_cacheable_tokens(model)
-    return max(min_tokens, model_min or 0)
+    return max(min_tokens, model_min or 0, 1)  # an empty prefix is never one to cache
 
 
 def _outcome_check(subject: LlmCall, usage: TokenUsage, threshold: int) -> Outcome:

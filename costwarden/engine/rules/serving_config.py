@@ -69,8 +69,9 @@ def compile(params: ServingConfig, env: CompileEnv) -> Check:
         failures = [o for c in checks if (o := c(subject, params, catalog)) is not None]
         outcomes = failures or [Outcome("pass", f"{subject.engine} configuration uses its GPUs efficiently")]
         if key is not None and len(memo) < MEMO_LIMIT:
-            outcomes = [o._replace(static=True) for o in outcomes]
-            memo[key] = outcomes
+            # setdefault: a thread that built the same key meanwhile keeps its outcomes, which may be
+            # cached by id already (rules/base.py, memo_outcome)
+            outcomes = memo.setdefault(key, [o._replace(static=True) for o in outcomes])
         return outcomes
 
     return check
