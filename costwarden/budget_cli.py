@@ -153,9 +153,13 @@ def settle_batches_cmd(
 
     def connect() -> Any:
         try:
-            return anthropic.Anthropic()
+            client = anthropic.Anthropic()
         except anthropic.AnthropicError as exc:
             raise _fail(f"no Anthropic client: {exc}") from None
+        if client.api_key is None and client.auth_token is None:  # the SDK would only say so when it sends
+            client.close()
+            raise _fail("no Anthropic client: set ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN)")
+        return client
 
     _sweep(ledger, events, fmt, connect, lambda guard, client: guard.settle_pending_batches(client), "batch")
 
