@@ -159,15 +159,23 @@ def _watch(guard: CallGuard, request: Any, response: Any, stream_cls: type[Any])
     http.stream = stream_cls(http.stream, tap)
 
 
-def settle_batch(guard: CallGuard, batch_id: str, results: Iterable[Mapping[str, Any]]) -> bool:
-    """Settle a batch from all its result lines (the parsed JSONL objects).
+def settle_batch(guard: CallGuard, batch_id: str, results: Iterable[Any]) -> bool:
+    """Settle a batch from all its result lines (the parsed JSONL objects, the SDK's result
+    objects, or the JSONL text lines).
 
     True when this call accounted for the batch (settled it; without a ledger, reported it first
     in this process); False when that happened before — nothing is charged or emitted again — or
-    the ledger failed (an uncharged event says so)."""
+    the ledger failed (an uncharged event says so), or a line was not understood (nothing settled)."""
     tally = ResultsTally()
     for line in results:
-        tally.add(line)
+        if isinstance(line, (str, bytes)):  # the lines of a downloaded results file
+            tally.add_line(line.encode() if isinstance(line, str) else line)
+            continue
+        to_dict = getattr(line, "to_dict", None)  # the SDK's result objects, as a plain client reads them
+        tally.add(to_dict() if not isinstance(line, Mapping) and callable(to_dict) else line)
+    if tally.unreadable:  # as for a download: never settled at $0 from lines not understood
+        log.warning("batch %s: %d result lines not understood; not settled", batch_id, tally.unreadable)
+        return False
     return _settle(guard, batch_id, tally)
 
 

@@ -610,3 +610,41 @@ def test_a_sweep_needs_a_ledger_that_lists_its_holds(server: FakeLlmServer) -> N
     guard = CallGuard(compile_policies(budget_policy(5.0)), ledger=Bare())  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="ledger that lists its holds"):
         guard.settle_pending_batches(object())
+
+
+@pytest.mark.parametrize("form", ["sdk objects", "jsonl file"])
+def test_results_handed_in_as_read_settle_their_real_cost(
+    server: FakeLlmServer, sqlite_url: str, tmp_path: Path, form: str
+) -> None:
+    # a plain (unguarded) client reads SDK objects, a download is JSONL text: priced, never settled at $0
+    sink = ListSink()
+    reqs = requests("claude-haiku-4-5", "claude-haiku-4-5")
+    with open_ledger(sqlite_url) as ledger:
+        guard = CallGuard(compile_policies(budget_policy(1.0)), ledger=ledger, sinks=[sink])
+        with connect(server, guard) as client, attribution(user="b-sdk"):
+            batch = client.messages.batches.create(
+                requests=reqs, extra_headers={"x-fake-usage": json.dumps(CACHED_USAGE)}
+            )
+        with anthropic.Anthropic(base_url=server.url, api_key="test", max_retries=0) as plain:
+            lines = list(plain.messages.batches.results(batch.id))
+        if form == "jsonl file":
+            (tmp_path / "results.jsonl").write_text("".join(json.dumps(r.to_dict()) + "\r\n" for r in lines))
+            with (tmp_path / "results.jsonl").open() as text:
+                assert settle_batch(guard, batch.id, text)
+        else:
+            assert settle_batch(guard, batch.id, lines)
+        cost = 2 * real_cost("claude-haiku-4-5", CACHED_USAGE)
+        assert figures(ledger, user_key("b-sdk")) == (pytest.approx(cost, abs=2e-6), 0.0)
+        assert sink.events[-1].cost_usd == pytest.approx(cost) and sink.events[-1].charged
+
+
+def test_results_not_understood_are_not_settled_at_zero(server: FakeLlmServer, sqlite_url: str) -> None:
+    sink = ListSink()
+    reqs = requests("claude-haiku-4-5")
+    with open_ledger(sqlite_url) as ledger:
+        guard = CallGuard(compile_policies(budget_policy(1.0)), ledger=ledger, sinks=[sink])
+        with connect(server, guard) as client, attribution(user="b-odd"):
+            batch = client.messages.batches.create(requests=reqs)
+        assert not settle_batch(guard, batch.id, [{"custom_id": "r0", "result": "succeeded"}])
+        assert figures(ledger, user_key("b-odd")) == (0.0, pytest.approx(worst_case(reqs), abs=2e-6))
+        assert len(sink.events) == 1
