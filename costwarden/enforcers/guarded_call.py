@@ -168,9 +168,11 @@ class GuardedCall:
             self.pending_retry = True
 
     def failed(self, exc: BaseException, *, sent: bool, final: bool) -> None:
-        """The attempt raised; a request that was sent is charged its input."""
+        """The attempt raised; a request that was sent is charged its input. A batch creation that
+        was sent is charged its whole worst case: the batch may exist and run every request."""
         if sent:
-            self.lost_usd += self.input_cost()
+            creates_batch = bool(self.batch_requests) or self.edge.batch_items is not None
+            self.lost_usd += (self.estimate_usd or 0.0) if creates_batch else self.input_cost()
         cancelled = not isinstance(exc, Exception)  # CancelledError, KeyboardInterrupt, GeneratorExit
         if final or cancelled:
             outcome: Outcome = "cancelled" if cancelled else "error"

@@ -648,3 +648,21 @@ def test_results_not_understood_are_not_settled_at_zero(server: FakeLlmServer, s
         assert not settle_batch(guard, batch.id, [{"custom_id": "r0", "result": "succeeded"}])
         assert figures(ledger, user_key("b-odd")) == (0.0, pytest.approx(worst_case(reqs), abs=2e-6))
         assert len(sink.events) == 1
+
+
+def test_a_batch_create_sent_but_unanswered_is_charged_its_worst_case(server: FakeLlmServer, sqlite_url: str) -> None:
+    """The API may have created the batch (here it did, twice: the SDK retried the timed-out
+    create), so each sent attempt is charged the batch's worst case, not only its input."""
+    reqs = requests("claude-haiku-4-5", "claude-haiku-4-5")
+    sink = ListSink()
+    with open_ledger(sqlite_url) as ledger:
+        guard = CallGuard(compile_policies(budget_policy(5.0)), ledger=ledger, sinks=[sink])
+        client = anthropic.Anthropic(base_url=server.url, api_key="test", middleware=[guard], max_retries=1,
+                                     timeout=0.5)
+        with client, attribution(user="b-lost"), pytest.raises(anthropic.APITimeoutError):
+            client.messages.batches.create(requests=reqs, extra_headers={"x-fake-delay-ms": "800"})
+        settled, held = figures(ledger, user_key("b-lost"))
+    assert len(server.posts("/v1/messages/batches")) == 2  # both attempts reached the API
+    (event,) = sink.events
+    assert event.cost_usd == pytest.approx(2 * worst_case(reqs), rel=1e-6) and event.charged
+    assert (settled, held) == (pytest.approx(2 * worst_case(reqs), abs=2e-6), 0.0)
