@@ -2,7 +2,8 @@
 
 Every policy set starts from the catalog shipped in ``engine/data/catalog.yaml`` and layers the
 ``ModelCatalog`` documents it loads on top; later documents win. Price, cache-minimum and size
-entries of a later document are consulted first. Tiers:
+entries of a later document are consulted first; within one document, the price of the most specific
+glob (as for tiers, below) applies, and on a tie one scoped to the call's provider. Tiers:
 
 * a tier with a new name joins the order after the existing ones (the order is cheapest first);
 * a tier with a name that exists keeps its place, and its models and ``downgradeTo`` entries are
@@ -126,7 +127,9 @@ class Catalog:
                     parts.downgrade_to.clear()
                 parts.globs += [(layer, g) for g in tier.models]
                 parts.downgrade_to.update(tier.downgradeTo)
-            prices[:0] = [(ModelGlobs([p.model]), p.provider, p) for p in spec.prices]
+            # within one document, the most specific glob first, then one scoped to a provider
+            ordered = sorted(spec.prices, key=lambda p: (-_specificity(p.model), p.provider is None))
+            prices[:0] = [(ModelGlobs([p.model]), p.provider, p) for p in ordered]
             minimums[:0] = [(ModelGlobs(m.models), m.minTokens) for m in spec.cacheMinimums]
             sizes[:0] = [(ModelGlobs([k]), v) for k, v in spec.modelSizes.items()]
             gpu.update({normalize_gpu(k): v for k, v in spec.gpuPrices.items()})
@@ -254,8 +257,18 @@ def _pick(price: HourlyPrice, spot: bool) -> float:
 
 
 def _longest_key_in(text: str, table: Mapping[str, HourlyPrice]) -> HourlyPrice | None:
-    best = max((k for k in table if k in text), key=len, default=None)
+    words = text.split("-")
+    best = max((k for k in table if k in text or _words_in_order(k.split("-"), words)), key=len, default=None)
     return table[best] if best is not None else None
+
+
+def _words_in_order(wanted: list[str], words: list[str]) -> bool:
+    """``A100-80GB`` in ``A100-SXM4-80GB`` (NVIDIA's ``nvidia.com/gpu.product`` label puts the form
+    factor between the model and the memory): each ``-``-separated word of the key, in order."""
+    if len(wanted) < 2:
+        return False
+    rest = iter(words)
+    return all(word in rest for word in wanted)
 
 
 _SIZE = re.compile(r"(?<![a-z0-9.])(\d+(?:\.\d+)?)b(?![a-z0-9])")
@@ -300,14 +313,22 @@ def _override_cost(p: ModelPrice, usage: TokenUsage, batch: bool) -> float:
     read = p.cacheReadPerMTok if p.cacheReadPerMTok is not None else p.inputPerMTok
     write = p.cacheWritePerMTok if p.cacheWritePerMTok is not None else p.inputPerMTok
     write_1h = p.cacheWrite1hPerMTok if p.cacheWrite1hPerMTok is not None else write
+    # the audio share of input is taken to be uncached first, as the genai-prices pricer does
+    audio_in = min(usage.input_audio_tokens, usage.input_tokens)
+    audio_out = min(usage.output_audio_tokens, usage.output_tokens)
+    audio_in_price = p.inputAudioPerMTok if p.inputAudioPerMTok is not None else p.inputPerMTok
+    audio_out_price = p.outputAudioPerMTok if p.outputAudioPerMTok is not None else p.outputPerMTok
     total = (
-        usage.input_tokens * p.inputPerMTok
-        + usage.output_tokens * p.outputPerMTok
+        (usage.input_tokens - audio_in) * p.inputPerMTok
+        + audio_in * audio_in_price
+        + (usage.output_tokens - audio_out) * p.outputPerMTok
+        + audio_out * audio_out_price
         + usage.cache_read_tokens * read
         + usage.cache_write_5m_tokens * write
         + usage.cache_write_1h_tokens * write_1h
     ) / 1e6
-    return total * 0.5 if batch else total
+    searches = usage.web_search_requests * (p.webSearchPerRequest or 0.0)  # per search: no batch discount
+    return (total * 0.5 if batch else total) + searches
 
 
 __all__ = ["HOURS_PER_MONTH", "Catalog", "ModelGlobs", "Tier", "model_key", "normalize_gpu", "normalize_model"]

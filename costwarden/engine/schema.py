@@ -243,6 +243,15 @@ class ModelPrice(Strict):
     cacheReadPerMTok: Annotated[float, Field(ge=0)] | None = None
     cacheWritePerMTok: Annotated[float, Field(ge=0)] | None = None
     cacheWrite1hPerMTok: Annotated[float, Field(ge=0)] | None = None
+    inputAudioPerMTok: Annotated[float, Field(ge=0)] | None = Field(
+        default=None, description="the audio share of uncached input; the input price when unset"
+    )
+    outputAudioPerMTok: Annotated[float, Field(ge=0)] | None = Field(
+        default=None, description="the audio share of output; the output price when unset"
+    )
+    webSearchPerRequest: Annotated[float, Field(ge=0)] | None = Field(
+        default=None, description="USD per server-side web search (not batch-discounted); free when unset"
+    )
 
 
 class CacheMinimum(Strict):

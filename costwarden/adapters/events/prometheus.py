@@ -51,7 +51,8 @@ class PrometheusSink:
     """Counts calls, tokens and dollars per feature, model and team into a Prometheus registry.
 
     ``registry`` defaults to ``prometheus_client.REGISTRY``; pass a fresh
-    ``CollectorRegistry()`` to keep several sinks (tests) apart.
+    ``CollectorRegistry()`` to keep several sinks (tests) apart. Sinks on the same registry and
+    namespace share one set of metrics, which stay registered until the last of them is closed.
     """
 
     in_process = True
@@ -65,29 +66,17 @@ class PrometheusSink:
         namespace: str = "costwarden",
         max_label_values: int = 200,
     ) -> None:
-        from prometheus_client import REGISTRY, Counter, Histogram
+        from prometheus_client import REGISTRY
 
         self.registry = registry if registry is not None else REGISTRY
         self.user_label = user_label
         self._labels = ("feature", "model", "team", *(("user",) if user_label else ()))
-        self._bound = {name: _BoundedLabel(max_label_values) for name in self._labels}
-        kw: dict[str, Any] = {"namespace": namespace, "registry": self.registry}
-        labels = list(self._labels)
-        self.calls = Counter("llm_calls", "Guarded LLM calls", [*labels, "outcome"], **kw)
-        self.cost = Counter("llm_cost_usd", "USD spent on LLM calls", labels, **kw)
-        self.estimated = Counter("llm_estimated_cost_usd", "USD reserved before LLM calls", labels, **kw)
-        self.tokens = Counter("llm_tokens", "Tokens of LLM calls", [*labels, "kind"], **kw)
-        self.searches = Counter("llm_web_searches", "Server-side web searches of LLM calls", labels, **kw)
-        self.rewrites = Counter("llm_rewrites", "LLM requests rewritten by the call-guard", labels, **kw)
-        self.latency = Histogram(
-            "llm_call_latency_seconds",
-            "Latency of guarded LLM calls",
-            labels,
-            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
-            **kw,
-        )
-        self.alerts = Counter("budget_alerts", "Budget alert thresholds crossed", ["budget", "threshold"], **kw)
-        self._budget = _BoundedLabel(max_label_values)
+        m = _Metrics.acquire(self.registry, namespace, self._labels, max_label_values)
+        self._metrics: _Metrics | None = m
+        self._bound = m.bound
+        self._budget = m.budget
+        self.calls, self.cost, self.estimated, self.tokens = m.calls, m.cost, m.estimated, m.tokens
+        self.searches, self.rewrites, self.latency, self.alerts = m.searches, m.rewrites, m.latency, m.alerts
 
     def _label_values(self, event: CostEvent) -> list[str]:
         values = {"feature": event.feature, "model": event.model_served or event.model, "team": event.team}
@@ -123,11 +112,88 @@ class PrometheusSink:
         self.alerts.labels(self._budget(parts[0] if parts else alert.key), f"{alert.threshold:g}").inc()
 
     def close(self) -> None:
-        """Unregister the metrics from the registry."""
-        for metric in (self.calls, self.cost, self.estimated, self.tokens, self.searches, self.rewrites, self.latency,
-                       self.alerts):
-            with contextlib.suppress(KeyError):
-                self.registry.unregister(metric)
+        """Unregister the metrics from the registry, once no other open sink shares them."""
+        metrics, self._metrics = self._metrics, None
+        if metrics is not None:
+            metrics.release()
+
+
+class _Metrics:
+    """The metrics of the sinks on one registry under one namespace. A second sink on the same
+    registry (a second guard, a guard rebuilt on reload) shares them and their label bounds:
+    registering them again would raise ``Duplicated timeseries``. The last sink closed
+    unregisters them."""
+
+    _shared: dict[tuple[int, str], _Metrics] = {}
+    _shared_lock = threading.Lock()
+
+    @classmethod
+    def acquire(cls, registry: Any, namespace: str, labels: tuple[str, ...], max_label_values: int) -> _Metrics:
+        with cls._shared_lock:
+            key = (id(registry), namespace)
+            metrics = cls._shared.get(key)
+            if metrics is None:
+                metrics = cls._shared[key] = cls(key, registry, namespace, labels, max_label_values)
+            elif (metrics.labels, metrics.max_label_values) != (labels, max_label_values):
+                raise ValueError(
+                    f"a PrometheusSink with labels {list(metrics.labels)} and max_label_values="
+                    f"{metrics.max_label_values} is already open on this registry under namespace {namespace!r}; "
+                    "give this one the same settings or another namespace"
+                )
+            metrics.refs += 1
+            return metrics
+
+    def __init__(
+        self, key: tuple[int, str], registry: Any, namespace: str, labels: tuple[str, ...], max_label_values: int
+    ) -> None:
+        from prometheus_client import Counter, Histogram
+
+        self.key = key
+        self.registry = registry
+        self.labels = labels
+        self.max_label_values = max_label_values
+        self.refs = 0
+        self.bound = {name: _BoundedLabel(max_label_values) for name in labels}
+        self.budget = _BoundedLabel(max_label_values)
+        names = list(labels)
+        made: list[Any] = []
+
+        def make(kind: Any, name: str, documentation: str, labelnames: list[str], **extra: Any) -> Any:
+            made.append(kind(name, documentation, labelnames, namespace=namespace, registry=registry, **extra))
+            return made[-1]
+
+        try:
+            self.calls = make(Counter, "llm_calls", "Guarded LLM calls", [*names, "outcome"])
+            self.cost = make(Counter, "llm_cost_usd", "USD spent on LLM calls", names)
+            self.estimated = make(Counter, "llm_estimated_cost_usd", "USD reserved before LLM calls", names)
+            self.tokens = make(Counter, "llm_tokens", "Tokens of LLM calls", [*names, "kind"])
+            self.searches = make(Counter, "llm_web_searches", "Server-side web searches of LLM calls", names)
+            self.rewrites = make(Counter, "llm_rewrites", "LLM requests rewritten by the call-guard", names)
+            self.latency = make(
+                Histogram,
+                "llm_call_latency_seconds",
+                "Latency of guarded LLM calls",
+                names,
+                buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+            )
+            self.alerts = make(Counter, "budget_alerts", "Budget alert thresholds crossed", ["budget", "threshold"])
+        except BaseException:
+            for metric in made:  # a clash with metrics of another library: leave the registry as it was
+                with contextlib.suppress(KeyError):
+                    registry.unregister(metric)
+            raise
+        self.all = tuple(made)
+
+    def release(self) -> None:
+        with self._shared_lock:
+            self.refs -= 1
+            if self.refs > 0:
+                return
+            if self._shared.get(self.key) is self:
+                del self._shared[self.key]
+            for metric in self.all:
+                with contextlib.suppress(KeyError):
+                    self.registry.unregister(metric)
 
 
 __all__ = ["PrometheusSink"]

@@ -13,6 +13,7 @@ import os
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -71,7 +72,7 @@ class SqliteSink:
         self._db: sqlite3.Connection | None = sqlite3.connect(
             os.fspath(path), timeout=timeout_s, check_same_thread=False, isolation_level=None
         )
-        self._db.execute("PRAGMA journal_mode=WAL")
+        _use_wal(self._db, timeout_s)
         columns = ", ".join(f'"{name}" {kind}' for name, kind in _COLUMNS)
         self._db.execute(f'CREATE TABLE IF NOT EXISTS "{table}" (id INTEGER PRIMARY KEY, {columns})')
         _add_missing_columns(self._db, table)
@@ -103,6 +104,22 @@ class SqliteSink:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _use_wal(db: sqlite3.Connection, timeout_s: float) -> None:
+    """Switch the file to WAL. The switch needs the file to itself and SQLite answers "database is
+    locked" at once, without waiting out the busy timeout, when another process has it open (several
+    workers starting on a new or older file): retry until the timeout, as a write would wait."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _add_missing_columns(db: sqlite3.Connection, table: str) -> None:

@@ -187,3 +187,72 @@ def test_otel_sink_spans_carry_gen_ai_attributes() -> None:
     assert sink.attributes(event(web_search_requests=2))["costwarden.usage.web_search_requests"] == 2
     assert ok.end_time - ok.start_time == 820_000_000
     assert failed.status.status_code == StatusCode.ERROR and failed.attributes["error.type"] == "APITimeoutError"
+
+
+def test_a_second_prometheus_sink_on_the_same_registry_shares_the_metrics() -> None:
+    """A second guard's sink (or one rebuilt on a policy reload) on the same registry: before, its
+    constructor raised ``Duplicated timeseries``; now both count into the same series, within one
+    label bound, and the metrics stay registered until the last of them is closed."""
+    prometheus_client = pytest.importorskip("prometheus_client")
+    from costwarden.adapters.events import PrometheusSink
+
+    registry = prometheus_client.CollectorRegistry()
+    first = PrometheusSink(registry, max_label_values=2)
+    second = PrometheusSink(registry, max_label_values=2)
+    first.emit(event())
+    second.emit(event())
+    second.emit(event(feature="f-1"))
+    first.emit(event(feature="f-2"))  # a third feature: over the shared bound of 2
+    labels = {"feature": "search", "model": "claude-haiku-4-5-20251001", "team": "growth"}
+    value = registry.get_sample_value
+    assert value("costwarden_llm_cost_usd_total", labels) == pytest.approx(2 * 0.0123)
+    assert value("costwarden_llm_calls_total", {**labels, "feature": "other", "outcome": "ok"}) == 1
+    with pytest.raises(ValueError, match="already open"):
+        PrometheusSink(registry, user_label=True)
+    PrometheusSink(registry, user_label=True, namespace="other").close()
+    first.close()
+    first.close()  # closing twice releases once
+    second.emit(event())
+    assert value("costwarden_llm_cost_usd_total", labels) == pytest.approx(3 * 0.0123)
+    second.close()
+    assert value("costwarden_llm_cost_usd_total", labels) is None
+    PrometheusSink(registry).close()  # and they can be registered again
+
+
+def _append_from_a_process(path: str, barrier: Any, failures: Any) -> None:
+    try:
+        barrier.wait()
+        with SqliteSink(path) as sink:
+            for _ in range(5):
+                sink.emit(event(web_search_requests=1))
+    except Exception as exc:
+        failures.put(repr(exc))
+
+
+def test_sqlite_sink_processes_starting_together_on_an_older_file(tmp_path: Path) -> None:
+    """Workers that open the same file at once, on a file of an older version (no WAL yet, no new
+    columns) or a new one: before, SQLite refused some of them the switch to WAL at once with
+    "database is locked", busy timeout or not, and their sink raised at startup."""
+    import multiprocessing
+    import sqlite3
+
+    from costwarden.adapters.events.sqlite import _COLUMNS
+
+    ctx = multiprocessing.get_context("fork")
+    new_columns = ("input_audio_tokens", "output_audio_tokens", "web_search_requests")
+    columns = ", ".join(f'"{name}" {kind}' for name, kind in _COLUMNS if name not in new_columns)
+    for trial in range(30):
+        path = str(tmp_path / f"events-{trial}.db")
+        with sqlite3.connect(path) as db:
+            db.execute(f"CREATE TABLE cost_events (id INTEGER PRIMARY KEY, {columns})")
+        barrier, failures = ctx.Barrier(8), ctx.Queue()
+        workers = [ctx.Process(target=_append_from_a_process, args=(path, barrier, failures)) for _ in range(8)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60)
+        assert failures.empty(), failures.get()
+        db = sqlite3.connect(path)
+        assert db.execute("SELECT COUNT(*), SUM(web_search_requests) FROM cost_events").fetchone() == (40, 40)
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        db.close()

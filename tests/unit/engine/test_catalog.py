@@ -163,6 +163,9 @@ class TestHourlyPrices:
             ("nvidia-h100-80gb-hbm3", 6.88),
             ("A100-80GB", 3.43),  # the longest known name inside the given one wins
             ("nvidia-tesla-a100", 2.75),
+            ("NVIDIA-A100-SXM4-80GB", 3.43),  # nvidia.com/gpu.product: the form factor between name and memory
+            ("NVIDIA-A100-PCIE-80GB", 3.43),
+            ("NVIDIA-A100-SXM4-40GB", 2.75),
             ("L40S", 1.86),
             ("nvidia-l40", 1.70),
             ("nvidia-l4", 0.81),
@@ -442,3 +445,77 @@ spec:
         with pytest.raises(PolicyError) as info:
             compile_policies(POLICY)
         assert [d.code for d in info.value.diagnostics] == ["unknown-tier"]
+
+
+class TestOverrideUsageKinds:
+    """An override can price web searches and the audio share of input and output; unset, the audio
+    is priced as text and searches are free (before, searches were always free and audio always text)."""
+
+    def test_web_searches_and_audio_are_priced_by_the_override(self) -> None:
+        catalog = Catalog.merge([spec(prices=[{
+            "model": "claude-next-*", "provider": "anthropic", "inputPerMTok": 3, "outputPerMTok": 15,
+            "webSearchPerRequest": 0.01, "inputAudioPerMTok": 40, "outputAudioPerMTok": 80,
+        }])])
+        pricer = catalog.pricer(None)
+        searches = TokenUsage(input_tokens=1_000_000, web_search_requests=100)
+        assert pricer.cost("anthropic", "claude-next-1", searches) == pytest.approx(3 + 1.0)
+        # the batch discount is on tokens, not on searches
+        assert pricer.cost("anthropic", "claude-next-1", searches, batch=True) == pytest.approx(1.5 + 1.0)
+        audio = TokenUsage(input_tokens=2_000_000, output_tokens=2_000_000,
+                           input_audio_tokens=1_000_000, output_audio_tokens=1_000_000)
+        assert pricer.cost("anthropic", "claude-next-1", audio) == pytest.approx(3 + 40 + 15 + 80)
+
+    def test_unset_prices_charge_audio_as_text_and_searches_nothing(self) -> None:
+        pricer = Catalog.merge([spec(prices=[{"model": "m", "inputPerMTok": 1, "outputPerMTok": 2}])]).pricer(None)
+        usage = TokenUsage(input_tokens=1_000_000, output_tokens=1_000_000, input_audio_tokens=500_000,
+                           output_audio_tokens=500_000, web_search_requests=3)
+        assert pricer.cost("x", "m", usage) == pytest.approx(1 + 2)
+
+    def test_a_free_model_costs_zero_not_unknown(self) -> None:
+        pricer = Catalog.merge([spec(prices=[{"model": "free-*", "inputPerMTok": 0, "outputPerMTok": 0,
+                                              "webSearchPerRequest": 0}])]).pricer(None)
+        assert pricer.cost("x", "free-1", TokenUsage(input_tokens=10, output_tokens=10, web_search_requests=1)) == 0
+
+    def test_the_budget_reserves_the_searches_a_request_allows(self, compile_policies: CompilePolicies) -> None:
+        from costwarden.adapters.ledger.memory import MemoryLedger
+
+        doc = CATALOG_DOC.replace("outputPerMTok: 0.5}", "outputPerMTok: 0.5, webSearchPerRequest: 0.1}")
+        ps = compile_policies(doc, POLICY)
+        subject = subject_from_dict({"type": "llm_call", "provider": "vllm", "model": "my-llama-70b", "user": "a",
+                                     "request": {"input_tokens": 1_000_000, "max_tokens": 20_000,
+                                                 "max_web_searches": 5}})
+        _, budget = ps.evaluate(subject, ledger=MemoryLedger()).results
+        assert budget.actual == pytest.approx(0.5 + 0.01 + 5 * 0.1)
+
+    @pytest.mark.parametrize("field", ["webSearchPerRequest", "inputAudioPerMTok", "outputAudioPerMTok"])
+    def test_a_negative_price_is_a_positioned_load_error(self, tmp_path: Any, field: str) -> None:
+        path = tmp_path / "catalog.yaml"
+        path.write_text(CATALOG_DOC.replace("outputPerMTok: 0.5}", f"outputPerMTok: 0.5, {field}: -1}}"))
+        result = load_paths(path)
+        [diag] = result.diagnostics
+        assert field in diag.message
+        assert (diag.file, diag.line) == (str(path), 11)  # the line of the price entry
+        assert diag.source_line is not None and diag.source_line[diag.column - 1 :].startswith("-1")  # the value
+
+
+def test_within_a_document_the_most_specific_price_applies() -> None:
+    """``meta-llama/*`` listed before ``meta-llama/Llama-3.1-405B*``: before, the first listed
+    matched every model, so the dearer 405B was charged the 8B price; now the more specific glob
+    wins, as for tiers, and a provider-scoped entry before an unscoped one of the same glob."""
+    catalog = Catalog.merge([spec(prices=[
+        {"model": "meta-llama/*", "inputPerMTok": 0.2, "outputPerMTok": 0.2},
+        {"model": "meta-llama/Llama-3.1-405B*", "inputPerMTok": 3, "outputPerMTok": 3},
+        {"model": "shared", "inputPerMTok": 1, "outputPerMTok": 1},
+        {"model": "shared", "provider": "vllm", "inputPerMTok": 2, "outputPerMTok": 2},
+    ])])
+    pricer = catalog.pricer(None)
+    usage = TokenUsage(input_tokens=1_000_000)
+    assert pricer.cost("vllm", "meta-llama/Llama-3.1-405B-Instruct", usage) == pytest.approx(3)
+    assert pricer.cost("vllm", "meta-llama/Llama-3.1-8B-Instruct", usage) == pytest.approx(0.2)
+    assert pricer.cost("vllm", "shared", usage) == pytest.approx(2)
+    assert pricer.cost("openai", "shared", usage) == pytest.approx(1)
+    # a later document still wins over a more specific glob of an earlier one
+    specific = {"model": "meta-llama/Llama-3.1-405B*", "inputPerMTok": 3, "outputPerMTok": 3}
+    later = Catalog.merge([spec(prices=[specific]),
+                           spec(prices=[{"model": "meta-llama/*", "inputPerMTok": 0.5, "outputPerMTok": 0.5}])])
+    assert later.pricer(None).cost("vllm", "meta-llama/Llama-3.1-405B", usage) == pytest.approx(0.5)
