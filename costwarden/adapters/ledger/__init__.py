@@ -31,7 +31,7 @@ SCHEMES = ("memory", "sqlite", "redis", "rediss", "postgresql", "postgres")
 
 def open_ledger(url: str) -> LedgerStore:
     """Open a ledger store by URL; raises :class:`LedgerError` for an unknown scheme or bad option."""
-    url, lease = _split_lease(url)
+    url, lease = split_lease(url)
     store = _open_store(url)
     if not lease:
         return store
@@ -44,7 +44,7 @@ def open_ledger(url: str) -> LedgerStore:
         raise
 
 
-def _split_lease(url: str) -> tuple[str, dict[str, str]]:
+def split_lease(url: str) -> tuple[str, dict[str, str]]:
     """The URL without its ``lease_*`` options, and those options (a leased ledger needs
     ``lease_calls``)."""
     parts = urlsplit(url)
@@ -64,11 +64,11 @@ def _open_store(url: str) -> LedgerStore:
     if scheme == "memory":
         from costwarden.adapters.ledger.memory import MemoryLedger
 
-        return MemoryLedger(**_options(url, "memory"))
+        return MemoryLedger(**ledger_options(url, "memory"))
     if scheme == "sqlite":
         from costwarden.adapters.ledger.sqlite import SqliteLedger
 
-        return SqliteLedger(sqlite_path(url), **_options(url, "sqlite"))
+        return SqliteLedger(sqlite_path(url), **ledger_options(url, "sqlite"))
     if scheme in ("redis", "rediss"):
         from costwarden.adapters.ledger.redis import RedisLedger
 
@@ -91,7 +91,7 @@ def sqlite_path(url: str) -> str:
     return rest[1:]
 
 
-def _options(url: str, store: str) -> dict[str, float]:
+def ledger_options(url: str, store: str) -> dict[str, float]:
     """The options every store takes from a URL query: ``timeout`` and ``record_grace`` (seconds)."""
     names = {"timeout": "timeout_s", "record_grace": "record_grace_s"}
     if store == "memory":

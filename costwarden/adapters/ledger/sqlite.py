@@ -150,20 +150,8 @@ class SqliteLedger:
         return []
 
     def status(self, prefix: str = "budget:", *, now: datetime | None = None) -> list[BudgetStatus]:
-        at = now_ms(now)
-        like = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         with self._connection() as db:
-            buckets = db.execute(
-                "SELECT key, settled, limit_micros, window, ends_ms FROM ledger_buckets WHERE key LIKE ? ESCAPE '\\'",
-                (like,),
-            ).fetchall()
-            buckets = [b for b in buckets if b[0].startswith(prefix)]  # SQLite's LIKE ignores ASCII case
-            held = self._figures(db, [b[0] for b in buckets], at)
-            rows = [
-                BucketRow(k, s, held.get(k, (0, 0))[1], lim, tuple(json.loads(w)) if w else (), e)
-                for k, s, lim, w, e in buckets
-            ]
-            return summarize(rows, lambda keys: self._figures(db, keys, at), at)
+            return _status(db, prefix, now_ms(now))
 
     def close(self) -> None:
         with self._lock:
@@ -279,4 +267,40 @@ class SqliteLedger:
             db.execute(statement, (now_ms,))
 
 
-__all__ = ["SqliteLedger"]
+def read_status(
+    path: str | Path, prefix: str = "budget:", *, now: datetime | None = None, timeout_s: float = 2.0
+) -> list[BudgetStatus]:
+    """:meth:`SqliteLedger.status` of a ledger file, read without changing it: a file that holds
+    no ledger (a path given by mistake, another program's database) gains no tables, keeps its
+    journal mode, and shows no budgets."""
+    try:
+        db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=timeout_s)
+    except sqlite3.Error as exc:
+        raise LedgerError(f"SQLite ledger {path}: {exc}") from exc
+    try:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not {"ledger_buckets", "ledger_holds"} <= tables:
+            return []
+        return _status(db, prefix, now_ms(now))
+    except sqlite3.Error as exc:
+        raise LedgerError(f"SQLite ledger {path}: {exc}") from exc
+    finally:
+        db.close()
+
+
+def _status(db: sqlite3.Connection, prefix: str, at: int) -> list[BudgetStatus]:
+    like = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    buckets = db.execute(
+        "SELECT key, settled, limit_micros, window, ends_ms FROM ledger_buckets WHERE key LIKE ? ESCAPE '\\'",
+        (like,),
+    ).fetchall()
+    buckets = [b for b in buckets if b[0].startswith(prefix)]  # SQLite's LIKE ignores ASCII case
+    held = SqliteLedger._figures(db, [b[0] for b in buckets], at)
+    rows = [
+        BucketRow(k, s, held.get(k, (0, 0))[1], lim, tuple(json.loads(w)) if w else (), e)
+        for k, s, lim, w, e in buckets
+    ]
+    return summarize(rows, lambda keys: SqliteLedger._figures(db, keys, at), at)
+
+
+__all__ = ["SqliteLedger", "read_status"]

@@ -111,10 +111,18 @@ def _inside(row: BucketRow, now_ms: int) -> tuple[str, ...]:
 def budget_status(
     ledger: LedgerStore | str, prefix: str = "budget:", *, now: datetime | None = None
 ) -> list[BudgetStatus]:
-    """Every current budget window under ``prefix`` in a ledger (or a ledger URL, opened and closed here)."""
+    """Every current budget window under ``prefix`` in a ledger (or a ledger URL, opened and closed
+    here; a SQLite file is only read)."""
     if not isinstance(ledger, str):
         return ledger.status(prefix, now=now)
-    from costwarden.adapters.ledger import open_ledger
+    from costwarden.adapters.ledger import ledger_options, open_ledger, split_lease, sqlite_path
+
+    url = split_lease(ledger)[0]  # a leased ledger's status is its store's
+    if url.lower().startswith("sqlite:") and sqlite_path(url) != ":memory:":
+        from costwarden.adapters.ledger.sqlite import read_status
+
+        timeout_s = ledger_options(url, "sqlite").get("timeout_s", 2.0)
+        return read_status(sqlite_path(url), prefix, now=now, timeout_s=timeout_s)  # a wrong path gains no tables
 
     store = open_ledger(ledger)
     try:

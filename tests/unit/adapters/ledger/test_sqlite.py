@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -217,3 +218,31 @@ def test_processes_opening_a_new_file_at_once_all_get_the_ledger(tmp_path: Path)
     while not errors.empty():
         found.append(errors.get())
     assert found == []
+
+
+def test_status_by_url_reads_a_file_that_holds_no_ledger_without_changing_it(tmp_path: Path) -> None:
+    from costwarden.adapters.ledger.status import budget_status
+
+    other = tmp_path / "app.db"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE users (id INTEGER)")
+    db.close()
+    before = other.read_bytes()
+    assert budget_status(f"sqlite:///{other}", now=NOW) == []
+    assert other.read_bytes() == before  # no ledger tables, no switch to WAL
+    assert not (tmp_path / "app.db-wal").exists()
+
+
+def test_status_by_url_equals_the_ledgers_own_status_lease_options_and_all(tmp_path: Path) -> None:
+    from costwarden.adapters.ledger.status import budget_status
+
+    path = tmp_path / "l.db"
+    with SqliteLedger(path) as ledger:
+        ledger.settle(ledger.reserve("a", [hold(ALICE, 2.0, 10.0)], ttl_s=60, now=NOW).reservation_id, 1.5, now=NOW)
+        ledger.reserve("b", [hold(BOB, 0.5, 5.0)], ttl_s=60, now=NOW)
+        expected = ledger.status(now=NOW)
+        assert [(r.key, r.spent_usd, r.held_usd) for r in expected] == [(ALICE, 1.5, 0.0), (BOB, 0.0, 0.5)]
+        for url in (f"sqlite:///{path}", f"sqlite:///{path}?timeout=1&lease_calls=50"):
+            assert budget_status(url, now=NOW) == expected
+        with pytest.raises(LedgerError, match="unknown option 'bogus'"):
+            budget_status(f"sqlite:///{path}?bogus=1", now=NOW)
