@@ -302,17 +302,28 @@ class _CatalogPricer:
     ) -> float:
         override = self.catalog.price_override(provider, model)
         if override is not None:
-            return _override_cost(override, usage, batch)
+            return _override_cost(override, usage, batch, provider)
         if self.fallback is None:
             raise PricingError(f"no price for model {model!r} ({provider}) and no price source configured; "
                                "give it one in a ModelCatalog document (spec.prices)")
         return cost_in_context(self.fallback, provider, model, usage, batch=batch, context=context)
 
 
-def _override_cost(p: ModelPrice, usage: TokenUsage, batch: bool) -> float:
+# Anthropic bills a cache write at a multiple of the base input price, by the cache's lifetime
+# (5 minutes: 1.25x; 1 hour: 2x); OpenAI, Gemini and self-hosted servers bill no write premium.
+_WRITE_MULTIPLIERS = {"anthropic": (1.25, 2.0)}
+
+
+def _override_cost(p: ModelPrice, usage: TokenUsage, batch: bool, provider: str) -> float:
     read = p.cacheReadPerMTok if p.cacheReadPerMTok is not None else p.inputPerMTok
-    write = p.cacheWritePerMTok if p.cacheWritePerMTok is not None else p.inputPerMTok
-    write_1h = p.cacheWrite1hPerMTok if p.cacheWrite1hPerMTok is not None else write
+    five_min, one_hour = _WRITE_MULTIPLIERS.get(provider, (1.0, 1.0))
+    write = p.cacheWritePerMTok if p.cacheWritePerMTok is not None else p.inputPerMTok * five_min
+    if p.cacheWrite1hPerMTok is not None:
+        write_1h = p.cacheWrite1hPerMTok
+    elif p.cacheWritePerMTok is not None and provider not in _WRITE_MULTIPLIERS:
+        write_1h = write
+    else:
+        write_1h = p.inputPerMTok * one_hour
     # the audio share of input is taken to be uncached first, as the genai-prices pricer does
     audio_in = min(usage.input_audio_tokens, usage.input_tokens)
     audio_out = min(usage.output_audio_tokens, usage.output_tokens)

@@ -321,11 +321,24 @@ class TestCatalogPricer:
             cache_read_tokens=1_000_000,
             cache_write_5m_tokens=1_000_000,
         )
-        # cache writes fall back to the input price when the override has none
+        # a self-hosted model's cache writes fall back to the input price when the override has none
         assert pricer.cost("vllm", "my-llama-70b", usage) == pytest.approx(1 + 4 + 0.1 + 1)
         assert pricer.cost("vllm", "my-llama-70b", usage, batch=True) == pytest.approx((1 + 4 + 0.1 + 1) / 2)
         one_hour = TokenUsage(cache_write_5m_tokens=1_000_000, cache_write_1h_tokens=1_000_000)
         assert pricer.cost("x", "shared-model", one_hour) == pytest.approx(2 + 8)
+
+    def test_anthropic_cache_writes_default_to_its_write_premiums(self) -> None:
+        # Anthropic bills 5-minute writes at 1.25x input and 1-hour writes at 2x: an override that
+        # names only input and output prices must not bill them as plain input
+        pricer = self.catalog().pricer(None)
+        writes = TokenUsage(cache_write_5m_tokens=1_000_000, cache_write_1h_tokens=1_000_000)
+        assert pricer.cost("anthropic", "shared-claude", writes) == pytest.approx(2.5 + 8)
+        assert pricer.cost("openai", "shared-gpt", writes) == pytest.approx(2 + 8)
+        only_5m = Catalog.merge(
+            [spec(prices=[{"model": "m", "inputPerMTok": 2, "outputPerMTok": 2, "cacheWritePerMTok": 3}])]
+        ).pricer(None)
+        assert only_5m.cost("anthropic", "m", writes) == pytest.approx(3 + 4)
+        assert only_5m.cost("vllm", "m", writes) == pytest.approx(3 + 3)
 
     def test_provider_scoped_override(self) -> None:
         pricer = self.catalog().pricer(None)
