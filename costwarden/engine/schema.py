@@ -241,8 +241,12 @@ class ModelPrice(Strict):
     inputPerMTok: Annotated[float, Field(ge=0)]
     outputPerMTok: Annotated[float, Field(ge=0)]
     cacheReadPerMTok: Annotated[float, Field(ge=0)] | None = None
-    cacheWritePerMTok: Annotated[float, Field(ge=0)] | None = None
-    cacheWrite1hPerMTok: Annotated[float, Field(ge=0)] | None = None
+    cacheWritePerMTok: Annotated[float, Field(ge=0)] | None = Field(
+        default=None, description="5-minute cache writes; unset: the input price, 1.25x it for provider anthropic"
+    )
+    cacheWrite1hPerMTok: Annotated[float, Field(ge=0)] | None = Field(
+        default=None, description="1-hour cache writes; unset: cacheWritePerMTok, 2x the input price for anthropic"
+    )
     inputAudioPerMTok: Annotated[float, Field(ge=0)] | None = Field(
         default=None, description="the audio share of uncached input; the input price when unset"
     )
