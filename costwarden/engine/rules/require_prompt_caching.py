@@ -4,7 +4,10 @@ The threshold is ``max(minTokens, the model's minimum cacheable prefix)`` — be
 minimum Anthropic caches nothing and raises no error, so a lower threshold would demand
 breakpoints that do nothing. Before the call the rule checks for a breakpoint (fix: add
 ``cache_control`` on the block that ends the longest stable prefix); after the call it flags a
-prompt above the minimum whose usage shows neither a cache write nor a read.
+prompt above the minimum whose usage shows neither a cache write nor a read — when the call set a
+breakpoint (it asked for caching and got none: the prefix up to the breakpoint is below the
+model's minimum, or the breakpoint is misplaced) or had a stable prefix at the threshold (the
+call the rule asked to cache). A long conversation with neither has nothing to cache.
 OpenAI caches automatically from 1,024 tokens, so calls to it are skipped.
 """
 
@@ -87,6 +90,16 @@ def _outcome_check(subject: LlmCall, usage: TokenUsage, threshold: int) -> Outco
     total = usage.total_input_tokens
     if total < threshold:
         return Outcome("pass", f"{total}-token prompt is below the {threshold}-token threshold", path="usage")
+    request = subject.request
+    if request.cache_breakpoints == 0 and request.cacheable_prefix_tokens < threshold:
+        # a long conversation without a long stable prefix (tools + system): nothing the rule asks
+        # to cache, so nothing that should have been cached
+        return Outcome(
+            "pass",
+            f"stable prefix ~{request.cacheable_prefix_tokens} tokens is below the {threshold}-token threshold "
+            "and no breakpoint was set",
+            path="request.cacheable_prefix_tokens",
+        )
     if usage.cache_read_tokens or usage.cache_write_tokens:
         return Outcome(
             "pass", f"cache read {usage.cache_read_tokens}, written {usage.cache_write_tokens} tokens", path="usage"

@@ -598,13 +598,27 @@ class TestRequirePromptCaching:
             ({"input_tokens": 900}, "pass"),
         ],
     )
-    def test_after_the_call_checks_usage(self, ps: PolicySet, usage: dict[str, int], result: str) -> None:
-        r = one(ps, call(phase="post", usage=usage, request={"cacheable_prefix_tokens": 0}))
+    @pytest.mark.parametrize(
+        "request_",
+        [{"cacheable_prefix_tokens": 0, "cache_breakpoints": 1}, {"cacheable_prefix_tokens": 3000}],
+        ids=["breakpoint", "long-stable-prefix"],
+    )
+    def test_after_the_call_checks_usage(
+        self, ps: PolicySet, usage: dict[str, int], result: str, request_: dict[str, int]
+    ) -> None:
+        r = one(ps, call(phase="post", usage=usage, request=request_))
         assert r.result == result
         assert r.path == "usage"
         if result == "fail":
             assert r.message == "5000-token prompt (threshold 1024) was neither written to nor read from the cache"
             assert r.actual == {"cache_read_tokens": 0, "cache_write_tokens": 0}
+
+    def test_a_long_conversation_without_a_stable_prefix_or_breakpoint_has_nothing_to_cache(
+        self, ps: PolicySet
+    ) -> None:
+        r = one(ps, call(phase="post", usage={"input_tokens": 50_000}, request={"cacheable_prefix_tokens": 40}))
+        assert (r.result, r.path) == ("pass", "request.cacheable_prefix_tokens")
+        assert "no breakpoint" in r.message
 
     def test_outcome_check_can_be_disabled(self, compile_policies: CompilePolicies) -> None:
         ps = compile_policies(policy("requirePromptCaching: {checkOutcome: false}"))
