@@ -21,6 +21,8 @@ against short-lived slices of each budget held in the store (``lease_share``, ``
 
 from __future__ import annotations
 
+import math
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from costwarden.adapters.ledger.store import LedgerStore
@@ -35,7 +37,7 @@ def open_ledger(url: str) -> LedgerStore:
     store = _open_store(url)
     if not lease:
         return store
-    from costwarden.adapters.ledger.leased import LeasedLedger, lease_options
+    from costwarden.adapters.ledger.leased import LeasedLedger
 
     try:
         return LeasedLedger(store, **lease_options(lease))
@@ -112,6 +114,23 @@ def number(name: str, value: str) -> float:
     if not 0 < parsed < float("inf"):
         raise LedgerError(f"ledger URL option {name}={value!r} must be a positive number of seconds")
     return parsed
+
+
+def lease_options(options: dict[str, str]) -> dict[str, Any]:
+    """``lease_calls``, ``lease_share``, ``lease_s`` and ``lease_spent_s`` from a ledger URL's query,
+    as keyword arguments."""
+    names = {"lease_calls": "calls", "lease_share": "share", "lease_s": "admit_s", "lease_spent_s": "spent_s"}
+    out: dict[str, Any] = {}
+    for name, value in options.items():
+        if name not in names:
+            raise LedgerError(f"unknown option {name!r} in ledger URL; lease options: {', '.join(sorted(names))}")
+        try:
+            out[names[name]] = number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not math.isfinite(number):
+            raise LedgerError(f"ledger URL option {name}={value!r} must be a number, and finite") from None
+    return out
 
 
 def redact(url: str) -> str:

@@ -36,6 +36,8 @@ What it keeps, and what it changes:
 * **Not leased:** reservations with unchecked holds or a ``keep_s`` (Message Batches), holds
   without a limit, and calls whose slice would hold fewer than two of them — those go to the
   store as they are.
+* A call never settled nor released is forgotten when the store lets its slice lapse (a settle
+  that still comes goes to the store, which does not know it: the caller charges it).
 * A forked child starts without slices; a settle or release it does for a reservation its
   parent made locally goes to the store, which does not know it.
 """
@@ -46,18 +48,17 @@ import atexit
 import dataclasses
 import itertools
 import logging
-import math
 import os
 import threading
 import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from costwarden.adapters.ledger.hold_specs import to_micros
+from costwarden.adapters.ledger.leased_slices import Lease, LocalCall, Slot, slot
 from costwarden.adapters.ledger.status import BudgetStatus
 from costwarden.adapters.ledger.store import LedgerStore
 from costwarden.engine.ledger import Alert, Hold, Reservation
@@ -66,45 +67,8 @@ from costwarden.errors import LedgerError, describe
 log = logging.getLogger("costwarden.ledger")
 _T = TypeVar("_T")
 
-_Slot = tuple[str, float | None, tuple[str, ...], datetime | None, tuple[float, ...]]
 DONE_KEPT = 65_536
 """Finished reservation ids remembered for idempotency (an older one is asked of the store)."""
-
-
-@dataclass(slots=True, eq=False)
-class _Lease:
-    """A slice of one budget window, held in the store under ``rid``."""
-
-    rid: str
-    slot: _Slot
-    template: Hold
-    amount: int  # micro-dollars held in the store
-    admit_until: datetime  # by the callers' clock
-    admit_until_mono: float
-    covers_until: datetime  # when the store lets the hold lapse
-    held: int = 0  # worst cases of the calls admitted and not yet finished
-    charged: int = 0  # real costs of finished calls, charged to the store separately
-    calls: int = 0  # calls admitted and not yet finished
-    retired: bool = False
-
-    def room(self) -> int:
-        return self.amount - self.held - self.charged
-
-    def admits(self, now: datetime, mono: float, ttl_s: float, amount: int) -> bool:
-        return (not self.retired and now < self.admit_until and mono < self.admit_until_mono
-                and now + timedelta(seconds=ttl_s) <= self.covers_until and self.room() >= amount)
-
-
-@dataclass(slots=True, eq=False)
-class _Local:
-    """A reservation admitted from slices."""
-
-    holds: tuple[Hold, ...]
-    leases: tuple[_Lease, ...]
-    amounts: tuple[int, ...]
-    ttl_s: float
-    outcome: Reservation
-    settling: bool = field(default=False)
 
 
 class LeasedLedger:
@@ -135,12 +99,12 @@ class LeasedLedger:
 
     def _reset(self) -> None:
         self._lock = threading.Lock()
-        self._open: dict[_Slot, _Lease] = {}  # the slice admitting calls, per budget window
-        self._retired: list[_Lease] = []  # slices past admitting, returned once their calls finish
-        self._slices: dict[str, tuple[_Lease, ...]] = {}  # store reservation -> the slices it holds
+        self._open: dict[Slot, Lease] = {}  # the slice admitting calls, per budget window
+        self._retired: list[Lease] = []  # slices past admitting, returned once their calls finish
+        self._slices: dict[str, tuple[Lease, ...]] = {}  # store reservation -> the slices it holds
         self._drainable: set[str] = set()  # store reservations that may have just lost their last call
-        self._held: dict[str, _Local] = {}
-        self._done: OrderedDict[str, _Local | None] = OrderedDict()  # None: the store's reservation
+        self._held: dict[str, LocalCall] = {}
+        self._done: OrderedDict[str, LocalCall | None] = OrderedDict()  # None: the store's reservation
         self._clock = (datetime.now().astimezone(), time.monotonic())
         self._sweeper: threading.Thread | None = None
         self._closed = threading.Event()
@@ -268,6 +232,7 @@ class LeasedLedger:
             for slot, lease in list(self._open.items()):
                 if everything or mono >= lease.admit_until_mono:
                     self._retire(slot, lease)
+            self._forget_lapsed(mono)
             drained = self._drained()
             now = self._now(mono)
         self._return(drained, now)
@@ -281,11 +246,11 @@ class LeasedLedger:
 
     def _admit(
         self, rid: str, holds: Sequence[Hold], amounts: Sequence[int], ttl_s: float, now: datetime, mono: float
-    ) -> _Local | None:
+    ) -> LocalCall | None:
         """Admit from this process's slices, taking new ones where needed (the lock is held)."""
-        leases: list[_Lease | None] = []
+        leases: list[Lease | None] = []
         for hold, amount in zip(holds, amounts, strict=True):
-            lease = self._open.get(_slot(hold))
+            lease = self._open.get(slot(hold))
             leases.append(lease if lease is not None and lease.admits(now, mono, ttl_s, amount) else None)
         missing = [i for i, lease in enumerate(leases) if lease is None]
         if missing:
@@ -298,13 +263,14 @@ class LeasedLedger:
         for lease, amount in zip(picked, amounts, strict=True):
             lease.held += amount
             lease.calls += 1
-        local = _Local(tuple(holds), picked, tuple(amounts), ttl_s, Reservation(rid, True))
+        local = LocalCall(tuple(holds), picked, tuple(amounts), ttl_s, Reservation(rid, True),
+                       max(lease.admit_until_mono for lease in picked) + ttl_s)
         self._held[rid] = local
         return local
 
     def _take(
         self, holds: Sequence[Hold], amounts: Sequence[int], ttl_s: float, now: datetime, mono: float
-    ) -> list[_Lease] | None:
+    ) -> list[Lease] | None:
         """New slices for ``holds`` in one store reserve; None when they are too small to pay or the
         store refuses them (the slices they replace are retired either way)."""
         sizes = [int(min(self.calls * a, self.share * to_micros(h.limit_usd or 0.0)))
@@ -314,9 +280,9 @@ class LeasedLedger:
         rid = f"{self._prefix}{next(self._ids):x}"
         slices = [dataclasses.replace(h, amount_usd=size / 1e6) for h, size in zip(holds, sizes, strict=True)]
         for hold in holds:
-            old = self._open.get(_slot(hold))
+            old = self._open.get(slot(hold))
             if old is not None:
-                self._retire(_slot(hold), old)
+                self._retire(slot(hold), old)
         try:
             outcome = self.inner.reserve(rid, slices, ttl_s=self.admit_s + ttl_s, now=now)
             self._changed()
@@ -327,7 +293,7 @@ class LeasedLedger:
             return None
         taken = []
         for hold, size in zip(slices, sizes, strict=True):
-            lease = _Lease(rid, _slot(hold), hold, size, now + timedelta(seconds=self.admit_s),
+            lease = Lease(rid, slot(hold), hold, size, now + timedelta(seconds=self.admit_s),
                            mono + self.admit_s, now + timedelta(seconds=self.admit_s + ttl_s))
             self._open[lease.slot] = lease
             taken.append(lease)
@@ -335,7 +301,7 @@ class LeasedLedger:
         self._sweep_later()
         return taken
 
-    def _retire(self, slot: _Slot, lease: _Lease) -> None:
+    def _retire(self, slot: Slot, lease: Lease) -> None:
         if self._open.get(slot) is lease:
             del self._open[slot]
         if not lease.retired:
@@ -371,7 +337,7 @@ class LeasedLedger:
             with self._lock:
                 self._changed()
 
-    def _finish(self, rid: str, local: _Local, cost: int | None, now: datetime) -> None:
+    def _finish(self, rid: str, local: LocalCall, cost: int | None, now: datetime) -> None:
         with self._lock:
             if self._held.pop(rid, None) is not local:
                 return
@@ -388,6 +354,21 @@ class LeasedLedger:
                     self._charged[hold.key] = self._charged.get(hold.key, 0) + cost
             drained = self._drained() if self._drainable else []
         self._return(drained, now)
+
+    def _forget_lapsed(self, mono: float) -> None:
+        """Drop calls never settled nor released (an application that reserved and lost the id)
+        once the store has let their slices lapse, so their slices are returned and memory does not
+        grow. They are not remembered as finished: a settle that still comes goes to the store,
+        which does not know it, and the caller charges it (as for a call that outlived its TTL)."""
+        for rid, local in list(self._held.items()):
+            if local.settling or mono < local.lapses_mono:
+                continue
+            del self._held[rid]
+            for lease, amount in zip(local.leases, local.amounts, strict=True):
+                lease.held -= amount
+                lease.calls -= 1
+                if lease.retired and lease.calls == 0:
+                    self._drainable.add(lease.rid)
 
     def _own(self, keys: Sequence[str], what: str, now: datetime) -> dict[str, int]:
         """Per key, this process's slices' ``amount`` (held in the store) or ``held`` (by calls).
@@ -415,7 +396,7 @@ class LeasedLedger:
         self._version += 1
         self._spent.clear()
 
-    def _remember(self, rid: str, local: _Local | None) -> None:
+    def _remember(self, rid: str, local: LocalCall | None) -> None:
         self._done[rid] = local
         while len(self._done) > DONE_KEPT:
             self._done.popitem(last=False)
@@ -433,10 +414,6 @@ class LeasedLedger:
     def _forget(self) -> None:
         """In a forked child: the parent's slices are the parent's."""
         self._reset()
-
-
-def _slot(hold: Hold) -> _Slot:
-    return (hold.key, hold.limit_usd, hold.window, hold.expires_at, hold.alert_at)
 
 
 def _sweep(ref: weakref.ref[LeasedLedger]) -> None:
@@ -478,21 +455,4 @@ os.register_at_fork(after_in_child=_forget_all)
 atexit.register(_return_all)
 
 
-def lease_options(options: dict[str, str]) -> dict[str, Any]:
-    """``lease_calls``, ``lease_share``, ``lease_s`` and ``lease_spent_s`` from a ledger URL's query,
-    as keyword arguments."""
-    names = {"lease_calls": "calls", "lease_share": "share", "lease_s": "admit_s", "lease_spent_s": "spent_s"}
-    out: dict[str, Any] = {}
-    for name, value in options.items():
-        if name not in names:
-            raise LedgerError(f"unknown option {name!r} in ledger URL; lease options: {', '.join(sorted(names))}")
-        try:
-            out[names[name]] = number = float(value)
-        except ValueError:
-            number = float("nan")
-        if not math.isfinite(number):
-            raise LedgerError(f"ledger URL option {name}={value!r} must be a number, and finite") from None
-    return out
-
-
-__all__ = ["LeasedLedger", "lease_options"]
+__all__ = ["LeasedLedger"]

@@ -17,7 +17,7 @@ from costwarden.adapters.ledger import open_ledger
 from costwarden.adapters.ledger.leased import LeasedLedger
 from costwarden.adapters.ledger.store import LedgerStore
 from costwarden.engine.ledger import Hold, Reservation
-from costwarden.errors import LedgerError
+from costwarden.errors import LedgerError, UnknownReservation
 
 NOW = datetime.now(UTC)  # Redis and PostgreSQL expire records by the real clock
 KEY = "budget:p/r:user=alice:2026-11-30"
@@ -47,8 +47,8 @@ class Counting:
         return self.inner.settle(rid, cost, now=now)
 
     def release(self, rid: str, *, now: datetime) -> None:
-        self.calls.append(("release", rid))
         self.inner.release(rid, now=now)
+        self.calls.append(("release", rid))  # once done: tests wait for a background return by it
 
     def charge(self, rid: str, holds: Sequence[Hold], cost: float, **kw: Any) -> Any:
         self.calls.append(("charge", rid))
@@ -219,6 +219,25 @@ def test_idle_slices_are_returned_and_busy_ones_when_their_last_call_ends(store:
     leased.settle("busy", 0.003, now=NOW)  # its slice stopped admitting: returned with its last call
     assert store.slices("release") == store.slices()
     assert store.inner.spent([KEY, TEAM], now=NOW) == [pytest.approx(0.01), pytest.approx(0.003)]
+
+
+def test_a_call_never_settled_is_forgotten_when_its_slice_lapses_and_a_late_settle_is_still_charged(
+    store: Counting,
+) -> None:
+    leased = LeasedLedger(store, calls=8, share=0.5, admit_s=0.1)  # type: ignore[arg-type]
+    leased.reserve("lost", [hold(0.01)], ttl_s=0.3, now=NOW)  # the application never settles it
+    (slice_id,) = store.slices()
+    deadline = time.monotonic() + 5
+    while not store.slices("release") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert store.slices("release") == [slice_id]  # returned once the slice lapsed, not kept forever
+    assert not leased._held and not leased._retired and not leased._slices
+    sweeper = leased._sweeper
+    assert sweeper is None or not sweeper.is_alive() or sweeper.join(2) is None and not sweeper.is_alive()
+    with pytest.raises(UnknownReservation):  # the caller charges it (CallGuard does): nothing is lost
+        leased.settle("lost", 0.004, now=NOW)
+    leased.charge("lost", [hold(0.01)], 0.004, ttl_s=60, now=NOW)
+    assert store.inner.spent([KEY], now=NOW) == [pytest.approx(0.004)]
 
 
 def test_each_replaced_slice_is_returned_once_when_its_last_call_ends_in_any_order(store: Counting) -> None:
