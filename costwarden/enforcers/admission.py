@@ -10,9 +10,19 @@ What the API server gets, and why:
 * ``response.uid`` echoes ``request.uid``; a denial carries ``status.code: 403`` and one concise
   message naming each blocking ``policy/rule`` and its fix; ``warn`` effects become ``warnings``
   of at most 120 characters each.
-* **Not judged** (allowed): DELETE and CONNECT, any subresource (``status``, ``scale``...), an
-  UPDATE that only changes ``status``, an object that is being deleted (blocking a finalizer
+* **Not judged** (allowed): DELETE and CONNECT, subresources other than ``scale`` (``status``...),
+  an UPDATE that only changes ``status``, an object that is being deleted (blocking a finalizer
   removal would wedge it), and kinds no policy matches. UPDATE judges the new object.
+* **Pre-existing violations** (``allow_existing_violations``, on by default as in Kyverno): on
+  UPDATE, a violation the old object already had, no worse — same subject, policy, rule and path,
+  measured value no further from what the rule expects — does not deny: it is answered as a
+  warning saying it pre-existed, and ``/mutate`` leaves it unfixed. An update that makes it worse
+  (4 → 40 GPUs over a cost cap, a further missing tag) is denied and says so; errors are never
+  excused (:mod:`costwarden.enforcers.existing_violations`).
+* **Scale** (``<resource>/scale``, by ``kubectl scale`` or an HPA): ``/validate`` judges the parent,
+  read from the API server through ``read_parent``, at the new replica count, as an UPDATE from
+  the old one. A parent that cannot be read gets each policy's ``onError`` answer, with the reason
+  (:mod:`costwarden.enforcers.scale`). ``/mutate`` does not judge scale (it could only patch the Scale).
 * **Mutation** (``mutate=True``) applies the fixes of enforced (``deny``/``warn``) failures to a
   copy of the object, re-evaluates and repeats until nothing is left to fix (at most
   :data:`MAX_FIX_ROUNDS` rounds), then answers the difference as a base64 JSONPatch. The patch of
@@ -36,7 +46,9 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
+from costwarden.enforcers.existing_violations import Baseline, is_violation
 from costwarden.enforcers.fixes import apply_round
+from costwarden.enforcers.scale_target import ParentReader, is_scale_request, parent_kind
 from costwarden.engine.decision import Decision, Effect, RuleResult, SubjectRef
 from costwarden.engine.evaluate import PolicySet
 from costwarden.engine.patch import apply_patch, diff
@@ -66,6 +78,8 @@ class AdmissionRequest:
     namespace: str | None = None
     name: str = ""
     sub_resource: str = ""
+    resource: tuple[str, str, str] = ("", "", "")
+    """``request.resource`` as (group, version, resource): the parent's for a subresource."""
     object: Mapping[str, Any] | None = None
     old_object: Mapping[str, Any] | None = None
     dry_run: bool = False
@@ -106,6 +120,7 @@ def parse(admission_review: Any) -> AdmissionRequest:
         namespace=namespace if isinstance(namespace, str) and namespace else None,
         name=_text(request, "name"),
         sub_resource=_text(request, "subResource"),
+        resource=_resource(request.get("resource")),
         object=obj if isinstance(obj, Mapping) else None,
         old_object=old if isinstance(old, Mapping) else None,  # recorded events carry "None" strings
         dry_run=request.get("dryRun") is True,
@@ -115,6 +130,12 @@ def parse(admission_review: Any) -> AdmissionRequest:
 def _text(request: Mapping[str, Any], key: str) -> str:
     value = request.get(key)
     return value if isinstance(value, str) else ""
+
+
+def _resource(value: Any) -> tuple[str, str, str]:
+    if not isinstance(value, Mapping):
+        return "", "", ""
+    return _text(value, "group"), _text(value, "version"), _text(value, "resource")
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,10 +187,10 @@ class AdmissionResult:
     def _warnings(self) -> list[str]:
         if self.mutate:
             lines = [f"costwarden fixed {r.policy}/{r.rule}: {r.fix.description}" for r in self.applied if r.fix]
-            lines += [f"costwarden: {note}" for note in self.notes]
         else:
             lines = [f"costwarden {r.policy}/{r.rule}: {r.message}"
                      for d in self.decisions for r in d.results if _is_warning(r)]
+        lines += [f"costwarden: {note}" for note in self.notes]
         return _short(lines)
 
 
@@ -252,11 +273,20 @@ def evaluate_object(policies: PolicySet, obj: Mapping[str, Any], namespace: str 
     return [policies.evaluate(s, "admission", ledger=None) for s in object_subjects(obj, namespace)]
 
 
-def judge(policies: PolicySet, request: AdmissionRequest, *, mutate: bool) -> AdmissionResult:
+def judge(policies: PolicySet, request: AdmissionRequest, *, mutate: bool,
+          allow_existing_violations: bool = True, read_parent: ParentReader | None = None) -> AdmissionResult:
     """Judge (``mutate=False``) or fix (``mutate=True``) one request. Runs the engine; no deadline.
 
     An object the adapters cannot read is judged like an evaluation error: each policy's
-    ``onError`` decides (fail closed for enforced policies)."""
+    ``onError`` decides (fail closed for enforced policies). With ``allow_existing_violations``
+    an UPDATE is not denied (nor patched) for what the old object already violated, no worse
+    (:mod:`costwarden.enforcers.existing_violations`). A ``scale`` request is judged on its
+    parent workload, read with ``read_parent`` (:mod:`costwarden.enforcers.scale`)."""
+    if not mutate and is_scale_request(request):
+        from costwarden.enforcers.scale import judge_scale  # judge_scale builds on this module
+
+        return judge_scale(policies, request, read_parent=read_parent,
+                           allow_existing_violations=allow_existing_violations)
     reason = skip_reason(request)
     if reason is not None or request.object is None:
         return AdmissionResult(request, mutate, skipped=reason or "no object")
@@ -264,14 +294,32 @@ def judge(policies: PolicySet, request: AdmissionRequest, *, mutate: bool) -> Ad
         decisions = evaluate_object(policies, request.object, request.namespace)
     except Exception as exc:
         return failure_result(policies, request, mutate=mutate, reason=f"cannot read the object: {describe(exc)}")
+    baseline = existing_baseline(policies, request, decisions) if allow_existing_violations else None
+    if baseline is not None:
+        decisions = baseline.excuse(decisions)
     if not mutate:
         return AdmissionResult(request, mutate, tuple(decisions))
     try:
-        patched, applied = fix_object(policies, request.object, request.namespace, decisions)
+        patched, applied = fix_object(policies, request.object, request.namespace, decisions, baseline=baseline)
         ops = diff(request.object, patched)
     except Exception as exc:  # an object too deep to copy, say: answer rather than fail the request
         return failure_result(policies, request, mutate=mutate, reason=f"cannot fix the object: {describe(exc)}")
     return AdmissionResult(request, mutate, tuple(decisions), tuple(ops), tuple(applied) if ops else ())
+
+
+def existing_baseline(policies: PolicySet, request: AdmissionRequest,
+                      decisions: Sequence[Decision]) -> Baseline | None:
+    """The old object's violations, for an UPDATE whose new object has some (else None: judging
+    the old object costs as much as the new one). An old object that cannot be read excuses
+    nothing, so the new one is judged in full."""
+    old = request.old_object
+    if request.operation != "UPDATE" or old is None \
+            or not any(is_violation(r) for d in decisions for r in d.results):
+        return None
+    try:
+        return Baseline.of(evaluate_object(policies, old, request.namespace))
+    except Exception:
+        return None
 
 
 def deadline_result(policies: PolicySet, request: AdmissionRequest, *, mutate: bool,
@@ -288,17 +336,18 @@ def failure_result(policies: PolicySet, request: AdmissionRequest, *, mutate: bo
     if mutate:
         return AdmissionResult(request, mutate, timed_out=timed_out, notes=(f"no fixes applied: {reason}",))
     results = []
+    target = parent_kind(request) or request.kind  # a scale request missing its deadline: judge its parent's
     for policy in policies:
         effect = policy.effects["admission"]
-        kind = request.kind if policy.subject_type == "resource" else "vllm"
+        kind = target if policy.subject_type == "resource" else "vllm"
         if effect == "off" or policy.subject_type == "llm_call" or not policy.match.matches_kind("kubernetes", kind):
             continue
-        if policy.subject_type == "serving_config" and request.kind not in VLLM_HOST_KINDS:
+        if policy.subject_type == "serving_config" and target not in VLLM_HOST_KINDS:
             continue
         on_error: Effect = effect if policy.on_error == "deny" else "audit"
         results.append(RuleResult(policy.name, "evaluation", "error", on_error, policy.severity,
                                   f"{reason} (onError: {policy.on_error})"))
-    ref = SubjectRef("resource", "kubernetes", request.kind, request.name, request.namespace)
+    ref = SubjectRef("resource", "kubernetes", target, request.name, request.namespace)
     return AdmissionResult(request, mutate, (Decision("admission", ref, tuple(results)),), timed_out=timed_out)
 
 
@@ -315,13 +364,15 @@ def _shared_executor() -> ThreadPoolExecutor:
 
 
 def review(policies: PolicySet, admission_review: Mapping[str, Any], *, mutate: bool,
-           deadline_s: float = DEFAULT_DEADLINE_S) -> dict[str, Any]:
+           deadline_s: float = DEFAULT_DEADLINE_S, allow_existing_violations: bool = True,
+           read_parent: ParentReader | None = None) -> dict[str, Any]:
     """Answer one AdmissionReview v1 (the sync entry point; the webhook server shares its parts).
 
     Raises :class:`AdapterError` when the review itself is malformed (the server answers 400).
     """
     request = parse(admission_review)
-    future = _shared_executor().submit(judge, policies, request, mutate=mutate)
+    future = _shared_executor().submit(judge, policies, request, mutate=mutate, read_parent=read_parent,
+                                       allow_existing_violations=allow_existing_violations)
     try:
         result = future.result(timeout=deadline_s)
     except FutureTimeout:
@@ -343,9 +394,10 @@ def enforced_fixes(decisions: Sequence[Decision]) -> list[RuleResult]:
 
 
 def fix_object(policies: PolicySet, obj: Mapping[str, Any], namespace: str | None,
-               decisions: Sequence[Decision]) -> tuple[Any, list[RuleResult]]:
+               decisions: Sequence[Decision], *, baseline: Baseline | None = None) -> tuple[Any, list[RuleResult]]:
     """Apply fixes on a copy of ``obj`` and re-evaluate until none is left (at most
-    :data:`MAX_FIX_ROUNDS` rounds). Returns the fixed copy and the results whose fixes applied."""
+    :data:`MAX_FIX_ROUNDS` rounds). Returns the fixed copy and the results whose fixes applied.
+    Violations ``baseline`` excuses (pre-existing, no worse) are left as they are in every round."""
     current: Any = obj
     applied: list[RuleResult] = []
     for _ in range(MAX_FIX_ROUNDS):
@@ -357,6 +409,8 @@ def fix_object(policies: PolicySet, obj: Mapping[str, Any], namespace: str | Non
             break
         applied += done
         decisions = evaluate_object(policies, current, namespace)
+        if baseline is not None:
+            decisions = baseline.excuse(decisions)
     return current, applied
 
 
@@ -373,6 +427,7 @@ __all__ = [
     "encode_patch",
     "enforced_fixes",
     "evaluate_object",
+    "existing_baseline",
     "failure_result",
     "fix_object",
     "judge",

@@ -32,6 +32,7 @@ from starlette.requests import ClientDisconnect
 
 from costwarden.enforcers.admission import DEFAULT_DEADLINE_S, AdmissionResult, deadline_result, judge, parse
 from costwarden.errors import AdapterError
+from costwarden.webhook.kube_api import DEFAULT_TIMEOUT_S, SERVICE_ACCOUNT_DIR, KubeApi
 from costwarden.webhook.metrics import WebhookMetrics
 from costwarden.webhook.reload import PolicyReloader, ReloadResult
 
@@ -51,6 +52,10 @@ class WebhookSettings:
     deadline_s: float = DEFAULT_DEADLINE_S
     reload_interval_s: float = 2.0
     eval_threads: int = 4
+    allow_existing_violations: bool = True
+    """An UPDATE is not denied for a violation the old object had, no worse (Kyverno's default)."""
+    service_account_dir: str = SERVICE_ACCOUNT_DIR
+    """Token and CA for reading the parents of ``scale`` requests (with ``KUBERNETES_SERVICE_*``)."""
 
     def to_env(self) -> dict[str, str]:
         return {ENV_PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
@@ -62,10 +67,20 @@ class WebhookSettings:
         for f in fields(cls):
             raw = env.get(ENV_PREFIX + f.name.upper())
             if raw is not None:
-                values[f.name] = raw if f.type == "str" else (int(raw) if f.type == "int" else float(raw))
+                values[f.name] = _PARSERS[str(f.type)](raw)
         if "policies_dir" not in values:
             raise ValueError(f"{ENV_PREFIX}POLICIES_DIR is not set")
         return cls(**values)
+
+
+def _flag(raw: str) -> bool:
+    text = raw.strip().lower()
+    if text not in ("true", "false", "1", "0"):
+        raise ValueError(f"expected true or false, got {raw!r}")
+    return text in ("true", "1")
+
+
+_PARSERS: dict[str, Any] = {"str": str, "int": int, "float": float, "bool": _flag}
 
 
 def _json(status: int, payload: Mapping[str, Any]) -> Response:
@@ -96,6 +111,9 @@ class Webhook:
 
     def __init__(self, settings: WebhookSettings, reloader: PolicyReloader | None = None) -> None:
         self.settings = settings
+        # None outside a cluster: scale requests then get each policy's onError answer.
+        self.kube_api = KubeApi.in_cluster(settings.service_account_dir,
+                                           timeout_s=min(DEFAULT_TIMEOUT_S, settings.deadline_s * 0.75))
         self.metrics = WebhookMetrics()
         self.reloader = reloader or PolicyReloader(settings.policies_dir, interval_s=settings.reload_interval_s)
         self.reloader.on_result = self._reloaded
@@ -153,7 +171,8 @@ class Webhook:
             return _error(400, "invalid-admission-review", str(exc)), "bad_request"
         deadline = self.settings.deadline_s
         task = asyncio.get_running_loop().run_in_executor(
-            self.executor, functools.partial(judge, policies, review, mutate=mutate))
+            self.executor, functools.partial(judge, policies, review, mutate=mutate, read_parent=self.kube_api,
+                                             allow_existing_violations=self.settings.allow_existing_violations))
         try:
             result: AdmissionResult = await asyncio.wait_for(task, deadline)
         except TimeoutError:

@@ -37,13 +37,17 @@ def serve(
     max_body: Annotated[int, typer.Option(help="Largest accepted request body in bytes")] = 3 * 1024 * 1024,
     log_level: Annotated[str, typer.Option(help="critical, error, warning, info or debug")] = "info",
     access_log: Annotated[bool, typer.Option(help="Log every request")] = False,
+    allow_existing_violations: Annotated[bool, typer.Option(
+        help="On UPDATE, warn instead of deny (and do not patch) when the old object already had the violation, "
+             "no worse (Kyverno's default)")] = True,
 ) -> None:
     """Serve /validate, /mutate, /healthz, /readyz and /metrics over HTTPS (TLS 1.2+)."""
     from costwarden.webhook.server import serve as run_server
 
     try:
         run_server(policies, tls_cert, tls_key, port=port, workers=workers, host=host, deadline_s=deadline,
-                   max_body_bytes=max_body, log_level=log_level, access_log=access_log)
+                   max_body_bytes=max_body, log_level=log_level, access_log=access_log,
+                   allow_existing_violations=allow_existing_violations)
     except (FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc)) from None
 

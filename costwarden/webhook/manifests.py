@@ -8,6 +8,12 @@ match (:data:`KIND_RESOURCES`), the webhook's own namespace and ``kube-system`` 
 the immutable ``kubernetes.io/metadata.name`` label, and the validating ``failurePolicy`` is
 ``Fail`` when some policy denies at admission, else ``Ignore``. The mutating webhook is always
 ``Ignore``: a missed mutation is caught by the validating webhook, which fails closed.
+
+When a policy's verdict can change with a workload's replica count (a cost cap, CEL on
+``replicas``), the validating webhook also covers UPDATE of ``<resource>/scale`` for the scalable
+kinds it matches (``kubectl scale``, the HPA), and a ClusterRole lets the webhook's
+ServiceAccount ``get`` those resources, whose token is then mounted: the scale is judged on the
+parent read from the API server. Without such a policy the webhook never calls the API server.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from costwarden.enforcers.admission import VLLM_HOST_KINDS
+from costwarden.enforcers.scale_target import affected_kinds
 from costwarden.engine.evaluate import PolicySet
 
 NAME = "costwarden-webhook"
@@ -65,25 +72,48 @@ class WebhookScope:
 
     kinds: tuple[str, ...]
     fail_closed: bool
+    scale_kinds: tuple[str, ...] = ()
+    """Kinds whose ``scale`` subresource a policy judges (by replicas): validated, with RBAC to read them."""
 
     def rules(self) -> list[dict[str, Any]]:
         """One rule per (apiGroup, version), main resources only (never ``status``/``scale``)."""
-        grouped: dict[tuple[str, str], list[str]] = {}
-        for kind in self.kinds:
-            group, version, resource = KIND_RESOURCES[kind]
-            grouped.setdefault((group, version), []).append(resource)
-        return [
-            {"apiGroups": [group], "apiVersions": [version], "resources": sorted(resources),
-             "operations": ["CREATE", "UPDATE"], "scope": "Namespaced"}
-            for (group, version), resources in sorted(grouped.items())
-        ]
+        return _rules(self.kinds, "", ["CREATE", "UPDATE"])
+
+    def validating_rules(self) -> list[dict[str, Any]]:
+        """:meth:`rules`, plus UPDATE of ``<resource>/scale`` for :attr:`scale_kinds` (``/mutate``
+        cannot patch a Scale's parent, so only the validating webhook gets these)."""
+        return self.rules() + _rules(self.scale_kinds, "/scale", ["UPDATE"])
+
+    def read_rules(self) -> list[dict[str, Any]]:
+        """RBAC rules: ``get`` on the parents of the judged scale subresources."""
+        grouped: dict[str, set[str]] = {}
+        for kind in self.scale_kinds:
+            group, _, resource = KIND_RESOURCES[kind]
+            grouped.setdefault(group, set()).add(resource)
+        return [{"apiGroups": [group], "resources": sorted(resources), "verbs": ["get"]}
+                for group, resources in sorted(grouped.items())]
+
+
+def _rules(kinds: tuple[str, ...], suffix: str, operations: list[str]) -> list[dict[str, Any]]:
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for kind in kinds:
+        group, version, resource = KIND_RESOURCES[kind]
+        grouped.setdefault((group, version), []).append(resource + suffix)
+    return [
+        {"apiGroups": [group], "apiVersions": [version], "resources": sorted(resources),
+         "operations": list(operations), "scope": "Namespaced"}
+        for (group, version), resources in sorted(grouped.items())
+    ]
 
 
 def webhook_scope(policies: PolicySet) -> WebhookScope:
-    """The kinds some admission-enforced Kubernetes policy can match, and whether any denies."""
+    """The kinds some admission-enforced Kubernetes policy can match, whether any denies, and the
+    scalable kinds whose replica count some policy can judge differently."""
     kinds: set[str] = set()
+    scale_kinds: set[str] = set()
     fail_closed = False
     for policy in policies:
+        scale_kinds |= affected_kinds(policy) & KIND_RESOURCES.keys()
         effect = policy.effects["admission"]
         if effect == "off" or policy.subject_type not in KUBERNETES_SUBJECTS:
             continue
@@ -94,7 +124,7 @@ def webhook_scope(policies: PolicySet) -> WebhookScope:
                 else set()
         kinds |= found
         fail_closed = fail_closed or (effect == "deny" and bool(found))
-    return WebhookScope(tuple(sorted(kinds)), fail_closed)
+    return WebhookScope(tuple(sorted(kinds)), fail_closed, tuple(sorted(scale_kinds & kinds)))
 
 
 def _labels(component: str | None = None) -> dict[str, str]:
@@ -152,13 +182,15 @@ def _container(image: str) -> dict[str, Any]:
     }
 
 
-def deployment(namespace: str, image: str, replicas: int = 3) -> dict[str, Any]:
+def deployment(namespace: str, image: str, replicas: int = 3, *, reads_api: bool = False) -> dict[str, Any]:
+    """The webhook's Deployment; ``reads_api`` mounts the service account token (to read the
+    parents of scale requests), which is otherwise left out: the webhook then never calls the API."""
     selector = {"app.kubernetes.io/name": NAME}
     spread = {"weight": 100, "podAffinityTerm": {"labelSelector": {"matchLabels": selector},
                                                  "topologyKey": "kubernetes.io/hostname"}}
     pod_spec = {
         "serviceAccountName": NAME,
-        "automountServiceAccountToken": False,  # the webhook never calls the API server
+        "automountServiceAccountToken": reads_api,
         "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532,
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [spread]}},
@@ -184,7 +216,7 @@ def _webhook(name: str, path: str, namespace: str, scope: WebhookScope, ca_bundl
         "name": name,
         "admissionReviewVersions": ["v1"],
         "clientConfig": client,
-        "rules": scope.rules(),
+        "rules": scope.validating_rules() if path == "/validate" else scope.rules(),
         "failurePolicy": fail_policy,
         "matchPolicy": "Equivalent",
         "sideEffects": "None",
@@ -205,6 +237,21 @@ def webhook_configurations(namespace: str, scope: WebhookScope, ca_bundle_pem: b
          "metadata": _meta(NAME, annotations=annotations), "webhooks": [mutating]},
         {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
          "metadata": _meta(NAME, annotations=annotations), "webhooks": [validating]},
+    ]
+
+
+def scale_reader_rbac(namespace: str, scope: WebhookScope) -> list[dict[str, Any]]:
+    """A ClusterRole that may ``get`` the parents of judged scale requests, bound to the webhook's
+    ServiceAccount; nothing when no policy judges replicas."""
+    if not scope.scale_kinds:
+        return []
+    name = f"{NAME}-scale-reader"
+    return [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": _meta(name),
+         "rules": scope.read_rules()},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": _meta(name),
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+         "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": namespace}]},
     ]
 
 
@@ -251,6 +298,7 @@ def render_manifests(namespace: str, image: str = DEFAULT_IMAGE, policies_dir: s
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": _labels()}},
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(NAME, namespace),
          "automountServiceAccountToken": False},
+        *scale_reader_rbac(namespace, scope),
         policy_config_map(namespace, policies),
     ]
     if tls_cert_pem and tls_key_pem:
@@ -258,7 +306,7 @@ def render_manifests(namespace: str, image: str = DEFAULT_IMAGE, policies_dir: s
     if not ca_bundle_pem:  # the configurations ask cert-manager for the CA: it issues the Secret too
         objects += cert_manager_objects(namespace)
     objects += [
-        deployment(namespace, image),
+        deployment(namespace, image, reads_api=bool(scope.scale_kinds)),
         {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": _meta(NAME, namespace),
          "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": NAME}}}},
         {"apiVersion": "v1", "kind": "Service", "metadata": _meta(NAME, namespace),
@@ -284,5 +332,5 @@ def unmapped_kinds(policies: PolicySet) -> list[str]:
 
 
 __all__ = ["DEFAULT_IMAGE", "KIND_RESOURCES", "NAME", "TIMEOUT_SECONDS", "WebhookScope", "cert_manager_objects",
-           "deployment", "policy_config_map", "render_manifests", "unmapped_kinds", "webhook_configurations",
-           "webhook_scope"]
+           "deployment", "policy_config_map", "render_manifests", "scale_reader_rbac", "unmapped_kinds",
+           "webhook_configurations", "webhook_scope"]

@@ -53,7 +53,8 @@ def uvicorn_options(tls_cert: str | os.PathLike[str], tls_key: str | os.PathLike
 def serve(policies_dir: str | os.PathLike[str], tls_cert: str | os.PathLike[str], tls_key: str | os.PathLike[str],
           port: int = 8443, workers: int = 1, host: str = "0.0.0.0", *,
           max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, deadline_s: float = DEFAULT_DEADLINE_S,
-          reload_interval_s: float = 2.0, log_level: str = "info", access_log: bool = False) -> None:
+          reload_interval_s: float = 2.0, log_level: str = "info", access_log: bool = False,
+          allow_existing_violations: bool = True) -> None:
     """Serve ``/validate``, ``/mutate``, ``/healthz``, ``/readyz`` and ``/metrics`` over HTTPS until stopped."""
     import uvicorn
 
@@ -62,7 +63,8 @@ def serve(policies_dir: str | os.PathLike[str], tls_cert: str | os.PathLike[str]
             raise FileNotFoundError(f"{label} {os.fspath(path)} does not exist")
     if workers < 1:
         raise ValueError("workers must be at least 1")
-    settings = WebhookSettings(str(policies_dir), max_body_bytes, deadline_s, reload_interval_s)
+    settings = WebhookSettings(str(policies_dir), max_body_bytes, deadline_s, reload_interval_s,
+                               allow_existing_violations=allow_existing_violations)
     os.environ.update(settings.to_env())
     metrics_dir = None
     if workers > 1 and not os.environ.get(MULTIPROC_ENV):

@@ -21,6 +21,7 @@ MODELS = {
     "Secret": "V1Secret", "Deployment": "V1Deployment", "PodDisruptionBudget": "V1PodDisruptionBudget",
     "Service": "V1Service", "ValidatingWebhookConfiguration": "V1ValidatingWebhookConfiguration",
     "MutatingWebhookConfiguration": "V1MutatingWebhookConfiguration",
+    "ClusterRole": "V1ClusterRole", "ClusterRoleBinding": "V1ClusterRoleBinding",
 }
 CHART = Path(__file__).resolve().parents[3] / "examples" / "kubernetes" / "helm" / "costwarden-webhook"
 
@@ -86,8 +87,16 @@ def test_webhook_configurations(objects: list[dict[str, Any]], builtin_policies:
                 ("ray.io", "v1", "rayjobs"), ("serving.kserve.io", "v1beta1", "inferenceservices"),
                 ("jobset.x-k8s.io", "v1alpha2", "jobsets"), ("kubeflow.org", "v1", "pytorchjobs"),
                 ("leaderworkerset.x-k8s.io", "v1", "leaderworkersets")} <= rules
-        assert not any("/" in res for _, _, res in rules)  # never the status subresource
-        assert all(r["operations"] == ["CREATE", "UPDATE"] for r in hook["rules"])
+        assert not any(res.endswith("/status") for _, _, res in rules)  # never the status subresource
+        main = [r for r in hook["rules"] if not any("/" in res for res in r["resources"])]
+        scale = [r for r in hook["rules"] if r not in main]
+        assert all(r["operations"] == ["CREATE", "UPDATE"] for r in main)
+        if path == "/mutate":  # a Scale cannot be patched into its parent: only validated
+            assert scale == []
+        else:  # the library caps GPU cost by replicas: kubectl scale and the HPA are judged too
+            assert all(r["operations"] == ["UPDATE"] and all(res.endswith("/scale") for res in r["resources"])
+                       for r in scale)
+            assert ("apps", "v1", "deployments/scale") in rules and ("apps", "v1", "statefulsets/scale") in rules
 
 
 def test_rules_follow_the_policies(compile_policies: Any) -> None:
@@ -170,6 +179,8 @@ def test_helm_chart_values_carry_the_generated_rules(builtin_policies: PolicySet
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     scope = webhook_scope(builtin_policies)
     assert values["webhook"]["rules"] == scope.rules()
+    assert values["webhook"]["scale"]["rules"] == scope.validating_rules()[len(scope.rules()):]
+    assert values["webhook"]["scale"]["read"] == scope.read_rules()
     assert values["webhook"]["failurePolicy"] == ("Fail" if scope.fail_closed else "Ignore")
 
 

@@ -24,10 +24,12 @@ def test_certs_then_manifests_with_them(tmp_path: Path) -> None:
     assert out.exit_code == 0, out.output
     objects = list(yaml.safe_load_all(out.stdout))
     kinds = [o["kind"] for o in objects]
-    assert kinds == ["Namespace", "ServiceAccount", "ConfigMap", "Secret", "Deployment", "PodDisruptionBudget",
-                     "Service", "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"]
-    assert list(objects[2]["data"]) == ["policies.yaml"]
-    assert objects[4]["spec"]["template"]["spec"]["containers"][0]["image"] == "example.com/cw:1"
+    # these policies cap hourly cost: the webhook may read a scaled workload (RBAC before the pod)
+    assert kinds == ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Secret",
+                     "Deployment", "PodDisruptionBudget", "Service", "MutatingWebhookConfiguration",
+                     "ValidatingWebhookConfiguration"]
+    assert list(objects[4]["data"]) == ["policies.yaml"]
+    assert objects[6]["spec"]["template"]["spec"]["containers"][0]["image"] == "example.com/cw:1"
     assert objects[-1]["webhooks"][0]["clientConfig"]["caBundle"]
 
 

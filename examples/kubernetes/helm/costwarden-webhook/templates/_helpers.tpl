@@ -57,8 +57,6 @@ namespaceSelector:
       values:
         {{- toYaml . | nindent 8 }}
     {{- end }}
-rules:
-  {{- toYaml .Values.webhook.rules | nindent 2 }}
 {{- end -}}
 
 {{- define "costwarden-webhook.caAnnotation" -}}
