@@ -1,4 +1,4 @@
-"""Where each Kubernetes workload kind keeps its pod templates, and how many GPUs a pod asks for.
+"""Where each Kubernetes workload kind keeps its pod templates.
 
 A *shape* is what :mod:`costwarden.adapters.kubernetes` needs from an object: its workload class,
 its pod templates (with JSON pointers into the object, so fixes can patch them), how many pods of
@@ -14,33 +14,26 @@ Kinds the table does not know, and known kinds whose templates are not where the
 ``template`` / ``*Template`` mapping whose ``spec`` has ``containers``, with ``replicas`` of the
 enclosing objects multiplied in.
 
-GPU counting follows the scheduler: a container asks for ``max(limits, requests)`` of
-``nvidia.com/gpu`` and ``amd.com/gpu``; a MIG slice ``nvidia.com/mig-<g>g.<mem>gb`` counts as g/7
-of a GPU (A100/H100 have 7 compute slices; an A30's quarter slices are under-counted); a pod asks for
-its containers plus restartable init containers (sidecars), or its largest other init container
-plus the sidecars started before it, if that is more. On GKE,
-``cloud.google.com/gke-gpu-partition-size: <g>g.<mem>gb`` turns ``nvidia.com/gpu: 1`` into the same g/7,
-and the KAI scheduler's ``gpu-fraction`` pod annotation counts as that fraction.
+How many accelerators a pod asks for is :mod:`.kubernetes_accelerators`' business; its counting
+functions are re-exported here for the callers that import them from this module.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from costwarden.adapters.kubernetes_accelerators import (
+    WHOLE_GPU_RESOURCES,
+    container_gpus,
+    mig_profile,
+    pod_containers,
+    pod_gpus,
+)
 from costwarden.engine.patch import escape
 from costwarden.engine.subjects import WorkloadClass
 
-WHOLE_GPU_RESOURCES = frozenset({"nvidia.com/gpu", "amd.com/gpu"})
-MIG_PREFIX = "nvidia.com/mig-"
-MIG_SLICES_PER_GPU = 7
-GKE_PARTITION_LABEL = "cloud.google.com/gke-gpu-partition-size"
-KAI_FRACTION_ANNOTATION = "gpu-fraction"
-
-_MIG = re.compile(r"(\d+)g\.\d+gb")
-_QUANTITY = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?)\s*(m?)\s*")
 _EMPTY: Mapping[str, Any] = {}
 # Objects that embed pod specs as *policy text*, not as workloads: never searched generically.
 _POLICY_GROUPS = ("kyverno.io", "gatekeeper.sh", "costwarden.dev")
@@ -104,78 +97,6 @@ def _count(value: Any, default: int) -> int:
     if isinstance(value, str) and value.isdigit():
         return int(value)
     return default
-
-
-def quantity(value: Any) -> float:
-    """A Kubernetes quantity as a number of units; ``"500m"`` → 0.5. Unreadable → 0."""
-    if isinstance(value, bool):
-        return 0.0
-    if isinstance(value, (int, float)):
-        return float(value)
-    match = _QUANTITY.fullmatch(value) if isinstance(value, str) else None
-    if match is None:
-        return 0.0
-    number = float(match.group(1))
-    return number / 1000 if match.group(2) else number
-
-
-# --- GPU counting -------------------------------------------------------------------------------
-
-
-def mig_fraction(profile: str) -> float:
-    """``1g.10gb`` / ``nvidia.com/mig-3g.40gb`` → g/7 of a GPU; 0 when it is not a MIG profile."""
-    match = _MIG.search(profile)
-    return int(match.group(1)) / MIG_SLICES_PER_GPU if match else 0.0
-
-
-def _gpu_amounts(resources: Mapping[str, Any]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for section in ("limits", "requests"):
-        for name, value in _map(resources.get(section)).items():
-            if name in WHOLE_GPU_RESOURCES or (isinstance(name, str) and name.startswith(MIG_PREFIX)):
-                out[name] = max(out.get(name, 0.0), quantity(value))
-    return out
-
-
-def container_gpus(container: Mapping[str, Any]) -> float:
-    """GPUs one container asks for: ``max(limits, requests)`` per GPU resource, MIG as g/7."""
-    total = 0.0
-    for name, amount in _gpu_amounts(_map(container.get("resources"))).items():
-        total += amount if name in WHOLE_GPU_RESOURCES else amount * mig_fraction(name)
-    return total
-
-
-def mig_profile(spec: Mapping[str, Any]) -> str | None:
-    """The first MIG resource a pod's containers ask for, as ``mig-<g>g.<mem>gb``."""
-    for container in _containers(spec, "containers") + _containers(spec, "initContainers"):
-        for name in _gpu_amounts(_map(container.get("resources"))):
-            if name.startswith(MIG_PREFIX):
-                return name.removeprefix("nvidia.com/")
-    return None
-
-
-def _containers(spec: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
-    value = spec.get(key)
-    return [c for c in value if isinstance(c, Mapping)] if isinstance(value, list) else []
-
-
-def pod_gpus(spec: Mapping[str, Any], metadata: Mapping[str, Any] = _EMPTY) -> float:
-    """GPUs one pod asks for (see the module docstring for the rules)."""
-    running = sum(container_gpus(c) for c in _containers(spec, "containers"))
-    init_peak = 0.0
-    sidecars = 0.0  # restartable init containers started so far: they keep running
-    for init in _containers(spec, "initContainers"):
-        if init.get("restartPolicy") == "Always":  # a sidecar runs beside the app containers
-            sidecars += container_gpus(init)
-        else:  # runs beside the sidecars started before it
-            init_peak = max(init_peak, sidecars + container_gpus(init))
-    gpus = max(running + sidecars, init_peak)
-    partition = _map(spec.get("nodeSelector")).get(GKE_PARTITION_LABEL)
-    if gpus and isinstance(partition, str) and mig_fraction(partition):
-        gpus *= mig_fraction(partition)
-    if not gpus:
-        gpus = quantity(_map(metadata.get("annotations")).get(KAI_FRACTION_ANNOTATION))
-    return gpus
 
 
 # --- pod templates per kind ---------------------------------------------------------------------
@@ -294,7 +215,7 @@ def _inference_service(obj: Mapping[str, Any]) -> Shape:
         if not comp:
             continue
         servers = [v for v in comp.values() if isinstance(v, Mapping) and "resources" in v]
-        spec = {**comp, "containers": servers + _containers(comp, "containers")}
+        spec = {**comp, "containers": servers + pod_containers(comp)}
         pods = max(_count(comp.get("minReplicas"), 1), 1)
         out += _podspec(spec, f"/spec/{name}", pods, _map(comp.get("metadata")))
         out += _podspec(comp.get("workerSpec"), f"/spec/{name}/workerSpec", pods)
@@ -332,13 +253,51 @@ def _vllm_runtime(obj: Mapping[str, Any]) -> Shape:
     return Shape("online", (PodTemplate(None, synthetic, _EMPTY, 1),), replicas)
 
 
+# Replicated jobs of a TrainingRuntime that run the trainer nodes (``node``; ``trainer`` in some
+# runtimes), as a TrainJob's pod overrides name them in ``targetJobs``.
+TRAINER_JOBS = frozenset({"node", "trainer"})
+_PLACEMENT = ("affinity", "tolerations")
+
+
+def _trainer_overrides(spec: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """(pointer, pod fields) of each TrainJob pod override aimed at the trainer nodes, in the
+    order they apply: ``podSpecOverrides[]`` (pod fields inline, the early alphas),
+    ``podTemplateOverrides[].spec`` (Trainer v2.0), ``templateOverrides[].pod[].spec`` (later)."""
+    def entries(node: Any, pointer: str, nested: bool) -> Iterator[tuple[str, Mapping[str, Any]]]:
+        for i, entry in enumerate(node if isinstance(node, list) else ()):
+            entry = _map(entry)
+            targets = entry.get("targetJobs")
+            names = {_map(t).get("name") for t in targets} if isinstance(targets, list) else set()
+            fields = entry.get("spec") if nested else entry
+            if names & TRAINER_JOBS and isinstance(fields, Mapping):
+                yield f"{pointer}/{i}" + ("/spec" if nested else ""), fields
+
+    yield from entries(spec.get("podSpecOverrides"), "/spec/podSpecOverrides", False)
+    yield from entries(spec.get("podTemplateOverrides"), "/spec/podTemplateOverrides", True)
+    groups = spec.get("templateOverrides")
+    for j, group in enumerate(groups if isinstance(groups, list) else ()):
+        yield from entries(_map(group).get("pod"), f"/spec/templateOverrides/{j}/pod", True)
+
+
 def _train_job(obj: Mapping[str, Any]) -> Shape:
-    """Kubeflow Trainer v2 TrainJob: ``trainer.numNodes`` × ``trainer.resourcesPerNode``."""
-    trainer = _at(obj, "spec", "trainer")
-    if "resourcesPerNode" not in trainer:
+    """Kubeflow Trainer v2 TrainJob: ``trainer.numNodes`` × ``trainer.resourcesPerNode``, placed
+    by the pod overrides aimed at the trainer nodes (later ones win a field; nodeSelectors merge).
+    The runtime's own template is not in the object. The pointer is the last such override, where
+    a fix's nodeSelector and tolerations take effect."""
+    spec = _map(obj.get("spec"))
+    trainer = _map(spec.get("trainer"))
+    pod: dict[str, Any] = {"containers": []}
+    if "resourcesPerNode" in trainer:
+        pod["containers"] = [{"resources": trainer["resourcesPerNode"]}]
+    overrides = list(_trainer_overrides(spec))
+    for _, fields in overrides:
+        if isinstance(fields.get("nodeSelector"), Mapping):
+            pod["nodeSelector"] = {**_map(pod.get("nodeSelector")), **fields["nodeSelector"]}
+        pod.update({key: fields[key] for key in _PLACEMENT if key in fields})
+    if not overrides and not pod["containers"]:
         return Shape("batch", ())
-    synthetic = {"containers": [{"resources": trainer["resourcesPerNode"]}]}
-    return Shape("batch", (PodTemplate(None, synthetic, _EMPTY, _count(trainer.get("numNodes"), 1)),))
+    pointer = overrides[-1][0] if overrides else None
+    return Shape("batch", (PodTemplate(pointer, pod, _EMPTY, _count(trainer.get("numNodes"), 1)),))
 
 
 def _storm_service(obj: Mapping[str, Any]) -> Shape:
@@ -424,3 +383,16 @@ def workload_shape(obj: Mapping[str, Any]) -> Shape | None:
         return shape
     cls: WorkloadClass = shape.workload_class if shape else "unknown"
     return Shape(cls, found, _count(_map(spec).get("replicas"), 1))
+
+
+__all__ = [
+    "BATCH_KINDS",
+    "ONLINE_KINDS",
+    "SHAPES",
+    "PodTemplate",
+    "Shape",
+    "container_gpus",
+    "mig_profile",
+    "pod_gpus",
+    "workload_shape",
+]

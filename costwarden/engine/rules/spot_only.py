@@ -3,6 +3,12 @@
 A toleration only *allows* spot; a workload counts as spot when the adapter found it pinned
 (nodeSelector, or every required node-affinity term), or the cloud says so (instance lifecycle,
 capacity type). The fix adds the platform's spot nodeSelector and toleration to every pod spec.
+
+A pod spec pinned to a named node group or node pool (:data:`NODE_POOL_LABELS`) is judged by
+that pin: whether the group is spot is a property of the group, which the manifest does not show.
+Adding a spot label there would leave the pod Pending whenever the group is not spot (and always
+with a label the group's nodes never carry, as Karpenter's on an EKS managed node group), so the
+fix leaves such pod specs alone and the finding says how to make the capacity visible.
 """
 
 from __future__ import annotations
@@ -95,6 +101,51 @@ def detect_platform(raw: Any, pod_spec_pointers: tuple[str, ...]) -> Platform | 
     return None
 
 
+# Node labels that name the group or pool a node belongs to → (what it is, its platform, what to do).
+NODE_POOL_LABELS: dict[str, tuple[str, Platform, str]] = {
+    "eks.amazonaws.com/nodegroup": ("EKS managed node group", "eks", "run it on a node group with capacity type SPOT"),
+    "cloud.google.com/gke-nodepool": ("GKE node pool", "gke", "run it on a Spot node pool"),
+    "kubernetes.azure.com/agentpool": ("AKS node pool", "aks", "run it on a spot node pool"),
+    "agentpool": ("AKS node pool", "aks", "run it on a spot node pool"),
+    "karpenter.sh/nodepool": ("Karpenter NodePool", "karpenter", "allow spot in that NodePool's requirements"),
+}
+
+
+def _pool_pin(spec: Any) -> tuple[str, str] | None:
+    """(label, pool names) a pod spec pins by its nodeSelector, or by an ``In`` expression on a
+    node-pool label in every required node-affinity term (they are ORed); None when not pinned."""
+    if not isinstance(spec, Mapping):
+        return None
+    selector = spec.get("nodeSelector")
+    for key in NODE_POOL_LABELS:
+        if isinstance(selector, Mapping) and selector.get(key) is not None:
+            return key, _label(selector[key])
+    terms = patch.resolve(spec, "/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution")
+    terms = terms.get("nodeSelectorTerms") if isinstance(terms, Mapping) else None
+    pins = [_term_pool(t) for t in terms] if isinstance(terms, list) and terms else [None]
+    if any(p is None for p in pins):
+        return None
+    return pins[0]
+
+
+def _term_pool(term: Any) -> tuple[str, str] | None:
+    exprs = term.get("matchExpressions") if isinstance(term, Mapping) else None
+    for expr in exprs if isinstance(exprs, list) else ():
+        if isinstance(expr, Mapping) and expr.get("key") in NODE_POOL_LABELS and expr.get("operator") == "In":
+            values = expr.get("values")
+            if isinstance(values, list) and values:
+                return str(expr["key"]), ",".join(_label(v) for v in values)
+    return None
+
+
+def _pool_pins(subject: Resource) -> dict[str, tuple[str, str]]:
+    """The subject's pod specs (by pointer) pinned to a named node pool."""
+    if subject.raw is None:
+        return {}
+    found = {p: _pool_pin(patch.resolve(subject.raw, p)) for p in subject.pod_spec_pointers}
+    return {p: pin for p, pin in found.items() if pin is not None}
+
+
 class SpotOnly(RuleParams):
     workloadClasses: list[WorkloadClass] = Field(default_factory=_batch_only)
     minGpus: float = Field(default=0, ge=0, description="only workloads with at least this many GPUs")
@@ -135,32 +186,48 @@ def compile(params: SpotOnly, env: CompileEnv) -> Check:
             return Outcome("skip", f"{work.gpus:g} GPUs, rule covers workloads with {min_gpus:g} or more")
         if subject.capacity == "spot":
             return passed[work.workload_class]
-        if fix_params is not None:
-            fix = _fix(subject, _platform(subject, fix_params))
-            if fix is not None:
-                return _failure(subject, catalog, fix)
+        if subject.raw is not None:
+            # built per subject: a fix patches the subject's own object, and its pod specs' pins
+            # decide the message (the outcome key below sets such subjects apart)
+            pins = _pool_pins(subject)
+            fix = _fix(subject, _platform(subject, fix_params), pins)
+            return _failure(subject, catalog, fix, pins if subject.capacity == "unknown" else {})
         key = (work, subject.capacity, subject.hourly_usd)
         found = memo.get(key)
         if found is not None:
             return found
-        return memo_outcome(memo, key, lambda: _failure(subject, catalog, None))
+        return memo_outcome(memo, key, lambda: _failure(subject, catalog, None, {}))
 
-    # without a fix (which patches the subject's own object) the outcome is a function of these;
-    # _w is the workload, bound by the first shortcut
-    key = OutcomeKey("(_w, subject.capacity, subject.hourly_usd)", ("resource",), after_shortcut=True)
+    # for a subject without its object the outcome is a function of these (one with its object
+    # gets an outcome built for it, never kept); _w is the workload, bound by the first shortcut
+    key = OutcomeKey("(_w, subject.capacity, subject.hourly_usd, subject.raw is None)", ("resource",),
+                     after_shortcut=True)
     return with_shortcuts(check, shortcuts, None if fix_params is not None else key)
 
 
-def _failure(subject: Resource, catalog: Catalog, fix: Fix | None) -> Outcome:
+def _failure(subject: Resource, catalog: Catalog, fix: Fix | None, pins: Mapping[str, tuple[str, str]]) -> Outcome:
     where = "" if subject.capacity == "unknown" else f" ({subject.capacity})"
+    message = f"{subject.workload.workload_class} workload is not pinned to spot capacity{where}"
+    if pins:
+        message = _pool_message(subject, next(iter(pins.values())))
     return Outcome(
         "fail",
-        f"{subject.workload.workload_class} workload is not pinned to spot capacity{where}",
+        message,
         path="capacity",
         expected="spot",
         actual=subject.capacity,
         fix=fix,
         savings_usd_month=_monthly_saving(subject, catalog),
+    )
+
+
+def _pool_message(subject: Resource, pin: tuple[str, str]) -> str:
+    key, names = pin
+    what, platform, advice = NODE_POOL_LABELS[key]
+    label, value = SPOT_SELECTORS[platform]
+    return (
+        f"{subject.workload.workload_class} workload is pinned to the {what} {key}={names}, whose capacity type "
+        f"cannot be known from the manifest: {advice} and select {label}: {value!r} too"
     )
 
 
@@ -227,9 +294,10 @@ def _term_allows(term: Mapping[str, Any], node: Mapping[str, str]) -> bool:
     return True
 
 
-def _fix(subject: Resource, platform: str | None) -> Fix | None:
+def _fix(subject: Resource, platform: str | None, pins: Mapping[str, tuple[str, str]]) -> Fix | None:
     """The fix. A pod spec whose required capacity the spot nodeSelector would contradict (the
-    patched pod would match no node and stay Pending) is left alone; None when that leaves nothing."""
+    patched pod would match no node and stay Pending), or that is pinned to a named node pool
+    (``pins``), is left alone; None when that leaves nothing."""
     if platform is None or subject.raw is None or not subject.pod_spec_pointers:
         return None
     key, value = SPOT_SELECTORS[platform]
@@ -237,7 +305,7 @@ def _fix(subject: Resource, platform: str | None) -> Fix | None:
     ops: list[dict[str, Any]] = []
     conflicts = False
     for pointer in subject.pod_spec_pointers:
-        if not _allows(patch.resolve(subject.raw, pointer), {key: value}):
+        if pointer in pins or not _allows(patch.resolve(subject.raw, pointer), {key: value}):
             conflicts = True
             continue
         ops += patch.set_entries(subject.raw, patch.join(pointer, "nodeSelector"), {key: value})
