@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
     from costwarden.engine.decision import Decision
     from costwarden.engine.evaluate import PolicySet
+    from costwarden.engine.loader import LoadResult, Skipped
+    from costwarden.errors import PolicyError
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -60,24 +62,89 @@ def _load(paths: list[Path] | None) -> PolicySet:
     try:
         return load_policies(*(paths or ()))
     except PolicyError as exc:
-        err = _console(stderr=True)
-        err.print(exc.render(), markup=False, highlight=False)
-        count = len(exc.diagnostics)
-        err.print(f"[bold red]{count} error{'s' if count != 1 else ''}[/]; no policy was loaded", markup=True)
+        _print_policy_error(exc)
         raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+def _print_policy_error(exc: PolicyError) -> None:
+    err = _console(stderr=True)
+    err.print(exc.render(), markup=False, highlight=False)
+    count = len(exc.diagnostics)
+    err.print(f"[bold red]{count} error{'s' if count != 1 else ''}[/]; no policy was loaded", markup=True)
 
 
 @app.command()
 def validate(
     paths: Annotated[list[Path] | None, typer.Argument(help="Policy files or folders (default: built-in)")] = None,
+    now: Annotated[str | None, typer.Option(help="Judge exemption expiry at this time, ISO 8601 (default: now)")] = (
+        None
+    ),
+    expiring_within: Annotated[
+        int, typer.Option("--expiring-within", min=0, help="Warn of exemptions that end within DAYS (0: off)")
+    ] = 14,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List the test data that was not loaded")] = False,
 ) -> None:
-    """Check policy files: every problem with file:line:col, the source line and a hint."""
-    policies = _load(paths)
+    """Check policy files: every problem with file:line:col, the source line and a hint.
+
+    Expired or soon-expiring exemptions are warnings (exit 0); so is a tests.yaml that holds policies.
+    """
+    from costwarden.engine.exemptions import expiry_warnings
+
+    when = _parse_now(now) or datetime.now(UTC)
+    policies, loaded = _load_with_sources(paths)
+    warnings = expiry_warnings(loaded.documents, when, soon=timedelta(days=expiring_within))
+    err = _console(stderr=True)
+    for warning in warnings:
+        err.print(warning.render(), markup=False, highlight=False)
+    count = len(warnings) + _report_skipped(err, loaded.skipped, verbose=verbose)
+    if not loaded.documents:
+        count += 1
+        where = ", ".join(map(str, paths or ())) or "the built-in library"
+        err.print(f"warning: no policy documents found in {where}", markup=False, highlight=False)
     rules = sum(len(p.rules) for p in policies)
     files = len(set(policies.files))
-    _console().print(
-        f"ok: {len(policies)} policies, {rules} rules, {len(policies.exemptions)} exemptions in {files} files"
-    )
+    summary = f"ok: {len(policies)} policies, {rules} rules, {len(policies.exemptions)} exemptions in {files} files"
+    _console().print(summary + (f"; {count} warning{'s' if count != 1 else ''}" if count else ""))
+
+
+def _load_with_sources(paths: list[Path] | None) -> tuple[PolicySet, LoadResult]:
+    """As :func:`_load` (exit 2 on any error), keeping the documents and what the walk skipped."""
+    from costwarden.adapters.pricing import GenaiPricer
+    from costwarden.api import builtin_library_path
+    from costwarden.engine.compile import compile_documents
+    from costwarden.engine.loader import load_paths
+    from costwarden.errors import PolicyError
+
+    loaded = load_paths(*(paths or (builtin_library_path(),)))
+    try:
+        policies = compile_documents(loaded.documents, pricer=GenaiPricer(), diagnostics=loaded.diagnostics)
+    except PolicyError as exc:
+        _print_policy_error(exc)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    return policies, loaded
+
+
+def _report_skipped(err: Console, skipped: list[Skipped], *, verbose: bool) -> int:
+    """Warn of each skipped tests.yaml that holds policies; note (or with ``verbose`` list) the
+    library test data skipped. Returns the number of warnings printed."""
+    flagged = [s for s in skipped if s.holds_policies]
+    for item in flagged:
+        err.print(f"warning: {item.path} was not loaded: {item.reason}", markup=False, highlight=False)
+    data = [s for s in skipped if not s.holds_policies]
+    if data:
+        folders = sum(s.path.endswith(os.sep) for s in data)
+        what = f"{len(data) - folders} tests.yaml" + (f" and {folders} samples/ folder" if folders else "")
+        err.print(
+            f"note: skipped {what}{'s' if folders > 1 else ''} beside them: policy test data, checked by"
+            " 'costwarden test'; name a file or folder to load it as policies"
+            + ("" if verbose else " (--verbose lists them)"),
+            markup=False,
+            highlight=False,
+        )
+    if verbose:
+        for item in data:
+            err.print(f"  {item.path}: {item.reason}", markup=False, highlight=False)
+    return len(flagged)
 
 
 @app.command("test")
@@ -103,7 +170,8 @@ def test_cmd(
             for failure in case.failures:
                 out.print(f"     {failure}", markup=False)
     for error in report.errors:
-        out.print(f"[red]ERROR[/] {error}", markup=True)
+        out.print("[red]ERROR[/] ", end="", markup=True)
+        out.print(error, markup=False, highlight=False)  # a rendered source line may hold '[...]'
     passed = sum(c.passed for c in report.cases)
     failed = len(report.cases) - passed
     out.print(f"{passed} passed, {failed} failed" + (f", {len(report.errors)} errors" if report.errors else ""))

@@ -14,7 +14,8 @@ A ``tests.yaml`` sits next to the policy it tests::
           - {rule: cost-tags, result: fail, message: "regex", fix: "regex" | true | false, savings: true}
 
 ``result: none`` means the policy must not apply to the input at all. An unknown policy, rule
-or input file is an error of the test file, never a silent pass.
+or input file is an error of the test file, never a silent pass. A bad test file (YAML, a
+misspelt key, an invalid regex) is reported like a bad policy: file:line:col, source and hint.
 """
 
 from __future__ import annotations
@@ -22,52 +23,24 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
-
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import Any
 
 from costwarden.adapters.ledger.memory import MemoryLedger
 from costwarden.adapters.sources import subjects_from_path
-from costwarden.engine.decision import Decision, RuleResult, Surface
+from costwarden.engine.casefile import (
+    CaseSource,
+    ExpectedResult,
+    LedgerSeed,
+    PolicyTestCase,
+    PolicyTestFile,
+    read_case_file,
+)
+from costwarden.engine.decision import Decision, RuleResult
+from costwarden.engine.diagnostics import did_you_mean
 from costwarden.engine.evaluate import PolicySet
-from costwarden.errors import AdapterError, CostwardenError
-
-TEST_FILE = "tests.yaml"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ExpectedResult(_Strict):
-    rule: str
-    result: Literal["pass", "fail", "warn", "error", "skip", "none"]
-    message: str | None = Field(default=None, description="regex searched in the message")
-    fix: bool | str | None = Field(default=None, description="true/false, or a regex on the fix description")
-    savings: bool | None = None
-
-
-class PolicyTestCase(_Strict):
-    name: str
-    input: str
-    surface: Surface | None = None
-    now: datetime | None = None
-    results: list[ExpectedResult] = Field(min_length=1)
-
-
-class LedgerSeed(_Strict):
-    spend: dict[str, float] = Field(default_factory=dict)
-
-
-class PolicyTestFile(_Strict):
-    policy: str
-    surface: Surface = "ci"
-    now: datetime | None = None
-    ledger: LedgerSeed | None = None
-    cases: list[PolicyTestCase] = Field(min_length=1)
+from costwarden.engine.loader.walk import TEST_FILE, is_policy_test_file
+from costwarden.errors import CostwardenError, PolicyError
 
 
 @dataclass
@@ -92,11 +65,12 @@ class PolicyTestReport:
 
 
 def find_test_files(*paths: str | Path) -> Iterator[Path]:
+    """``tests.yaml`` files named or under folders; in folders, only those holding test cases."""
     for path in map(Path, paths):
         if path.is_file() and path.name == TEST_FILE:
             yield path
         elif path.is_dir():
-            yield from sorted(path.rglob(TEST_FILE))
+            yield from (f for f in sorted(path.rglob(TEST_FILE)) if is_policy_test_file(f))
 
 
 def run_tests(*paths: str | Path, load: Any = None) -> PolicyTestReport:
@@ -109,35 +83,27 @@ def run_tests(*paths: str | Path, load: Any = None) -> PolicyTestReport:
         report.errors.append(f"no {TEST_FILE} found under {', '.join(map(str, paths))}")
     for file in files:
         try:
-            spec = _read(file)
+            spec, source = read_case_file(file)
             policies = load(file.parent)
+        except PolicyError as exc:
+            report.errors.append(exc.render())
+            continue
         except CostwardenError as exc:
             report.errors.append(f"{file}: {exc}")
             continue
-        _run_file(file, spec, policies, report)
+        _run_file(file, spec, policies, report, source)
     return report
 
 
-def _read(file: Path) -> PolicyTestFile:
-    try:
-        data = yaml.load(file.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-        return PolicyTestFile.model_validate(data)
-    except yaml.YAMLError as exc:
-        raise AdapterError(f"invalid YAML: {exc}", file=str(file)) from exc
-    except UnicodeDecodeError as exc:
-        raise AdapterError(f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})",
-                           file=str(file)) from exc
-    except OSError as exc:
-        raise AdapterError(f"cannot read: {exc.strerror or exc}", file=str(file)) from exc
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise AdapterError(f"invalid test file: {problems}", file=str(file)) from exc
-
-
-def _run_file(file: Path, spec: PolicyTestFile, policies: PolicySet, report: PolicyTestReport) -> None:
+def _run_file(
+    file: Path, spec: PolicyTestFile, policies: PolicySet, report: PolicyTestReport, source: CaseSource
+) -> None:
     policy = policies.get(spec.policy)
     if policy is None:
-        report.errors.append(f"{file}: unknown policy '{spec.policy}' (policies here: {', '.join(policies.names)})")
+        hint = did_you_mean(spec.policy, policies.names, what="policies here") or "no policy is defined beside it"
+        report.errors.append(
+            source.diagnostic(("policy",), "unknown-policy", f"unknown policy {spec.policy!r}", hint).render()
+        )
         return
     rules = {r.name for r in policy.rules}
     ledger = MemoryLedger()
@@ -217,8 +183,10 @@ def _describe(results: list[RuleResult]) -> str:
 
 
 __all__ = [
+    "TEST_FILE",
     "CaseReport",
     "ExpectedResult",
+    "LedgerSeed",
     "PolicyTestCase",
     "PolicyTestFile",
     "PolicyTestReport",

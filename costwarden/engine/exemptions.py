@@ -4,17 +4,27 @@ Expiry is judged at decision time against the evaluation clock, so every surface
 an expired exemption at the same moment. An exemption matches subjects by provider, kind,
 namespace and name only — never by the subject's own tags — so a subject cannot exempt itself.
 A date without a time expires at the end of that day (UTC).
+
+An exemption that has expired still loads (it is inert), but its author should hear of it:
+:func:`expiry_warnings` gives ``costwarden validate`` a positioned warning for each one that has
+expired or soon will — warnings, not errors, so a pipeline keeps passing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import TYPE_CHECKING
 
+from costwarden.engine.diagnostics import Diagnostic
 from costwarden.engine.matching import Matcher
 from costwarden.engine.schema import ExemptionDocument
 from costwarden.engine.subjects import Subject
+
+if TYPE_CHECKING:
+    from costwarden.engine.loader import SourceDocument
 
 _LAST = datetime.max.replace(tzinfo=UTC)
 _FIRST = datetime.min.replace(tzinfo=UTC)
@@ -102,4 +112,50 @@ class ExemptionIndex:
         return None, expired
 
 
-__all__ = ["CompiledExemption", "ExemptionIndex", "expiry_of"]
+EXPIRING_SOON = timedelta(days=14)
+"""How far ahead ``costwarden validate`` warns of an exemption's end, by default."""
+
+
+def expiry_warnings(
+    documents: Sequence[SourceDocument], now: datetime, *, soon: timedelta = EXPIRING_SOON
+) -> list[Diagnostic]:
+    """A warning at the ``expires`` value of each exemption that ended before ``now`` (it waives
+    nothing any more) or ends within ``soon`` of it (the waived policies will apply again)."""
+    found: list[Diagnostic] = []
+    for doc in documents:
+        if not isinstance(doc.model, ExemptionDocument):
+            continue
+        value = doc.model.spec.expires
+        ends = expiry_of(value)
+        name = doc.model.metadata.name
+        if ends <= now:
+            code = "exemption-expired"
+            when = f"{_moment(value, ends)}, {_span(now - ends)} ago"
+            message = f"exemption {name!r} expired at {when}; it waives nothing"
+            hint = "give it a later 'expires' if the waiver is still needed, or delete it"
+        elif ends - now <= soon:
+            code = "exemption-expiring"
+            message = f"exemption {name!r} expires at {_moment(value, ends)}, in {_span(ends - now)}"
+            hint = "renew it before then if the waiver is still needed; after it, the policies apply again"
+        else:
+            continue
+        where = doc.diagnostic(("spec", "expires"), code, message, hint, value=True)
+        found.append(dataclasses.replace(where, level="warning"))
+    return found
+
+
+def _moment(value: datetime | date, ends: datetime) -> str:
+    if isinstance(value, datetime):
+        return f"{ends:%Y-%m-%d %H:%M} UTC"
+    return f"the end of {value.isoformat()} (UTC)"
+
+
+def _span(delta: timedelta) -> str:
+    days, hours = delta.days, delta.seconds // 3600
+    count, unit = (days, "day") if days else (hours, "hour")
+    if not count:
+        return "less than an hour"
+    return f"{count} {unit}{'s' if count != 1 else ''}"
+
+
+__all__ = ["EXPIRING_SOON", "CompiledExemption", "ExemptionIndex", "expiry_of", "expiry_warnings"]

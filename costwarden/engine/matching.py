@@ -71,7 +71,12 @@ def _everything(tags: Mapping[str, str]) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Matcher:
-    """A compiled ``match`` (or ``exclude``) block."""
+    """A compiled ``match`` (or ``exclude``) block.
+
+    ``None`` in a field means the key was not given; a ``["*"]`` list is ``ANY`` (or, for
+    providers, ``None`` with ``every_provider`` set), so an ``exclude`` of wildcards still removes
+    every subject instead of reading as an empty block that removes none.
+    """
 
     providers: frozenset[str] | None
     kinds: re.Pattern[str] | None
@@ -79,6 +84,7 @@ class Matcher:
     names: re.Pattern[str] | None
     selector: TagTest | None
     when: CelProgram | None
+    every_provider: bool = False
 
     @classmethod
     def build(cls, match: Match | ExemptionMatch | None) -> Matcher | None:
@@ -86,15 +92,15 @@ class Matcher:
             return None
         selector = compile_selector(match.selector) if isinstance(match, Match) else None
         when_src = match.when if isinstance(match, Match) else None
+        every_provider = match.providers is not None and "*" in match.providers
         return cls(
-            providers=frozenset(match.providers)
-            if match.providers is not None and "*" not in match.providers
-            else None,
+            providers=frozenset(match.providers) if match.providers is not None and not every_provider else None,
             kinds=glob_pattern(match.kinds),
             namespaces=glob_pattern(match.namespaces),
             names=glob_pattern(match.names),
             selector=selector,
             when=compile_cel(when_src) if when_src else None,
+            every_provider=every_provider,
         )
 
     @property
@@ -130,9 +136,9 @@ class Matcher:
 
     @property
     def is_empty(self) -> bool:
-        return all(
-            v is None for v in (self.providers, self.kinds, self.namespaces, self.names, self.selector, self.when)
-        )
+        """Whether no key was given: such a match admits everything, such an exclude removes nothing."""
+        fields = (self.providers, self.kinds, self.namespaces, self.names, self.selector, self.when)
+        return not self.every_provider and all(v is None for v in fields)
 
 
 __all__ = ["Matcher", "compile_selector", "glob_pattern", "subject_tags"]

@@ -14,13 +14,16 @@ error contributes no documents.
 
 from __future__ import annotations
 
-# files: loading text, bytes, files and folders; validator: one document's own checks;
-# pydantic_errors: pydantic's errors turned into issues; issue, schema_paths: what those two share.
+# files: loading text, bytes, files and folders; walk: which files in a folder are policies;
+# validator: one document's own checks; pydantic_errors: pydantic's errors turned into issues;
+# issue, schema_paths: what those two share.
 # Names with a leading underscore are shared between these modules only.
 from costwarden.engine.loader.files import LoadResult, SourceDocument, load_bytes, load_documents, load_paths, load_text
+from costwarden.engine.loader.walk import Skipped
 
 __all__ = [
     "LoadResult",
+    "Skipped",
     "SourceDocument",
     "load_bytes",
     "load_documents",

@@ -11,14 +11,11 @@ from typing import Any
 
 from yaml.nodes import Node
 
-from costwarden.engine import yamlsource
+from costwarden.engine import yamlposition, yamlsource
 from costwarden.engine.diagnostics import Diagnostic, Position
 from costwarden.engine.loader.validator import _check
+from costwarden.engine.loader.walk import Skipped, walk
 from costwarden.errors import PolicyError
-
-YAML_SUFFIXES = (".yaml", ".yml")
-SKIPPED_FILES = frozenset({"tests.yaml"})  # library test cases, not policies
-SKIPPED_DIRS = frozenset({"samples"})  # library sample inputs, not policies
 
 
 @dataclass(frozen=True)
@@ -35,11 +32,11 @@ class SourceDocument:
 
     def locate(self, loc: Sequence[str | int]) -> Position:
         """Where the key (for a mapping entry) or the item at ``loc`` is, or its nearest ancestor."""
-        return yamlsource.locate(self.node, tuple(loc))
+        return yamlposition.locate(self.node, tuple(loc))
 
     def locate_value(self, loc: Sequence[str | int], offset: int | None = None) -> Position:
         """Where the value at ``loc`` is; ``offset`` moves into a one-line scalar (e.g. a CEL error)."""
-        return yamlsource.locate(self.node, tuple(loc), value=True, offset=offset, lines=self.lines)
+        return yamlposition.locate(self.node, tuple(loc), value=True, offset=offset, lines=self.lines)
 
     def diagnostic(
         self,
@@ -52,7 +49,7 @@ class SourceDocument:
         offset: int | None = None,
     ) -> Diagnostic:
         """A Diagnostic at ``loc`` (its key, or its value with ``value=True``), source line filled."""
-        pos = yamlsource.locate(
+        pos = yamlposition.locate(
             self.node, tuple(loc), value=value or offset is not None, offset=offset, lines=self.lines
         )
         return yamlsource.diagnostic_at(self.file, self.lines, pos, code, message, hint)
@@ -60,10 +57,12 @@ class SourceDocument:
 
 @dataclass
 class LoadResult:
-    """Every document that loaded and every problem found, across all files."""
+    """Every document that loaded and every problem found, across all files, and the library
+    test data that folders held and were not read as policies."""
 
     documents: list[SourceDocument] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
 
 
 def load_text(text: str, file: str = "<string>") -> LoadResult:
@@ -79,11 +78,13 @@ def load_bytes(data: bytes, file: str = "<bytes>") -> LoadResult:
 def load_paths(*paths: str | os.PathLike[str]) -> LoadResult:
     """Load files and directories (recursively: ``*.yaml``/``*.yml``, sorted). Never raises.
 
-    In directories, files named ``tests.yaml``, anything under a ``samples/`` folder and hidden
-    files and folders are skipped: they are the policy library's test data, not policies.
+    In directories, hidden files and folders are not read, nor the policy library's test data
+    (every ``tests.yaml``, and a ``samples/`` folder beside one; see :mod:`.walk`), which
+    ``LoadResult.skipped`` lists. A path named explicitly is always read.
     """
     per_file: list[_FileResult] = []
-    for file, problem in _expand(paths):
+    skipped: list[Skipped] = []
+    for file, problem in _expand(paths, skipped):
         if problem is not None:
             per_file.append(([], [problem]))
             continue
@@ -94,7 +95,9 @@ def load_paths(*paths: str | os.PathLike[str]) -> LoadResult:
             per_file.append(([], [_file_diagnostic(file, "unreadable-file", f"cannot read: {exc.strerror}")]))
             continue
         per_file.append(_load_file(data, file))
-    return _combine(per_file)
+    result = _combine(per_file)
+    result.skipped = skipped
+    return result
 
 
 def load_documents(*paths: str | os.PathLike[str]) -> list[SourceDocument]:
@@ -108,12 +111,13 @@ def load_documents(*paths: str | os.PathLike[str]) -> list[SourceDocument]:
 _FileResult = tuple[list[SourceDocument], list[Diagnostic]]
 
 
-def _expand(paths: Sequence[str | os.PathLike[str]]) -> Iterator[tuple[str, Diagnostic | None]]:
+def _expand(paths: Sequence[str | os.PathLike[str]], skipped: list[Skipped]) -> Iterator[tuple[str, Diagnostic | None]]:
     seen: set[str] = set()
     for given in paths:
         path = os.fspath(given)
         if os.path.isdir(path):
-            files = _walk(path)
+            files, passed_over = walk(path)
+            skipped.extend(passed_over)
         elif os.path.exists(path):
             files = [path]
         else:
@@ -124,20 +128,6 @@ def _expand(paths: Sequence[str | os.PathLike[str]]) -> Iterator[tuple[str, Diag
             if real not in seen:
                 seen.add(real)
                 yield file, None
-
-
-def _walk(root: str) -> list[str]:
-    found: list[tuple[tuple[str, ...], str]] = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if d not in SKIPPED_DIRS and not d.startswith(".")]
-        rel = os.path.relpath(folder, root)
-        parts = () if rel == "." else tuple(rel.split(os.sep))
-        found.extend(
-            ((*parts, name), os.path.join(folder, name))
-            for name in files
-            if name.endswith(YAML_SUFFIXES) and name not in SKIPPED_FILES and not name.startswith(".")
-        )
-    return [path for _, path in sorted(found)]
 
 
 def _file_diagnostic(file: str, code: str, message: str) -> Diagnostic:

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from costwarden.engine import yamlsource
+from costwarden.engine import yamlposition, yamlsource
 from costwarden.engine.diagnostics import Diagnostic, did_you_mean
 from costwarden.engine.loader.issue import _DATE_HINT, _describe, _Issue, _label
 from costwarden.engine.loader.pydantic_errors import _PydanticErrors
@@ -21,12 +21,12 @@ from costwarden.engine.yamlsource import Path
 
 def _check(ydoc: yamlsource.YamlDocument, file: str, lines: Sequence[str], found: list[Diagnostic]) -> tuple[Any, str]:
     def line_of(loc: Path) -> int:
-        return yamlsource.locate(ydoc.node, loc, value=True).line
+        return yamlposition.locate(ydoc.node, loc, value=True).line
 
     validator = _Validator(ydoc.data, ydoc.yaml11_booleans, line_of)
     model = validator.run()
     for issue in validator.issues:
-        pos = yamlsource.locate(ydoc.node, issue.loc, value=issue.at_value)
+        pos = yamlposition.locate(ydoc.node, issue.loc, value=issue.at_value)
         found.append(yamlsource.diagnostic_at(file, lines, pos, issue.code, issue.message, issue.hint))
     return model, validator.kind or ""
 
