@@ -5,9 +5,10 @@
     ('serve', ['qwen', '--port', '8000'])
 
 Recognised: ``vllm serve ...`` (any path to ``vllm``; ``python -m vllm.entrypoints.cli.main
-serve``), ``python[3] -m vllm.entrypoints.openai.api_server ...``, behind ``exec``, ``env``,
-``nohup``, ``time`` and ``NAME=value`` prefixes, inside ``sh|bash -c "..."`` scripts with
-``&&``, ``||``, ``;`` and ``|`` chains and backslash-newline continuations. ``$VAR``,
+serve``), ``python[3] [-u -X opt ...] -m vllm.entrypoints.openai.api_server ...``, behind
+``NAME=value`` prefixes and the launch wrappers of :mod:`.wrappers` (``exec``, ``env``,
+``timeout``, ``nice``, ``numactl``, ``uv run``...), inside ``sh|bash -c "..."`` and ``eval``
+scripts with ``&&``, ``||``, ``;`` and ``|`` chains and backslash-newline continuations. ``$VAR``,
 ``${VAR}``, ``${VAR:-default}`` (shell) and ``$(VAR)`` (Kubernetes) are expanded from ``env``.
 """
 
@@ -18,11 +19,12 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from costwarden.adapters.vllm.wrappers import program, unwrap
+
 API_SERVER_MODULES = frozenset({"vllm.entrypoints.openai.api_server"})
 CLI_MODULES = frozenset({"vllm.entrypoints.cli.main"})
 SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ash"})
-PREFIXES = frozenset({"exec", "env", "nohup", "time", "command", "stdbuf", "uv", "run",
-                      "then", "do", "else", "while", "until", "if", "elif", "!", "{"})  # shell keywords
+KEYWORDS = frozenset({"then", "do", "else", "while", "until", "if", "elif", "!", "{"})  # before a command
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 _SHELL_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 _K8S_VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
@@ -128,26 +130,36 @@ def _split_script(script: str) -> list[list[str]]:
 
 
 def _strip_prefixes(words: list[str]) -> list[str]:
-    i = 0
-    while i < len(words) and (_ASSIGNMENT.match(words[i]) or words[i] in PREFIXES or words[i].startswith("-")
-                              and i > 0 and words[i - 1] in ("env", "stdbuf")):
-        i += 1
-    return words[i:]
-
-
-def _program(word: str) -> str:
-    return word.rsplit("/", 1)[-1]
+    """The command that actually runs: past assignments, shell keywords and launch wrappers."""
+    while words:
+        if _ASSIGNMENT.match(words[0]) or words[0] in KEYWORDS:
+            words = words[1:]
+            continue
+        inner = unwrap(words)
+        if inner is None:
+            return words
+        words = inner
+    return words
 
 
 def _python_module(words: list[str]) -> tuple[str, list[str]] | None:
-    """``python [-u ...] -m MODULE ARGS`` → (MODULE, ARGS)."""
-    for i, word in enumerate(words[1:], start=1):
-        if word == "-m" and i + 1 < len(words):
-            return words[i + 1], words[i + 2:]
-        if word.startswith("-m") and len(word) > 2:
-            return word[2:], words[i + 1:]
-        if not word.startswith("-"):
-            return None
+    """``python [-u -X opt -W arg ...] -m MODULE ARGS`` → (MODULE, ARGS); None for a script or
+    ``-c``. Python's short options cluster (``-um MODULE``); ``-W`` and ``-X`` take a value."""
+    i = 1
+    while i < len(words) and words[i].startswith("-") and words[i] not in ("-", "--"):
+        word = words[i]
+        for j, ch in enumerate(word[1:], start=1):
+            if ch == "c" or word.startswith("--"):
+                return None  # -c runs a string; --help, --version...
+            if ch in "mWX":
+                value = word[j + 1:]
+                if not value:
+                    i += 1
+                    value = words[i] if i < len(words) else ""
+                if ch == "m":
+                    return (value, words[i + 1:]) if value else None
+                break
+        i += 1
     return None
 
 
@@ -155,16 +167,18 @@ def _from_words(words: list[str], env: Mapping[str, str], unresolved: list[str],
     words = _strip_prefixes(words)
     if not words:
         return None
-    program = _program(words[0])
-    if program in SHELLS and depth < 4:
+    name = program(words[0])
+    if name == "eval" and depth < 4:
+        return _from_script(" ".join(words[1:]), env, unresolved, depth + 1)
+    if name in SHELLS and depth < 4:
         for i, word in enumerate(words[1:], start=1):
             if word.startswith("-") and not word.startswith("--") and "c" in word[1:]:
                 rest = [w for w in words[i + 1:] if w != "--"]  # bash -lc -- 'script'
                 return _from_script(rest[0], env, unresolved, depth + 1) if rest else None
         return None
-    if program == "vllm" and len(words) > 1 and words[1] == "serve":
+    if name == "vllm" and len(words) > 1 and words[1] == "serve":
         return VllmInvocation("serve", words[2:])
-    if program.startswith("python"):
+    if name.startswith("python"):
         found = _python_module(words)
         if found and found[0] in API_SERVER_MODULES:
             return VllmInvocation("api_server", found[1])

@@ -58,6 +58,7 @@ class Preprocessor:
         self.reader_options = reader_options  # options of the parser that reads --config files
         self.read_file = read_file
         self.diagnostics: list[Diagnostic] = []
+        self.unread_config: str | None = None  # a --config file vLLM reads that could not be read here
 
     def error(self, code: str, message: str, at: Token | None = None, hint: str | None = None) -> None:
         self.diagnostics.append(Diagnostic(code, message, "error", at.file if at else None,
@@ -137,6 +138,7 @@ class Preprocessor:
             return []
         text = self.read_file(path)
         if text is None:
+            self.unread_config = path
             self.diagnostics.append(Diagnostic(
                 "config-not-loaded", f"config file {path} is not available here; its arguments are unknown",
                 "warning", path_tok.file, path_tok.line))

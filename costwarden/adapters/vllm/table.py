@@ -106,6 +106,23 @@ def image_entrypoint_is_serve(image: str | None, version: str) -> bool:
     return wanted is None or key[:2] >= SERVE_ENTRYPOINT_SINCE
 
 
+def is_vllm_image(image: str) -> bool:
+    """``vllm/vllm-openai:...`` and rebuilds of it (``lmcache/vllm-openai``, ``.../vllm-openai:tag``)."""
+    name = image.rsplit("@", 1)[0].rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image
+    return "vllm-openai" in name.rsplit("/", 1)[-1]
+
+
+def version_hint(image: str) -> str | None:
+    """The vLLM version an image tag names, for images that carry vLLM's version in the tag
+    (``vllm/vllm-openai:v0.11.0``, ``aibrix/vllm-openai:v0.7.3...``); LMCache's and ROCm's
+    images tag their own versions, and other images (``ubuntu:22.04``) say nothing about vLLM."""
+    name = image.rsplit("@", 1)[0]
+    repo = name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name
+    if "vllm" not in repo.rsplit("/", 1)[-1] or "lmcache/" in repo or "rocm/" in repo:
+        return None
+    return version_from_hint(image)
+
+
 # --- value types --------------------------------------------------------------------------------
 
 
@@ -247,8 +264,10 @@ __all__ = [
     "expand_json_numbers",
     "human_readable_int",
     "image_entrypoint_is_serve",
+    "is_vllm_image",
     "load_table",
     "pick_version",
     "version_from_hint",
+    "version_hint",
     "version_key",
 ]

@@ -3,13 +3,17 @@
 Works on resolved arguments keyed by vLLM's destination names. An absent argument takes
 vLLM's default (prefix caching on in V1, memory utilisation 0.9), so only explicit waste fails.
 Each problem is its own result under the rule, with what to change and, where a GPU price is
-known, the monthly saving.
+known, the monthly saving. When ``args.config`` names a ``--config`` file that was not read, an
+argument that is ``None`` may be set there: checks that need one give a single ``error`` result
+(never a pass judged on defaults). Parallelism fixes propose only tensor-parallel sizes that
+divide the model's attention heads, as vLLM requires at start-up.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from fnmatch import fnmatchcase
+from typing import Any, NamedTuple
 
 from pydantic import Field
 
@@ -23,6 +27,22 @@ QUANTIZED_NAME = re.compile(
     r"(awq|gptq|fp8|fp4|nvfp4|mxfp4|int4|int8|w4a16|w8a8|w8a16|bnb|4bit|8bit|gguf|exl2|quant|marlin)", re.IGNORECASE
 )
 LARGE_GPUS = ("H100", "H200", "B200", "A100", "MI300", "GH200", "L40S")
+# num_attention_heads of common checkpoints (their config.json); quantised and instruct variants
+# keep their base's heads. First match wins: larger sizes and distills before the families.
+ATTENTION_HEADS: tuple[tuple[str, int], ...] = (
+    ("*deepseek-r1-distill-qwen-1.5b*", 12), ("*deepseek-r1-distill-qwen-7b*", 28),
+    ("*deepseek-r1-distill-qwen-14b*", 40), ("*deepseek-r1-distill-qwen-32b*", 40),
+    ("*deepseek-r1-distill-llama-8b*", 32), ("*deepseek-r1-distill-llama-70b*", 64),
+    ("*deepseek-v3*", 128), ("*deepseek-r1*", 128),
+    ("*llama-3*-405b*", 128), ("*llama-3*-70b*", 64), ("*llama-3.2-1b*", 32), ("*llama-3.2-3b*", 24),
+    ("*llama-3*-8b*", 32), ("*llama-2-70b*", 64), ("*llama-2-13b*", 40), ("*llama-2-7b*", 32),
+    ("*mixtral-8x22b*", 48), ("*mixtral-8x7b*", 32), ("*mistral-7b*", 32), ("*mistral-large*", 96),
+    ("*qwen2.5-72b*", 64), ("*qwen2.5-32b*", 40), ("*qwen2.5-14b*", 40), ("*qwen2.5-7b*", 28),
+    ("*qwen2.5-3b*", 16), ("*qwen2.5-1.5b*", 12), ("*qwen2.5-0.5b*", 14),
+    ("*qwen3-235b-a22b*", 64), ("*qwen3-30b-a3b*", 32), ("*qwen3-32b*", 64), ("*qwen3-14b*", 40),
+    ("*qwen3-8b*", 32), ("*qwen3-4b*", 32), ("*qwen3-1.7b*", 16), ("*qwen3-0.6b*", 16),
+    ("*gpt-oss-120b*", 64), ("*gpt-oss-20b*", 64),
+)
 
 
 class ServingConfig(RuleParams):
@@ -38,6 +58,9 @@ class ServingConfig(RuleParams):
     allowedGpuTypes: list[str] | None = None
     forbidDeprecatedArgs: bool = False
     rejectInvalidArgs: bool = Field(default=True, description="arguments the engine would refuse to start with")
+    attentionHeads: dict[str, int] = Field(
+        default_factory=dict, description="model glob -> attention heads, ahead of the built-in table"
+    )
 
 
 def compile(params: ServingConfig, env: CompileEnv) -> Check:
@@ -59,14 +82,30 @@ def compile(params: ServingConfig, env: CompileEnv) -> Check:
     ]
 
     memo: dict[Any, list[Outcome]] = {}
+    heads_table = (*((k.lower(), v) for k, v in params.attentionHeads.items()), *ATTENTION_HEADS)
+    heads_by_model: dict[str, int | None] = {}  # glob matching per model once, not per subject
+
+    def model_heads(model: str) -> int | None:
+        if model not in heads_by_model:
+            found = _table_heads(model, heads_table)
+            if len(heads_by_model) >= MEMO_LIMIT:
+                return found
+            heads_by_model[model] = found
+        return heads_by_model[model]
 
     def check(subject: Subject, ctx: EvalContext) -> list[Outcome]:
         assert isinstance(subject, ServingSubject)
-        key = _key(subject, params.needTag)
+        heads = _override_heads(subject) or model_heads(subject.model)
+        key = _key(subject, params.needTag, heads)
         found = memo.get(key) if key is not None else None
         if found is not None:
             return found
-        failures = [o for c in checks if (o := c(subject, params, catalog)) is not None]
+        env = _Env(params, catalog, heads)
+        results = [c(subject, env) for c in checks]
+        failures = [r for r in results if isinstance(r, Outcome)]
+        unknown = [flag for r in results if isinstance(r, list) for flag in r]
+        if unknown:
+            failures.append(_cannot_judge(subject, unknown))
         outcomes = failures or [Outcome("pass", f"{subject.engine} configuration uses its GPUs efficiently")]
         if key is not None and len(memo) < MEMO_LIMIT:
             # setdefault: a thread that built the same key meanwhile keeps its outcomes, which may be
@@ -87,12 +126,14 @@ _JUDGED_ARGS = (
     "max_num_seqs",
     "max_model_len",
     "quantization",
+    "config",
 )
 
 
-def _key(s: ServingSubject, need_tag: str) -> tuple[Any, ...] | None:
+def _key(s: ServingSubject, need_tag: str, heads: int | None) -> tuple[Any, ...] | None:
     """Everything the checks read, or None when a value is not hashable (then nothing is memoised)."""
     key = (
+        heads,
         s.engine,
         s.engine_version,
         s.model,
@@ -112,9 +153,39 @@ def _key(s: ServingSubject, need_tag: str) -> tuple[Any, ...] | None:
     return key
 
 
+class _Env(NamedTuple):
+    params: ServingConfig
+    catalog: Catalog
+    heads: int | None  # the model's attention heads, when known
+
+
+_Result = Outcome | list[str] | None  # a failure, the flags an unread --config file may set, or nothing
+
+
 def _arg(s: ServingSubject, name: str, default: Any = None) -> Any:
     value = s.args.get(name)
     return default if value is None else value
+
+
+def _unknown(s: ServingSubject, *names: str) -> list[str]:
+    """The flags among ``names`` that an unread ``--config`` file may set (the command line did not)."""
+    if not s.args.get("config"):
+        return []
+    return ["--" + n.replace("_", "-") for n in names if s.args.get(n) is None]
+
+
+def _cannot_judge(s: ServingSubject, flags: list[str]) -> Outcome:
+    path = s.args.get("config")
+    names = ", ".join(dict.fromkeys(flags))
+    return Outcome(
+        "error",
+        f"cannot judge {names}: the --config file {path} was not read and may set them. Give it to "
+        "costwarden (a ConfigMap mounted there: check its manifest together with the workload) or set "
+        "them on the command line",
+        path="args.config",
+        expected="the --config file's contents",
+        actual=path,
+    )
 
 
 def _set(name: str, value: Any, why: str) -> Fix:
@@ -130,17 +201,62 @@ def _set(name: str, value: Any, why: str) -> Fix:
     )
 
 
-def _parallelism(s: ServingSubject, p: ServingConfig, catalog: Catalog) -> Outcome | None:
+def _override_heads(s: ServingSubject) -> int | None:
+    """``--hf-overrides '{"num_attention_heads": N}'``: vLLM applies it to the model's config."""
+    overrides = s.args.get("hf_overrides")
+    value = overrides.get("num_attention_heads") if isinstance(overrides, dict) else None
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def _table_heads(model: str, table: tuple[tuple[str, int], ...]) -> int | None:
+    name = model.lower().rstrip("/")
+    return next((heads for glob, heads in table if fnmatchcase(name, glob)), None)
+
+
+def _tp_fits(tp: int, heads: int | None) -> bool:
+    return heads % tp == 0 if heads else tp & (tp - 1) == 0
+
+
+def _layout_fix(gpus: float, tp: int, pp: int, dp: int, heads: int | None) -> Fix | None:
+    """TP x DP filling every GPU with PP kept: the user's DP if a valid TP fills the rest, else the
+    largest valid TP with DP making up the difference. Valid: divides the heads, or when they are
+    unknown a power of two (what most models' head counts divide)."""
+    if not float(gpus).is_integer() or int(gpus) % pp:
+        return None
+    per = int(gpus) // pp
+    if per % dp == 0 and _tp_fits(per // dp, heads):
+        new_tp, new_dp = per // dp, dp
+    else:
+        new_tp = next(t for t in range(per, 0, -1) if per % t == 0 and _tp_fits(t, heads))
+        new_dp = per // new_tp
+    changes = [(n, v) for n, v, old in (("tensor_parallel_size", new_tp, tp), ("data_parallel_size", new_dp, dp))
+               if v != old]
+    if not changes:
+        return None
+    text = "set " + " ".join(f"--{n.replace('_', '-')} {v}" for n, v in changes)
+    if heads is None and new_tp != per // dp:
+        text += (" (the model's attention heads must be divisible by the tensor-parallel size; their number is "
+                 "unknown here, so a power of two is proposed)")
+    return Fix(text, tuple({"op": "add", "path": f"/{n}", "value": v} for n, v in changes), "args")
+
+
+def _parallelism(s: ServingSubject, e: _Env) -> _Result:
     if s.gpus < 1:  # no GPU, or a fraction of one (time-slicing, MIG): one rank uses what there is
         return None
+    unknown = _unknown(s, "tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size")
+    if unknown:
+        return unknown
     tp, pp, dp = (int(_arg(s, n, 1)) for n in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size"))
-    used = tp * pp * dp
+    used, path = tp * pp * dp, "args.tensor_parallel_size"
+    if e.heads and e.heads % tp:
+        return Outcome("fail", f"tensor-parallel size {tp} does not divide the model's {e.heads} attention heads; "
+                       "vLLM will not start", path=path, expected=f"a divisor of {e.heads}", actual=tp,
+                       fix=_layout_fix(s.gpus, tp, pp, dp, e.heads) if used <= s.gpus else None)
     if used == s.gpus:
         return None
     local = s.args.get("data_parallel_size_local")  # multi-node DP: this node runs `local` of the ranks
     if isinstance(local, int) and not isinstance(local, bool) and tp * pp * local == s.gpus:
         return None
-    path = "args.tensor_parallel_size"
     if used > s.gpus:
         return Outcome(
             "fail",
@@ -149,8 +265,10 @@ def _parallelism(s: ServingSubject, p: ServingConfig, catalog: Catalog) -> Outco
             expected=s.gpus,
             actual=used,
         )
+    if _unknown(s, "data_parallel_size_local"):
+        return _unknown(s, "data_parallel_size_local")
     idle = s.gpus - used
-    price = catalog.gpu_price(s.gpu_type)
+    price = e.catalog.gpu_price(s.gpu_type)
     saving = round(idle * price.onDemandUsd * HOURS_PER_MONTH * s.replicas, 2) if price else None
     return Outcome(
         "fail",
@@ -158,12 +276,14 @@ def _parallelism(s: ServingSubject, p: ServingConfig, catalog: Catalog) -> Outco
         path=path,
         expected=s.gpus,
         actual=used,
-        fix=_set("tensor_parallel_size", int(s.gpus) // (pp * dp) or 1, "use every GPU"),
+        fix=_layout_fix(s.gpus, tp, pp, dp, e.heads),
         savings_usd_month=saving,
     )
 
 
-def _prefix_caching(s: ServingSubject, p: ServingConfig, catalog: Catalog) -> Outcome | None:
+def _prefix_caching(s: ServingSubject, e: _Env) -> _Result:
+    if _unknown(s, "enable_prefix_caching"):
+        return _unknown(s, "enable_prefix_caching")
     if _arg(s, "enable_prefix_caching", True) is not False:
         return None
     return Outcome(
@@ -176,9 +296,11 @@ def _prefix_caching(s: ServingSubject, p: ServingConfig, catalog: Catalog) -> Ou
     )
 
 
-def _memory(s: ServingSubject, p: ServingConfig, catalog: Catalog) -> Outcome | None:
+def _memory(s: ServingSubject, e: _Env) -> _Result:
+    if _unknown(s, "gpu_memory_utilization"):
+        return _unknown(s, "gpu_memory_utilization")
     value = float(_arg(s, "gpu_memory_utilization", 0.9))
-    floor = p.minGpuMemoryUtilization or 0.0
+    floor = e.params.minGpuMemoryUtilization or 0.0
     if value >= floor:
         return None
     return Outcome(
@@ -192,11 +314,15 @@ def _memory(s: ServingSubject, p: ServingConfig, catalog: Catalog) -> Outcome | 
     )
 
 
-def _max_num_seqs(s: ServingSubject, p: ServingConfig, catalog: Catalog) -> Outcome | None:
+def _max_num_seqs(s: ServingSubject, e: _Env) -> _Result:
     value = s.args.get("max_num_seqs")
-    floor = p.minMaxNumSeqs or 0
+    floor = e.params.minMaxNumSeqs or 0
     gpu = normalize_gpu(s.gpu_type) if s.gpu_type else ""
-    if value is None or int(value) >= floor or not any(g in gpu for g in LARGE_GPUS):
+    if not any(g in gpu for g in LARGE_GPUS):
+        return None
+    if value is None:
+        return _unknown(s, "max_num_seqs") or None
+    if int(value) >= floor:
         return None
     return Outcome(
         "fail",
@@ -208,11 +334,13 @@ def _max_num_seqs(s: ServingSubject, p: ServingConfig, catalog: Catalog) -> Outc
     )
 
 
-def _model_len(s: ServingSubject, p: ServingConfig, catalog: Catalog) -> Outcome | None:
-    value, need = s.args.get("max_model_len"), s.tags.get(p.needTag)
-    if value is None or not need or not need.isdigit():
+def _model_len(s: ServingSubject, e: _Env) -> _Result:
+    value, need = s.args.get("max_model_len"), s.tags.get(e.params.needTag)
+    if not need or not need.isdigit():
         return None
-    factor = p.maxModelLenFactor or 1.0
+    if value is None:
+        return _unknown(s, "max_model_len") or None
+    factor = e.params.maxModelLenFactor or 1.0
     if int(value) <= int(need) * factor:
         return None
     return Outcome(
@@ -225,11 +353,13 @@ def _model_len(s: ServingSubject, p: ServingConfig, catalog: Catalog) -> Outcome
     )
 
 
-def _quantized(s: ServingSubject, p: ServingConfig, catalog: Catalog) -> Outcome | None:
-    size = s.params_b if s.params_b is not None else catalog.params_b(s.model)
-    limit = p.quantizeAboveParamsB or 0.0
+def _quantized(s: ServingSubject, e: _Env) -> _Result:
+    size = s.params_b if s.params_b is not None else e.catalog.params_b(s.model)
+    limit = e.params.quantizeAboveParamsB or 0.0
     if size is None or size <= limit or s.args.get("quantization") or QUANTIZED_NAME.search(s.model):
         return None
+    if _unknown(s, "quantization"):
+        return _unknown(s, "quantization")
     # A missing --quantization is not proof: vLLM reads it from the checkpoint. Advise, don't deny.
     return Outcome(
         "fail",
@@ -242,7 +372,8 @@ def _quantized(s: ServingSubject, p: ServingConfig, catalog: Catalog) -> Outcome
     )
 
 
-def _gpu_type(s: ServingSubject, p: ServingConfig, catalog: Catalog) -> Outcome | None:
+def _gpu_type(s: ServingSubject, e: _Env) -> _Result:
+    p = e.params
     allowed = [normalize_gpu(g) for g in p.allowedGpuTypes or []]
     gpu = normalize_gpu(s.gpu_type) if s.gpu_type else None
     if gpu is None or s.gpus <= 0 or any(a in gpu for a in allowed):
@@ -256,7 +387,7 @@ def _gpu_type(s: ServingSubject, p: ServingConfig, catalog: Catalog) -> Outcome 
     )
 
 
-def _deprecated(s: ServingSubject, p: ServingConfig, catalog: Catalog) -> Outcome | None:
+def _deprecated(s: ServingSubject, e: _Env) -> _Result:
     if not s.deprecated_args:
         return None
     names = ", ".join("--" + a.replace("_", "-") for a in s.deprecated_args)
@@ -275,9 +406,10 @@ def _deprecated(s: ServingSubject, p: ServingConfig, catalog: Catalog) -> Outcom
     )
 
 
-def _invalid(s: ServingSubject, p: ServingConfig, catalog: Catalog) -> Outcome | None:
+def _invalid(s: ServingSubject, e: _Env) -> _Result:
     # Removed arguments also make the engine exit; forbidDeprecatedArgs reports them (with a fix).
-    errors = [e for e in s.arg_errors if not (p.forbidDeprecatedArgs and e.startswith("error[removed-argument]"))]
+    removed_reported = e.params.forbidDeprecatedArgs
+    errors = [x for x in s.arg_errors if not (removed_reported and x.startswith("error[removed-argument]"))]
     if not errors:
         return None
     first = errors[0].split("\n", 1)[0]
