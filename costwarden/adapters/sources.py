@@ -25,12 +25,16 @@ LLM_PROVIDERS = ("anthropic", "openai")
 
 def subjects_from_path(path: str | Path, *, include_all: bool = False) -> list[Subject]:
     """Every subject in a file; raises AdapterError naming the file (and line) on bad input."""
-    file = str(path)
+    return subjects_from_text(read_text(path), file=str(path), include_all=include_all)
+
+
+def read_text(path: str | Path) -> str:
+    """An input file's text (see :func:`decode_text`); AdapterError naming the file when unreadable."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise AdapterError(f"cannot read: {exc}", file=file) from exc
-    return subjects_from_text(decode_text(data, file), file=file, include_all=include_all)
+        raise AdapterError(f"cannot read: {exc}", file=str(path)) from exc
+    return decode_text(data, str(path))
 
 
 def decode_text(data: bytes, file: str) -> str:
@@ -267,6 +271,7 @@ __all__ = [
     "decode_text",
     "kubernetes_object_subjects",
     "llm_call_from_record",
+    "read_text",
     "subjects_from_data",
     "subjects_from_path",
     "subjects_from_text",

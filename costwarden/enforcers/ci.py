@@ -17,9 +17,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from costwarden.adapters.sources import decode_text, subjects_from_path, subjects_from_text
-from costwarden.engine.decision import Decision, RuleResult, Surface
+from costwarden.adapters.helm import HelmSource, chart_file, template_at, template_sources
+from costwarden.adapters.sources import decode_text, read_text, subjects_from_text
+from costwarden.enforcers.unknown_tags import settle
+from costwarden.engine.decision import Decision, RuleResult, SubjectRef, Surface
 from costwarden.engine.evaluate import PolicySet
+from costwarden.engine.subjects import Subject
 from costwarden.errors import CostwardenError, UnrecognizedInput
 
 INPUT_SUFFIXES = (".yaml", ".yml", ".json", ".jsonl")
@@ -72,6 +75,14 @@ class CheckReport:
     skipped: list[str] = field(default_factory=list)
     started: datetime | None = None
     policies: int = 0
+    helm_sources: dict[tuple[str, int], HelmSource] = field(default_factory=dict)
+    """The Helm template of each rendered object, by its file and line (``helm template`` output)."""
+
+    def helm_source(self, subject: SubjectRef) -> HelmSource | None:
+        """The Helm template ``subject`` was rendered from, when its input said (``# Source:``)."""
+        if subject.file is None or subject.line is None or not self.helm_sources:
+            return None
+        return self.helm_sources.get((subject.file, subject.line))
 
     @property
     def blocking(self) -> list[Finding]:
@@ -132,10 +143,10 @@ def run_check(paths: Sequence[str], policies: PolicySet, *, surface: Surface = "
         report.files.append(file)
         explicit = file == "-" or os.path.abspath(file) in named
         try:
-            if file == "-":
-                subjects = subjects_from_text(_read_stdin(stdin), file="<stdin>", include_all=include_all)
-            else:
-                subjects = subjects_from_path(file, include_all=include_all)
+            name = "<stdin>" if file == "-" else file
+            text = _read_stdin(stdin) if file == "-" else read_text(file)
+            subjects = subjects_from_text(text, file=name, include_all=include_all)
+            report.helm_sources.update(_helm_sources(text, name, subjects))
         except UnrecognizedInput as exc:
             if explicit:
                 report.errors.append(InputError(file, getattr(exc, "line", None), _message(exc)))
@@ -147,7 +158,7 @@ def run_check(paths: Sequence[str], policies: PolicySet, *, surface: Surface = "
                                             _message(exc)))
             subjects = []
         for subject in subjects:
-            decision = policies.evaluate(subject, surface)
+            decision = settle(policies.evaluate(subject, surface), subject, policies)
             report.decisions.append(decision)
             for result in decision.results:
                 if result.result in ("fail", "warn", "error"):
@@ -158,6 +169,18 @@ def run_check(paths: Sequence[str], policies: PolicySet, *, surface: Surface = "
         if progress is not None:
             progress(index + 1, len(files))
     return report
+
+
+def _helm_sources(text: str, file: str, subjects: Sequence[Subject]) -> dict[tuple[str, int], HelmSource]:
+    """The template each rendered object came from, where ``helm template`` wrote it."""
+    sources = template_sources(text)
+    out: dict[tuple[str, int], HelmSource] = {}
+    for subject in subjects if sources else ():
+        line, kind = subject.source.line, getattr(subject, "kind", "")
+        template = template_at(sources, line)
+        if template is not None and line is not None and (file, line) not in out:
+            out[(file, line)] = chart_file(template, kind)
+    return out
 
 
 def _unique(files: Iterable[str]) -> list[str]:

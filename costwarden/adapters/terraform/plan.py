@@ -10,8 +10,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from costwarden.adapters.terraform.capacity import capacity
-from costwarden.adapters.terraform.tags import _text, effective_tags
-from costwarden.adapters.terraform.values import _dig, _mapping
+from costwarden.adapters.terraform.default_tags import DefaultTags, from_configuration, inferred
+from costwarden.adapters.terraform.tags import (
+    INCOMPLETE,
+    UNKNOWN_VALUE,
+    effective_tags,
+    unknown_tag_maps,
+    uses_default_tags,
+)
+from costwarden.adapters.terraform.values import _mapping
 from costwarden.adapters.terraform.workload import workload
 from costwarden.engine.subjects import Resource, SourceLocation
 from costwarden.errors import AdapterError
@@ -148,14 +155,16 @@ def _address_lines(text: str, anchor: str, addresses: Sequence[str]) -> list[int
 class _Provider:
     region: str | None = None
     project: str | None = None
-    default_tags: Mapping[str, str] | None = None
+    default_tags: DefaultTags | None = None
 
 
 _NO_PROVIDER = _Provider()
 
 
 class _Configuration:
-    """Constant provider settings from ``configuration``, and which provider each resource uses."""
+    """Constant provider settings from ``configuration``, and which provider each resource uses.
+    Default tags the configuration does not hold are read off the plan's other resources (see
+    :mod:`.default_tags`)."""
 
     def __init__(self, plan: Mapping[str, Any]) -> None:
         config = _mapping(plan.get("configuration"))
@@ -166,6 +175,7 @@ class _Configuration:
         }
         self.keys: dict[str, str] = {}
         self._walk(_mapping(config.get("root_module")), "")
+        self._infer_default_tags(plan.get("resource_changes"))
 
     def _walk(self, module: Mapping[str, Any], prefix: str) -> None:
         for res in module.get("resources") or ():
@@ -174,12 +184,33 @@ class _Configuration:
         for name, call in _mapping(module.get("module_calls")).items():
             self._walk(_mapping(_mapping(call).get("module")), f"{prefix}module.{name}.")
 
-    def provider(self, entry: _Entry) -> _Provider:
-        module = _INDEX.sub("", entry.module)
-        local = f"{entry.type}.{entry.name}"
-        key = self.keys.get(f"{module}.{local}" if module else local) or entry.type.split("_", 1)[0]
+    def _infer_default_tags(self, changes: Any) -> None:
+        unresolved = {k for k, p in self.providers.items() if p.default_tags and p.default_tags.unresolved}
+        if not unresolved or not isinstance(changes, list):
+            return
+        siblings: dict[str, list[tuple[Mapping[str, Any], Mapping[str, Any]]]] = {k: [] for k in unresolved}
+        for rc in changes:
+            change = _mapping(_mapping(rc).get("change"))
+            after = change.get("after")
+            if rc.get("mode", "managed") != "managed" or not isinstance(after, Mapping):
+                continue
+            key = self._key(str(rc.get("module_address") or ""), str(rc.get("type") or ""), str(rc.get("name") or ""))
+            if key in siblings:
+                siblings[key].append((after, _mapping(change.get("after_unknown"))))
+        for key, found in siblings.items():
+            p = self.providers[key]
+            if p.default_tags is not None:
+                self.providers[key] = _Provider(p.region, p.project, inferred(p.default_tags, found))
+
+    def _key(self, module_address: str, rtype: str, name: str) -> str:
+        module = _INDEX.sub("", module_address)
+        local = f"{rtype}.{name}"
+        key = self.keys.get(f"{module}.{local}" if module else local) or rtype.split("_", 1)[0]
         # A module that inherits its parent's provider names it "<module>:<name>".
-        return self.providers.get(key) or self.providers.get(key.rsplit(":", 1)[-1]) or _NO_PROVIDER
+        return key if key in self.providers else key.rsplit(":", 1)[-1]
+
+    def provider(self, entry: _Entry) -> _Provider:
+        return self.providers.get(self._key(entry.module, entry.type, entry.name)) or _NO_PROVIDER
 
 
 def _provider(pc: Mapping[str, Any], variables: Mapping[str, Any]) -> _Provider:
@@ -188,17 +219,11 @@ def _provider(pc: Mapping[str, Any], variables: Mapping[str, Any]) -> _Provider:
     def constant(name: str) -> Any:
         return _mapping(exprs.get(name)).get("constant_value")
 
-    block = exprs.get("default_tags")
-    tags = _mapping(_dig(block, (0, "tags", "constant_value")))
-    references = _dig(block, (0, "tags", "references"))
-    if not tags and isinstance(references, list) and len(references) == 1 and str(references[0]).startswith("var."):
-        # `default_tags { tags = var.tags }`: the plan holds the root module's variable values
-        tags = _mapping(_mapping(variables.get(str(references[0])[4:])).get("value"))
     region, project = constant("region"), constant("project")
     return _Provider(
         region=region if isinstance(region, str) else None,
         project=project if isinstance(project, str) else None,
-        default_tags={str(k): _text(v) for k, v in tags.items()} or None,
+        default_tags=from_configuration(exprs.get("default_tags"), variables),
     )
 
 
@@ -207,7 +232,13 @@ def _provider(pc: Mapping[str, Any], variables: Mapping[str, Any]) -> _Provider:
 
 def _resource(entry: _Entry, config: _Configuration, source: SourceLocation) -> Resource:
     provider = config.provider(entry)
-    tags = effective_tags(entry.type, entry.after, entry.unknown, provider.default_tags)
+    defaults = provider.default_tags
+    tags = effective_tags(entry.type, entry.after, entry.unknown, defaults.tags if defaults else None)
+    relies = defaults is not None and uses_default_tags(entry.type, entry.after, entry.unknown)
+    annotations = defaults.annotations(tags) if relies and defaults else {}
+    whole = unknown_tag_maps(entry.type, entry.after, entry.unknown)
+    if whole:  # any key may be among them
+        annotations = {INCOMPLETE: f"{' and '.join(whole)} = {UNKNOWN_VALUE}"}
     return Resource(
         provider=PROVIDER,
         kind=entry.type,
@@ -219,6 +250,7 @@ def _resource(entry: _Entry, config: _Configuration, source: SourceLocation) -> 
         workload=workload(entry.type, entry.after, tags),
         source=source,
         raw=entry.after,
+        annotations=annotations,
     )
 
 

@@ -9,6 +9,11 @@ from typing import Any
 from costwarden.adapters.terraform.values import _dig, _mapping
 
 UNKNOWN_VALUE = "(known after apply)"
+INCOMPLETE = "costwarden.dev/tags-incomplete"
+"""Annotation on a resource whose tags may hold keys the plan cannot show, saying why (a tag map
+known only after apply, provider default tags the plan does not hold)."""
+INCOMPLETE_KEYS = "costwarden.dev/tags-incomplete-keys"
+"""Annotation: the only keys (comma-separated) those tags can be; absent: any key."""
 
 
 def effective_tags(
@@ -28,7 +33,7 @@ def effective_tags(
     if isinstance(after.get("tags_all"), Mapping):
         tags = _tag_map(after["tags_all"], unknown.get("tags_all"))
     else:
-        tags = dict(default_tags or {}) if unknown.get("tags_all") is True else {}
+        tags = dict(default_tags or {}) if uses_default_tags(rtype, after, unknown) else {}
         tags |= _tag_map(after.get("tags"), unknown.get("tags"))
     if rtype == "aws_autoscaling_group":
         tags |= _tag_map(after.get("tag"), unknown.get("tag"))
@@ -37,6 +42,28 @@ def effective_tags(
         for i in sorted(range(len(specs)), key=lambda i: _mapping(specs[i]).get("resource_type") == "instance"):
             tags |= _tag_map(_mapping(specs[i]).get("tags"), _dig(unknown, ("tag_specifications", i, "tags")))
     return tags
+
+
+def uses_default_tags(rtype: str, after: Mapping[str, Any], unknown: Mapping[str, Any] | None) -> bool:
+    """Whether the resource's effective tags need the provider's default tags: its ``tags_all``
+    (which has them merged in) is known only after apply."""
+    return (
+        not rtype.startswith("google_")
+        and not isinstance(after.get("tags_all"), Mapping)
+        and (unknown or {}).get("tags_all") is True
+    )
+
+
+def unknown_tag_maps(rtype: str, after: Mapping[str, Any], unknown: Mapping[str, Any] | None) -> list[str]:
+    """The tag (GCP: label) maps that are known only after apply as a whole: their keys are unknown."""
+    unknown = unknown or {}
+    if rtype.startswith("google_"):
+        fields = ("effective_labels", "terraform_labels", "labels")
+        known = any(isinstance(after.get(k), Mapping) for k in fields)
+        return [] if known else [k for k in fields if unknown.get(k) is True][:1]
+    if isinstance(after.get("tags_all"), Mapping):
+        return []
+    return [k for k in ("tags", "tag") if unknown.get(k) is True and not isinstance(after.get(k), (Mapping, list))]
 
 
 def _gcp_labels(after: Mapping[str, Any], unknown: Mapping[str, Any]) -> dict[str, str]:

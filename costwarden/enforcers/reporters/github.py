@@ -12,19 +12,22 @@ properties — so no message can end its line early or inject a command of its o
 
 from __future__ import annotations
 
+from costwarden.adapters.helm import HelmSource
 from costwarden.enforcers.ci import CheckReport, Finding, InputError
 from costwarden.enforcers.reporters import relative_path, savings_text, subject_label, violations
 
 
 def render(report: CheckReport, *, color: bool = False) -> str:
     """Every annotation, one per line, ending in a newline (empty when there is nothing to say)."""
-    lines = [annotation(f) for f in violations(report)]
+    lines = [annotation(f, report.helm_source(f.decision.subject)) for f in violations(report)]
     lines += [error_annotation(e) for e in report.errors]
     return "".join(line + "\n" for line in lines)
 
 
-def annotation(f: Finding) -> str:
-    """The workflow command for one violation."""
+def annotation(f: Finding, helm: HelmSource | None = None) -> str:
+    """The workflow command for one violation; on the Helm template it was rendered from when that
+    is found in the working tree (Helm renders whole documents: the line is the template's
+    ``kind:`` when unambiguous, else none, and the message keeps the rendered line)."""
     r, s = f.result, f.decision.subject
     if f.accepted or r.effect in ("audit", "off"):
         command = "notice"
@@ -40,7 +43,12 @@ def annotation(f: Finding) -> str:
     saving = savings_text(r)
     if saving:
         message += f" [saves {saving}]"
-    return command_line(command, message, file=s.file, line=s.line, title=f"{r.policy}/{r.rule}")
+    file, line = s.file, s.line
+    if helm is not None:
+        message += f" (rendered from {helm.template}, {s.file} line {s.line})"
+        if helm.file:
+            file, line = helm.file, helm.line
+    return command_line(command, message, file=file, line=line, title=f"{r.policy}/{r.rule}")
 
 
 def error_annotation(e: InputError) -> str:

@@ -13,8 +13,10 @@ import json
 from typing import Any
 
 import costwarden
+from costwarden.adapters.helm import HelmSource
 from costwarden.enforcers.ci import REPORT_SCHEMA, CheckReport, Finding, InputError
 from costwarden.enforcers.reporters import every_result, violations
+from costwarden.engine.decision import SubjectRef
 
 
 def render(report: CheckReport, *, color: bool = False) -> str:
@@ -32,14 +34,16 @@ def to_dict(report: CheckReport, *, include_passes: bool = False) -> dict[str, A
         "started": report.started.isoformat() if report.started else None,
         "policies": report.policies,
         "summary": report.summary(),
-        "results": [result_dict(f) for f in findings],
+        "results": [result_dict(f, report.helm_source(f.decision.subject)) for f in findings],
         "errors": [error_dict(e) for e in report.errors],
         "skipped_files": list(report.skipped),
     }
 
 
-def result_dict(finding: Finding) -> dict[str, Any]:
-    """One result with its subject, source position, fix, savings and baseline state."""
+def result_dict(finding: Finding, helm: HelmSource | None = None) -> dict[str, Any]:
+    """One result with its subject, source position (and the Helm template it was rendered
+    from: ``template`` as Helm names it, ``template_file`` in the working tree), fix, savings and
+    baseline state."""
     r = finding.result
     s = finding.decision.subject
     plain = r.to_dict()
@@ -51,7 +55,7 @@ def result_dict(finding: Finding) -> dict[str, Any]:
         "severity": r.severity,
         "message": r.message,
         "subject": {"type": s.type, "provider": s.provider, "kind": s.kind, "name": s.name, "namespace": s.namespace},
-        "source": {"file": s.file, "line": s.line, "pointer": s.pointer},
+        "source": _source(s, helm),
         "path": r.path,
         "expected": plain["expected"],
         "actual": plain["actual"],
@@ -63,6 +67,15 @@ def result_dict(finding: Finding) -> dict[str, Any]:
         "accepted": finding.accepted,
         "blocking": finding.is_blocking,
     }
+
+
+def _source(s: SubjectRef, helm: HelmSource | None) -> dict[str, Any]:
+    """Where the subject came from; a Helm-rendered object adds its ``template`` (as Helm names it)
+    and ``template_file`` (that template in the working tree, or null when not found there)."""
+    source: dict[str, Any] = {"file": s.file, "line": s.line, "pointer": s.pointer}
+    if helm is not None:
+        source |= {"template": helm.template, "template_file": helm.file}
+    return source
 
 
 def error_dict(error: InputError) -> dict[str, Any]:

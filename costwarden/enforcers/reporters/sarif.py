@@ -15,6 +15,7 @@ from datetime import UTC
 from typing import Any
 
 import costwarden
+from costwarden.adapters.helm import HelmSource
 from costwarden.enforcers.ci import CheckReport, Finding, InputError
 from costwarden.enforcers.reporters import artifact_uri, savings_text, subject_label, violations
 from costwarden.engine.decision import RuleResult, SubjectRef
@@ -53,7 +54,7 @@ def to_dict(report: CheckReport) -> dict[str, Any]:
     run = {
         "tool": {"driver": driver},
         "invocations": [_invocation(report)],
-        "results": [_result(f, rules) for f in findings],
+        "results": [_result(f, rules, report.helm_source(f.decision.subject)) for f in findings],
         "properties": {"surface": report.surface, "summary": report.summary()},
     }
     return {"$schema": SARIF_SCHEMA, "version": SARIF_VERSION, "runs": [run]}
@@ -78,18 +79,24 @@ def _descriptor(r: RuleResult, surface: str) -> dict[str, Any]:
     }
 
 
-def _result(f: Finding, rules: dict[str, int]) -> dict[str, Any]:
+def _result(f: Finding, rules: dict[str, int], helm: HelmSource | None) -> dict[str, Any]:
     r, s = f.result, f.decision.subject
     rule_id = f"{r.policy}/{r.rule}"
+    text = message_text(f) + (f" (rendered from the Helm template {helm.template})" if helm else "")
     out: dict[str, Any] = {
         "ruleId": rule_id,
         "ruleIndex": rules[rule_id],
         "level": level(r),
-        "message": {"text": message_text(f)},
-        "locations": [_location(s)],
+        "message": {"text": text},
+        "locations": [_location(s, helm)],
         "partialFingerprints": {FINGERPRINT_KEY: f.fingerprint},
         "properties": _properties(f),
     }
+    if helm is not None:
+        out["properties"]["helmTemplate"] = helm.template
+        if helm.file and s.file and s.file not in ("-", "<stdin>"):
+            out["relatedLocations"] = [{"id": 1, "physicalLocation": _physical(s.file, s.line),
+                                        "message": {"text": "the rendered object"}}]
     if f.accepted:
         out["suppressions"] = [{"kind": "external", "state": "accepted",
                                 "justification": "accepted by the costwarden baseline"}]
@@ -108,7 +115,10 @@ def message_text(f: Finding) -> str:
     return text
 
 
-def _location(s: SubjectRef) -> dict[str, Any]:
+def _location(s: SubjectRef, helm: HelmSource | None) -> dict[str, Any]:
+    """The subject's place: the Helm template it was rendered from when found in the working tree
+    (at its ``kind:`` line when that is unambiguous, else the whole file: Helm renders whole
+    documents, so no line in the template is known), else the input file and line."""
     location: dict[str, Any] = {
         "logicalLocations": [{
             "name": s.name or s.kind,
@@ -116,17 +126,22 @@ def _location(s: SubjectRef) -> dict[str, Any]:
             "kind": "resource",
         }],
     }
-    if s.file and s.file not in ("-", "<stdin>"):
+    if helm is not None and helm.file:
+        location["physicalLocation"] = _physical(helm.file, helm.line, region=helm.line is not None)
+    elif s.file and s.file not in ("-", "<stdin>"):
         location["physicalLocation"] = _physical(s.file, s.line)
     return location
 
 
-def _physical(file: str, line: int | None) -> dict[str, Any]:
+def _physical(file: str, line: int | None, *, region: bool = True) -> dict[str, Any]:
     uri, relative = artifact_uri(file)
     artifact: dict[str, Any] = {"uri": uri}
     if relative:
         artifact["uriBaseId"] = SRCROOT
-    return {"artifactLocation": artifact, "region": {"startLine": max(line or 1, 1)}}
+    out: dict[str, Any] = {"artifactLocation": artifact}
+    if region:
+        out["region"] = {"startLine": max(line or 1, 1)}
+    return out
 
 
 def _properties(f: Finding) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 
 from rich.text import Text
 
+from costwarden.adapters.helm import HelmSource
 from costwarden.enforcers.ci import CheckReport, Finding, InputError
 from costwarden.enforcers.reporters import monthly_savings, savings_text, subject_label, usd
 from costwarden.engine.decision import Decision
@@ -44,7 +45,7 @@ def render(report: CheckReport, *, color: bool = False) -> str:
     for file, decisions in _by_file(d for d in report.decisions if id(d) in findings):
         lines.append(([(file, "bold underline")], False))
         for decision in decisions:
-            lines += _subject_lines(decision, findings[id(decision)])
+            lines += _subject_lines(decision, findings[id(decision)], report.helm_source(decision.subject))
     lines += [([(t.plain, "")] if not color else _segments(t), False) for t in map(_input_error, report.errors)]
     lines += [(_segments(t), False) for t in summary_lines(report)]
     return _emit_rich(lines) if color else _emit_plain(lines)
@@ -132,10 +133,15 @@ def summary_lines(report: CheckReport) -> list[Text]:
     return [first, verdict]
 
 
-def _subject_lines(decision: Decision, findings: list[Finding]) -> list[tuple[list[Segment], bool]]:
+def _subject_lines(
+    decision: Decision, findings: list[Finding], helm: HelmSource | None
+) -> list[tuple[list[Segment], bool]]:
     counts = decision.counts()
     s = decision.subject
-    where = ", ".join(x for x in (s.provider, f"line {s.line}" if s.line else "") if x)
+    line = f"line {s.line}" if s.line else ""
+    if helm is not None:  # Helm renders whole documents: the template's line is not known, the stream's is
+        line = f"{helm.file or helm.template} ({s.file} {line})"
+    where = ", ".join(x for x in (s.provider, line) if x)
     quiet = ", ".join(f"{counts[k]} {word}" for k, word in (("pass", "passed"), ("skip", "skipped")) if counts[k])
     out = [([("  ", ""), (subject_label(s), "bold"), (f"  {where}" + (f" ({quiet})" if quiet else ""), "dim")], False)]
     for finding in findings:
