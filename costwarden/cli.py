@@ -10,21 +10,19 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from costwarden import __version__
+from costwarden.validate_cli import parse_now, print_policy_error, validate
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from costwarden.engine.decision import Decision
     from costwarden.engine.evaluate import PolicySet
-    from costwarden.engine.loader import LoadResult, Skipped
-    from costwarden.errors import PolicyError
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -35,6 +33,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.command()(validate)
 
 PoliciesOpt = Annotated[
     list[Path] | None,
@@ -50,7 +49,10 @@ def _console(stderr: bool = False) -> Console:
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
-    _console(stderr=True).print(f"[bold red]error[/]: {message}", markup=True)
+    """Print ``message`` as written (it quotes the user's input: '[/x]' is text, not markup)."""
+    err = _console(stderr=True)
+    err.print("[bold red]error[/]: ", end="", markup=True)
+    err.print(message, markup=False)
     return typer.Exit(code)
 
 
@@ -62,89 +64,8 @@ def _load(paths: list[Path] | None) -> PolicySet:
     try:
         return load_policies(*(paths or ()))
     except PolicyError as exc:
-        _print_policy_error(exc)
+        print_policy_error(exc)
         raise typer.Exit(EXIT_BAD_INPUT) from None
-
-
-def _print_policy_error(exc: PolicyError) -> None:
-    err = _console(stderr=True)
-    err.print(exc.render(), markup=False, highlight=False)
-    count = len(exc.diagnostics)
-    err.print(f"[bold red]{count} error{'s' if count != 1 else ''}[/]; no policy was loaded", markup=True)
-
-
-@app.command()
-def validate(
-    paths: Annotated[list[Path] | None, typer.Argument(help="Policy files or folders (default: built-in)")] = None,
-    now: Annotated[str | None, typer.Option(help="Judge exemption expiry at this time, ISO 8601 (default: now)")] = (
-        None
-    ),
-    expiring_within: Annotated[
-        int, typer.Option("--expiring-within", min=0, help="Warn of exemptions that end within DAYS (0: off)")
-    ] = 14,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List the test data that was not loaded")] = False,
-) -> None:
-    """Check policy files: every problem with file:line:col, the source line and a hint.
-
-    Expired or soon-expiring exemptions are warnings (exit 0); so is a tests.yaml that holds policies.
-    """
-    from costwarden.engine.exemptions import expiry_warnings
-
-    when = _parse_now(now) or datetime.now(UTC)
-    policies, loaded = _load_with_sources(paths)
-    warnings = expiry_warnings(loaded.documents, when, soon=timedelta(days=expiring_within))
-    err = _console(stderr=True)
-    for warning in warnings:
-        err.print(warning.render(), markup=False, highlight=False)
-    count = len(warnings) + _report_skipped(err, loaded.skipped, verbose=verbose)
-    if not loaded.documents:
-        count += 1
-        where = ", ".join(map(str, paths or ())) or "the built-in library"
-        err.print(f"warning: no policy documents found in {where}", markup=False, highlight=False)
-    rules = sum(len(p.rules) for p in policies)
-    files = len(set(policies.files))
-    summary = f"ok: {len(policies)} policies, {rules} rules, {len(policies.exemptions)} exemptions in {files} files"
-    _console().print(summary + (f"; {count} warning{'s' if count != 1 else ''}" if count else ""))
-
-
-def _load_with_sources(paths: list[Path] | None) -> tuple[PolicySet, LoadResult]:
-    """As :func:`_load` (exit 2 on any error), keeping the documents and what the walk skipped."""
-    from costwarden.adapters.pricing import GenaiPricer
-    from costwarden.api import builtin_library_path
-    from costwarden.engine.compile import compile_documents
-    from costwarden.engine.loader import load_paths
-    from costwarden.errors import PolicyError
-
-    loaded = load_paths(*(paths or (builtin_library_path(),)))
-    try:
-        policies = compile_documents(loaded.documents, pricer=GenaiPricer(), diagnostics=loaded.diagnostics)
-    except PolicyError as exc:
-        _print_policy_error(exc)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
-    return policies, loaded
-
-
-def _report_skipped(err: Console, skipped: list[Skipped], *, verbose: bool) -> int:
-    """Warn of each skipped tests.yaml that holds policies; note (or with ``verbose`` list) the
-    library test data skipped. Returns the number of warnings printed."""
-    flagged = [s for s in skipped if s.holds_policies]
-    for item in flagged:
-        err.print(f"warning: {item.path} was not loaded: {item.reason}", markup=False, highlight=False)
-    data = [s for s in skipped if not s.holds_policies]
-    if data:
-        folders = sum(s.path.endswith(os.sep) for s in data)
-        what = f"{len(data) - folders} tests.yaml" + (f" and {folders} samples/ folder" if folders else "")
-        err.print(
-            f"note: skipped {what}{'s' if folders > 1 else ''} beside them: policy test data, checked by"
-            " 'costwarden test'; name a file or folder to load it as policies"
-            + ("" if verbose else " (--verbose lists them)"),
-            markup=False,
-            highlight=False,
-        )
-    if verbose:
-        for item in data:
-            err.print(f"  {item.path}: {item.reason}", markup=False, highlight=False)
-    return len(flagged)
 
 
 @app.command("test")
@@ -199,10 +120,11 @@ def explain(
         raise _fail(f"no policy named '{policy}'. {hint}")
     doc = found.document
     out = _console()
-    out.print(f"[bold]{found.name}[/] — {found.title}  ({found.severity})")
-    out.print(f"defined in {found.file}:{found.line}")
+    out.print(f"[bold]{found.name}[/] — ", end="")
+    out.print(f"{found.title}  ({found.severity})", markup=False)  # the author's text, brackets and all
+    out.print(f"defined in {found.file}:{found.line}", markup=False)
     if doc.metadata.description:
-        out.print(doc.metadata.description)
+        out.print(doc.metadata.description, markup=False)
     out.print(f"\n[bold]subject[/]: {found.subject_type}")
     spec = doc.spec.model_dump(exclude_defaults=True, exclude={"rules", "enforcement", "subject", "onError"})
     if spec:
@@ -248,7 +170,7 @@ def eval_cmd(
         raise _fail(f"unknown surface '{surface}'; surfaces: {', '.join(SURFACES)}")
     if fmt not in ("text", "json"):
         raise _fail(f"unknown format '{fmt}'; formats: text, json")
-    when = _parse_now(now)
+    when = parse_now(now)
     loaded = _load(policies)
     try:
         subjects = subjects_from_path(subject)
@@ -280,8 +202,6 @@ def check(
     progress: Annotated[bool, typer.Option(help="Progress bar (on a terminal, outside CI)")] = True,
 ) -> None:
     """Check manifests, Helm output, Terraform plans and LLM call logs before they are deployed."""
-    from rich.markup import escape
-
     from costwarden.enforcers.ci import read_baseline, run_check
     from costwarden.enforcers.ci import write_baseline as save_baseline
     from costwarden.enforcers.reporters import REPORTERS, render
@@ -314,12 +234,12 @@ def check(
         try:
             Path(file).write_text(text, encoding="utf-8")
         except OSError as exc:
-            raise _fail(escape(f"cannot write the {name} report to {file}: {exc.strerror or exc}")) from None
+            raise _fail(f"cannot write the {name} report to {file}: {exc.strerror or exc}") from None
     if write_baseline:
         try:
             count = save_baseline(report, write_baseline)
         except OSError as exc:
-            raise _fail(escape(f"cannot write the baseline to {write_baseline}: {exc.strerror or exc}")) from None
+            raise _fail(f"cannot write the baseline to {write_baseline}: {exc.strerror or exc}") from None
         _console(stderr=True).print(f"wrote {count} findings to baseline {write_baseline}")
     raise typer.Exit(report.exit_code)
 
@@ -395,27 +315,17 @@ from costwarden.vllm_cli import RAW_ARGS, vllm_app  # noqa: E402
 app.add_typer(vllm_app, name="vllm")
 
 
-def _parse_now(now: str | None) -> datetime | None:
-    if now is None:
-        return None
-    try:
-        when = datetime.fromisoformat(now.replace("Z", "+00:00"))
-    except ValueError:
-        raise _fail(f"--now: '{now}' is not an ISO 8601 time") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when
-
-
 _STYLE = {"pass": "green", "fail": "red", "warn": "yellow", "error": "magenta", "skip": "dim"}
 
 
 def _print_decision(out: Console, decision: Decision) -> None:
+    from rich.markup import escape
+
     ref = decision.subject
     where = f"{ref.file}:{ref.line}" if ref.file and ref.line else (ref.file or "")
     colour = "green" if decision.allowed else "red"
     title = f"{ref.provider}/{ref.kind} {ref.namespace + '/' if ref.namespace else ''}{ref.name}"
-    out.print(f"[bold]{title}[/] {where} → [bold {colour}]{decision.verdict}[/] ({decision.surface})")
+    out.print(f"[bold]{escape(title)}[/] {escape(where)} → [bold {colour}]{decision.verdict}[/] ({decision.surface})")
     for r in decision.results:
         style = _STYLE.get(r.result, "")
         effect = f" \\[{r.effect}]" if r.result in ("fail", "error") else ""

@@ -37,7 +37,8 @@ class PolicyError(CostwardenError):
     def __init__(self, diagnostics: list[Diagnostic]) -> None:
         self.diagnostics = list(diagnostics)
         count = len(self.diagnostics)
-        first = self.diagnostics[0].headline() if self.diagnostics else "invalid policy"
+        errors = [d for d in self.diagnostics if d.level == "error"] or self.diagnostics
+        first = errors[0].headline() if errors else "invalid policy"  # a note or warning never leads
         more = f" (and {count - 1} more)" if count > 1 else ""
         super().__init__(f"{first}{more}")
 

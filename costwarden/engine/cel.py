@@ -28,16 +28,19 @@ FUNCTIONS = frozenset({
     "map", "filter", "int", "uint", "double", "string", "bytes", "type", "dyn", "duration",
     "timestamp", "getFullYear", "getMonth", "getDayOfMonth", "getHours", "getMinutes", "getDayOfWeek",
 })  # fmt: skip
+EMPTY_HINT = "write an expression over 'subject', e.g. \"subject.workload.gpus > 0\""
 _POSITION = re.compile(r"<input>:(\d+):(\d+):\s*(.*)")
 _BOUND = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,")
 
 
 class CelCompileError(Exception):
-    """A CEL expression that cannot be compiled; ``offset`` is the 0-based character offset."""
+    """A CEL expression that cannot be compiled; ``offset`` is the 0-based character offset
+    (the expression's length: at its end), ``hint`` what would fix it where that is known."""
 
-    def __init__(self, message: str, offset: int = 0) -> None:
+    def __init__(self, message: str, offset: int = 0, hint: str | None = None) -> None:
         self.message = message
         self.offset = offset
+        self.hint = hint
         super().__init__(message)
 
 
@@ -96,6 +99,8 @@ def _binding() -> Any:
 
 def compile_cel(source: str) -> CelProgram:
     """Compile ``source`` or raise :class:`CelCompileError` with the offending offset."""
+    if not source.strip():  # CEL's own message ("mismatched input '<EOF>' expecting {...}") says nothing useful
+        raise CelCompileError("the expression is empty", len(source), EMPTY_HINT)
     if len(source) > MAX_LENGTH:
         raise CelCompileError(f"expression is {len(source)} characters long; the limit is {MAX_LENGTH}")
     depth = _nesting(source)
@@ -165,4 +170,4 @@ def _first_line(text: str) -> str:
     return text.strip().split("\n", 1)[0]
 
 
-__all__ = ["CelCompileError", "CelEvalError", "CelProgram", "compile_cel"]
+__all__ = ["EMPTY_HINT", "CelCompileError", "CelEvalError", "CelProgram", "compile_cel"]

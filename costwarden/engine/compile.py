@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from costwarden.engine.catalog import Catalog
-from costwarden.engine.cel import CelCompileError
+from costwarden.engine.cel import EMPTY_HINT, CelCompileError
 from costwarden.engine.decision import SURFACES, Effect, Severity
 from costwarden.engine.diagnostics import Diagnostic, did_you_mean
 from costwarden.engine.exemptions import CompiledExemption
@@ -28,7 +28,7 @@ from costwarden.engine.rules.base import (
     outcome_key_of,
     shortcuts_of,
 )
-from costwarden.engine.schema import ExemptionDocument, ModelCatalogDocument, PolicyDocument, rule_kind_of
+from costwarden.engine.schema import ExemptionDocument, Match, ModelCatalogDocument, PolicyDocument, rule_kind_of
 from costwarden.errors import PolicyError
 
 if TYPE_CHECKING:
@@ -76,7 +76,8 @@ class CompiledPolicy:
 def compile_documents(
     documents: Sequence[SourceDocument], *, pricer: LlmPricer | None = None, diagnostics: Sequence[Diagnostic] = ()
 ) -> PolicySet:
-    """Build a PolicySet from loaded documents, or raise PolicyError with every problem."""
+    """Build a PolicySet from loaded documents, or raise PolicyError with every problem when any
+    is an error (the ``diagnostics`` given, the loader's, included)."""
     from costwarden.engine.evaluate import PolicySet
 
     problems = list(diagnostics)
@@ -91,7 +92,7 @@ def compile_documents(
             if compiled is not None:
                 policies.append(compiled)
     exemptions = _compile_exemptions(documents, policies, problems)
-    if problems:
+    if any(d.level == "error" for d in problems):  # warnings and notes never stop a load
         raise PolicyError(_sorted(problems))
     return PolicySet(
         tuple(policies), tuple(exemptions), catalog, catalog.pricer(pricer), tuple(d.file for d in documents)
@@ -139,20 +140,24 @@ def _has_filters(match: Matcher, exclude: Matcher | None) -> bool:
 
 
 _MATCH_ALL = Matcher(None, None, None, None, None, None)
+_CEL_HINT = "CEL expressions see one variable, 'subject'"
 
 
 def _matcher(doc: SourceDocument, block: Any, loc: tuple[str | int, ...], problems: list[Diagnostic]) -> Matcher | None:
+    if isinstance(block, Match) and block.when is not None and not block.when.strip():
+        # Matcher.build reads a blank 'when' as no condition: in 'match' the policy would apply to
+        # every subject, in 'exclude' the condition the author meant to write would be lost.
+        hint = f"{EMPTY_HINT}, or remove 'when'"
+        problems.append(
+            doc.diagnostic((*loc, "when"), "invalid-cel", "invalid CEL: the expression is empty", hint, value=True)
+        )
+        return None
     try:
         return Matcher.build(block)
     except CelCompileError as exc:
         problems.append(
             _offset_diag(
-                doc,
-                (*loc, "when"),
-                "invalid-cel",
-                f"invalid CEL: {exc.message}",
-                exc.offset,
-                "CEL expressions see one variable, 'subject'",
+                doc, (*loc, "when"), "invalid-cel", f"invalid CEL: {exc.message}", exc.offset, exc.hint or _CEL_HINT
             )
         )
         return None
@@ -179,10 +184,13 @@ def _compile_rule(
     try:
         check = kind.compile(getattr(rule, key), env)
     except RuleCompileError as exc:
+        hint = exc.hint
+        if hint is None and isinstance(exc.__cause__, CelCompileError):  # a rule's CEL without a hint of its own
+            hint = _CEL_HINT
         if exc.offset is not None:
-            problems.append(_offset_diag(doc, (*loc, *exc.loc), exc.code, exc.message, exc.offset, exc.hint))
+            problems.append(_offset_diag(doc, (*loc, *exc.loc), exc.code, exc.message, exc.offset, hint))
         else:
-            problems.append(doc.diagnostic((*loc, *exc.loc), exc.code, exc.message, exc.hint))
+            problems.append(doc.diagnostic((*loc, *exc.loc), exc.code, exc.message, hint))
         return None
     severity = rule.severity or model.metadata.severity
     return CompiledRule(

@@ -23,9 +23,17 @@ class Position:
     length: int = 1
 
 
+Level = Literal["error", "warning", "note"]
+"""How serious a diagnostic is: an ``error`` stops a policy set from loading; a ``warning`` (an
+expired exemption) and a ``note`` (an exemption that ends soon) are shown and never fail a run."""
+
+LEVELS: tuple[Level, ...] = ("error", "warning", "note")
+_COLOURS: dict[Level, str] = {"error": "1;31", "warning": "1;33", "note": "1;36"}
+
+
 @dataclass(frozen=True, slots=True)
 class Diagnostic:
-    """One problem in a policy file."""
+    """One problem in a policy file, or one thing its author should hear of (see :data:`Level`)."""
 
     file: str
     line: int
@@ -35,7 +43,7 @@ class Diagnostic:
     hint: str | None = None
     source_line: str | None = None
     length: int = 1
-    level: Literal["error", "warning"] = "error"
+    level: Level = "error"
 
     def headline(self) -> str:
         return f"{self.file}:{self.line}:{self.column}: {self.level}[{self.code}]: {self.message}"
@@ -55,7 +63,7 @@ class Diagnostic:
             lines.append(f"   = hint: {self.hint}")
         out = "\n".join(lines)
         if color:
-            out = out.replace(f"{self.level}[", f"\x1b[1;31m{self.level}\x1b[0m[", 1)
+            out = out.replace(f"{self.level}[", f"\x1b[{_COLOURS[self.level]}m{self.level}\x1b[0m[", 1)
         return out
 
     def to_dict(self) -> dict[str, object]:
@@ -68,6 +76,13 @@ class Diagnostic:
             "message": self.message,
             "hint": self.hint,
         }
+
+
+def tally(diagnostics: Iterable[Diagnostic]) -> str:
+    """How many of each level, most serious first: '2 errors, 1 warning, 1 note'."""
+    found = [d.level for d in diagnostics]
+    counts = [(found.count(level), level) for level in LEVELS]
+    return ", ".join(f"{n} {level}{'s' if n != 1 else ''}" for n, level in counts if n) or "no problems"
 
 
 def did_you_mean(word: str, choices: Iterable[str], *, what: str = "") -> str | None:
@@ -83,4 +98,4 @@ def did_you_mean(word: str, choices: Iterable[str], *, what: str = "") -> str | 
     return listing or None
 
 
-__all__ = ["Diagnostic", "Position", "did_you_mean"]
+__all__ = ["LEVELS", "Diagnostic", "Level", "Position", "did_you_mean", "tally"]

@@ -247,15 +247,18 @@ class PolicySet:
     def _admits(
         self, policy: CompiledPolicy, effect: Effect, subject: Subject, ctx: EvalContext, results: list[RuleResult]
     ) -> bool:
-        """Namespaces, names, selector, ``when`` and ``exclude``; a failing ``when`` is an error result."""
+        """Namespaces, names, selector, ``when`` and ``exclude``; a failing ``when`` is an error result
+        named for its block (rule ``match`` or ``exclude``), so the author looks at the right one."""
+        block = "match"
         try:
             if not policy.match.matches_rest(subject):
                 return False
+            block = "exclude"
             return policy.exclude is None or not policy.exclude.matches(subject)
         except CelEvalError as exc:
-            rule = CompiledRule("match", "when", _skip, policy.severity, None, {})
+            rule = CompiledRule(block, "when", _skip, policy.severity, None, {})
             results.append(
-                self._result(policy, rule, Outcome("error", f"match.when failed: {exc}"), effect, subject, ctx)
+                self._result(policy, rule, Outcome("error", f"{block}.when failed: {exc}"), effect, subject, ctx)
             )
             return False
 

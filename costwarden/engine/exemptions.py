@@ -7,7 +7,7 @@ A date without a time expires at the end of that day (UTC).
 
 An exemption that has expired still loads (it is inert), but its author should hear of it:
 :func:`expiry_warnings` gives ``costwarden validate`` a positioned warning for each one that has
-expired or soon will — warnings, not errors, so a pipeline keeps passing.
+expired, and a note for each one that soon will — never an error, so a pipeline keeps passing.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING
 
-from costwarden.engine.diagnostics import Diagnostic
+from costwarden.engine.diagnostics import Diagnostic, Level
 from costwarden.engine.matching import Matcher
 from costwarden.engine.schema import ExemptionDocument
 from costwarden.engine.subjects import Subject
@@ -113,14 +113,15 @@ class ExemptionIndex:
 
 
 EXPIRING_SOON = timedelta(days=14)
-"""How far ahead ``costwarden validate`` warns of an exemption's end, by default."""
+"""How far ahead ``costwarden validate`` notes an exemption's end, by default."""
 
 
 def expiry_warnings(
     documents: Sequence[SourceDocument], now: datetime, *, soon: timedelta = EXPIRING_SOON
 ) -> list[Diagnostic]:
-    """A warning at the ``expires`` value of each exemption that ended before ``now`` (it waives
-    nothing any more) or ends within ``soon`` of it (the waived policies will apply again)."""
+    """At the ``expires`` value of each exemption: a warning where it ended before ``now`` (it
+    waives nothing any more), a note where it ends within ``soon`` of it (the waived policies will
+    apply again; nothing is wrong yet)."""
     found: list[Diagnostic] = []
     for doc in documents:
         if not isinstance(doc.model, ExemptionDocument):
@@ -128,19 +129,20 @@ def expiry_warnings(
         value = doc.model.spec.expires
         ends = expiry_of(value)
         name = doc.model.metadata.name
+        level: Level = "warning"
         if ends <= now:
             code = "exemption-expired"
             when = f"{_moment(value, ends)}, {_span(now - ends)} ago"
             message = f"exemption {name!r} expired at {when}; it waives nothing"
             hint = "give it a later 'expires' if the waiver is still needed, or delete it"
         elif ends - now <= soon:
-            code = "exemption-expiring"
+            level, code = "note", "exemption-expiring"
             message = f"exemption {name!r} expires at {_moment(value, ends)}, in {_span(ends - now)}"
             hint = "renew it before then if the waiver is still needed; after it, the policies apply again"
         else:
             continue
         where = doc.diagnostic(("spec", "expires"), code, message, hint, value=True)
-        found.append(dataclasses.replace(where, level="warning"))
+        found.append(dataclasses.replace(where, level=level))
     return found
 
 

@@ -367,12 +367,13 @@ class _Builder:
 
 
 def _unsupported_tag(node: Node) -> Problem:
-    return Problem(
-        node_position(node),
-        "yaml-syntax",
-        f"unsupported YAML tag {node.tag!r}",
-        "remove the tag; policy files use plain YAML values",
-    )
+    if isinstance(node, ScalarNode) and not node.tag.startswith("tag:yaml.org,2002:"):
+        # `when: !has(subject.tags.team)` is a CEL negation that YAML reads as a tag
+        text = f"{node.tag} {node.value}".strip()
+        hint = f"a leading '!' starts a YAML tag; if this is an expression, quote it: '{text}'"
+    else:
+        hint = "remove the tag; policy files use plain YAML values"
+    return Problem(node_position(node), "yaml-syntax", f"unsupported YAML tag {node.tag!r}", hint)
 
 
 _BOMS = (

@@ -25,6 +25,7 @@ from costwarden.errors import PolicyError
 logger = logging.getLogger("costwarden.webhook.reload")
 
 POLICY_SUFFIXES = (".yaml", ".yml")
+_LOG_LEVELS = {"error": logging.ERROR, "warning": logging.WARNING, "note": logging.INFO}
 Loader = Callable[[str], PolicySet]
 
 
@@ -104,7 +105,8 @@ class PolicyReloader:
         try:
             policies = self._loader(self.directory)
         except PolicyError as exc:
-            self._failed(before, exc.render(), len(exc.diagnostics), exc)
+            errors = sum(d.level == "error" for d in exc.diagnostics)  # warnings and notes ride along
+            self._failed(before, exc.render(), errors, exc)
             return False
         except Exception as exc:  # never let a reload take the webhook down
             logger.exception("policy reload from %s failed unexpectedly", self.directory)
@@ -127,7 +129,7 @@ class PolicyReloader:
         kept = f"keeping the last good set ({len(self._current)} policies)" if self._current else "no policy set loaded"
         logger.error("policy reload from %s failed with %d problem(s); %s", self.directory, count, kept)
         for diagnostic in exc.diagnostics if exc else ():
-            logger.error("%s", diagnostic.render())
+            logger.log(_LOG_LEVELS[diagnostic.level], "%s", diagnostic.render())
         if exc is None:
             logger.error("%s", text)
         self._report(ReloadResult(False, len(self._current) if self._current else 0, text, count))

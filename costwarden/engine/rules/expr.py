@@ -26,7 +26,8 @@ def compile(params: Expr, env: CompileEnv) -> Check:
     try:
         program = compile_cel(params.cel)
     except CelCompileError as exc:
-        raise RuleCompileError(f"invalid CEL: {exc.message}", ("cel",), code="invalid-cel", offset=exc.offset) from exc
+        raise RuleCompileError(f"invalid CEL: {exc.message}", ("cel",), code="invalid-cel", offset=exc.offset,
+                               hint=exc.hint) from exc
     message = params.message
 
     def check(subject: Subject, ctx: EvalContext) -> Outcome:

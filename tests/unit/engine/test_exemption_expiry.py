@@ -60,7 +60,7 @@ def test_a_time_that_has_passed_is_expired_even_the_same_day() -> None:
     assert "2026-06-15 07:00 UTC" in w.message
 
 
-def test_an_exemption_expiring_soon_is_a_warning_too() -> None:
+def test_an_exemption_expiring_soon_is_a_note() -> None:
     [w] = warnings_for("2026-06-20")
     assert w.code == "exemption-expiring"
     assert "'ex-0' expires at the end of 2026-06-20 (UTC), in 5 days" in w.message
@@ -107,10 +107,10 @@ def test_validate_expiring_within_sets_the_horizon(tmp_path: Path) -> None:
     file = tmp_path / "ex.yaml"
     file.write_text(POLICY + "---\n" + exemption("2026-07-05"))
     near = cli("validate", "--now", "2026-06-15T12:00:00Z", str(file), cwd=tmp_path)
-    assert "warning[exemption-expiring]" not in near.stderr  # 20 days out; the default horizon is 14
+    assert "note[exemption-expiring]" not in near.stderr  # 20 days out; the default horizon is 14
     wide = cli("validate", "--now", "2026-06-15T12:00:00Z", "--expiring-within", "30", str(file), cwd=tmp_path)
     assert wide.returncode == 0
-    assert f"{file}:15:12: warning[exemption-expiring]" in wide.stderr
+    assert f"{file}:15:12: note[exemption-expiring]" in wide.stderr
 
 
 def test_validate_rejects_a_bad_now(tmp_path: Path) -> None:

@@ -439,3 +439,22 @@ def test_a_typo_in_a_patterned_word_gets_a_did_you_mean() -> None:
     assert d.hint is not None and d.hint.startswith("did you mean 'day'? it must match the pattern ")
     d = only(load_text(POLICY.replace("name: user-daily-budget", "name: User_Budget")))
     assert d.hint is not None and d.hint.startswith("it must match the pattern ")  # nothing close: no guess
+
+
+def test_a_cel_negation_read_as_a_yaml_tag_says_to_quote_it() -> None:
+    text = "apiVersion: costwarden.dev/v1\nkind: Policy\nmetadata: {name: neg}\nspec:\n  subject: resource\n" \
+           "  match:\n    when: !has(subject.tags.team)\n  rules:\n    - {name: r, requireTags: {keys: [team]}}\n"
+    result = load_text(text, file="p.yaml")
+    [problem] = [d for d in result.diagnostics if d.code == "yaml-syntax"]
+    assert (problem.line, problem.column) == (7, 11)
+    assert problem.hint == (
+        "a leading '!' starts a YAML tag; if this is an expression, quote it: '!has(subject.tags.team)'")
+    other = load_text("apiVersion: !!binary aGk=\n", file="q.yaml")
+    assert [d.hint for d in other.diagnostics if d.code == "yaml-syntax"] == [
+        "remove the tag; policy files use plain YAML values"]
+
+
+def test_a_policy_errors_summary_leads_with_an_error_not_a_note() -> None:
+    note = Diagnostic("a.yaml", 1, 1, "exemption-expiring", "ends soon", level="note")
+    error = Diagnostic("b.yaml", 9, 3, "invalid-cel", "bad CEL")
+    assert str(PolicyError([note, error])).startswith("b.yaml:9:3")
