@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from costwarden.adapters.helm import HelmSource, chart_file, template_at, template_sources
-from costwarden.adapters.sources import decode_text, read_text, subjects_from_text
-from costwarden.enforcers.unknown_tags import settle
+from costwarden.adapters.sources import config_maps_in, decode_text, read_text, subjects_from_text
 from costwarden.engine.decision import Decision, RuleResult, SubjectRef, Surface
 from costwarden.engine.evaluate import PolicySet
 from costwarden.engine.subjects import Subject
@@ -139,13 +138,15 @@ def run_check(paths: Sequence[str], policies: PolicySet, *, surface: Surface = "
     named = {os.path.abspath(p) for p in paths if p != "-"}
     for missing in (p for p in paths if p != "-" and not os.path.exists(p)):
         report.errors.append(InputError(missing, None, "no such file or directory"))
+    # a workload's --config file may be mounted from a ConfigMap in another file of the run
+    config_maps = config_maps_in(f for f in files if f != "-" and os.path.isfile(f))
     for index, file in enumerate(files):
         report.files.append(file)
         explicit = file == "-" or os.path.abspath(file) in named
         try:
             name = "<stdin>" if file == "-" else file
             text = _read_stdin(stdin) if file == "-" else read_text(file)
-            subjects = subjects_from_text(text, file=name, include_all=include_all)
+            subjects = subjects_from_text(text, file=name, include_all=include_all, config_maps=config_maps)
             report.helm_sources.update(_helm_sources(text, name, subjects))
         except UnrecognizedInput as exc:
             if explicit:
@@ -158,7 +159,7 @@ def run_check(paths: Sequence[str], policies: PolicySet, *, surface: Surface = "
                                             _message(exc)))
             subjects = []
         for subject in subjects:
-            decision = settle(policies.evaluate(subject, surface), subject, policies)
+            decision = policies.evaluate(subject, surface)
             report.decisions.append(decision)
             for result in decision.results:
                 if result.result in ("fail", "warn", "error"):

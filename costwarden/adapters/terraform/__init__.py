@@ -26,13 +26,14 @@ Tags are the *effective* tags, what billing will see:
 * GCP: ``effective_labels``, else ``terraform_labels``, else ``labels`` (``tags`` on GCP are
   network tags). A node pool adds ``node_config[0].resource_labels``, the labels its VMs are
   billed under; ``node_config[0].labels`` are Kubernetes node labels and are left out.
-* A tag whose value is unknown until apply (``after_unknown``) is present with the value
-  :data:`UNKNOWN_VALUE`: key checks pass, and ``costwarden check`` reports a value regex on it as
-  not judgeable at plan time (:mod:`costwarden.enforcers.unknown_tags`). A tag map that is
-  unknown as a whole contributes no keys, and the resource is annotated :data:`INCOMPLETE` (any
-  key may be among them); so is one whose ``tags_all`` is unknown while its provider's
-  ``default_tags`` are not in the plan (``local.*``, ``merge(...)``; see :mod:`.default_tags`,
-  which reads them off the provider's other resources where it can).
+* What the plan cannot show is in the subject's ``unknown_tags``
+  (:class:`~costwarden.engine.subjects.UnknownTags`), which rules read to report a tag as not
+  judgeable at plan time rather than pass or fail it. A tag whose value is unknown until apply
+  (``after_unknown``) is present, with the placeholder value :data:`UNKNOWN_VALUE`, and named in
+  ``unknown_tags.values``. A tag map that is unknown as a whole contributes no keys and makes the
+  tags ``incomplete`` (any key may be among them); so does a ``tags_all`` unknown while the
+  provider's ``default_tags`` are not in the plan (``local.*``, ``merge(...)``; see
+  :mod:`.default_tags`, which reads them off the provider's other resources where it can).
 
 Capacity follows what the plan states: a compute resource without a spot option is on-demand
 (the provider default), non-compute resources are ``unknown``, and so are instances whose market
@@ -54,12 +55,10 @@ from __future__ import annotations
 # leading underscore are shared between these modules only.
 from costwarden.adapters.terraform.capacity import capacity
 from costwarden.adapters.terraform.plan import PROVIDER, is_plan, subjects_from_plan, subjects_from_plan_text
-from costwarden.adapters.terraform.tags import INCOMPLETE, INCOMPLETE_KEYS, UNKNOWN_VALUE, effective_tags
+from costwarden.adapters.terraform.tags import UNKNOWN_VALUE, effective_tags
 from costwarden.adapters.terraform.workload import WORKLOAD_CLASS_TAGS, accelerators_of, workload
 
 __all__ = [
-    "INCOMPLETE",
-    "INCOMPLETE_KEYS",
     "PROVIDER",
     "UNKNOWN_VALUE",
     "WORKLOAD_CLASS_TAGS",

@@ -11,9 +11,9 @@ other (``local.common_tags``, ``merge(local.base, {team = var.team})``) is writt
   ``tags_all`` that they do not set themselves is a default tag, with its value. A key that each of
   them sets itself may still be a default tag (``maybe``); with no such resource, any key may be.
 
-A resource that relies on default tags the plan cannot show is annotated with
-:data:`~.tags.INCOMPLETE`, so that ``costwarden check`` can say a missing tag cannot be judged
-rather than report it missing.
+A resource that relies on default tags the plan cannot show has incomplete tags
+(:class:`~costwarden.engine.subjects.UnknownTags`), so that a rule says a missing tag cannot be
+judged at plan time rather than report it missing.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from costwarden.adapters.terraform.tags import INCOMPLETE, INCOMPLETE_KEYS, _text
+from costwarden.adapters.terraform.tags import _text
 from costwarden.adapters.terraform.values import _dig, _mapping
 
 
@@ -35,16 +35,14 @@ class DefaultTags:
     unresolved: str | None = None
     maybe: frozenset[str] | None = None
 
-    def annotations(self, present: Iterable[str]) -> dict[str, str]:
-        """What a resource relying on these default tags records about them: nothing when the
-        unknown ones can only be keys it already has (``present``)."""
+    def incomplete(self, present: Iterable[str]) -> tuple[str | None, frozenset[str] | None]:
+        """Why a resource relying on these default tags may carry keys the plan does not show,
+        and the only keys they can be (None: any); (None, None) when the unknown ones can only be
+        keys it already has (``present``). See :class:`~costwarden.engine.subjects.UnknownTags`."""
         maybe = None if self.maybe is None else self.maybe - set(present)
         if self.unresolved is None or maybe == frozenset():
-            return {}
-        out = {INCOMPLETE: f"the provider's {self.unresolved}"}
-        if maybe is not None:
-            out[INCOMPLETE_KEYS] = ",".join(sorted(maybe))
-        return out
+            return None, None
+        return f"the provider's {self.unresolved}", maybe
 
 
 def from_configuration(block: Any, variables: Mapping[str, Any]) -> DefaultTags | None:

@@ -11,16 +11,10 @@ from typing import Any
 
 from costwarden.adapters.terraform.capacity import capacity
 from costwarden.adapters.terraform.default_tags import DefaultTags, from_configuration, inferred
-from costwarden.adapters.terraform.tags import (
-    INCOMPLETE,
-    UNKNOWN_VALUE,
-    effective_tags,
-    unknown_tag_maps,
-    uses_default_tags,
-)
+from costwarden.adapters.terraform.tags import UNKNOWN_VALUE, planned_tags, unknown_tag_maps, uses_default_tags
 from costwarden.adapters.terraform.values import _mapping
 from costwarden.adapters.terraform.workload import workload
-from costwarden.engine.subjects import Resource, SourceLocation
+from costwarden.engine.subjects import Resource, SourceLocation, UnknownTags
 from costwarden.errors import AdapterError
 
 PROVIDER = "terraform"
@@ -232,13 +226,7 @@ def _provider(pc: Mapping[str, Any], variables: Mapping[str, Any]) -> _Provider:
 
 def _resource(entry: _Entry, config: _Configuration, source: SourceLocation) -> Resource:
     provider = config.provider(entry)
-    defaults = provider.default_tags
-    tags = effective_tags(entry.type, entry.after, entry.unknown, defaults.tags if defaults else None)
-    relies = defaults is not None and uses_default_tags(entry.type, entry.after, entry.unknown)
-    annotations = defaults.annotations(tags) if relies and defaults else {}
-    whole = unknown_tag_maps(entry.type, entry.after, entry.unknown)
-    if whole:  # any key may be among them
-        annotations = {INCOMPLETE: f"{' and '.join(whole)} = {UNKNOWN_VALUE}"}
+    tags, unknown = _tags(entry, provider)
     return Resource(
         provider=PROVIDER,
         kind=entry.type,
@@ -250,8 +238,21 @@ def _resource(entry: _Entry, config: _Configuration, source: SourceLocation) -> 
         workload=workload(entry.type, entry.after, tags),
         source=source,
         raw=entry.after,
-        annotations=annotations,
+        unknown_tags=unknown,
     )
+
+
+def _tags(entry: _Entry, provider: _Provider) -> tuple[dict[str, str], UnknownTags]:
+    """The effective tags, and what of them the plan cannot show: values known only after apply,
+    keys in a tag map known only after apply (any key), or in default tags it does not hold."""
+    defaults = provider.default_tags
+    tags, values = planned_tags(entry.type, entry.after, entry.unknown, defaults.tags if defaults else None)
+    whole = unknown_tag_maps(entry.type, entry.after, entry.unknown)
+    if whole:
+        return tags, UnknownTags(values, f"{' and '.join(whole)} = {UNKNOWN_VALUE}")
+    if defaults is not None and uses_default_tags(entry.type, entry.after, entry.unknown):
+        return tags, UnknownTags(values, *defaults.incomplete(tags))
+    return tags, UnknownTags(values)
 
 
 def _namespace(entry: _Entry, provider: _Provider) -> str | None:

@@ -1,4 +1,12 @@
-"""``requireTags``: tag (label) keys present and non-empty, values matching a regex."""
+"""``requireTags``: tag (label) keys present and non-empty, values matching a regex.
+
+A resource's tags may not all be known yet (a Terraform plan: :class:`UnknownTags`). A tag whose
+value is known only after apply is present, but its value is neither checked against a regex nor
+passed; a required key the tags do not show, where they may hold keys they do not show, is not
+reported missing. Both cannot be judged at plan time: with nothing else wrong, the result is an
+advisory failure (a warning that never denies) naming each tag and why; real failures on the same
+subject still fail, with the unjudged tags named apart.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +30,7 @@ from costwarden.engine.rules.base import (
     memo_outcome,
     with_shortcuts,
 )
-from costwarden.engine.subjects import LlmCall, Resource, Subject
+from costwarden.engine.subjects import LlmCall, Resource, Subject, UnknownTags
 
 
 class RequireTags(RuleParams):
@@ -58,6 +66,8 @@ def compile(params: RequireTags, env: CompileEnv) -> Check:
     sources = {k: src for k, _, src in patterns}
 
     def check(subject: Subject, ctx: EvalContext) -> Outcome:
+        if isinstance(subject, Resource) and subject.unknown_tags:
+            return _unknowns(subject, keys, patterns, expected, defaults) or passed
         tags = subject.attribution if subject.__class__ is LlmCall else subject.tags
         state: list[tuple[str, str | None]] = []  # each missing key with its value, each bad value
         for key in keys:
@@ -68,14 +78,14 @@ def compile(params: RequireTags, env: CompileEnv) -> Check:
             value = tags[key] if key in tags else None  # noqa: SIM401
             if value and not rx.search(value):
                 state.append((key, value))
-        if not state:
-            return passed
+        return failed(subject, tags, state) if state else passed
+
+    def failed(subject: Subject, tags: Mapping[str, str], state: list[tuple[str, str | None]]) -> Outcome:
         where = (subject.tags_pointer or "tags") if isinstance(subject, Resource) else "tags"
         memo_key = (where, *state)  # holds all the outcome shows
-        if not defaults:  # with defaults the fix patches this subject's raw object: built afresh
-            found = memo.get(memo_key)
-            if found is not None:
-                return found
+        found = None if defaults else memo.get(memo_key)  # with defaults the fix patches this raw object
+        if found is not None:
+            return found
         missing = [k for k, v in state if not v]
         bad = [(k, v, sources[k]) for k, v in state if v]
         if defaults:
@@ -87,8 +97,12 @@ def compile(params: RequireTags, env: CompileEnv) -> Check:
     return with_shortcuts(check, shortcuts, outcome_key)
 
 
+_KEY_HEAD = "subject.tags_pointer, subject.unknown_tags, "
+
+
 def _outcome_key(keys: tuple[str, ...], patterns: list[tuple[str, re.Pattern[str], str]]) -> OutcomeKey:
-    """What the check's outcome depends on (without defaults): where the tags live, each required
+    """What the check's outcome depends on (without defaults): where the tags live, what of them
+    is unknown (outcomes on unknown tags are built afresh, never kept), each required
     key's value where it is missing or empty (``False`` where present: any value passes), and the
     values the patterns test. For resources; other subjects' tags have no pointer.
 
@@ -97,12 +111,12 @@ def _outcome_key(keys: tuple[str, ...], patterns: list[tuple[str, re.Pattern[str
     cost less than their ``get``)."""
     if keys and not patterns:
         parts = [f"not _v{n} and _v{n}" for n in range(len(keys))]
-        return OutcomeKey(f"(subject.tags_pointer, {', '.join(parts)})", ("resource",), after_shortcut=True)
+        return OutcomeKey(f"({_KEY_HEAD}{', '.join(parts)})", ("resource",), after_shortcut=True)
     parts = [f"not (_v{n} := _t[{key!r}] if {key!r} in _t else None) and _v{n}" for n, key in enumerate(keys)]
     parts += [f"(_t[{key!r}] if {key!r} in _t else None)" for key, _, _ in patterns]
     # a conditional expression tests first: the first test binds the tags for the rest
     parts[0] = parts[0].replace(" in _t ", " in (_t := subject.tags) ", 1)
-    return OutcomeKey(f"(subject.tags_pointer, {', '.join(parts)})", ("resource",))
+    return OutcomeKey(f"({_KEY_HEAD}{', '.join(parts)})", ("resource",))
 
 
 def _shortcuts(keys: tuple[str, ...], passed: Outcome) -> list[Shortcut]:
@@ -145,6 +159,46 @@ def _failure(
         actual={k: tags.get(k) for k in (*missing, *(b[0] for b in bad))},
         fix=_fix(subject, missing, bad, defaults),
     )
+
+
+def _unknowns(
+    subject: Resource,
+    keys: tuple[str, ...],
+    patterns: list[tuple[str, re.Pattern[str], str]],
+    expected: dict[str, Any],
+    defaults: dict[str, str],
+) -> Outcome | None:
+    """The outcome on a resource whose tags are not all known (see the module docstring); None
+    for a pass."""
+    tags, unknown = subject.tags, subject.unknown_tags
+    maybe = [k for k in keys if k not in tags and unknown.may_hold(k)]  # the plan may not show it
+    missing = [k for k in keys if not tags.get(k) and k not in maybe]
+    later = [(k, src) for k, _, src in patterns if k in unknown.values]  # present, value known after apply
+    known = [(k, v, rx, src) for k, rx, src in patterns if k not in unknown.values and (v := tags.get(k))]
+    bad = [(k, v, src) for k, v, rx, src in known if not rx.search(v)]
+    if not (missing or bad or maybe or later):
+        return None
+    where = subject.tags_pointer or "tags"
+    if not (maybe or later):
+        return _failure(subject, where, missing, bad, tags, expected, defaults)
+    unjudged = "cannot be judged at plan time: " + "; ".join(_unjudged(later, maybe, unknown))
+    if missing or bad:
+        failure = _failure(subject, where, missing, bad, tags, expected, defaults)
+        return failure._replace(message=f"{failure.message}; {unjudged}")
+    actual = {k: tags.get(k) for k in (*maybe, *(k for k, _ in later))}
+    return Outcome("fail", unjudged, path=where, expected=expected, actual=actual, advisory=True)
+
+
+def _unjudged(later: list[tuple[str, str]], maybe: list[str], unknown: UnknownTags) -> list[str]:
+    """Each tag the plan cannot settle, and why."""
+    parts = [f"tag '{k}' is known only after apply: its value cannot be checked against {src}" for k, src in later]
+    if maybe:
+        names, one = ", ".join(f"'{k}'" for k in maybe), len(maybe) == 1
+        parts.append(
+            f"tag{'' if one else 's'} {names} {'is' if one else 'are'} not among the tags the plan shows, and "
+            f"{unknown.incomplete} may hold {'it' if one else 'them'}"
+        )
+    return parts
 
 
 def _fix(subject: Subject, missing: list[str], bad: list[tuple[str, str, str]], defaults: dict[str, str]) -> Fix | None:

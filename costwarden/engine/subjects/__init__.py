@@ -30,6 +30,7 @@ from costwarden.engine.subjects.parts import (
     SourceLocation,
     SubjectType,
     TokenUsage,
+    UnknownTags,
     Workload,
     WorkloadClass,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "Subject",
     "SubjectType",
     "TokenUsage",
+    "UnknownTags",
     "Workload",
     "WorkloadClass",
     "replace",

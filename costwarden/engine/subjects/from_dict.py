@@ -14,6 +14,7 @@ from typing import Any
 from costwarden.engine.subjects.llm_call import LlmCall
 from costwarden.engine.subjects.parts import (
     _EMPTY,
+    _NO_UNKNOWN_TAGS,
     _NO_WORKLOAD,
     CAPACITIES,
     SUBJECT_TYPES,
@@ -21,6 +22,7 @@ from costwarden.engine.subjects.parts import (
     LlmRequest,
     SourceLocation,
     TokenUsage,
+    UnknownTags,
     Workload,
 )
 from costwarden.engine.subjects.resource import Resource
@@ -121,6 +123,29 @@ class _Reader:
         return _Reader(self.map(key) or {}, f"{self.prefix}{key}.")
 
 
+def _keys(r: _Reader, key: str) -> frozenset[str] | None:
+    """A list of tag keys; None when not given."""
+    keys = r.data.get(key)
+    if keys is None:
+        return None
+    if not isinstance(keys, (list, tuple)) or not all(isinstance(k, str) for k in keys):
+        raise SubjectError("must be a list of tag keys", path=r._path(key))
+    return frozenset(keys)
+
+
+def _unknown_tags(r: _Reader, tags: Mapping[str, str]) -> UnknownTags:
+    u = r.sub("unknown_tags")
+    values = _keys(u, "values") or frozenset()
+    if not values <= tags.keys():
+        raise SubjectError("must name keys present in 'tags' (whose values are unknown)", path=u._path("values"))
+    incomplete, incomplete_keys = u.text("incomplete"), _keys(u, "incomplete_keys")
+    if incomplete_keys is not None and incomplete is None:
+        raise SubjectError("needs 'incomplete' (why the tags may lack keys)", path=u._path("incomplete_keys"))
+    if not values and incomplete is None:
+        return _NO_UNKNOWN_TAGS
+    return UnknownTags(values, incomplete, incomplete_keys)
+
+
 def _source(r: _Reader) -> SourceLocation:
     s = r.sub("source")
     return SourceLocation(file=s.text("file"), line=s.integer("line"), pointer=s.text("pointer"))
@@ -163,6 +188,7 @@ def _resource_fast(data: Mapping[str, Any]) -> Resource | None:
         or get("tags_pointer") is not None
         or get("pod_spec_pointers")
         or get("annotations")
+        or get("unknown_tags")
     ):
         return None
     if tags:
@@ -212,13 +238,14 @@ def _resource_checked(data: Mapping[str, Any]) -> Resource:
     pointers = data.get("pod_spec_pointers") or ()
     if not isinstance(pointers, (list, tuple)) or not all(isinstance(p, str) for p in pointers):
         raise SubjectError("must be a list of JSON pointers", path="pod_spec_pointers")
+    tags = r.tags()
     return Resource(
         provider=r.text("provider", required=True),
         kind=r.text("kind", required=True),
         name=r.text("name", "") or "",
         namespace=r.text("namespace"),
         region=r.text("region"),
-        tags=r.tags(),
+        tags=tags,
         capacity=r.choice("capacity", CAPACITIES, "unknown"),
         workload=workload,
         hourly_usd=r.number("hourly_usd"),
@@ -227,6 +254,7 @@ def _resource_checked(data: Mapping[str, Any]) -> Resource:
         tags_pointer=r.text("tags_pointer"),
         pod_spec_pointers=tuple(pointers),
         annotations=r.tags("annotations"),
+        unknown_tags=_unknown_tags(r, tags),
     )
 
 

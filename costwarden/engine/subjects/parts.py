@@ -1,5 +1,5 @@
 """The parts of a subject: the literal types of its fields, where it came from, what it runs,
-the token counts of a finished call and the facts of an LLM request.
+what its tags cannot show yet, the token counts of a finished call and the facts of an LLM request.
 
 The ``_NO_*`` instances are the shared defaults of the records' fields; ``_frozen_map`` gives the
 records their read-only mappings (``_EMPTY`` for an empty one).
@@ -64,6 +64,42 @@ class Workload(NamedTuple):
 
 _NO_SOURCE = SourceLocation()
 _NO_WORKLOAD = Workload()
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownTags:
+    """What a resource's ``tags`` cannot show yet: a Terraform plan knows some values only after
+    the apply, and may not show every key. Empty (false) for every other source.
+
+    ``values`` are keys present in ``tags`` whose values are not known yet: rules treat them as
+    present but never judge their value (an unknown neither satisfies a value requirement nor
+    proves it unmet). ``incomplete`` says why ``tags`` may lack keys the resource will carry (a
+    tag map known only after apply, provider ``default_tags`` the plan does not hold), None when
+    it lacks none; ``incomplete_keys`` are the only keys that can be among them (None: any key).
+    A key the resource may carry is never proven absent.
+    """
+
+    values: frozenset[str] = frozenset()
+    incomplete: str | None = None
+    incomplete_keys: frozenset[str] | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.values) or self.incomplete is not None
+
+    def may_hold(self, key: str) -> bool:
+        """Whether ``key``, absent from ``tags``, may still be among the tags the resource carries."""
+        return self.incomplete is not None and (self.incomplete_keys is None or key in self.incomplete_keys)
+
+    def to_dict(self) -> dict[str, Any]:
+        keys = self.incomplete_keys
+        return {
+            "values": sorted(self.values),
+            "incomplete": self.incomplete,
+            "incomplete_keys": None if keys is None else sorted(keys),
+        }
+
+
+_NO_UNKNOWN_TAGS = UnknownTags()
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,9 +11,11 @@ from costwarden.engine.subjects.base import _fields_on_instances, _Subject
 from costwarden.engine.subjects.parts import (
     _EMPTY,
     _NO_SOURCE,
+    _NO_UNKNOWN_TAGS,
     _NO_WORKLOAD,
     Capacity,
     SourceLocation,
+    UnknownTags,
     Workload,
     _frozen_map,
 )
@@ -28,7 +30,9 @@ class Resource(_Subject):
     ``namespace`` is the Kubernetes namespace, the AWS account or the GCP project.
     ``tags`` are its labels or cloud tags (what selectors match); ``annotations`` are a Kubernetes
     object's own ``metadata.annotations`` (non-identifying metadata such as approvals: values a
-    label cannot hold, like an e-mail address), empty for other providers.
+    label cannot hold, like an e-mail address), empty for other providers. ``unknown_tags`` says
+    which tags are not known yet (a Terraform plan's values computed during the apply; see
+    :class:`UnknownTags`): a key there is in ``tags``, but its value there is only a placeholder.
     ``tags_pointer`` and ``pod_spec_pointers`` are JSON pointers into ``raw`` that fixes patch.
     """
 
@@ -47,6 +51,7 @@ class Resource(_Subject):
     tags_pointer: str | None = None
     pod_spec_pointers: tuple[str, ...] = ()
     annotations: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    unknown_tags: UnknownTags = _NO_UNKNOWN_TAGS
 
     def __init__(
         self,
@@ -64,6 +69,7 @@ class Resource(_Subject):
         tags_pointer: str | None = None,
         pod_spec_pointers: tuple[str, ...] = (),
         annotations: Mapping[str, str] = _EMPTY,
+        unknown_tags: UnknownTags = _NO_UNKNOWN_TAGS,
     ) -> None:
         # The frozen dataclass's generated __init__ sets each field through object.__setattr__;
         # filling the instance dict directly is several times faster, and subjects are built per
@@ -84,6 +90,7 @@ class Resource(_Subject):
         d["tags_pointer"] = tags_pointer
         d["pod_spec_pointers"] = pod_spec_pointers
         d["annotations"] = _frozen_map(annotations)
+        d["unknown_tags"] = unknown_tags
 
     @cached_property
     def as_cel(self) -> dict[str, Any]:
@@ -106,4 +113,5 @@ class Resource(_Subject):
             "tags_pointer": self.tags_pointer,
             "pod_spec_pointers": list(self.pod_spec_pointers),
             "annotations": dict(self.annotations),
+            "unknown_tags": self.unknown_tags.to_dict(),
         }

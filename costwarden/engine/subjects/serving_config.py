@@ -18,6 +18,12 @@ class ServingConfig(_Subject):
 
     ``args`` is keyed by the engine's own destination names (``max_num_seqs``,
     ``enable_prefix_caching``...); ``gpus`` is what one replica requests.
+
+    ``neuron_cores``: on AWS Neuron, the NeuronCores one replica gets, which is what vLLM's
+    parallel sizes count there (``gpus`` counts devices, for prices). Several counts when the
+    cores per device are not known (a device has 2 on Inf2/Trn1, 4 or 8 on Trn2); ``()``
+    elsewhere. Other accelerators need none: vLLM counts TPU chips, Gaudi cards and GPUs as
+    ``gpus`` does.
     """
 
     type: ClassVar[str] = "serving_config"
@@ -27,6 +33,7 @@ class ServingConfig(_Subject):
     args: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     gpus: float = 0.0
     gpu_type: str | None = None
+    neuron_cores: tuple[float, ...] = ()
     replicas: int = 1
     params_b: float | None = None
     provider: str = "kubernetes"
@@ -48,6 +55,7 @@ class ServingConfig(_Subject):
         args: Mapping[str, Any] = _EMPTY,
         gpus: float = 0.0,
         gpu_type: str | None = None,
+        neuron_cores: tuple[float, ...] = (),
         replicas: int = 1,
         params_b: float | None = None,
         provider: str = "kubernetes",
@@ -68,6 +76,7 @@ class ServingConfig(_Subject):
         d["args"] = _frozen_map(args)
         d["gpus"] = gpus
         d["gpu_type"] = gpu_type
+        d["neuron_cores"] = neuron_cores
         d["replicas"] = replicas
         d["params_b"] = params_b
         d["provider"] = provider
@@ -99,6 +108,7 @@ class ServingConfig(_Subject):
             "args": dict(self.args),
             "gpus": self.gpus,
             "gpu_type": self.gpu_type,
+            "neuron_cores": list(self.neuron_cores),
             "replicas": self.replicas,
             "params_b": self.params_b,
             "deprecated_args": list(self.deprecated_args),

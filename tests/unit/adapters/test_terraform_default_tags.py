@@ -60,7 +60,8 @@ def test_default_tags_from_a_local_are_read_off_a_sibling_whose_tags_all_is_know
     )
     [web] = subjects_from_plan(p)
     assert dict(web.tags) == {"team": "ml", "environment": "prod", "Name": UNKNOWN_VALUE}
-    assert not web.annotations  # the default tags are known: nothing left unjudged
+    assert web.unknown_tags.values == {"Name"}
+    assert web.unknown_tags.incomplete is None  # the default tags are known: no key left unjudged
 
 
 def test_a_key_every_sibling_sets_itself_may_still_be_a_default_tag() -> None:
@@ -71,8 +72,9 @@ def test_a_key_every_sibling_sets_itself_may_still_be_a_default_tag() -> None:
     )
     [_, web] = subjects_from_plan(p)
     assert dict(web.tags) == {"environment": "prod", "Name": UNKNOWN_VALUE}
-    assert "local.common_tags" in web.annotations["costwarden.dev/tags-incomplete"]
-    assert web.annotations["costwarden.dev/tags-incomplete-keys"] == "team"
+    assert web.unknown_tags.incomplete is not None and "local.common_tags" in web.unknown_tags.incomplete
+    assert web.unknown_tags.incomplete_keys == {"team"}
+    assert not web.annotations  # facts, not annotations a policy could mistake for the resource's own
 
 
 def test_merge_of_locals_and_variables_without_a_known_sibling_cannot_be_judged(tmp_path: Path) -> None:
@@ -84,8 +86,8 @@ def test_merge_of_locals_and_variables_without_a_known_sibling_cannot_be_judged(
     )
     [web] = subjects_from_plan(p)
     assert dict(web.tags) == {"Name": UNKNOWN_VALUE}
-    assert "local.base" in web.annotations["costwarden.dev/tags-incomplete"]
-    assert "costwarden.dev/tags-incomplete-keys" not in web.annotations  # any key may be a default
+    assert web.unknown_tags.incomplete is not None and "local.base" in web.unknown_tags.incomplete
+    assert web.unknown_tags.incomplete_keys is None  # any key may be a default
 
     file = tmp_path / "plan.json"
     file.write_text(json.dumps(p), encoding="utf-8")
@@ -121,7 +123,7 @@ def test_a_root_variable_default_tags_stays_exact_and_a_scalar_reference_is_not_
         variables={"team": {"value": "ml"}},  # `tags = { team = var.team }`: references name a string
     )
     [web] = subjects_from_plan(p)
-    assert "costwarden.dev/tags-incomplete" in web.annotations
+    assert web.unknown_tags.incomplete is not None
 
 
 def test_known_tags_all_needs_no_default_tags() -> None:
@@ -130,4 +132,4 @@ def test_known_tags_all_needs_no_default_tags() -> None:
         configuration=config({"references": ["local.common_tags"]}, "aws_instance.web"),
     )
     [web] = subjects_from_plan(p)
-    assert dict(web.tags) == {"Name": "web", "team": "ml"} and not web.annotations
+    assert dict(web.tags) == {"Name": "web", "team": "ml"} and not web.unknown_tags
