@@ -46,6 +46,8 @@ TOOL_SYSTEM_TOKENS_FORCED = 387
 TOOL_BLOCK_TOKENS = 30  # framing of each tool_use / tool_result block in messages
 OUTPUT_FORMAT_TOKENS = 120
 IMAGE_TOKENS = 1_600
+MIN_THINKING_BUDGET = 1_024
+"""The smallest ``thinking.budget_tokens`` the Messages API accepts."""
 _TOOL_BLOCKS = frozenset({"tool_use", "tool_result", "server_tool_use"})
 
 
@@ -59,10 +61,14 @@ def subject_from_request(
     response: Mapping[str, Any] | None = None,
     batch: bool = False,
     source: SourceLocation | None = None,
+    provider: str = PROVIDER,
 ) -> LlmCall:
     """An ``llm_call`` subject for a Messages request body; ``phase="post"`` when ``response`` is given.
 
     ``batch=True`` marks a request sent through the Message Batches API (``api="batch"``).
+    ``provider`` names the platform that serves and bills the call: ``anthropic``, or ``bedrock`` /
+    ``vertex_ai`` for the same body sent through Amazon Bedrock or Google Vertex AI (their model ids
+    and prices differ: ``us.anthropic.claude-haiku-4-5-20251001-v1:0`` is priced as Bedrock's).
     ``user`` defaults to ``metadata.user_id``. Raises AdapterError for a body that is not an
     object, has no ``model``, or carries malformed numbers.
     """
@@ -85,7 +91,7 @@ def subject_from_request(
     )
     usage = usage_from_response(response) if response is not None else None
     return LlmCall(
-        provider=PROVIDER,
+        provider=provider,
         model=body["model"],
         feature=feature,
         user=user if user is not None else optional_str(mapping(body.get("metadata")).get("user_id")),
@@ -215,6 +221,39 @@ def _add_output_format(tally: TokenTally, body: Mapping[str, Any]) -> None:
         tally.fixed(OUTPUT_FORMAT_TOKENS)
 
 
+def fit_thinking(
+    body: Mapping[str, Any], asked: Mapping[str, Any], *, interleaved: bool = False
+) -> tuple[Mapping[str, Any], str | None]:
+    """``body`` (``asked`` rewritten, e.g. ``max_tokens`` clamped by a policy) made valid again for
+    extended thinking, and what was changed; ``(body, None)`` when nothing needs to change.
+
+    Thinking tokens are output and count within ``max_tokens``, and the API refuses a
+    ``thinking.budget_tokens`` that is not below ``max_tokens`` or is under 1,024. A clamp can break
+    a request the caller made valid: the budget is then scaled down with ``max_tokens`` (keeping the
+    caller's share for the answer), at least 1,024; below that thinking is turned off. A budget the
+    caller set themselves is left to the API to judge, and so is one sent with ``interleaved``
+    thinking (its budget spans the whole turn and may exceed ``max_tokens``)."""
+    thinking = body.get("thinking")
+    if interleaved or not isinstance(thinking, Mapping) or thinking.get("type") != "enabled":
+        return body, None
+    budget, limit, was = _count(thinking.get("budget_tokens")), _count(body.get("max_tokens")), _count(
+        asked.get("max_tokens"))
+    if budget is None or limit is None or was is None:
+        return body, None
+    if budget < limit or limit >= was or budget >= was:  # valid, not lowered by a rewrite, or the caller's own
+        return body, None
+    if limit <= MIN_THINKING_BUDGET:
+        note = f"turn thinking off: max_tokens {limit} leaves no room for the {MIN_THINKING_BUDGET}-token minimum"
+        return {**body, "thinking": {"type": "disabled"}}, note
+    scaled = min(max(budget * limit // was, MIN_THINKING_BUDGET), limit - 1)
+    return {**body, "thinking": {**thinking, "budget_tokens": scaled}}, (
+        f"lower thinking.budget_tokens {budget} to {scaled}, below max_tokens {limit}")
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 # --- usage -----------------------------------------------------------------------------------
 
 
@@ -321,6 +360,7 @@ __all__ = [
     "cache_breakpoints",
     "count_cache_breakpoints",
     "estimate_input_tokens",
+    "fit_thinking",
     "max_web_searches",
     "prefix_pointer",
     "subject_from_request",

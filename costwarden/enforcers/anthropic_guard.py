@@ -15,7 +15,12 @@ the batch. Everything else (count_tokens, models, files, batch retrieval) passes
   idempotency key (set once before that loop) and ``retries_taken`` tie attempts to one logical
   call, so retries reuse its decision, rewritten body and reservation.
 * A rewritten body goes out as a new ``APIRequest`` (a shallow copy of the options with the new
-  body; the caller's request is not changed).
+  body; the caller's request is not changed). A ``max_tokens`` clamp that leaves extended
+  thinking's ``budget_tokens`` at or above it (which the API refuses) lowers the budget with it, or
+  turns thinking off when no 1,024-token budget fits (not with interleaved thinking).
+* ``AnthropicBedrock`` / ``AnthropicVertex`` clients take the same middleware: their calls are
+  judged, priced and reported as provider ``bedrock`` / ``vertex_ai`` (their model ids and prices).
+  Bedrock's streams are AWS event streams, not SSE: they are charged the reserved worst case.
 * Non-streamed responses are priced from the body the SDK already read. Streamed ones are priced
   as the application reads them: the response's byte stream is wrapped, ``message_start`` gives
   input and cache counts and the served model, each ``message_delta.usage.output_tokens`` replaces
@@ -53,6 +58,7 @@ from costwarden.enforcers.attempt import (
 )
 from costwarden.enforcers.bodytap import AsyncTappedStream, BodyTap, TappedStream
 from costwarden.enforcers.guarded_call import GuardedCall, ProviderEdge
+from costwarden.enforcers.judging import replace_item
 from costwarden.engine.pricing import price_context
 from costwarden.engine.subjects import TokenUsage
 from costwarden.errors import AdapterError
@@ -81,6 +87,14 @@ def _batch_items(body: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, An
 
 MESSAGES = ProviderEdge(adapter.PROVIDER, adapter.subject_from_request, adapter.usage_from_response)
 BATCHES = ProviderEdge(adapter.PROVIDER, adapter.subject_from_request, adapter.usage_from_response, _batch_items)
+PLATFORM_MESSAGES = {
+    name: ProviderEdge(name, partial(adapter.subject_from_request, provider=name), adapter.usage_from_response)
+    for name in ("bedrock", "vertex_ai")
+}
+"""Messages sent through ``AnthropicBedrock`` / ``AnthropicVertex``: judged, priced and reported as
+that platform's (its model ids, its prices), with the same body and usage as Anthropic's."""
+_PLATFORM_MODULES = (("anthropic.lib.bedrock", "bedrock"), ("anthropic.lib.vertex", "vertex_ai"))
+INTERLEAVED_THINKING = "interleaved-thinking-"
 
 
 def edge_for(method: str, url: str) -> ProviderEdge | None:
@@ -110,7 +124,7 @@ def _edge_for(method: str, url: str) -> ProviderEdge | None:
 
 def handle(guard: CallGuard, request: APIRequest, call_next: CallNext) -> APIResponse[Any]:
     """The sync middleware: judge, reserve, send, then settle from the response or its stream."""
-    plan = _plan(guard, request)
+    plan = _plan(guard, request, call_next)
     if plan is None:
         return batch_settle.watch_results(guard, request, call_next(request), TappedStream)
     call, attempt = plan
@@ -130,11 +144,12 @@ async def handle_async(guard: CallGuard, request: APIRequest, call_next: AsyncCa
     """The async middleware: the same steps. Besides the HTTP attempt, the steps that wait on the
     ledger or on sinks (judging and reserving, settling or releasing) are awaited in a worker
     thread when those do I/O (``CallGuard.offload``), so the event loop is never blocked by them."""
-    parts = _parts(request)
+    parts = _parts(request, call_next)
     if parts is None:
         return batch_settle.watch_results(guard, request, await call_next(request), AsyncTappedStream)
     edge, body, key = parts
     call = await guard.begin_async(edge, body, key=key, attempt=request.retries_taken)
+    _fit_thinking(call, body, request, call_next)
     attempt = _outgoing(call, request, body)
     try:
         response = await call_next(attempt)
@@ -162,22 +177,69 @@ def _unread_batch(call: GuardedCall, http: httpx2.Response) -> bool:
     return bool(call.batch_requests or call.edge is BATCHES) and http.is_success and not http.is_closed
 
 
-def _plan(guard: CallGuard, request: APIRequest) -> tuple[GuardedCall, APIRequest] | None:
-    parts = _parts(request)
+def _plan(guard: CallGuard, request: APIRequest, call_next: Any) -> tuple[GuardedCall, APIRequest] | None:
+    parts = _parts(request, call_next)
     if parts is None:
         return None
     edge, body, key = parts
     call = guard.begin(edge, body, key=key, attempt=request.retries_taken)
+    _fit_thinking(call, body, request, call_next)
     return call, _outgoing(call, request, body)
 
 
-def _parts(request: APIRequest) -> tuple[ProviderEdge, Mapping[str, Any], str] | None:
-    """The edge, body and logical-call key of a request the guard judges; None for others."""
+def _parts(request: APIRequest, call_next: Any) -> tuple[ProviderEdge, Mapping[str, Any], str] | None:
+    """The edge, body and logical-call key of a request the guard judges; None for others.
+
+    The middleware sees the request before the client shapes it for its platform (Bedrock and
+    Vertex move the model into the URL later), so a Messages call of an ``AnthropicBedrock`` or
+    ``AnthropicVertex`` client is recognised by its client and judged as that platform's."""
     edge = edge_for(request.method, request.url)
     body = request.json
     if edge is None or not isinstance(body, Mapping):
         return None
+    if edge is MESSAGES:
+        edge = PLATFORM_MESSAGES.get(platform_of(client_of(call_next)), MESSAGES)
     return edge, body, request.options.idempotency_key or f"call-{id(request.options)}"
+
+
+def platform_of(client: Any) -> str:
+    """``bedrock`` / ``vertex_ai`` for the SDK's Bedrock and Vertex clients, else ``anthropic``."""
+    module = type(client).__module__ if client is not None else ""
+    return next((name for prefix, name in _PLATFORM_MODULES if module.startswith(prefix)), adapter.PROVIDER)
+
+
+def _fit_thinking(call: GuardedCall, asked: Mapping[str, Any], request: APIRequest, call_next: Any) -> None:
+    """Keep a rewritten request valid for extended thinking (:func:`~.adapters.anthropic.fit_thinking`):
+    a clamped ``max_tokens`` must stay above ``thinking.budget_tokens``, in each request of a batch too."""
+    if call.body is asked:
+        return
+    interleaved = _interleaved(request, call_next)
+    if call.edge.batch_items is None:
+        body, note = adapter.fit_thinking(call.body, asked, interleaved=interleaved)
+        notes = [note] if note else []
+    else:
+        body, notes = call.body, []
+        for (pointer, params), (_, was) in zip(call.edge.batch_items(call.body), call.edge.batch_items(asked),
+                                                strict=True):
+            fitted, note = adapter.fit_thinking(params, was, interleaved=interleaved)
+            if note:
+                body = replace_item(body, pointer, fitted)
+                notes.append(f"{pointer}: {note}")
+    if notes:
+        call.body = body
+        call.rewrites = (*call.rewrites, *notes)
+
+
+def _interleaved(request: APIRequest, call_next: Any) -> bool:
+    """Whether the request asks for interleaved thinking (an ``anthropic-beta`` header, per call or
+    the client's)."""
+    client_headers = getattr(client_of(call_next), "_custom_headers", None)
+    for headers in (request.headers, client_headers):
+        if isinstance(headers, Mapping):
+            beta = next((v for k, v in headers.items() if k.lower() == "anthropic-beta"), None)
+            if isinstance(beta, str) and INTERLEAVED_THINKING in beta:
+                return True
+    return False
 
 
 def _outgoing(call: GuardedCall, request: APIRequest, body: Mapping[str, Any]) -> APIRequest:
@@ -204,13 +266,19 @@ def _max_retries(guard: CallGuard, request: APIRequest, call_next: Any) -> int:
     return found if found is not None else max_retries_of(None, guard)
 
 
-def client_max_retries(call_next: Any, *, depth: int = 8) -> int | None:
-    """The ``max_retries`` of the client whose middleware chain ``call_next`` belongs to.
+def client_max_retries(call_next: Any) -> int | None:
+    """The ``max_retries`` of the client whose middleware chain ``call_next`` belongs to (:func:`client_of`).
+    None when the SDK's structure differs (the guard's own ``max_retries`` is used then, and a
+    lingering hold is released at the next call or its TTL)."""
+    retries = getattr(client_of(call_next), "max_retries", None)
+    return retries if isinstance(retries, int) and not isinstance(retries, bool) else None
+
+
+def client_of(call_next: Any, *, depth: int = 8) -> Any:
+    """The client whose middleware chain ``call_next`` belongs to, or None.
 
     The SDK's chain is built from closures over the client; the middleware API does not pass the
-    client, so it is found there. None when the SDK's structure differs (the guard's own
-    ``max_retries`` is used then, and a lingering hold is released at the next call or its TTL).
-    """
+    client, so it is found there."""
     todo, seen = [call_next], 0
     while todo and seen < depth:
         seen += 1
@@ -219,9 +287,8 @@ def client_max_retries(call_next: Any, *, depth: int = 8) -> int | None:
                 value = cell.cell_contents
             except ValueError:
                 continue
-            retries = getattr(value, "max_retries", None) if hasattr(value, "_middleware") else None
-            if isinstance(retries, int) and not isinstance(retries, bool):
-                return retries
+            if hasattr(value, "_middleware") and hasattr(value, "max_retries"):
+                return value
             if callable(value) and getattr(value, "__closure__", None):
                 todo.append(value)
     return None
@@ -364,4 +431,5 @@ def _stream_end(
                   error=None if observer.finished else f"stream ended early ({reason})", response=observer.served)
 
 
-__all__ = ["BATCHES", "MESSAGES", "AnthropicStream", "edge_for", "handle", "handle_async"]
+__all__ = ["BATCHES", "MESSAGES", "PLATFORM_MESSAGES", "AnthropicStream", "client_of", "edge_for", "handle",
+           "handle_async", "platform_of"]

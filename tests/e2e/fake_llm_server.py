@@ -8,7 +8,9 @@ Runs on 127.0.0.1 on an ephemeral port, in a daemon thread, one thread per conne
 Endpoints: ``POST /v1/messages`` (JSON, or SSE shaped like the recorded streams in
 ``shared/corpora/llm-requests/anthropic/sse`` when ``stream`` is true), ``POST /v1/messages/batches``,
 ``POST /v1/chat/completions`` (JSON, or SSE chunks with the usage chunk last when
-``stream_options.include_usage``), ``POST /v1/responses`` (JSON or SSE events), and for batches
+``stream_options.include_usage``), ``POST /v1/responses`` (JSON or SSE events), the Messages paths
+of ``AnthropicBedrock`` (``/model/<id>/invoke``, JSON) and ``AnthropicVertex`` (``...:rawPredict`` /
+``:streamRawPredict``), and for batches
 created here ``GET /v1/messages/batches/<id>`` (ended at once, unless created with the header
 ``x-fake-batch-status: in_progress``: then processing, without results, until its id leaves
 ``processing``) and ``GET .../results`` (JSON Lines,
@@ -23,7 +25,8 @@ Every request is recorded (``server.requests``) so a test can assert that none w
   ``x-fake-truncate`` (N: a stream stops after N events and the connection drops without ending
   the chunked body), ``x-fake-delay-ms`` (sleep before answering), ``x-fake-event-delay-ms`` (sleep
   between stream events), ``x-fake-store`` (a plain Responses answer is also kept for
-  ``GET /v1/responses/<id>``, with ``background: false``), ``x-fake-content-encoding`` (the
+  ``GET /v1/responses/<id>``, with ``background: false``; a streamed one in background mode always
+  is, and ``GET /v1/responses/<id>?stream=true`` sends a kept response's events again), ``x-fake-content-encoding`` (the
   Content-Encoding of a stream or a results download, sent as given; the body is gzip-compressed
   when the value names gzip), ``x-fake-stream-error`` (an error type: a Messages stream answers 200
   with only an ``error`` event of that type, as Anthropic does when overloaded as a stream starts),
@@ -154,6 +157,9 @@ class _Handler(BaseHTTPRequestHandler):
         if parts[:2] == ["v1", "responses"] and len(parts) == 3 and parts[2] in fake.responses:
             done = fake.responses[parts[2]]
             running = parts[2] in fake.processing
+            if "stream=true" in self.path.partition("?")[2].split("&") and not running:
+                self._resumed_stream(done)  # ``responses.retrieve(id, stream=True)``: the events again
+                return
             self._json(200, {**done, "status": "in_progress", "output": [], "usage": None} if running else done)
             return
         results = fake.batches.get(parts[3]) if parts[:3] == ["v1", "messages", "batches"] and len(parts) > 3 else None
@@ -190,6 +196,10 @@ class _Handler(BaseHTTPRequestHandler):
             "/v1/responses": self._responses,
         }
         handler = routes.get(path)
+        platform_model = _platform_model(path)
+        if platform_model is not None and isinstance(body, dict):  # Bedrock / Vertex: the model is in the URL
+            body = {**body, "model": body.get("model", platform_model)}
+            handler = self._messages
         if handler is None or not isinstance(body, dict):
             self._json(404, {"type": "error", "error": {"type": "not_found_error", "message": path}})
             return
@@ -438,7 +448,31 @@ class _Handler(BaseHTTPRequestHandler):
                 "output_index": 0, "content_index": 0, "delta": piece, "logprobs": []}))
         events.append(("response.completed", {"type": "response.completed", "sequence_number": len(events),
                                               "response": done}))
+        if body.get("background"):  # runs on after the connection drops; readable with GET
+            self.server.fake.responses[resp_id] = {**done, "background": True}
         self._sse(events)
+
+    def _resumed_stream(self, done: dict[str, Any]) -> None:
+        """A stored response's events again (created, then completed), as a resumed stream sends them."""
+        self._sse([
+            ("response.created", {"type": "response.created", "sequence_number": 0,
+                                  "response": {**done, "status": "in_progress", "output": [], "usage": None}}),
+            ("response.completed", {"type": "response.completed", "sequence_number": 1, "response": done}),
+        ])
+
+
+def _platform_model(path: str) -> str | None:
+    """The model of a Messages call as ``AnthropicBedrock`` (``/model/<id>/invoke``) or
+    ``AnthropicVertex`` (``.../publishers/anthropic/models/<id>:rawPredict``, ``:streamRawPredict``
+    answered as SSE) send it; None for other paths."""
+    from urllib.parse import unquote
+
+    if path.startswith("/model/") and path.endswith("/invoke"):
+        return unquote(path[len("/model/"):-len("/invoke")])
+    head, found, model = path.rpartition("/publishers/anthropic/models/")
+    if found and model.endswith((":rawPredict", ":streamRawPredict")) and not model.startswith("count-tokens"):
+        return unquote(model.rpartition(":")[0])
+    return None
 
 
 def _batch_object(batch_id: str, results: list[dict[str, Any]], base_url: str, *, ended: bool = True) -> dict[str, Any]:
