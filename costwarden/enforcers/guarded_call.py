@@ -214,8 +214,9 @@ class GuardedCall:
         self, usage: TokenUsage, served_model: str | None, response: Mapping[str, Any] | None = None
     ) -> tuple[float, str | None]:
         """USD for ``usage`` on the served model, else the requested one, at the service tier and
-        speed the response reports, else those requested; the reserved worst case (never $0) when
-        neither model has a price."""
+        speed the response reports, else those requested; the reserved worst case when neither model
+        has a price. Without a worst case either (no budget judged the call, or it would have refused
+        it) the cost is unknown: $0 with an error that says so, and a warning, never silently."""
         pricer, provider, batch = self.guard.pricer, self.subject.provider, self.subject.request.batch
         context = price_context(self.body, response)
         error = "no model"
@@ -224,7 +225,12 @@ class GuardedCall:
                 return cost_in_context(pricer, provider, model, usage, batch=batch, context=context), None
             except Exception as exc:
                 error = describe(exc)
-        return self.estimate_usd or 0.0, f"usage not priced ({error}); charged the reserved estimate"
+        estimate = self.estimate_usd
+        if estimate is None:
+            log.warning("%s call to %s: usage not priced (%s); its cost is unknown and recorded as $0",
+                        provider, self.model, error)
+            return 0.0, f"usage not priced ({error}); no estimate either: the cost is unknown and recorded as $0"
+        return estimate, f"usage not priced ({error}); charged the reserved estimate"
 
     # --- finishing -----------------------------------------------------------------------------
 

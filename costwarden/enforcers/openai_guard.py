@@ -9,7 +9,11 @@ the client the SDK is given (the same :class:`CallGuard` core and ledger as the 
         client.chat.completions.create(...)
 
 Guarded: ``POST …/chat/completions`` and ``POST …/responses`` (plain and streamed); other requests
-pass through. ``provider=`` names an OpenAI-compatible API (``"x-ai"``, ``"groq"``...) for pricing.
+pass through. Those of them that spend money (embeddings, legacy completions, images, audio,
+Batch API jobs, Responses compaction, videos, fine-tuning jobs: :data:`UNGUARDED_SPEND`) are neither
+judged, reserved, counted against budgets nor reported: each transport logs a warning naming the
+endpoint the first time one passes, so this is never silent. ``provider=`` names an
+OpenAI-compatible API (``"x-ai"``, ``"groq"``...) for pricing.
 :func:`guard_openai` keeps a client's own ``http_client`` (proxies, certificates, a custom
 transport) by guarding each of its transports.
 
@@ -77,6 +81,13 @@ def edge(provider: str = adapter.PROVIDER) -> ProviderEdge:
 OPENAI = edge()
 
 
+UNGUARDED_SPEND = (
+    "/embeddings", "/completions", "/images/generations", "/images/edits", "/images/variations", "/audio/speech",
+    "/audio/transcriptions", "/audio/translations", "/batches", "/responses/compact", "/videos", "/fine_tuning/jobs",
+)
+"""Endpoints (path endings, ``POST``) that OpenAI bills but the guard does not judge. Moderations are free."""
+
+
 def is_guarded(method: str, url: str) -> bool:
     return _guarded_path(method, urlsplit(url).path)
 
@@ -84,6 +95,24 @@ def is_guarded(method: str, url: str) -> bool:
 def _guarded_path(method: str, path: str) -> bool:
     path = path.rstrip("/")
     return method.upper() == "POST" and (path.endswith("/chat/completions") or path.endswith("/responses"))
+
+
+def unguarded_spend(method: str, path: str) -> str | None:
+    """The :data:`UNGUARDED_SPEND` ending of a request the guard passes through although it is billed."""
+    path = path.rstrip("/")
+    if method.upper() != "POST" or _guarded_path(method, path):
+        return None
+    return next((end for end in UNGUARDED_SPEND if path.endswith(end)), None)
+
+
+def _passed(warned: set[str], request: httpx2.Request) -> None:
+    """Warn, once per endpoint in ``warned``, that a billed request passed unjudged and unrecorded."""
+    end = unguarded_spend(request.method, request.url.path)
+    if end is not None and end not in warned:
+        warned.add(end)
+        log.warning("call-guard: POST %s is billed but not guarded: it is not judged, reserved, counted against "
+                    "any budget or reported as a cost event (only chat/completions and responses are); this is "
+                    "said once per endpoint", request.url.path)
 
 
 class GuardedTransport(httpx2.BaseTransport):
@@ -96,10 +125,12 @@ class GuardedTransport(httpx2.BaseTransport):
         self.max_retries = guard.max_retries if max_retries is None else max_retries
         self._inner = transport if transport is not None else httpx2.HTTPTransport()
         self._close_inner = close_inner
+        self._warned: set[str] = set()
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         plan = _plan(self.guard, self.edge, request) if _guarded_path(request.method, request.url.path) else None
         if plan is None:
+            _passed(self._warned, request)
             response = self._inner.handle_request(request)
             read = background.read_response_id(request.method, request.url.path)
             if read is not None:  # a read of a background response may settle it
@@ -130,6 +161,7 @@ class AsyncGuardedTransport(httpx2.AsyncBaseTransport):
         self.max_retries = guard.max_retries if max_retries is None else max_retries
         self._inner = transport if transport is not None else httpx2.AsyncHTTPTransport()
         self._close_inner = close_inner
+        self._warned: set[str] = set()
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         """As the sync transport; the steps that wait on the ledger or on sinks run in a worker
@@ -137,6 +169,7 @@ class AsyncGuardedTransport(httpx2.AsyncBaseTransport):
         guard = self.guard
         parts = _parts(request) if _guarded_path(request.method, request.url.path) else None
         if parts is None:
+            _passed(self._warned, request)
             response = await self._inner.handle_async_request(request)
             read = background.read_response_id(request.method, request.url.path)
             if read is not None:  # a read of a background response may settle it
@@ -366,6 +399,7 @@ def _after(
 __all__ = [
     "INCLUDE_USAGE",
     "OPENAI",
+    "UNGUARDED_SPEND",
     "AsyncGuardedTransport",
     "GuardedTransport",
     "edge",
@@ -373,4 +407,5 @@ __all__ = [
     "is_guarded",
     "openai_async_http_client",
     "openai_http_client",
+    "unguarded_spend",
 ]

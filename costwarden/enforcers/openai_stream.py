@@ -10,7 +10,7 @@ from typing import Any
 
 from costwarden.adapters import openai as adapter
 from costwarden.enforcers.attempt import end_reason, finish_json_body
-from costwarden.enforcers.background_responses import complete_or_hold
+from costwarden.enforcers.background_responses import complete_or_hold, hold_running
 from costwarden.enforcers.bodytap import BodyTap
 from costwarden.enforcers.guarded_call import GuardedCall
 from costwarden.engine.pricing import price_context
@@ -26,7 +26,7 @@ _DELTA_EVENTS = frozenset({"response.output_text.delta", "response.function_call
 class OpenAIStream:
     """Reads usage and the served model from Chat Completions chunks or Responses events."""
 
-    __slots__ = ("kept", "model", "finished", "output_chars", "drop_usage_chunk", "served")
+    __slots__ = ("kept", "model", "finished", "output_chars", "drop_usage_chunk", "served", "response_id")
 
     def __init__(self, *, drop_usage_chunk: bool = False) -> None:
         self.kept: list[Mapping[str, Any]] = []
@@ -35,6 +35,7 @@ class OpenAIStream:
         self.output_chars = 0
         self.drop_usage_chunk = drop_usage_chunk
         self.served: dict[str, str] = {}  # the service tier the chunks or the response report: the price's context
+        self.response_id: str | None = None  # a Responses stream's response (``response.created`` names it)
 
     def on_event(self, data: str) -> bool:
         if data == "[DONE]":
@@ -45,10 +46,12 @@ class OpenAIStream:
         kind = event.get("type")
         if kind is None:
             return self._chat_chunk(event)
+        response = event.get("response")
+        if self.response_id is None and isinstance(response, Mapping) and isinstance(response.get("id"), str):
+            self.response_id = response["id"]
         if kind in _FINAL_EVENTS:
             self.kept.append(event)
             self.finished = True
-            response = event.get("response")
             if isinstance(response, Mapping):
                 if isinstance(response.get("model"), str):
                     self.model = response["model"]
@@ -101,6 +104,9 @@ def stream_end(
             call.charge_estimate(error="response body closed before its end")
         return
     usage = observer.usage()
+    if usage is None and observer.response_id is not None and call.body.get("background") is True:
+        hold_running(call, observer.response_id)  # OpenAI runs it to its end without the stream
+        return
     if usage is None:
         call.complete(call.estimated_usage(observer.output_estimate()), served_model=observer.model,
                       source="estimate", outcome="partial",
