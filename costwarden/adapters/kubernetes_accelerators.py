@@ -30,6 +30,12 @@ started before it, if that is more. On GKE, ``cloud.google.com/gke-gpu-partition
 <g>g.<mem>gb`` turns ``nvidia.com/gpu: 1`` into the same g/7, and the KAI scheduler's
 ``gpu-fraction`` pod annotation counts as that fraction.
 
+vLLM's parallel sizes count NeuronCores on AWS Neuron, not devices (:func:`neuron_cores`): a
+NeuronCore asked for is one core; a device has 2 on Inf2 / Trn1, and on Trn2 its 8 physical cores
+grouped by the logical-core setting (``NEURON_LOGICAL_NC_CONFIG`` 1 or 2: 8 or 4 cores). Where the
+instance type does not say which device it is, a device has 2, 4 or 8. TPUs need no such
+conversion: vLLM's TPU backend shards over chips, which ``google.com/tpu`` counts.
+
 The type is the node label the pod pins (:data:`ACCELERATOR_TYPE_LABELS`), else the MIG profile,
 else the accelerator's family (``tpu``, ``gaudi``, ``intel-gpu``, ``neuron``) for the
 resources that say which hardware they are. No family is given for ``nvidia.com/gpu`` and
@@ -79,6 +85,14 @@ ACCELERATOR_TYPE_LABELS = (
 )
 """Node labels whose value names the accelerator model, first match wins."""
 
+NEURONCORE_RESOURCE = "aws.amazon.com/neuroncore"
+NEURON_DEVICE_RESOURCES = ("aws.amazon.com/neuron", "aws.amazon.com/neurondevice")
+NEURON_LNC_ENV = "NEURON_LOGICAL_NC_CONFIG"
+NEURONCORES_PER_DEVICE: Mapping[str, tuple[int, ...]] = {"inf2": (2,), "trn1": (2,), "trn1n": (2,)}
+"""NeuronCores per device by EC2 instance family (NeuronCore-v2: two per Inferentia2 / Trainium1)."""
+TRN2_PHYSICAL_CORES = 8
+ANY_NEURON_DEVICE = (2, 4, 8)
+"""NeuronCores a device of unknown generation may have: Inf2/Trn1, Trn2 with LNC=2, Trn2 with LNC=1."""
 MIG_PREFIX = "nvidia.com/mig-"
 MIG_SLICES_PER_GPU = 7
 GKE_PARTITION_LABEL = "cloud.google.com/gke-gpu-partition-size"
@@ -152,6 +166,40 @@ def accelerator_family(spec: Mapping[str, Any]) -> str | None:
     return next((ACCELERATOR_FAMILIES[n] for n in _resource_names(spec) if n in ACCELERATOR_FAMILIES), None)
 
 
+def neuron_cores(container: Mapping[str, Any], instance_type: str | None = None) -> tuple[float, ...]:
+    """The NeuronCores a container gets, each possible count once, smallest first; ``()`` when it
+    asks for no Neuron accelerator. One count when it asks for cores, or for devices on an instance
+    type whose cores per device are known; several when they are not::
+
+        >>> neuron_cores({"resources": {"limits": {"aws.amazon.com/neuron": 1}}}, "inf2.xlarge")
+        (2.0,)
+        >>> neuron_cores({"resources": {"limits": {"aws.amazon.com/neuron": 1}}})
+        (2.0, 4.0, 8.0)
+    """
+    amounts = _amounts(_map(container.get("resources")))
+    cores = amounts.get(NEURONCORE_RESOURCE, 0.0)
+    devices = sum(amounts.get(name, 0.0) for name in NEURON_DEVICE_RESOURCES)
+    if not cores and not devices:
+        return ()
+    per_device = _cores_per_device(instance_type, _literal_env(container, NEURON_LNC_ENV)) if devices else (0,)
+    return tuple(sorted({cores + devices * k for k in per_device}))
+
+
+def _cores_per_device(instance_type: str | None, lnc: str | None) -> tuple[int, ...]:
+    family = instance_type.split(".", 1)[0].lower() if instance_type else ""
+    if family in NEURONCORES_PER_DEVICE:
+        return NEURONCORES_PER_DEVICE[family]
+    if family.startswith("trn2"):  # LNC 1 or 2; unset, it is the runtime's default for the device
+        return (TRN2_PHYSICAL_CORES // int(lnc),) if lnc in ("1", "2") else (4, TRN2_PHYSICAL_CORES)
+    return ANY_NEURON_DEVICE
+
+
+def _literal_env(container: Mapping[str, Any], name: str) -> str | None:
+    env = container.get("env")
+    values = [_map(e).get("value") for e in env if _map(e).get("name") == name] if isinstance(env, list) else []
+    return str(values[-1]).strip() if values and values[-1] is not None else None
+
+
 def pod_gpus(spec: Mapping[str, Any], metadata: Mapping[str, Any] = _EMPTY) -> float:
     """Accelerator devices one pod asks for (see the module docstring for the rules)."""
     running = sum(container_gpus(c) for c in pod_containers(spec, "containers"))
@@ -179,11 +227,13 @@ __all__ = [
     "KAI_FRACTION_ANNOTATION",
     "MIG_PREFIX",
     "MIG_SLICES_PER_GPU",
+    "NEURONCORE_RESOURCE",
     "WHOLE_GPU_RESOURCES",
     "accelerator_family",
     "container_gpus",
     "mig_fraction",
     "mig_profile",
+    "neuron_cores",
     "pod_containers",
     "pod_gpus",
     "quantity",

@@ -7,18 +7,26 @@ Recognised inputs:
   "request": <API request body>, "response": <optional response body>}`` in JSON or JSONL;
 * Kubernetes manifests (multi-document YAML or JSON, ``List`` objects);
 * Terraform plans (``terraform show -json``).
+
+A vLLM ``--config`` file mounted from a ConfigMap is read from the ConfigMaps of the same input,
+and from those :func:`config_maps_in` finds in the other files of a run (``check k8s/`` with the
+ConfigMap in k8s/cm.yaml and the Deployment in k8s/deploy.yaml).
 """
 
 from __future__ import annotations
 
 import codecs
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from costwarden.engine.subjects import SUBJECT_TYPES, LlmCall, SourceLocation, Subject, subject_from_dict
-from costwarden.errors import AdapterError, SubjectError, UnrecognizedInput
+from costwarden.errors import AdapterError, CostwardenError, SubjectError, UnrecognizedInput
+
+if TYPE_CHECKING:
+    from costwarden.adapters.vllm.mounts import ConfigMaps
 
 LLM_PROVIDERS = ("anthropic", "openai")
 
@@ -54,7 +62,40 @@ def decode_text(data: bytes, file: str) -> str:
         raise AdapterError(f"cannot read: not UTF-8 text ({exc})", file=file) from exc
 
 
-def subjects_from_text(text: str, *, file: str = "<stdin>", include_all: bool = False) -> list[Subject]:
+def config_maps_in(paths: Iterable[str | Path]) -> ConfigMaps:
+    """The ConfigMaps in the given files, for the workloads of the other files to read their
+    ``--config`` files from. A cheap first pass over a run's inputs: only the YAML documents that
+    say ``kind: ConfigMap`` are parsed (a JSON file that says it, whole); what cannot be read or
+    parsed is left to the pass that reports it."""
+    from costwarden.adapters.kubernetes import read_manifests
+    from costwarden.adapters.vllm.mounts import ConfigMaps
+
+    objects: list[Any] = []
+    for path in paths:
+        try:
+            text = read_text(path)
+        except CostwardenError:
+            continue
+        if not _CONFIG_MAP.search(text):
+            continue
+        whole = text.lstrip().startswith(("{", "["))
+        for chunk in [text] if whole else _DOCUMENT_START.split(text):
+            try:
+                if _CONFIG_MAP.search(chunk):
+                    objects += [obj for obj, _, _ in read_manifests(chunk, str(path))]
+            except CostwardenError:
+                continue
+    return ConfigMaps.from_objects(objects)
+
+
+_CONFIG_MAP = re.compile(r"""kind["']?\s*:\s*["']?ConfigMap\b""")
+_DOCUMENT_START = re.compile(r"^---(?=\s|$)", re.MULTILINE)
+
+
+def subjects_from_text(text: str, *, file: str = "<stdin>", include_all: bool = False,
+                       config_maps: ConfigMaps | None = None) -> list[Subject]:
+    """Every subject in an input's text. ``config_maps``: ConfigMaps given with it in other files
+    (:func:`config_maps_in`); those of the text itself are always read."""
     text = text.removeprefix("\ufeff")  # a byte order mark (PowerShell's Out-File -Encoding utf8)
     stripped = text.lstrip()
     if file.endswith(".jsonl"):
@@ -74,14 +115,9 @@ def subjects_from_text(text: str, *, file: str = "<stdin>", include_all: bool = 
             # `kubectl get -o json`: List objects are expanded into their items, each with its pointer
             from costwarden.adapters.kubernetes import read_manifests
 
-            return [
-                subject
-                for obj, line, pointer in read_manifests(text, file)
-                if "kind" in obj and "apiVersion" in obj
-                for subject in kubernetes_object_subjects(obj, file=file, line=line, pointer=pointer)
-            ]
+            return _manifest_subjects(list(read_manifests(text, file)), file, config_maps)
         return subjects_from_data(data, file=file, include_all=include_all)
-    return _kubernetes(text, file)
+    return _kubernetes(text, file, config_maps)
 
 
 def _is_manifest(data: Any) -> bool:
@@ -185,7 +221,7 @@ def _jsonl(text: str, file: str) -> list[Subject]:
     return out
 
 
-def _kubernetes(text: str, file: str) -> list[Subject]:
+def _kubernetes(text: str, file: str, config_maps: ConfigMaps | None = None) -> list[Subject]:
     import yaml
 
     from costwarden.adapters.kubernetes import read_manifests
@@ -210,9 +246,21 @@ def _kubernetes(text: str, file: str) -> list[Subject]:
         if not documents and _empty_lists_only(text):
             return []  # `kubectl get jobs -o yaml` where there are none: nothing to judge, nothing wrong
         return _serving_files(text, file, [obj for obj, _, _ in documents])
+    return _manifest_subjects(objects, file, config_maps)
+
+
+def _manifest_subjects(objects: list[tuple[Any, int, str]], file: str, config_maps: ConfigMaps | None
+                       ) -> list[Subject]:
+    """The subjects of one input's Kubernetes objects, its ConfigMaps read with ``config_maps``
+    (those of the input win: it is what is applied together)."""
+    from costwarden.adapters.vllm.mounts import ConfigMaps
+
+    own = ConfigMaps.from_objects(obj for obj, _, _ in objects)
+    maps = ConfigMaps({**config_maps.data, **own.data}) if own and config_maps else own or config_maps
     out: list[Subject] = []
     for obj, line, pointer in objects:
-        out += kubernetes_object_subjects(obj, file=file, line=line, pointer=pointer)
+        if "kind" in obj and "apiVersion" in obj:
+            out += kubernetes_object_subjects(obj, file=file, line=line, pointer=pointer, config_maps=maps)
     return out
 
 
@@ -232,10 +280,12 @@ def _empty_lists_only(text: str) -> bool:
 
 
 def kubernetes_object_subjects(
-    obj: Mapping[str, Any], *, file: str | None = None, line: int | None = None, pointer: str = ""
+    obj: Mapping[str, Any], *, file: str | None = None, line: int | None = None, pointer: str = "",
+    config_maps: ConfigMaps | None = None,
 ) -> list[Subject]:
     """The subjects of one Kubernetes object, the same for ``check`` and the admission webhook:
-    its ``resource`` and, for every container running vLLM, a ``serving_config``."""
+    its ``resource`` and, for every container running vLLM, a ``serving_config`` (``--config``
+    files mounted from a ConfigMap in ``config_maps`` read from it)."""
     from costwarden.adapters.kubernetes import subjects_from_object
     from costwarden.adapters.vllm.detect import serving_configs_from_resource
 
@@ -243,7 +293,7 @@ def kubernetes_object_subjects(
     for resource in subjects_from_object(dict(obj), file=file, line=line, pointer=pointer):
         out.append(resource)
         if resource.raw is not None:
-            out += serving_configs_from_resource(resource)
+            out += serving_configs_from_resource(resource, config_maps)
     return out
 
 
@@ -268,6 +318,7 @@ def _serving_files(text: str, file: str, documents: list[Any]) -> list[Subject]:
 
 
 __all__ = [
+    "config_maps_in",
     "decode_text",
     "kubernetes_object_subjects",
     "llm_call_from_record",

@@ -1,8 +1,10 @@
-"""The model catalog: model tiers, cache minimums, model sizes and GPU/instance prices as data.
+"""The model catalog: model tiers, cache minimums, model sizes, attention heads and GPU/instance
+prices as data.
 
 Every policy set starts from the catalog shipped in ``engine/data/catalog.yaml`` and layers the
-``ModelCatalog`` documents it loads on top; later documents win. Price, cache-minimum and size
-entries of a later document are consulted first; within one document, the price of the most specific
+``ModelCatalog`` documents it loads on top; later documents win. Price, cache-minimum, size and
+attention-head entries of a later document are consulted first (sizes and heads in the order a
+document lists them: the first glob that matches wins); within one document, the price of the most specific
 glob (as for tiers, below) applies, and on a tie one scoped to the call's provider. Tiers:
 
 * a tier with a new name joins the order after the existing ones (the order is cheapest first);
@@ -73,14 +75,28 @@ def model_key(model: str) -> str:
     return model.strip().lower()
 
 
+_GKE_TPU = re.compile(r"TPU-(V\d+[A-Z]*)(-LITE)?-(?:PODSLICE|SLICE|DEVICE)")
+
+
+@functools.lru_cache(maxsize=4096)
 def normalize_gpu(gpu_type: str) -> str:
-    """``nvidia-h100-80gb`` / ``NVIDIA-H100-80GB-HBM3`` / ``H100`` → ``H100-80GB...`` upper case."""
+    """``nvidia-h100-80gb`` / ``NVIDIA-H100-80GB-HBM3`` / ``H100`` → ``H100-80GB...`` upper case.
+
+    GKE's TPU node label values (``cloud.google.com/gke-tpu-accelerator``) name the slice, not the
+    chip: ``tpu-v5-lite-podslice`` and ``tpu-v5-lite-device`` are ``TPU-V5E`` ("v5 lite" is
+    Google's name for v5e), ``tpu-v5p-slice`` is ``TPU-V5P``, ``tpu-v6e-slice`` ``TPU-V6E``,
+    ``tpu-v4-podslice`` ``TPU-V4``: the keys a catalog prices TPU chips by."""
     text = gpu_type.strip().upper().replace(" ", "-").replace("_", "-")
     for prefix in ("NVIDIA-TESLA-", "NVIDIA-", "TESLA-", "AMD-INSTINCT-", "AMD-"):
         if text.startswith(prefix):
             text = text[len(prefix) :]
             break
+    tpu = _GKE_TPU.fullmatch(text)
+    if tpu:
+        version, lite = tpu.group(1), tpu.group(2)
+        text = f"TPU-{version}E" if lite and version == "V5" else f"TPU-{version}{lite or ''}"
     return text
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +123,8 @@ class Catalog:
     tier_globs: tuple[tuple[ModelGlobs, Tier], ...] | None = None
     """Each tier glob with its tier, in the order a model's tier is looked up (see the module's
     docstring); None: every tier's globs, cheapest tier first."""
+    heads: tuple[tuple[ModelGlobs, int], ...] = ()
+    """Attention heads by model glob, in lookup order (see :meth:`attention_heads`)."""
     _memo: dict[tuple[str, str], Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -116,6 +134,7 @@ class Catalog:
         prices: list[Any] = []
         minimums: list[tuple[ModelGlobs, int]] = []
         sizes: list[tuple[ModelGlobs, float]] = []
+        heads: list[tuple[ModelGlobs, int]] = []
         gpu: dict[str, HourlyPrice] = {}
         instance: dict[str, HourlyPrice] = {}
         as_of: date | None = None
@@ -132,6 +151,7 @@ class Catalog:
             prices[:0] = [(ModelGlobs([p.model]), p.provider, p) for p in ordered]
             minimums[:0] = [(ModelGlobs(m.models), m.minTokens) for m in spec.cacheMinimums]
             sizes[:0] = [(ModelGlobs([k]), v) for k, v in spec.modelSizes.items()]
+            heads[:0] = [(ModelGlobs([k]), v) for k, v in spec.attentionHeads.items()]
             gpu.update({normalize_gpu(k): v for k, v in spec.gpuPrices.items()})
             instance.update({k.lower(): v for k, v in spec.instancePrices.items()})
             as_of = spec.pricesAsOf or as_of
@@ -150,7 +170,8 @@ class Catalog:
             reverse=True,
         )
         tier_globs = tuple((ModelGlobs([glob]), tier) for _, glob, tier in lookup)
-        return cls(compiled, tuple(prices), tuple(minimums), gpu, instance, tuple(sizes), as_of, tier_globs)
+        return cls(compiled, tuple(prices), tuple(minimums), gpu, instance, tuple(sizes), as_of, tier_globs,
+                   tuple(heads))
 
     def _lookup(self, table: str, key: str, compute: Any) -> Any:
         memo_key = (table, key)
@@ -185,6 +206,14 @@ class Catalog:
         """Billions of parameters, from the catalog's modelSizes, else from the name (``-70b``)."""
         key = model_key(model)
         return self._lookup("size", key, lambda: _params_from_name(key, self.model_sizes))  # type: ignore[no-any-return]
+
+    def attention_heads(self, model: str) -> int | None:
+        """The model's attention heads (``num_attention_heads``), from the catalog's
+        ``attentionHeads``; None when no glob matches. A trailing ``/`` of a local path is ignored."""
+        key = model_key(model).rstrip("/")
+        return self._lookup(  # type: ignore[no-any-return]
+            "heads", key, lambda: next((n for p, n in self.heads if p.match(key)), None)
+        )
 
     # --- prices ------------------------------------------------------------------------------
 

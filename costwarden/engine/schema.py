@@ -282,6 +282,10 @@ class ModelCatalogSpec(Strict):
     gpuPrices: dict[str, HourlyPrice] = Field(default_factory=dict, description="per GPU, by type")
     instancePrices: dict[str, HourlyPrice] = Field(default_factory=dict, description="per instance type")
     modelSizes: dict[str, float] = Field(default_factory=dict, description="model glob -> billions of params")
+    attentionHeads: dict[str, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict, description="model glob -> attention heads (config.json num_attention_heads); "
+        "the first glob that matches wins"
+    )
 
 
 class ModelCatalogDocument(Strict):

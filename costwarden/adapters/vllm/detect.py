@@ -27,7 +27,17 @@ from typing import Any
 
 import yaml
 
-from costwarden.adapters.kubernetes_workloads import container_gpus
+from costwarden.adapters.kubernetes import INSTANCE_TYPE_LABELS
+from costwarden.adapters.kubernetes_accelerators import (
+    ACCELERATOR_RESOURCES,
+    ACCELERATOR_TYPE_LABELS,
+    MIG_PREFIX,
+    accelerator_family,
+    container_gpus,
+    mig_profile,
+    neuron_cores,
+    pod_gpus,
+)
 from costwarden.adapters.vllm.command import VllmInvocation, expand_kubernetes, find_invocation
 from costwarden.adapters.vllm.config_file import (
     detect_in_config_file,
@@ -52,8 +62,6 @@ from costwarden.adapters.vllm.table import image_entrypoint_is_serve, is_vllm_im
 from costwarden.engine.patch import resolve
 from costwarden.engine.subjects import Resource, ServingConfig, SourceLocation
 
-GPU_TYPE_LABELS = ("cloud.google.com/gke-accelerator", "nvidia.com/gpu.product",
-                   "karpenter.k8s.aws/instance-gpu-name", "karpenter.azure.com/sku-gpu-name")
 _NO_CONFIG_MAPS = ConfigMaps()
 
 
@@ -133,12 +141,19 @@ def _from_container(resource: Resource, container: Mapping[str, Any], pod: _Pod)
         resolution = _explain_unread(resolution, pod.spec, container)
     # A group of pods (LeaderWorkerSet, Ray head + workers) shares one engine: judge the group.
     gpus = resource.workload.gpus if pod.multi_pod else container_gpus(container)
+    cores = _group_cores(neuron_cores(container, resource.workload.instance_type), container, gpus)
     name = resource.name if not container.get("name") else f"{resource.name}/{container['name']}"
     source = SourceLocation(file, line, (resource.source.pointer or "") + pod.pointer)
     subject = build_subject(resolution, name=name, namespace=resource.namespace, tags=resource.tags, gpus=gpus,
                             gpu_type=resource.workload.gpu_type, replicas=resource.workload.replicas,
-                            version=hint, source=source, raw=container)
+                            version=hint, source=source, raw=container, neuron_cores=cores)
     return Detected(subject, resolution, tuple(found.argv), found.mode)
+
+
+def _group_cores(cores: tuple[float, ...], container: Mapping[str, Any], gpus: float) -> tuple[float, ...]:
+    """The container's NeuronCores scaled to ``gpus`` (a pod group's devices, when it is judged)."""
+    own = container_gpus(container)
+    return tuple(c * gpus / own for c in cores) if cores and own and gpus != own else cores
 
 
 class _Reader:
@@ -239,25 +254,35 @@ def helm_model_argv(spec: Mapping[str, Any], container_port: Any = 8000) -> list
     return argv
 
 
-def _helm_gpus(spec: Mapping[str, Any]) -> tuple[float, str | None]:
+def _helm_gpus(spec: Mapping[str, Any]) -> tuple[float, str | None, tuple[float, ...]]:
+    """Devices, type and NeuronCores of one ``modelSpec``: the chart puts ``requestGPU`` of
+    ``requestGPUType`` in the container's limits, counted as the Kubernetes adapter counts a
+    container's. A resource that adapter does not know is taken at its word: whole devices of
+    that name."""
     resource = str(spec.get("requestGPUType") or "nvidia.com/gpu")
     count = spec.get("requestGPU") or 0
-    gpus = container_gpus({"resources": {"limits": {resource: count}}}) if resource.count("/") == 1 else 0.0
-    gpu_type = resource.removeprefix("nvidia.com/") if "mig-" in resource else None
-    if resource not in ("nvidia.com/gpu", "amd.com/gpu") and "mig-" not in resource:
-        gpu_type, gpus = resource, float(count) if isinstance(count, (int, float)) else 0.0
-    return gpus, gpu_type or _helm_gpu_label(spec)
+    container = {"resources": {"limits": {resource: count}}}
+    pod = {"containers": [container], "nodeSelector": as_map(spec.get("nodeSelector"))}
+    if resource in ACCELERATOR_RESOURCES or resource.startswith(MIG_PREFIX):
+        gpus, gpu_type = pod_gpus(pod), mig_profile(pod) or accelerator_family(pod)
+    else:
+        gpus = float(count) if isinstance(count, (int, float)) and not isinstance(count, bool) else 0.0
+        gpu_type = resource
+    label = _helm_label(spec, ACCELERATOR_TYPE_LABELS)
+    cores = neuron_cores(container, _helm_label(spec, INSTANCE_TYPE_LABELS))
+    return gpus, label or gpu_type, cores
 
 
-def _helm_gpu_label(spec: Mapping[str, Any]) -> str | None:
+def _helm_label(spec: Mapping[str, Any], keys: Sequence[str]) -> str | None:
+    """The first of ``keys`` the modelSpec pins, by ``nodeSelector`` or ``nodeSelectorTerms``."""
     selector = as_map(spec.get("nodeSelector"))
-    for key in GPU_TYPE_LABELS:
+    for key in keys:
         if selector.get(key):
             return str(selector[key])
     for term in spec.get("nodeSelectorTerms") or []:
         for expr in as_map(term).get("matchExpressions") or []:
             expr = as_map(expr)
-            if expr.get("key") in GPU_TYPE_LABELS and expr.get("operator") == "In" and expr.get("values"):
+            if expr.get("key") in keys and expr.get("operator") == "In" and expr.get("values"):
                 return str(expr["values"][0])
     return None
 
@@ -280,14 +305,14 @@ def detect_in_helm_values(doc: Mapping[str, Any], file: str | None = None, *, te
         argv = helm_model_argv(spec, engine.get("containerPort", 8000))
         line = lines.get(i)
         resolution = parse_argv(argv, image, file=file, line=line, read_file=no_file)
-        gpus, gpu_type = _helm_gpus(spec)
+        gpus, gpu_type, cores = _helm_gpus(spec)
         tags = {**labels, "model": str(spec.get("name") or ""),
                 **{str(k): str(v) for k, v in as_map(spec.get("podLabels")).items()}}
         replicas = spec.get("replicaCount", 1)
         source = SourceLocation(file, line, f"/servingEngineSpec/modelSpec/{i}")
         subject = build_subject(resolution, name=str(spec.get("name") or i), namespace=None, tags=tags, gpus=gpus,
                            gpu_type=gpu_type, replicas=replicas if isinstance(replicas, int) else 1,
-                           version=image, source=source, raw=spec, kind="helm/modelSpec")
+                           version=image, source=source, raw=spec, kind="helm/modelSpec", neuron_cores=cores)
         out.append(Detected(subject, resolution, tuple(argv)))
     return out
 

@@ -65,7 +65,8 @@ def known_args(resolution: Resolution) -> dict[str, Any]:
 
 def build_subject(resolution: Resolution, *, name: str, namespace: str | None, tags: Mapping[str, str],
                   gpus: float, gpu_type: str | None, replicas: int, version: str | None, source: SourceLocation,
-                  raw: Mapping[str, Any] | None, kind: str = "vllm") -> ServingConfig:
+                  raw: Mapping[str, Any] | None, kind: str = "vllm",
+                  neuron_cores: tuple[float, ...] = ()) -> ServingConfig:
     return ServingConfig(
         model=resolution.model or str(resolution.args.get("model_tag") or ""),
         engine="vllm",
@@ -73,6 +74,7 @@ def build_subject(resolution: Resolution, *, name: str, namespace: str | None, t
         args=known_args(resolution),
         gpus=gpus,
         gpu_type=gpu_type,
+        neuron_cores=neuron_cores,
         replicas=replicas,
         params_b=_params_b(tags),
         kind=kind,

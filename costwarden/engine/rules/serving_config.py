@@ -6,7 +6,8 @@ Each problem is its own result under the rule, with what to change and, where a 
 known, the monthly saving. When ``args.config`` names a ``--config`` file that was not read, an
 argument that is ``None`` may be set there: checks that need one give a single ``error`` result
 (never a pass judged on defaults). Parallelism fixes propose only tensor-parallel sizes that
-divide the model's attention heads, as vLLM requires at start-up.
+divide the model's attention heads, as vLLM requires at start-up: ``--hf-overrides``, else the
+rule's ``attentionHeads``, else the model catalog's (``Catalog.attention_heads``).
 """
 
 from __future__ import annotations
@@ -27,26 +28,12 @@ QUANTIZED_NAME = re.compile(
     r"(awq|gptq|fp8|fp4|nvfp4|mxfp4|int4|int8|w4a16|w8a8|w8a16|bnb|4bit|8bit|gguf|exl2|quant|marlin)", re.IGNORECASE
 )
 LARGE_GPUS = ("H100", "H200", "B200", "A100", "MI300", "GH200", "L40S")
-# num_attention_heads of common checkpoints (their config.json); quantised and instruct variants
-# keep their base's heads. First match wins: larger sizes and distills before the families.
-ATTENTION_HEADS: tuple[tuple[str, int], ...] = (
-    ("*deepseek-r1-distill-qwen-1.5b*", 12), ("*deepseek-r1-distill-qwen-7b*", 28),
-    ("*deepseek-r1-distill-qwen-14b*", 40), ("*deepseek-r1-distill-qwen-32b*", 40),
-    ("*deepseek-r1-distill-llama-8b*", 32), ("*deepseek-r1-distill-llama-70b*", 64),
-    ("*deepseek-v3*", 128), ("*deepseek-r1*", 128),
-    ("*llama-3*-405b*", 128), ("*llama-3*-70b*", 64), ("*llama-3.2-1b*", 32), ("*llama-3.2-3b*", 24),
-    ("*llama-3*-8b*", 32), ("*llama-2-70b*", 64), ("*llama-2-13b*", 40), ("*llama-2-7b*", 32),
-    ("*mixtral-8x22b*", 48), ("*mixtral-8x7b*", 32), ("*mistral-7b*", 32), ("*mistral-large*", 96),
-    ("*qwen2.5-72b*", 64), ("*qwen2.5-32b*", 40), ("*qwen2.5-14b*", 40), ("*qwen2.5-7b*", 28),
-    ("*qwen2.5-3b*", 16), ("*qwen2.5-1.5b*", 12), ("*qwen2.5-0.5b*", 14),
-    ("*qwen3-235b-a22b*", 64), ("*qwen3-30b-a3b*", 32), ("*qwen3-32b*", 64), ("*qwen3-14b*", 40),
-    ("*qwen3-8b*", 32), ("*qwen3-4b*", 32), ("*qwen3-1.7b*", 16), ("*qwen3-0.6b*", 16),
-    ("*gpt-oss-120b*", 64), ("*gpt-oss-20b*", 64),
-)
 
 
 class ServingConfig(RuleParams):
-    parallelismMatchesGpus: bool = Field(default=True, description="TP x PP x DP equals GPUs per replica")
+    parallelismMatchesGpus: bool = Field(
+        default=True, description="TP x PP x DP equals GPUs per replica (NeuronCores on AWS Neuron)"
+    )
     requirePrefixCaching: bool = True
     minGpuMemoryUtilization: float | None = Field(default=None, gt=0, le=1)
     minMaxNumSeqs: int | None = Field(default=None, ge=1, description="on large GPUs")
@@ -59,7 +46,7 @@ class ServingConfig(RuleParams):
     forbidDeprecatedArgs: bool = False
     rejectInvalidArgs: bool = Field(default=True, description="arguments the engine would refuse to start with")
     attentionHeads: dict[str, int] = Field(
-        default_factory=dict, description="model glob -> attention heads, ahead of the built-in table"
+        default_factory=dict, description="model glob -> attention heads, ahead of the model catalog's"
     )
 
 
@@ -82,12 +69,12 @@ def compile(params: ServingConfig, env: CompileEnv) -> Check:
     ]
 
     memo: dict[Any, list[Outcome]] = {}
-    heads_table = (*((k.lower(), v) for k, v in params.attentionHeads.items()), *ATTENTION_HEADS)
+    heads_table = tuple((k.lower(), v) for k, v in params.attentionHeads.items())
     heads_by_model: dict[str, int | None] = {}  # glob matching per model once, not per subject
 
     def model_heads(model: str) -> int | None:
         if model not in heads_by_model:
-            found = _table_heads(model, heads_table)
+            found = _table_heads(model, heads_table) or catalog.attention_heads(model)
             if len(heads_by_model) >= MEMO_LIMIT:
                 return found
             heads_by_model[model] = found
@@ -139,6 +126,7 @@ def _key(s: ServingSubject, need_tag: str, heads: int | None) -> tuple[Any, ...]
         s.model,
         s.gpus,
         s.gpu_type,
+        s.neuron_cores,
         s.replicas,
         s.params_b,
         s.tags.get(need_tag),
@@ -241,42 +229,50 @@ def _layout_fix(gpus: float, tp: int, pp: int, dp: int, heads: int | None) -> Fi
 
 
 def _parallelism(s: ServingSubject, e: _Env) -> _Result:
-    if s.gpus < 1:  # no GPU, or a fraction of one (time-slicing, MIG): one rank uses what there is
+    """TP x PP x DP against what one replica has: its GPUs, or on AWS Neuron its NeuronCores
+    (the unit vLLM's parallel sizes count there), possibly one of several counts."""
+    have = s.neuron_cores or (s.gpus,)
+    if max(have) < 1:  # no GPU, or a fraction of one (time-slicing, MIG): one rank uses what there is
         return None
     unknown = _unknown(s, "tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size")
     if unknown:
         return unknown
     tp, pp, dp = (int(_arg(s, n, 1)) for n in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size"))
     used, path = tp * pp * dp, "args.tensor_parallel_size"
+    exact = have[0] if len(have) == 1 else None
     if e.heads and e.heads % tp:
+        fits = exact is not None and used <= exact
         return Outcome("fail", f"tensor-parallel size {tp} does not divide the model's {e.heads} attention heads; "
                        "vLLM will not start", path=path, expected=f"a divisor of {e.heads}", actual=tp,
-                       fix=_layout_fix(s.gpus, tp, pp, dp, e.heads) if used <= s.gpus else None)
-    if used == s.gpus:
+                       fix=_layout_fix(exact, tp, pp, dp, e.heads) if exact is not None and fits else None)
+    if used in have:
         return None
     local = s.args.get("data_parallel_size_local")  # multi-node DP: this node runs `local` of the ranks
-    if isinstance(local, int) and not isinstance(local, bool) and tp * pp * local == s.gpus:
+    if isinstance(local, int) and not isinstance(local, bool) and tp * pp * local in have:
         return None
-    if used > s.gpus:
-        return Outcome(
-            "fail",
-            f"TP {tp} x PP {pp} x DP {dp} = {used} GPUs but each replica requests {s.gpus:g}; vLLM will not start",
-            path=path,
-            expected=s.gpus,
-            actual=used,
-        )
+    unit = "NeuronCores" if s.neuron_cores else "GPUs"
+    layout = f"TP {tp} x PP {pp} x DP {dp} = {used} {unit}"
+    if exact is None:
+        counts = ", ".join(f"{c:g}" for c in have[:-1]) + f" or {have[-1]:g}"
+        return Outcome("fail", f"{layout} but each replica has {counts} NeuronCores (as many per Neuron device as "
+                       "its generation and logical-core setting give); no count fits", path=path,
+                       expected=list(have), actual=used)
+    if used > exact:
+        return Outcome("fail", f"{layout} but each replica requests {exact:g}; vLLM will not start",
+                       path=path, expected=exact, actual=used)
     if _unknown(s, "data_parallel_size_local"):
         return _unknown(s, "data_parallel_size_local")
-    idle = s.gpus - used
+    idle = exact - used
     price = e.catalog.gpu_price(s.gpu_type)
-    saving = round(idle * price.onDemandUsd * HOURS_PER_MONTH * s.replicas, 2) if price else None
+    per_unit = s.gpus / exact  # devices per unit: the price is per device
+    saving = round(idle * per_unit * price.onDemandUsd * HOURS_PER_MONTH * s.replicas, 2) if price else None
     return Outcome(
         "fail",
-        f"TP {tp} x PP {pp} x DP {dp} = {used} GPUs but each replica requests {s.gpus:g}: {idle:g} GPU(s) idle",
+        f"{layout} but each replica requests {exact:g}: {idle:g} {'NeuronCore' if s.neuron_cores else 'GPU'}(s) idle",
         path=path,
-        expected=s.gpus,
+        expected=exact,
         actual=used,
-        fix=_layout_fix(s.gpus, tp, pp, dp, e.heads),
+        fix=_layout_fix(exact, tp, pp, dp, e.heads),
         savings_usd_month=saving,
     )
 
