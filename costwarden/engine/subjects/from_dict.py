@@ -325,6 +325,12 @@ def _serving_config(data: Mapping[str, Any]) -> ServingConfig:
     arg_errors = data.get("arg_errors") or ()
     if not isinstance(arg_errors, (list, tuple)) or not all(isinstance(a, str) for a in arg_errors):
         raise SubjectError("must be a list of messages", path="arg_errors")
+    cores = data.get("neuron_cores") or ()
+    if not isinstance(cores, (list, tuple)) or not all(
+        isinstance(c, int | float) and not isinstance(c, bool) and math.isfinite(c) and c > 0 for c in cores
+    ):
+        raise SubjectError("must be a list of positive numbers (the NeuronCores a replica may have)",
+                           path="neuron_cores")
     return ServingConfig(
         model=r.text("model", required=True),
         engine=r.text("engine", "vllm") or "vllm",
@@ -332,6 +338,7 @@ def _serving_config(data: Mapping[str, Any]) -> ServingConfig:
         args=dict(r.map("args") or {}),
         gpus=r.number("gpus", 0.0) or 0.0,
         gpu_type=r.text("gpu_type"),
+        neuron_cores=tuple(float(c) for c in cores),
         replicas=r.count("replicas", 1),
         params_b=r.number("params_b"),
         provider=r.text("provider", "kubernetes") or "kubernetes",

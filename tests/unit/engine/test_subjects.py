@@ -482,3 +482,13 @@ def test_fast_resource_path_equals_the_validating_reader(data: dict[str, Any]) -
         got = subject_from_dict(data)
         assert got == expected
         assert dict(got.tags) == dict(expected.tags) and type(got.workload.gpus) is float
+
+
+def test_neuron_cores_round_trip_and_bad_ones_name_the_field() -> None:
+    data = {"type": "serving_config", "model": "meta-llama/Llama-3.1-8B", "gpus": 2, "neuron_cores": [4, 8]}
+    s = subject_from_dict(data)
+    assert isinstance(s, ServingConfig) and s.neuron_cores == (4.0, 8.0)
+    assert subject_from_dict(s.to_dict()) == s  # a Neuron subject written out keeps its cores
+    for bad in ([0], ["4"], [True], [float("nan")], 4):
+        with pytest.raises(SubjectError, match="neuron_cores"):
+            subject_from_dict({**data, "neuron_cores": bad})
