@@ -41,10 +41,29 @@ if TYPE_CHECKING:
 HOURS_PER_MONTH = 730.0
 
 
+# Amazon Bedrock names a model ``[<geo>.]<vendor>.<name>[-v<N>[:<M>]]`` (or ``-<N>:<M>``)
+# (``us.anthropic.claude-haiku-4-5-20251001-v1:0``, ``global.`` for cross-region profiles; an
+# inference-profile ARN ends with the same id after its last ``/``).
+_BEDROCK = re.compile(
+    r"^(?:(?:us|eu|apac|jp|au|ca|us-gov|global)\.)?"
+    r"(?:anthropic|meta|amazon|mistral|cohere|ai21|deepseek|openai|qwen|writer|moonshot|google)\."
+    r"(?P<name>.+?)(?:-v\d+(?::\d+)?|-\d+:\d+)?$"
+)
+
+
 @functools.lru_cache(maxsize=8192)
+def short_model_name(model: str) -> str:
+    """The model's own name, lower case: after the id's last ``/``, without Bedrock's region and
+    vendor prefix or version suffix (Vertex's ``@<date>`` is kept: tier globs end in ``*``)."""
+    name = model.rsplit("/", 1)[-1].strip().lower()
+    bedrock = _BEDROCK.match(name) if "." in name else None
+    return bedrock.group("name") if bedrock else name
+
+
 def normalize_model(model: str) -> str:
-    """``anthropic/Claude-Sonnet-4-5`` → ``claude-sonnet-4-5``: lower case, no provider prefix."""
-    return model.rsplit("/", 1)[-1].strip().lower()
+    """``anthropic/Claude-Sonnet-4-5`` → ``claude-sonnet-4-5``: lower case, no provider prefix
+    (``us.anthropic.claude-sonnet-4-5-20250929-v1:0`` → ``claude-sonnet-4-5-20250929``)."""
+    return short_model_name(model)
 
 
 class ModelGlobs:
@@ -61,7 +80,7 @@ class ModelGlobs:
 
     def match(self, model: str) -> bool:
         full = model.strip().lower()
-        if self._short is not None and self._short.match(full.rsplit("/", 1)[-1]):
+        if self._short is not None and self._short.match(short_model_name(full)):
             return True
         return self._full is not None and self._full.match(full) is not None
 
@@ -371,4 +390,5 @@ def _override_cost(p: ModelPrice, usage: TokenUsage, batch: bool, provider: str)
     return (total * 0.5 if batch else total) + searches
 
 
-__all__ = ["HOURS_PER_MONTH", "Catalog", "ModelGlobs", "Tier", "model_key", "normalize_gpu", "normalize_model"]
+__all__ = ["HOURS_PER_MONTH", "Catalog", "ModelGlobs", "Tier", "model_key", "normalize_gpu", "normalize_model",
+           "short_model_name"]

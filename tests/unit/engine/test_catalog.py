@@ -532,3 +532,26 @@ def test_within_a_document_the_most_specific_price_applies() -> None:
     later = Catalog.merge([spec(prices=[specific]),
                            spec(prices=[{"model": "meta-llama/*", "inputPerMTok": 0.5, "outputPerMTok": 0.5}])])
     assert later.pricer(None).cost("vllm", "meta-llama/Llama-3.1-405B", usage) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    ("model", "name"),
+    [
+        ("us.anthropic.claude-haiku-4-5-20251001-v1:0", "claude-haiku-4-5-20251001"),
+        ("global.anthropic.claude-sonnet-4-5-20250929-v1:0", "claude-sonnet-4-5-20250929"),
+        ("anthropic.claude-3-5-sonnet-20240620-v1:0", "claude-3-5-sonnet-20240620"),
+        ("arn:aws:bedrock:us-east-1:1:inference-profile/eu.anthropic.claude-opus-4-1-20250805-v1:0",
+         "claude-opus-4-1-20250805"),
+        ("openai.gpt-oss-120b-1:0", "gpt-oss-120b"),
+        ("claude-haiku-4-5@20251001", "claude-haiku-4-5@20251001"),
+        ("o3.mini", "o3.mini"),  # a dot without a Bedrock vendor is part of the name
+        ("gpt-4.1-mini", "gpt-4.1-mini"),
+    ],
+)
+def test_bedrock_ids_are_matched_by_the_models_own_name(model: str, name: str, builtin: Catalog) -> None:
+    assert normalize_model(model) == name
+    if "claude-haiku-4-5" in model:  # tiers and cache minimums see through Bedrock's and Vertex's spelling
+        tier = builtin.tier_of(model)
+        assert tier is not None and tier.name == "simple"
+        assert builtin.min_cacheable_tokens(model) == builtin.min_cacheable_tokens("claude-haiku-4-5")
+    assert ModelGlobs([name]).match(model)
