@@ -1,6 +1,11 @@
 """Which subjects a policy or exemption applies to: providers, kind globs, namespaces, names,
 Kubernetes label-selector semantics on tags, and an optional CEL ``when``.
 
+A selector matches on what the subject proves: a requirement on a tag whose value is not known
+yet (a Terraform plan's ``unknown_tags``), or on the absence of a key the resource may still carry,
+is not satisfied. So a policy's ``match`` leaves such a resource out, while an ``exclude`` or an
+exemption never waives a rule on a guess.
+
 Provider and kind are decided once per distinct (type, provider, kind) and cached by the policy
 set; the rest is a short closure per policy.
 """
@@ -14,9 +19,10 @@ from dataclasses import dataclass
 
 from costwarden.engine.cel import CelProgram, compile_cel
 from costwarden.engine.schema import ExemptionMatch, LabelSelector, Match
-from costwarden.engine.subjects import LlmCall, Subject
+from costwarden.engine.subjects import LlmCall, Resource, Subject, UnknownTags
 
-TagTest = Callable[[Mapping[str, str]], bool]
+TagTest = Callable[[Mapping[str, str], UnknownTags], bool]
+NOTHING_UNKNOWN = UnknownTags()
 
 
 ANY = re.compile(r"(?s:.*)")
@@ -46,16 +52,20 @@ def compile_selector(selector: LabelSelector | None) -> TagTest | None:
     labels = tuple(selector.matchLabels.items())
     exprs = tuple((e.key, e.operator, frozenset(e.values)) for e in selector.matchExpressions)
 
-    def test(tags: Mapping[str, str]) -> bool:
+    def test(tags: Mapping[str, str], unknown: UnknownTags) -> bool:
         for key, value in labels:
-            if tags.get(key) != value:
+            if tags.get(key) != value or key in unknown.values:
                 return False
         for key, op, values in exprs:
             present = key in tags
+            if not present and unknown.may_hold(key):
+                return False  # neither present nor absent is proven
             if op == "Exists" and not present:
                 return False
             if op == "DoesNotExist" and present:
                 return False
+            if op in ("In", "NotIn") and key in unknown.values:
+                return False  # a value not known yet is in no set and out of none
             if op == "In" and (not present or tags[key] not in values):
                 return False
             if op == "NotIn" and present and tags[key] in values:
@@ -65,7 +75,7 @@ def compile_selector(selector: LabelSelector | None) -> TagTest | None:
     return test
 
 
-def _everything(tags: Mapping[str, str]) -> bool:
+def _everything(tags: Mapping[str, str], unknown: UnknownTags) -> bool:
     return True
 
 
@@ -127,8 +137,10 @@ class Matcher:
                 return False
         if self.names is not None and not self.names.match(subject.name):
             return False
-        if self.selector is not None and not self.selector(subject_tags(subject)):
-            return False
+        if self.selector is not None:
+            unknown = subject.unknown_tags if isinstance(subject, Resource) else NOTHING_UNKNOWN
+            if not self.selector(subject_tags(subject), unknown):
+                return False
         return self.when is None or self.when.evaluate_bool(subject.as_cel)
 
     def matches(self, subject: Subject) -> bool:

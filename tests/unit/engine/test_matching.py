@@ -11,7 +11,7 @@ from costwarden.engine.cel import CelCompileError, CelEvalError
 from costwarden.engine.evaluate import PolicySet
 from costwarden.engine.matching import ANY, Matcher, compile_selector, glob_pattern, subject_tags
 from costwarden.engine.schema import ExemptionMatch, LabelSelector, Match
-from costwarden.engine.subjects import Subject, subject_from_dict
+from costwarden.engine.subjects import Subject, UnknownTags, subject_from_dict
 
 CompilePolicies = Callable[..., PolicySet]
 
@@ -186,9 +186,30 @@ class TestSelector:
 
     def test_empty_selector_matches_everything(self) -> None:
         everything = compile_selector(LabelSelector())
-        assert everything is not None and everything({}) and everything({"a": "b"})
+        assert everything is not None and everything({}, UnknownTags()) and everything({"a": "b"}, UnknownTags())
         assert compile_selector(None) is None
         assert selector().matches(resource())
+
+    def test_a_tag_value_known_only_after_apply_satisfies_no_requirement(self) -> None:
+        plan = resource(provider="terraform", tags={"env": "(known after apply)", "team": "ml"},
+                        unknown_tags={"values": ["env"]})
+        for spec in ({"matchLabels": {"env": "(known after apply)"}},
+                     {"matchExpressions": [{"key": "env", "operator": "In", "values": ["prod"]}]},
+                     {"matchExpressions": [{"key": "env", "operator": "NotIn", "values": ["prod"]}]}):
+            assert not selector(**spec).matches(plan), spec
+        assert selector(matchExpressions=[{"key": "env", "operator": "Exists"}]).matches(plan)  # the key is there
+        assert selector(matchLabels={"team": "ml"}).matches(plan)  # known values judge as ever
+        # the same text without the fact is an ordinary value
+        assert selector(matchLabels={"env": "(known after apply)"}).matches(
+            resource(provider="terraform", tags={"env": "(known after apply)"}))
+
+    def test_a_key_default_tags_may_add_is_proven_neither_present_nor_absent(self) -> None:
+        plan = resource(provider="terraform", tags={"team": "ml"},
+                        unknown_tags={"incomplete": "default_tags = local.base", "incomplete_keys": ["owner"]})
+        for op in ("Exists", "DoesNotExist", "NotIn"):
+            spec = {"key": "owner", "operator": op, **({"values": ["x"]} if op == "NotIn" else {})}
+            assert not selector(matchExpressions=[spec]).matches(plan), op
+        assert selector(matchExpressions=[{"key": "legacy", "operator": "DoesNotExist"}]).matches(plan)
 
     def test_llm_call_selector_sees_attribution(self) -> None:
         m = selector(matchLabels={"feature": "search", "user": "alice"})
