@@ -56,6 +56,10 @@ class CelProgram:
     program: Any
     fields: tuple[str, ...] | None = None
     """The subject's top-level fields the expression reads (None: it may read any)."""
+    tag_keys: frozenset[str] | None = frozenset()
+    """The tag keys it reads by name (None: it reads the tags as a whole, e.g. ``'k' in subject.tags``)."""
+    reads_unknown_tags: bool = False
+    """Whether it reads ``subject.unknown_tags`` (it then handles values a plan cannot show itself)."""
 
     def evaluate(self, subject_dict: dict[str, Any]) -> Any:
         if self.fields is not None:
@@ -121,7 +125,24 @@ def compile_cel(source: str) -> CelProgram:
     if unknown_fns:
         name = unknown_fns[0]
         raise CelCompileError(f"unknown function '{name}'", _find(source, rf"\b{re.escape(name)}\s*\("))
-    return CelProgram(source, program, _fields(source))
+    return CelProgram(source, program, _fields(source), _tag_keys(source), "unknown_tags" in source)
+
+
+_TAG_READ = re.compile(
+    r"""\bsubject\s*\.\s*tags\b"""  # then, optionally, .key (not a method call) or ["key"]
+    r"""(?:\s*\.\s*([A-Za-z_]\w*)\b(?!\s*\()|\s*\[\s*["']([^"'\\]*)["']\s*\])?"""
+)
+
+
+def _tag_keys(source: str) -> frozenset[str] | None:
+    """The tag keys ``source`` reads by name; None when it also reads the tags another way."""
+    keys = set()
+    for name, quoted in _TAG_READ.findall(source):
+        key = name or quoted
+        if not key:
+            return None
+        keys.add(key)
+    return frozenset(keys)
 
 
 _FIELD = re.compile(r"\bsubject\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*[\"']([A-Za-z_][A-Za-z0-9_]*)[\"']\s*\])")

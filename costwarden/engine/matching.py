@@ -1,10 +1,11 @@
 """Which subjects a policy or exemption applies to: providers, kind globs, namespaces, names,
 Kubernetes label-selector semantics on tags, and an optional CEL ``when``.
 
-A selector matches on what the subject proves: a requirement on a tag whose value is not known
-yet (a Terraform plan's ``unknown_tags``), or on the absence of a key the resource may still carry,
-is not satisfied. So a policy's ``match`` leaves such a resource out, while an ``exclude`` or an
-exemption never waives a rule on a guess.
+A selector and a ``when`` match on what the subject proves: a requirement on a tag whose value is
+not known yet (a Terraform plan's ``unknown_tags``), or on the absence of a key the resource may
+still carry, is not satisfied, nor is a ``when`` that reads such a tag (unless it reads
+``subject.unknown_tags`` itself). So a policy's ``match`` leaves such a resource out, while an
+``exclude`` never waives a rule on a guess.
 
 Provider and kind are decided once per distinct (type, provider, kind) and cached by the policy
 set; the rest is a short closure per policy.
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from costwarden.engine.cel import CelProgram, compile_cel
 from costwarden.engine.schema import ExemptionMatch, LabelSelector, Match
 from costwarden.engine.subjects import LlmCall, Resource, Subject, UnknownTags
+from costwarden.engine.unknown_reads import unknown_tag_read
 
 TagTest = Callable[[Mapping[str, str], UnknownTags], bool]
 NOTHING_UNKNOWN = UnknownTags()
@@ -56,27 +58,30 @@ def compile_selector(selector: LabelSelector | None) -> TagTest | None:
         for key, value in labels:
             if tags.get(key) != value or key in unknown.values:
                 return False
-        for key, op, values in exprs:
-            present = key in tags
-            if not present and unknown.may_hold(key):
-                return False  # neither present nor absent is proven
-            if op == "Exists" and not present:
-                return False
-            if op == "DoesNotExist" and present:
-                return False
-            if op in ("In", "NotIn") and key in unknown.values:
-                return False  # a value not known yet is in no set and out of none
-            if op == "In" and (not present or tags[key] not in values):
-                return False
-            if op == "NotIn" and present and tags[key] in values:
-                return False
-        return True
+        return all(_holds(tags, unknown, key, op, values) for key, op, values in exprs)
 
     return test
 
 
+def _holds(tags: Mapping[str, str], unknown: UnknownTags, key: str, op: str, values: frozenset[str]) -> bool:
+    """One ``matchExpressions`` requirement, on what the tags prove."""
+    present = key in tags
+    if not present and unknown.may_hold(key):
+        return False  # neither present nor absent is proven
+    if op == "Exists":
+        return present
+    if op == "DoesNotExist":
+        return not present
+    if key in unknown.values:
+        return False  # a value not known yet is in no set and out of none
+    if op == "In":
+        return present and tags[key] in values
+    return not present or tags[key] not in values  # NotIn
+
+
 def _everything(tags: Mapping[str, str], unknown: UnknownTags) -> bool:
     return True
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +146,9 @@ class Matcher:
             unknown = subject.unknown_tags if isinstance(subject, Resource) else NOTHING_UNKNOWN
             if not self.selector(subject_tags(subject), unknown):
                 return False
-        return self.when is None or self.when.evaluate_bool(subject.as_cel)
+        if self.when is None:
+            return True
+        return unknown_tag_read(self.when, subject) is None and self.when.evaluate_bool(subject.as_cel)
 
     def matches(self, subject: Subject) -> bool:
         return self.matches_kind(subject.provider, subject.kind) and self.matches_rest(subject)

@@ -15,6 +15,7 @@ from costwarden.engine.rules.base import (
     RuleParams,
 )
 from costwarden.engine.subjects import Subject
+from costwarden.engine.unknown_reads import unknown_tag_read
 
 
 class Expr(RuleParams):
@@ -31,6 +32,10 @@ def compile(params: Expr, env: CompileEnv) -> Check:
     message = params.message
 
     def check(subject: Subject, ctx: EvalContext) -> Outcome:
+        unknown = unknown_tag_read(program, subject)
+        if unknown is not None:  # a plan cannot show it yet: neither a pass nor a proven failure
+            return Outcome("fail", f"cannot be judged at plan time: {params.cel} reads {unknown}, "
+                           "known only after apply", path="subject", expected=params.cel, advisory=True)
         if program.evaluate_bool(subject.as_cel):
             return Outcome("pass", f"{params.cel} holds", path="subject")
         return Outcome("fail", message, path="subject", expected=params.cel, actual=False)

@@ -175,3 +175,37 @@ def test_malformed_unknown_tags_name_the_field(unknown: dict[str, Any], path: st
     with pytest.raises(SubjectError) as info:
         resource({"environment": "x"}, **unknown)
     assert info.value.path == path
+
+
+def policy(rule: dict[str, Any], **spec: Any) -> PolicySet:
+    return compile_text(json.dumps({
+        "apiVersion": "costwarden.dev/v1", "kind": "Policy", "metadata": {"name": "p"},
+        "spec": {"subject": "resource", "enforcement": {"default": "deny"}, "rules": [rule], **spec},
+    }))
+
+
+def test_an_expr_that_reads_an_unknown_tag_cannot_be_judged_at_plan_time() -> None:
+    prod_only = policy({"name": "prod", "expr": {"cel": "subject.tags.env == 'prod'", "message": "not prod"}})
+    unknown = resource({"env": "(known after apply)", "team": "ml"}, values=["env"])
+    result = one(prod_only, unknown)
+    assert (result.result, result.effect, result.is_blocking) == ("warn", "warn", False)
+    assert result.message == ("cannot be judged at plan time: subject.tags.env == 'prod' reads tag 'env', "
+                              "known only after apply")
+    assert one(prod_only, resource({"env": "dev"})).result == "fail"  # known values judge as ever
+    by_team = policy({"name": "team", "expr": {"cel": "subject.tags.team == 'ml'", "message": "m"}})
+    assert one(by_team, unknown).result == "pass"  # it reads nothing the plan cannot show
+    whole = policy({"name": "any", "expr": {"cel": "'env' in subject.tags", "message": "m"}})
+    assert "reads the tags" in one(whole, unknown).message
+    aware = policy({"name": "aware", "expr": {
+        "cel": "'env' in subject.unknown_tags.values || subject.tags.env == 'prod'", "message": "m"}})
+    assert one(aware, unknown).result == "pass"  # it handles the unknown itself
+
+
+def test_a_when_that_reads_an_unknown_tag_matches_nothing_and_an_exclude_waives_nothing() -> None:
+    rule = {"name": "cost-tags", "requireTags": {"keys": ["owner"]}}
+    only_prod = policy(rule, match={"when": "subject.tags.env == 'prod'"})
+    not_dev = policy(rule, exclude={"when": "subject.tags.env == 'dev'"})
+    unknown = resource({"env": "(known after apply)"}, values=["env"])
+    assert only_prod.evaluate(unknown, "ci").results == ()
+    assert one(not_dev, unknown).result == "fail"  # not excluded on a guess: owner is missing
+    assert not_dev.evaluate(resource({"env": "dev"}), "ci").results == ()
