@@ -166,6 +166,8 @@ def _syntax_error(source: str, text: str) -> CelCompileError:
 
 
 _STRING = re.compile(r""""(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'""")
+STRING_LITERAL = _STRING
+"""A CEL string literal (single or double quoted)."""
 
 
 def _find(source: str, pattern: str) -> int:

@@ -29,6 +29,7 @@ from costwarden.engine.rules.base import (
     shortcuts_of,
 )
 from costwarden.engine.schema import ExemptionDocument, Match, ModelCatalogDocument, PolicyDocument, rule_kind_of
+from costwarden.engine.subject_fields import fields_of, misspelt_field
 from costwarden.errors import PolicyError
 
 if TYPE_CHECKING:
@@ -108,8 +109,8 @@ def _compile_policy(
 ) -> CompiledPolicy | None:
     spec = model.spec
     before = len(problems)
-    match = _matcher(doc, spec.match, ("spec", "match"), problems) or Matcher.build(None)
-    exclude = _matcher(doc, spec.exclude, ("spec", "exclude"), problems) if spec.exclude else None
+    match = _matcher(doc, spec.match, ("spec", "match"), spec.subject, problems) or Matcher.build(None)
+    exclude = _matcher(doc, spec.exclude, ("spec", "exclude"), spec.subject, problems) if spec.exclude else None
     rules = []
     for index, rule in enumerate(spec.rules):
         compiled = _compile_rule(doc, model, index, rule, catalog, problems)
@@ -143,7 +144,9 @@ _MATCH_ALL = Matcher(None, None, None, None, None, None)
 _CEL_HINT = "CEL expressions see one variable, 'subject'"
 
 
-def _matcher(doc: SourceDocument, block: Any, loc: tuple[str | int, ...], problems: list[Diagnostic]) -> Matcher | None:
+def _matcher(
+    doc: SourceDocument, block: Any, loc: tuple[str | int, ...], subject: str, problems: list[Diagnostic]
+) -> Matcher | None:
     if isinstance(block, Match) and block.when is not None and not block.when.strip():
         # Matcher.build reads a blank 'when' as no condition: in 'match' the policy would apply to
         # every subject, in 'exclude' the condition the author meant to write would be lost.
@@ -153,7 +156,7 @@ def _matcher(doc: SourceDocument, block: Any, loc: tuple[str | int, ...], proble
         )
         return None
     try:
-        return Matcher.build(block)
+        built = Matcher.build(block)
     except CelCompileError as exc:
         problems.append(
             _offset_diag(
@@ -161,6 +164,9 @@ def _matcher(doc: SourceDocument, block: Any, loc: tuple[str | int, ...], proble
             )
         )
         return None
+    if isinstance(block, Match) and block.when and _misspelt(doc, (*loc, "when"), block.when, subject, problems):
+        return None  # after the syntax: an expression that does not parse is reported as such
+    return built
 
 
 def _compile_rule(
@@ -192,10 +198,33 @@ def _compile_rule(
         else:
             problems.append(doc.diagnostic((*loc, *exc.loc), exc.code, exc.message, hint))
         return None
+    cel = getattr(getattr(rule, key), "cel", None)  # an expr rule's expression, once it parses
+    if isinstance(cel, str) and _misspelt(doc, (*loc, "cel"), cel, subject, problems):
+        return None
     severity = rule.severity or model.metadata.severity
     return CompiledRule(
         rule.name, key, check, severity, rule.message, shortcuts=shortcuts_of(check), outcome_key=outcome_key_of(check)
     )
+
+
+def _misspelt(
+    doc: SourceDocument, loc: tuple[str | int, ...], source: str, subject: str, problems: list[Diagnostic]
+) -> bool:
+    """Report a field ``source`` reads that ``subject`` subjects do not have (it would fail on every
+    subject: an enforced policy would deny them all); whether there was one."""
+    found = misspelt_field(source, subject)
+    if found is None:
+        return False
+    name, offset, closest = found
+    fields = fields_of(subject)
+    parent = name.rsplit(".", 1)[0] if "." in name else None
+    known = sorted(fields[parent] or ()) if parent is not None else sorted(fields)
+    hint = f"did you mean '{closest}'? " if closest else ""
+    hint += f"{subject} subjects have: {', '.join(known)}" if parent is None else \
+        f"subject.{parent} has: {', '.join(known)}"
+    problems.append(_offset_diag(doc, loc, "invalid-cel", f"invalid CEL: {subject} subjects have no field "
+                                 f"'{name}'", offset, hint))
+    return True
 
 
 def _offset_diag(

@@ -257,7 +257,7 @@ _CEL = [
     'subject.type == "resource"',
     "size(subject.tags) > 0",
     'subject.tags.team == "ml"',  # an error where the tag is missing
-    "subject.name",  # never a boolean: always an error
+    "subject.type",  # never a boolean: always an error
     "true",
     "false",
 ]

@@ -303,3 +303,44 @@ class TestPositionsInsideScalars:
         text = "        cel: >-\n          subject.model == 'a' &&\n          subject.model ==== 1\n"
         line, column, source = self._error(compile_policies, text.replace("\n", "\r\n"))
         assert (line, source[column - 1 :]) == (12, "== 1")
+
+
+class TestMisspeltFields:
+    """A field the subject type does not have fails on every subject (an enforced policy would deny
+    them all): it is an error when the policy loads, at the field, with the closest real name."""
+
+    def _errors(self, compile_policies: CompilePolicies, when: str, subject: str = "resource") -> list[str]:
+        text = _policy(when).replace("subject: resource", f"subject: {subject}")
+        try:
+            compile_policies(text)
+        except PolicyError as exc:
+            return [d.render() for d in exc.diagnostics]
+        return []
+
+    def test_a_misspelt_field_is_an_error_with_the_closest_name(self, compile_policies: CompilePolicies) -> None:
+        errors = self._errors(compile_policies, '"subject.workloads.gpus > 0"')
+        assert len(errors) == 2  # in the match and in the rule
+        assert errors[0].startswith("inline.yaml:7:20: error[invalid-cel]: invalid CEL: resource subjects have "
+                                    "no field 'workloads'")
+        assert "hint: did you mean 'workload'? resource subjects have: annotations, capacity" in errors[0]
+
+    def test_a_misspelt_field_of_a_record_is_caught_too(self, compile_policies: CompilePolicies) -> None:
+        [error, _] = self._errors(compile_policies, '"subject.workload.gpu > 0"')
+        assert "resource subjects have no field 'workload.gpu'" in error
+        assert "did you mean 'gpus'? subject.workload has: class, gpu_type, gpus, instance_type, replicas" in error
+        [error, _] = self._errors(compile_policies, '"subject.usage.input_token > 0"', "llm_call")
+        assert "did you mean 'input_tokens'?" in error
+
+    @pytest.mark.parametrize(
+        ("when", "subject"),
+        [
+            ('"subject.tags.anything == \\"x\\""', "resource"),  # maps of the subject's own keys
+            ('"subject.annotations.x == \\"y\\""', "resource"),
+            ('"subject.args.max_num_seqs > 1"', "serving_config"),
+            ('"subject.usage.input_tokens > 0 && subject.request.max_tokens > 0"', "llm_call"),
+            ('"subject.tags.exists(k, k == \\"subject.nope\\")"', "resource"),  # a string, not a read
+            ('"subject.unknown_tags.values.size() == 0"', "resource"),
+        ],
+    )
+    def test_real_fields_and_map_keys_load(self, compile_policies: CompilePolicies, when: str, subject: str) -> None:
+        assert self._errors(compile_policies, when, subject) == []

@@ -190,7 +190,7 @@ class TestOnError:
         assert d.verdict == verdict
 
     def test_default_is_deny(self, compile_policies: CompilePolicies) -> None:
-        ps = compile_policies(policy(rules="- name: e\n  expr: {cel: 'subject.nope', message: m}"))
+        ps = compile_policies(policy(rules="- name: e\n  expr: {cel: 'subject.tags.nope == 1', message: m}"))
         assert ps.evaluate(res(), now=NOW).verdict == "deny"
 
     @pytest.mark.parametrize(("on_error", "verdict"), [("deny", "deny"), ("allow", "allow")])
@@ -213,13 +213,15 @@ class TestOnError:
 
     def test_error_on_a_warn_surface_does_not_deny(self, compile_policies: CompilePolicies) -> None:
         ps = compile_policies(
-            policy(rules="- name: e\n  expr: {cel: 'subject.nope', message: m}", spec="enforcement: {default: warn}")
+            policy(rules="- name: e\n  expr: {cel: 'subject.tags.nope == 1', message: m}",
+                   spec="enforcement: {default: warn}")
         )
         d = ps.evaluate(res(), now=NOW)
         assert (d.results[0].result, d.results[0].effect, d.verdict) == ("error", "warn", "allow")
 
     def test_later_rules_still_run_after_an_error(self, compile_policies: CompilePolicies) -> None:
-        rules = "- name: e\n  expr: {cel: 'subject.nope', message: m}\n- name: team\n  requireTags: {keys: [team]}"
+        rules = ("- name: e\n  expr: {cel: 'subject.tags.nope == 1', message: m}\n"
+                 "- name: team\n  requireTags: {keys: [team]}")
         d = compile_policies(policy(rules=rules)).evaluate(res(), now=NOW)
         assert [(r.rule, r.result) for r in d.results] == [("e", "error"), ("team", "fail")]
 
@@ -242,7 +244,7 @@ class TestExemptions:
         assert (r.result, r.exemption) == ("pass", None)
 
     def test_errors_and_warnings_can_be_exempted(self, compile_policies: CompilePolicies) -> None:
-        rules = "- name: e\n  expr: {cel: 'subject.nope', message: m}"
+        rules = "- name: e\n  expr: {cel: 'subject.tags.nope == 1', message: m}"
         ps = compile_policies(policy(rules=rules, spec="enforcement: {default: deny, ci: warn}"), exemption())
         assert ps.evaluate(res(), surface="admission", now=NOW).results[0].exemption == "ex"
         ps = compile_policies(policy(spec="enforcement: {default: warn}"), exemption())
