@@ -20,6 +20,7 @@ out of ``input_tokens``. The estimate itself is described in :mod:`costwarden.ad
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -147,6 +148,28 @@ def _max_tokens_field(body: Mapping[str, Any], api: str) -> str:
     if body.get("max_completion_tokens") is None and body.get("max_tokens") is not None:
         return "max_tokens"
     return "max_completion_tokens"
+
+
+# Models that take reasoning parameters: the o-series, gpt-5 (not its chat models), gpt-oss, codex.
+_REASONING_MODEL = re.compile(r"^(?:o\d|gpt-5(?![\w.-]*chat)|gpt-oss|codex)", re.IGNORECASE)
+_REASONING_KEYS = ("reasoning_effort", "reasoning")
+
+
+def fit_reasoning(body: Mapping[str, Any], asked: Mapping[str, Any]) -> tuple[Mapping[str, Any], str | None]:
+    """``body`` (``asked`` rewritten, e.g. downgraded to another model) without the reasoning
+    parameters its new model refuses, and what was dropped; ``(body, None)`` when nothing needs to.
+
+    A downgrade from a reasoning model (``o3``, ``gpt-5``) to one that does not reason (``gpt-4.1``)
+    would otherwise be refused: the API answers 400 to ``reasoning_effort`` (Chat Completions) and
+    ``reasoning`` (Responses) on such a model. The caller's own model choice is never second-guessed."""
+    model, was = body.get("model"), asked.get("model")
+    if not isinstance(model, str) or model == was or _REASONING_MODEL.match(model.rsplit("/", 1)[-1]):
+        return body, None
+    dropped = [key for key in _REASONING_KEYS if key in body]
+    if not dropped:
+        return body, None
+    kept = {k: v for k, v in body.items() if k not in dropped}
+    return kept, f"drop {', '.join(dropped)}: {model} does not reason"
 
 
 def estimate_input_tokens(body: Mapping[str, Any]) -> int:
@@ -324,6 +347,7 @@ __all__ = [
     "PROVIDER",
     "api_of",
     "estimate_input_tokens",
+    "fit_reasoning",
     "subject_from_request",
     "usage_from_chunks",
     "usage_from_response",

@@ -179,6 +179,7 @@ class AsyncGuardedTransport(httpx2.AsyncBaseTransport):
         call = await guard.begin_async(
             self.edge, sent, key=key, attempt=attempt, rewrites=(INCLUDE_USAGE,) if injected else ()
         )
+        _fit_reasoning(call, sent)
         outgoing = request if call.body is body else _rebuilt(request, call.body, identity=injected)
         try:
             response = await self._inner.handle_async_request(outgoing)
@@ -280,9 +281,20 @@ def _plan(
         return None
     body, sent, key, attempt, injected = parts
     call = guard.begin(edge, sent, key=key, attempt=attempt, rewrites=(INCLUDE_USAGE,) if injected else ())
+    _fit_reasoning(call, sent)
     if call.body is body:
         return call, request, attempt, injected
     return call, _rebuilt(request, call.body, identity=injected), attempt, injected
+
+
+def _fit_reasoning(call: GuardedCall, sent: Mapping[str, Any]) -> None:
+    """Keep a downgraded request valid (:func:`~costwarden.adapters.openai.fit_reasoning`)."""
+    if call.body is sent:
+        return
+    body, note = adapter.fit_reasoning(call.body, sent)
+    if note:
+        call.body = body
+        call.rewrites = (*call.rewrites, note)
 
 
 def _parts(request: httpx2.Request) -> tuple[Mapping[str, Any], Mapping[str, Any], str, int, bool] | None:

@@ -205,3 +205,26 @@ def test_reading_a_background_response_billed_at_its_creation_reports_nothing_mo
     if ledger is not None:
         assert spent_today(ledger, "u-bgread") == pytest.approx(event.cost_usd, abs=2e-6)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_reasoning_call_downgraded_to_a_model_that_does_not_reason_loses_its_reasoning_parameters(
+    server: Any, builtin_policies: Any
+) -> None:
+    # o3 for classification is downgraded to gpt-4.1-mini, which answers 400 to reasoning_effort
+    # (Chat Completions) and reasoning (Responses): the guard must not turn a valid call invalid
+    import openai
+
+    sink = ListSink()
+    guard = CallGuard(builtin_policies, ledger=MemoryLedger(), sinks=[sink])
+    hi = [{"role": "user", "content": "Classify: refund please"}]
+    with openai.OpenAI(base_url=server.url + "/v1", api_key="t", http_client=openai_http_client(guard)) as client, \
+            attribution(feature="classify", user="u-r"):
+        client.chat.completions.create(model="o3", max_completion_tokens=200, reasoning_effort="high", messages=hi)
+        client.responses.create(model="o3", input="Classify: refund please", reasoning={"effort": "low"},
+                                max_output_tokens=200)
+    chat, responses = server.posts("/v1/chat/completions")[-1].body, server.posts("/v1/responses")[-1].body
+    assert chat["model"] == "gpt-4.1-mini" and "reasoning_effort" not in chat
+    assert responses["model"] == "gpt-4.1-mini" and "reasoning" not in responses
+    assert "drop reasoning_effort: gpt-4.1-mini does not reason" in sink.events[0].rewrites
+    assert "drop reasoning: gpt-4.1-mini does not reason" in sink.events[1].rewrites
+    guard.close()

@@ -261,3 +261,27 @@ def test_request_asking_for_audio_output_is_marked(modalities: Any, expected: bo
     call = openai.subject_from_request(body)
     assert call.request.output_audio is expected
     assert call.to_dict()["request"]["output_audio"] is expected
+
+
+@pytest.mark.parametrize(
+    ("asked", "sent", "kept"),
+    [
+        ({"model": "o3", "reasoning_effort": "high"}, {"model": "gpt-4.1-mini", "reasoning_effort": "high"}, False),
+        ({"model": "o3", "reasoning": {"effort": "low"}}, {"model": "gpt-4.1", "reasoning": {"effort": "low"}}, False),
+        ({"model": "gpt-5", "reasoning_effort": "low"}, {"model": "gpt-5-mini", "reasoning_effort": "low"}, True),
+        ({"model": "o3", "reasoning_effort": "low"}, {"model": "o4-mini", "reasoning_effort": "low"}, True),
+        ({"model": "gpt-5", "reasoning_effort": "low"},
+         {"model": "gpt-5-chat-latest", "reasoning_effort": "low"}, False),
+        # the caller's own choice, however odd, is the API's to judge
+        ({"model": "gpt-4.1", "reasoning_effort": "low"}, {"model": "gpt-4.1", "reasoning_effort": "low"}, True),
+    ],
+)
+def test_fit_reasoning_drops_what_a_downgraded_model_refuses(
+    asked: dict[str, Any], sent: dict[str, Any], kept: bool
+) -> None:
+    from costwarden.adapters.openai import fit_reasoning
+
+    body, note = fit_reasoning(sent, asked)
+    assert (body is sent, note is None) == (kept, kept)
+    if not kept:
+        assert not {"reasoning_effort", "reasoning"} & set(body) and body["model"] == sent["model"]
