@@ -89,6 +89,7 @@ def _shape(hold: Hold) -> _Shape:
         hashable = True
     if known is not None:
         return known
+    _check_keys(hold)
     limit = None if hold.limit_usd is None else to_micros(hold.limit_usd, "limit_usd")
     ends = None if hold.expires_at is None else epoch_ms(hold.expires_at)
     window = tuple(dict.fromkeys(hold.window_keys))
@@ -99,6 +100,21 @@ def _shape(hold: Hold) -> _Shape:
             _SHAPES.clear()
         _SHAPES[memo] = shape
     return shape
+
+
+def _check_keys(hold: Hold) -> None:
+    """Refuse a key no store keeps faithfully, alike in every store: one with a NUL character
+    (SQLite's JSON functions cut a text at NUL, so a settle charged a truncated key and left the
+    hold to lapse, losing the spend; PostgreSQL refuses it) or a lone surrogate (not UTF-8). The
+    ``budget`` rule encodes both in attribution values (``engine/rules/budget.py``)."""
+    for key in (hold.key, *hold.window):
+        if "\x00" in key:
+            raise LedgerError(f"ledger key {key!r} holds a NUL character, which no ledger store keeps")
+        if not key.isascii():
+            try:
+                key.encode()
+            except UnicodeEncodeError:
+                raise LedgerError(f"ledger key {key!r} is not valid Unicode (a lone surrogate)") from None
 
 
 def specs_from(holds: Sequence[Hold]) -> tuple[HoldSpec, ...]:

@@ -43,7 +43,7 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from costwarden.adapters.ledger.hold_specs import epoch_ms, specs_from, to_micros, to_usd, ttl_ms
-from costwarden.adapters.ledger.postgres_sql import Sql, Txn
+from costwarden.adapters.ledger.postgres_sql import Sql, Txn, load_window
 from costwarden.adapters.ledger.status import BucketRow, BudgetStatus, now_ms, summarize
 from costwarden.adapters.ledger.store import (
     PURGE_EVERY_MS,
@@ -165,7 +165,7 @@ class PostgresLedger:
             buckets = conn.execute(self._sql.status, (like,)).fetchall()
             held = self._figures(conn, [b[0] for b in buckets], at)
             rows = [
-                BucketRow(k, s, held.get(k, (0, 0))[1], lim, tuple(w.split("\n")) if w else (), e)
+                BucketRow(k, s, held.get(k, (0, 0))[1], lim, load_window(w), e)
                 for k, s, lim, w, e in buckets
             ]
             return summarize(rows, lambda keys: self._figures(conn, keys, at), at)
@@ -268,6 +268,10 @@ class PostgresLedger:
             connect_timeout=max(2, math.ceil(self.timeout_s)),
             tcp_user_timeout=max(ms, 1000),
         )
+        # Every transaction READ COMMITTED, whatever the database's or role's default: the row
+        # locks serialise the ledger's operations, and under a stricter default concurrent reserves
+        # on one budget failed with serialization errors (calls denied, settled spend lost).
+        conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
         try:
             conn.execute(f"SET statement_timeout = {ms}")
             conn.execute(f"SET lock_timeout = {ms}")

@@ -4,6 +4,7 @@ steps (``store.py``) inside one transaction."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -162,7 +163,19 @@ class Txn:
 
 
 def dump_window(window: Sequence[str]) -> str:
-    return "\n".join(window)
+    """A window's keys as the ``window_keys`` column keeps them: a JSON array, as SQLite does (keys
+    may hold any character, a newline included)."""
+    return json.dumps(list(window))
 
 
-__all__ = ["DDL", "FIGURES", "Sql", "Txn", "dump_window"]
+def load_window(text: str | None) -> tuple[str, ...]:
+    """The keys :func:`dump_window` wrote; rows written before it wrote JSON hold them joined by
+    newlines (a key starting with ``["`` was never written by the budget rule)."""
+    if not text:
+        return ()
+    if text.startswith('["'):
+        return tuple(json.loads(text))
+    return tuple(text.split("\n"))
+
+
+__all__ = ["DDL", "FIGURES", "Sql", "Txn", "dump_window", "load_window"]

@@ -32,6 +32,11 @@ sets expire (``PEXPIREAT``) a day after the last window that reads them ends; re
 doubles (exact below 2**53 micro-dollars, about nine billion dollars) and are always formatted
 with ``%.0f`` so Redis never sees ``1e+15``.
 
+**Memory.** Give the ledger a Redis whose ``maxmemory-policy`` is ``noeviction`` (a write then
+fails, and the caller fails closed). Any other policy may evict a bucket — its spend with it, so
+the budget silently starts again — and the ``volatile-*`` ones pick exactly the ledger's keys,
+which all carry expiries.
+
 **Timeouts and failure.** Socket connect and read timeouts are ``timeout_s`` and the client's
 automatic retries are off, so no call blocks past its timeout; any Redis error becomes
 :class:`~costwarden.errors.LedgerError` (the caller fails closed). The scripts are idempotent,
@@ -211,6 +216,10 @@ return out
 )
 
 
+STATUS_BATCH = 500
+"""Buckets whose figures ``status`` reads per script (a few milliseconds of Redis time each)."""
+
+
 class RedisLedger:
     """A ledger in Redis, all keys under the hash tag ``{prefix}``.
 
@@ -330,12 +339,12 @@ class RedisLedger:
             meta = [[_text(v) for v in m] for m in pipe.execute()]
         except (redis.RedisError, OSError) as exc:
             raise LedgerError(f"Redis ledger {self.where}: status failed: {exc}") from exc
-        figures = self._figures(names, at)
+        figures = self._figures_in_batches(names, at)
         rows = [
             BucketRow(k, *figures[k], _opt(m[0]), tuple(json.loads(m[1])) if m[1] else (), _opt(m[2]))
             for k, m in zip(names, meta, strict=True)
         ]
-        return summarize(rows, lambda keys: self._figures(keys, at), at)
+        return summarize(rows, lambda keys: self._figures_in_batches(keys, at), at)
 
     def close(self) -> None:
         self._client.close()
@@ -358,6 +367,15 @@ class RedisLedger:
             return {}
         out = self._call(self._spent, self._bucket_keys(keys), [self.tag, at, *keys], "lookup")
         return {k: (int(out[2 * i]), int(out[2 * i + 1])) for i, k in enumerate(keys)}
+
+    def _figures_in_batches(self, keys: Sequence[str], at: int) -> dict[str, tuple[int, int]]:
+        """``_figures`` of any number of keys, ``STATUS_BATCH`` per script: a script blocks Redis
+        while it runs, so one over a whole namespace would stall every guard's reserve (and pass
+        the timeout). Status needs no snapshot across budgets, only each window's own figures."""
+        out: dict[str, tuple[int, int]] = {}
+        for start in range(0, len(keys), STATUS_BATCH):
+            out.update(self._figures(keys[start : start + STATUS_BATCH], at))
+        return out
 
     def _call(self, script: Any, keys: list[str], args: list[Any], what: str) -> list[str]:
         try:

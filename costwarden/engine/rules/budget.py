@@ -9,6 +9,8 @@ a ledger that fails raises, which the evaluator turns into an ``error`` judged b
 
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, field_validator
@@ -30,6 +32,11 @@ from costwarden.engine.subjects import LlmCall, Subject, TokenUsage
 DIMENSIONS = ("user", "feature", "team")
 OUTPUT_TOKENS_CAP = 32768
 """Worst-case output is clamped so a huge max_tokens cannot pin a budget (FACTS.md, Budgets)."""
+MAX_VALUE_BYTES = 256
+"""Attribution values longer than this (UTF-8) are keyed by their hash (see budget_key)."""
+MAX_LIMIT_USD = 9e9
+"""The largest limit every ledger store keeps exactly (integer micro-dollars under 2**53): a larger
+one, or ``.inf`` for "no limit", would load and then fail every reservation — deny every call."""
 
 
 def _dimension(item: str) -> str:
@@ -42,7 +49,7 @@ class Budget(RuleParams):
     per: list[Annotated[str, AfterValidator(_dimension)]] = Field(  # each bad item reported at its index
         min_length=1, description="user | feature | team | tag:<name>"
     )
-    limitUsd: float = Field(gt=0)
+    limitUsd: float = Field(gt=0, le=MAX_LIMIT_USD, allow_inf_nan=False)
     window: str = Field(pattern=WINDOW_PATTERN, description="day | week | month | rolling:<N>h")
     timezone: str = Field(default="UTC", description="IANA zone for calendar windows")
     alertAt: list[float] = Field(default_factory=list, description="fractions of the limit, e.g. 0.8")
@@ -58,8 +65,7 @@ class Budget(RuleParams):
 
 def budget_key(policy: str, rule: str, subject: LlmCall, per: list[str]) -> str | None:
     """The window-less ledger key for a call, or None if an attribution dimension is missing.
-    ``%``, ``,`` and ``=`` in a value are percent-encoded, so no two attributions share a key
-    (user ``a,team=b`` with team ``c`` against user ``a`` with team ``b,team=c``)."""
+    Each value is made safe for every store by :func:`key_value`."""
     attribution = subject.attribution
     parts = []
     for dim in per:
@@ -67,10 +73,28 @@ def budget_key(policy: str, rule: str, subject: LlmCall, per: list[str]) -> str 
         value = attribution.get(name)
         if not value:
             return None
-        if "," in value or "=" in value or "%" in value:
-            value = value.replace("%", "%25").replace(",", "%2C").replace("=", "%3D")
-        parts.append(f"{name}={value}")
+        parts.append(f"{name}={key_value(value)}")
     return f"budget:{policy}/{rule}:{','.join(parts)}"
+
+
+def key_value(value: str) -> str:
+    """An attribution value as a budget key holds it, so that no two values share a key and every
+    store keeps it. ``%``, ``,`` and ``=`` are percent-encoded (user ``a,team=b`` with team ``c``
+    against user ``a`` with team ``b,team=c``); so are NUL, which SQLite's JSON functions cut a text
+    at and PostgreSQL refuses, and lone surrogates (``%uD800``), which no store can encode — a user
+    id from a request body's JSON may hold either. A value longer than ``MAX_VALUE_BYTES`` is keyed
+    by its SHA-256 (``%sha256-<hex>``): PostgreSQL cannot index a key of more than 2704 bytes.
+    Escapes start with ``%`` and a value's own ``%`` is encoded, so no value can pass for another."""
+    if len(value) > MAX_VALUE_BYTES // 4 and len(raw := value.encode("utf-8", "surrogatepass")) > MAX_VALUE_BYTES:
+        return f"%sha256-{hashlib.sha256(raw).hexdigest()}"
+    if "," in value or "=" in value or "%" in value or "\x00" in value:
+        value = value.replace("%", "%25").replace(",", "%2C").replace("=", "%3D").replace("\x00", "%00")
+    if not value.isascii() and _SURROGATE.search(value):
+        value = _SURROGATE.sub(lambda m: f"%u{ord(m.group()):04X}", value)
+    return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def split_key(key: str) -> tuple[str, str, str] | None:
@@ -140,7 +164,7 @@ def compile(params: Budget, env: CompileEnv) -> Check:
                 holds=(hold,) if pending else (),
             )
         verb = "would exceed" if pending else "exceeds"
-        message = f"spend ${total:,.4f} {verb} the ${limit:,.2f} {params.window} budget for {base.split(':')[-1]}"
+        message = f"spend ${total:,.4f} {verb} the ${limit:,.2f} {params.window} budget for {base.split(':', 2)[2]}"
         fix = None
         if params.onExceed == "downgrade" and cheapest and subject.provider in cheapest.downgrade_to:
             target = cheapest.downgrade_to[subject.provider]
