@@ -21,7 +21,7 @@ from costwarden.engine.decision import Decision
 from costwarden.engine.ledger import Alert, Hold
 from costwarden.engine.pricing import cost_in_context, price_context
 from costwarden.engine.subjects import LlmCall, TokenUsage
-from costwarden.errors import UnknownReservation, describe
+from costwarden.errors import LedgerError, UnknownReservation, describe
 
 if TYPE_CHECKING:
     from costwarden.adapters.events.event import Outcome, UsageSource
@@ -32,6 +32,10 @@ log = logging.getLogger("costwarden.callguard")
 
 SubjectBuilder = Callable[..., LlmCall]
 _UNSET = object()
+SETTLE_ATTEMPTS = 2
+SETTLE_RETRY_S = 0.05
+"""A settle the ledger failed (a Redis timeout, a dropped connection) is tried once more after
+this pause before the call is reported unsettled (its hold would lapse at the TTL, its spend lost)."""
 _CONTENT_KEYS = ("system", "instructions", "tools", "messages", "input")
 
 
@@ -280,30 +284,46 @@ class GuardedCall:
         ledger = self.guard.ledger
         if not self.held or ledger is None or self.reservation_id is None:
             return False, (), None
-        note = None
-        try:
-            if cost > 0:
-                try:
-                    alerts: list[Alert] = list(ledger.settle(self.reservation_id, cost, now=now) or ())
-                except UnknownReservation:
-                    charge = getattr(ledger, "charge", None)
-                    if charge is None or not self.holds:
-                        raise  # a ledger that cannot charge: reported below, as an unreachable one is
-                    # The call outlived its reservation's record (ttl_s + the store's record grace): charge
-                    # its cost to the budgets it held, under its own id, so a retried charge counts once.
-                    alerts = list(charge(self.reservation_id, self.holds, cost, ttl_s=self.ttl_s, now=now) or ())
-                    note = (f"ledger: reservation {self.reservation_id} expired before the call ended (ttl "
-                            f"{self.ttl_s:g}s); its cost was charged to its budgets directly")
-                    log.warning("%s", note)
-            else:
-                ledger.release(self.reservation_id, now=now)
-                alerts = []
-        except Exception as exc:  # the call already happened: report, never raise into the caller
-            log.error("could not settle reservation %s ($%.6f): %s", self.reservation_id, cost, describe(exc))
-            return False, (), f"ledger: {describe(exc)}"
+        for attempt in range(1, SETTLE_ATTEMPTS + 1):
+            try:
+                alerts, note = self._settle_once(ledger, cost, now)
+                break
+            except LedgerError as exc:
+                # settle, release and charge are idempotent in every store: a retry of one that did
+                # land counts once, and one that did not is not left to lapse at the TTL
+                if attempt < SETTLE_ATTEMPTS:
+                    log.warning("settling reservation %s failed (%s); retrying", self.reservation_id, describe(exc))
+                    time.sleep(SETTLE_RETRY_S)
+                    continue
+                return self._unsettled(cost, exc)
+            except Exception as exc:  # the call already happened: report, never raise into the caller
+                return self._unsettled(cost, exc)
         for alert in alerts:
             self.guard.alert(alert)
         return cost > 0, tuple(str(a) for a in alerts), note
+
+    def _unsettled(self, cost: float, exc: Exception) -> tuple[bool, tuple[str, ...], str | None]:
+        log.error("could not settle reservation %s ($%.6f): %s", self.reservation_id, cost, describe(exc))
+        return False, (), f"ledger: {describe(exc)}"
+
+    def _settle_once(self, ledger: Any, cost: float, now: datetime) -> tuple[list[Alert], str | None]:
+        assert self.reservation_id is not None
+        if cost <= 0:
+            ledger.release(self.reservation_id, now=now)
+            return [], None
+        try:
+            return list(ledger.settle(self.reservation_id, cost, now=now) or ()), None
+        except UnknownReservation:
+            charge = getattr(ledger, "charge", None)
+            if charge is None or not self.holds:
+                raise  # a ledger that cannot charge: reported, as an unreachable one is
+            # The call outlived its reservation's record (ttl_s + the store's record grace): charge
+            # its cost to the budgets it held, under its own id, so a retried charge counts once.
+            alerts = list(charge(self.reservation_id, self.holds, cost, ttl_s=self.ttl_s, now=now) or ())
+            note = (f"ledger: reservation {self.reservation_id} expired before the call ended (ttl "
+                    f"{self.ttl_s:g}s); its cost was charged to its budgets directly")
+            log.warning("%s", note)
+            return alerts, note
 
     def _post_findings(
         self, policies: PolicySet, usage: TokenUsage, cost: float, latency_ms: float, now: datetime

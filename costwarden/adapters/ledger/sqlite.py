@@ -123,10 +123,10 @@ class SqliteLedger:
         Anything else — a repeat, a reservation made elsewhere, alert thresholds to check against
         the window's spend — takes the transaction that reads the record first."""
         cost = to_micros(cost_usd, "cost_usd")
-        if reservation_id in self._quiet:
-            del self._quiet[reservation_id]
-            if self._statement(steps.MOVE, ("s", cost, reservation_id)) == 1:
-                return []
+        # pop: one atomic step, as two threads may settle one id at once
+        quiet = self._quiet.pop(reservation_id, False) is None
+        if quiet and self._statement(steps.MOVE, ("s", cost, reservation_id)) == 1:
+            return []
         return self._write(steps.settle, reservation_id, cost)
 
     def release(self, reservation_id: str, *, now: datetime) -> None:

@@ -362,6 +362,34 @@ def test_a_ledger_that_fails_to_settle_is_reported_not_raised() -> None:
     assert not event.charged and "ledger down" in (event.error or "")
 
 
+class FlakyLedger(MemoryLedger):
+    """Settles fail ``failures`` times (a Redis timeout, a dropped connection), then work."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+        self.settles = 0
+
+    def settle(self, reservation_id: str, cost_usd: float, *, now: datetime) -> Any:
+        self.settles += 1
+        if self.failures:
+            self.failures -= 1
+            raise LedgerError("timeout reading from 127.0.0.1:6379")
+        return super().settle(reservation_id, cost_usd, now=now)
+
+
+def test_a_settle_the_ledger_fails_once_is_retried_so_the_spend_is_not_lost() -> None:
+    ledger = FlakyLedger(failures=1)
+    guard, sink = make_guard(BUDGET, ledger=ledger)
+    with attribution(user="u"):
+        call = guard.begin(EDGE, BODY, key="k")
+    call.complete(TokenUsage(input_tokens=10))
+    (event,) = sink.events
+    assert event.charged and event.error is None and ledger.settles == 2
+    [budget] = ledger.status(now=FIXED_NOW)
+    assert (budget.spent_usd, budget.held_usd) == (pytest.approx(haiku(10)), 0)
+
+
 def test_a_failing_sink_does_not_fail_the_call(caplog: pytest.LogCaptureFixture) -> None:
     class Broken:
         def emit(self, event: Any) -> None:
