@@ -53,3 +53,25 @@ def compile_text(*texts: str, pricer: object = None) -> PolicySet:
     """Load YAML documents (joined as one stream) and compile them; raises PolicyError."""
     result = load_text("\n---\n".join(texts), file="inline.yaml")
     return compile_documents(result.documents, pricer=pricer, diagnostics=result.diagnostics)  # type: ignore[arg-type]
+
+
+REQUIRE_TEAM = """\
+apiVersion: costwarden.dev/v1
+kind: Policy
+metadata: {name: p}
+spec:
+  subject: resource
+  rules:
+    - name: team
+      requireTags: {keys: [team]}
+"""
+"""A one-rule policy ``p`` (a ``team`` tag on resources), for tests about what surrounds a policy."""
+
+
+def exemption_of_p(expires: str, name: str = "ex") -> str:
+    """An exemption of policy ``p`` (:data:`REQUIRE_TEAM`); ``expires`` is on its line 6, its value
+    at column 12."""
+    return (
+        f"apiVersion: costwarden.dev/v1\nkind: Exemption\nmetadata: {{name: {name}}}\n"
+        f"spec:\n  policies: [{{policy: p}}]\n  expires: {expires}\n  owner: finops@example.com\n  reason: migration\n"
+    )

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from policy_support import REQUIRE_TEAM, exemption_of_p
 
 from costwarden.engine.compile import compile_documents
 from costwarden.engine.diagnostics import Diagnostic, tally
@@ -21,24 +22,6 @@ from costwarden.webhook.reload import PolicyReloader
 
 ROOT = Path(__file__).resolve().parents[3]
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
-
-POLICY = """\
-apiVersion: costwarden.dev/v1
-kind: Policy
-metadata: {name: p}
-spec:
-  subject: resource
-  rules:
-    - name: team
-      requireTags: {keys: [team]}
-"""
-
-
-def exemption(expires: str, name: str) -> str:
-    return (
-        f"apiVersion: costwarden.dev/v1\nkind: Exemption\nmetadata: {{name: {name}}}\n"
-        f"spec:\n  policies: [{{policy: p}}]\n  expires: {expires}\n  owner: finops@example.com\n  reason: migration\n"
-    )
 
 
 def note(code: str = "exemption-expiring", line: int = 3) -> Diagnostic:
@@ -53,7 +36,8 @@ def error(line: int = 1) -> Diagnostic:
 
 
 def test_an_exemption_expiring_soon_is_a_note_and_an_expired_one_a_warning() -> None:
-    result = load_text("---\n".join([POLICY, exemption("2026-06-20", "soon"), exemption("2026-01-31", "gone")]))
+    result = load_text("---\n".join([REQUIRE_TEAM, exemption_of_p("2026-06-20", "soon"),
+                                  exemption_of_p("2026-01-31", "gone")]))
     found = expiry_warnings(result.documents, NOW)
     assert [(d.code, d.level) for d in found] == [("exemption-expiring", "note"), ("exemption-expired", "warning")]
     assert found[0].headline().startswith("<string>:15:12: note[exemption-expiring]: exemption 'soon' expires")
@@ -79,13 +63,13 @@ def test_tally_counts_each_level_most_severe_first() -> None:
 
 
 def test_a_note_alone_does_not_stop_a_policy_set_from_compiling() -> None:
-    loaded = load_text(POLICY, "p.yaml")
+    loaded = load_text(REQUIRE_TEAM, "p.yaml")
     policies = compile_documents(loaded.documents, diagnostics=[note()])
     assert policies.names == ["p"]
 
 
 def test_a_failed_load_keeps_its_notes_but_counts_errors_only() -> None:
-    loaded = load_text(POLICY, "p.yaml")
+    loaded = load_text(REQUIRE_TEAM, "p.yaml")
     with pytest.raises(PolicyError) as info:
         compile_documents(loaded.documents, diagnostics=[note(), error()])
     assert [d.level for d in info.value.diagnostics] == ["error", "note"]
@@ -98,7 +82,7 @@ def test_a_failed_load_keeps_its_notes_but_counts_errors_only() -> None:
 def test_reload_logs_a_note_below_error_and_counts_only_errors(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    (tmp_path / "p.yaml").write_text(POLICY)
+    (tmp_path / "p.yaml").write_text(REQUIRE_TEAM)
     seen = []
 
     def failing(directory: str):  # type: ignore[no-untyped-def]
@@ -127,7 +111,7 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_validate_shows_a_note_as_a_note_counts_it_apart_and_passes(tmp_path: Path) -> None:
     file = tmp_path / "ex.yaml"
-    file.write_text("---\n".join([POLICY, exemption("2026-06-20", "soon")]))
+    file.write_text("---\n".join([REQUIRE_TEAM, exemption_of_p("2026-06-20", "soon")]))
     out = cli("validate", "--now", "2026-06-15T12:00:00Z", str(file), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert f"{file}:15:12: note[exemption-expiring]: exemption 'soon' expires" in out.stderr
@@ -137,7 +121,8 @@ def test_validate_shows_a_note_as_a_note_counts_it_apart_and_passes(tmp_path: Pa
 
 def test_validate_counts_warnings_and_notes_apart(tmp_path: Path) -> None:
     file = tmp_path / "ex.yaml"
-    file.write_text("---\n".join([POLICY, exemption("2026-06-20", "soon"), exemption("2026-01-31", "gone")]))
+    file.write_text("---\n".join([REQUIRE_TEAM, exemption_of_p("2026-06-20", "soon"),
+                                  exemption_of_p("2026-01-31", "gone")]))
     out = cli("validate", "--now", "2026-06-15T12:00:00Z", str(file), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "note[exemption-expiring]" in out.stderr and "warning[exemption-expired]" in out.stderr
@@ -146,7 +131,7 @@ def test_validate_counts_warnings_and_notes_apart(tmp_path: Path) -> None:
 
 def test_validate_counts_only_errors_when_it_fails(tmp_path: Path) -> None:
     file = tmp_path / "bad.yaml"
-    file.write_text(POLICY.replace("keys:", "kyes:"))
+    file.write_text(REQUIRE_TEAM.replace("keys:", "kyes:"))
     out = cli("validate", str(file), cwd=tmp_path)
     assert out.returncode == 2
     assert "1 error; no policy was loaded" in out.stderr
@@ -165,7 +150,7 @@ def test_validate_counts_only_errors_when_it_fails(tmp_path: Path) -> None:
     ],
 )
 def test_bad_input_with_brackets_is_an_error_message_not_a_traceback(tmp_path: Path, args: list[str]) -> None:
-    (tmp_path / "p.yaml").write_text(POLICY)
+    (tmp_path / "p.yaml").write_text(REQUIRE_TEAM)
     policies = [] if args[0] == "validate" else ["-p", str(tmp_path / "p.yaml")]
     out = cli(*args, *policies, cwd=tmp_path)
     assert out.returncode == 2, out.stderr
@@ -177,7 +162,7 @@ def test_explain_shows_a_title_and_description_as_written(tmp_path: Path) -> Non
     file = tmp_path / "p.yaml"
     titled = "metadata:\n  name: p\n  title: GPU jobs [/batch] need a [bold]team[/bold] tag\n"
     titled += "  description: see [link]\n"
-    file.write_text(POLICY.replace("metadata: {name: p}\n", titled))
+    file.write_text(REQUIRE_TEAM.replace("metadata: {name: p}\n", titled))
     out = cli("explain", "p", "-p", str(file), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "p — GPU jobs [/batch] need a [bold]team[/bold] tag" in out.stdout
@@ -186,7 +171,7 @@ def test_explain_shows_a_title_and_description_as_written(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("name", ["web[/a]", "web[a]"])
 def test_eval_shows_a_subject_name_as_written(tmp_path: Path, name: str) -> None:
-    (tmp_path / "p.yaml").write_text(POLICY)
+    (tmp_path / "p.yaml").write_text(REQUIRE_TEAM)
     subject = tmp_path / "s.json"
     subject.write_text(f'{{"type": "resource", "provider": "aws", "kind": "x", "name": "{name}"}}')
     out = cli("eval", "--subject", str(subject), "-p", str(tmp_path / "p.yaml"), cwd=tmp_path)

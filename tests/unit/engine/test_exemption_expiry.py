@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from policy_support import compile_text
+from policy_support import REQUIRE_TEAM, compile_text, exemption_of_p
 
 from costwarden.engine.exemptions import expiry_warnings
 from costwarden.engine.loader import load_text
@@ -18,29 +18,10 @@ from costwarden.engine.subjects import subject_from_dict
 ROOT = Path(__file__).resolve().parents[3]
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 
-POLICY = """\
-apiVersion: costwarden.dev/v1
-kind: Policy
-metadata: {name: p}
-spec:
-  subject: resource
-  rules:
-    - name: team
-      requireTags: {keys: [team]}
-"""
-
-
-def exemption(expires: str, name: str = "ex") -> str:
-    """An exemption document; ``expires`` is on its line 6, its value at column 12."""
-    return (
-        f"apiVersion: costwarden.dev/v1\nkind: Exemption\nmetadata: {{name: {name}}}\n"
-        f"spec:\n  policies: [{{policy: p}}]\n  expires: {expires}\n  owner: finops@example.com\n  reason: migration\n"
-    )
-
 
 def warnings_for(*expires: str, soon: timedelta = timedelta(days=14)) -> list[Any]:
-    docs = [exemption(e, name=f"ex-{i}") for i, e in enumerate(expires)]
-    result = load_text("---\n".join([POLICY, *docs]), "exemptions.yaml")
+    docs = [exemption_of_p(e, name=f"ex-{i}") for i, e in enumerate(expires)]
+    result = load_text("---\n".join([REQUIRE_TEAM, *docs]), "exemptions.yaml")
     assert result.diagnostics == []
     return expiry_warnings(result.documents, NOW, soon=soon)
 
@@ -80,7 +61,7 @@ def test_every_exemption_gets_its_own_warning() -> None:
 
 
 def test_runtime_behaviour_is_unchanged_the_expired_exemption_is_inert() -> None:
-    ps = compile_text(POLICY, exemption("2026-01-31"))
+    ps = compile_text(REQUIRE_TEAM, exemption_of_p("2026-01-31"))
     subject = subject_from_dict({"type": "resource", "provider": "kubernetes", "kind": "Job", "name": "train"})
     assert ps.evaluate(subject, now=NOW).verdict == "deny"
     assert ps.evaluate(subject, now=datetime(2026, 1, 31, 23, 0, tzinfo=UTC)).verdict == "allow"
@@ -95,7 +76,7 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_validate_warns_and_still_passes(tmp_path: Path) -> None:
     file = tmp_path / "ex.yaml"
-    file.write_text(POLICY + "---\n" + exemption("2026-01-31"))
+    file.write_text(REQUIRE_TEAM + "---\n" + exemption_of_p("2026-01-31"))
     out = cli("validate", "--now", "2026-06-15T12:00:00Z", str(file), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert f"{file}:15:12: warning[exemption-expired]: exemption 'ex' expired" in out.stderr
@@ -105,7 +86,7 @@ def test_validate_warns_and_still_passes(tmp_path: Path) -> None:
 
 def test_validate_expiring_within_sets_the_horizon(tmp_path: Path) -> None:
     file = tmp_path / "ex.yaml"
-    file.write_text(POLICY + "---\n" + exemption("2026-07-05"))
+    file.write_text(REQUIRE_TEAM + "---\n" + exemption_of_p("2026-07-05"))
     near = cli("validate", "--now", "2026-06-15T12:00:00Z", str(file), cwd=tmp_path)
     assert "note[exemption-expiring]" not in near.stderr  # 20 days out; the default horizon is 14
     wide = cli("validate", "--now", "2026-06-15T12:00:00Z", "--expiring-within", "30", str(file), cwd=tmp_path)
