@@ -7,8 +7,10 @@ built-in policy library); this process is the load generator: asyncio over raw T
 connections, HTTP/1.1, requests sent on a fixed schedule whatever the server does (open loop), so
 a slow answer cannot hide the requests queued behind it — latency is measured from each
 request's *scheduled* send time. The AdmissionReviews are the example manifests and the policy
-library's Kubernetes samples (allowed and denied, with and without warnings). Saturation is the
-throughput of 32 connections sending back to back. Prints a markdown table for RESULTS.md.
+library's Kubernetes samples (allowed and denied, with and without warnings), created, or with
+``--operation UPDATE`` edited (a label added; the old object is judged too where the new one
+violates, for pre-existing violations). Saturation is the throughput of 32 connections sending
+back to back. Prints a markdown table for RESULTS.md.
 """
 
 from __future__ import annotations
@@ -35,8 +37,12 @@ ROOT = Path(__file__).resolve().parents[1]
 RATES = (50, 200, 500)
 
 
-def corpus() -> list[bytes]:
-    """AdmissionReview bodies for every Kubernetes object in the examples and library samples."""
+def corpus(operation: str = "CREATE") -> list[bytes]:
+    """AdmissionReview bodies for every Kubernetes object in the examples and library samples.
+
+    ``UPDATE``: a routine edit of each (a label added), with the object before it as
+    ``oldObject``, so a violation the old object already had is judged on both (pre-existing
+    violations do not deny)."""
     from costwarden.adapters.kubernetes import read_manifests
 
     files = [*sorted((ROOT / "examples" / "kubernetes").glob("*.yaml")),
@@ -48,8 +54,12 @@ def corpus() -> list[bytes]:
             kind = str(obj.get("kind"))
             request = {"uid": str(uuid.uuid4()), "kind": {"group": group, "version": version, "kind": kind},
                        "resource": {"group": group, "version": version, "resource": kind.lower() + "s"},
-                       "namespace": (obj.get("metadata") or {}).get("namespace", "default"), "operation": "CREATE",
+                       "namespace": (obj.get("metadata") or {}).get("namespace", "default"), "operation": operation,
                        "userInfo": {"username": "bench"}, "object": obj, "dryRun": False}
+            if operation == "UPDATE":
+                meta = dict(obj.get("metadata") or {})
+                meta["labels"] = {**(meta.get("labels") or {}), "bench.costwarden.dev/edited": "true"}
+                request |= {"object": {**obj, "metadata": meta}, "oldObject": obj}
             bodies.append(json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
                                       "request": request}).encode())
     return bodies
@@ -287,6 +297,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="*", default=[1, 2])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per fixed rate")
     parser.add_argument("--quick", action="store_true", help="3 s per rate")
+    parser.add_argument("--operation", choices=["CREATE", "UPDATE"], default="CREATE",
+                        help="UPDATE: a routine edit of each object, judged against its old version too")
     parser.add_argument(
         "--pin",
         action="store_true",
@@ -297,7 +309,7 @@ def main() -> None:
 
     from costwarden.webhook.tls import generate_certs
 
-    payloads = [http_request(body) for body in corpus()]
+    payloads = [http_request(body) for body in corpus(args.operation)]
     rows: list[dict[str, Any]] = []
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
@@ -322,7 +334,7 @@ def main() -> None:
                     os.sched_setaffinity(0, range(os.cpu_count() or 1))
                 server.send_signal(signal.SIGTERM)
                 server.wait(60)
-    print(f"\nWebhook, built-in library ({len(payloads)} AdmissionReviews from examples and samples), "
+    print(f"\nWebhook, built-in library ({len(payloads)} {args.operation} AdmissionReviews from examples and samples), "
           f"TLS, keep-alive, open-loop fixed rate for {duration:g} s each; latency from the scheduled send time. "
           f"{os.cpu_count()} CPUs, Python {platform.python_version()}, load generator on the same machine; "
           f"1-minute load average {load_before[0]:.2f} before the run, {os.getloadavg()[0]:.2f} after "
