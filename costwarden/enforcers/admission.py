@@ -5,6 +5,9 @@
     >>> response = review(policies, admission_review, mutate=False, deadline_s=2.0)  # doctest: +SKIP
     >>> response["response"]["allowed"]                                               # doctest: +SKIP
 
+Reading the AdmissionReview itself (``AdmissionRequest``, ``parse``) lives in
+:mod:`costwarden.enforcers.admission_request`.
+
 What the API server gets, and why:
 
 * ``response.uid`` echoes ``request.uid``; a denial carries ``status.code: 403`` and one concise
@@ -46,6 +49,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
+from costwarden.enforcers.admission_request import API_VERSION, AdmissionRequest, parse
 from costwarden.enforcers.existing_violations import Baseline, is_violation
 from costwarden.enforcers.fixes import apply_round
 from costwarden.enforcers.scale_target import ParentReader, is_scale_request, parent_kind
@@ -53,10 +57,8 @@ from costwarden.engine.decision import Decision, Effect, RuleResult, SubjectRef
 from costwarden.engine.evaluate import PolicySet
 from costwarden.engine.patch import apply_patch, diff
 from costwarden.engine.subjects import Subject
-from costwarden.errors import AdapterError, describe
+from costwarden.errors import describe
 
-API_VERSION = "admission.k8s.io/v1"
-OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
 MAX_FIX_ROUNDS = 3
 MAX_WARNING_CHARS = 120
 MAX_WARNINGS = 20
@@ -66,76 +68,6 @@ DEFAULT_DEADLINE_S = 2.0
 VLLM_HOST_KINDS = frozenset({"Pod", "Deployment", "StatefulSet", "LeaderWorkerSet", "InferenceService",
                              "ServingRuntime", "ClusterServingRuntime", "LLMInferenceService", "VLLMRuntime"})
 _IGNORED_ON_UPDATE = ("resourceVersion", "managedFields", "generation")
-
-
-@dataclass(frozen=True, slots=True)
-class AdmissionRequest:
-    """The parts of ``AdmissionReview.request`` costwarden reads."""
-
-    uid: str
-    operation: str
-    kind: str
-    namespace: str | None = None
-    name: str = ""
-    sub_resource: str = ""
-    resource: tuple[str, str, str] = ("", "", "")
-    """``request.resource`` as (group, version, resource): the parent's for a subresource."""
-    object: Mapping[str, Any] | None = None
-    old_object: Mapping[str, Any] | None = None
-    dry_run: bool = False
-
-
-def parse(admission_review: Any) -> AdmissionRequest:
-    """Read an AdmissionReview v1; raises :class:`AdapterError` saying what is wrong with it."""
-    if not isinstance(admission_review, Mapping):
-        raise AdapterError("an AdmissionReview must be a JSON object")
-    api_version = admission_review.get("apiVersion")
-    if api_version != API_VERSION:
-        raise AdapterError(f"unsupported apiVersion {api_version!r}: costwarden answers {API_VERSION} only "
-                           "(set admissionReviewVersions: [v1] on the webhook)")
-    if admission_review.get("kind") != "AdmissionReview":
-        raise AdapterError(f"expected kind AdmissionReview, got {admission_review.get('kind')!r}")
-    request = admission_review.get("request")
-    if not isinstance(request, Mapping):
-        raise AdapterError("AdmissionReview.request is missing or not an object")
-    uid = request.get("uid")
-    if not isinstance(uid, str) or not uid:
-        raise AdapterError("AdmissionReview.request.uid is missing or not a string")
-    operation = request.get("operation")
-    if operation not in OPERATIONS:
-        raise AdapterError(f"request.operation {operation!r} is not one of {', '.join(OPERATIONS)}")
-    obj = request.get("object")
-    if operation in ("CREATE", "UPDATE") and not isinstance(obj, Mapping):
-        raise AdapterError(f"request.object must be an object for {operation}")
-    kind = request.get("kind")
-    kind_name = kind.get("kind") if isinstance(kind, Mapping) else None
-    if not isinstance(kind_name, str):
-        kind_name = str(obj.get("kind", "")) if isinstance(obj, Mapping) else ""
-    old = request.get("oldObject")
-    namespace = request.get("namespace")
-    return AdmissionRequest(
-        uid=uid,
-        operation=operation,
-        kind=kind_name,
-        namespace=namespace if isinstance(namespace, str) and namespace else None,
-        name=_text(request, "name"),
-        sub_resource=_text(request, "subResource"),
-        resource=_resource(request.get("resource")),
-        object=obj if isinstance(obj, Mapping) else None,
-        old_object=old if isinstance(old, Mapping) else None,  # recorded events carry "None" strings
-        dry_run=request.get("dryRun") is True,
-    )
-
-
-def _text(request: Mapping[str, Any], key: str) -> str:
-    value = request.get(key)
-    return value if isinstance(value, str) else ""
-
-
-def _resource(value: Any) -> tuple[str, str, str]:
-    if not isinstance(value, Mapping):
-        return "", "", ""
-    return _text(value, "group"), _text(value, "version"), _text(value, "resource")
 
 
 @dataclass(frozen=True, slots=True)

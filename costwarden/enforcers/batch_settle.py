@@ -1,7 +1,7 @@
 """Message Batches settled from their results — the Anthropic edge's batch bookkeeping.
 
 A batch is judged and reserved when it is created: every request at the batch rate, one
-reservation for all of them (``CallGuard._prepare_batch``). Its real cost is only known when its
+reservation for all of them (``preparation.prepare_batch``). Its real cost is only known when its
 results are read, up to 24 hours later and possibly in another process, so:
 
 * **At creation** (a 2xx answer carrying the batch id) the hold moves to a reservation named after

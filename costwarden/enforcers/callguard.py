@@ -8,7 +8,7 @@ SDK middleware, :mod:`.openai_guard` an ``httpx2`` transport for the ``openai`` 
     with attribution(feature="search", user="u-123", team="growth"):
         client.messages.create(model="claude-sonnet-4-6", max_tokens=512, messages=[...])
 
-Before the call (sync code; the async edges only await I/O): build the ``llm_call`` subject
+Before the call (:mod:`.preparation`; sync code, the async edges only await I/O): build the ``llm_call`` subject
 (attribution from :func:`attribution`, then the body's own user field, then ``defaults``), judge the
 ``runtime`` surface, and while blocking results carry request fixes, apply them to a copy of the
 body and judge again (:func:`~costwarden.enforcers.fixes.fix_until_clean`, at most
@@ -51,7 +51,6 @@ import contextvars
 import functools
 import importlib.util
 import logging
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from datetime import datetime
@@ -60,11 +59,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from costwarden.enforcers.attempt import retry_wait_s
 from costwarden.enforcers.attribution import Attribution, attribution, current_attribution
 from costwarden.enforcers.guarded_call import GuardedCall, ProviderEdge
-from costwarden.enforcers.judging import judge_request, post_call_policies, refusal_event, replace_item, subject_of
-from costwarden.enforcers.reservations import reserve_call
+from costwarden.enforcers.judging import post_call_policies, refusal_event, subject_of
+from costwarden.enforcers.preparation import prepare_call
 from costwarden.enforcers.settler import Settler
 from costwarden.engine.decision import Decision
-from costwarden.engine.ledger import Alert, Hold, Ledger
+from costwarden.engine.ledger import Alert, Ledger
 from costwarden.engine.pricing import cost_in_context, price_context
 from costwarden.engine.rules.budget import worst_case_usage
 from costwarden.engine.subjects import LlmCall
@@ -202,10 +201,10 @@ class CallGuard(_MiddlewareBase):
         if abandoned is not None:
             abandoned.abandon("the SDK stopped retrying")
         if self.settler is None:
-            call = self._prepare(edge, body, key=key, batch=batch, rewrites=tuple(rewrites))
+            call = prepare_call(self, edge, body, key=key, batch=batch, rewrites=tuple(rewrites))
         else:
             with self.settler.busy():
-                call = self._prepare(edge, body, key=key, batch=batch, rewrites=tuple(rewrites))
+                call = prepare_call(self, edge, body, key=key, batch=batch, rewrites=tuple(rewrites))
         self._active.set(call)
         return call
 
@@ -231,7 +230,7 @@ class CallGuard(_MiddlewareBase):
         if abandoned is not None:
             await self.offload(abandoned.abandon, "the SDK stopped retrying")
         loop = asyncio.get_running_loop()
-        prepare = functools.partial(self._prepare, edge, body, key=key, batch=batch, rewrites=tuple(rewrites))
+        prepare = functools.partial(prepare_call, self, edge, body, key=key, batch=batch, rewrites=tuple(rewrites))
         made = loop.run_in_executor(None, contextvars.copy_context().run, prepare)
         try:
             call = await asyncio.shield(made)
@@ -343,52 +342,6 @@ class CallGuard(_MiddlewareBase):
             self.settler.close()
         for sink in self.sinks:
             sink.close()
-
-    def _prepare(
-        self, edge: ProviderEdge, body: Mapping[str, Any], *, key: str, batch: bool, rewrites: tuple[str, ...]
-    ) -> GuardedCall:
-        started = time.perf_counter()
-        now = self.clock()
-        who = current_attribution()
-        model_requested = str(body.get("model", ""))
-        if edge.batch_items is not None:
-            return self._prepare_batch(edge, body, key=key, who=who, now=now, started=started)
-        try:
-            body, subject, decision, applied = judge_request(self, edge, body, who, batch=batch, now=now)
-        except PolicyViolation as exc:
-            self.record_denial(edge, body, exc, model_requested, now, started)
-            raise
-        call = GuardedCall(
-            self, edge, key, body, subject, decision, rewrites + applied, model_requested, started, now
-        )
-        reserve_call(self, call, decision.holds, self.reservation_ttl_s)
-        return call
-
-    def _prepare_batch(
-        self, edge: ProviderEdge, body: Mapping[str, Any], *, key: str, who: Attribution, now: datetime,
-        started: float,
-    ) -> GuardedCall:
-        """Judge every request of a batch at the batch rate; one reservation holds them all."""
-        assert edge.batch_items is not None
-        holds: list[Hold] = []
-        rewrites: list[str] = []
-        subjects: list[LlmCall] = []
-        decisions: list[Decision] = []
-        for pointer, params in edge.batch_items(body):
-            try:
-                new, subject, decision, applied = judge_request(self, edge, params, who, batch=True, now=now)
-            except PolicyViolation as exc:
-                self.record_denial(edge, params, exc, str(params.get("model", "")), now, started, batch=True)
-                raise
-            if new is not params:
-                body = replace_item(body, pointer, new)
-            rewrites += [f"{pointer}: {text}" for text in applied]
-            holds += decision.holds
-            subjects.append(subject)
-            decisions.append(decision)
-        call = GuardedCall.for_batch(self, edge, key, body, subjects, decisions, tuple(rewrites), started, now)
-        reserve_call(self, call, holds, self.batch_reservation_ttl_s)
-        return call
 
     def estimate(self, subject: LlmCall, *, output: bool = True) -> float | None:
         """Worst-case USD of a call (estimated input plus clamped max output), or input only; None

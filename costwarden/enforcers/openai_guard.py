@@ -12,8 +12,8 @@ Guarded: ``POST …/chat/completions`` and ``POST …/responses`` (plain and str
 pass through. Those of them that spend money (embeddings, legacy completions, images, audio,
 Batch API jobs, Responses compaction, videos, fine-tuning jobs: :data:`UNGUARDED_SPEND`) are neither
 judged, reserved, counted against budgets nor reported: each transport logs a warning naming the
-endpoint the first time one passes, so this is never silent. ``provider=`` names an
-OpenAI-compatible API (``"x-ai"``, ``"groq"``...) for pricing.
+endpoint the first time one passes, so this is never silent (:mod:`.openai_endpoints`).
+``provider=`` names an OpenAI-compatible API (``"x-ai"``, ``"groq"``...) for pricing.
 :func:`guard_openai` keeps a client's own ``http_client`` (proxies, certificates, a custom
 transport) by guarding each of its transports.
 
@@ -47,7 +47,6 @@ import types
 from collections.abc import Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import httpx2
 
@@ -61,6 +60,13 @@ from costwarden.enforcers.attempt import (
 )
 from costwarden.enforcers.bodytap import AsyncTappedStream, BodyTap, TappedStream
 from costwarden.enforcers.guarded_call import GuardedCall, ProviderEdge
+from costwarden.enforcers.openai_endpoints import (
+    UNGUARDED_SPEND,
+    guarded_path,
+    is_guarded,
+    unguarded_spend,
+    warn_unguarded_spend,
+)
 from costwarden.enforcers.openai_stream import OpenAIStream, stream_end
 from costwarden.errors import AdapterError
 
@@ -81,40 +87,6 @@ def edge(provider: str = adapter.PROVIDER) -> ProviderEdge:
 OPENAI = edge()
 
 
-UNGUARDED_SPEND = (
-    "/embeddings", "/completions", "/images/generations", "/images/edits", "/images/variations", "/audio/speech",
-    "/audio/transcriptions", "/audio/translations", "/batches", "/responses/compact", "/videos", "/fine_tuning/jobs",
-)
-"""Endpoints (path endings, ``POST``) that OpenAI bills but the guard does not judge. Moderations are free."""
-
-
-def is_guarded(method: str, url: str) -> bool:
-    return _guarded_path(method, urlsplit(url).path)
-
-
-def _guarded_path(method: str, path: str) -> bool:
-    path = path.rstrip("/")
-    return method.upper() == "POST" and (path.endswith("/chat/completions") or path.endswith("/responses"))
-
-
-def unguarded_spend(method: str, path: str) -> str | None:
-    """The :data:`UNGUARDED_SPEND` ending of a request the guard passes through although it is billed."""
-    path = path.rstrip("/")
-    if method.upper() != "POST" or _guarded_path(method, path):
-        return None
-    return next((end for end in UNGUARDED_SPEND if path.endswith(end)), None)
-
-
-def _passed(warned: set[str], request: httpx2.Request) -> None:
-    """Warn, once per endpoint in ``warned``, that a billed request passed unjudged and unrecorded."""
-    end = unguarded_spend(request.method, request.url.path)
-    if end is not None and end not in warned:
-        warned.add(end)
-        log.warning("call-guard: POST %s is billed but not guarded: it is not judged, reserved, counted against "
-                    "any budget or reported as a cost event (only chat/completions and responses are); this is "
-                    "said once per endpoint", request.url.path)
-
-
 class GuardedTransport(httpx2.BaseTransport):
     """An ``httpx2`` transport that guards LLM calls, then hands them to ``transport``."""
 
@@ -128,9 +100,9 @@ class GuardedTransport(httpx2.BaseTransport):
         self._warned: set[str] = set()
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        plan = _plan(self.guard, self.edge, request) if _guarded_path(request.method, request.url.path) else None
+        plan = _plan(self.guard, self.edge, request) if guarded_path(request.method, request.url.path) else None
         if plan is None:
-            _passed(self._warned, request)
+            warn_unguarded_spend(self._warned, request)
             response = self._inner.handle_request(request)
             read = background.read_response_id(request.method, request.url.path)
             if read is not None:  # a read of a background response may settle it
@@ -167,9 +139,9 @@ class AsyncGuardedTransport(httpx2.AsyncBaseTransport):
         """As the sync transport; the steps that wait on the ledger or on sinks run in a worker
         thread when those do I/O (``CallGuard.offload``), so they never block the event loop."""
         guard = self.guard
-        parts = _parts(request) if _guarded_path(request.method, request.url.path) else None
+        parts = _parts(request) if guarded_path(request.method, request.url.path) else None
         if parts is None:
-            _passed(self._warned, request)
+            warn_unguarded_spend(self._warned, request)
             response = await self._inner.handle_async_request(request)
             read = background.read_response_id(request.method, request.url.path)
             if read is not None:  # a read of a background response may settle it
