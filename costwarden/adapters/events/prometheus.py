@@ -3,7 +3,11 @@
 Labels are ``feature``, ``model`` and ``team`` (plus ``user`` only with ``user_label=True``, and
 ``outcome`` on the call counter). Each label keeps at most ``max_label_values`` distinct values;
 later new values are reported as ``other`` so a caller that puts request ids in ``feature``
-cannot blow up the time-series count. Metrics (``costwarden_`` prefix by default):
+cannot blow up the time-series count. A value that is not valid UTF-8 text (a lone surrogate from a
+header decoded with ``surrogateescape``) is written with backslash escapes, and one longer than
+:data:`MAX_LABEL_LENGTH` characters is cut and suffixed with a hash of the whole: the exposition
+encodes every series as UTF-8, so one such value made every scrape fail, and backends such as
+Mimir discard series with overlong values. Metrics (``costwarden_`` prefix by default):
 
 * ``llm_calls_total{feature,model,team,outcome}``
 * ``llm_cost_usd_total{feature,model,team}`` and ``llm_estimated_cost_usd_total{...}``
@@ -17,6 +21,7 @@ cannot blow up the time-series count. Metrics (``costwarden_`` prefix by default
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import threading
 from typing import Any
 
@@ -26,6 +31,17 @@ from costwarden.engine.rules.budget import split_key
 
 OTHER = "other"
 NONE = "none"
+MAX_LABEL_LENGTH = 256
+
+
+def label_text(value: str) -> str:
+    """``value`` as a label value every scrape can encode, of at most :data:`MAX_LABEL_LENGTH` characters."""
+    if not value.isascii():
+        value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(value) > MAX_LABEL_LENGTH:
+        digest = hashlib.sha256(value.encode("utf-8")).hexdigest()[:12]
+        value = f"{value[: MAX_LABEL_LENGTH - 13]}~{digest}"
+    return value
 
 
 class _BoundedLabel:
@@ -37,7 +53,7 @@ class _BoundedLabel:
         self._lock = threading.Lock()
 
     def __call__(self, value: str | None) -> str:
-        text = value or NONE
+        text = label_text(value) if value else NONE
         if text in self._seen:
             return text
         with self._lock:
@@ -196,4 +212,4 @@ class _Metrics:
                     self.registry.unregister(metric)
 
 
-__all__ = ["PrometheusSink"]
+__all__ = ["MAX_LABEL_LENGTH", "PrometheusSink", "label_text"]

@@ -1,7 +1,9 @@
 """Cost events as rows of a SQLite table (``cost_events`` by default).
 
 The file is opened in WAL mode with a busy timeout, so several processes can append to one file;
-lists and maps (tags, rewrites, findings, alerts) are stored as JSON text. Query it with SQL::
+lists and maps (tags, rewrites, findings, alerts) are stored as JSON text. Text that is not valid
+UTF-8 (a lone surrogate from a header decoded with ``surrogateescape``) is stored with backslash
+escapes: SQLite cannot take it, and the whole row — the call's spend — was lost. Query it with SQL::
 
     SELECT feature, model, SUM(cost_usd) FROM cost_events GROUP BY feature, model;
 """
@@ -142,6 +144,8 @@ def _column(name: str, value: Any) -> Any:
         if isinstance(value, Mapping):
             value = dict(value)
         return json.dumps(list(value) if isinstance(value, tuple) else value, default=str)
+    if isinstance(value, str):
+        return value if value.isascii() else value.encode("utf-8", "backslashreplace").decode("utf-8")
     if hasattr(value, "isoformat"):
         return value.isoformat()
     if isinstance(value, bool):

@@ -88,9 +88,24 @@ def relative_path(file: str) -> str:
     return normal if normal != "." else path
 
 
+def host_path(file: str) -> str:
+    """``file`` as a CI host names it: relative to ``$GITHUB_WORKSPACE`` when that is set and the
+    file lies below it, else :func:`relative_path`. GitHub resolves an annotation's ``file`` and a
+    SARIF result's relative URI against the repository root, not against the directory the check
+    ran in (``working-directory: infra`` put every finding on a file that does not exist)."""
+    workspace = os.environ.get("GITHUB_WORKSPACE")
+    if workspace:
+        try:
+            return Path(os.path.abspath(file)).resolve().relative_to(Path(workspace).resolve()).as_posix()
+        except (ValueError, OSError):
+            pass
+    return relative_path(file)
+
+
 def artifact_uri(file: str) -> tuple[str, bool]:
-    """A URI for ``file`` and whether it is relative to the source root (``%SRCROOT%``)."""
-    path = relative_path(file)
+    """A URI for ``file`` and whether it is relative to the source root (``%SRCROOT%``, the
+    repository root on GitHub: see :func:`host_path`)."""
+    path = host_path(file)
     if os.path.isabs(path) or path.startswith("../"):
         return Path(os.path.abspath(file)).as_uri(), False
     return quote(path, safe="/"), True
@@ -131,6 +146,7 @@ __all__ = [
     "Reporter",
     "artifact_uri",
     "every_result",
+    "host_path",
     "monthly_savings",
     "relative_path",
     "render",

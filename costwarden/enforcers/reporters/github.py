@@ -7,14 +7,16 @@
 A blocking result is ``::error``, a warning ``::warning``; a baseline-accepted or audit-only result
 is a ``::notice``. Values are escaped as the runner's ``toCommandValue``/``escapeData`` and
 ``escapeProperty`` do (``@actions/core``): ``%``, CR and LF in the message; also ``:`` and ``,`` in
-properties — so no message can end its line early or inject a command of its own.
+properties — so no message can end its line early or inject a command of its own. Files are
+named relative to the repository root (``$GITHUB_WORKSPACE``), as the runner resolves them, even
+when the check runs in a subdirectory.
 """
 
 from __future__ import annotations
 
 from costwarden.adapters.helm import HelmSource
 from costwarden.enforcers.ci import CheckReport, Finding, InputError
-from costwarden.enforcers.reporters import relative_path, savings_text, subject_label, violations
+from costwarden.enforcers.reporters import host_path, savings_text, subject_label, violations
 
 
 def render(report: CheckReport, *, color: bool = False) -> str:
@@ -60,7 +62,7 @@ def command_line(command: str, message: str, *, file: str | None, line: int | No
     """``::command file=F,line=L,title=T::message`` with every value escaped."""
     props = []
     if file and file not in ("-", "<stdin>"):
-        props.append(f"file={escape_property(relative_path(file))}")
+        props.append(f"file={escape_property(host_path(file))}")
         if line:
             props.append(f"line={line}")
     props.append(f"title={escape_property(title)}")

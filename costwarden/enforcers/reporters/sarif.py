@@ -5,6 +5,11 @@ violation becomes a result whose ``level`` follows its effect (deny → ``error`
 audit → ``note``), located at ``%SRCROOT%``-relative URIs, with the baseline fingerprint in
 ``partialFingerprints["costwarden/v1"]`` and an ``external`` suppression when the baseline accepts it.
 Input errors become ``toolExecutionNotifications`` and make ``executionSuccessful`` false.
+
+GitHub code scanning rejects a whole upload whose run has more than :data:`MAX_RESULTS` (25,000)
+results, so a larger report keeps the 25,000 that matter most — not baseline-accepted first, then
+by level (error, warning, note) — in report order, and says in a warning notification how many it
+left out (the JSON report lists every one).
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ SARIF_VERSION = "2.1.0"
 INFORMATION_URI = "https://github.com/costwarden/costwarden"
 FINGERPRINT_KEY = "costwarden/v1"
 SRCROOT = "%SRCROOT%"
+MAX_RESULTS = 25_000
+"""GitHub code scanning's hard limit on the results of one run."""
 
 _LEVEL_BY_EFFECT = {"deny": "error", "warn": "warning", "audit": "note", "off": "none"}
 
@@ -36,7 +43,7 @@ def render(report: CheckReport, *, color: bool = False) -> str:
 
 def to_dict(report: CheckReport) -> dict[str, Any]:
     """The SARIF log as plain data."""
-    findings = violations(report)
+    findings, left_out = _most_important(violations(report))
     rules: dict[str, int] = {}
     descriptors: list[dict[str, Any]] = []
     for f in findings:
@@ -53,7 +60,7 @@ def to_dict(report: CheckReport) -> dict[str, Any]:
     }
     run = {
         "tool": {"driver": driver},
-        "invocations": [_invocation(report)],
+        "invocations": [_invocation(report, left_out)],
         "results": [_result(f, rules, report.helm_source(f.decision.subject)) for f in findings],
         "properties": {"surface": report.surface, "summary": report.summary()},
     }
@@ -162,11 +169,29 @@ def _properties(f: Finding) -> dict[str, Any]:
     return props
 
 
-def _invocation(report: CheckReport) -> dict[str, Any]:
+_LEVEL_RANK = {"error": 0, "warning": 1, "note": 2, "none": 3}
+
+
+def _most_important(findings: list[Finding]) -> tuple[list[Finding], int]:
+    """At most :data:`MAX_RESULTS` findings, in report order, and how many were left out."""
+    if len(findings) <= MAX_RESULTS:
+        return findings, 0
+    rank = [(f.accepted, _LEVEL_RANK[level(f.result)], i) for i, f in enumerate(findings)]
+    kept = sorted(i for _, _, i in sorted(rank)[:MAX_RESULTS])
+    return [findings[i] for i in kept], len(findings) - MAX_RESULTS
+
+
+def _invocation(report: CheckReport, left_out: int = 0) -> dict[str, Any]:
+    notifications = [_notification(e) for e in report.errors]
+    if left_out:
+        notifications.append({"level": "warning", "message": {"text": (
+            f"{left_out} more result{'s' if left_out != 1 else ''} left out: GitHub code scanning rejects a run "
+            f"of more than {MAX_RESULTS:,} results (kept: not accepted by the baseline first, then by level); "
+            "the json format lists them all")}})
     invocation: dict[str, Any] = {
         "executionSuccessful": not report.errors,
         "exitCode": report.exit_code,
-        "toolExecutionNotifications": [_notification(e) for e in report.errors],
+        "toolExecutionNotifications": notifications,
     }
     if report.started is not None:
         invocation["startTimeUtc"] = report.started.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -185,5 +210,5 @@ def _pascal(text: str) -> str:
     return "".join(word[:1].upper() + word[1:] for word in re.split(r"[^0-9A-Za-z]+", text) if word)
 
 
-__all__ = ["FINGERPRINT_KEY", "INFORMATION_URI", "SARIF_SCHEMA", "SARIF_VERSION", "level", "message_text",
-           "render", "to_dict"]
+__all__ = ["FINGERPRINT_KEY", "INFORMATION_URI", "MAX_RESULTS", "SARIF_SCHEMA", "SARIF_VERSION", "level",
+           "message_text", "render", "to_dict"]

@@ -12,12 +12,16 @@
     3 subjects in 2 files, 14 policies: 9 pass, 1 fail, 0 warn, 0 error, 1 skip; 1 input error
     1 blocking failure; estimated savings ~$1,250.00/month
 
-Messages are printed as plain text (never as rich markup), so brackets in them survive.
+Messages are printed as plain text (never as rich markup), so brackets in them survive. Control
+characters in what the inputs said (a tag value, a file name) are shown escaped (``\\x1b``), never
+sent to the terminal: an ESC in a plan could otherwise recolour, hide or erase report lines in a
+CI log. A word longer than a line (a URL, a path) is kept whole rather than cut across lines.
 """
 
 from __future__ import annotations
 
 import io
+import re
 import textwrap
 from collections.abc import Iterable
 
@@ -33,6 +37,8 @@ _INDENT = 11
 _WIDTH = 120
 
 Segment = tuple[str, str]  # (text, rich style)
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def render(report: CheckReport, *, color: bool = False) -> str:
@@ -75,10 +81,11 @@ class _Span:
 def _emit_plain(lines: list[tuple[list[Segment], bool]]) -> str:
     out: list[str] = []
     for segments, detail in lines:
-        text = "".join(t for t, _ in segments)
+        text = "".join(printable(t) for t, _ in segments)
         if detail:
             width = _WIDTH - _INDENT
-            wrapped = textwrap.wrap(text, width, break_on_hyphens=False) if len(text) > width else [text]
+            wrapped = (textwrap.wrap(text, width, break_on_hyphens=False, break_long_words=False)
+                       if len(text) > width else [text])
             out += [" " * _INDENT + part for part in wrapped or [""]]
         else:
             out.append(text)
@@ -94,10 +101,15 @@ def _emit_rich(lines: list[tuple[list[Segment], bool]]) -> str:
     for segments, detail in lines:
         text = Text()
         for part, style in segments:
-            text.append(part, style=style or None)
+            text.append(printable(part), style=style or None)
         # Padding keeps the indent on the lines rich wraps, too.
         console.print(Padding(text, (0, 0, 0, _INDENT), expand=False) if detail else text, soft_wrap=not detail)
     return "".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines())
+
+
+def printable(text: str) -> str:
+    """``text`` with its control characters (but tab and newline) written as ``\\xNN`` escapes."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def summary_lines(report: CheckReport) -> list[Text]:
@@ -185,4 +197,4 @@ def _s(n: int) -> str:
     return "" if n == 1 else "s"
 
 
-__all__ = ["render", "summary_lines"]
+__all__ = ["printable", "render", "summary_lines"]
