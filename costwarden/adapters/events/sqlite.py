@@ -64,17 +64,19 @@ _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
 class SqliteSink:
-    """Inserts each event as a row of ``table`` in the SQLite file at ``path``."""
+    """Inserts each event as a row of ``table`` in the SQLite file at ``path``.
+
+    A process forked after the sink was made (gunicorn ``--preload``, multiprocessing) opens its
+    own connection on its first event: SQLite forbids using a connection across ``fork()``."""
 
     def __init__(self, path: str | os.PathLike[str], *, table: str = "cost_events", timeout_s: float = 30.0) -> None:
         if not _TABLE_NAME.match(table):
             raise ValueError(f"invalid table name {table!r}")
         self.table = table
+        self._path, self._timeout_s = os.fspath(path), timeout_s
         self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = sqlite3.connect(
-            os.fspath(path), timeout=timeout_s, check_same_thread=False, isolation_level=None
-        )
-        _use_wal(self._db, timeout_s)
+        self._db: sqlite3.Connection | None = self._connect()
+        self._pid = os.getpid()
         columns = ", ".join(f'"{name}" {kind}' for name, kind in _COLUMNS)
         self._db.execute(f'CREATE TABLE IF NOT EXISTS "{table}" (id INTEGER PRIMARY KEY, {columns})')
         _add_missing_columns(self._db, table)
@@ -85,21 +87,34 @@ class SqliteSink:
     def emit(self, event: CostEvent) -> None:
         row = [_column(name, getattr(event, name)) for name, _ in _COLUMNS]
         with self._lock:
-            if self._db is not None:
-                self._db.execute(self._insert, row)
+            db = self._own()
+            if db is not None:
+                db.execute(self._insert, row)
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Run a read query on the events table's database (reports, tests)."""
         with self._lock:
-            if self._db is None:
+            db = self._own()
+            if db is None:
                 raise ValueError("the sink is closed")
-            return self._db.execute(sql, params).fetchall()
+            return db.execute(sql, params).fetchall()
 
     def close(self) -> None:
         with self._lock:
-            if self._db is not None:
+            if self._db is not None and self._pid == os.getpid():
                 self._db.close()
-                self._db = None
+            self._db = None
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self._path, timeout=self._timeout_s, check_same_thread=False, isolation_level=None)
+        _use_wal(db, self._timeout_s)
+        return db
+
+    def _own(self) -> sqlite3.Connection | None:
+        """This process's connection (the lock is held); a forked child leaves its parent's alone."""
+        if self._db is not None and self._pid != os.getpid():
+            self._db, self._pid = self._connect(), os.getpid()
+        return self._db
 
     def __enter__(self) -> SqliteSink:
         return self

@@ -224,3 +224,28 @@ def test_otel_attributes_are_always_encodable() -> None:
             if isinstance(item, str):
                 item.encode("utf-8")
     assert attrs["costwarden.feature"] == "caf\\udce9" and attrs["gen_ai.request.model"] == "m\\udc80"
+
+
+def test_sqlite_a_forked_child_writes_on_its_own_connection(tmp_path: Path) -> None:
+    import os
+
+    from costwarden.adapters.events import SqliteSink
+
+    sink = SqliteSink(tmp_path / "events.db")
+    inherited = sink._db
+    sink.emit(event(feature="parent-before"))
+    pid = os.fork()
+    if pid == 0:  # the child: gunicorn --preload forks workers after the app made its sink
+        try:
+            sink.emit(event(feature="child"))
+            code = 0 if sink._db is not inherited else 1
+        except BaseException:
+            code = 2
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0  # the child wrote, on a connection of its own
+    sink.emit(event(feature="parent-after"))
+    assert sink._db is inherited  # the parent's connection is untouched
+    rows = sink.query('SELECT feature FROM "cost_events" ORDER BY id')
+    assert rows == [("parent-before",), ("child",), ("parent-after",)]
+    sink.close()
