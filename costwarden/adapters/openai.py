@@ -172,6 +172,25 @@ def fit_reasoning(body: Mapping[str, Any], asked: Mapping[str, Any]) -> tuple[Ma
     return kept, f"drop {', '.join(dropped)}: {model} does not reason"
 
 
+# gpt-5.1 and later gpt-5.x default to reasoning effort ``none`` (no reasoning); earlier reasoning
+# models default to ``medium`` and their codex / pro variants reason whatever the version.
+_NO_REASONING_BY_DEFAULT = re.compile(r"^gpt-5\.[1-9](?![\w.-]*(?:codex|pro))", re.IGNORECASE)
+
+
+def hides_reasoning(body: Mapping[str, Any], model: str | None = None) -> bool:
+    """Whether a call to ``model`` (else the body's) may spend reasoning tokens: billed as output,
+    never shown in the text of the answer. Its ``reasoning_effort`` (Chat Completions) or
+    ``reasoning.effort`` (Responses) decides: anything but ``none`` reasons; without one, the
+    model's default does (reasoning models reason, except gpt-5.1 and later gpt-5.x)."""
+    effort = body.get("reasoning_effort")
+    if effort is None:
+        effort = mapping(body.get("reasoning")).get("effort")
+    if isinstance(effort, str):
+        return effort != "none"
+    name = (model or str(body.get("model") or "")).rsplit("/", 1)[-1]
+    return bool(_REASONING_MODEL.match(name)) and not _NO_REASONING_BY_DEFAULT.match(name)
+
+
 def estimate_input_tokens(body: Mapping[str, Any]) -> int:
     """The estimated input tokens of a Chat Completions or Responses body."""
     return _estimate(body, api_of(body))[1]
@@ -348,6 +367,7 @@ __all__ = [
     "api_of",
     "estimate_input_tokens",
     "fit_reasoning",
+    "hides_reasoning",
     "subject_from_request",
     "usage_from_chunks",
     "usage_from_response",

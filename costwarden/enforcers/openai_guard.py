@@ -32,7 +32,8 @@ transport) by guarding each of its transports.
   (``background_responses.py``).
 * Streams are priced as the application reads them, from the usage chunk (Chat Completions) or
   ``response.completed`` / ``response.incomplete`` / ``response.failed`` (Responses). A stream that
-  ends before its usage is charged the estimated input plus the output its deltas show.
+  ends before its usage is charged the estimated input plus the output its deltas show; a
+  reasoning call's, its reserved worst case (hidden reasoning is billed: ``openai_stream.py``).
 """
 
 from __future__ import annotations

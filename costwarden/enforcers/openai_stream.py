@@ -1,9 +1,22 @@
 """Reading an OpenAI response for its usage: Chat Completions chunks and Responses events as the
 application reads them (``OpenAIStream``), and the settlement when the body ends (``stream_end``).
-The transport in ``openai_guard.py`` taps the body; this module reads what the tap sees."""
+The transport in ``openai_guard.py`` taps the body; this module reads what the tap sees.
+
+A stream that ends before its usage is charged the estimated input plus the output its deltas
+showed, except a reasoning call's (its reasoning effort, else its model's default, is not ``none``:
+:func:`~costwarden.adapters.openai.hides_reasoning`; or its Responses stream added a ``reasoning``
+item): its reasoning tokens are billed as output but never shown, and nothing in the stream counts
+them (a cut o3 stream may have reasoned for thousands of tokens before its first visible word).
+Charging only what was shown would lose that spend, and guessing a count per reasoning effort
+would be a number no invoice backs, so it is charged the worst case its reservation held: the
+estimated input plus the output its max tokens allow (clamped as the reservation was), and the
+event says so. Setting ``max_completion_tokens`` / ``max_output_tokens`` bounds that charge as it
+bounds the bill.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -14,6 +27,7 @@ from costwarden.enforcers.background_responses import complete_or_hold, hold_run
 from costwarden.enforcers.bodytap import BodyTap
 from costwarden.enforcers.guarded_call import GuardedCall
 from costwarden.engine.pricing import price_context
+from costwarden.engine.rules.budget import worst_case_usage
 from costwarden.engine.subjects import TokenUsage
 from costwarden.errors import AdapterError
 
@@ -26,7 +40,8 @@ _DELTA_EVENTS = frozenset({"response.output_text.delta", "response.function_call
 class OpenAIStream:
     """Reads usage and the served model from Chat Completions chunks or Responses events."""
 
-    __slots__ = ("kept", "model", "finished", "output_chars", "drop_usage_chunk", "served", "response_id")
+    __slots__ = ("kept", "model", "finished", "output_chars", "drop_usage_chunk", "served", "response_id",
+                 "reasoned")
 
     def __init__(self, *, drop_usage_chunk: bool = False) -> None:
         self.kept: list[Mapping[str, Any]] = []
@@ -36,6 +51,7 @@ class OpenAIStream:
         self.drop_usage_chunk = drop_usage_chunk
         self.served: dict[str, str] = {}  # the service tier the chunks or the response report: the price's context
         self.response_id: str | None = None  # a Responses stream's response (``response.created`` names it)
+        self.reasoned = False  # a Responses stream added a ``reasoning`` output item: hidden tokens were billed
 
     def on_event(self, data: str) -> bool:
         if data == "[DONE]":
@@ -58,6 +74,9 @@ class OpenAIStream:
                 self.served.update(price_context(response))
         elif kind in _DELTA_EVENTS and isinstance(event.get("delta"), str):
             self.output_chars += len(event["delta"])
+        elif kind == "response.output_item.added":
+            item = event.get("item")
+            self.reasoned = self.reasoned or (isinstance(item, Mapping) and item.get("type") == "reasoning")
         return True
 
     def _chat_chunk(self, chunk: Mapping[str, Any]) -> bool:
@@ -108,11 +127,24 @@ def stream_end(
         hold_running(call, observer.response_id)  # OpenAI runs it to its end without the stream
         return
     if usage is None:
+        ended = f"stream ended before its usage ({end_reason(complete, error)})"
+        if observer.reasoned or adapter.hides_reasoning(call.body, call.model):
+            _charge_hidden_reasoning(call, observer, ended)
+            return
         call.complete(call.estimated_usage(observer.output_estimate()), served_model=observer.model,
-                      source="estimate", outcome="partial",
-                      error=f"stream ended before its usage ({end_reason(complete, error)})", response=observer.served)
+                      source="estimate", outcome="partial", error=ended, response=observer.served)
         return
     call.complete(usage, served_model=observer.model, source="stream", response=observer.served)
+
+
+def _charge_hidden_reasoning(call: GuardedCall, observer: OpenAIStream, ended: str) -> None:
+    """Charge a reasoning stream cut before its usage the worst case it was reserved for (see the
+    module docstring), or what it showed when that is more."""
+    worst = worst_case_usage(call.subject)
+    usage = dataclasses.replace(worst, output_tokens=max(worst.output_tokens, observer.output_estimate()))
+    call.complete(usage, served_model=observer.model, source="estimate", outcome="partial", response=observer.served,
+                  error=f"{ended}; {call.model} reasons with output tokens no stream shows: charged the worst case "
+                        f"of {usage.output_tokens} output tokens (set the request's max tokens to bound it)")
 
 
 __all__ = ["CHARS_PER_TOKEN", "OpenAIStream", "stream_end"]

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from fake_llm_server import FakeLlmServer
+from fake_llm_server import CountingLedger, FakeLlmServer, ListSink
+
+from costwarden.adapters.ledger.memory import MemoryLedger
 
 
 @pytest.fixture(scope="module")
@@ -21,3 +23,15 @@ def server(llm_server: FakeLlmServer) -> FakeLlmServer:
     llm_server.reset()
     llm_server.usage = {"input_tokens": 42}
     return llm_server
+
+
+@pytest.fixture
+def sink() -> ListSink:
+    """A sink that keeps the cost events a test's guard emits."""
+    return ListSink()
+
+
+@pytest.fixture
+def ledger() -> CountingLedger:
+    """An in-memory ledger that counts the operations made on it."""
+    return CountingLedger(MemoryLedger())

@@ -8,7 +8,9 @@ Runs on 127.0.0.1 on an ephemeral port, in a daemon thread, one thread per conne
 Endpoints: ``POST /v1/messages`` (JSON, or SSE shaped like the recorded streams in
 ``shared/corpora/llm-requests/anthropic/sse`` when ``stream`` is true), ``POST /v1/messages/batches``,
 ``POST /v1/chat/completions`` (JSON, or SSE chunks with the usage chunk last when
-``stream_options.include_usage``), ``POST /v1/responses`` (JSON or SSE events), the Messages paths
+``stream_options.include_usage``), ``POST /v1/responses`` (JSON, or SSE events in OpenAI's order:
+``response.created``, ``response.in_progress``, each output item's ``output_item.added`` ... ``done``
+with a message's content-part and text events between, ``response.completed``), the Messages paths
 of ``AnthropicBedrock`` (``/model/<id>/invoke``, JSON) and ``AnthropicVertex`` (``...:rawPredict`` /
 ``:streamRawPredict``), and for batches
 created here ``GET /v1/messages/batches/<id>`` (ended at once, unless created with the header
@@ -22,9 +24,10 @@ Every request is recorded (``server.requests``) so a test can assert that none w
 
 * ``server.fail_next(529, 500)`` — the next requests answer these statuses (with ``retry-after-ms: 1``);
 * request headers ``x-fake-usage`` (JSON usage counts to return), ``x-fake-model`` (served model),
-  ``x-fake-truncate`` (N: a stream stops after N events and the connection drops without ending
-  the chunked body), ``x-fake-delay-ms`` (sleep before answering), ``x-fake-event-delay-ms`` (sleep
-  between stream events), ``x-fake-store`` (a plain Responses answer is also kept for
+  ``x-fake-truncate`` (N: a stream stops after N events and the connection is shut without ending
+  the chunked body, as when a server dies: the client raises, compressed or not),
+  ``x-fake-delay-ms`` (sleep before answering), ``x-fake-event-delay-ms`` (sleep between stream
+  events), ``x-fake-store`` (a plain Responses answer is also kept for
   ``GET /v1/responses/<id>``, with ``background: false``; a streamed one in background mode always
   is, and ``GET /v1/responses/<id>?stream=true`` sends a kept response's events again), ``x-fake-content-encoding`` (the
   Content-Encoding of a stream or a results download, sent as given; the body is gzip-compressed
@@ -35,14 +38,18 @@ Every request is recorded (``server.requests``) so a test can assert that none w
   ``usage.service_tier`` / ``usage.speed``, in ``message_start`` when streamed), ``x-fake-web-searches``
   (N: a Responses answer's output starts with N ``web_search_call`` items);
 * ``server.usage`` — the default usage (``input_tokens`` etc.); output defaults to
-  ``min(max_tokens, 10)``. Messages pass ``server_tool_use`` through (in ``message_start`` and
-  ``message_delta`` of a stream, as running totals); Chat Completions take ``audio_tokens`` and
-  ``output_audio_tokens`` as the audio share of the prompt and completion.
+  ``min(max_tokens, 10)``. OpenAI answers take ``reasoning_tokens``: the hidden share of the output
+  tokens (``*_tokens_details.reasoning_tokens``; the text shows only the rest, and a Responses
+  answer's output starts with a ``reasoning`` item). Messages pass ``server_tool_use`` through
+  (in ``message_start`` and ``message_delta`` of a stream, as running totals); Chat Completions
+  take ``audio_tokens`` and ``output_audio_tokens`` as the audio share of the prompt and completion.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 import time
 import uuid
@@ -248,8 +255,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         for index, (name, data) in enumerate(events):
             if limit is not None and index >= limit:
-                self.wfile.flush()
-                self.close_connection = True
+                self._drop()
                 return
             if pause and index:
                 time.sleep(pause)
@@ -261,6 +267,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._chunk(gzipped.flush())
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
+
+    def _drop(self) -> None:
+        """Drop the connection as a server that dies mid-stream does: the chunked body (and a
+        compressed stream) never ends, and the socket is shut both ways at once, so the client's
+        next read meets the end of the connection in the middle of the body, never a clean end."""
+        self.wfile.flush()
+        self.close_connection = True
+        with contextlib.suppress(OSError):  # the client went first
+            self.connection.shutdown(socket.SHUT_RDWR)
 
     def _jsonl(self, lines: list[dict[str, Any]]) -> None:
         data = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
@@ -374,21 +389,26 @@ class _Handler(BaseHTTPRequestHandler):
     # --- OpenAI ---------------------------------------------------------------------------------
 
     def _openai_usage(self, body: dict[str, Any], responses: bool) -> tuple[dict[str, Any], int]:
+        """The usage object to report, and how many of its output tokens are visible text (the rest,
+        ``reasoning_tokens``, are the hidden reasoning a reasoning model bills as output)."""
         usage = self._usage(body, "max_tokens")
         cached = usage.get("cached_tokens", 0)
         prompt = usage.get("input_tokens", 0) + cached
         output = usage["output_tokens"]
+        reasoning = usage.get("reasoning_tokens", 0)
+        visible = max(output - reasoning, 0)
         if responses:
             return {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": cached},
-                    "output_tokens": output, "output_tokens_details": {"reasoning_tokens": 0},
-                    "total_tokens": prompt + output}, output
+                    "output_tokens": output, "output_tokens_details": {"reasoning_tokens": reasoning},
+                    "total_tokens": prompt + output}, visible
         chat: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output,
                                 "prompt_tokens_details": {"cached_tokens": cached}}
         if "audio_tokens" in usage:  # the audio share of the prompt
             chat["prompt_tokens_details"]["audio_tokens"] = usage["audio_tokens"]
-        if "output_audio_tokens" in usage:  # the audio share of the completion
-            chat["completion_tokens_details"] = {"audio_tokens": usage["output_audio_tokens"], "reasoning_tokens": 0}
-        return chat, output
+        if "output_audio_tokens" in usage or reasoning:  # the audio / reasoning shares of the completion
+            chat["completion_tokens_details"] = {"audio_tokens": usage.get("output_audio_tokens", 0),
+                                                 "reasoning_tokens": reasoning}
+        return chat, visible
 
     def _chat(self, body: dict[str, Any]) -> None:
         usage, output = self._openai_usage(body, responses=False)
@@ -429,7 +449,9 @@ class _Handler(BaseHTTPRequestHandler):
         searches = [{"type": "web_search_call", "id": f"ws_{uuid.uuid4().hex[:12]}", "status": "completed",
                      "action": {"type": "search", "query": "q"}}
                     for _ in range(int(self.headers.get("x-fake-web-searches") or 0))]
-        done = {**base, "status": "completed", "output": [*searches, message], "usage": usage}
+        reasoning = ([{"type": "reasoning", "id": f"rs_{uuid.uuid4().hex[:12]}", "summary": []}]
+                     if usage["output_tokens_details"]["reasoning_tokens"] else [])
+        done = {**base, "status": "completed", "output": [*reasoning, *searches, message], "usage": usage}
         if body.get("background") and not body.get("stream"):  # kept for GET /v1/responses/<id>
             self.server.fake.responses[resp_id] = {**done, "background": True}
             self._json(200, {**base, "status": "queued", "output": [], "usage": None, "background": True})
@@ -439,26 +461,51 @@ class _Handler(BaseHTTPRequestHandler):
         if not body.get("stream"):
             self._json(200, done)
             return
-        events: list[tuple[str | None, Any]] = [
-            ("response.created", {"type": "response.created", "sequence_number": 0,
-                                  "response": {**base, "status": "in_progress", "output": [], "usage": None}})]
-        for index, piece in enumerate(_pieces(text), 1):
-            events.append(("response.output_text.delta", {
-                "type": "response.output_text.delta", "sequence_number": index, "item_id": message["id"],
-                "output_index": 0, "content_index": 0, "delta": piece, "logprobs": []}))
-        events.append(("response.completed", {"type": "response.completed", "sequence_number": len(events),
-                                              "response": done}))
         if body.get("background"):  # runs on after the connection drops; readable with GET
             self.server.fake.responses[resp_id] = {**done, "background": True}
-        self._sse(events)
+        self._sse(_response_events(done))
 
     def _resumed_stream(self, done: dict[str, Any]) -> None:
-        """A stored response's events again (created, then completed), as a resumed stream sends them."""
-        self._sse([
-            ("response.created", {"type": "response.created", "sequence_number": 0,
-                                  "response": {**done, "status": "in_progress", "output": [], "usage": None}}),
-            ("response.completed", {"type": "response.completed", "sequence_number": 1, "response": done}),
-        ])
+        """A stored response's events again, as ``GET /v1/responses/<id>?stream=true`` sends them."""
+        self._sse(_response_events(done))
+
+
+def _response_events(done: dict[str, Any]) -> list[tuple[str | None, Any]]:
+    """The events of a streamed Responses call that ends as ``done``, in the order OpenAI sends them
+    (``openai.types.responses``; the SDK's ``responses.stream()`` accumulates them and refuses a
+    content event for an item it was not told of): ``response.created``, ``response.in_progress``;
+    for each output item ``response.output_item.added`` (in progress, empty), its own events (a
+    message's ``content_part.added``, ``output_text.delta`` per word, ``output_text.done``,
+    ``content_part.done``; a web search's ``in_progress``, ``searching``, ``completed``), then
+    ``response.output_item.done`` (the finished item); last ``response.completed``."""
+    events: list[tuple[str | None, Any]] = []
+
+    def emit(kind: str, **fields: Any) -> None:
+        events.append((kind, {"type": kind, "sequence_number": len(events), **fields}))
+
+    running = {**done, "status": "in_progress", "output": [], "usage": None}
+    emit("response.created", response=running)
+    emit("response.in_progress", response=running)
+    for index, item in enumerate(done["output"]):
+        where = {"output_index": index}
+        if item["type"] == "message":
+            emit("response.output_item.added", item={**item, "status": "in_progress", "content": []}, **where)
+            at = {"item_id": item["id"], **where}
+            for part_index, part in enumerate(item["content"]):
+                emit("response.content_part.added", part={**part, "text": ""}, content_index=part_index, **at)
+                for piece in _pieces(part["text"]):
+                    emit("response.output_text.delta", delta=piece, logprobs=[], content_index=part_index, **at)
+                emit("response.output_text.done", text=part["text"], logprobs=[], content_index=part_index, **at)
+                emit("response.content_part.done", part=part, content_index=part_index, **at)
+        elif item["type"] == "web_search_call":
+            emit("response.output_item.added", item={**item, "status": "in_progress"}, **where)
+            for stage in ("in_progress", "searching", "completed"):
+                emit(f"response.web_search_call.{stage}", item_id=item["id"], **where)
+        else:  # reasoning: its tokens are billed, its text is not shown
+            emit("response.output_item.added", item=item, **where)
+        emit("response.output_item.done", item=item, **where)
+    emit("response.completed", response=done)
+    return events
 
 
 def _platform_model(path: str) -> str | None:

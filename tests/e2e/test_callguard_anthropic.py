@@ -55,16 +55,6 @@ def cost(model: str, **usage: int) -> float:
 
 
 
-@pytest.fixture
-def sink() -> ListSink:
-    return ListSink()
-
-
-@pytest.fixture
-def ledger() -> CountingLedger:
-    return CountingLedger(MemoryLedger())
-
-
 @pytest.fixture(params=["inline", "background"])
 def guard(ledger: CountingLedger, sink: ListSink, request: pytest.FixtureRequest) -> Iterator[CallGuard]:
     """The guard, settling inline and on its settler thread (the helpers read after a flush)."""

@@ -53,11 +53,6 @@ def ledger(server: FakeLlmServer, tmp_path: Path) -> Iterator[GatedLedger]:
 
 
 @pytest.fixture
-def sink() -> ListSink:
-    return ListSink()
-
-
-@pytest.fixture
 def guard(ledger: GatedLedger, sink: ListSink) -> Iterator[CallGuard]:
     guard = CallGuard(compile_policies(budget_policy(5.0)), ledger=ledger, sinks=[sink], settle_in_background=True)
     yield guard

@@ -35,16 +35,6 @@ def cost(model: str, **usage: int) -> float:
     return PRICER.cost("openai", model, TokenUsage(**usage))
 
 
-@pytest.fixture
-def sink() -> ListSink:
-    return ListSink()
-
-
-@pytest.fixture
-def ledger() -> CountingLedger:
-    return CountingLedger(MemoryLedger())
-
-
 @pytest.fixture(params=["inline", "background"])
 def guard(ledger: CountingLedger, sink: ListSink, request: pytest.FixtureRequest) -> Iterator[CallGuard]:
     guard = CallGuard(compile_policies(budget_policy(5.0)), ledger=ledger, sinks=[sink],

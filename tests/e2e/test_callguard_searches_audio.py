@@ -42,11 +42,6 @@ def ledger(tmp_path: Path) -> Iterator[Any]:
     ledger.close()
 
 
-@pytest.fixture
-def sink() -> ListSink:
-    return ListSink()
-
-
 @pytest.fixture(params=["inline", "background"])
 def guard(ledger: Any, sink: ListSink, request: pytest.FixtureRequest) -> Iterator[CallGuard]:
     guard = CallGuard(compile_policies(budget_policy(5.0)), ledger=ledger, sinks=[sink],
