@@ -108,12 +108,31 @@ def stream_end(
         call.failed(AdapterError(f"stream failed before message_start ({observer.refused})"), sent=False, final=True)
         return
     if usage is None:
-        call.complete(call.estimated_usage(observer.output_estimate()), source="estimate",
-                      outcome="partial", error=f"stream ended before message_start ({reason})")
+        usage, note = _with_hidden_thinking(call, call.estimated_usage(observer.output_estimate()))
+        call.complete(usage, source="estimate", outcome="partial",
+                      error=f"stream ended before message_start ({reason}){note}")
         return
-    call.complete(usage, served_model=observer.model, source="stream",
-                  outcome="ok" if observer.finished else "partial",
-                  error=None if observer.finished else f"stream ended early ({reason})", response=observer.served)
+    if observer.finished:
+        call.complete(usage, served_model=observer.model, source="stream", response=observer.served)
+        return
+    usage, note = _with_hidden_thinking(call, usage)
+    call.complete(usage, served_model=observer.model, source="stream", outcome="partial",
+                  error=f"stream ended early ({reason}){note}", response=observer.served)
+
+
+def _with_hidden_thinking(call: GuardedCall, usage: TokenUsage) -> tuple[TokenUsage, str]:
+    """A cut stream's usage, and a note. With extended thinking on, the output it showed is not
+    what it was billed: Claude 4 models stream a summary of their thinking but bill all of it, and
+    a stream cut before its ``message_delta`` never says how much. The only bound is ``max_tokens``
+    (the reservation's): charged that, as the OpenAI edge charges a cut reasoning stream."""
+    thinking = call.body.get("thinking")
+    limit = call.body.get("max_tokens")
+    if not isinstance(thinking, Mapping) or thinking.get("type") != "enabled" or not isinstance(limit, int) \
+            or isinstance(limit, bool) or limit <= usage.output_tokens:
+        return usage, ""
+    note = (f"; extended thinking is billed in full but streamed as a summary: charged max_tokens ({limit}) "
+            "of output (set max_tokens to bound it)")
+    return dataclasses.replace(usage, output_tokens=limit), note
 
 
 __all__ = ["CHARS_PER_TOKEN", "AnthropicStream", "completion", "stream_end"]

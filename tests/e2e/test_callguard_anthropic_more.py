@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 anthropic = pytest.importorskip("anthropic")
+import httpx2  # noqa: E402
 from fake_llm_server import (  # noqa: E402
     CountingLedger,
     FakeLlmServer,
@@ -17,7 +18,6 @@ from fake_llm_server import (  # noqa: E402
     compile_policies,
 )
 
-from costwarden.adapters.ledger.memory import MemoryLedger  # noqa: E402
 from costwarden.adapters.pricing import GenaiPricer  # noqa: E402
 from costwarden.enforcers.callguard import CallGuard, attribution  # noqa: E402
 from costwarden.engine.subjects import TokenUsage  # noqa: E402
@@ -38,16 +38,6 @@ spec:
     - name: cap
       maxOutputTokens: {{limit: {limit}}}
 """
-
-
-@pytest.fixture
-def sink() -> ListSink:
-    return ListSink()
-
-
-@pytest.fixture
-def ledger() -> CountingLedger:
-    return CountingLedger(MemoryLedger())
 
 
 @pytest.fixture
@@ -203,3 +193,33 @@ def test_count_tokens_reserves_and_charges_nothing(server: FakeLlmServer, guard:
         client.messages.count_tokens(model="claude-haiku-4-5", messages=HI)
     assert server.posts()[-1].path.startswith("/v1/messages/count_tokens")
     assert ledger.calls == [] and sink.events == []
+
+
+@pytest.mark.parametrize("cut_after", [0, 5])
+def test_a_thinking_stream_cut_before_its_usage_is_charged_max_tokens(
+    server: FakeLlmServer, guard: CallGuard, sink: ListSink, cut_after: int
+) -> None:
+    # Claude 4 streams a summary of its thinking and bills all of it: a cut stream cannot say how
+    # much it thought, so it is charged the bound it was reserved for (max_tokens), never less
+    with connect(server, guard, max_retries=0) as client, attribution(user="u-think"), \
+            pytest.raises(httpx2.RemoteProtocolError):
+        for _ in client.messages.create(model="claude-haiku-4-5", max_tokens=1500, messages=HI, stream=True,
+                                        thinking={"type": "enabled", "budget_tokens": 1024},
+                                        extra_headers={"x-fake-truncate": str(cut_after)}):
+            pass
+    (event,) = sink.events
+    assert event.outcome == "partial" and event.output_tokens == 1500
+    assert "charged max_tokens (1500)" in (event.error or "")
+    assert event.cost_usd >= PRICER.cost("anthropic", "claude-haiku-4-5", TokenUsage(output_tokens=1500))
+
+
+def test_a_cut_stream_without_thinking_is_still_charged_what_it_showed(
+    server: FakeLlmServer, guard: CallGuard, sink: ListSink
+) -> None:
+    with connect(server, guard, max_retries=0) as client, attribution(user="u-nothink"), \
+            pytest.raises(httpx2.RemoteProtocolError):
+        for _ in client.messages.create(model="claude-haiku-4-5", max_tokens=1500, messages=HI, stream=True,
+                                        extra_headers={"x-fake-truncate": "5"}):
+            pass
+    (event,) = sink.events
+    assert event.outcome == "partial" and event.output_tokens < 1500 and "max_tokens" not in (event.error or "")
