@@ -4,14 +4,19 @@ webhook answers 400). :mod:`costwarden.enforcers.admission` judges what this ret
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from costwarden.enforcers.scale_target import is_scale_request
 from costwarden.errors import AdapterError
 
 API_VERSION = "admission.k8s.io/v1"
 OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
+# Kubernetes object names (DNS-1123 subdomain) and namespaces (DNS-1123 label).
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +64,7 @@ def parse(admission_review: Any) -> AdmissionRequest:
         kind_name = str(obj.get("kind", "")) if isinstance(obj, Mapping) else ""
     old = request.get("oldObject")
     namespace = request.get("namespace")
-    return AdmissionRequest(
+    parsed = AdmissionRequest(
         uid=uid,
         operation=operation,
         kind=kind_name,
@@ -71,6 +76,18 @@ def parse(admission_review: Any) -> AdmissionRequest:
         old_object=old if isinstance(old, Mapping) else None,  # recorded events carry "None" strings
         dry_run=request.get("dryRun") is True,
     )
+    if is_scale_request(parsed):
+        _check_scale_target(parsed)
+    return parsed
+
+
+def _check_scale_target(request: AdmissionRequest) -> None:
+    """A scale request names its parent, which the webhook then GETs from the API server: the
+    name and namespace must be ones Kubernetes allows (never a path of another object)."""
+    if not (len(request.name) <= 253 and _NAME.fullmatch(request.name)):
+        raise AdapterError(f"request.name {request.name!r} of a scale request is not a Kubernetes object name")
+    if not (request.namespace and len(request.namespace) <= 63 and _NAMESPACE.fullmatch(request.namespace)):
+        raise AdapterError(f"request.namespace {request.namespace!r} of a scale request is not a namespace name")
 
 
 def _text(request: Mapping[str, Any], key: str) -> str:

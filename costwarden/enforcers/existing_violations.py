@@ -8,9 +8,11 @@ API server shows it as a warning) and loses its fix (``/mutate`` leaves what it 
 it is, so a label change never moves a workload onto spot nodes or rewrites its labels).
 
 "The same violation" is judged from structured data, never from messages (they embed names and
-prices): the subject (type, kind, name, JSON pointer), the policy, the rule and the path the rule
-examined must match, and the rule's measured ``actual`` value must not have moved away from
-what it ``expected``:
+prices): the subject (type, kind, name — for a vLLM container, the workload and container name and
+the pod template it sits in, not its index, so inserting a sidecar before it or reordering the
+containers changes nothing, while a renamed container is a new one, as Kubernetes sees it), the
+policy, the rule and the path the rule examined must match, and the rule's measured ``actual``
+value must not have moved away from what it ``expected``:
 
 * numbers (``maxHourlyCost``'s $/hour, a vLLM setting against its floor, TP×PP against the GPUs
   held): the distance to ``expected`` did not grow — scaling 4 → 40 GPUs while over a cost cap is
@@ -20,11 +22,14 @@ what it ``expected``:
 * anything else: ``expected`` and ``actual`` unchanged (an ``expr`` rule measures only ``False``,
   so it cannot tell worse from equal, as in Kyverno).
 
-``error`` results are never excused: an evaluation that failed is not a known violation.
+``error`` results are never excused: an evaluation that failed is not a known violation. The old
+object is judged by today's policies, as in Kyverno: a violation of a policy installed after the
+object was admitted is pre-existing on its next update (that is what the setting is for).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +40,8 @@ PREEXISTING = "pre-existing violation, not made worse by this update"
 WORSE = "the object already violated this rule; this update makes it worse"
 
 FailureKey = tuple[str, str, str, str | None, str, str, str | None]
+# ``.../containers/3`` at the end of a named container's pointer: its index, not its identity.
+_CONTAINER_INDEX = re.compile(r"/(?:containers|initContainers)/\d+$")
 
 
 def is_violation(r: RuleResult) -> bool:
@@ -43,8 +50,13 @@ def is_violation(r: RuleResult) -> bool:
 
 
 def failure_key(subject: SubjectRef, r: RuleResult) -> FailureKey:
-    """What identifies one violation across the old and the new object (no free text)."""
-    return subject.type, subject.kind, subject.name, subject.pointer, r.policy, r.rule, r.path
+    """What identifies one violation across the old and the new object (no free text). A named
+    container (subject ``<workload>/<container>``: object names never hold a ``/``) is known by
+    its name within its pod template, not by its index among the containers."""
+    pointer = subject.pointer
+    if pointer and "/" in subject.name:
+        pointer = _CONTAINER_INDEX.sub("/containers", pointer)
+    return subject.type, subject.kind, subject.name, pointer, r.policy, r.rule, r.path
 
 
 def _number(value: Any) -> float | None:

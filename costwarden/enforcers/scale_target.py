@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import quote
 
 if TYPE_CHECKING:
     from costwarden.engine.compile import CompiledPolicy
@@ -44,10 +45,15 @@ class ParentRef(NamedTuple):
 
     @property
     def path(self) -> str:
-        """The GET path, e.g. ``/apis/apps/v1/namespaces/ml/deployments/srv``."""
-        prefix = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        where = f"/namespaces/{self.namespace}" if self.namespace else ""
-        return f"{prefix}{where}/{self.resource}/{self.name}"
+        """The GET path, e.g. ``/apis/apps/v1/namespaces/ml/deployments/srv``. Each part is
+        percent-encoded, so a ``/`` or ``?`` cannot make the webhook GET another path with its
+        token (the request's names are also checked as they are parsed: anyone who reaches the
+        Service can post an AdmissionReview)."""
+        group, version, resource, name = (quote(part, safe="") for part in
+                                          (self.group, self.version, self.resource, self.name))
+        prefix = f"/apis/{group}/{version}" if group else f"/api/{version}"
+        where = f"/namespaces/{quote(self.namespace, safe='')}" if self.namespace else ""
+        return f"{prefix}{where}/{resource}/{name}"
 
     def describe(self) -> str:
         return f"{self.resource} {self.namespace + '/' if self.namespace else ''}{self.name}"
@@ -58,10 +64,12 @@ ParentReader = Callable[[ParentRef], Mapping[str, Any]]
 
 
 def is_scale_request(request: Any) -> bool:
-    """Whether an AdmissionRequest writes the ``scale`` subresource of a :data:`SCALABLE` kind
-    with a ``Scale`` object (only those can be judged on their parent)."""
+    """Whether an AdmissionRequest writes (UPDATE: ``kubectl scale``'s PATCH and the HPA's PUT
+    both arrive as one) the ``scale`` subresource of a :data:`SCALABLE` kind with a ``Scale``
+    object (only those can be judged on their parent)."""
     group, _, resource = request.resource
-    return bool(request.sub_resource == "scale" and request.kind == "Scale" and (group, resource) in SCALABLE)
+    return bool(request.sub_resource == "scale" and request.kind == "Scale" and request.operation == "UPDATE"
+                and (group, resource) in SCALABLE)
 
 
 def parent_kind(request: Any) -> str | None:

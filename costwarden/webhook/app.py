@@ -113,7 +113,8 @@ class Webhook:
         self.settings = settings
         # None outside a cluster: scale requests then get each policy's onError answer.
         self.kube_api = KubeApi.in_cluster(settings.service_account_dir,
-                                           timeout_s=min(DEFAULT_TIMEOUT_S, settings.deadline_s * 0.75))
+                                           timeout_s=min(DEFAULT_TIMEOUT_S, settings.deadline_s * 0.75),
+                                           max_idle=settings.eval_threads)
         self.metrics = WebhookMetrics()
         self.reloader = reloader or PolicyReloader(settings.policies_dir, interval_s=settings.reload_interval_s)
         self.reloader.on_result = self._reloaded
@@ -139,6 +140,8 @@ class Webhook:
         self.reloader.stop()
         if self.executor is not None:
             self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.kube_api is not None:
+            self.kube_api.close()
 
     async def admit(self, request: Request, endpoint: str) -> Response:
         started = time.perf_counter()
