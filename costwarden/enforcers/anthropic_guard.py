@@ -20,7 +20,8 @@ the batch. Everything else (count_tokens, models, files, batch retrieval) passes
   turns thinking off when no 1,024-token budget fits (not with interleaved thinking).
 * ``AnthropicBedrock`` / ``AnthropicVertex`` clients take the same middleware: their calls are
   judged, priced and reported as provider ``bedrock`` / ``vertex_ai`` (their model ids and prices).
-  Bedrock's streams are AWS event streams, not SSE: they are charged the reserved worst case.
+  Bedrock's streams are AWS event streams, not SSE: their frames are decoded as they pass
+  (:mod:`.bedrock_stream`) and carry the same events, read the same way.
 * Non-streamed responses are priced from the body the SDK already read. Streamed ones are priced
   as the application reads them: the response's byte stream is wrapped, and its events are read
   by :mod:`.anthropic_stream`.
@@ -40,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from costwarden.adapters import anthropic as adapter
+from costwarden.adapters.eventstream import CONTENT_TYPE as EVENT_STREAM
 from costwarden.enforcers import batch_settle
 from costwarden.enforcers.anthropic_stream import AnthropicStream, completion, stream_end
 from costwarden.enforcers.attempt import (
@@ -50,6 +52,7 @@ from costwarden.enforcers.attempt import (
     safely,
     should_retry_status,
 )
+from costwarden.enforcers.bedrock_stream import BedrockStreamTap
 from costwarden.enforcers.bodytap import AsyncTappedStream, BodyTap, TappedStream
 from costwarden.enforcers.guarded_call import GuardedCall, ProviderEdge
 from costwarden.enforcers.judging import replace_item
@@ -306,7 +309,9 @@ def _after(
     if call.batch_requests or call.edge is BATCHES:
         batch_settle.submitted(guard, call, http)
         return
-    sse = "text/event-stream" in http.headers.get("content-type", "")
+    content_type = http.headers.get("content-type", "")
+    framed = EVENT_STREAM in content_type  # an AnthropicBedrock stream: the same events, in AWS frames
+    streamed = framed or "text/event-stream" in content_type
     content: bytes | None = None
     if http.is_closed:  # the SDK, or a transport answering from memory, read the whole body already
         try:
@@ -314,12 +319,12 @@ def _after(
         except Exception:  # closed unread: nothing to price from
             call.charge_estimate(error="response body was closed unread")
             return
-        if not sse:
+        if not streamed:
             charge_json_body(call, content, adapter.usage_from_response, completion)
             return
-    observer = AnthropicStream() if sse else None
-    tap = BodyTap(
-        sse=sse,
+    observer = AnthropicStream() if streamed else None
+    tap_cls = BedrockStreamTap if framed else partial(BodyTap, sse=streamed)
+    tap = tap_cls(
         content_encoding=None if content is not None else http.headers.get("content-encoding"),
         observer=observer,
         on_end=partial(stream_end, call, observer),

@@ -8,6 +8,12 @@ that ends before its ``message_delta`` is charged its ``message_start`` input pl
 text deltas show (~4 characters a token); one that ends before ``message_start`` is charged the
 estimated input, unless an ``error`` event ended it (an overloaded API answers so): like an error
 status, that is released, not billed.
+
+Amazon Bedrock streams carry the same events in AWS event-stream frames (read by
+:mod:`.bedrock_stream`), and add Bedrock's own counts to ``message_stop``
+(``amazon-bedrock-invocationMetrics``). Those fill in what the events' usage leaves out (a model or
+a gateway that sends events without ``usage``); where both give a count, the events' is kept, as
+it carries the cache-write TTL split and server tool use the metrics lack.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Any
 
 from costwarden.adapters import anthropic as adapter
 from costwarden.enforcers.attempt import charge_json_body, end_reason
+from costwarden.enforcers.bedrock_stream import INVOCATION_METRICS, invocation_usage
 from costwarden.enforcers.bodytap import BodyTap
 from costwarden.enforcers.guarded_call import GuardedCall
 from costwarden.engine.pricing import price_context
@@ -35,7 +42,7 @@ def completion(data: Mapping[str, Any]) -> Any:
 class AnthropicStream:
     """Reads usage and the served model from a Messages SSE stream as it passes."""
 
-    __slots__ = ("kept", "model", "started", "finished", "output_chars", "refused", "served")
+    __slots__ = ("kept", "model", "started", "finished", "output_chars", "refused", "served", "billed")
 
     def __init__(self) -> None:
         self.kept: list[str] = []
@@ -45,6 +52,7 @@ class AnthropicStream:
         self.output_chars = 0
         self.refused: str | None = None  # the error of an ``error`` event before ``message_start``
         self.served: dict[str, str] = {}  # the speed / service tier ``usage`` reports: the price's context
+        self.billed: dict[str, int] = {}  # Bedrock's invocation metrics, as an Anthropic ``usage`` object
 
     def on_event(self, data: str) -> bool:
         if '"content_block_delta"' in data:
@@ -66,6 +74,8 @@ class AnthropicStream:
             elif kind in ("message_delta", "message_stop"):
                 self.finished = True
                 self.served.update(price_context(event))  # a ``message_delta``'s ``usage`` may too
+                if kind == "message_stop":
+                    self.billed = invocation_usage(event.get(INVOCATION_METRICS))
             elif kind == "error" and not self.started and self.refused is None:
                 error = event.get("error")
                 error = error if isinstance(error, Mapping) else {}
@@ -78,11 +88,14 @@ class AnthropicStream:
         return -(-self.output_chars // CHARS_PER_TOKEN)
 
     def usage(self) -> TokenUsage | None:
-        """Usage from the events seen; None before ``message_start``."""
-        if not self.started:
-            return None
+        """Usage from the events seen (and Bedrock's metrics); None before ``message_start``, unless
+        the metrics came."""
         try:
-            usage = adapter.usage_from_sse(self.kept)
+            if not self.started:
+                return adapter.usage_from_response(self.billed) if self.billed else None
+            # the metrics go first, as a usage object the events' own counts then replace
+            metrics = [json.dumps({"type": "message_delta", "usage": self.billed})] if self.billed else []
+            usage = adapter.usage_from_sse([*metrics, *self.kept])
         except AdapterError:
             return None
         if not self.finished and self.output_estimate() > usage.output_tokens:

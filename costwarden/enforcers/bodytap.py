@@ -6,7 +6,8 @@ chunk passes through unchanged (unless an observer drops an event, see below) an
 ``zstd`` with httpx2's own decoders, when the packages they need are installed and the client so
 asks for them) and either splits server-sent events and hands each event's data to an observer,
 or keeps a JSON body. When the body ends — read to the end, closed early, failed, or dropped and
-collected — ``on_end(tap, complete, error)`` runs exactly once.
+collected — ``on_end(tap, complete, error)`` runs exactly once. Subclasses read other framings
+with :meth:`BodyTap.decode` and :meth:`BodyTap.deliver` (AWS event streams, ``bedrock_stream.py``).
 
 An observer returning False from ``on_event`` drops that event from what the client receives; this
 is only honoured for identity-encoded bodies (the OpenAI edge uses it to hide the usage chunk it
@@ -139,12 +140,8 @@ class BodyTap:
 
     def feed(self, chunk: bytes) -> bytes:
         """Watch ``chunk``; returns the bytes to pass on to the reader."""
-        if self.ended or self.undecodable:
-            return chunk
-        try:
-            data = self._inflate(chunk) if self._inflate is not None else chunk
-        except _DECODE_ERRORS:
-            self.undecodable = True
+        data = self.decode(chunk)
+        if data is None:
             return chunk
         if not self.sse:
             if len(self.body) + len(data) > MAX_JSON_BODY_BYTES:
@@ -164,6 +161,28 @@ class BodyTap:
             out = self._lines(self._partial + b"\n")
         out += self._dispatch()
         return out if self.filtering else b""
+
+    def decode(self, chunk: bytes) -> bytes | None:
+        """``chunk`` with the body's content codings undone, as the client reads it; None once the
+        body has ended or cannot be decoded (a chunk that fails to decode marks it so)."""
+        if self.ended or self.undecodable:
+            return None
+        try:
+            return self._inflate(chunk) if self._inflate is not None else chunk
+        except _DECODE_ERRORS:
+            self.undecodable = True
+            return None
+
+    def deliver(self, data: str) -> bool:
+        """Hand one event's data to the observer; False when it drops the event. A malformed event
+        is counted (``event_errors``), never raised: it must not break the application's stream."""
+        if self.observer is None:
+            return True
+        try:
+            return self.observer.on_event(data)
+        except Exception:
+            self.event_errors += 1
+            return True
 
     def end(self, complete: bool, error: BaseException | None = None) -> None:
         """The body ended (``complete``: read to its end); runs ``on_end`` once."""
@@ -214,12 +233,7 @@ class BodyTap:
         return bytes(out)
 
     def _dispatch(self) -> bytes:
-        keep = True
-        if self._data and self.observer is not None:
-            try:
-                keep = self.observer.on_event("\n".join(self._data))
-            except Exception:  # a malformed event must not break the application's stream
-                self.event_errors += 1
+        keep = self.deliver("\n".join(self._data)) if self._data else True
         self._data.clear()
         raw = b"".join(self._raw) if keep else b""
         self._raw.clear()

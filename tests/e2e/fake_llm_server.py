@@ -11,7 +11,11 @@ Endpoints: ``POST /v1/messages`` (JSON, or SSE shaped like the recorded streams 
 ``stream_options.include_usage``), ``POST /v1/responses`` (JSON, or SSE events in OpenAI's order:
 ``response.created``, ``response.in_progress``, each output item's ``output_item.added`` ... ``done``
 with a message's content-part and text events between, ``response.completed``), the Messages paths
-of ``AnthropicBedrock`` (``/model/<id>/invoke``, JSON) and ``AnthropicVertex`` (``...:rawPredict`` /
+of ``AnthropicBedrock`` (``/model/<id>/invoke``, JSON, and ``/model/<id>/invoke-with-response-stream``:
+the Messages events in AWS event-stream frames as Bedrock sends them, see :func:`bedrock_chunk`, the
+last with ``amazon-bedrock-invocationMetrics``; ``x-fake-stream-error`` there answers an exception
+frame of that type, and ``x-fake-bedrock-usage: metrics`` leaves ``usage`` out of the events, so
+that only the metrics count the call) and ``AnthropicVertex`` (``...:rawPredict`` /
 ``:streamRawPredict``), and for batches
 created here ``GET /v1/messages/batches/<id>`` (ended at once, unless created with the header
 ``x-fake-batch-status: in_progress``: then processing, without results, until its id leaves
@@ -36,7 +40,12 @@ Every request is recorded (``server.requests``) so a test can assert that none w
   ``x-fake-service-tier`` / ``x-fake-speed`` (the tier / speed that served the call: OpenAI's
   top-level ``service_tier`` on a response, every chunk and every Responses object; Anthropic's
   ``usage.service_tier`` / ``usage.speed``, in ``message_start`` when streamed), ``x-fake-web-searches``
-  (N: a Responses answer's output starts with N ``web_search_call`` items);
+  (N: a Responses answer's output starts with N ``web_search_call`` items), ``x-fake-reasoning-text``
+  (the ``reasoning_tokens`` shown as words, 16 a delta, before the answer: on Chat Completions in the
+  delta / message fields it names, comma-separated, ``reasoning_content`` as DeepSeek and
+  ``reasoning`` as vLLM and OpenRouter send them; on Responses in the reasoning item's
+  ``reasoning_text`` content (``response.reasoning_text.delta`` events, as open models' servers
+  send it) or, with ``summary``, its summary (``response.reasoning_summary_text.delta``));
 * ``server.usage`` — the default usage (``input_tokens`` etc.); output defaults to
   ``min(max_tokens, 10)``. OpenAI answers take ``reasoning_tokens``: the hidden share of the output
   tokens (``*_tokens_details.reasoning_tokens``; the text shows only the rest, and a Responses
@@ -47,9 +56,11 @@ Every request is recorded (``server.requests``) so a test can assert that none w
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import socket
+import struct
 import threading
 import time
 import uuid
@@ -61,6 +72,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from costwarden.enforcers.settler import flush_all
+
+REASONING_WORDS = 16  # words of reasoning text a delta carries (``x-fake-reasoning-text``)
 
 
 @dataclass
@@ -206,6 +219,8 @@ class _Handler(BaseHTTPRequestHandler):
         platform_model = _platform_model(path)
         if platform_model is not None and isinstance(body, dict):  # Bedrock / Vertex: the model is in the URL
             body = {**body, "model": body.get("model", platform_model)}
+            if path.endswith(BEDROCK_STREAM):  # the SDK moves ``stream`` into the path
+                body["stream"] = True
             handler = self._messages
         if handler is None or not isinstance(body, dict):
             self._json(404, {"type": "error", "error": {"type": "not_found_error", "message": path}})
@@ -330,6 +345,11 @@ class _Handler(BaseHTTPRequestHandler):
             })
             return
         failure = self.headers.get("x-fake-stream-error")
+        if failure and self.path.split("?")[0].endswith(BEDROCK_STREAM):
+            self._bedrock_frames([eventstream_frame({":exception-type": failure, ":content-type": "application/json",
+                                                     ":message-type": "exception"},
+                                                    json.dumps({"message": "Try again"}).encode())])
+            return
         if failure:
             self._sse([("error", {"type": "error", "error": {"type": failure, "message": "Overloaded"}})])
             return
@@ -352,7 +372,52 @@ class _Handler(BaseHTTPRequestHandler):
                                             if "server_tool_use" in usage else {})}}),
             ("message_stop", {"type": "message_stop"}),
         ]
+        if self.path.split("?")[0].endswith(BEDROCK_STREAM):
+            self._bedrock_stream(events, full)
+            return
         self._sse(events)
+
+    def _bedrock_stream(self, events: list[tuple[str | None, Any]], usage: dict[str, Any]) -> None:
+        """A Messages stream as Bedrock sends it: each event in a ``chunk`` frame, and Bedrock's own
+        counts added to ``message_stop``."""
+        metrics = {"inputTokenCount": usage["input_tokens"], "outputTokenCount": usage["output_tokens"],
+                   "invocationLatency": 812, "firstByteLatency": 305}
+        if usage["cache_read_input_tokens"] or usage["cache_creation_input_tokens"]:
+            metrics |= {"cacheReadInputTokenCount": usage["cache_read_input_tokens"],
+                        "cacheWriteInputTokenCount": usage["cache_creation_input_tokens"]}
+        metrics_only = self.headers.get("x-fake-bedrock-usage") == "metrics"
+        frames = []
+        for _, event in events:
+            if event["type"] == "message_stop":
+                event = {**event, "amazon-bedrock-invocationMetrics": metrics}
+            elif metrics_only and event["type"] == "message_start":
+                event = {**event, "message": {k: v for k, v in event["message"].items() if k != "usage"}}
+            elif metrics_only and event["type"] == "message_delta":
+                event = {k: v for k, v in event.items() if k != "usage"}
+            frames.append(bedrock_chunk(event))
+        self._bedrock_frames(frames)
+
+    def _bedrock_frames(self, frames: list[bytes]) -> None:
+        """Chunked ``application/vnd.amazon.eventstream``; each frame split across two chunks, as the
+        network may split it; with ``x-fake-truncate: N`` the connection drops after N frames."""
+        truncate = self.headers.get("x-fake-truncate")
+        limit = int(truncate) if truncate else None
+        pause = int(self.headers.get("x-fake-event-delay-ms") or 0) / 1000
+        self.send_response(200)
+        self.send_header("content-type", "application/vnd.amazon.eventstream")
+        self.send_header("transfer-encoding", "chunked")
+        self.send_header("x-amzn-bedrock-content-type", "application/json")
+        self.end_headers()
+        for index, frame in enumerate(frames):
+            if limit is not None and index >= limit:
+                self._drop()
+                return
+            if pause and index:
+                time.sleep(pause)
+            self._chunk(frame[:7])  # inside the prelude: the reader must wait for the rest
+            self._chunk(frame[7:])
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
 
     def _batches(self, body: dict[str, Any]) -> None:
         count = len(body.get("requests") or [])
@@ -416,10 +481,13 @@ class _Handler(BaseHTTPRequestHandler):
         base = {"id": f"chatcmpl-{uuid.uuid4().hex[:20]}", "created": int(time.time()), "model": model,
                 **self._served("service_tier")}
         text = _text(output)
+        fields = [f.strip() for f in (self.headers.get("x-fake-reasoning-text") or "").split(",") if f.strip()]
+        hidden = usage.get("completion_tokens_details", {}).get("reasoning_tokens", 0)
+        reasoning = _text(hidden) if fields and hidden else ""
         if not body.get("stream"):
             self._json(200, {**base, "object": "chat.completion", "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                "usage": usage})
+                {"index": 0, "message": {"role": "assistant", "content": text, **dict.fromkeys(fields, reasoning)},
+                 "finish_reason": "stop"}], "usage": usage})
             return
         with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         extra = {"usage": None} if with_usage else {}
@@ -427,6 +495,9 @@ class _Handler(BaseHTTPRequestHandler):
         events: list[tuple[str | None, Any]] = [
             (None, {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
                                           "finish_reason": None}], **extra})]
+        events += [(None, {**chunk, "choices": [{"index": 0, "delta": dict.fromkeys(fields, piece),
+                                                 "finish_reason": None}], **extra})
+                   for piece in _pieces(reasoning, REASONING_WORDS)]
         events += [(None, {**chunk, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
                            **extra}) for piece in _pieces(text)]
         events.append((None, {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], **extra}))
@@ -449,7 +520,7 @@ class _Handler(BaseHTTPRequestHandler):
         searches = [{"type": "web_search_call", "id": f"ws_{uuid.uuid4().hex[:12]}", "status": "completed",
                      "action": {"type": "search", "query": "q"}}
                     for _ in range(int(self.headers.get("x-fake-web-searches") or 0))]
-        reasoning = ([{"type": "reasoning", "id": f"rs_{uuid.uuid4().hex[:12]}", "summary": []}]
+        reasoning = ([self._reasoning_item(usage["output_tokens_details"]["reasoning_tokens"])]
                      if usage["output_tokens_details"]["reasoning_tokens"] else [])
         done = {**base, "status": "completed", "output": [*reasoning, *searches, message], "usage": usage}
         if body.get("background") and not body.get("stream"):  # kept for GET /v1/responses/<id>
@@ -464,6 +535,16 @@ class _Handler(BaseHTTPRequestHandler):
         if body.get("background"):  # runs on after the connection drops; readable with GET
             self.server.fake.responses[resp_id] = {**done, "background": True}
         self._sse(_response_events(done))
+
+    def _reasoning_item(self, tokens: int) -> dict[str, Any]:
+        """A Responses ``reasoning`` item: hidden, or its ``tokens`` shown as ``x-fake-reasoning-text`` asks."""
+        item: dict[str, Any] = {"type": "reasoning", "id": f"rs_{uuid.uuid4().hex[:12]}", "summary": []}
+        shown = self.headers.get("x-fake-reasoning-text")
+        if shown == "summary":
+            item["summary"] = [{"type": "summary_text", "text": _text(tokens)}]
+        elif shown:
+            item["content"] = [{"type": "reasoning_text", "text": _text(tokens)}]
+        return item
 
     def _resumed_stream(self, done: dict[str, Any]) -> None:
         """A stored response's events again, as ``GET /v1/responses/<id>?stream=true`` sends them."""
@@ -501,11 +582,33 @@ def _response_events(done: dict[str, Any]) -> list[tuple[str | None, Any]]:
             emit("response.output_item.added", item={**item, "status": "in_progress"}, **where)
             for stage in ("in_progress", "searching", "completed"):
                 emit(f"response.web_search_call.{stage}", item_id=item["id"], **where)
-        else:  # reasoning: its tokens are billed, its text is not shown
-            emit("response.output_item.added", item=item, **where)
+        else:  # reasoning: its tokens are billed, its text shown only when the item carries it
+            emit("response.output_item.added", item={**item, "summary": [],
+                                                      **({"content": []} if "content" in item else {})}, **where)
+            _reasoning_events(emit, item, where)
         emit("response.output_item.done", item=item, **where)
     emit("response.completed", response=done)
     return events
+
+
+def _reasoning_events(emit: Any, item: dict[str, Any], where: dict[str, int]) -> None:
+    """A reasoning item's shown text as OpenAI's events carry it: its summary parts
+    (``reasoning_summary_part.added``, ``reasoning_summary_text.delta`` ... ``done``,
+    ``reasoning_summary_part.done``), its ``reasoning_text`` content parts (``content_part.added``,
+    ``reasoning_text.delta`` ... ``done``, ``content_part.done``)."""
+    at = {"item_id": item["id"], **where}
+    for index, part in enumerate(item["summary"]):
+        emit("response.reasoning_summary_part.added", part={**part, "text": ""}, summary_index=index, **at)
+        for piece in _pieces(part["text"], REASONING_WORDS):
+            emit("response.reasoning_summary_text.delta", delta=piece, summary_index=index, **at)
+        emit("response.reasoning_summary_text.done", text=part["text"], summary_index=index, **at)
+        emit("response.reasoning_summary_part.done", part=part, summary_index=index, **at)
+    for index, part in enumerate(item.get("content") or ()):
+        emit("response.content_part.added", part={**part, "text": ""}, content_index=index, **at)
+        for piece in _pieces(part["text"], REASONING_WORDS):
+            emit("response.reasoning_text.delta", delta=piece, content_index=index, **at)
+        emit("response.reasoning_text.done", text=part["text"], content_index=index, **at)
+        emit("response.content_part.done", part=part, content_index=index, **at)
 
 
 def _platform_model(path: str) -> str | None:
@@ -516,10 +619,36 @@ def _platform_model(path: str) -> str | None:
 
     if path.startswith("/model/") and path.endswith("/invoke"):
         return unquote(path[len("/model/"):-len("/invoke")])
+    if path.startswith("/model/") and path.endswith(BEDROCK_STREAM):
+        return unquote(path[len("/model/"):-len(BEDROCK_STREAM)])
     head, found, model = path.rpartition("/publishers/anthropic/models/")
     if found and model.endswith((":rawPredict", ":streamRawPredict")) and not model.startswith("count-tokens"):
         return unquote(model.rpartition(":")[0])
     return None
+
+
+BEDROCK_STREAM = "/invoke-with-response-stream"
+
+
+def eventstream_frame(headers: dict[str, str], payload: bytes) -> bytes:
+    """One AWS event-stream message (string headers only, as Bedrock's are): the prelude (total
+    length, headers length, CRC32 of those), the headers, the payload, the CRC32 of all before it."""
+    head = b"".join(bytes([len(name)]) + name.encode() + b"\x07" + struct.pack("!H", len(value.encode()))
+                    + value.encode() for name, value in headers.items())
+    prelude = struct.pack("!II", 12 + len(head) + len(payload) + 4, len(head))
+    message = prelude + struct.pack("!I", zlib.crc32(prelude)) + head + payload
+    return message + struct.pack("!I", zlib.crc32(message))
+
+
+def bedrock_chunk(event: dict[str, Any]) -> bytes:
+    """A Bedrock ``chunk`` frame carrying one Anthropic stream event: the payload is
+    ``{"bytes": "<base64 of the event's JSON>", "p": "<padding>"}`` (Bedrock pads each chunk with
+    letters so its length does not give its content away)."""
+    data = base64.b64encode(json.dumps(event, separators=(",", ":")).encode()).decode()
+    padding = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0"[: 1 + len(data) % 52]
+    payload = json.dumps({"bytes": data, "p": padding}, separators=(",", ":")).encode()
+    return eventstream_frame({":event-type": "chunk", ":content-type": "application/json",
+                              ":message-type": "event"}, payload)
 
 
 def _batch_object(batch_id: str, results: list[dict[str, Any]], base_url: str, *, ended: bool = True) -> dict[str, Any]:
@@ -539,9 +668,10 @@ def _text(output_tokens: int) -> str:
     return " ".join(["word"] * max(output_tokens, 1))
 
 
-def _pieces(text: str) -> list[str]:
-    words = text.split(" ")
-    return [w if i == 0 else " " + w for i, w in enumerate(words)]
+def _pieces(text: str, words_per_piece: int = 1) -> list[str]:
+    """``text`` in the deltas a stream sends it in: ``words_per_piece`` words each (1: word by word)."""
+    words = [w if i == 0 else " " + w for i, w in enumerate(text.split(" ") if text else ())]
+    return ["".join(words[i : i + words_per_piece]) for i in range(0, len(words), words_per_piece)]
 
 
 
