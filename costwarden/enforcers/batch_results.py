@@ -9,7 +9,6 @@ billed: each is priced from its usage at the batch rate (cache reads and writes 
 from __future__ import annotations
 
 import json
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,12 +31,8 @@ class JsonlTap(BodyTap):
         self._on_line = on_line
 
     def feed(self, chunk: bytes) -> bytes:
-        if self.ended or self.undecodable:
-            return chunk
-        try:
-            data = self._inflate(chunk) if self._inflate is not None else chunk
-        except zlib.error:
-            self.undecodable = True
+        data = self.decode(chunk)  # every content coding the client undoes (br and zstd too)
+        if data is None:
             return chunk
         *lines, self._partial = (self._partial + data).split(b"\n")
         for line in lines:

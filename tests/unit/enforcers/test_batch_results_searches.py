@@ -35,3 +35,15 @@ def test_batch_results_sum_and_price_web_searches() -> None:
                                   price_context=context).total_price)
     assert per_search > 0
     assert cost == pytest.approx(2 * tokens + 7 * per_search, rel=1e-9)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "zstd"])
+def test_a_results_download_that_cannot_be_decoded_is_marked_so_not_raised(encoding: str) -> None:
+    # a failure here would raise inside the application's read of its batch results
+    from costwarden.enforcers.batch_results import JsonlTap
+
+    lines: list[bytes] = []
+    tap = JsonlTap(content_encoding=encoding, on_line=lines.append, on_end=lambda *a: None)
+    chunk = b"\x00not compressed at all\xff" * 4
+    assert tap.feed(chunk) == chunk  # the application still gets its bytes
+    assert tap.undecodable and lines == []
