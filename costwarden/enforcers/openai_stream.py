@@ -2,16 +2,20 @@
 application reads them (``OpenAIStream``), and the settlement when the body ends (``stream_end``).
 The transport in ``openai_guard.py`` taps the body; this module reads what the tap sees.
 
-A stream that ends before its usage is charged the estimated input plus the output its deltas
-showed, except a reasoning call's (its reasoning effort, else its model's default, is not ``none``:
+A stream that ends before its usage is charged the estimated input, the output its deltas showed
+(answer text, tool-call arguments, refusals and the reasoning text some servers show: Chat's
+``reasoning_content`` / ``reasoning``, Responses' reasoning text and summary) and the web
+searches it showed (``web_search_call`` items, billed per call; one shown started is charged: it
+runs on OpenAI's side whatever becomes of the stream). A reasoning call's is charged more (its
+reasoning effort, else its model's default, is not ``none``:
 :func:`~costwarden.adapters.openai.hides_reasoning`; or its Responses stream added a ``reasoning``
 item): its reasoning tokens are billed as output but never shown, and nothing in the stream counts
 them (a cut o3 stream may have reasoned for thousands of tokens before its first visible word).
 Charging only what was shown would lose that spend, and guessing a count per reasoning effort
 would be a number no invoice backs, so it is charged the worst case its reservation held: the
-estimated input plus the output its max tokens allow (clamped as the reservation was), and the
-event says so. Setting ``max_completion_tokens`` / ``max_output_tokens`` bounds that charge as it
-bounds the bill.
+estimated input plus the output its max tokens allow (clamped as the reservation was) and the web
+searches it allows, or what it showed where that is more, and the event says so. Setting
+``max_completion_tokens`` / ``max_output_tokens`` bounds that charge as it bounds the bill.
 """
 
 from __future__ import annotations
@@ -34,14 +38,15 @@ from costwarden.errors import AdapterError
 CHARS_PER_TOKEN = 4
 _FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 _DELTA_EVENTS = frozenset({"response.output_text.delta", "response.function_call_arguments.delta",
-                           "response.reasoning_summary_text.delta", "response.refusal.delta"})
+                           "response.reasoning_text.delta", "response.reasoning_summary_text.delta",
+                           "response.refusal.delta"})
 
 
 class OpenAIStream:
     """Reads usage and the served model from Chat Completions chunks or Responses events."""
 
     __slots__ = ("kept", "model", "finished", "output_chars", "drop_usage_chunk", "served", "response_id",
-                 "reasoned")
+                 "reasoned", "searches")
 
     def __init__(self, *, drop_usage_chunk: bool = False) -> None:
         self.kept: list[Mapping[str, Any]] = []
@@ -52,6 +57,7 @@ class OpenAIStream:
         self.served: dict[str, str] = {}  # the service tier the chunks or the response report: the price's context
         self.response_id: str | None = None  # a Responses stream's response (``response.created`` names it)
         self.reasoned = False  # a Responses stream added a ``reasoning`` output item: hidden tokens were billed
+        self.searches: set[str] = set()  # the ``web_search_call`` items a Responses stream showed, by id
 
     def on_event(self, data: str) -> bool:
         if data == "[DONE]":
@@ -77,7 +83,17 @@ class OpenAIStream:
         elif kind == "response.output_item.added":
             item = event.get("item")
             self.reasoned = self.reasoned or (isinstance(item, Mapping) and item.get("type") == "reasoning")
+            if isinstance(item, Mapping) and item.get("type") == "web_search_call":
+                self._searched(item.get("id"), event)
+        elif isinstance(kind, str) and kind.startswith("response.web_search_call."):
+            self._searched(event.get("item_id"), event)
         return True
+
+    def _searched(self, item_id: object, event: Mapping[str, Any]) -> None:
+        """Count a web search call the stream showed, once whatever the events that show it (its
+        item's ``added``, its ``in_progress`` / ``searching`` / ``completed``); one with no id is
+        named by its output index."""
+        self.searches.add(item_id if isinstance(item_id, str) else f"#{event.get('output_index')}")
 
     def _chat_chunk(self, chunk: Mapping[str, Any]) -> bool:
         if isinstance(chunk.get("model"), str):
@@ -88,10 +104,7 @@ class OpenAIStream:
         for choice in choices if isinstance(choices, list) else ():
             delta = choice.get("delta") if isinstance(choice, Mapping) else None
             if isinstance(delta, Mapping):
-                self.output_chars += len(delta.get("content") or "") + sum(
-                    len(str((c.get("function") or {}).get("arguments") or ""))
-                    for c in delta.get("tool_calls") or () if isinstance(c, Mapping)
-                )
+                self.output_chars += _delta_chars(delta)
         if isinstance(chunk.get("usage"), Mapping):
             self.kept.append(chunk)
             self.finished = True
@@ -108,6 +121,19 @@ class OpenAIStream:
             return adapter.usage_from_chunks(self.kept)
         except AdapterError:
             return None
+
+
+def _delta_chars(delta: Mapping[str, Any]) -> int:
+    """The output characters a Chat Completions delta shows: its content, its tool calls' arguments
+    and its reasoning text, which OpenAI-compatible servers send beside the content and bill as
+    output: ``reasoning_content`` (DeepSeek, SGLang, older vLLM) or ``reasoning`` (vLLM,
+    OpenRouter, Ollama). A server that sends both (vLLM's compatibility with the old name) sends the
+    same text twice: it is counted once."""
+    arguments = sum(len(str((c.get("function") or {}).get("arguments") or ""))
+                    for c in delta.get("tool_calls") or () if isinstance(c, Mapping))
+    reasoning = max(len(text) if isinstance(text := delta.get(key), str) else 0
+                    for key in ("reasoning_content", "reasoning"))
+    return len(delta.get("content") or "") + arguments + reasoning
 
 
 def stream_end(
@@ -131,8 +157,10 @@ def stream_end(
         if observer.reasoned or adapter.hides_reasoning(call.body, call.model):
             _charge_hidden_reasoning(call, observer, ended)
             return
-        call.complete(call.estimated_usage(observer.output_estimate()), served_model=observer.model,
-                      source="estimate", outcome="partial", error=ended, response=observer.served)
+        shown = dataclasses.replace(call.estimated_usage(observer.output_estimate()),
+                                    web_search_requests=len(observer.searches))
+        call.complete(shown, served_model=observer.model, source="estimate", outcome="partial", error=ended,
+                      response=observer.served)
         return
     call.complete(usage, served_model=observer.model, source="stream", response=observer.served)
 
@@ -141,7 +169,8 @@ def _charge_hidden_reasoning(call: GuardedCall, observer: OpenAIStream, ended: s
     """Charge a reasoning stream cut before its usage the worst case it was reserved for (see the
     module docstring), or what it showed when that is more."""
     worst = worst_case_usage(call.subject)
-    usage = dataclasses.replace(worst, output_tokens=max(worst.output_tokens, observer.output_estimate()))
+    usage = dataclasses.replace(worst, output_tokens=max(worst.output_tokens, observer.output_estimate()),
+                                web_search_requests=max(worst.web_search_requests, len(observer.searches)))
     call.complete(usage, served_model=observer.model, source="estimate", outcome="partial", response=observer.served,
                   error=f"{ended}; {call.model} reasons with output tokens no stream shows: charged the worst case "
                         f"of {usage.output_tokens} output tokens (set the request's max tokens to bound it)")
