@@ -1,0 +1,172 @@
+"""The fake OpenAI API: Chat Completions and Responses, JSON or streamed in OpenAI's event order."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from fake_wire import WireHandler, _pieces, _text
+
+REASONING_WORDS = 16  # words of reasoning text a delta carries (``x-fake-reasoning-text``)
+
+
+class OpenAIHandlers(WireHandler):
+    """``POST /v1/chat/completions`` and ``/v1/responses`` (see the ``fake_llm_server`` docstring)."""
+
+    def _openai_usage(self, body: dict[str, Any], responses: bool) -> tuple[dict[str, Any], int]:
+        """The usage object to report, and how many of its output tokens are visible text (the rest,
+        ``reasoning_tokens``, are the hidden reasoning a reasoning model bills as output)."""
+        usage = self._usage(body, "max_tokens")
+        cached = usage.get("cached_tokens", 0)
+        prompt = usage.get("input_tokens", 0) + cached
+        output = usage["output_tokens"]
+        reasoning = usage.get("reasoning_tokens", 0)
+        visible = max(output - reasoning, 0)
+        if responses:
+            return {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": cached},
+                    "output_tokens": output, "output_tokens_details": {"reasoning_tokens": reasoning},
+                    "total_tokens": prompt + output}, visible
+        chat: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output,
+                                "prompt_tokens_details": {"cached_tokens": cached}}
+        if "audio_tokens" in usage:  # the audio share of the prompt
+            chat["prompt_tokens_details"]["audio_tokens"] = usage["audio_tokens"]
+        if "output_audio_tokens" in usage or reasoning:  # the audio / reasoning shares of the completion
+            chat["completion_tokens_details"] = {"audio_tokens": usage.get("output_audio_tokens", 0),
+                                                 "reasoning_tokens": reasoning}
+        return chat, visible
+
+    def _chat(self, body: dict[str, Any]) -> None:
+        usage, output = self._openai_usage(body, responses=False)
+        model = self._model(body)
+        base = {"id": f"chatcmpl-{uuid.uuid4().hex[:20]}", "created": int(time.time()), "model": model,
+                **self._served("service_tier")}
+        text = _text(output)
+        fields = [f.strip() for f in (self.headers.get("x-fake-reasoning-text") or "").split(",") if f.strip()]
+        hidden = usage.get("completion_tokens_details", {}).get("reasoning_tokens", 0)
+        reasoning = _text(hidden) if fields and hidden else ""
+        if not body.get("stream"):
+            self._json(200, {**base, "object": "chat.completion", "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": text, **dict.fromkeys(fields, reasoning)},
+                 "finish_reason": "stop"}], "usage": usage})
+            return
+        with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        extra = {"usage": None} if with_usage else {}
+        chunk = {**base, "object": "chat.completion.chunk"}
+        events: list[tuple[str | None, Any]] = [
+            (None, {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                          "finish_reason": None}], **extra})]
+        events += [(None, {**chunk, "choices": [{"index": 0, "delta": dict.fromkeys(fields, piece),
+                                                 "finish_reason": None}], **extra})
+                   for piece in _pieces(reasoning, REASONING_WORDS)]
+        events += [(None, {**chunk, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
+                           **extra}) for piece in _pieces(text)]
+        events.append((None, {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], **extra}))
+        if with_usage:
+            events.append((None, {**chunk, "choices": [], "usage": usage}))
+        events.append((None, "[DONE]"))
+        self._sse(events)
+
+    def _responses(self, body: dict[str, Any]) -> None:
+        usage, output = self._openai_usage(body, responses=True)
+        model = self._model(body)
+        text = _text(output)
+        resp_id = f"resp_{uuid.uuid4().hex[:20]}"
+        base: dict[str, Any] = {"id": resp_id, "object": "response", "created_at": int(time.time()), "model": model,
+                "parallel_tool_calls": True, "tool_choice": "auto", "tools": [], "error": None,
+                "incomplete_details": None, "instructions": body.get("instructions"), "metadata": {},
+                "temperature": 1.0, "top_p": 1.0, **self._served("service_tier")}
+        message = {"type": "message", "id": f"msg_{uuid.uuid4().hex[:12]}", "status": "completed",
+                   "role": "assistant", "content": [{"type": "output_text", "text": text, "annotations": []}]}
+        searches = [{"type": "web_search_call", "id": f"ws_{uuid.uuid4().hex[:12]}", "status": "completed",
+                     "action": {"type": "search", "query": "q"}}
+                    for _ in range(int(self.headers.get("x-fake-web-searches") or 0))]
+        reasoning = ([self._reasoning_item(usage["output_tokens_details"]["reasoning_tokens"])]
+                     if usage["output_tokens_details"]["reasoning_tokens"] else [])
+        done = {**base, "status": "completed", "output": [*reasoning, *searches, message], "usage": usage}
+        if body.get("background") and not body.get("stream"):  # kept for GET /v1/responses/<id>
+            self.server.fake.responses[resp_id] = {**done, "background": True}
+            self._json(200, {**base, "status": "queued", "output": [], "usage": None, "background": True})
+            return
+        if self.headers.get("x-fake-store") and not body.get("stream"):  # a stored response, not background:
+            self.server.fake.responses[resp_id] = {**done, "background": False}  # also readable with GET
+        if not body.get("stream"):
+            self._json(200, done)
+            return
+        if body.get("background"):  # runs on after the connection drops; readable with GET
+            self.server.fake.responses[resp_id] = {**done, "background": True}
+        self._sse(_response_events(done))
+
+    def _reasoning_item(self, tokens: int) -> dict[str, Any]:
+        """A Responses ``reasoning`` item: hidden, or its ``tokens`` shown as ``x-fake-reasoning-text`` asks."""
+        item: dict[str, Any] = {"type": "reasoning", "id": f"rs_{uuid.uuid4().hex[:12]}", "summary": []}
+        shown = self.headers.get("x-fake-reasoning-text")
+        if shown == "summary":
+            item["summary"] = [{"type": "summary_text", "text": _text(tokens)}]
+        elif shown:
+            item["content"] = [{"type": "reasoning_text", "text": _text(tokens)}]
+        return item
+
+    def _resumed_stream(self, done: dict[str, Any]) -> None:
+        """A stored response's events again, as ``GET /v1/responses/<id>?stream=true`` sends them."""
+        self._sse(_response_events(done))
+
+
+def _response_events(done: dict[str, Any]) -> list[tuple[str | None, Any]]:
+    """The events of a streamed Responses call that ends as ``done``, in the order OpenAI sends them
+    (``openai.types.responses``; the SDK's ``responses.stream()`` accumulates them and refuses a
+    content event for an item it was not told of): ``response.created``, ``response.in_progress``;
+    for each output item ``response.output_item.added`` (in progress, empty), its own events (a
+    message's ``content_part.added``, ``output_text.delta`` per word, ``output_text.done``,
+    ``content_part.done``; a web search's ``in_progress``, ``searching``, ``completed``), then
+    ``response.output_item.done`` (the finished item); last ``response.completed``."""
+    events: list[tuple[str | None, Any]] = []
+
+    def emit(kind: str, **fields: Any) -> None:
+        events.append((kind, {"type": kind, "sequence_number": len(events), **fields}))
+
+    running = {**done, "status": "in_progress", "output": [], "usage": None}
+    emit("response.created", response=running)
+    emit("response.in_progress", response=running)
+    for index, item in enumerate(done["output"]):
+        where = {"output_index": index}
+        if item["type"] == "message":
+            emit("response.output_item.added", item={**item, "status": "in_progress", "content": []}, **where)
+            at = {"item_id": item["id"], **where}
+            for part_index, part in enumerate(item["content"]):
+                emit("response.content_part.added", part={**part, "text": ""}, content_index=part_index, **at)
+                for piece in _pieces(part["text"]):
+                    emit("response.output_text.delta", delta=piece, logprobs=[], content_index=part_index, **at)
+                emit("response.output_text.done", text=part["text"], logprobs=[], content_index=part_index, **at)
+                emit("response.content_part.done", part=part, content_index=part_index, **at)
+        elif item["type"] == "web_search_call":
+            emit("response.output_item.added", item={**item, "status": "in_progress"}, **where)
+            for stage in ("in_progress", "searching", "completed"):
+                emit(f"response.web_search_call.{stage}", item_id=item["id"], **where)
+        else:  # reasoning: its tokens are billed, its text shown only when the item carries it
+            emit("response.output_item.added", item={**item, "summary": [],
+                                                      **({"content": []} if "content" in item else {})}, **where)
+            _reasoning_events(emit, item, where)
+        emit("response.output_item.done", item=item, **where)
+    emit("response.completed", response=done)
+    return events
+
+
+def _reasoning_events(emit: Any, item: dict[str, Any], where: dict[str, int]) -> None:
+    """A reasoning item's shown text as OpenAI's events carry it: its summary parts
+    (``reasoning_summary_part.added``, ``reasoning_summary_text.delta`` ... ``done``,
+    ``reasoning_summary_part.done``), its ``reasoning_text`` content parts (``content_part.added``,
+    ``reasoning_text.delta`` ... ``done``, ``content_part.done``)."""
+    at = {"item_id": item["id"], **where}
+    for index, part in enumerate(item["summary"]):
+        emit("response.reasoning_summary_part.added", part={**part, "text": ""}, summary_index=index, **at)
+        for piece in _pieces(part["text"], REASONING_WORDS):
+            emit("response.reasoning_summary_text.delta", delta=piece, summary_index=index, **at)
+        emit("response.reasoning_summary_text.done", text=part["text"], summary_index=index, **at)
+        emit("response.reasoning_summary_part.done", part=part, summary_index=index, **at)
+    for index, part in enumerate(item.get("content") or ()):
+        emit("response.content_part.added", part={**part, "text": ""}, content_index=index, **at)
+        for piece in _pieces(part["text"], REASONING_WORDS):
+            emit("response.reasoning_text.delta", delta=piece, content_index=index, **at)
+        emit("response.reasoning_text.done", text=part["text"], content_index=index, **at)
+        emit("response.content_part.done", part=part, content_index=index, **at)
