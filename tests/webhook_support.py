@@ -212,6 +212,111 @@ class ServerThread:
         self.sock.close()
 
 
+TOKEN = "token-1"
+# kind → (apiGroup, resource) of the objects the fake API server holds
+RESOURCES = {"Deployment": ("apps", "deployments"), "StatefulSet": ("apps", "statefulsets"),
+             "ReplicaSet": ("apps", "replicasets"), "ConfigMap": ("", "configmaps")}
+
+
+class FakeApiServer:
+    """GET /api(s)/<group>/<version>/namespaces/<ns>/<resource>/<name> over TLS with bearer tokens,
+    answering errors with ``Status`` objects, as kube-apiserver does. ``failures`` answers a path
+    with an error status instead (a 403 from RBAC, say); ``delay_s`` slows every answer down."""
+
+    def __init__(self, certs: Any) -> None:
+        import json
+        import ssl
+        import threading
+        import time
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.failures: dict[str, tuple[int, str]] = {}
+        self.tokens = {TOKEN}
+        self.paths: list[str] = []
+        self.delay_s = 0.0
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                fake.paths.append(self.path)
+                time.sleep(fake.delay_s)
+                resource, name = self.path.rsplit("/", 2)[-2:]
+                if self.headers.get("Authorization") not in {f"Bearer {t}" for t in fake.tokens}:
+                    self._answer(401, {"kind": "Status", "status": "Failure", "message": "Unauthorized",
+                                       "reason": "Unauthorized", "code": 401})
+                elif self.path in fake.failures:
+                    code, message = fake.failures[self.path]
+                    self._answer(code, {"kind": "Status", "status": "Failure", "code": code, "message": message})
+                elif self.path in fake.objects:
+                    self._answer(200, fake.objects[self.path])
+                else:
+                    self._answer(404, {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404,
+                                       "message": f'{resource} "{name}" not found'})
+
+            def _answer(self, code: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(certs.cert, certs.key)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        self.port: int = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @staticmethod
+    def path(kind: str, namespace: str, name: str) -> str:
+        group, resource = RESOURCES[kind]
+        return f"{'/apis/' + group if group else '/api'}/v1/namespaces/{namespace}/{resource}/{name}"
+
+    def put(self, obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        self.objects[self.path(obj["kind"], meta["namespace"], meta["name"])] = obj
+
+    def __enter__(self) -> FakeApiServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(10)
+
+
+def scale_review(kind: str, name: str, replicas: int, old_replicas: int) -> dict[str, Any]:
+    """The AdmissionReview the API server sends for ``kubectl scale <kind>/<name> --replicas=N``."""
+    group, resource = RESOURCES[kind]
+
+    def scale(n: int) -> dict[str, Any]:
+        return {"apiVersion": "autoscaling/v1", "kind": "Scale",
+                "metadata": {"name": name, "namespace": "ml"}, "spec": {"replicas": n}, "status": {"replicas": n}}
+
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": str(uuid.uuid4()), "kind": {"group": "autoscaling", "version": "v1", "kind": "Scale"},
+        "resource": {"group": group, "version": "v1", "resource": resource}, "subResource": "scale",
+        "requestKind": {"group": "autoscaling", "version": "v1", "kind": "Scale"},
+        "name": name, "namespace": "ml", "operation": "UPDATE",
+        "userInfo": {"username": "tester"}, "object": scale(replicas), "oldObject": scale(old_replicas),
+        "dryRun": False}}
+
+
+def service_account(folder: Path, ca_pem: bytes, token: str = TOKEN) -> Path:
+    """A service account folder as the kubelet mounts it (with ``KUBERNETES_SERVICE_*`` set by the caller)."""
+    folder.mkdir()
+    (folder / "token").write_text(token + "\n")
+    (folder / "ca.crt").write_bytes(ca_pem)
+    return folder
+
+
 def client_context(*ca_files: Path) -> Any:
     """An SSL context that trusts only the given CA files."""
     import ssl

@@ -26,6 +26,10 @@ What the API server gets, and why:
   read from the API server through ``read_parent``, at the new replica count, as an UPDATE from
   the old one. A parent that cannot be read gets each policy's ``onError`` answer, with the reason
   (:mod:`costwarden.enforcers.scale`). ``/mutate`` does not judge scale (it could only patch the Scale).
+* **vLLM ``--config`` from a ConfigMap**: ``/validate`` reads the ConfigMap from the object's
+  namespace through ``read_config_map`` and judges with it, as ``costwarden check`` does with
+  both manifests; one that cannot be read leaves the file's arguments "cannot be judged", and the
+  answer says why (:mod:`costwarden.enforcers.cluster_reads`).
 * **Mutation** (``mutate=True``) applies the fixes of enforced (``deny``/``warn``) failures to a
   copy of the object, re-evaluates and repeats until nothing is left to fix (at most
   :data:`MAX_FIX_ROUNDS` rounds), then answers the difference as a base64 JSONPatch. The patch of
@@ -47,9 +51,10 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from costwarden.enforcers.admission_request import API_VERSION, AdmissionRequest, parse
+from costwarden.enforcers.cluster_reads import ConfigMapReader, read_config_maps
 from costwarden.enforcers.existing_violations import Baseline, is_violation
 from costwarden.enforcers.fixes import apply_round
 from costwarden.enforcers.scale_target import ParentReader, is_scale_request, parent_kind
@@ -57,6 +62,9 @@ from costwarden.engine.decision import Decision, Effect, RuleResult, SubjectRef
 from costwarden.engine.evaluate import PolicySet
 from costwarden.engine.patch import apply_patch, diff
 from costwarden.engine.subjects import Subject
+
+if TYPE_CHECKING:
+    from costwarden.adapters.vllm.mounts import ConfigMaps
 from costwarden.errors import describe
 
 MAX_FIX_ROUNDS = 3
@@ -103,7 +111,7 @@ class AdmissionResult:
         out: dict[str, Any] = {"uid": self.request.uid, "allowed": self.allowed}
         if not self.allowed:
             out["status"] = {"status": "Failure", "code": 403, "reason": "Forbidden",
-                             "message": denial_message(self.decisions)}
+                             "message": denial_message(self.decisions, self.notes)}
         warnings = self._warnings()
         if warnings:
             out["warnings"] = warnings
@@ -142,14 +150,15 @@ def _short(lines: Sequence[str]) -> list[str]:
     return out[:MAX_WARNINGS]
 
 
-def denial_message(decisions: Sequence[Decision]) -> str:
-    """``[policy/rule] message (fix: ...)`` for every blocking result, within 1 KiB."""
+def denial_message(decisions: Sequence[Decision], notes: Sequence[str] = ()) -> str:
+    """``[policy/rule] message (fix: ...)`` for every blocking result, then the notes that explain
+    them (a ConfigMap that could not be read), within 1 KiB."""
     parts = []
     for decision in decisions:
         for r in decision.blocking:
             fix = f" (fix: {r.fix.description})" if r.fix else ""
             parts.append(f"[{r.policy}/{r.rule}] {r.message}{fix}")
-    text = "costwarden: " + "; ".join(parts)
+    text = "costwarden: " + "; ".join([*parts, *notes])
     if len(text) <= MAX_MESSAGE_CHARS:
         return text
     return text[: MAX_MESSAGE_CHARS - 20].rstrip() + f"... ({len(parts)} violations)"
@@ -187,50 +196,63 @@ def _without_status(obj: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def object_subjects(obj: Mapping[str, Any], namespace: str | None = None) -> list[Subject]:
+def object_subjects(obj: Mapping[str, Any], namespace: str | None = None,
+                    config_maps: ConfigMaps | None = None) -> list[Subject]:
     """The subjects of one Kubernetes object, as ``costwarden check`` builds them: the resource
-    and, for pods that run ``vllm serve``, their serving configs. ``namespace`` (the request's)
-    fills in a namespace the object leaves out, as the API server does for namespaced objects."""
+    and, for pods that run ``vllm serve``, their serving configs (``--config`` files read from
+    ``config_maps``). ``namespace`` (the request's) fills in a namespace the object leaves out, as
+    the API server does for namespaced objects."""
     from costwarden.adapters.sources import kubernetes_object_subjects
 
     meta = obj.get("metadata")
     if namespace and isinstance(meta, Mapping) and not meta.get("namespace"):
         obj = {**obj, "metadata": {**meta, "namespace": namespace}}
-    return kubernetes_object_subjects(obj)
+    return kubernetes_object_subjects(obj, config_maps=config_maps)
 
 
-def evaluate_object(policies: PolicySet, obj: Mapping[str, Any], namespace: str | None = None) -> list[Decision]:
+def evaluate_object(policies: PolicySet, obj: Mapping[str, Any], namespace: str | None = None,
+                    config_maps: ConfigMaps | None = None) -> list[Decision]:
     """Every decision on an object on the admission surface — without a ledger, so nothing is
     reserved or recorded."""
-    return [policies.evaluate(s, "admission", ledger=None) for s in object_subjects(obj, namespace)]
+    return [policies.evaluate(s, "admission", ledger=None) for s in object_subjects(obj, namespace, config_maps)]
 
 
 def judge(policies: PolicySet, request: AdmissionRequest, *, mutate: bool,
-          allow_existing_violations: bool = True, read_parent: ParentReader | None = None) -> AdmissionResult:
+          allow_existing_violations: bool = True, read_parent: ParentReader | None = None,
+          read_config_map: ConfigMapReader | None = None) -> AdmissionResult:
     """Judge (``mutate=False``) or fix (``mutate=True``) one request. Runs the engine; no deadline.
 
     An object the adapters cannot read is judged like an evaluation error: each policy's
     ``onError`` decides (fail closed for enforced policies). With ``allow_existing_violations``
     an UPDATE is not denied (nor patched) for what the old object already violated, no worse
     (:mod:`costwarden.enforcers.existing_violations`). A ``scale`` request is judged on its
-    parent workload, read with ``read_parent`` (:mod:`costwarden.enforcers.scale`)."""
+    parent workload, read with ``read_parent`` (:mod:`costwarden.enforcers.scale`). ``/validate``
+    reads a vLLM ``--config`` file's ConfigMap with ``read_config_map``
+    (:mod:`costwarden.enforcers.cluster_reads`)."""
     if not mutate and is_scale_request(request):
         from costwarden.enforcers.scale import judge_scale  # judge_scale builds on this module
 
-        return judge_scale(policies, request, read_parent=read_parent,
+        return judge_scale(policies, request, read_parent=read_parent, read_config_map=read_config_map,
                            allow_existing_violations=allow_existing_violations)
     reason = skip_reason(request)
     if reason is not None or request.object is None:
         return AdmissionResult(request, mutate, skipped=reason or "no object")
+    config_maps: ConfigMaps | None = None
+    notes: tuple[str, ...] = ()
     try:
-        decisions = evaluate_object(policies, request.object, request.namespace)
+        subjects = object_subjects(request.object, request.namespace)
+        if not mutate:  # /mutate fixes no vLLM argument: the ConfigMap is read by /validate only
+            config_maps, notes = read_config_maps(policies, subjects, read_config_map)
+            if config_maps is not None:
+                subjects = object_subjects(request.object, request.namespace, config_maps)
+        decisions = [policies.evaluate(s, "admission", ledger=None) for s in subjects]
     except Exception as exc:
         return failure_result(policies, request, mutate=mutate, reason=f"cannot read the object: {describe(exc)}")
-    baseline = existing_baseline(policies, request, decisions) if allow_existing_violations else None
+    baseline = existing_baseline(policies, request, decisions, config_maps) if allow_existing_violations else None
     if baseline is not None:
         decisions = baseline.excuse(decisions)
     if not mutate:
-        return AdmissionResult(request, mutate, tuple(decisions))
+        return AdmissionResult(request, mutate, tuple(decisions), notes=notes)
     try:
         patched, applied = fix_object(policies, request.object, request.namespace, decisions, baseline=baseline)
         ops = diff(request.object, patched)
@@ -239,17 +261,18 @@ def judge(policies: PolicySet, request: AdmissionRequest, *, mutate: bool,
     return AdmissionResult(request, mutate, tuple(decisions), tuple(ops), tuple(applied) if ops else ())
 
 
-def existing_baseline(policies: PolicySet, request: AdmissionRequest,
-                      decisions: Sequence[Decision]) -> Baseline | None:
+def existing_baseline(policies: PolicySet, request: AdmissionRequest, decisions: Sequence[Decision],
+                      config_maps: ConfigMaps | None = None) -> Baseline | None:
     """The old object's violations, for an UPDATE whose new object has some (else None: judging
     the old object costs as much as the new one). An old object that cannot be read excuses
-    nothing, so the new one is judged in full."""
+    nothing, so the new one is judged in full. ``config_maps``: those read for the new object
+    (the old one's ``--config`` files are read from them as they are now)."""
     old = request.old_object
     if request.operation != "UPDATE" or old is None \
             or not any(is_violation(r) for d in decisions for r in d.results):
         return None
     try:
-        return Baseline.of(evaluate_object(policies, old, request.namespace))
+        return Baseline.of(evaluate_object(policies, old, request.namespace, config_maps))
     except Exception:
         return None
 
@@ -297,13 +320,15 @@ def _shared_executor() -> ThreadPoolExecutor:
 
 def review(policies: PolicySet, admission_review: Mapping[str, Any], *, mutate: bool,
            deadline_s: float = DEFAULT_DEADLINE_S, allow_existing_violations: bool = True,
-           read_parent: ParentReader | None = None) -> dict[str, Any]:
+           read_parent: ParentReader | None = None, read_config_map: ConfigMapReader | None = None
+           ) -> dict[str, Any]:
     """Answer one AdmissionReview v1 (the sync entry point; the webhook server shares its parts).
 
     Raises :class:`AdapterError` when the review itself is malformed (the server answers 400).
     """
     request = parse(admission_review)
     future = _shared_executor().submit(judge, policies, request, mutate=mutate, read_parent=read_parent,
+                                       read_config_map=read_config_map,
                                        allow_existing_violations=allow_existing_violations)
     try:
         result = future.result(timeout=deadline_s)

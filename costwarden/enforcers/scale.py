@@ -15,6 +15,7 @@ import dataclasses
 from collections.abc import Mapping
 
 from costwarden.enforcers.admission import AdmissionRequest, AdmissionResult, failure_result, judge
+from costwarden.enforcers.cluster_reads import NO_API, ConfigMapReader
 from costwarden.enforcers.scale_target import (
     SCALABLE,
     ParentReader,
@@ -26,12 +27,12 @@ from costwarden.enforcers.scale_target import (
 from costwarden.engine.evaluate import PolicySet
 from costwarden.errors import describe
 
-NO_API = "the webhook has no API server access (no service account token mounted)"
-
 
 def judge_scale(policies: PolicySet, request: AdmissionRequest, *, read_parent: ParentReader | None,
-                allow_existing_violations: bool = True) -> AdmissionResult:
-    """Judge one ``<resource>/scale`` request (``/validate``: ``/mutate`` cannot patch the parent)."""
+                allow_existing_violations: bool = True, read_config_map: ConfigMapReader | None = None
+                ) -> AdmissionResult:
+    """Judge one ``<resource>/scale`` request (``/validate``: ``/mutate`` cannot patch the parent);
+    a vLLM ``--config`` file of the parent is read with ``read_config_map``."""
     group, version, resource = request.resource
     kind = SCALABLE[(group, resource)]
     parent_request = dataclasses.replace(request, kind=kind, sub_resource="", object=None, old_object=None)
@@ -53,7 +54,8 @@ def judge_scale(policies: PolicySet, request: AdmissionRequest, *, read_parent: 
     old = parent if old_replicas is None else with_replicas(parent, old_replicas)
     update = dataclasses.replace(parent_request, operation="UPDATE", object=with_replicas(parent, replicas),
                                  old_object=old)
-    result = judge(policies, update, mutate=False, allow_existing_violations=allow_existing_violations)
+    result = judge(policies, update, mutate=False, allow_existing_violations=allow_existing_violations,
+                   read_config_map=read_config_map)
     return dataclasses.replace(result, request=request)
 
 

@@ -55,7 +55,8 @@ class WebhookSettings:
     allow_existing_violations: bool = True
     """An UPDATE is not denied for a violation the old object had, no worse (Kyverno's default)."""
     service_account_dir: str = SERVICE_ACCOUNT_DIR
-    """Token and CA for reading the parents of ``scale`` requests (with ``KUBERNETES_SERVICE_*``)."""
+    """Token and CA for reading the parents of ``scale`` requests and the ConfigMaps of vLLM
+    ``--config`` files (with ``KUBERNETES_SERVICE_*``)."""
 
     def to_env(self) -> dict[str, str]:
         return {ENV_PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
@@ -111,7 +112,8 @@ class Webhook:
 
     def __init__(self, settings: WebhookSettings, reloader: PolicyReloader | None = None) -> None:
         self.settings = settings
-        # None outside a cluster: scale requests then get each policy's onError answer.
+        # None outside a cluster: scale requests then get each policy's onError answer, and vLLM
+        # --config files mounted from ConfigMaps stay "cannot be judged", saying so.
         self.kube_api = KubeApi.in_cluster(settings.service_account_dir,
                                            timeout_s=min(DEFAULT_TIMEOUT_S, settings.deadline_s * 0.75),
                                            max_idle=settings.eval_threads)
@@ -175,6 +177,7 @@ class Webhook:
         deadline = self.settings.deadline_s
         task = asyncio.get_running_loop().run_in_executor(
             self.executor, functools.partial(judge, policies, review, mutate=mutate, read_parent=self.kube_api,
+                                             read_config_map=self.kube_api.config_map if self.kube_api else None,
                                              allow_existing_violations=self.settings.allow_existing_violations))
         try:
             result: AdmissionResult = await asyncio.wait_for(task, deadline)

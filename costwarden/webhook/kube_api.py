@@ -1,7 +1,8 @@
 """A minimal in-cluster Kubernetes API reader: GET one object with the pod's service account.
 
 The webhook reads the parent of a ``scale`` request (a Deployment, say) to judge it at the new
-replica count (:mod:`costwarden.enforcers.scale`). One GET per scale request does not justify the
+replica count (:mod:`costwarden.enforcers.scale`), and the ConfigMap a vLLM server's ``--config``
+file is mounted from (:mod:`costwarden.enforcers.cluster_reads`). One GET per such request does not justify the
 ``kubernetes`` client (seconds of import, a thread pool per client): this speaks the one REST call
 with the standard library, the way client-go's ``rest.InClusterConfig`` sets it up —
 
@@ -25,6 +26,7 @@ The read has its own timeout, below the evaluation deadline, so a slow API serve
 
 >>> api = KubeApi.in_cluster()                                   # doctest: +SKIP
 >>> api(ParentRef("apps", "v1", "deployments", "ml", "srv"))     # doctest: +SKIP
+>>> api.config_map("ml", "vllm-config")["data"]                  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from costwarden.enforcers.cluster_reads import config_map_path
 from costwarden.enforcers.scale_target import ParentRef
 from costwarden.errors import AdapterError
 
@@ -51,8 +54,9 @@ _Stamp = tuple[int, int, int]
 
 
 class KubeApi:
-    """GETs objects from one API server with a bearer token file; a ``ParentReader``. Safe to
-    call from several threads at once (each read takes a connection of its own)."""
+    """GETs objects from one API server with a bearer token file; a ``ParentReader``, and
+    :meth:`config_map` a ``ConfigMapReader``. Safe to call from several threads at once (each
+    read takes a connection of its own)."""
 
     def __init__(self, host: str, port: int, token_file: str | os.PathLike[str], ca_file: str | os.PathLike[str],
                  *, timeout_s: float = DEFAULT_TIMEOUT_S, max_idle: int = MAX_IDLE_CONNECTIONS) -> None:
@@ -84,6 +88,10 @@ class KubeApi:
 
     def __call__(self, ref: ParentRef) -> dict[str, Any]:
         return self.get(ref.path)
+
+    def config_map(self, namespace: str, name: str) -> dict[str, Any]:
+        """The ConfigMap ``namespace/name`` (read fresh each time: an edit applies at once)."""
+        return self.get(config_map_path(namespace, name))
 
     def get(self, path: str) -> dict[str, Any]:
         """The JSON object at ``path``; raises :class:`AdapterError` saying what went wrong."""

@@ -13,7 +13,11 @@ When a policy's verdict can change with a workload's replica count (a cost cap, 
 ``replicas``), the validating webhook also covers UPDATE of ``<resource>/scale`` for the scalable
 kinds it matches (``kubectl scale``, the HPA), and a ClusterRole lets the webhook's
 ServiceAccount ``get`` those resources, whose token is then mounted: the scale is judged on the
-parent read from the API server. Without such a policy the webhook never calls the API server.
+parent read from the API server. When a ``serving_config`` policy is judged at admission, a
+second ClusterRole lets it ``get`` ConfigMaps (only ``get``, cluster-wide: the webhook judges every
+namespace), to read the ``--config`` file a vLLM server mounts from one
+(:mod:`costwarden.enforcers.cluster_reads`). Without such policies the webhook never calls the
+API server and its token is not mounted.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from costwarden.enforcers.admission import VLLM_HOST_KINDS
+from costwarden.enforcers.cluster_reads import reads_config_maps
 from costwarden.enforcers.scale_target import affected_kinds
 from costwarden.engine.evaluate import PolicySet
 
@@ -64,6 +69,7 @@ KIND_RESOURCES: dict[str, tuple[str, str, str]] = {
     "JobSet": ("jobset.x-k8s.io", "v1alpha2", "jobsets"),
 }
 KUBERNETES_SUBJECTS = ("resource", "serving_config")
+CONFIG_MAP_READ: dict[str, Any] = {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +80,14 @@ class WebhookScope:
     fail_closed: bool
     scale_kinds: tuple[str, ...] = ()
     """Kinds whose ``scale`` subresource a policy judges (by replicas): validated, with RBAC to read them."""
+    reads_config_maps: bool = False
+    """Whether a policy judges vLLM serving configs at admission: then the webhook may ``get``
+    ConfigMaps, to read a ``--config`` file mounted from one."""
+
+    @property
+    def reads_api(self) -> bool:
+        """Whether the webhook reads anything from the API server (and needs its token)."""
+        return bool(self.scale_kinds) or self.reads_config_maps
 
     def rules(self) -> list[dict[str, Any]]:
         """One rule per (apiGroup, version), main resources only (never ``status``/``scale``)."""
@@ -93,6 +107,10 @@ class WebhookScope:
         return [{"apiGroups": [group], "resources": sorted(resources), "verbs": ["get"]}
                 for group, resources in sorted(grouped.items())]
 
+    def config_map_read_rules(self) -> list[dict[str, Any]]:
+        """RBAC rules: ``get`` on ConfigMaps when vLLM ``--config`` files are read from them."""
+        return [CONFIG_MAP_READ] if self.reads_config_maps else []
+
 
 def _rules(kinds: tuple[str, ...], suffix: str, operations: list[str]) -> list[dict[str, Any]]:
     grouped: dict[tuple[str, str], list[str]] = {}
@@ -111,9 +129,10 @@ def webhook_scope(policies: PolicySet) -> WebhookScope:
     scalable kinds whose replica count some policy can judge differently."""
     kinds: set[str] = set()
     scale_kinds: set[str] = set()
-    fail_closed = False
+    fail_closed = reads = False
     for policy in policies:
         scale_kinds |= affected_kinds(policy) & KIND_RESOURCES.keys()
+        reads = reads or reads_config_maps(policy)
         effect = policy.effects["admission"]
         if effect == "off" or policy.subject_type not in KUBERNETES_SUBJECTS:
             continue
@@ -124,7 +143,7 @@ def webhook_scope(policies: PolicySet) -> WebhookScope:
                 else set()
         kinds |= found
         fail_closed = fail_closed or (effect == "deny" and bool(found))
-    return WebhookScope(tuple(sorted(kinds)), fail_closed, tuple(sorted(scale_kinds & kinds)))
+    return WebhookScope(tuple(sorted(kinds)), fail_closed, tuple(sorted(scale_kinds & kinds)), reads)
 
 
 def _labels(component: str | None = None) -> dict[str, str]:
@@ -184,7 +203,8 @@ def _container(image: str) -> dict[str, Any]:
 
 def deployment(namespace: str, image: str, replicas: int = 3, *, reads_api: bool = False) -> dict[str, Any]:
     """The webhook's Deployment; ``reads_api`` mounts the service account token (to read the
-    parents of scale requests), which is otherwise left out: the webhook then never calls the API."""
+    parents of scale requests and vLLM ``--config`` ConfigMaps), which is otherwise left out: the
+    webhook then never calls the API."""
     selector = {"app.kubernetes.io/name": NAME}
     spread = {"weight": 100, "podAffinityTerm": {"labelSelector": {"matchLabels": selector},
                                                  "topologyKey": "kubernetes.io/hostname"}}
@@ -243,12 +263,22 @@ def webhook_configurations(namespace: str, scope: WebhookScope, ca_bundle_pem: b
 def scale_reader_rbac(namespace: str, scope: WebhookScope) -> list[dict[str, Any]]:
     """A ClusterRole that may ``get`` the parents of judged scale requests, bound to the webhook's
     ServiceAccount; nothing when no policy judges replicas."""
-    if not scope.scale_kinds:
+    return _reader_rbac(namespace, f"{NAME}-scale-reader", scope.read_rules())
+
+
+def config_map_reader_rbac(namespace: str, scope: WebhookScope) -> list[dict[str, Any]]:
+    """A ClusterRole that may ``get`` ConfigMaps (never ``list`` or ``watch``: only those mounted as
+    a vLLM ``--config`` are read), bound to the webhook's ServiceAccount; nothing when no
+    ``serving_config`` policy is judged at admission."""
+    return _reader_rbac(namespace, f"{NAME}-configmap-reader", scope.config_map_read_rules())
+
+
+def _reader_rbac(namespace: str, name: str, rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if not rules:
         return []
-    name = f"{NAME}-scale-reader"
     return [
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": _meta(name),
-         "rules": scope.read_rules()},
+         "rules": rules},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": _meta(name),
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
          "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": namespace}]},
@@ -299,6 +329,7 @@ def render_manifests(namespace: str, image: str = DEFAULT_IMAGE, policies_dir: s
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(NAME, namespace),
          "automountServiceAccountToken": False},
         *scale_reader_rbac(namespace, scope),
+        *config_map_reader_rbac(namespace, scope),
         policy_config_map(namespace, policies),
     ]
     if tls_cert_pem and tls_key_pem:
@@ -306,7 +337,7 @@ def render_manifests(namespace: str, image: str = DEFAULT_IMAGE, policies_dir: s
     if not ca_bundle_pem:  # the configurations ask cert-manager for the CA: it issues the Secret too
         objects += cert_manager_objects(namespace)
     objects += [
-        deployment(namespace, image, reads_api=bool(scope.scale_kinds)),
+        deployment(namespace, image, reads_api=scope.reads_api),
         {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": _meta(NAME, namespace),
          "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": NAME}}}},
         {"apiVersion": "v1", "kind": "Service", "metadata": _meta(NAME, namespace),
@@ -331,6 +362,6 @@ def unmapped_kinds(policies: PolicySet) -> list[str]:
     return sorted(found)
 
 
-__all__ = ["DEFAULT_IMAGE", "KIND_RESOURCES", "NAME", "TIMEOUT_SECONDS", "WebhookScope", "cert_manager_objects",
-           "deployment", "policy_config_map", "render_manifests", "scale_reader_rbac", "unmapped_kinds",
-           "webhook_configurations", "webhook_scope"]
+__all__ = ["CONFIG_MAP_READ", "DEFAULT_IMAGE", "KIND_RESOURCES", "NAME", "TIMEOUT_SECONDS", "WebhookScope",
+           "cert_manager_objects", "config_map_reader_rbac", "deployment", "policy_config_map", "render_manifests",
+           "scale_reader_rbac", "unmapped_kinds", "webhook_configurations", "webhook_scope"]

@@ -22,7 +22,7 @@ expanded from the container's literal ``env`` values, as the kubelet does.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import yaml
@@ -46,7 +46,13 @@ from costwarden.adapters.vllm.config_file import (
 )
 from costwarden.adapters.vllm.crd import go_string, inference_service, vllm_runtime
 from costwarden.adapters.vllm.diagnostics import Diagnostic
-from costwarden.adapters.vllm.mounts import ConfigMaps, container_path, describe_mount, mounted_files
+from costwarden.adapters.vllm.mounts import (
+    ConfigMaps,
+    config_map_at,
+    container_path,
+    describe_mount,
+    mounted_files,
+)
 from costwarden.adapters.vllm.parser import Resolution, parse_argv, resolve_invocation
 from costwarden.adapters.vllm.subject import (
     EMPTY,
@@ -103,23 +109,48 @@ def container_invocation(container: Mapping[str, Any], default_command: Sequence
 def detect_in_resource(resource: Resource, config_maps: ConfigMaps | None = None) -> list[Detected]:
     """Every vLLM container in a workload, with resolutions (diagnostics included). ``--config``
     files mounted from a ConfigMap in ``config_maps`` are read from it."""
-    raw = resource.raw
-    if not isinstance(raw, Mapping):
+    if not isinstance(resource.raw, Mapping):
         return []
     out: list[Detected] = []
+    for spec, pointer, multi_pod, container in _pod_containers(resource):
+        found = _from_container(resource, container, _Pod(spec, pointer, multi_pod, config_maps or _NO_CONFIG_MAPS))
+        if found:
+            out.append(found)
+    out += inference_service(resource)
+    out += vllm_runtime(resource)
+    return out
+
+
+def _pod_containers(resource: Resource) -> Iterator[tuple[Mapping[str, Any], str, bool, Mapping[str, Any]]]:
+    """``(pod spec, container pointer, several pods?, container)`` for every container of a workload."""
+    raw = resource.raw
+    if not isinstance(raw, Mapping):
+        return
     multi_pod = len(resource.pod_spec_pointers) > 1
     for spec_pointer in resource.pod_spec_pointers:
         spec = as_map(resolve(raw, spec_pointer))
         for key in ("containers", "initContainers"):
             containers = spec.get(key)
             for i, container in enumerate(containers if isinstance(containers, list) else ()):
-                pod = _Pod(spec, f"{spec_pointer}/{key}/{i}", multi_pod, config_maps or _NO_CONFIG_MAPS)
-                found = _from_container(resource, as_map(container), pod)
-                if found:
-                    out.append(found)
-    out += inference_service(resource)
-    out += vllm_runtime(resource)
-    return out
+                yield spec, f"{spec_pointer}/{key}/{i}", multi_pod, as_map(container)
+
+
+def config_maps_to_read(resource: Resource) -> list[str]:
+    """The ConfigMaps (names, in the workload's namespace) holding a ``--config`` file one of its
+    vLLM containers reads: what the admission webhook reads from the API server, since it sees
+    the workload without them."""
+    names: list[str] = []
+    for spec, _, _, container in _pod_containers(resource):
+        found = container_invocation(container, _preset_command(resource, container))
+        if found is None:
+            continue
+        hint = resource.tags.get(VERSION_TAG) or version_hint(str(container.get("image") or ""))
+        unread = _resolve_cached(found, hint, resource.source.file, resource.source.line).unread_config
+        where = container_path(unread, container) if unread is not None else None
+        source = config_map_at(spec, container, where) if where else None
+        if source is not None and source[0] not in names:
+            names.append(source[0])
+    return names
 
 
 class _Pod:
@@ -345,6 +376,7 @@ __all__ = [
     "PARAMS_TAG",
     "VERSION_TAG",
     "Detected",
+    "config_maps_to_read",
     "container_invocation",
     "detect_in_config_file",
     "detect_in_helm_values",

@@ -10,7 +10,8 @@ can be read when the ConfigMap's manifest is checked with the workload::
 
 As the kubelet projects them: a ``configMap`` or ``projected`` volume holds one file per ``data``
 key, or only the listed ``items`` at their ``path``; a ``subPath`` mount is one file of the
-volume. :func:`describe_mount` names where an unavailable file would come from, for messages.
+volume. :func:`describe_mount` names where an unavailable file would come from, for messages, and
+:func:`config_map_at` which ConfigMap and key hold it (for the admission webhook to read).
 """
 
 from __future__ import annotations
@@ -106,9 +107,9 @@ def mounted_files(pod_spec: Mapping[str, Any], container: Mapping[str, Any], nam
     return out
 
 
-def describe_mount(pod_spec: Mapping[str, Any], container: Mapping[str, Any], path: str) -> str | None:
-    """Where ``path`` comes from when a ConfigMap volume is mounted there: ``ConfigMap 'cfg' (key
-    'c.yaml')``; None when no ConfigMap mount covers it."""
+def config_map_at(pod_spec: Mapping[str, Any], container: Mapping[str, Any], path: str) -> tuple[str, str] | None:
+    """``(ConfigMap name, key)`` of the file at ``path`` when a ConfigMap volume is mounted there;
+    None when no ConfigMap mount covers it. The admission webhook reads that ConfigMap."""
     path = posixpath.normpath(path)
     for mount_path, sub_path, files in _mounts(pod_spec, container):
         rel = sub_path if path == mount_path else posixpath.relpath(path, mount_path)
@@ -116,8 +117,15 @@ def describe_mount(pod_spec: Mapping[str, Any], container: Mapping[str, Any], pa
             continue
         for name, key, item_path in files:
             if key == "*" or item_path == rel:
-                return f"ConfigMap '{name}' (key '{rel if key == '*' else key}')"
+                return name, rel if key == "*" else key
     return None
+
+
+def describe_mount(pod_spec: Mapping[str, Any], container: Mapping[str, Any], path: str) -> str | None:
+    """Where ``path`` comes from when a ConfigMap volume is mounted there: ``ConfigMap 'cfg' (key
+    'c.yaml')``; None when no ConfigMap mount covers it."""
+    found = config_map_at(pod_spec, container, path)
+    return None if found is None else f"ConfigMap '{found[0]}' (key '{found[1]}')"
 
 
 def container_path(path: str, container: Mapping[str, Any]) -> str | None:
@@ -129,4 +137,4 @@ def container_path(path: str, container: Mapping[str, Any]) -> str | None:
     return posixpath.normpath(posixpath.join(str(base or "/"), path))
 
 
-__all__ = ["ConfigMaps", "container_path", "describe_mount", "mounted_files"]
+__all__ = ["ConfigMaps", "config_map_at", "container_path", "describe_mount", "mounted_files"]

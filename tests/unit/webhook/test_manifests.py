@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from webhook_support import POLICIES
+from webhook_support import POLICIES, write_policies
 
 from costwarden.api import load_policies
 from costwarden.engine.evaluate import PolicySet
@@ -42,7 +42,8 @@ def test_every_object_is_a_valid_kubernetes_api_object(objects: list[dict[str, A
     from kubernetes.client import ApiClient
 
     api = ApiClient()
-    assert sorted(o["kind"] for o in objects) == sorted(MODELS)
+    assert sorted({o["kind"] for o in objects}) == sorted(MODELS)
+    assert [o["kind"] for o in objects].count("ClusterRole") == 2  # scale parents, vLLM --config ConfigMaps
     for obj in objects:
         text = yaml.safe_dump(obj)  # what kubectl apply reads
         model = api.deserialize(json.dumps(yaml.safe_load(text)), MODELS[obj["kind"]], "application/json")
@@ -181,6 +182,7 @@ def test_helm_chart_values_carry_the_generated_rules(builtin_policies: PolicySet
     assert values["webhook"]["rules"] == scope.rules()
     assert values["webhook"]["scale"]["rules"] == scope.validating_rules()[len(scope.rules()):]
     assert values["webhook"]["scale"]["read"] == scope.read_rules()
+    assert values["webhook"]["configMaps"]["read"] == scope.config_map_read_rules() != []
     assert values["webhook"]["failurePolicy"] == ("Fail" if scope.fail_closed else "Ignore")
 
 
@@ -212,6 +214,8 @@ def test_helm_chart_renders_the_same_objects(objects: list[dict[str, Any]], cert
     for key in ("securityContext", "automountServiceAccountToken"):
         assert chart_pod[key] == our_pod[key], key
     assert chart_pod["containers"][0]["securityContext"] == our_pod["containers"][0]["securityContext"]
+    roles = {o["metadata"]["name"].removeprefix("cw-"): o["rules"] for o in docs if o["kind"] == "ClusterRole"}
+    assert roles == {o["metadata"]["name"]: o["rules"] for o in objects if o["kind"] == "ClusterRole"}
     kinds = sorted(d["kind"] for d in docs)
     assert ("Certificate" in kinds) is cert_manager and ("Secret" in kinds) is not cert_manager
 
@@ -228,3 +232,51 @@ def test_helm_chart_has_the_same_pieces() -> None:
     for needle in ("kubernetes.io/metadata.name", "sideEffects: None", "matchPolicy: Equivalent",
                    "readOnlyRootFilesystem: true", "/readyz", "/healthz"):
         assert needle in templates, needle
+
+
+VLLM_POLICY = """\
+apiVersion: costwarden.dev/v1
+kind: Policy
+metadata: {name: vllm-prefix-caching, severity: medium}
+spec:
+  subject: serving_config
+  enforcement: {default: deny, admission: warn}
+  rules:
+    - name: caching
+      servingConfig: {requirePrefixCaching: true}
+"""
+
+
+def test_configmap_reads_get_rbac_only_when_a_serving_policy_is_judged_at_admission(tmp_path: Path) -> None:
+    def rbac(name: str, text: str) -> tuple[list[Any], bool]:
+        objects = render_manifests("cw", policies_dir=write_policies(tmp_path / name, text), ca_bundle_pem=b"CA")
+        roles = [o["rules"] for o in objects if o["kind"] == "ClusterRole"
+                 and o["metadata"]["name"] == "costwarden-webhook-configmap-reader"]
+        bindings = [o for o in objects if o["kind"] == "ClusterRoleBinding"
+                    and o["roleRef"]["name"] == "costwarden-webhook-configmap-reader"]
+        assert len(bindings) == len(roles)
+        return roles, by_kind(objects, "Deployment")["spec"]["template"]["spec"]["automountServiceAccountToken"]
+
+    # no reader at all: the token is not mounted
+    assert rbac("labels", POLICIES.split("---")[0]) == ([], False)
+    # the token is mounted for the ConfigMaps alone (no policy judges replicas)
+    assert rbac("vllm", VLLM_POLICY) == ([[{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}]], True)
+    assert rbac("off", VLLM_POLICY.replace("admission: warn", "admission: off")) == ([], False)
+
+
+def test_helm_chart_mounts_the_token_only_for_a_reader() -> None:
+    helm = pytest.importorskip("helm_python")
+
+    def render(webhook: dict[str, Any]) -> list[dict[str, Any]]:
+        values = {"tls": {"certManager": False, "caBundle": "CA", "cert": "C", "key": "K"}, "webhook": webhook,
+                  "existingPolicyConfigMap": "mine"}
+        rendered = helm.Chart.load(str(CHART)).render(values, name="cw", namespace="cw", is_install=True)
+        return [d for text in rendered.values() for d in yaml.safe_load_all(text) if d]
+
+    no_reads = render({"scale": {"rules": [], "read": []}, "configMaps": {"read": []}})
+    assert not any(d["kind"] in ("ClusterRole", "ClusterRoleBinding") for d in no_reads)
+    assert by_kind(no_reads, "Deployment")["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    config_maps_only = render({"scale": {"rules": [], "read": []}})
+    assert [d["metadata"]["name"] for d in config_maps_only if d["kind"] == "ClusterRole"] == [
+        "cw-costwarden-webhook-configmap-reader"]
+    assert by_kind(config_maps_only, "Deployment")["spec"]["template"]["spec"]["automountServiceAccountToken"] is True

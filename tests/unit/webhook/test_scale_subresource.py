@@ -6,18 +6,23 @@ from __future__ import annotations
 
 import copy
 import json
-import ssl
-import threading
 import time
-import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from webhook_support import POLICIES, ServerThread, client_context, write_policies
+from webhook_support import (
+    POLICIES,
+    RESOURCES,
+    FakeApiServer,
+    ServerThread,
+    client_context,
+    scale_review,
+    service_account,
+    write_policies,
+)
 
 from costwarden.enforcers.admission import review
 from costwarden.enforcers.scale import NO_API
@@ -28,10 +33,7 @@ from costwarden.webhook.kube_api import KubeApi
 from costwarden.webhook.manifests import render_manifests
 from costwarden.webhook.tls import CertFiles, generate_certs
 
-TOKEN = "token-1"
 LABELS = {"team": "ml", "cost.example.com/center": "research"}
-RESOURCES = {"Deployment": ("apps", "deployments"), "StatefulSet": ("apps", "statefulsets"),
-             "ReplicaSet": ("apps", "replicasets")}
 
 
 def workload(kind: str, name: str, replicas: int) -> dict[str, Any]:
@@ -45,79 +47,6 @@ def workload(kind: str, name: str, replicas: int) -> dict[str, Any]:
                      "containers": [{"name": "s", "image": "server",
                                      "resources": {"limits": {"nvidia.com/gpu": 4}}}]}}},
     }
-
-
-def scale_review(kind: str, name: str, replicas: int, old_replicas: int) -> dict[str, Any]:
-    """The AdmissionReview the API server sends for ``kubectl scale <kind>/<name> --replicas=N``."""
-    group, resource = RESOURCES[kind]
-
-    def scale(n: int) -> dict[str, Any]:
-        return {"apiVersion": "autoscaling/v1", "kind": "Scale",
-                "metadata": {"name": name, "namespace": "ml"}, "spec": {"replicas": n}, "status": {"replicas": n}}
-
-    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-        "uid": str(uuid.uuid4()), "kind": {"group": "autoscaling", "version": "v1", "kind": "Scale"},
-        "resource": {"group": group, "version": "v1", "resource": resource}, "subResource": "scale",
-        "requestKind": {"group": "autoscaling", "version": "v1", "kind": "Scale"},
-        "name": name, "namespace": "ml", "operation": "UPDATE",
-        "userInfo": {"username": "tester"}, "object": scale(replicas), "oldObject": scale(old_replicas),
-        "dryRun": False}}
-
-
-class FakeApiServer:
-    """GET /apis/<group>/<version>/namespaces/<ns>/<resource>/<name> over TLS with bearer tokens,
-    answering errors with ``Status`` objects, as kube-apiserver does."""
-
-    def __init__(self, certs: CertFiles) -> None:
-        self.objects: dict[str, dict[str, Any]] = {}
-        self.tokens = {TOKEN}
-        self.paths: list[str] = []
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-                fake.paths.append(self.path)
-                if self.headers.get("Authorization") not in {f"Bearer {t}" for t in fake.tokens}:
-                    self._answer(401, {"kind": "Status", "status": "Failure", "message": "Unauthorized",
-                                       "reason": "Unauthorized", "code": 401})
-                elif self.path in fake.objects:
-                    self._answer(200, fake.objects[self.path])
-                else:
-                    name = self.path.rsplit("/", 1)[-1]
-                    self._answer(404, {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404,
-                                       "message": f'deployments.apps "{name}" not found'})
-
-            def _answer(self, code: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(certs.cert, certs.key)
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
-        self.port: int = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def put(self, obj: dict[str, Any]) -> None:
-        group, resource = RESOURCES[obj["kind"]]
-        meta = obj["metadata"]
-        self.objects[f"/apis/{group}/v1/namespaces/{meta['namespace']}/{resource}/{meta['name']}"] = obj
-
-    def __enter__(self) -> FakeApiServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(10)
 
 
 @pytest.fixture(scope="module")
@@ -139,10 +68,7 @@ def api_server(certs: CertFiles) -> Iterator[FakeApiServer]:
 def account(tmp_path: Path, certs: CertFiles, api_server: FakeApiServer,
             monkeypatch: pytest.MonkeyPatch) -> Path:
     """A service account folder as the kubelet mounts it, and the in-cluster environment."""
-    folder = tmp_path / "serviceaccount"
-    folder.mkdir()
-    (folder / "token").write_text(TOKEN + "\n")
-    (folder / "ca.crt").write_bytes(certs.ca_pem)
+    folder = service_account(tmp_path / "serviceaccount", certs.ca_pem)
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(api_server.port))
     return folder
