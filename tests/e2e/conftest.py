@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from fake_llm_server import CountingLedger, FakeLlmServer, ListSink
+from fake_llm_server import CountingLedger, FakeLlmServer, ListSink, budget_policy, compile_policies
 
 from costwarden.adapters.ledger.memory import MemoryLedger
+from costwarden.enforcers.callguard import CallGuard
 
 
 @pytest.fixture(scope="module")
@@ -35,3 +36,13 @@ def sink() -> ListSink:
 def ledger() -> CountingLedger:
     """An in-memory ledger that counts the operations made on it."""
     return CountingLedger(MemoryLedger())
+
+
+@pytest.fixture(params=["inline", "background"])
+def guard(ledger: CountingLedger, sink: ListSink, request: pytest.FixtureRequest) -> Iterator[CallGuard]:
+    """A guard with one $5 per-user daily budget, settling inline and on its settler thread; a
+    module that needs other policies defines its own ``guard``."""
+    guard = CallGuard(compile_policies(budget_policy(5.0)), ledger=ledger, sinks=[sink],
+                      settle_in_background=request.param == "background")
+    yield guard
+    guard.close()

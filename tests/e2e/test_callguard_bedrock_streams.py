@@ -15,7 +15,6 @@ import struct
 import subprocess
 import sys
 import zlib
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -30,8 +29,6 @@ from fake_llm_server import (  # noqa: E402
     FakeLlmServer,
     ListSink,
     bedrock_chunk,
-    budget_policy,
-    compile_policies,
     eventstream_frame,
 )
 from genai_prices import Usage, calc_price  # noqa: E402
@@ -52,14 +49,6 @@ def bedrock_price(input_tokens: int, output_tokens: int, cache_read_tokens: int 
     usage = Usage(input_tokens=input_tokens + cache_read_tokens, cache_read_tokens=cache_read_tokens,
                   output_tokens=output_tokens)
     return float(calc_price(usage, model_ref=MODEL, provider_id="bedrock").total_price)
-
-
-@pytest.fixture(params=["inline", "background"])
-def guard(ledger: CountingLedger, sink: ListSink, request: pytest.FixtureRequest) -> Iterator[CallGuard]:
-    guard = CallGuard(compile_policies(budget_policy(5.0)), ledger=ledger, sinks=[sink],
-                      settle_in_background=request.param == "background")
-    yield guard
-    guard.close()
 
 
 def bedrock(server: FakeLlmServer, guard: CallGuard) -> Any:

@@ -35,14 +35,6 @@ def cost(model: str, **usage: int) -> float:
     return PRICER.cost("openai", model, TokenUsage(**usage))
 
 
-@pytest.fixture(params=["inline", "background"])
-def guard(ledger: CountingLedger, sink: ListSink, request: pytest.FixtureRequest) -> Iterator[CallGuard]:
-    guard = CallGuard(compile_policies(budget_policy(5.0)), ledger=ledger, sinks=[sink],
-                      settle_in_background=request.param == "background")
-    yield guard
-    guard.close()
-
-
 @pytest.fixture
 def client(server: FakeLlmServer, guard: CallGuard) -> Iterator[Any]:
     with openai.OpenAI(base_url=server.url + "/v1", api_key="test",

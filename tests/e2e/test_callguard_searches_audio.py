@@ -42,14 +42,6 @@ def ledger(tmp_path: Path) -> Iterator[Any]:
     ledger.close()
 
 
-@pytest.fixture(params=["inline", "background"])
-def guard(ledger: Any, sink: ListSink, request: pytest.FixtureRequest) -> Iterator[CallGuard]:
-    guard = CallGuard(compile_policies(budget_policy(5.0)), ledger=ledger, sinks=[sink],
-                      settle_in_background=request.param == "background")
-    yield guard
-    guard.close()
-
-
 @pytest.fixture
 def claude(server: FakeLlmServer, guard: CallGuard) -> Iterator[Any]:
     with anthropic.Anthropic(base_url=server.url, api_key="test", middleware=[guard]) as client:

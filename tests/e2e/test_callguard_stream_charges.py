@@ -16,8 +16,6 @@ from fake_llm_server import (  # noqa: E402
     CountingLedger,
     FakeLlmServer,
     ListSink,
-    budget_policy,
-    compile_policies,
     spent_today,
 )
 
@@ -31,14 +29,6 @@ from costwarden.engine.subjects import TokenUsage  # noqa: E402
 PRICER = GenaiPricer()
 SEARCH_TOOL = {"type": "web_search"}
 SEARCH_USD = 0.01  # genai-prices: $10 per 1,000 web search calls on OpenAI's models
-
-
-@pytest.fixture(params=["inline", "background"])
-def guard(ledger: CountingLedger, sink: ListSink, request: pytest.FixtureRequest) -> Iterator[CallGuard]:
-    guard = CallGuard(compile_policies(budget_policy(5.0)), ledger=ledger, sinks=[sink],
-                      settle_in_background=request.param == "background")
-    yield guard
-    guard.close()
 
 
 def client_for(server: FakeLlmServer, guard: CallGuard, provider: str = "openai") -> Any:

@@ -20,8 +20,6 @@ from fake_llm_server import (  # noqa: E402
     CountingLedger,
     FakeLlmServer,
     ListSink,
-    budget_policy,
-    compile_policies,
     spent_today,
 )
 from genai_prices import Usage, calc_price  # noqa: E402
@@ -58,14 +56,6 @@ def input_estimate(server: FakeLlmServer) -> int:
     """The guard's estimate of the last OpenAI request's input, as the server received it."""
     (sent,) = [r for r in server.posts() if r.path.startswith("/v1/")][-1:]
     return subject_from_request(sent.body).request.input_tokens
-
-
-@pytest.fixture(params=["inline", "background"])
-def guard(ledger: CountingLedger, sink: ListSink, request: pytest.FixtureRequest) -> Iterator[CallGuard]:
-    guard = CallGuard(compile_policies(budget_policy(5.0)), ledger=ledger, sinks=[sink],
-                      settle_in_background=request.param == "background")
-    yield guard
-    guard.close()
 
 
 @pytest.fixture
