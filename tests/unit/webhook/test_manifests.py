@@ -181,7 +181,6 @@ def test_helm_chart_values_carry_the_generated_rules(builtin_policies: PolicySet
     scope = webhook_scope(builtin_policies)
     assert values["webhook"]["rules"] == scope.rules()
     assert values["webhook"]["scale"]["rules"] == scope.validating_rules()[len(scope.rules()):]
-    assert values["webhook"]["scale"]["read"] == scope.read_rules()
     assert values["webhook"]["configMaps"]["read"] == scope.config_map_read_rules() != []
     assert values["webhook"]["failurePolicy"] == ("Fail" if scope.fail_closed else "Ignore")
 
@@ -273,10 +272,10 @@ def test_helm_chart_mounts_the_token_only_for_a_reader() -> None:
         rendered = helm.Chart.load(str(CHART)).render(values, name="cw", namespace="cw", is_install=True)
         return [d for text in rendered.values() for d in yaml.safe_load_all(text) if d]
 
-    no_reads = render({"scale": {"rules": [], "read": []}, "configMaps": {"read": []}})
+    no_reads = render({"scale": {"rules": []}, "configMaps": {"read": []}})
     assert not any(d["kind"] in ("ClusterRole", "ClusterRoleBinding") for d in no_reads)
     assert by_kind(no_reads, "Deployment")["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
-    config_maps_only = render({"scale": {"rules": [], "read": []}})
+    config_maps_only = render({"scale": {"rules": []}})
     assert [d["metadata"]["name"] for d in config_maps_only if d["kind"] == "ClusterRole"] == [
         "cw-costwarden-webhook-configmap-reader"]
     assert by_kind(config_maps_only, "Deployment")["spec"]["template"]["spec"]["automountServiceAccountToken"] is True
