@@ -152,9 +152,9 @@ def _cannot_judge(s: ServingSubject, flags: list[str]) -> Outcome:
     names = ", ".join(dict.fromkeys(flags))
     return Outcome(
         "error",
-        f"cannot judge {names}: the --config file {path} was not read and may set them. Give it to "
-        "costwarden (a ConfigMap mounted there: check its manifest together with the workload) or set "
-        "them on the command line",
+        f"cannot judge {names}: the --config file {path} was not read and may set them. Set them on "
+        "the command line, or let costwarden read the file: in CI, check the ConfigMap mounted there "
+        "with the workload; at admission, the webhook reads it when its RBAC allows",
         path="args.config",
         expected="the --config file's contents",
         actual=path,
