@@ -207,6 +207,14 @@ class LeasedLedger:
     def charge(
         self, reservation_id: str, holds: Sequence[Hold], cost_usd: float, *, ttl_s: float, now: datetime
     ) -> list[Alert]:
+        """The store's charge. An id admitted here from a slice has a record only here: it charges
+        nothing, as in a store (its own settle charges the call). Any other id is remembered as the
+        store's, so a reserve under it afterwards gets the store's answer (the charge's outcome,
+        holding nothing) rather than a second hold from a slice."""
+        with self._lock:
+            if self._held.get(reservation_id) or self._done.get(reservation_id):
+                return []
+            self._remember(reservation_id, None)
         return self._direct(self.inner.charge, reservation_id, holds, cost_usd, ttl_s=ttl_s, now=now)
 
     def status(self, prefix: str = "budget:", *, now: datetime | None = None) -> list[BudgetStatus]:
