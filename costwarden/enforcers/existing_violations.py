@@ -18,9 +18,12 @@ value must not have moved away from what it ``expected``:
   held): the distance to ``expected`` did not grow — scaling 4 → 40 GPUs while over a cost cap is
   worse, 40 → 10 is not;
 * mappings (``requireTags``' failing tags → values): no tag fails that did not, none with a new value;
+  an ``expr`` rule's CEL measures the subject values it read (``subject.workload.replicas`` → 12,
+  the whole subject when it may read anything), so its failure is pre-existing only while they
+  are unchanged — under ``replicas <= 10`` a label edit is excused, ``kubectl scale`` 12 → 500 is
+  not, nor 12 → 11 (a CEL expression does not say which way is better; 12 → 10 passes outright);
 * lists (deprecated vLLM arguments): no new entry;
-* anything else: ``expected`` and ``actual`` unchanged (an ``expr`` rule measures only ``False``,
-  so it cannot tell worse from equal, as in Kyverno).
+* anything else: ``expected`` and ``actual`` unchanged.
 
 ``error`` results are never excused: an evaluation that failed is not a known violation. The old
 object is judged by today's policies, as in Kyverno: a violation of a policy installed after the

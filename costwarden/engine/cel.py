@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import importlib.machinery
 import importlib.util
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -60,6 +61,25 @@ class CelProgram:
     """The tag keys it reads by name (None: it reads the tags as a whole, e.g. ``'k' in subject.tags``)."""
     reads_unknown_tags: bool = False
     """Whether it reads ``subject.unknown_tags`` (it then handles values a plan cannot show itself)."""
+    paths: tuple[tuple[str, ...], ...] | None = ()
+    """The subject paths it reads, each as far as it is spelled out (``subject.workload.replicas``
+    → ``("workload", "replicas")``; ``subject.tags.exists(...)`` → ``("tags",)``); None: it may read
+    any (same condition as ``fields``)."""
+
+    def read_values(self, subject_dict: dict[str, Any]) -> dict[str, Any]:
+        """What the expression reads of ``subject_dict``, keyed by the path as CEL spells it
+        (``subject.workload.replicas``; ``subject`` for the whole subject when ``paths`` is None);
+        an absent field reads as None. Equal for two subjects, the expression judges them alike:
+        this is what a failing expression measured."""
+        if self.paths is None:
+            return {"subject": dict(subject_dict)}
+        out: dict[str, Any] = {}
+        for path in self.paths:
+            value: Any = subject_dict
+            for name in path:
+                value = value.get(name) if isinstance(value, dict) else None
+            out["subject" + "".join(_spelled(name) for name in path)] = value
+        return out
 
     def evaluate(self, subject_dict: dict[str, Any]) -> Any:
         if self.fields is not None:
@@ -125,7 +145,7 @@ def compile_cel(source: str) -> CelProgram:
     if unknown_fns:
         name = unknown_fns[0]
         raise CelCompileError(f"unknown function '{name}'", _find(source, rf"\b{re.escape(name)}\s*\("))
-    return CelProgram(source, program, _fields(source), _tag_keys(source), "unknown_tags" in source)
+    return CelProgram(source, program, _fields(source), _tag_keys(source), "unknown_tags" in source, _paths(source))
 
 
 _TAG_READ = re.compile(
@@ -153,6 +173,29 @@ def _fields(source: str) -> tuple[str, ...] | None:
     """Top-level subject fields an expression reads, when every use of ``subject`` selects one."""
     found = {a or b for a, b in _FIELD.findall(source)}
     return tuple(sorted(found)) if len(_SUBJECT.findall(source)) == len(_FIELD.findall(source)) else None
+
+
+_STEP = r"""\s*(?:\.\s*[A-Za-z_]\w*\b(?!\s*\()|\[\s*(?:"[^"\\\n]*"|'[^'\\\n]*')\s*\])"""
+_PATH = re.compile(rf"\bsubject((?:{_STEP})+)")
+_STEP_NAME = re.compile(r"""[A-Za-z_]\w*|"([^"]*)"|'([^']*)'""")
+
+
+def _paths(source: str) -> tuple[tuple[str, ...], ...] | None:
+    """The subject paths ``source`` reads: each use of ``subject`` with the field selections and
+    literal keys that follow it (not a method call such as ``.exists(``, nor a computed index);
+    what the expression reads through that use lies within that path's value. None when a use
+    of ``subject`` selects no field (``size(subject)``)."""
+    uses = [match.group(1) for match in _PATH.finditer(source)]
+    if len(uses) != len(_SUBJECT.findall(source)):
+        return None
+    found = {tuple(m.group(1) if m.group(1) is not None else m.group(2) if m.group(2) is not None else m.group()
+                   for m in _STEP_NAME.finditer(use)) for use in uses}
+    return tuple(sorted(found))
+
+
+def _spelled(name: str) -> str:
+    """One step of a path as CEL would write it: ``.name``, or ``["app.kubernetes.io/name"]``."""
+    return f".{name}" if re.fullmatch(r"[A-Za-z_]\w*", name) else f"[{json.dumps(name)}]"
 
 
 def _syntax_error(source: str, text: str) -> CelCompileError:

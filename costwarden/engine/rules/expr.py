@@ -1,4 +1,10 @@
-"""``expr``: a CEL expression over ``subject`` that must be true, with a message."""
+"""``expr``: a CEL expression over ``subject`` that must be true, with a message.
+
+A failure measures what the expression read (``actual``: ``{"subject.workload.replicas": 12}``,
+see :meth:`CelProgram.read_values`), not just ``false``: on an UPDATE, the old object's failure is
+pre-existing only while those values are unchanged, so ``kubectl scale`` from 12 to 500 replicas
+under ``subject.workload.replicas <= 10`` is not excused as "already failing"
+(:mod:`costwarden.enforcers.existing_violations`)."""
 
 from __future__ import annotations
 
@@ -36,9 +42,10 @@ def compile(params: Expr, env: CompileEnv) -> Check:
         if unknown is not None:  # a plan cannot show it yet: neither a pass nor a proven failure
             return Outcome("fail", f"cannot be judged at plan time: {params.cel} reads {unknown}, "
                            "known only after apply", path="subject", expected=params.cel, advisory=True)
-        if program.evaluate_bool(subject.as_cel):
+        view = subject.as_cel
+        if program.evaluate_bool(view):
             return Outcome("pass", f"{params.cel} holds", path="subject")
-        return Outcome("fail", message, path="subject", expected=params.cel, actual=False)
+        return Outcome("fail", message, path="subject", expected=params.cel, actual=program.read_values(view))
 
     return check
 

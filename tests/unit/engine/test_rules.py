@@ -1098,7 +1098,8 @@ class TestExpr:
         assert (r.result, r.message, r.path) == ("pass", "subject.request.max_tokens <= 8192 holds", "subject")
         r = one(ps, call(request={"max_tokens": 10000}))
         assert (r.result, r.message) == ("fail", "max_tokens above 8192")
-        assert (r.expected, r.actual, r.fix) == ("subject.request.max_tokens <= 8192", False, None)
+        assert (r.expected, r.actual, r.fix) == ("subject.request.max_tokens <= 8192",
+                                                 {"subject.request.max_tokens": 10000}, None)
 
     def test_evaluation_error_is_an_error_result(self, compile_policies: CompilePolicies) -> None:
         ps = compile_policies(policy("expr: {cel: 'subject.tags.team == \"ml\"', message: m}", subject="resource"))
