@@ -165,7 +165,10 @@ def _tag_keys(source: str) -> frozenset[str] | None:
     return frozenset(keys)
 
 
-_FIELD = re.compile(r"\bsubject\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*[\"']([A-Za-z_][A-Za-z0-9_]*)[\"']\s*\])")
+# subject.<field> (not a method called on the subject: subject.size() reads all of it)
+_FIELD = re.compile(
+    r"\bsubject\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)\b(?!\s*\()|\[\s*[\"']([A-Za-z_][A-Za-z0-9_]*)[\"']\s*\])"
+)
 _SUBJECT = re.compile(r"\bsubject\b")
 
 

@@ -27,7 +27,7 @@ _SAMPLES: Mapping[str, dict[str, Any]] = {
     "llm_call": {"type": "llm_call", "provider": "p", "model": "m", "phase": "post", "usage": {"input_tokens": 1}},
     "serving_config": {"type": "serving_config", "model": "m"},
 }
-_READ = re.compile(r"\bsubject\s*\.\s*([A-Za-z_]\w*)(?:\s*\.\s*([A-Za-z_]\w*)\b(?!\s*\())?")
+_READ = re.compile(r"\bsubject\s*\.\s*([A-Za-z_]\w*)\b(?!\s*\()(?:\s*\.\s*([A-Za-z_]\w*)\b(?!\s*\())?")
 
 
 @functools.cache

@@ -340,7 +340,18 @@ class TestMisspeltFields:
             ('"subject.usage.input_tokens > 0 && subject.request.max_tokens > 0"', "llm_call"),
             ('"subject.tags.exists(k, k == \\"subject.nope\\")"', "resource"),  # a string, not a read
             ('"subject.unknown_tags.values.size() == 0"', "resource"),
+            ('"subject.size() > 3 && subject.workload.size() > 0"', "resource"),  # methods, not fields
         ],
     )
     def test_real_fields_and_map_keys_load(self, compile_policies: CompilePolicies, when: str, subject: str) -> None:
         assert self._errors(compile_policies, when, subject) == []
+
+
+def test_a_method_called_on_the_subject_reads_all_of_it() -> None:
+    # subject.size() was taken for a field named 'size': the expression saw an empty subject
+    from costwarden.engine.cel import compile_cel
+
+    program = compile_cel("subject.size() > 3")
+    assert program.fields is None
+    assert program.evaluate({"a": 1, "b": 2, "c": 3, "d": 4}) is True
+    assert compile_cel("subject.tags.team == 'x' && subject.workload.gpus > 0").fields == ("tags", "workload")
