@@ -8,11 +8,13 @@ the client the SDK is given (the same :class:`CallGuard` core and ledger as the 
     with attribution(feature="search", user="u-123"):
         client.chat.completions.create(...)
 
-Guarded: ``POST …/chat/completions`` and ``POST …/responses`` (plain and streamed); other requests
-pass through. Those of them that spend money (embeddings, legacy completions, images, audio,
-Batch API jobs, Responses compaction, videos, fine-tuning jobs: :data:`UNGUARDED_SPEND`) are neither
-judged, reserved, counted against budgets nor reported: each transport logs a warning naming the
-endpoint the first time one passes, so this is never silent (:mod:`.openai_endpoints`).
+Guarded: ``POST …/chat/completions`` and ``POST …/responses`` (plain and streamed), and
+``POST …/embeddings`` (``embeddings.create``: its estimated input is reserved, its
+``usage.prompt_tokens`` settled; :mod:`costwarden.adapters.openai_embeddings`); other requests pass
+through. Those of them that spend money (legacy completions, images, audio, Batch API jobs,
+Responses compaction, videos, fine-tuning jobs: :data:`UNGUARDED_SPEND`) are neither judged,
+reserved, counted against budgets nor reported: each transport logs a warning naming the endpoint
+the first time one passes, so this is never silent (:mod:`.openai_endpoints`).
 ``provider=`` names an OpenAI-compatible API (``"x-ai"``, ``"groq"``...) for pricing.
 :func:`guard_openai` keeps a client's own ``http_client`` (proxies, certificates, a custom
 transport) by guarding each of its transports.
@@ -62,8 +64,13 @@ from costwarden.enforcers.attempt import (
 from costwarden.enforcers.bodytap import AsyncTappedStream, BodyTap, TappedStream
 from costwarden.enforcers.guarded_call import GuardedCall, ProviderEdge
 from costwarden.enforcers.openai_endpoints import (
+    OPENAI,
+    OPENAI_EMBEDDINGS,
     UNGUARDED_SPEND,
+    edge,
+    edges,
     guarded_path,
+    is_embeddings,
     is_guarded,
     unguarded_spend,
     warn_unguarded_spend,
@@ -80,28 +87,22 @@ MAX_RETRY_AFTER_S = 120.0
 """The ``openai`` SDK does not retry a response whose ``Retry-After`` asks for longer than this."""
 
 
-def edge(provider: str = adapter.PROVIDER) -> ProviderEdge:
-    """The provider edge for ``provider`` (an OpenAI-compatible API priced as that provider)."""
-    return ProviderEdge(provider, partial(adapter.subject_from_request, provider=provider), adapter.usage_from_response)
-
-
-OPENAI = edge()
-
-
 class GuardedTransport(httpx2.BaseTransport):
     """An ``httpx2`` transport that guards LLM calls, then hands them to ``transport``."""
 
     def __init__(self, guard: CallGuard, transport: httpx2.BaseTransport | None = None, *,
                  provider: str = adapter.PROVIDER, max_retries: int | None = None, close_inner: bool = True) -> None:
         self.guard = guard
-        self.edge = OPENAI if provider == adapter.PROVIDER else edge(provider)
+        self.edge, self.embeddings_edge = edges(provider)
         self.max_retries = guard.max_retries if max_retries is None else max_retries
         self._inner = transport if transport is not None else httpx2.HTTPTransport()
         self._close_inner = close_inner
         self._warned: set[str] = set()
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        plan = _plan(self.guard, self.edge, request) if guarded_path(request.method, request.url.path) else None
+        path = request.url.path
+        chosen = self.embeddings_edge if is_embeddings(path) else self.edge
+        plan = _plan(self.guard, chosen, request) if guarded_path(request.method, path) else None
         if plan is None:
             warn_unguarded_spend(self._warned, request)
             response = self._inner.handle_request(request)
@@ -130,7 +131,7 @@ class AsyncGuardedTransport(httpx2.AsyncBaseTransport):
     def __init__(self, guard: CallGuard, transport: httpx2.AsyncBaseTransport | None = None, *,
                  provider: str = adapter.PROVIDER, max_retries: int | None = None, close_inner: bool = True) -> None:
         self.guard = guard
-        self.edge = OPENAI if provider == adapter.PROVIDER else edge(provider)
+        self.edge, self.embeddings_edge = edges(provider)
         self.max_retries = guard.max_retries if max_retries is None else max_retries
         self._inner = transport if transport is not None else httpx2.AsyncHTTPTransport()
         self._close_inner = close_inner
@@ -149,9 +150,9 @@ class AsyncGuardedTransport(httpx2.AsyncBaseTransport):
                 await guard.offload(background.watch, guard, self.edge.name, read, response, AsyncTappedStream)
             return response
         body, sent, key, attempt, injected = parts
-        call = await guard.begin_async(
-            self.edge, sent, key=key, attempt=attempt, rewrites=(INCLUDE_USAGE,) if injected else ()
-        )
+        chosen = self.embeddings_edge if is_embeddings(request.url.path) else self.edge
+        call = await guard.begin_async(chosen, sent, key=key, attempt=attempt,
+                                       rewrites=(INCLUDE_USAGE,) if injected else ())
         _fit_reasoning(call, sent)
         outgoing = request if call.body is body else _rebuilt(request, call.body, identity=injected)
         try:
@@ -384,6 +385,7 @@ def _after(
 __all__ = [
     "INCLUDE_USAGE",
     "OPENAI",
+    "OPENAI_EMBEDDINGS",
     "UNGUARDED_SPEND",
     "AsyncGuardedTransport",
     "GuardedTransport",

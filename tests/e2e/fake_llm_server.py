@@ -10,7 +10,10 @@ Endpoints: ``POST /v1/messages`` (JSON, or SSE shaped like the recorded streams 
 ``POST /v1/chat/completions`` (JSON, or SSE chunks with the usage chunk last when
 ``stream_options.include_usage``), ``POST /v1/responses`` (JSON, or SSE events in OpenAI's order:
 ``response.created``, ``response.in_progress``, each output item's ``output_item.added`` ... ``done``
-with a message's content-part and text events between, ``response.completed``), the Messages paths
+with a message's content-part and text events between, ``response.completed``), ``POST /v1/embeddings``
+(an embedding per input, floats or, with ``encoding_format: base64``, base64 float32 bytes;
+``usage.prompt_tokens`` is each token array's length plus each string's whitespace-separated words:
+``fake_openai.embedding_tokens``), the Messages paths
 of ``AnthropicBedrock`` (``/model/<id>/invoke``, JSON, and ``/model/<id>/invoke-with-response-stream``:
 the Messages events in AWS event-stream frames as Bedrock sends them, see :func:`bedrock_chunk`, the
 last with ``amazon-bedrock-invocationMetrics``; ``x-fake-stream-error`` there answers an exception
@@ -55,7 +58,7 @@ Every request is recorded (``server.requests``) so a test can assert that none w
 
 The handlers live beside this module, one per API family: ``fake_wire.py`` (the plumbing they
 share), ``fake_anthropic.py`` (Messages, Message Batches), ``fake_bedrock.py`` (the Bedrock and
-Vertex paths, Bedrock's event-stream frames), ``fake_openai.py`` (Chat Completions, Responses);
+Vertex paths, Bedrock's event-stream frames), ``fake_openai.py`` (Chat Completions, Responses, Embeddings);
 ``guard_support.py`` holds what the call-guard tests share (sinks, ledgers, policies, the load of
 the concurrency proof). Every name tests and benchmarks import is importable from here.
 """
@@ -208,6 +211,7 @@ class _Handler(AnthropicHandlers, OpenAIHandlers):
             "/v1/messages/batches": self._batches,
             "/v1/chat/completions": self._chat,
             "/v1/responses": self._responses,
+            "/v1/embeddings": self._embeddings,
         }
         handler = routes.get(path)
         platform_model = _platform_model(path)

@@ -1,7 +1,12 @@
-"""The fake OpenAI API: Chat Completions and Responses, JSON or streamed in OpenAI's event order."""
+"""The fake OpenAI API: Chat Completions and Responses, JSON or streamed in OpenAI's event order;
+Embeddings, with usage counted from the input."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
+import struct
 import time
 import uuid
 from typing import Any
@@ -9,10 +14,18 @@ from typing import Any
 from fake_wire import WireHandler, _pieces, _text
 
 REASONING_WORDS = 16  # words of reasoning text a delta carries (``x-fake-reasoning-text``)
+EMBEDDING_DIMENSIONS = 8  # without ``dimensions``: short vectors keep the answers small
+
+
+def embedding_tokens(item: str | list[int]) -> int:
+    """The tokens the fake Embeddings API bills for one input: a token array's length, a string's
+    whitespace-separated words (so a test can compute its exact cost)."""
+    return len(item) if isinstance(item, list) else len(item.split())
 
 
 class OpenAIHandlers(WireHandler):
-    """``POST /v1/chat/completions`` and ``/v1/responses`` (see the ``fake_llm_server`` docstring)."""
+    """``POST /v1/chat/completions``, ``/v1/responses`` and ``/v1/embeddings`` (see the
+    ``fake_llm_server`` docstring)."""
 
     def _openai_usage(self, body: dict[str, Any], responses: bool) -> tuple[dict[str, Any], int]:
         """The usage object to report, and how many of its output tokens are visible text (the rest,
@@ -97,6 +110,24 @@ class OpenAIHandlers(WireHandler):
             self.server.fake.responses[resp_id] = {**done, "background": True}
         self._sse(_response_events(done))
 
+    def _embeddings(self, body: dict[str, Any]) -> None:
+        """An embedding per input, as OpenAI answers: floats, or with ``encoding_format: base64``
+        (the SDK's default) the little-endian float32 bytes in base64; ``usage.prompt_tokens`` is
+        :func:`embedding_tokens` summed, or ``x-fake-usage``'s ``input_tokens``."""
+        inputs = _embedding_inputs(body.get("input"))
+        if inputs is None:
+            self._json(400, {"error": {"message": "'input' is not valid", "type": "invalid_request_error",
+                                       "param": "input", "code": None}})
+            return
+        size = int(body.get("dimensions") or EMBEDDING_DIMENSIONS)
+        as_base64 = body.get("encoding_format") == "base64"
+        data = [{"object": "embedding", "index": index, "embedding": _vector(item, size, as_base64)}
+                for index, item in enumerate(inputs)]
+        tokens = json.loads(self.headers.get("x-fake-usage") or "{}").get("input_tokens")
+        tokens = sum(embedding_tokens(item) for item in inputs) if tokens is None else tokens
+        self._json(200, {"object": "list", "data": data, "model": self._model(body),
+                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
     def _reasoning_item(self, tokens: int) -> dict[str, Any]:
         """A Responses ``reasoning`` item: hidden, or its ``tokens`` shown as ``x-fake-reasoning-text`` asks."""
         item: dict[str, Any] = {"type": "reasoning", "id": f"rs_{uuid.uuid4().hex[:12]}", "summary": []}
@@ -110,6 +141,31 @@ class OpenAIHandlers(WireHandler):
     def _resumed_stream(self, done: dict[str, Any]) -> None:
         """A stored response's events again, as ``GET /v1/responses/<id>?stream=true`` sends them."""
         self._sse(_response_events(done))
+
+
+def _embedding_inputs(value: Any) -> list[str | list[int]] | None:
+    """The inputs of an Embeddings body (one per embedding), None when ``input`` has none of the
+    API's shapes: a string, strings, a token array or token arrays."""
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not value:
+        return None
+    if all(isinstance(item, str) for item in value):
+        return list(value)
+    if all(isinstance(item, int) for item in value):
+        return [value]
+    if all(isinstance(item, list) and all(isinstance(t, int) for t in item) for item in value):
+        return list(value)
+    return None
+
+
+def _vector(item: str | list[int], size: int, as_base64: bool) -> list[float] | str:
+    """A deterministic vector for ``item`` (from its hash), as floats or base64 float32 bytes."""
+    seed = hashlib.sha256(json.dumps(item).encode()).digest()
+    floats = [(seed[i % len(seed)] - 128) / 128 for i in range(size)]
+    if as_base64:
+        return base64.b64encode(struct.pack(f"<{size}f", *floats)).decode()
+    return floats
 
 
 def _response_events(done: dict[str, Any]) -> list[tuple[str | None, Any]]:

@@ -111,13 +111,13 @@ def test_billed_endpoints_the_guard_passes_are_named_once_each(
     with caplog.at_level(logging.WARNING, logger="costwarden.callguard"), attribution(user="u-pass"):
         for _ in range(2):
             with pytest.raises(openai.NotFoundError):  # the fake API has none of them
-                client.embeddings.create(model="text-embedding-3-small", input="hello")
+                client.images.generate(model="gpt-image-1", prompt="a cat")
             with pytest.raises(openai.NotFoundError):
                 client.completions.create(model="gpt-3.5-turbo-instruct", prompt="hello", max_tokens=5)
         with pytest.raises(openai.NotFoundError):
             client.moderations.create(model="omni-moderation-latest", input="hello")  # free: nothing to say
     said = [r.getMessage() for r in caplog.records if "billed but not guarded" in r.getMessage()]
-    assert [m.split()[2] for m in said] == ["/v1/embeddings", "/v1/completions"]
+    assert [m.split()[2] for m in said] == ["/v1/images/generations", "/v1/completions"]
     assert sink.events == []
 
 

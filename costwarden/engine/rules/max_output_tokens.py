@@ -1,4 +1,7 @@
-"""``maxOutputTokens``: the request caps output at or below a limit per feature; fix: clamp."""
+"""``maxOutputTokens``: the request caps output at or below a limit per feature; fix: clamp.
+
+A call that generates no output (``request.choices == 0``: an embeddings call) has nothing to cap
+and is skipped; adding ``max_tokens`` to it would only break the request."""
 
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ def compile(params: MaxOutputTokens, env: CompileEnv) -> Check:
 
     def check(subject: Subject, ctx: EvalContext) -> Outcome:
         assert isinstance(subject, LlmCall)
+        if not subject.request.choices:
+            return _NO_OUTPUT
         feature = subject.feature or ""
         field = subject.request.max_tokens_field
         requested = subject.request.max_tokens
@@ -31,6 +36,9 @@ def compile(params: MaxOutputTokens, env: CompileEnv) -> Check:
         return memo_outcome(memo, (feature, field, requested), lambda: _judge(field, requested, cap, feature))
 
     return check
+
+
+_NO_OUTPUT = Outcome("skip", "the call generates no output (an embeddings call): nothing to cap", static=True)
 
 
 def _judge(field: str, requested: int | None, cap: int, feature: str) -> Outcome:

@@ -275,9 +275,9 @@ def _usage(r: _Reader) -> TokenUsage | None:
 
 
 def _choices(q: _Reader) -> int:
-    choices = q.integer("choices", 1)
-    if choices is None or choices < 1:
-        raise SubjectError(f"must be an integer >= 1, got {choices!r}", path=q._path("choices"))
+    choices = q.integer("choices", 1)  # 0: the call generates no output (an embeddings call)
+    if choices is None or choices < 0:
+        raise SubjectError(f"must be an integer >= 0, got {choices!r}", path=q._path("choices"))
     return int(choices)
 
 

@@ -151,7 +151,8 @@ class LlmRequest:
     size of the longest stable prefix (tools, then system) and ``prefix_pointer`` the JSON pointer
     of the block that ends it, where a cache breakpoint would go. ``max_tokens_field`` names the
     body field that caps output (``max_tokens``, ``max_completion_tokens``, ``max_output_tokens``),
-    per choice: ``choices`` completions are generated (Chat Completions' ``n``), each up to it.
+    per choice: ``choices`` completions are generated (Chat Completions' ``n``), each up to it; 0 for a
+    call that generates no output (an embeddings call: its worst case is its input alone).
     ``cache_write_1h`` is set when a cache breakpoint asks for the 1h TTL (writes cost 2x input,
     not 1.25x). ``max_web_searches`` is the most server-side web searches the request allows (the web search
     tool's ``max_uses``), 0 when it declares none or sets no limit. ``output_audio`` is set when the

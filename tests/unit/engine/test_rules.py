@@ -680,6 +680,14 @@ class TestMaxOutputTokens:
         assert (after.result, after.fix) == ("pass", None)
         assert apply_fix(fixed, Fix("again", ({"op": "replace", "path": f"/{field}", "value": 4096},))) == fixed
 
+    def test_a_call_that_generates_no_output_is_skipped_not_clamped(self, ps: PolicySet) -> None:
+        """An embeddings call (``choices == 0``) has no output to cap: ``max_tokens`` added to it
+        would break the request, so the rule skips it rather than proposing that fix."""
+        r = one(ps, call(request={"api": "embeddings", "max_tokens": None, "choices": 0},
+                         body={"model": "text-embedding-3-small", "input": "hi"}))
+        assert (r.result, r.fix) == ("skip", None)
+        assert "generates no output" in r.message
+
 
 def replace_request(subject: LlmCall, **changes: Any) -> LlmRequest:
     import dataclasses

@@ -292,7 +292,7 @@ CALL: dict[str, Any] = {"type": "llm_call", "provider": "a", "model": "m"}
         ({**CALL, "request": {"max_tokens": True}}, "request.max_tokens", "boolean"),
         ({**CALL, "request": {"stream": "yes"}}, "request.stream", "boolean"),
         ({**CALL, "request": 3}, "request", "an object"),
-        ({**CALL, "request": {"choices": 0}}, "request.choices", ">= 1"),
+        ({**CALL, "request": {"choices": -1}}, "request.choices", ">= 0"),
         ({**CALL, "request": {"choices": "2"}}, "request.choices", "integer"),
         ({**CALL, "usage": {"input_tokens": 1.5}}, "usage.input_tokens", "integer"),
         ({**CALL, "user": 7}, "user", "string"),
@@ -492,3 +492,10 @@ def test_neuron_cores_round_trip_and_bad_ones_name_the_field() -> None:
     for bad in ([0], ["4"], [True], [float("nan")], 4):
         with pytest.raises(SubjectError, match="neuron_cores"):
             subject_from_dict({**data, "neuron_cores": bad})
+
+
+def test_a_call_that_generates_no_output_loads_with_zero_choices() -> None:
+    """An embeddings call logged as a dict (``choices: 0``) loads: its worst case is its input alone."""
+    call = subject_from_dict({**CALL, "request": {"api": "embeddings", "choices": 0}})
+    assert isinstance(call, LlmCall)
+    assert call.request.choices == 0

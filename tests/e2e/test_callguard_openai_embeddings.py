@@ -1,0 +1,270 @@
+"""``embeddings.create`` under the call-guard: the real ``openai`` SDK (sync and async) against the
+fake API's ``/v1/embeddings``, whose ``usage.prompt_tokens`` counts each string's words and each
+token array's length, so every cost here is exact."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+openai = pytest.importorskip("openai")
+
+from fake_llm_server import (  # noqa: E402
+    CountingLedger,
+    FakeLlmServer,
+    ListSink,
+    budget_policy,
+    compile_policies,
+    spent_today,
+)
+
+from costwarden.adapters.ledger import open_ledger  # noqa: E402
+from costwarden.adapters.openai_embeddings import subject_from_request  # noqa: E402
+from costwarden.adapters.pricing import GenaiPricer  # noqa: E402
+from costwarden.enforcers.callguard import CallGuard, attribution  # noqa: E402
+from costwarden.enforcers.openai_guard import guard_openai, openai_async_http_client, openai_http_client  # noqa: E402
+from costwarden.engine.subjects import TokenUsage  # noqa: E402
+from costwarden.errors import BudgetExceeded, PolicyViolation  # noqa: E402
+
+SMALL = "text-embedding-3-small"
+PRICER = GenaiPricer()
+ONLY_SMALL = """
+apiVersion: costwarden.dev/v1
+kind: Policy
+metadata: {name: embedders}
+spec:
+  subject: llm_call
+  match: {kinds: [embeddings]}
+  enforcement: {default: deny}
+  rules:
+    - name: small-only
+      allowedModels: {default: ["text-embedding-3-small"], onViolation: deny}
+"""
+
+
+def cost(tokens: int, model: str = SMALL) -> float:
+    return PRICER.cost("openai", model, TokenUsage(input_tokens=tokens))
+
+
+def reserved(**body: Any) -> float:
+    """The worst case the guard reserves for an embeddings body: its estimated input alone."""
+    return cost(subject_from_request({"model": SMALL, **body}).request.input_tokens, body.get("model", SMALL))
+
+
+def make_guard(ledger: Any, sink: ListSink, limit_usd: float = 5.0, *, background: bool = False) -> CallGuard:
+    return CallGuard(compile_policies(budget_policy(limit_usd) + "---" + ONLY_SMALL), ledger=ledger, sinks=[sink],
+                     settle_in_background=background)
+
+
+@pytest.fixture(params=["inline", "background"])
+def guard(ledger: CountingLedger, sink: ListSink, request: pytest.FixtureRequest) -> Iterator[CallGuard]:
+    guard = make_guard(ledger, sink, background=request.param == "background")
+    yield guard
+    guard.close()
+
+
+def connect(server: FakeLlmServer, guard: CallGuard, max_retries: int = 2) -> Any:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="test", max_retries=max_retries,
+                         http_client=openai_http_client(guard, max_retries=max_retries))
+
+
+@pytest.fixture
+def client(server: FakeLlmServer, guard: CallGuard) -> Iterator[Any]:
+    with connect(server, guard) as c:
+        yield c
+
+
+# --- reserve, send, settle from usage ---------------------------------------------------------------
+
+
+def test_a_call_is_reserved_then_settled_from_its_usage(
+    client: Any, server: FakeLlmServer, ledger: CountingLedger, sink: ListSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    texts = ["the quick brown fox", "jumps over", "the lazy dog today"]  # 4 + 2 + 4 words: 10 tokens billed
+    with caplog.at_level(logging.WARNING, logger="costwarden.callguard"), attribution(user="u-e1", feature="rag"):
+        result = client.embeddings.create(model=SMALL, input=texts)
+    assert [len(d.embedding) for d in result.data] == [8, 8, 8]  # the SDK decoded the base64 it asked for
+    assert all(isinstance(x, float) for x in result.data[0].embedding)
+    (sent,) = server.posts("/v1/embeddings")
+    assert sent.body == {"model": SMALL, "input": texts, "encoding_format": "base64"}
+    (hold,) = ledger.calls[0][2]
+    assert ledger.calls[0][0] == "reserve" and hold.amount_usd == pytest.approx(reserved(input=texts))
+    assert (ledger.count("reserve"), ledger.count("settle"), ledger.count("release")) == (1, 1, 0)
+    (event,) = sink.events
+    assert (event.provider, event.api, event.model_requested, event.model, event.model_served) == (
+        "openai", "embeddings", SMALL, SMALL, SMALL)
+    assert (event.outcome, event.verdict, event.usage_source, event.charged) == ("ok", "allow", "response", True)
+    assert (event.input_tokens, event.output_tokens, event.cache_read_tokens) == (10, 0, 0)
+    assert (event.user, event.feature, event.stream) == ("u-e1", "rag", False)
+    assert event.cost_usd == pytest.approx(cost(10)) and event.cost_usd > 0
+    assert event.estimated_cost_usd == pytest.approx(reserved(input=texts))
+    assert spent_today(ledger, "u-e1") == pytest.approx(cost(10), abs=2e-6)
+    assert not [r for r in caplog.records if "billed but not guarded" in r.getMessage()]
+
+
+def test_token_arrays_are_reserved_exactly_and_floats_come_back_as_floats(
+    client: Any, server: FakeLlmServer, sink: ListSink
+) -> None:
+    arrays = [[15339, 1917, 0, 7], [9906] * 12]
+    with attribution(user="u-e2"):
+        result = client.embeddings.create(model=SMALL, input=arrays, encoding_format="float", dimensions=4)
+    assert server.posts("/v1/embeddings")[-1].body["encoding_format"] == "float"
+    assert [len(d.embedding) for d in result.data] == [4, 4]
+    assert all(isinstance(x, float) for d in result.data for x in d.embedding)
+    (event,) = sink.events
+    assert event.input_tokens == 16 and event.estimated_cost_usd == pytest.approx(cost(16))
+    assert event.cost_usd == pytest.approx(event.estimated_cost_usd)
+
+
+def test_the_settlement_follows_the_usage_not_the_estimate(client: Any, sink: ListSink, ledger: CountingLedger) -> None:
+    with attribution(user="u-e3"):  # billed more than the 2-token estimate: the usage is what counts
+        client.embeddings.create(model=SMALL, input="hi", extra_headers={"x-fake-usage": '{"input_tokens": 5000}'})
+    (event,) = sink.events
+    assert event.input_tokens == 5000 and event.cost_usd == pytest.approx(cost(5000))
+    assert event.cost_usd > event.estimated_cost_usd
+    assert spent_today(ledger, "u-e3") == pytest.approx(cost(5000), abs=2e-6)
+
+
+def test_the_body_user_attributes_the_call(client: Any, sink: ListSink, ledger: CountingLedger) -> None:
+    client.embeddings.create(model=SMALL, input="one two", user="u-body")
+    (event,) = sink.events
+    assert event.user == "u-body"
+    assert spent_today(ledger, "u-body") == pytest.approx(cost(2), abs=2e-6)
+
+
+# --- refused before sending ------------------------------------------------------------------------
+
+
+def test_a_budget_that_cannot_hold_the_input_refuses_before_sending(
+    server: FakeLlmServer, ledger: CountingLedger, sink: ListSink
+) -> None:
+    guard = make_guard(ledger, sink, limit_usd=0.00001)  # 500 tokens of $0.02/MTok fit, 1,000 do not
+    with connect(server, guard) as client, attribution(user="u-e4"):
+        client.embeddings.create(model=SMALL, input=[[1] * 400])
+        with pytest.raises(BudgetExceeded) as caught:
+            client.embeddings.create(model=SMALL, input=[[1] * 1000])
+    guard.close()
+    assert len(server.posts("/v1/embeddings")) == 1  # the refused call never reached the API
+    assert caught.value.decision.blocking[0].policy == "user-budget"
+    assert [e.outcome for e in sink.events] == ["ok", "denied"]
+    assert ledger.count("reserve") == 1
+    assert spent_today(ledger, "u-e4") == pytest.approx(cost(400), abs=2e-6)
+
+
+def test_an_allowlist_on_the_model_applies(client: Any, server: FakeLlmServer, sink: ListSink) -> None:
+    with attribution(user="u-e5"), pytest.raises(PolicyViolation) as caught:
+        client.embeddings.create(model="text-embedding-3-large", input="hello")
+    assert server.posts() == []
+    assert caught.value.decision.blocking[0].policy == "embedders"
+    assert [e.outcome for e in sink.events] == ["denied"]
+
+
+def test_an_unknown_model_is_refused_not_priced_at_zero(server: FakeLlmServer, sink: ListSink) -> None:
+    guard = CallGuard(compile_policies(budget_policy(5.0)), ledger=_memory(), sinks=[sink])  # as for chat:
+    with connect(server, guard) as c, attribution(user="u-e6"), pytest.raises(PolicyViolation) as caught:
+        c.embeddings.create(model="text-embedding-9-secret", input="hello")  # the budget errs, onError denies
+    guard.close()
+    assert server.posts() == []
+    (result,) = caught.value.decision.blocking
+    assert (result.policy, result.result) == ("user-budget", "error")
+    assert "no price for model 'text-embedding-9-secret'" in result.message
+
+
+def _memory() -> Any:
+    from costwarden.adapters.ledger.memory import MemoryLedger
+
+    return MemoryLedger()
+
+
+# --- failures ---------------------------------------------------------------------------------------
+
+
+def test_retries_reserve_once_and_exhausted_retries_release(
+    client: Any, server: FakeLlmServer, ledger: CountingLedger, sink: ListSink
+) -> None:
+    server.fail_next(500, 429)
+    with attribution(user="u-e7"):
+        client.embeddings.create(model=SMALL, input="retried call")
+    assert len(server.posts("/v1/embeddings")) == 3
+    server.fail_next(500, 500, 500)
+    with attribution(user="u-e7"), pytest.raises(openai.InternalServerError):
+        client.embeddings.create(model=SMALL, input="failed call")
+    assert (ledger.count("reserve"), ledger.count("settle"), ledger.count("release")) == (2, 1, 1)
+    assert [(e.outcome, e.cost_usd) for e in sink.events] == [("ok", pytest.approx(cost(2))), ("error", 0.0)]
+    assert spent_today(ledger, "u-e7") == pytest.approx(cost(2), abs=2e-6)
+
+
+def test_a_timeout_after_sending_is_charged_the_input(server: FakeLlmServer, ledger: CountingLedger,
+                                                      sink: ListSink) -> None:
+    guard = make_guard(ledger, sink)
+    with openai.OpenAI(base_url=server.url + "/v1", api_key="test", max_retries=0, timeout=0.3,
+                       http_client=openai_http_client(guard, max_retries=0)) as client, attribution(user="u-e8"), \
+            pytest.raises(openai.APITimeoutError):
+        client.embeddings.create(model=SMALL, input=[[3] * 300], extra_headers={"x-fake-delay-ms": "1500"})
+    guard.close()
+    (event,) = sink.events
+    assert (event.outcome, event.usage_source) == ("error", "estimate")
+    assert event.cost_usd == pytest.approx(cost(300))
+
+
+# --- async ------------------------------------------------------------------------------------------
+
+
+def test_the_async_client_is_guarded_alike(server: FakeLlmServer, guard: CallGuard, ledger: CountingLedger,
+                                           sink: ListSink) -> None:
+    async def main() -> Any:
+        async with openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="test",
+                                      http_client=openai_async_http_client(guard)) as client:
+            with attribution(user="u-e9"):
+                server.fail_next(500)
+                first = await client.embeddings.create(model=SMALL, input=["a b c", "d"])
+                with pytest.raises(PolicyViolation):
+                    await client.embeddings.create(model="text-embedding-3-large", input="e")
+                return first
+
+    result = asyncio.run(main())
+    assert [len(d.embedding) for d in result.data] == [8, 8]
+    assert len(server.posts("/v1/embeddings")) == 2  # the failed attempt and its retry; the refused call none
+    assert [(e.api, e.outcome, e.input_tokens) for e in sink.events] == [
+        ("embeddings", "ok", 4), ("embeddings", "denied", 0)]
+    assert sink.events[0].cost_usd == pytest.approx(cost(4))
+    assert ledger.count("reserve") == 1
+    assert spent_today(ledger, "u-e9") == pytest.approx(cost(4), abs=2e-6)
+
+
+def test_guard_openai_wraps_an_async_client_for_embeddings(server: FakeLlmServer, guard: CallGuard,
+                                                           sink: ListSink) -> None:
+    async def main() -> None:
+        base = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="test")
+        client = guard_openai(base, guard)
+        try:
+            with attribution(user="u-e10"):
+                await client.embeddings.create(model=SMALL, input="wrapped async call", encoding_format="float")
+        finally:
+            await client.close()
+            await base.close()
+
+    asyncio.run(main())
+    (event,) = sink.events
+    assert (event.api, event.input_tokens, event.charged) == ("embeddings", 3, True)
+
+
+# --- a durable ledger -------------------------------------------------------------------------------
+
+
+def test_the_sqlite_ledger_keeps_the_settled_cost(server: FakeLlmServer, sink: ListSink, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with open_ledger(url) as ledger:
+        guard = make_guard(ledger, sink)
+        with connect(server, guard) as client, attribution(user="u-e11"):
+            client.embeddings.create(model=SMALL, input=["one two three"] * 4)
+        guard.close()
+    with open_ledger(url) as reopened:
+        assert spent_today(reopened, "u-e11") == pytest.approx(cost(12), abs=2e-6)
+    (event,) = sink.events
+    assert (event.charged, event.input_tokens, event.cost_usd) == (True, 12, pytest.approx(cost(12)))
