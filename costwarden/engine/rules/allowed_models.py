@@ -115,6 +115,7 @@ def compile(params: AllowedModels, env: CompileEnv) -> Check:
             tokens,
             subject.request.max_tokens,
             subject.request.batch,
+            subject.request.choices,
             subject.usage,
         )  # everything the failure (and its saving) depends on
         return memo_outcome(memo, key, lambda: _failure(subject, feature, tier, allow, downgrade, catalog, ctx))
@@ -135,7 +136,8 @@ def _failure(
     message = (
         f"model {subject.model}{tier_text} is not allowed for feature '{feature}'; allowed: {', '.join(allow.entries)}"
     )
-    target = _downgrade_target(subject, tier, allow, catalog) if downgrade else None
+    # a call without output (embeddings) is never swapped for a tier's model, which generates text
+    target = _downgrade_target(subject, tier, allow, catalog) if downgrade and subject.request.choices else None
     saving = _saving(subject, target, ctx) if target is not None else None
     if target is not None and tier is None and saving is None:
         # A model in no tier may be a fine-tune or a self-hosted model that the target cannot stand

@@ -166,7 +166,9 @@ def compile(params: Budget, env: CompileEnv) -> Check:
         verb = "would exceed" if pending else "exceeds"
         message = f"spend ${total:,.4f} {verb} the ${limit:,.2f} {params.window} budget for {base.split(':', 2)[2]}"
         fix = None
-        if params.onExceed == "downgrade" and cheapest and subject.provider in cheapest.downgrade_to:
+        # a call without output (embeddings) is never swapped for a tier's model, which generates text
+        if (params.onExceed == "downgrade" and cheapest and subject.provider in cheapest.downgrade_to
+                and subject.request.choices):
             target = cheapest.downgrade_to[subject.provider]
             if target != subject.model:
                 fix = Fix(

@@ -448,6 +448,14 @@ class TestAllowedModels:
         assert r.fix.patch[0]["value"] == "claude-haiku-4-5"
         assert r.savings_usd_per_call is not None and r.savings_usd_per_call > 0
 
+    def test_a_call_without_output_is_not_swapped_for_a_tier_model(self, ps: PolicySet) -> None:
+        """An embeddings call (``choices == 0``) sent to a chat model would be a 400: it is refused
+        with no fix, even when its model is known to cost more than the tier's."""
+        embeddings = call(feature="classify", model="legacy-opus-preview",
+                          request={"input_tokens": 1000, "api": "embeddings", "max_tokens": None, "choices": 0})
+        r = one(ps, embeddings)
+        assert (r.result, r.fix) == ("fail", None)
+
     def test_no_lower_allowed_tier_means_no_fix(self, ps: PolicySet) -> None:
         r = one(ps, call(feature="legacy", model="claude-haiku-4-5"))
         assert (r.result, r.fix) == ("fail", None)
@@ -869,6 +877,18 @@ class TestBudget:
         assert (already.result, already.fix) == ("fail", None)
         unknown = one(ps, call(user="alice", provider="mistral", model="m", phase="post"), ledger=ledger)
         assert unknown.fix is None
+
+    def test_on_exceed_downgrade_leaves_a_call_without_output_alone(
+        self, compile_policies: CompilePolicies, ledger: MemoryLedger
+    ) -> None:
+        """An embeddings call over budget is refused, never rewritten to a chat model (a 400)."""
+        ps = compile_policies(policy("budget: {per: [user], limitUsd: 1, window: day, onExceed: downgrade}"))
+        ledger.add_spend(f"{KEY}:2026-11-30", 2.0)
+        body = {"model": "claude-opus-4-1", "input": "hi"}
+        embeddings = call(user="alice", model="claude-opus-4-1", phase="post", body=body,
+                          request={"api": "embeddings", "max_tokens": None, "choices": 0})
+        r = one(ps, embeddings, ledger=ledger)
+        assert (r.result, r.fix) == ("fail", None)
 
     def test_invalid_time_zone_is_a_policy_error(self, compile_policies: CompilePolicies) -> None:
         with pytest.raises(PolicyError) as info:
