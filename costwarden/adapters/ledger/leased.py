@@ -40,25 +40,28 @@ What it keeps, and what it changes:
   that still comes goes to the store, which does not know it: the caller charges it).
 * A forked child starts without slices; a settle or release it does for a reservation its
   parent made locally goes to the store, which does not know it.
+
+Where the parts are: this module holds the ledger itself — the Ledger and store protocols, and
+taking, charging and returning slices in the store. What it remembers between calls and the
+bookkeeping under its lock are in ``leased_book.py``; the records of a slice and of a call
+admitted from one in ``leased_slices.py``; the background thread that returns idle slices and
+the fork and exit hooks in ``leased_sweeper.py``.
 """
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
-import itertools
 import logging
-import os
-import threading
 import time
-import weakref
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from costwarden.adapters.ledger.hold_specs import to_micros
-from costwarden.adapters.ledger.leased_slices import Lease, LocalCall, Slot, slot
+from costwarden.adapters.ledger.leased_book import DONE_KEPT as DONE_KEPT
+from costwarden.adapters.ledger.leased_book import LeaseBook
+from costwarden.adapters.ledger.leased_slices import Lease, LocalCall, slot
+from costwarden.adapters.ledger.leased_sweeper import sweep_later, track
 from costwarden.adapters.ledger.status import BudgetStatus
 from costwarden.adapters.ledger.store import LedgerStore
 from costwarden.engine.ledger import Alert, Hold, Reservation
@@ -67,11 +70,7 @@ from costwarden.errors import LedgerError, describe
 log = logging.getLogger("costwarden.ledger")
 _T = TypeVar("_T")
 
-DONE_KEPT = 65_536
-"""Finished reservation ids remembered for idempotency (an older one is asked of the store)."""
-
-
-class LeasedLedger:
+class LeasedLedger(LeaseBook):
     """Wraps a store so that most reserves and releases are answered in memory (see the module).
 
     * ``calls`` — a slice holds this many times the amount of the call that took it;
@@ -95,26 +94,7 @@ class LeasedLedger:
         self.admit_s = admit_s
         self.spent_s = spent_s
         self._reset()
-        _LEDGERS.add(self)
-
-    def _reset(self) -> None:
-        self._lock = threading.Lock()
-        self._open: dict[Slot, Lease] = {}  # the slice admitting calls, per budget window
-        self._retired: list[Lease] = []  # slices past admitting, returned once their calls finish
-        self._slices: dict[str, tuple[Lease, ...]] = {}  # store reservation -> the slices it holds
-        self._drainable: set[str] = set()  # store reservations that may have just lost their last call
-        self._held: dict[str, LocalCall] = {}
-        self._done: OrderedDict[str, LocalCall | None] = OrderedDict()  # None: the store's reservation
-        self._clock = (datetime.now().astimezone(), time.monotonic())
-        self._sweeper: threading.Thread | None = None
-        self._closed = threading.Event()
-        self._ids = itertools.count()
-        self._prefix = f"cw-lease-{os.urandom(8).hex()}-"
-        self._spent: dict[str, tuple[float, int]] = {}  # key -> (fresh until, others' spend and holds)
-        self._charged: dict[str, int] = {}  # what this process's leased calls charged, per key
-        self._version = 0  # changes when this process's slices or store reservations change the store
-        self._charging = 0  # leased calls' charges sent to the store and not yet counted in _charged
-        self._charges = 0  # charges started, so a read can tell whether one overlapped it
+        track(self)
 
     # -- the Ledger protocol -------------------------------------------------------------------
     def spent(self, keys: Sequence[str], *, now: datetime) -> list[float]:
@@ -246,12 +226,6 @@ class LeasedLedger:
         self._return(drained, now)
 
     # -- internals -----------------------------------------------------------------------------
-    def _leasable(self, holds: Sequence[Hold], amounts: Sequence[int]) -> bool:
-        for hold, amount in zip(holds, amounts, strict=True):
-            if not hold.check or hold.limit_usd is None or amount <= 0:
-                return False
-        return 0 < len(holds) == (1 if len(holds) == 1 else len({h.key for h in holds}))
-
     def _admit(
         self, rid: str, holds: Sequence[Hold], amounts: Sequence[int], ttl_s: float, now: datetime, mono: float
     ) -> LocalCall | None:
@@ -306,34 +280,8 @@ class LeasedLedger:
             self._open[lease.slot] = lease
             taken.append(lease)
         self._slices[rid] = tuple(taken)
-        self._sweep_later()
+        sweep_later(self)
         return taken
-
-    def _retire(self, slot: Slot, lease: Lease) -> None:
-        if self._open.get(slot) is lease:
-            del self._open[slot]
-        if not lease.retired:
-            lease.retired = True
-            self._retired.append(lease)
-            if lease.calls == 0:
-                self._drainable.add(lease.rid)
-
-    def _drained(self) -> list[str]:
-        """Store reservations whose slices are all retired with every call finished (removed here).
-        Only those that just lost a call or a slice are looked at, so a settle costs the same
-        however many slices still wait for their calls."""
-        drained = []
-        for rid in self._drainable:
-            leases = self._slices.get(rid, ())
-            if leases and all(lease.retired and lease.calls == 0 for lease in leases):
-                drained.append(rid)
-                del self._slices[rid]
-        self._drainable.clear()
-        if drained:
-            gone = set(drained)
-            self._retired = [lease for lease in self._retired if lease.rid not in gone]
-            self._changed()
-        return drained
 
     def _return(self, rids: Sequence[str], now: datetime) -> None:
         for rid in rids:
@@ -363,32 +311,6 @@ class LeasedLedger:
             drained = self._drained() if self._drainable else []
         self._return(drained, now)
 
-    def _forget_lapsed(self, mono: float) -> None:
-        """Drop calls never settled nor released (an application that reserved and lost the id)
-        once the store has let their slices lapse, so their slices are returned and memory does not
-        grow. They are not remembered as finished: a settle that still comes goes to the store,
-        which does not know it, and the caller charges it (as for a call that outlived its TTL)."""
-        for rid, local in list(self._held.items()):
-            if local.settling or mono < local.lapses_mono:
-                continue
-            del self._held[rid]
-            for lease, amount in zip(local.leases, local.amounts, strict=True):
-                lease.held -= amount
-                lease.calls -= 1
-                if lease.retired and lease.calls == 0:
-                    self._drainable.add(lease.rid)
-
-    def _own(self, keys: Sequence[str], what: str, now: datetime) -> dict[str, int]:
-        """Per key, this process's slices' ``amount`` (held in the store) or ``held`` (by calls).
-        A slice past its hold's TTL counts neither: the store has let it lapse, and the calls it
-        admitted are past theirs (as their own reservations in the store would be)."""
-        out = dict.fromkeys(keys, 0)
-        for lease in itertools.chain(self._open.values(), self._retired):
-            key = lease.slot[0]
-            if key in out and lease.covers_until > now:
-                out[key] += lease.amount if what == "amount" else lease.held
-        return out
-
     def _direct(self, op: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """A store operation on a reservation of the store's own (not leased)."""
         with self._lock:
@@ -398,69 +320,6 @@ class LeasedLedger:
         finally:
             with self._lock:
                 self._changed()
-
-    def _changed(self) -> None:
-        """The store changed by this process other than by a leased call's charge: cached spend is stale."""
-        self._version += 1
-        self._spent.clear()
-
-    def _remember(self, rid: str, local: LocalCall | None) -> None:
-        self._done[rid] = local
-        while len(self._done) > DONE_KEPT:
-            self._done.popitem(last=False)
-
-    def _now(self, mono: float) -> datetime:
-        seen, at = self._clock
-        return seen + timedelta(seconds=max(0.0, mono - at))
-
-    def _sweep_later(self) -> None:
-        if self._sweeper is None or not self._sweeper.is_alive():
-            self._sweeper = threading.Thread(target=_sweep, args=(weakref.ref(self),), name="costwarden-slices",
-                                             daemon=True)
-            self._sweeper.start()
-
-    def _forget(self) -> None:
-        """In a forked child: the parent's slices are the parent's."""
-        self._reset()
-
-
-def _sweep(ref: weakref.ref[LeasedLedger]) -> None:
-    """Return idle slices as they stop admitting; exits when none are left."""
-    while True:
-        ledger = ref()
-        if ledger is None:
-            return
-        closed, pause = ledger._closed, min(0.5, ledger.admit_s / 2)
-        ledger.return_slices()
-        with ledger._lock:
-            idle = not ledger._open and not ledger._retired
-            if idle:
-                ledger._sweeper = None
-        del ledger
-        if idle or closed.wait(pause):
-            return
-
-
-_LEDGERS: weakref.WeakSet[LeasedLedger] = weakref.WeakSet()
-
-
-def _forget_all() -> None:
-    for ledger in list(_LEDGERS):
-        ledger._forget()
-
-
-def _return_all() -> None:
-    """At exit: retire every slice and return those whose calls have finished (the rest are returned
-    as their calls settle, or lapse at their TTL)."""
-    for ledger in list(_LEDGERS):
-        try:
-            ledger.return_slices(everything=True)
-        except Exception:  # the store may be closed already
-            log.debug("slices of %r not returned at exit", ledger, exc_info=True)
-
-
-os.register_at_fork(after_in_child=_forget_all)
-atexit.register(_return_all)
 
 
 __all__ = ["LeasedLedger"]
