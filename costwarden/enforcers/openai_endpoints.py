@@ -1,49 +1,72 @@
 """Which OpenAI requests the call-guard's transport judges (``POST …/chat/completions``,
-``POST …/responses`` and ``POST …/embeddings``: :data:`GUARDED`) and through which provider edge
-(:func:`edges`), and which billed ones it passes through unjudged (:data:`UNGUARDED_SPEND`): each of
-those is logged once per endpoint, so spend the guard cannot see is never silent."""
+``POST …/responses``, ``POST …/embeddings`` and the legacy ``POST …/completions``: :data:`GUARDED`)
+and through which provider edge (:func:`edges`, :func:`route`), and which billed ones it passes
+through unjudged (:data:`UNGUARDED_SPEND`): each of those is logged once per endpoint, so spend the
+guard cannot see is never silent."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from functools import partial
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import httpx2
 
 from costwarden.adapters import openai as adapter
-from costwarden.adapters import openai_embeddings
+from costwarden.adapters import openai_completions, openai_embeddings
 from costwarden.enforcers.guarded_call import ProviderEdge
 
 log = logging.getLogger("costwarden.callguard")
 
-GUARDED = ("/chat/completions", "/responses", "/embeddings")
+GUARDED = ("/chat/completions", "/responses", "/embeddings", "/completions")
 """Endpoints (path endings, ``POST``) the guard judges, reserves, prices, settles and reports."""
 
 UNGUARDED_SPEND = (
-    "/completions", "/images/generations", "/images/edits", "/images/variations", "/audio/speech",
-    "/audio/transcriptions", "/audio/translations", "/batches", "/responses/compact", "/videos", "/fine_tuning/jobs",
+    "/images/generations", "/images/edits", "/images/variations", "/audio/speech", "/audio/transcriptions",
+    "/audio/translations", "/batches", "/responses/compact", "/videos", "/fine_tuning/jobs",
 )
 """Endpoints (path endings, ``POST``) that OpenAI bills but the guard does not judge. Moderations are free."""
 
+_BUILDERS = {
+    "chat": adapter.subject_from_request,
+    "embeddings": openai_embeddings.subject_from_request,
+    "completions": openai_completions.subject_from_request,
+}
 
-def edge(provider: str = adapter.PROVIDER, *, embeddings: bool = False) -> ProviderEdge:
-    """The provider edge for ``provider`` (an OpenAI-compatible API priced as that provider): of
-    Chat Completions and Responses, or with ``embeddings`` of Embeddings. Only the subject builder
-    differs: usage, reservation, settlement and the cost event are the one shared path."""
-    builder = openai_embeddings.subject_from_request if embeddings else adapter.subject_from_request
-    return ProviderEdge(provider, partial(builder, provider=provider), adapter.usage_from_response)
+
+class Edges(NamedTuple):
+    """The provider edges of one provider, by the API a path names (:func:`path_api`)."""
+
+    chat: ProviderEdge  # Chat Completions and Responses (the body tells them apart)
+    embeddings: ProviderEdge
+    completions: ProviderEdge  # the legacy Completions API
+
+
+def edge(provider: str = adapter.PROVIDER, *, api: str = "chat") -> ProviderEdge:
+    """The provider edge for ``provider`` (an OpenAI-compatible API priced as that provider) of one
+    API: ``"chat"`` (Chat Completions and Responses), ``"embeddings"`` or ``"completions"``. Only the
+    subject builder differs: usage, reservation, settlement and the cost event are the one shared path."""
+    return ProviderEdge(provider, partial(_BUILDERS[api], provider=provider), adapter.usage_from_response)
 
 
 OPENAI = edge()
-OPENAI_EMBEDDINGS = edge(embeddings=True)
+OPENAI_EMBEDDINGS = edge(api="embeddings")
+OPENAI_COMPLETIONS = edge(api="completions")
 
 
-def edges(provider: str = adapter.PROVIDER) -> tuple[ProviderEdge, ProviderEdge]:
-    """The (Chat Completions and Responses, Embeddings) edges of ``provider``."""
+def edges(provider: str = adapter.PROVIDER) -> Edges:
+    """The edges of ``provider``, one per API."""
     if provider == adapter.PROVIDER:
-        return OPENAI, OPENAI_EMBEDDINGS
-    return edge(provider), edge(provider, embeddings=True)
+        return Edges(OPENAI, OPENAI_EMBEDDINGS, OPENAI_COMPLETIONS)
+    return Edges(edge(provider), edge(provider, api="embeddings"), edge(provider, api="completions"))
+
+
+def route(of: Edges, path: str) -> ProviderEdge:
+    """The edge of ``of`` that builds the subject of a guarded request to ``path``."""
+    api = path_api(path)
+    return of.embeddings if api == "embeddings" else of.completions if api == "completions" else of.chat
 
 
 def is_guarded(method: str, url: str) -> bool:
@@ -55,10 +78,33 @@ def guarded_path(method: str, path: str) -> bool:
     return method.upper() == "POST" and path.endswith(GUARDED)
 
 
+def path_api(path: str) -> str:
+    """``"embeddings"``, ``"completions"`` (the legacy API) or ``"chat"`` for a guarded path.
+
+    Only the path tells these apart: an Embeddings body looks like a Responses one (``model`` and
+    ``input``), and so does a Completions body to :func:`~costwarden.adapters.openai.api_of` (it
+    has a ``prompt``). ``…/chat/completions`` and ``…/completions`` both end in ``completions``: the
+    segment before it decides, except on Azure, where ``…/deployments/chat/completions`` is the
+    legacy API of a deployment named ``chat`` (its Chat Completions is ``…/deployments/chat/chat/completions``)."""
+    parts = path.rstrip("/").split("/")
+    if parts[-1] == "embeddings":
+        return "embeddings"
+    if parts[-1] != "completions":
+        return "chat"
+    chat = len(parts) >= 2 and parts[-2] == "chat" and not (len(parts) >= 3 and parts[-3] == "deployments")
+    return "chat" if chat else "completions"
+
+
 def is_embeddings(path: str) -> bool:
-    """Whether a guarded request is an Embeddings call: its body looks like a Responses one
-    (``model`` and ``input``), so only its path tells them apart."""
-    return path.rstrip("/").endswith("/embeddings")
+    """Whether a guarded request is an Embeddings call (:func:`path_api`)."""
+    return path_api(path) == "embeddings"
+
+
+def usage_on_request(path: str, body: Mapping[str, Any]) -> bool:
+    """Whether a stream to ``path`` reports its usage only when asked (``stream_options.include_usage``):
+    Chat Completions and legacy Completions; a Responses stream always reports it."""
+    api = path_api(path)
+    return api == "completions" or (api == "chat" and adapter.api_of(body) == "chat.completions")
 
 
 def unguarded_spend(method: str, path: str) -> str | None:
@@ -75,20 +121,25 @@ def warn_unguarded_spend(warned: set[str], request: httpx2.Request) -> None:
     if end is not None and end not in warned:
         warned.add(end)
         log.warning("call-guard: POST %s is billed but not guarded: it is not judged, reserved, counted against "
-                    "any budget or reported as a cost event (only chat/completions, responses and embeddings "
-                    "are); this is said once per endpoint", request.url.path)
+                    "any budget or reported as a cost event (only chat/completions, responses, embeddings and "
+                    "completions are); this is said once per endpoint", request.url.path)
 
 
 __all__ = [
     "GUARDED",
     "OPENAI",
+    "OPENAI_COMPLETIONS",
     "OPENAI_EMBEDDINGS",
     "UNGUARDED_SPEND",
+    "Edges",
     "edge",
     "edges",
     "guarded_path",
     "is_embeddings",
     "is_guarded",
+    "path_api",
+    "route",
     "unguarded_spend",
+    "usage_on_request",
     "warn_unguarded_spend",
 ]

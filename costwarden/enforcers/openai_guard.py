@@ -8,34 +8,34 @@ the client the SDK is given (the same :class:`CallGuard` core and ledger as the 
     with attribution(feature="search", user="u-123"):
         client.chat.completions.create(...)
 
-Guarded: ``POST …/chat/completions`` and ``POST …/responses`` (plain and streamed), and
+Guarded: ``POST …/chat/completions`` and ``POST …/responses`` (plain and streamed),
 ``POST …/embeddings`` (``embeddings.create``: its estimated input is reserved, its
-``usage.prompt_tokens`` settled; :mod:`costwarden.adapters.openai_embeddings`); other requests pass
-through. Those of them that spend money (legacy completions, images, audio, Batch API jobs,
-Responses compaction, videos, fine-tuning jobs: :data:`UNGUARDED_SPEND`) are neither judged,
-reserved, counted against budgets nor reported: each transport logs a warning naming the endpoint
-the first time one passes, so this is never silent (:mod:`.openai_endpoints`).
-``provider=`` names an OpenAI-compatible API (``"x-ai"``, ``"groq"``...) for pricing.
-:func:`guard_openai` keeps a client's own ``http_client`` (proxies, certificates, a custom
-transport) by guarding each of its transports.
+``usage.prompt_tokens`` settled; :mod:`costwarden.adapters.openai_embeddings`) and the legacy
+``POST …/completions`` (``completions.create``, plain and streamed, as vLLM and TGI are called:
+:mod:`costwarden.adapters.openai_completions`); other requests pass through. Those of them that
+spend money (images, audio, Batch API jobs, Responses compaction, videos, fine-tuning jobs:
+:data:`UNGUARDED_SPEND`) are neither judged, reserved, counted against budgets nor reported: each
+transport logs a warning naming the endpoint the first time one passes, so this is never silent
+(:mod:`.openai_endpoints`). ``provider=`` names an OpenAI-compatible API (``"vllm"``, ``"x-ai"``...)
+for pricing. :func:`guard_openai` keeps a client's own ``http_client`` (proxies, certificates, a
+custom transport) by guarding each of its transports.
 
 * Retries: the SDK's retry loop calls the transport once per attempt in the same thread or task;
   ``x-stainless-retry-count`` > 0 and the same method, URL and body mark a retry of the call.
-* A streamed Chat Completions request without ``stream_options.include_usage`` is rewritten to ask
-  for it, because a stream without usage cannot be billed (other gateways record such calls at
-  $0). The extra usage-only chunk (``choices: []``) is then removed from what the application reads,
-  so code that indexes ``chunk.choices[0]`` keeps working; such requests are sent with
-  ``Accept-Encoding: identity`` so the events can be filtered. The event lists the rewrite.
+* A streamed Chat Completions or Completions request without ``stream_options.include_usage`` is
+  rewritten to ask for it, because a stream without usage cannot be billed (other gateways record
+  such calls at $0). The extra usage-only chunk (``choices: []``) is then removed from what the
+  application reads, so code that indexes ``chunk.choices[0]`` keeps working; such requests are
+  sent with ``Accept-Encoding: identity`` so the events can be filtered. The event lists the rewrite.
 * A rewritten body is re-serialised as compact JSON with a new ``Content-Length``.
-* A response a transport answers from memory (whole, as test doubles do) is read when it arrives,
-  with the same filtering.
+* A response a transport answers from memory (whole, as test doubles do) is read as it arrives, filtered alike.
 * A Responses call in background mode keeps its hold until a read of the response
-  (``responses.retrieve``) shows it ended, then settles its real usage
-  (``background_responses.py``).
-* Streams are priced as the application reads them, from the usage chunk (Chat Completions) or
-  ``response.completed`` / ``response.incomplete`` / ``response.failed`` (Responses). A stream that
-  ends before its usage is charged the estimated input plus the output its deltas show; a
-  reasoning call's, its reserved worst case (hidden reasoning is billed: ``openai_stream.py``).
+  (``responses.retrieve``) shows it ended, then settles its real usage (``background_responses.py``).
+* Streams are priced as the application reads them, from the usage chunk (Chat Completions,
+  Completions) or ``response.completed`` / ``response.incomplete`` / ``response.failed``
+  (Responses). A stream that ends before its usage is charged the estimated input plus the output
+  its deltas show; a reasoning call's, its reserved worst case (hidden reasoning is billed:
+  ``openai_stream.py``).
 """
 
 from __future__ import annotations
@@ -65,14 +65,16 @@ from costwarden.enforcers.bodytap import AsyncTappedStream, BodyTap, TappedStrea
 from costwarden.enforcers.guarded_call import GuardedCall, ProviderEdge
 from costwarden.enforcers.openai_endpoints import (
     OPENAI,
+    OPENAI_COMPLETIONS,
     OPENAI_EMBEDDINGS,
     UNGUARDED_SPEND,
     edge,
     edges,
     guarded_path,
-    is_embeddings,
     is_guarded,
+    route,
     unguarded_spend,
+    usage_on_request,
     warn_unguarded_spend,
 )
 from costwarden.enforcers.openai_stream import OpenAIStream, stream_end
@@ -93,7 +95,7 @@ class GuardedTransport(httpx2.BaseTransport):
     def __init__(self, guard: CallGuard, transport: httpx2.BaseTransport | None = None, *,
                  provider: str = adapter.PROVIDER, max_retries: int | None = None, close_inner: bool = True) -> None:
         self.guard = guard
-        self.edge, self.embeddings_edge = edges(provider)
+        self.edges = edges(provider)
         self.max_retries = guard.max_retries if max_retries is None else max_retries
         self._inner = transport if transport is not None else httpx2.HTTPTransport()
         self._close_inner = close_inner
@@ -101,14 +103,13 @@ class GuardedTransport(httpx2.BaseTransport):
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         path = request.url.path
-        chosen = self.embeddings_edge if is_embeddings(path) else self.edge
-        plan = _plan(self.guard, chosen, request) if guarded_path(request.method, path) else None
+        plan = _plan(self.guard, route(self.edges, path), request) if guarded_path(request.method, path) else None
         if plan is None:
             warn_unguarded_spend(self._warned, request)
             response = self._inner.handle_request(request)
             read = background.read_response_id(request.method, request.url.path)
             if read is not None:  # a read of a background response may settle it
-                background.watch(self.guard, self.edge.name, read, response, TappedStream)
+                background.watch(self.guard, self.edges.chat.name, read, response, TappedStream)
             return response
         call, outgoing, attempt, injected = plan
         try:
@@ -131,7 +132,7 @@ class AsyncGuardedTransport(httpx2.AsyncBaseTransport):
     def __init__(self, guard: CallGuard, transport: httpx2.AsyncBaseTransport | None = None, *,
                  provider: str = adapter.PROVIDER, max_retries: int | None = None, close_inner: bool = True) -> None:
         self.guard = guard
-        self.edge, self.embeddings_edge = edges(provider)
+        self.edges = edges(provider)
         self.max_retries = guard.max_retries if max_retries is None else max_retries
         self._inner = transport if transport is not None else httpx2.AsyncHTTPTransport()
         self._close_inner = close_inner
@@ -147,11 +148,10 @@ class AsyncGuardedTransport(httpx2.AsyncBaseTransport):
             response = await self._inner.handle_async_request(request)
             read = background.read_response_id(request.method, request.url.path)
             if read is not None:  # a read of a background response may settle it
-                await guard.offload(background.watch, guard, self.edge.name, read, response, AsyncTappedStream)
+                await guard.offload(background.watch, guard, self.edges.chat.name, read, response, AsyncTappedStream)
             return response
         body, sent, key, attempt, injected = parts
-        chosen = self.embeddings_edge if is_embeddings(request.url.path) else self.edge
-        call = await guard.begin_async(chosen, sent, key=key, attempt=attempt,
+        call = await guard.begin_async(route(self.edges, request.url.path), sent, key=key, attempt=attempt,
                                        rewrites=(INCLUDE_USAGE,) if injected else ())
         _fit_reasoning(call, sent)
         outgoing = request if call.body is body else _rebuilt(request, call.body, identity=injected)
@@ -282,7 +282,7 @@ def _parts(request: httpx2.Request) -> tuple[Mapping[str, Any], Mapping[str, Any
     if not isinstance(body, Mapping):
         return None
     key = hashlib.blake2b(request.method.encode() + str(request.url).encode() + raw, digest_size=16).hexdigest()
-    sent, injected = _with_include_usage(body)
+    sent, injected = _with_include_usage(body, request.url.path)
     return body, sent, key, _attempt(request), injected
 
 
@@ -293,8 +293,8 @@ def _attempt(request: httpx2.Request) -> int:
         return 0
 
 
-def _with_include_usage(body: Mapping[str, Any]) -> tuple[Mapping[str, Any], bool]:
-    if body.get("stream") is not True or adapter.api_of(body) != "chat.completions":
+def _with_include_usage(body: Mapping[str, Any], path: str) -> tuple[Mapping[str, Any], bool]:
+    if body.get("stream") is not True or not usage_on_request(path, body):
         return body, False
     options = body.get("stream_options")
     if isinstance(options, Mapping) and options.get("include_usage") is True:
@@ -385,6 +385,7 @@ def _after(
 __all__ = [
     "INCLUDE_USAGE",
     "OPENAI",
+    "OPENAI_COMPLETIONS",
     "OPENAI_EMBEDDINGS",
     "UNGUARDED_SPEND",
     "AsyncGuardedTransport",

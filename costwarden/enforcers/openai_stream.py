@@ -1,6 +1,7 @@
-"""Reading an OpenAI response for its usage: Chat Completions chunks and Responses events as the
-application reads them (``OpenAIStream``), and the settlement when the body ends (``stream_end``).
-The transport in ``openai_guard.py`` taps the body; this module reads what the tap sees.
+"""Reading an OpenAI response for its usage: Chat Completions and legacy Completions chunks and
+Responses events as the application reads them (``OpenAIStream``), and the settlement when the body
+ends (``stream_end``). The transport in ``openai_guard.py`` taps the body; this module reads what the
+tap sees.
 
 A stream that ends before its usage is charged the estimated input, the output its deltas showed
 (answer text, tool-call arguments, refusals and the reasoning text some servers show: Chat's
@@ -16,6 +17,11 @@ would be a number no invoice backs, so it is charged the worst case its reservat
 estimated input plus the output its max tokens allow (clamped as the reservation was) and the web
 searches it allows, or what it showed where that is more, and the event says so. Setting
 ``max_completion_tokens`` / ``max_output_tokens`` bounds that charge as it bounds the bill.
+
+A legacy Completions stream shows its output as ``choices[].text`` (no ``delta``), all of it: it
+has no hidden reasoning, whatever its model (a raw prompt is continued as text, and a reasoning
+model's thinking is in that text). With ``echo`` its text starts with the prompt, which is billed
+as input, so the characters of the prompts echoed are not counted as output.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from costwarden.adapters import openai as adapter
+from costwarden.adapters import openai_completions
 from costwarden.enforcers.attempt import end_reason, finish_json_body
 from costwarden.enforcers.background_responses import complete_or_hold, hold_running
 from costwarden.enforcers.bodytap import BodyTap
@@ -105,14 +112,17 @@ class OpenAIStream:
             delta = choice.get("delta") if isinstance(choice, Mapping) else None
             if isinstance(delta, Mapping):
                 self.output_chars += _delta_chars(delta)
+            elif isinstance(choice, Mapping) and isinstance(choice.get("text"), str):  # legacy Completions
+                self.output_chars += len(choice["text"])
         if isinstance(chunk.get("usage"), Mapping):
             self.kept.append(chunk)
             self.finished = True
             return not (self.drop_usage_chunk and not choices)
         return True
 
-    def output_estimate(self) -> int:
-        return -(-self.output_chars // CHARS_PER_TOKEN)
+    def output_estimate(self, echoed_chars: int = 0) -> int:
+        """The output tokens the stream showed, about: its characters, less ``echoed_chars`` of prompt."""
+        return -(-max(self.output_chars - echoed_chars, 0) // CHARS_PER_TOKEN)
 
     def usage(self) -> TokenUsage | None:
         if not self.kept:
@@ -154,10 +164,12 @@ def stream_end(
         return
     if usage is None:
         ended = f"stream ended before its usage ({end_reason(complete, error)})"
-        if observer.reasoned or adapter.hides_reasoning(call.body, call.model):
+        legacy = call.subject.kind == openai_completions.API  # all its output is text it shows
+        if not legacy and (observer.reasoned or adapter.hides_reasoning(call.body, call.model)):
             _charge_hidden_reasoning(call, observer, ended)
             return
-        shown = dataclasses.replace(call.estimated_usage(observer.output_estimate()),
+        echoed = openai_completions.echoed_chars(call.body) if legacy else 0
+        shown = dataclasses.replace(call.estimated_usage(observer.output_estimate(echoed)),
                                     web_search_requests=len(observer.searches))
         call.complete(shown, served_model=observer.model, source="estimate", outcome="partial", error=ended,
                       response=observer.served)

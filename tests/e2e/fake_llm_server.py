@@ -13,7 +13,11 @@ Endpoints: ``POST /v1/messages`` (JSON, or SSE shaped like the recorded streams 
 with a message's content-part and text events between, ``response.completed``), ``POST /v1/embeddings``
 (an embedding per input, floats or, with ``encoding_format: base64``, base64 float32 bytes;
 ``usage.prompt_tokens`` is each token array's length plus each string's whitespace-separated words:
-``fake_openai.embedding_tokens``), the Messages paths
+``fake_openai.embedding_tokens``), ``POST /v1/completions`` (legacy ``text_completion`` objects:
+``n`` choices a prompt of ``min(max_tokens, 10)`` words, ``max_tokens`` 16 when unset, the prompt
+first with ``echo``; ``max(n, best_of)`` completions billed a prompt; ``prompt_tokens`` counted as for
+embeddings plus the ``suffix``'s words a prompt; streamed a word a chunk, then the usage chunk when
+``stream_options.include_usage``: ``fake_openai.OpenAIHandlers._completions``), the Messages paths
 of ``AnthropicBedrock`` (``/model/<id>/invoke``, JSON, and ``/model/<id>/invoke-with-response-stream``:
 the Messages events in AWS event-stream frames as Bedrock sends them, see :func:`bedrock_chunk`, the
 last with ``amazon-bedrock-invocationMetrics``; ``x-fake-stream-error`` there answers an exception
@@ -58,9 +62,9 @@ Every request is recorded (``server.requests``) so a test can assert that none w
 
 The handlers live beside this module, one per API family: ``fake_wire.py`` (the plumbing they
 share), ``fake_anthropic.py`` (Messages, Message Batches), ``fake_bedrock.py`` (the Bedrock and
-Vertex paths, Bedrock's event-stream frames), ``fake_openai.py`` (Chat Completions, Responses, Embeddings);
-``guard_support.py`` holds what the call-guard tests share (sinks, ledgers, policies, the load of
-the concurrency proof). Every name tests and benchmarks import is importable from here.
+Vertex paths, Bedrock's event-stream frames), ``fake_openai.py`` (Chat Completions, Responses,
+Embeddings, legacy Completions); ``guard_support.py`` holds what the call-guard tests share (sinks,
+ledgers, policies, the load of the concurrency proof). Every name tests and benchmarks import is importable from here.
 """
 
 from __future__ import annotations
@@ -212,6 +216,7 @@ class _Handler(AnthropicHandlers, OpenAIHandlers):
             "/v1/chat/completions": self._chat,
             "/v1/responses": self._responses,
             "/v1/embeddings": self._embeddings,
+            "/v1/completions": self._completions,
         }
         handler = routes.get(path)
         platform_model = _platform_model(path)

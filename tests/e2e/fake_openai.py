@@ -1,5 +1,5 @@
-"""The fake OpenAI API: Chat Completions and Responses, JSON or streamed in OpenAI's event order;
-Embeddings, with usage counted from the input."""
+"""The fake OpenAI API: Chat Completions, Responses and legacy Completions, JSON or streamed in
+OpenAI's event order; Embeddings, with usage counted from the input."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from fake_wire import WireHandler, _pieces, _text
 
 REASONING_WORDS = 16  # words of reasoning text a delta carries (``x-fake-reasoning-text``)
 EMBEDDING_DIMENSIONS = 8  # without ``dimensions``: short vectors keep the answers small
+COMPLETION_TOKENS = 10  # the most tokens a legacy completion generates (fewer under a smaller ``max_tokens``)
+DEFAULT_MAX_TOKENS = 16  # OpenAI's ``max_tokens`` when a Completions request sets none
 
 
 def embedding_tokens(item: str | list[int]) -> int:
@@ -24,8 +26,8 @@ def embedding_tokens(item: str | list[int]) -> int:
 
 
 class OpenAIHandlers(WireHandler):
-    """``POST /v1/chat/completions``, ``/v1/responses`` and ``/v1/embeddings`` (see the
-    ``fake_llm_server`` docstring)."""
+    """``POST /v1/chat/completions``, ``/v1/responses``, ``/v1/embeddings`` and ``/v1/completions``
+    (see the ``fake_llm_server`` docstring)."""
 
     def _openai_usage(self, body: dict[str, Any], responses: bool) -> tuple[dict[str, Any], int]:
         """The usage object to report, and how many of its output tokens are visible text (the rest,
@@ -128,6 +130,57 @@ class OpenAIHandlers(WireHandler):
         self._json(200, {"object": "list", "data": data, "model": self._model(body),
                          "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
+    def _completions(self, body: dict[str, Any]) -> None:
+        """A legacy ``text_completion``: for each prompt, ``n`` choices (indexed prompt by prompt)
+        of ``min(max_tokens, 10)`` words (``max_tokens`` 16 when unset, as OpenAI), the prompt first
+        with ``echo``. ``max(n, best_of)`` completions are generated and billed a prompt (``best_of``
+        cannot be streamed: 400). Usage: ``prompt_tokens`` is :func:`embedding_tokens` of each
+        prompt plus the ``suffix``'s words for each (``x-fake-usage``'s ``input_tokens`` replaces
+        it), ``completion_tokens`` the words of every completion generated (``output_tokens`` there
+        sets a completion's). Streamed: a chunk a word, a last chunk a choice with its
+        ``finish_reason``, the usage chunk (``choices: []``) with ``stream_options.include_usage``."""
+        prompts = _prompts(body.get("prompt"))
+        n, best_of = int(body.get("n") or 1), int(body.get("best_of") or 1)
+        if prompts is None or (body.get("stream") and best_of > 1):
+            param = "prompt" if prompts is None else "best_of"
+            self._json(400, {"error": {"message": f"'{param}' is not valid", "type": "invalid_request_error",
+                                       "param": param, "code": None}})
+            return
+        asked = json.loads(self.headers.get("x-fake-usage") or "{}")
+        cap = DEFAULT_MAX_TOKENS if body.get("max_tokens") is None else int(body["max_tokens"])
+        each = int(asked.get("output_tokens", min(cap, COMPLETION_TOKENS)))
+        suffix = len(str(body.get("suffix") or "").split())
+        prompt_tokens = asked.get("input_tokens", sum(embedding_tokens(p) + suffix for p in prompts))
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": each * len(prompts) * max(n, best_of),
+                 "total_tokens": prompt_tokens + each * len(prompts) * max(n, best_of)}
+        base = {"id": f"cmpl-{uuid.uuid4().hex[:20]}", "object": "text_completion", "created": int(time.time()),
+                "model": self._model(body)}
+        finish = "length" if each >= cap else "stop"
+        texts = [(p if isinstance(p, str) else " ".join(map(str, p))) if body.get("echo") else "" for p in prompts]
+        if not body.get("stream"):
+            self._json(200, {**base, "choices": [
+                {"text": texts[i] + (" " if texts[i] and each else "") + (_text(each) if each else ""),
+                 "index": i * n + j, "logprobs": None, "finish_reason": finish}
+                for i in range(len(prompts)) for j in range(n)], "usage": usage})
+            return
+        extra = {"usage": None} if (body.get("stream_options") or {}).get("include_usage") else {}
+
+        def chunk(text: str, index: int, finish_reason: str | None = None) -> tuple[None, dict[str, Any]]:
+            return None, {**base, "choices": [{"text": text, "index": index, "logprobs": None,
+                                               "finish_reason": finish_reason}], **extra}
+
+        events: list[tuple[str | None, Any]] = []
+        for i in range(len(prompts)):
+            for j in range(n):
+                events += [chunk(texts[i], i * n + j)] if texts[i] else []
+                events += [chunk(piece if not texts[i] else " " + piece.lstrip(), i * n + j)
+                           for piece in (_pieces(_text(each)) if each else ())]
+                events.append(chunk("", i * n + j, finish))
+        if extra:
+            events.append((None, {**base, "choices": [], "usage": usage}))
+        events.append((None, "[DONE]"))
+        self._sse(events)
+
     def _reasoning_item(self, tokens: int) -> dict[str, Any]:
         """A Responses ``reasoning`` item: hidden, or its ``tokens`` shown as ``x-fake-reasoning-text`` asks."""
         item: dict[str, Any] = {"type": "reasoning", "id": f"rs_{uuid.uuid4().hex[:12]}", "summary": []}
@@ -157,6 +210,12 @@ def _embedding_inputs(value: Any) -> list[str | list[int]] | None:
     if all(isinstance(item, list) and all(isinstance(t, int) for t in item) for item in value):
         return list(value)
     return None
+
+
+def _prompts(value: Any) -> list[str | list[int]] | None:
+    """The prompts of a Completions body (one per completions request); no prompt is one empty
+    prompt (OpenAI generates from the start of a document), a list of none or of no shape None."""
+    return [""] if value is None else _embedding_inputs(value)
 
 
 def _vector(item: str | list[int], size: int, as_base64: bool) -> list[float] | str:

@@ -113,11 +113,11 @@ def test_billed_endpoints_the_guard_passes_are_named_once_each(
             with pytest.raises(openai.NotFoundError):  # the fake API has none of them
                 client.images.generate(model="gpt-image-1", prompt="a cat")
             with pytest.raises(openai.NotFoundError):
-                client.completions.create(model="gpt-3.5-turbo-instruct", prompt="hello", max_tokens=5)
+                client.audio.speech.create(model="gpt-4o-mini-tts", voice="alloy", input="hello")
         with pytest.raises(openai.NotFoundError):
             client.moderations.create(model="omni-moderation-latest", input="hello")  # free: nothing to say
     said = [r.getMessage() for r in caplog.records if "billed but not guarded" in r.getMessage()]
-    assert [m.split()[2] for m in said] == ["/v1/images/generations", "/v1/completions"]
+    assert [m.split()[2] for m in said] == ["/v1/images/generations", "/v1/audio/speech"]
     assert sink.events == []
 
 
