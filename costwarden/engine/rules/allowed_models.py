@@ -24,6 +24,7 @@ from costwarden.engine.rules.base import (
     RuleCompileError,
     RuleKind,
     RuleParams,
+    chat_downgradable,
     memo_outcome,
 )
 from costwarden.engine.subjects import LlmCall, Subject, TokenUsage
@@ -115,7 +116,7 @@ def compile(params: AllowedModels, env: CompileEnv) -> Check:
             tokens,
             subject.request.max_tokens,
             subject.request.batch,
-            subject.request.choices,
+            chat_downgradable(subject),
             subject.usage,
         )  # everything the failure (and its saving) depends on
         return memo_outcome(memo, key, lambda: _failure(subject, feature, tier, allow, downgrade, catalog, ctx))
@@ -136,8 +137,8 @@ def _failure(
     message = (
         f"model {subject.model}{tier_text} is not allowed for feature '{feature}'; allowed: {', '.join(allow.entries)}"
     )
-    # a call without output (embeddings) is never swapped for a tier's model, which generates text
-    target = _downgrade_target(subject, tier, allow, catalog) if downgrade and subject.request.choices else None
+    # embeddings and legacy completions are never swapped for a tier's model, a chat model
+    target = _downgrade_target(subject, tier, allow, catalog) if downgrade and chat_downgradable(subject) else None
     saving = _saving(subject, target, ctx) if target is not None else None
     if target is not None and tier is None and saving is None:
         # A model in no tier may be a fine-tune or a self-hosted model that the target cannot stand

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from costwarden.engine.decision import Outcome, Surface
-from costwarden.engine.subjects import Subject
+from costwarden.engine.subjects import LlmCall, Subject
 
 if TYPE_CHECKING:
     from costwarden.engine.catalog import Catalog
@@ -127,6 +127,17 @@ Check = Callable[[Subject, EvalContext], "Outcome | list[Outcome]"]
 MEMO_LIMIT = 2048
 
 
+NOT_CHAT_APIS = frozenset({"embeddings", "completions"})
+"""LLM APIs a chat model does not serve: a tier's downgrade target (a chat model) cannot stand in there."""
+
+
+def chat_downgradable(subject: LlmCall) -> bool:
+    """Whether a model downgrade to a tier's chat model keeps ``subject`` a valid request: not for a
+    call without output (embeddings) nor a legacy Completions one, which ``/embeddings`` and
+    ``/completions`` would refuse with a 400 once rewritten."""
+    return bool(subject.request.choices) and subject.request.api not in NOT_CHAT_APIS
+
+
 def memo_outcome(memo: dict[Any, Outcome], key: Any, build: Callable[[], Outcome]) -> Outcome:
     """The outcome for ``key``, built once and marked static so the evaluator reuses its result.
 
@@ -221,6 +232,8 @@ class RuleKind(Generic[P]):
 
 
 __all__ = [
+    "NOT_CHAT_APIS",
+    "chat_downgradable",
     "Check",
     "CompileEnv",
     "EvalContext",

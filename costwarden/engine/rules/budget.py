@@ -26,6 +26,7 @@ from costwarden.engine.rules.base import (
     RuleCompileError,
     RuleKind,
     RuleParams,
+    chat_downgradable,
 )
 from costwarden.engine.subjects import LlmCall, Subject, TokenUsage
 
@@ -166,9 +167,9 @@ def compile(params: Budget, env: CompileEnv) -> Check:
         verb = "would exceed" if pending else "exceeds"
         message = f"spend ${total:,.4f} {verb} the ${limit:,.2f} {params.window} budget for {base.split(':', 2)[2]}"
         fix = None
-        # a call without output (embeddings) is never swapped for a tier's model, which generates text
+        # embeddings and legacy completions are never swapped for a tier's model, a chat model
         if (params.onExceed == "downgrade" and cheapest and subject.provider in cheapest.downgrade_to
-                and subject.request.choices):
+                and chat_downgradable(subject)):
             target = cheapest.downgrade_to[subject.provider]
             if target != subject.model:
                 fix = Fix(
@@ -214,7 +215,8 @@ def worst_case_usage(subject: LlmCall, *, output: bool = True) -> TokenUsage:
     output, and the web searches it allows (``request.max_web_searches``); no output and no
     searches when ``output`` is False."""
     request = subject.request
-    out = min(request.max_tokens or OUTPUT_TOKENS_CAP, OUTPUT_TOKENS_CAP) * request.choices if output else 0
+    cap = OUTPUT_TOKENS_CAP if request.max_tokens is None else min(request.max_tokens, OUTPUT_TOKENS_CAP)
+    out = cap * request.choices if output else 0
     more = {"web_search_requests": request.max_web_searches if output else 0,
             "output_audio_tokens": out if request.output_audio else 0}
     if not request.cache_breakpoints:

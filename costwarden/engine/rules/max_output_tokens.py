@@ -33,7 +33,10 @@ def compile(params: MaxOutputTokens, env: CompileEnv) -> Check:
         field = subject.request.max_tokens_field
         requested = subject.request.max_tokens
         cap = by_feature.get(feature, default)
-        return memo_outcome(memo, (feature, field, requested), lambda: _judge(field, requested, cap, feature))
+        # a cap the body does not set (an implied default, such as legacy Completions' 16) is added, not replaced
+        present = field in subject.body if subject.body is not None else requested is not None
+        return memo_outcome(memo, (feature, field, requested, present),
+                            lambda: _judge(field, requested, cap, feature, present))
 
     return check
 
@@ -41,10 +44,10 @@ def compile(params: MaxOutputTokens, env: CompileEnv) -> Check:
 _NO_OUTPUT = Outcome("skip", "the call generates no output (an embeddings call): nothing to cap", static=True)
 
 
-def _judge(field: str, requested: int | None, cap: int, feature: str) -> Outcome:
+def _judge(field: str, requested: int | None, cap: int, feature: str, present: bool) -> Outcome:
     if requested is not None and requested <= cap:
         return Outcome("pass", f"{field} {requested} is within {cap}", path=field, expected=cap, actual=requested)
-    verb = "replace" if requested is not None else "add"
+    verb = "replace" if present else "add"
     fix = Fix(f"clamp {field} to {cap}", ({"op": verb, "path": patch.join("", field), "value": cap},), "request")
     what = f"{field} {requested} exceeds" if requested is not None else f"{field} is unset; it must be set to at most"
     return Outcome(

@@ -455,6 +455,10 @@ class TestAllowedModels:
                           request={"input_tokens": 1000, "api": "embeddings", "max_tokens": None, "choices": 0})
         r = one(ps, embeddings)
         assert (r.result, r.fix) == ("fail", None)
+        legacy = call(feature="classify", model="legacy-opus-preview", provider="openai",
+                      request={"input_tokens": 1000, "api": "completions", "max_tokens": 16})
+        r = one(ps, legacy)
+        assert (r.result, r.fix) == ("fail", None)  # /completions would refuse a chat model
 
     def test_no_lower_allowed_tier_means_no_fix(self, ps: PolicySet) -> None:
         r = one(ps, call(feature="legacy", model="claude-haiku-4-5"))
@@ -688,6 +692,20 @@ class TestMaxOutputTokens:
         assert (after.result, after.fix) == ("pass", None)
         assert apply_fix(fixed, Fix("again", ({"op": "replace", "path": f"/{field}", "value": 4096},))) == fixed
 
+    def test_an_implied_cap_the_body_does_not_set_is_added(self, compile_policies: CompilePolicies) -> None:
+        """Legacy Completions on OpenAI imply ``max_tokens: 16`` without the body saying so: a
+        lower cap adds the field (a ``replace`` of a missing key fails, and the call was refused)."""
+        ps = compile_policies(policy("maxOutputTokens: {limit: 8}"))
+        body = {"model": "gpt-3.5-turbo-instruct", "prompt": "hi"}
+        subject = call(feature="classify", provider="openai", body=body,
+                       request={"api": "completions", "max_tokens": 16})
+        r = one(ps, subject)
+        assert r.result == "fail" and r.fix is not None
+        assert r.fix.patch == ({"op": "add", "path": "/max_tokens", "value": 8},)
+        assert apply_fix(body, r.fix) == {**body, "max_tokens": 8}
+        present = one(ps, call(feature="classify", request={"max_tokens": 16}, body={**body, "max_tokens": 16}))
+        assert present.fix is not None and present.fix.patch[0]["op"] == "replace"
+
     def test_a_call_that_generates_no_output_is_skipped_not_clamped(self, ps: PolicySet) -> None:
         """An embeddings call (``choices == 0``) has no output to cap: ``max_tokens`` added to it
         would break the request, so the rule skips it rather than proposing that fix."""
@@ -795,6 +813,9 @@ class TestBudget:
         assert eight.actual == pytest.approx((1000 * 3 + 8 * 4000 * 15) / 1e6)
         capped = one(ps, call(user="alice", request={"max_tokens": 10**7, "choices": 2}), ledger=ledger)
         assert capped.actual == pytest.approx(2 * OUTPUT_TOKENS_CAP * 15 / 1e6)  # clamped per choice
+        # max_tokens 0 (scoring a prompt with echo + logprobs) generates nothing: no output is held
+        scoring = one(ps, call(user="alice", request={"input_tokens": 1000, "max_tokens": 0}), ledger=ledger)
+        assert scoring.actual == pytest.approx(1000 * 3 / 1e6)
 
     def test_the_worst_case_is_priced_once_per_call_however_many_budgets_judge_it(
         self, compile_policies: CompilePolicies, fake_pricer: Any, ledger: MemoryLedger
@@ -889,6 +910,9 @@ class TestBudget:
                           request={"api": "embeddings", "max_tokens": None, "choices": 0})
         r = one(ps, embeddings, ledger=ledger)
         assert (r.result, r.fix) == ("fail", None)
+        legacy = call(user="alice", model="claude-opus-4-1", phase="post", body={"model": "m", "prompt": "hi"},
+                      request={"api": "completions", "max_tokens": 16})
+        assert one(ps, legacy, ledger=ledger).fix is None
 
     def test_invalid_time_zone_is_a_policy_error(self, compile_policies: CompilePolicies) -> None:
         with pytest.raises(PolicyError) as info:
