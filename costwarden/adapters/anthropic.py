@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from costwarden.adapters.llm_payload import (
+    UNCAPPED_WEB_SEARCHES,
     TokenTally,
     flag,
     mapping,
@@ -153,15 +154,18 @@ def cache_breakpoints(body: Mapping[str, Any]) -> tuple[int, bool]:
 
 
 def max_web_searches(body: Mapping[str, Any]) -> int:
-    """The most web searches the request allows: the sum of ``max_uses`` over its web search tools
-    (``web_search_20250305`` and later); a tool without ``max_uses`` (no limit) or with a malformed
-    one (the API refuses it) adds none."""
+    """The web searches the worst case holds: the sum of ``max_uses`` over the request's web search
+    tools (``web_search_20250305`` and later), each tool without a limit counted as
+    :data:`~costwarden.adapters.llm_payload.UNCAPPED_WEB_SEARCHES` (the API allows it any number; a
+    malformed ``max_uses``, which the API refuses, counts the same)."""
     total = 0
     for tool in _list(body.get("tools")):
         if isinstance(tool, Mapping) and str(tool.get("type", "")).startswith("web_search_"):
             uses = tool.get("max_uses")
             if isinstance(uses, int) and not isinstance(uses, bool) and uses > 0:
                 total += uses
+            else:
+                total += UNCAPPED_WEB_SEARCHES
     return total
 
 

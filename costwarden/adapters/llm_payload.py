@@ -33,6 +33,11 @@ from typing import Any
 
 from costwarden.errors import AdapterError
 
+UNCAPPED_WEB_SEARCHES = 10
+"""The web searches a worst case assumes for a web search tool without a limit (Anthropic's
+``max_uses``, a Responses call's ``max_tool_calls``): an assumption, not a bound; the searches a
+call makes are charged in full when it settles. A limit on the tool makes the reservation exact."""
+
 ATTACHMENT_MIN_TOKENS = 1_500
 ATTACHMENT_BYTES_PER_TOKEN = 50
 

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from costwarden.adapters.llm_payload import (
+    UNCAPPED_WEB_SEARCHES,
     TokenTally,
     compact_json,
     flag,
@@ -119,8 +120,9 @@ def api_of(body: Mapping[str, Any]) -> str:
 
 
 def _max_web_searches(body: Mapping[str, Any], api: str) -> int:
-    """The most web search calls a Responses request allows: its ``max_tool_calls`` (a limit on all
-    built-in tool calls) when it offers the web search tool; 0 without the tool or without a limit."""
+    """The web search calls the worst case of a Responses request holds when it offers the web
+    search tool: its ``max_tool_calls`` (a limit on all built-in tool calls), else
+    :data:`~costwarden.adapters.llm_payload.UNCAPPED_WEB_SEARCHES`; 0 without the tool."""
     if api != "responses":
         return 0
     tools = body.get("tools")
@@ -129,7 +131,7 @@ def _max_web_searches(body: Mapping[str, Any], api: str) -> int:
     ):
         return 0
     limit = body.get("max_tool_calls")
-    return limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else 0
+    return limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else UNCAPPED_WEB_SEARCHES
 
 
 def _choices(body: Mapping[str, Any], api: str) -> int:

@@ -18,6 +18,7 @@ from genai_prices import Usage, calc_price  # noqa: E402
 
 from costwarden.adapters.anthropic import estimate_input_tokens  # noqa: E402
 from costwarden.adapters.ledger import open_ledger  # noqa: E402
+from costwarden.adapters.llm_payload import UNCAPPED_WEB_SEARCHES  # noqa: E402
 from costwarden.adapters.openai import subject_from_request  # noqa: E402
 from costwarden.adapters.pricing import GenaiPricer  # noqa: E402
 from costwarden.enforcers.callguard import CallGuard, attribution  # noqa: E402
@@ -96,6 +97,19 @@ def test_the_worst_case_reserves_the_searches_max_uses_allows(claude: Any, sink:
         claude.messages.create(**body)
     worst = PRICER.cost("anthropic", HAIKU, TokenUsage(
         input_tokens=estimate_input_tokens(body), output_tokens=256, web_search_requests=5))
+    (event,) = sink.events
+    assert event.estimated_cost_usd == pytest.approx(worst, rel=1e-9)
+
+
+def test_a_search_tool_without_max_uses_reserves_the_assumed_searches(claude: Any, sink: ListSink) -> None:
+    """Without ``max_uses`` the API allows any number of searches: the worst case assumes
+    UNCAPPED_WEB_SEARCHES rather than none, so a budget is not blind to them."""
+    uncapped = {"type": "web_search_20250305", "name": "web_search"}
+    body = {"model": HAIKU, "max_tokens": 256, "messages": HI, "tools": [uncapped]}
+    with attribution(user="ws-3u"):
+        claude.messages.create(**body)
+    worst = PRICER.cost("anthropic", HAIKU, TokenUsage(
+        input_tokens=estimate_input_tokens(body), output_tokens=256, web_search_requests=UNCAPPED_WEB_SEARCHES))
     (event,) = sink.events
     assert event.estimated_cost_usd == pytest.approx(worst, rel=1e-9)
 
@@ -203,5 +217,17 @@ def test_the_worst_case_reserves_the_searches_max_tool_calls_allows(gpt: Any, si
     assert subject.request.max_web_searches == 4
     worst = PRICER.cost("openai", OPENAI_SEARCH, TokenUsage(
         input_tokens=subject.request.input_tokens, output_tokens=256, web_search_requests=4))
+    (event,) = sink.events
+    assert event.estimated_cost_usd == pytest.approx(worst, rel=1e-9)
+
+
+def test_a_search_tool_without_max_tool_calls_reserves_the_assumed_searches(gpt: Any, sink: ListSink) -> None:
+    body = {"model": OPENAI_SEARCH, "input": "news?", "tools": [{"type": "web_search"}], "max_output_tokens": 256}
+    with attribution(user="ows-wu"):
+        gpt.responses.create(**body)
+    subject = subject_from_request(body)
+    assert subject.request.max_web_searches == UNCAPPED_WEB_SEARCHES
+    worst = PRICER.cost("openai", OPENAI_SEARCH, TokenUsage(
+        input_tokens=subject.request.input_tokens, output_tokens=256, web_search_requests=UNCAPPED_WEB_SEARCHES))
     (event,) = sink.events
     assert event.estimated_cost_usd == pytest.approx(worst, rel=1e-9)

@@ -19,6 +19,7 @@ from fake_llm_server import (  # noqa: E402
     spent_today,
 )
 
+from costwarden.adapters.llm_payload import UNCAPPED_WEB_SEARCHES  # noqa: E402
 from costwarden.adapters.openai import subject_from_request  # noqa: E402
 from costwarden.adapters.pricing import GenaiPricer  # noqa: E402
 from costwarden.enforcers.callguard import CallGuard, attribution  # noqa: E402
@@ -113,12 +114,13 @@ def test_a_search_the_stream_showed_started_is_charged_though_it_never_completed
     assert event.cost_usd == pytest.approx(priced("openai", "gpt-4.1-mini", event), rel=1e-9)
 
 
-@pytest.mark.parametrize(("max_tool_calls", "charged"), [(None, 2), (5, 5)])
+@pytest.mark.parametrize(("max_tool_calls", "charged"), [(None, UNCAPPED_WEB_SEARCHES), (5, 5), (1, 2)])
 def test_a_reasoning_stream_cut_after_its_searches_is_charged_its_worst_case_and_every_search(
     client: Any, server: FakeLlmServer, sink: ListSink, max_tool_calls: int | None, charged: int
 ) -> None:
     """gpt-5 reasoned, searched twice, then was cut: charged the output its max tokens allow (hidden
-    reasoning), and the searches it showed, or the searches its ``max_tool_calls`` reserved when more."""
+    reasoning), and the searches it showed, or the searches its worst case reserved when more (its
+    ``max_tool_calls``, or the number assumed for a tool without a limit)."""
     server.usage = {"input_tokens": 42, "output_tokens": 1_200, "reasoning_tokens": 1_000}
     extra = {"max_tool_calls": max_tool_calls} if max_tool_calls else {}
     kinds, _ = searched(server, client, "gpt-5", 14, **extra)

@@ -154,8 +154,9 @@ class LlmRequest:
     per choice: ``choices`` completions are generated (Chat Completions' ``n``), each up to it; 0 for a
     call that generates no output (an embeddings call: its worst case is its input alone).
     ``cache_write_1h`` is set when a cache breakpoint asks for the 1h TTL (writes cost 2x input,
-    not 1.25x). ``max_web_searches`` is the most server-side web searches the request allows (the web search
-    tool's ``max_uses``), 0 when it declares none or sets no limit. ``output_audio`` is set when the
+    not 1.25x). ``max_web_searches`` is the server-side web searches the worst case holds (the web search
+    tool's ``max_uses``; an assumed number, the adapter's, for a tool without a limit), 0 without the
+    tool. ``output_audio`` is set when the
     request asks for audio output (Chat Completions' ``modalities`` with ``"audio"``).
     """
 

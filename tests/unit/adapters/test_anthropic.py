@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from costwarden.adapters import anthropic
+from costwarden.adapters.llm_payload import UNCAPPED_WEB_SEARCHES
 from costwarden.engine.subjects import SourceLocation, TokenUsage
 from costwarden.errors import AdapterError
 
@@ -330,8 +331,11 @@ def test_sse_web_search_requests_are_a_running_total_not_a_sum() -> None:
         ([{"type": "web_search_20250305", "name": "web_search", "max_uses": 4}], 4),
         ([{"type": "web_search_20260209", "name": "web_search", "max_uses": 2},
           {"name": "lookup", "input_schema": {"type": "object"}, "max_uses": 9}], 2),
-        ([{"type": "web_search_20250305", "name": "web_search"}], 0),  # no limit: not reserved
-        ([{"type": "web_search_20250305", "name": "web_search", "max_uses": "5"}], 0),
+        # no limit (or one the API refuses): the assumed number, never none
+        ([{"type": "web_search_20250305", "name": "web_search"}], UNCAPPED_WEB_SEARCHES),
+        ([{"type": "web_search_20250305", "name": "web_search", "max_uses": "5"}], UNCAPPED_WEB_SEARCHES),
+        ([{"type": "web_search_20250305", "name": "web_search", "max_uses": 3},
+          {"type": "web_search_20260209", "name": "web_search_2"}], 3 + UNCAPPED_WEB_SEARCHES),
         ([], 0),
     ],
 )
