@@ -17,6 +17,8 @@ would be a number no invoice backs, so it is charged the worst case its reservat
 estimated input plus the output its max tokens allow (clamped as the reservation was) and the web
 searches it allows, or what it showed where that is more, and the event says so. Setting
 ``max_completion_tokens`` / ``max_output_tokens`` bounds that charge as it bounds the bill.
+A stream that shows its raw chain of thought (``response.reasoning_text.delta``: an open model
+such as gpt-oss behind a compatible server) hides nothing, and is charged what it showed.
 
 A legacy Completions stream shows its output as ``choices[].text`` (no ``delta``), all of it: it
 has no hidden reasoning, whatever its model (a raw prompt is continued as text, and a reasoning
@@ -53,7 +55,7 @@ class OpenAIStream:
     """Reads usage and the served model from Chat Completions chunks or Responses events."""
 
     __slots__ = ("kept", "model", "finished", "output_chars", "drop_usage_chunk", "served", "response_id",
-                 "reasoned", "searches")
+                 "reasoned", "raw_reasoning", "searches")
 
     def __init__(self, *, drop_usage_chunk: bool = False) -> None:
         self.kept: list[Mapping[str, Any]] = []
@@ -64,6 +66,7 @@ class OpenAIStream:
         self.served: dict[str, str] = {}  # the service tier the chunks or the response report: the price's context
         self.response_id: str | None = None  # a Responses stream's response (``response.created`` names it)
         self.reasoned = False  # a Responses stream added a ``reasoning`` output item: hidden tokens were billed
+        self.raw_reasoning = False  # ... unless it streams the raw chain of thought (open models' servers)
         self.searches: set[str] = set()  # the ``web_search_call`` items a Responses stream showed, by id
 
     def on_event(self, data: str) -> bool:
@@ -87,6 +90,7 @@ class OpenAIStream:
                 self.served.update(price_context(response))
         elif kind in _DELTA_EVENTS and isinstance(event.get("delta"), str):
             self.output_chars += len(event["delta"])
+            self.raw_reasoning = self.raw_reasoning or kind == "response.reasoning_text.delta"
         elif kind == "response.output_item.added":
             item = event.get("item")
             self.reasoned = self.reasoned or (isinstance(item, Mapping) and item.get("type") == "reasoning")
@@ -165,7 +169,9 @@ def stream_end(
     if usage is None:
         ended = f"stream ended before its usage ({end_reason(complete, error)})"
         legacy = call.subject.kind == openai_completions.API  # all its output is text it shows
-        if not legacy and (observer.reasoned or adapter.hides_reasoning(call.body, call.model)):
+        # reasoning shown as raw text (gpt-oss behind a compatible server) hides nothing: it is counted
+        hidden = observer.reasoned or adapter.hides_reasoning(call.body, call.model)
+        if not legacy and hidden and not observer.raw_reasoning:
             _charge_hidden_reasoning(call, observer, ended)
             return
         echoed = openai_completions.echoed_chars(call.body) if legacy else 0

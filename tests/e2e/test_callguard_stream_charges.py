@@ -180,6 +180,27 @@ def test_a_responses_stream_cut_after_more_reasoning_text_than_its_worst_case_is
     assert event.cost_usd == pytest.approx(priced("openai", "gpt-5", event), rel=1e-9)
 
 
+def test_a_responses_stream_cut_in_its_raw_reasoning_text_is_charged_what_it_showed(
+    client: Any, server: FakeLlmServer, sink: ListSink
+) -> None:
+    """A stream that shows its raw chain of thought (``response.reasoning_text.delta``: gpt-oss behind
+    an OpenAI-compatible server) hides no reasoning: cut early, it is charged the text it showed, not
+    the worst case its ``max_output_tokens`` reserved."""
+    usage = json.dumps({"output_tokens": 1_200, "reasoning_tokens": 1_000})
+    kinds: list[str] = []
+    texts: dict[str, str] = {}
+    with attribution(user="u-raw"), client.responses.stream(
+            model="gpt-5", input="Prove it", max_output_tokens=3_000, extra_headers={
+                "x-fake-usage": usage, "x-fake-reasoning-text": "reasoning_text", "x-fake-truncate": "12"}) as s:
+        read_until_cut(s, kinds, texts)
+    shown = texts["response.reasoning_text.delta"]
+    assert shown and "response.output_text.delta" not in kinds
+    (event,) = sink.events
+    assert (event.outcome, event.output_tokens) == ("partial", estimate(shown))
+    assert event.output_tokens < 3_000
+    assert "no stream shows" not in (event.error or "")
+
+
 def test_a_responses_stream_cut_in_its_reasoning_summary_is_charged_its_worst_case(
     client: Any, server: FakeLlmServer, sink: ListSink
 ) -> None:
