@@ -1,8 +1,12 @@
 """Which OpenAI requests the call-guard's transport judges (``POST …/chat/completions``,
-``POST …/responses``, ``POST …/embeddings`` and the legacy ``POST …/completions``: :data:`GUARDED`)
-and through which provider edge (:func:`edges`, :func:`route`), and which billed ones it passes
-through unjudged (:data:`UNGUARDED_SPEND`): each of those is logged once per endpoint, so spend the
-guard cannot see is never silent."""
+``POST …/responses``, ``POST …/embeddings``, the legacy ``POST …/completions`` and GPT Image's
+``POST …/images/generations``: :data:`GUARDED`) and through which provider edge (:func:`edges`,
+:func:`route`), and which billed ones it passes through unjudged (:data:`UNGUARDED_SPEND`): each of
+those is logged once per endpoint, so spend the guard cannot see is never silent.
+
+``POST …/images/edits`` stays unguarded: its body is ``multipart/form-data`` (the prompt beside the
+image files), which the transport does not read (it judges JSON bodies). ``…/images/variations`` is
+DALL·E 2's only, priced per image, which genai-prices does not price."""
 
 from __future__ import annotations
 
@@ -15,16 +19,16 @@ from urllib.parse import urlsplit
 import httpx2
 
 from costwarden.adapters import openai as adapter
-from costwarden.adapters import openai_completions, openai_embeddings
+from costwarden.adapters import openai_completions, openai_embeddings, openai_images
 from costwarden.enforcers.guarded_call import ProviderEdge
 
 log = logging.getLogger("costwarden.callguard")
 
-GUARDED = ("/chat/completions", "/responses", "/embeddings", "/completions")
+GUARDED = ("/chat/completions", "/responses", "/embeddings", "/completions", "/images/generations")
 """Endpoints (path endings, ``POST``) the guard judges, reserves, prices, settles and reports."""
 
 UNGUARDED_SPEND = (
-    "/images/generations", "/images/edits", "/images/variations", "/audio/speech", "/audio/transcriptions",
+    "/images/edits", "/images/variations", "/audio/speech", "/audio/transcriptions",
     "/audio/translations", "/batches", "/responses/compact", "/videos", "/fine_tuning/jobs",
 )
 """Endpoints (path endings, ``POST``) that OpenAI bills but the guard does not judge. Moderations are free."""
@@ -33,6 +37,7 @@ _BUILDERS = {
     "chat": adapter.subject_from_request,
     "embeddings": openai_embeddings.subject_from_request,
     "completions": openai_completions.subject_from_request,
+    "images": openai_images.subject_from_request,
 }
 
 
@@ -42,11 +47,12 @@ class Edges(NamedTuple):
     chat: ProviderEdge  # Chat Completions and Responses (the body tells them apart)
     embeddings: ProviderEdge
     completions: ProviderEdge  # the legacy Completions API
+    images: ProviderEdge  # GPT Image generation (``images.generate``)
 
 
 def edge(provider: str = adapter.PROVIDER, *, api: str = "chat") -> ProviderEdge:
     """The provider edge for ``provider`` (an OpenAI-compatible API priced as that provider) of one
-    API: ``"chat"`` (Chat Completions and Responses), ``"embeddings"`` or ``"completions"``. Only the
+    API: ``"chat"`` (Chat Completions and Responses), ``"embeddings"``, ``"completions"`` or ``"images"``. Only the
     subject builder differs: usage, reservation, settlement and the cost event are the one shared path."""
     return ProviderEdge(provider, partial(_BUILDERS[api], provider=provider), adapter.usage_from_response)
 
@@ -54,19 +60,20 @@ def edge(provider: str = adapter.PROVIDER, *, api: str = "chat") -> ProviderEdge
 OPENAI = edge()
 OPENAI_EMBEDDINGS = edge(api="embeddings")
 OPENAI_COMPLETIONS = edge(api="completions")
+OPENAI_IMAGES = edge(api="images")
 
 
 def edges(provider: str = adapter.PROVIDER) -> Edges:
     """The edges of ``provider``, one per API."""
     if provider == adapter.PROVIDER:
-        return Edges(OPENAI, OPENAI_EMBEDDINGS, OPENAI_COMPLETIONS)
-    return Edges(edge(provider), edge(provider, api="embeddings"), edge(provider, api="completions"))
+        return Edges(OPENAI, OPENAI_EMBEDDINGS, OPENAI_COMPLETIONS, OPENAI_IMAGES)
+    return Edges(*(edge(provider, api=api) for api in Edges._fields))
 
 
 def route(of: Edges, path: str) -> ProviderEdge:
     """The edge of ``of`` that builds the subject of a guarded request to ``path``."""
-    api = path_api(path)
-    return of.embeddings if api == "embeddings" else of.completions if api == "completions" else of.chat
+    chosen: ProviderEdge = getattr(of, path_api(path))  # path_api names a field of Edges
+    return chosen
 
 
 def is_guarded(method: str, url: str) -> bool:
@@ -79,7 +86,7 @@ def guarded_path(method: str, path: str) -> bool:
 
 
 def path_api(path: str) -> str:
-    """``"embeddings"``, ``"completions"`` (the legacy API) or ``"chat"`` for a guarded path.
+    """``"embeddings"``, ``"completions"`` (the legacy API), ``"images"`` or ``"chat"`` for a guarded path.
 
     Only the path tells these apart: an Embeddings body looks like a Responses one (``model`` and
     ``input``), and so does a Completions body to :func:`~costwarden.adapters.openai.api_of` (it
@@ -89,6 +96,8 @@ def path_api(path: str) -> str:
     parts = path.rstrip("/").split("/")
     if parts[-1] == "embeddings":
         return "embeddings"
+    if parts[-1] == "generations" and len(parts) >= 2 and parts[-2] == "images":
+        return "images"
     if parts[-1] != "completions":
         return "chat"
     chat = len(parts) >= 2 and parts[-2] == "chat" and not (len(parts) >= 3 and parts[-3] == "deployments")
@@ -121,8 +130,8 @@ def warn_unguarded_spend(warned: set[str], request: httpx2.Request) -> None:
     if end is not None and end not in warned:
         warned.add(end)
         log.warning("call-guard: POST %s is billed but not guarded: it is not judged, reserved, counted against "
-                    "any budget or reported as a cost event (only chat/completions, responses, embeddings and "
-                    "completions are); this is said once per endpoint", request.url.path)
+                    "any budget or reported as a cost event (only chat/completions, responses, embeddings, "
+                    "completions and images/generations are); this is said once per endpoint", request.url.path)
 
 
 __all__ = [
@@ -130,6 +139,7 @@ __all__ = [
     "OPENAI",
     "OPENAI_COMPLETIONS",
     "OPENAI_EMBEDDINGS",
+    "OPENAI_IMAGES",
     "UNGUARDED_SPEND",
     "Edges",
     "edge",

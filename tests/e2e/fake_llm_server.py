@@ -80,6 +80,7 @@ from typing import Any
 from fake_anthropic import AnthropicHandlers, _batch_object
 from fake_bedrock import BEDROCK_STREAM, _platform_model, bedrock_chunk, eventstream_frame
 from fake_openai import OpenAIHandlers
+from fake_openai_images import generate_images
 from guard_support import (
     LOAD_PROMPT,
     CountingLedger,
@@ -217,6 +218,7 @@ class _Handler(AnthropicHandlers, OpenAIHandlers):
             "/v1/responses": self._responses,
             "/v1/embeddings": self._embeddings,
             "/v1/completions": self._completions,
+            "/v1/images/generations": lambda sent: generate_images(self, sent),
         }
         handler = routes.get(path)
         platform_model = _platform_model(path)

@@ -127,14 +127,14 @@ Check = Callable[[Subject, EvalContext], "Outcome | list[Outcome]"]
 MEMO_LIMIT = 2048
 
 
-NOT_CHAT_APIS = frozenset({"embeddings", "completions"})
+NOT_CHAT_APIS = frozenset({"embeddings", "completions", "images"})
 """LLM APIs a chat model does not serve: a tier's downgrade target (a chat model) cannot stand in there."""
 
 
 def chat_downgradable(subject: LlmCall) -> bool:
     """Whether a model downgrade to a tier's chat model keeps ``subject`` a valid request: not for a
-    call without output (embeddings) nor a legacy Completions one, which ``/embeddings`` and
-    ``/completions`` would refuse with a 400 once rewritten."""
+    call without output (embeddings), a legacy Completions one nor an image generation, which
+    ``/embeddings``, ``/completions`` and ``/images/generations`` would refuse once rewritten."""
     return bool(subject.request.choices) and subject.request.api not in NOT_CHAT_APIS
 
 

@@ -1,7 +1,8 @@
 """``maxOutputTokens``: the request caps output at or below a limit per feature; fix: clamp.
 
-A call that generates no output (``request.choices == 0``: an embeddings call) has nothing to cap
-and is skipped; adding ``max_tokens`` to it would only break the request."""
+A call that generates no output (``request.choices == 0``: an embeddings call) has nothing to cap,
+and one whose API has no field that caps output (``request.max_tokens_field`` empty: image
+generation) cannot be capped: both are skipped, as adding ``max_tokens`` would break the request."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ def compile(params: MaxOutputTokens, env: CompileEnv) -> Check:
         assert isinstance(subject, LlmCall)
         if not subject.request.choices:
             return _NO_OUTPUT
+        if not subject.request.max_tokens_field:
+            return _NO_FIELD
         feature = subject.feature or ""
         field = subject.request.max_tokens_field
         requested = subject.request.max_tokens
@@ -42,6 +45,8 @@ def compile(params: MaxOutputTokens, env: CompileEnv) -> Check:
 
 
 _NO_OUTPUT = Outcome("skip", "the call generates no output (an embeddings call): nothing to cap", static=True)
+_NO_FIELD = Outcome("skip", "the API has no field that caps output (image generation: size and quality set it)",
+                    static=True)
 
 
 def _judge(field: str, requested: int | None, cap: int, feature: str, present: bool) -> Outcome:

@@ -287,7 +287,7 @@ def _llm_call(data: Mapping[str, Any]) -> LlmCall:
     request = LlmRequest(
         api=q.text("api", "messages") or "messages",
         max_tokens=q.integer("max_tokens"),
-        max_tokens_field=q.text("max_tokens_field", "max_tokens") or "max_tokens",
+        max_tokens_field=q.text("max_tokens_field", "max_tokens"),  # "": the API has no such field
         input_tokens=q.integer("input_tokens", 0) or 0,
         cacheable_prefix_tokens=q.integer("cacheable_prefix_tokens", 0) or 0,
         prefix_pointer=q.text("prefix_pointer"),

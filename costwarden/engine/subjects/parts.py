@@ -150,7 +150,8 @@ class LlmRequest:
     ``input_tokens`` is an estimate before the call; ``cacheable_prefix_tokens`` is the estimated
     size of the longest stable prefix (tools, then system) and ``prefix_pointer`` the JSON pointer
     of the block that ends it, where a cache breakpoint would go. ``max_tokens_field`` names the
-    body field that caps output (``max_tokens``, ``max_completion_tokens``, ``max_output_tokens``),
+    body field that caps output (``max_tokens``, ``max_completion_tokens``, ``max_output_tokens``; empty
+    when the API has none: image generation, whose size and quality set it),
     per choice: ``choices`` completions are generated (Chat Completions' ``n``), each up to it; 0 for a
     call that generates no output (an embeddings call: its worst case is its input alone).
     ``cache_write_1h`` is set when a cache breakpoint asks for the 1h TTL (writes cost 2x input,

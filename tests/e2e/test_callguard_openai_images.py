@@ -1,0 +1,273 @@
+"""``images.generate`` under the call-guard: the real ``openai`` SDK (sync and async) against the
+fake API's ``/v1/images/generations`` (``fake_openai_images.py``), whose usage counts the prompt's
+words and bills each image OpenAI's ``gpt-image-1`` output tokens for its size and quality, so every
+cost here is exact."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+openai = pytest.importorskip("openai")
+
+from fake_llm_server import (  # noqa: E402
+    CountingLedger,
+    FakeLlmServer,
+    ListSink,
+    budget_policy,
+    compile_policies,
+    spent_today,
+)
+
+from costwarden.adapters.ledger.memory import MemoryLedger  # noqa: E402
+from costwarden.adapters.pricing import GenaiPricer  # noqa: E402
+from costwarden.enforcers.callguard import CallGuard, attribution  # noqa: E402
+from costwarden.enforcers.openai_guard import guard_openai, openai_async_http_client, openai_http_client  # noqa: E402
+from costwarden.engine.subjects import TokenUsage  # noqa: E402
+from costwarden.errors import AdapterError, BudgetExceeded, PolicyViolation  # noqa: E402
+
+IMAGE = "gpt-image-1"
+PRICER = GenaiPricer()
+PROMPT = "a small red fox"  # 15 chars: 4 tokens estimated; 4 words billed by the fake
+
+
+def cost(input_tokens: int, output_tokens: int, model: str = IMAGE) -> float:
+    return PRICER.cost("openai", model, TokenUsage(input_tokens=input_tokens, output_tokens=output_tokens))
+
+
+def make_guard(ledger: Any, sink: ListSink, limit_usd: float = 5.0, *, background: bool = False) -> CallGuard:
+    return CallGuard(compile_policies(budget_policy(limit_usd)), ledger=ledger, sinks=[sink],
+                     settle_in_background=background)
+
+
+@pytest.fixture(params=["inline", "background"])
+def guard(ledger: CountingLedger, sink: ListSink, request: pytest.FixtureRequest) -> Iterator[CallGuard]:
+    guard = make_guard(ledger, sink, background=request.param == "background")
+    yield guard
+    guard.close()
+
+
+def connect(server: FakeLlmServer, guard: CallGuard) -> Any:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="test", http_client=openai_http_client(guard))
+
+
+@pytest.fixture
+def client(server: FakeLlmServer, guard: CallGuard) -> Iterator[Any]:
+    with connect(server, guard) as c:
+        yield c
+
+
+# --- reserve, send, settle from usage ---------------------------------------------------------------
+
+
+def test_a_call_is_reserved_for_its_images_then_settled_from_its_usage(
+    client: Any, server: FakeLlmServer, ledger: CountingLedger, sink: ListSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="costwarden.callguard"), attribution(user="u-i1", feature="art"):
+        result = client.images.generate(model=IMAGE, prompt=PROMPT, n=2, size="1024x1536", quality="medium")
+    assert [len(d.b64_json) > 0 for d in result.data] == [True, True]
+    assert result.usage.output_tokens == 2 * 1584
+    (sent,) = server.posts("/v1/images/generations")
+    assert sent.body == {"model": IMAGE, "prompt": PROMPT, "n": 2, "size": "1024x1536", "quality": "medium"}
+    (hold,) = ledger.calls[0][2]
+    assert ledger.calls[0][0] == "reserve" and hold.amount_usd == pytest.approx(cost(4, 2 * 1584))
+    assert (ledger.count("reserve"), ledger.count("settle"), ledger.count("release")) == (1, 1, 0)
+    (event,) = sink.events
+    assert (event.provider, event.api, event.model_requested, event.model) == ("openai", "images", IMAGE, IMAGE)
+    assert (event.outcome, event.verdict, event.usage_source, event.charged) == ("ok", "allow", "response", True)
+    assert (event.input_tokens, event.output_tokens, event.cache_read_tokens) == (4, 2 * 1584, 0)
+    assert (event.user, event.feature, event.stream) == ("u-i1", "art", False)
+    assert event.cost_usd == pytest.approx(4 * 5 / 1e6 + 2 * 1584 * 40 / 1e6)  # $5 / M text in, $40 / M out
+    assert event.estimated_cost_usd == pytest.approx(cost(4, 2 * 1584))
+    assert spent_today(ledger, "u-i1") == pytest.approx(event.cost_usd, abs=2e-6)
+    assert not [r for r in caplog.records if "billed but not guarded" in r.getMessage()]
+
+
+@pytest.mark.parametrize(
+    ("options", "per_image", "images"),
+    [
+        ({"size": "1024x1024", "quality": "low"}, 272, 1),
+        ({"size": "1536x1024", "quality": "high", "n": 3}, 6208, 3),
+        ({"size": "1024x1024"}, 4160, 1),  # auto quality: high
+        ({"quality": "medium", "n": 10}, 1584, 10),  # auto size: the largest at medium
+        ({}, 6240, 1),  # both auto
+    ],
+)
+def test_the_reserved_amount_is_the_prompt_and_n_images_at_their_size_and_quality(
+    client: Any, ledger: CountingLedger, sink: ListSink, options: dict[str, Any], per_image: int, images: int
+) -> None:
+    with attribution(user="u-i2"):
+        client.images.generate(model=IMAGE, prompt=PROMPT, **options)
+    (hold,) = ledger.calls[0][2]
+    assert hold.amount_usd == pytest.approx(cost(4, images * per_image))
+    (event,) = sink.events
+    assert event.cost_usd <= hold.amount_usd + 1e-9  # auto is served smaller than it was reserved for
+
+
+def test_the_settlement_follows_the_usage_not_the_estimate(client: Any, sink: ListSink, ledger: CountingLedger) -> None:
+    with attribution(user="u-i3"):  # auto is reserved as a high 1024x1536 image, served here at medium 1024x1024
+        client.images.generate(model=IMAGE, prompt=PROMPT)
+    (event,) = sink.events
+    assert (event.input_tokens, event.output_tokens) == (4, 1056)
+    assert event.cost_usd == pytest.approx(cost(4, 1056)) and event.cost_usd < event.estimated_cost_usd
+    assert spent_today(ledger, "u-i3") == pytest.approx(cost(4, 1056), abs=2e-6)
+
+
+def test_the_body_safety_identifier_attributes_the_call(client: Any, sink: ListSink, ledger: CountingLedger) -> None:
+    client.images.generate(model=IMAGE, prompt="one two", size="1024x1024", quality="low", safety_identifier="u-body")
+    (event,) = sink.events
+    assert event.user == "u-body"
+    assert spent_today(ledger, "u-body") == pytest.approx(cost(2, 272), abs=2e-6)
+
+
+# --- refused before sending ------------------------------------------------------------------------
+
+
+def test_a_budget_that_cannot_hold_the_images_refuses_before_sending(
+    server: FakeLlmServer, ledger: CountingLedger, sink: ListSink
+) -> None:
+    guard = make_guard(ledger, sink, limit_usd=0.2)  # one high 1024x1024 image ($0.17) fits, not a second
+    with connect(server, guard) as client, attribution(user="u-i4"):
+        client.images.generate(model=IMAGE, prompt=PROMPT, size="1024x1024", quality="high")
+        with pytest.raises(BudgetExceeded) as caught:
+            client.images.generate(model=IMAGE, prompt=PROMPT, size="1024x1024", quality="high")
+    guard.close()
+    assert len(server.posts("/v1/images/generations")) == 1  # the refused call never reached the API
+    assert "would exceed budget budget:user-budget/cap:user=u-i4" in str(caught.value)  # the atomic reserve refused
+    assert [e.outcome for e in sink.events] == ["ok", "denied"]
+    assert (ledger.count("reserve"), ledger.count("settle")) == (2, 1)  # the second reservation was refused
+    assert spent_today(ledger, "u-i4") == pytest.approx(cost(4, 4160), abs=2e-6)
+
+
+def test_n_images_are_refused_when_n_of_them_do_not_fit(server: FakeLlmServer, sink: ListSink) -> None:
+    guard = make_guard(MemoryLedger(), sink, limit_usd=0.05)  # four low images ($0.0435) fit, five do not
+    with connect(server, guard) as client, attribution(user="u-i5"):
+        client.images.generate(model=IMAGE, prompt=PROMPT, size="1024x1024", quality="low", n=4)
+        with pytest.raises(BudgetExceeded):
+            client.images.generate(model=IMAGE, prompt=PROMPT, size="1024x1024", quality="low", n=5)
+    guard.close()
+    assert [r.body["n"] for r in server.posts("/v1/images/generations")] == [4]
+
+
+@pytest.mark.parametrize("model", ["dall-e-3", "dall-e-2", "gpt-image-9-secret"])
+def test_an_unpriced_image_model_is_refused_never_priced_at_zero(
+    server: FakeLlmServer, sink: ListSink, model: str
+) -> None:
+    guard = CallGuard(compile_policies(budget_policy(5.0)), ledger=MemoryLedger(), sinks=[sink])
+    with connect(server, guard) as c, attribution(user="u-i6"), pytest.raises(PolicyViolation) as caught:
+        c.images.generate(model=model, prompt="hello", size="1024x1024")  # the budget errs, onError denies
+    guard.close()
+    assert server.posts() == []
+    (result,) = caught.value.decision.blocking
+    assert (result.policy, result.result) == ("user-budget", "error")
+    assert f"no price for model '{model}'" in result.message
+
+
+def test_a_streamed_call_is_refused_before_sending(client: Any, server: FakeLlmServer, sink: ListSink) -> None:
+    with attribution(user="u-i7"), pytest.raises(AdapterError, match="stream"):
+        client.images.generate(model=IMAGE, prompt=PROMPT, stream=True, partial_images=2)
+    assert server.posts() == [] and sink.events == []
+
+
+def test_edits_still_pass_unguarded_with_their_warning(
+    client: Any, server: FakeLlmServer, sink: ListSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="costwarden.callguard"), attribution(user="u-i8"), \
+            pytest.raises(openai.NotFoundError):  # the fake API has no edits: multipart bodies reach it unjudged
+        client.images.edit(model=IMAGE, prompt="add a hat", image=("fox.png", b"\x89PNG\r\n", "image/png"))
+    said = [r.getMessage() for r in caplog.records if "billed but not guarded" in r.getMessage()]
+    assert [m.split()[2] for m in said] == ["/v1/images/edits"]
+    assert len(server.posts("/v1/images/edits")) == 1 and sink.events == []
+
+
+# --- failures ---------------------------------------------------------------------------------------
+
+
+def test_retries_reserve_once_and_exhausted_retries_release(
+    client: Any, server: FakeLlmServer, ledger: CountingLedger, sink: ListSink
+) -> None:
+    server.fail_next(500, 429)
+    with attribution(user="u-i9"):
+        client.images.generate(model=IMAGE, prompt=PROMPT, size="1024x1024", quality="low")
+    assert len(server.posts("/v1/images/generations")) == 3
+    server.fail_next(500, 500, 500)
+    with attribution(user="u-i9"), pytest.raises(openai.InternalServerError):
+        client.images.generate(model=IMAGE, prompt=PROMPT, size="1024x1024", quality="low")
+    assert (ledger.count("reserve"), ledger.count("settle"), ledger.count("release")) == (2, 1, 1)
+    assert [(e.outcome, e.cost_usd) for e in sink.events] == [("ok", pytest.approx(cost(4, 272))), ("error", 0.0)]
+    assert spent_today(ledger, "u-i9") == pytest.approx(cost(4, 272), abs=2e-6)
+
+
+# --- async ------------------------------------------------------------------------------------------
+
+
+def test_the_async_client_is_guarded_alike(server: FakeLlmServer, guard: CallGuard, ledger: CountingLedger,
+                                           sink: ListSink) -> None:
+    async def main() -> Any:
+        async with openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="test",
+                                      http_client=openai_async_http_client(guard)) as client:
+            with attribution(user="u-i10"):
+                server.fail_next(500)
+                first = await client.images.generate(model=IMAGE, prompt=PROMPT, size="1536x1024", quality="low",
+                                                     n=2)
+                with pytest.raises(PolicyViolation):
+                    await client.images.generate(model="dall-e-3", prompt="e")
+                return first
+
+    result = asyncio.run(main())
+    assert len(result.data) == 2
+    assert len(server.posts("/v1/images/generations")) == 2  # the failed attempt and its retry; the refused call none
+    # a settler thread may report the first call after the refusal of the second
+    ok, denied = sorted(sink.events, key=lambda e: e.outcome != "ok")
+    assert [(e.api, e.outcome, e.output_tokens) for e in (ok, denied)] == [
+        ("images", "ok", 800), ("images", "denied", 0)]
+    assert ok.cost_usd == pytest.approx(cost(4, 800))
+    assert ledger.count("reserve") == 1
+    assert spent_today(ledger, "u-i10") == pytest.approx(cost(4, 800), abs=2e-6)
+
+
+def test_guard_openai_wraps_an_async_client_for_images(server: FakeLlmServer, guard: CallGuard,
+                                                       sink: ListSink) -> None:
+    async def main() -> None:
+        base = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="test")
+        client = guard_openai(base, guard)
+        try:
+            with attribution(user="u-i11"):
+                await client.images.generate(model=IMAGE, prompt="wrapped async call", size="1024x1024",
+                                             quality="high")
+        finally:
+            await client.close()
+            await base.close()
+
+    asyncio.run(main())
+    (event,) = sink.events
+    assert (event.api, event.input_tokens, event.output_tokens, event.charged) == ("images", 3, 4160, True)
+    assert event.cost_usd == pytest.approx(cost(3, 4160))
+
+
+# --- the built-in library ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("options", [{"size": "1024x1024", "quality": "low"}, {}])
+def test_the_builtin_library_sends_an_images_request_unrewritten(
+    server: FakeLlmServer, sink: ListSink, options: dict[str, Any]
+) -> None:
+    """A chat model or a ``max_tokens`` would make ``/images/generations`` answer 400: the library's
+    tiers exclude image calls and ``maxOutputTokens`` skips them (no field caps their output), so
+    the call goes out as asked, with its budgets held and charged."""
+    import costwarden
+
+    guard = CallGuard(costwarden.load_policies(), ledger=MemoryLedger(), sinks=[sink])
+    try:
+        with connect(server, guard) as client, attribution(user="u-i12", feature="art"):
+            client.images.generate(model=IMAGE, prompt=PROMPT, **options)
+    finally:
+        guard.close()
+    (sent,) = server.posts()
+    assert sent.body["model"] == IMAGE and "max_tokens" not in sent.body
+    (event,) = sink.events
+    assert (event.outcome, event.charged, event.rewrites) == ("ok", True, ())
