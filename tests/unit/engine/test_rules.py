@@ -706,6 +706,14 @@ class TestMaxOutputTokens:
         present = one(ps, call(feature="classify", request={"max_tokens": 16}, body={**body, "max_tokens": 16}))
         assert present.fix is not None and present.fix.patch[0]["op"] == "replace"
 
+    def test_a_call_whose_api_has_no_cap_field_is_skipped(self, ps: PolicySet) -> None:
+        """Image generation has no field that caps output (size and quality set it): adding
+        ``max_tokens`` would make ``/images/generations`` answer 400."""
+        r = one(ps, call(request={"api": "images", "max_tokens": 4160, "max_tokens_field": ""},
+                         body={"model": "gpt-image-1", "prompt": "a cat"}))
+        assert (r.result, r.fix) == ("skip", None)
+        assert "no field that caps output" in r.message
+
     def test_a_call_that_generates_no_output_is_skipped_not_clamped(self, ps: PolicySet) -> None:
         """An embeddings call (``choices == 0``) has no output to cap: ``max_tokens`` added to it
         would break the request, so the rule skips it rather than proposing that fix."""
