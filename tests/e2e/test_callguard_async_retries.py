@@ -215,9 +215,20 @@ def test_a_task_timed_out_between_attempts_releases_its_hold(
                         guard_openai(base, guard) as oclient:
                     await oclient.chat.completions.create(model="gpt-4.1-mini", max_tokens=16, messages=HI)
 
+    async def reserved_then_backing_off() -> None:
+        await call()  # never returns before the timeout: its retries back off for >= 0.375 s each
+
     async def main() -> None:
+        # The timeout must end the task in the SDK's back-off, after the first attempt: a fixed 0.2 s
+        # fell before the attempt on a loaded machine (the first SQLite reserve opens the file).
+        # So wait for the reservation, then give the refused attempt 0.1 s to fail.
+        task = asyncio.ensure_future(reserved_then_backing_off())
+        for _ in range(2000):
+            if ledger.count("reserve") or task.done():
+                break
+            await asyncio.sleep(0.005)
         with pytest.raises(TimeoutError):
-            await asyncio.wait_for(call(), 0.2)
+            await asyncio.wait_for(task, 0.1)
         await asyncio.sleep(short_backoff)  # the application carries on; the loop keeps running
 
     asyncio.run(main())
