@@ -24,8 +24,8 @@ from costwarden.enforcers.callguard import CallGuard, attribution  # noqa: E402
 from costwarden.enforcers.openai_guard import guard_openai  # noqa: E402
 
 HI = [{"role": "user", "content": "Hello there"}]
-DELAY_S = 0.2
-LOOP_STALL_S = 0.1
+DELAY_S = 0.5
+LOOP_STALL_S = 0.25
 """Longest pause between two ticks that still proves the loop ran meanwhile: half a ledger call."""
 
 
@@ -142,7 +142,7 @@ def test_the_loop_keeps_running_while_the_ledger_is_slow(server: FakeLlmServer, 
     calls = anthropic_calls if sdk == "anthropic" else openai_calls
     result, longest, ticks = asyncio.run(ticking(calls(server, guard, stream=stream)))
     assert result
-    assert ledger.count("reserve") == 1 and ledger.count("settle") == 1  # 2 × 0.2 s of blocking ledger calls
+    assert ledger.count("reserve") == 1 and ledger.count("settle") == 1  # 2 × DELAY_S of blocking ledger calls
     assert longest < LOOP_STALL_S, f"the event loop stalled {longest:.3f}s"
     assert ticks >= 2 * DELAY_S / 0.005 * 0.5  # it ticked through both ledger calls
     (event,) = sink.events
