@@ -143,12 +143,21 @@ def settle_batches_cmd(
     ledger: LedgerOpt = DEFAULT_LEDGER,
     events: EventsOpt = None,
     fmt: FormatOpt = "text",
+    provider: Annotated[str, typer.Option(
+        help="anthropic (Message Batches), or openai — or the provider guard_openai named — for OpenAI Batch API "
+             "jobs")] = "anthropic",
 ) -> None:
-    """Read and settle the Message Batches whose results nobody read (their worst case is still held).
+    """Read and settle the batches whose results nobody read (their worst case is still held).
 
-    Uses the Anthropic API as the ``anthropic`` SDK does by default (``ANTHROPIC_API_KEY``,
-    ``ANTHROPIC_BASE_URL``). Batches still processing are left for the next run; run it from a
-    scheduled job more often than the guard's batch TTL (26 h by default)."""
+    Message Batches use the Anthropic API as the ``anthropic`` SDK does by default
+    (``ANTHROPIC_API_KEY``, ``ANTHROPIC_BASE_URL``); with ``--provider openai`` the OpenAI Batch
+    API jobs use the OpenAI API as the ``openai`` SDK does (``OPENAI_API_KEY``, ``OPENAI_BASE_URL``),
+    and their output files are read. Batches still processing are left for the next run; run it
+    from a scheduled job more often than the guard's batch TTL (26 h by default)."""
+    if provider != "anthropic":
+        _sweep(ledger, events, fmt, _openai_client,
+               lambda guard, client: _openai_batches(guard, client, provider), "batch")
+        return
     import anthropic
 
     def connect() -> Any:
@@ -177,16 +186,23 @@ def settle_responses_cmd(
     ``OPENAI_BASE_URL``). Responses still running are left for the next run. OpenAI keeps an
     unstored background response for about 10 minutes, so run it more often than that, and more
     often than the guard's reservation TTL (10 minutes by default)."""
+    _sweep(ledger, events, fmt, _openai_client,
+           lambda guard, client: guard.settle_pending_responses(client, provider=provider), "response")
+
+
+def _openai_client() -> Any:
     import openai
 
-    def connect() -> Any:
-        try:
-            return openai.OpenAI()
-        except openai.OpenAIError as exc:
-            raise _fail(f"no OpenAI client: {exc}") from None
+    try:
+        return openai.OpenAI()
+    except openai.OpenAIError as exc:
+        raise _fail(f"no OpenAI client: {exc}") from None
 
-    _sweep(ledger, events, fmt, connect,
-           lambda guard, client: guard.settle_pending_responses(client, provider=provider), "response")
+
+def _openai_batches(guard: CallGuard, client: Any, provider: str) -> PendingBatches:
+    from costwarden.enforcers.pending_batches import settle_pending_openai_batches
+
+    return settle_pending_openai_batches(guard, client, provider=provider)
 
 
 def _sweep(

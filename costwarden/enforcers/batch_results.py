@@ -1,15 +1,19 @@
-"""Reading a Message Batch's results: the JSON Lines tap and the tally of what they cost.
+"""Reading a batch's results: the JSON Lines tap and the tally of what they cost.
 
 ``batch_settle.py`` settles a batch from a :class:`ResultsTally`, filled line by line from a results
 download (:class:`JsonlTap`) or from lines read some other way. Only ``succeeded`` lines are
 billed: each is priced from its usage at the batch rate (cache reads and writes included);
 ``errored``, ``canceled`` and ``expired`` lines are counted, and cost nothing.
+
+What a line says is the provider's: a :data:`LineReader` tells its result type, model and usage
+(:func:`anthropic_line` for Message Batches results; the OpenAI Batch API's output lines are read
+by ``openai_batches.openai_line``). The tally prices them as its ``provider``'s.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +23,28 @@ from costwarden.engine.pricing import LlmPricer
 from costwarden.engine.subjects import TokenUsage
 
 RESULT_TYPES = ("succeeded", "errored", "canceled", "expired")
+
+LineReader = Callable[[Mapping[str, Any]], tuple[str, str, TokenUsage | None] | None]
+"""(result type — one of :data:`RESULT_TYPES` —, model, usage) of one results line; None when the
+line is not understood. Model and usage matter for ``succeeded`` lines only (usage None: unpriced)."""
+
+
+def anthropic_line(line: Mapping[str, Any]) -> tuple[str, str, TokenUsage | None] | None:
+    """A Message Batches results line: ``{custom_id, result: {type, message}}``."""
+    result = line.get("result")
+    kind = result.get("type") if isinstance(result, Mapping) else None
+    if not isinstance(result, Mapping) or kind not in RESULT_TYPES:
+        return None
+    if kind != "succeeded":
+        return kind, "", None
+    message = result.get("message")
+    model = message.get("model") if isinstance(message, Mapping) else None
+    usage: TokenUsage | None
+    try:
+        usage = adapter.usage_from_response(line)
+    except Exception:
+        usage = None
+    return kind, model if isinstance(model, str) else "", usage
 
 
 class JsonlTap(BodyTap):
@@ -50,6 +76,9 @@ class JsonlTap(BodyTap):
 class ResultsTally:
     """The billable part of a batch's results: usage per succeeded line, counts per result type."""
 
+    provider: str = adapter.PROVIDER
+    """Whose prices the succeeded lines are priced at."""
+    read: LineReader = anthropic_line
     used: list[tuple[str, TokenUsage | None]] = field(default_factory=list)
     """(model, usage) per succeeded line; usage None when the line has none readable (priced as unpriced)."""
     counts: dict[str, int] = field(default_factory=dict)
@@ -66,22 +95,14 @@ class ResultsTally:
         self.add(line)
 
     def add(self, line: Mapping[str, Any]) -> None:
-        result = line.get("result") if isinstance(line, Mapping) else None
-        kind = result.get("type") if isinstance(result, Mapping) else None
-        if kind not in RESULT_TYPES:
+        got = self.read(line) if isinstance(line, Mapping) else None
+        if got is None:
             self.unreadable += 1
             return
+        kind, model, usage = got
         self.counts[kind] = self.counts.get(kind, 0) + 1
         if kind == "succeeded":
-            assert isinstance(result, Mapping)
-            message = result.get("message")
-            model = message.get("model") if isinstance(message, Mapping) else None
-            usage: TokenUsage | None
-            try:
-                usage = adapter.usage_from_response(line)
-            except Exception:
-                usage = None
-            self.used.append((model if isinstance(model, str) else "", usage))
+            self.used.append((model, usage))
 
     @property
     def lines(self) -> int:
@@ -114,7 +135,7 @@ class ResultsTally:
                 if usage is None:
                     break
                 try:
-                    price = pricer.cost(adapter.PROVIDER, candidate, usage, batch=True)
+                    price = pricer.cost(self.provider, candidate, usage, batch=True)
                     break
                 except Exception:
                     continue
@@ -125,4 +146,4 @@ class ResultsTally:
         return total, unpriced
 
 
-__all__ = ["RESULT_TYPES", "JsonlTap", "ResultsTally"]
+__all__ = ["RESULT_TYPES", "JsonlTap", "LineReader", "ResultsTally", "anthropic_line"]

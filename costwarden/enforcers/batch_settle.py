@@ -41,6 +41,10 @@ results are read, up to 24 hours later and possibly in another process, so:
 * Without a ledger, reading the results emits the cost event (once per batch and process).
 
 Settlement never raises into the application reading the results; problems are logged.
+
+The OpenAI Batch API is settled by the same code (``openai_batches.py``): only the provider edge
+differs, described by a :class:`BatchBook` — the ledger names of its batches and how its result
+lines read. :data:`ANTHROPIC` is Message Batches'.
 """
 
 from __future__ import annotations
@@ -49,13 +53,14 @@ import json
 import logging
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from costwarden.adapters import anthropic as adapter
 from costwarden.enforcers.batch_record import BatchRecord, recorded
-from costwarden.enforcers.batch_results import RESULT_TYPES, JsonlTap, ResultsTally
+from costwarden.enforcers.batch_results import RESULT_TYPES, JsonlTap, LineReader, ResultsTally, anthropic_line
 from costwarden.enforcers.bodytap import BodyTap
 from costwarden.enforcers.deferred import Remembered, keep_for_later, remembered, settled_event, worst_case
 from costwarden.engine.ledger import Alert
@@ -76,28 +81,51 @@ RESULTS_KEPT_S = 30 * 86_400.0
 downloaded for 29 days after creation, and a settle within this still charges the batch."""
 
 R = TypeVar("R")
-
-
-def reservation_id(batch_id: str) -> str:
-    """The ledger reservation that holds a batch's budget from its creation to its results."""
-    return f"cw-batch-{batch_id}"
-
-
 MARKER_PREFIX = "costwarden-batch:"
-
-
 KIND = "batch"
 
 
+@dataclass(frozen=True)
+class BatchBook:
+    """One provider's batches in the ledger: whose prices, the names of their reservations and
+    marker holds (distinct per API, so that a sweep lists only the batches its client can read),
+    and how a results line reads."""
+
+    provider: str
+    reservation_prefix: str
+    marker_prefix: str
+    read: LineReader
+
+    def reservation_id(self, batch_id: str) -> str:
+        """The ledger reservation that holds a batch's budget from its creation to its results."""
+        return f"{self.reservation_prefix}{batch_id}"
+
+    def marker_key(self, batch_id: str) -> str:
+        """The ledger key of the batch's marker hold (outside the ``budget:`` namespace)."""
+        return f"{self.marker_prefix}{batch_id}"
+
+    def tally(self) -> ResultsTally:
+        return ResultsTally(self.provider, self.read)
+
+
+ANTHROPIC = BatchBook(adapter.PROVIDER, "cw-batch-", MARKER_PREFIX, anthropic_line)
+"""Message Batches: ``cw-batch-<id>`` and ``costwarden-batch:<id>``."""
+
+
+def reservation_id(batch_id: str) -> str:
+    """The ledger reservation that holds a Message Batch's budget from its creation to its results."""
+    return ANTHROPIC.reservation_id(batch_id)
+
+
 def marker_key(batch_id: str) -> str:
-    """The ledger key of the batch's marker hold (outside the ``budget:`` namespace)."""
-    return f"{MARKER_PREFIX}{batch_id}"
+    """The ledger key of a Message Batch's marker hold (outside the ``budget:`` namespace)."""
+    return ANTHROPIC.marker_key(batch_id)
 
 
 # --- creation ------------------------------------------------------------------------------------
 
 
-def submitted(guard: CallGuard, call: GuardedCall, http: httpx2.Response) -> None:
+def submitted(guard: CallGuard, call: GuardedCall, http: httpx2.Response, book: BatchBook = ANTHROPIC) -> None:
     """The provider accepted a batch: keep its hold under the batch's name until its results."""
     try:
         batch_id = json.loads(http.content)["id"]
@@ -106,8 +134,8 @@ def submitted(guard: CallGuard, call: GuardedCall, http: httpx2.Response) -> Non
     except Exception as exc:
         call.charge_estimate(error=f"batch id unreadable ({describe(exc)}); charged the reserved worst case")
         return
-    keep_for_later(call, KIND, f"batch {batch_id}", batch_id, reservation_id(batch_id), marker_key(batch_id),
-                   keep_s=RESULTS_KEPT_S)
+    keep_for_later(call, KIND, f"batch {batch_id}", batch_id, book.reservation_id(batch_id),
+                   book.marker_key(batch_id), keep_s=RESULTS_KEPT_S)
 
 
 # --- results -------------------------------------------------------------------------------------
@@ -129,18 +157,15 @@ def _watch(guard: CallGuard, request: Any, response: Any, stream_cls: type[Any])
     http = getattr(response, "http_response", None)
     if http is None or not http.is_success:
         return
-    tally = ResultsTally()
+    tally = ANTHROPIC.tally()
     batch_id = match["id"]
 
     def end(tap: BodyTap, complete: bool, error: BaseException | None) -> None:
         if not complete or tap.undecodable:
             log.info("batch %s: results not read to their end; not settled yet", batch_id)
             return
-        if tally.unreadable:
-            log.warning("batch %s: %d result lines not understood; not settled", batch_id, tally.unreadable)
-            return
         try:
-            _settle(guard, batch_id, tally)
+            settle_tally(guard, batch_id, tally)
         except Exception:  # never raise into the application reading its results
             log.exception("batch %s: settling from its results failed", batch_id)
 
@@ -159,36 +184,43 @@ def _watch(guard: CallGuard, request: Any, response: Any, stream_cls: type[Any])
     http.stream = stream_cls(http.stream, tap)
 
 
-def settle_batch(guard: CallGuard, batch_id: str, results: Iterable[Any]) -> bool:
+def settle_batch(guard: CallGuard, batch_id: str, results: Iterable[Any], *, book: BatchBook = ANTHROPIC) -> bool:
     """Settle a batch from all its result lines (the parsed JSONL objects, the SDK's result
-    objects, or the JSONL text lines).
+    objects, or the JSONL text lines); ``book`` says whose batch it is (Message Batches by default).
 
     True when this call accounted for the batch (settled it; without a ledger, reported it first
     in this process); False when that happened before — nothing is charged or emitted again — or
     the ledger failed (an uncharged event says so), or a line was not understood (nothing settled)."""
-    tally = ResultsTally()
+    return settle_tally(guard, batch_id, tally_of(results, book), book)
+
+
+def tally_of(results: Iterable[Any], book: BatchBook = ANTHROPIC) -> ResultsTally:
+    """The tally of result lines in any of the forms :func:`settle_batch` takes."""
+    tally = book.tally()
     for line in results:
         if isinstance(line, (str, bytes)):  # the lines of a downloaded results file
             tally.add_line(line.encode() if isinstance(line, str) else line)
             continue
         to_dict = getattr(line, "to_dict", None)  # the SDK's result objects, as a plain client reads them
         tally.add(to_dict() if not isinstance(line, Mapping) and callable(to_dict) else line)
-    if tally.unreadable:  # as for a download: never settled at $0 from lines not understood
+    return tally
+
+
+def settle_tally(guard: CallGuard, batch_id: str, tally: ResultsTally, book: BatchBook = ANTHROPIC) -> bool:
+    """Settle a batch from the tally of all its results (see :func:`settle_batch`); never from a
+    tally with lines not understood (nothing is settled at $0 from what could not be read)."""
+    if tally.unreadable:
         log.warning("batch %s: %d result lines not understood; not settled", batch_id, tally.unreadable)
         return False
-    return _settle(guard, batch_id, tally)
-
-
-def _settle(guard: CallGuard, batch_id: str, tally: ResultsTally) -> bool:
     memory = remembered(guard, KIND)
-    ledger, now, rid = guard.ledger, guard.clock(), reservation_id(batch_id)
+    ledger, now, rid = guard.ledger, guard.clock(), book.reservation_id(batch_id)
     pending = _creation(memory, ledger, batch_id, now)
     models = sorted({m for m, _ in tally.used if m})
     requested = pending.model if pending and pending.model != "mixed" else None
     cost, unpriced = tally.cost(guard.pricer, requested)
     problems = []
     if unpriced:
-        cost = max(cost, worst_case(ledger, pending, marker_key(batch_id), now))
+        cost = max(cost, worst_case(ledger, pending, book.marker_key(batch_id), now))
         problems.append(f"{unpriced} results had no price or usage; charged at least the reserved worst case")
     ledger_failed, charged, alerts = False, False, []
     if ledger is not None:
@@ -199,7 +231,7 @@ def _settle(guard: CallGuard, batch_id: str, tally: ResultsTally) -> bool:
             problems.append(f"ledger: {describe(exc)}")
             ledger_failed = True
         else:
-            marker = marker_key(batch_id)
+            marker = book.marker_key(batch_id)
             if not any(a.key == marker for a in got):  # settled before, here or elsewhere
                 log.debug("batch %s: settled before; nothing charged again", batch_id)
                 return False
@@ -217,6 +249,7 @@ def _settle(guard: CallGuard, batch_id: str, tally: ResultsTally) -> bool:
         guard.emit(
             _event(
                 guard,
+                book,
                 pending,
                 rid if ledger is not None else None,
                 tally,
@@ -241,6 +274,7 @@ def _creation(memory: Remembered, ledger: Ledger | None, batch_id: str, now: dat
 
 def _event(
     guard: CallGuard,
+    book: BatchBook,
     pending: BatchRecord | None,
     rid: str | None,
     tally: ResultsTally,
@@ -255,7 +289,7 @@ def _event(
     served = models[0] if len(models) == 1 else ("mixed" if models else None)
     return settled_event(
         guard, pending, now=now, served=served,
-        provider=adapter.PROVIDER, api="batch", model=pending.model if pending else served or "", outcome="ok",
+        provider=book.provider, api="batch", model=pending.model if pending else served or "", outcome="ok",
         batch=True, batch_requests=tally.lines, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
         cache_read_tokens=usage.cache_read_tokens, cache_write_tokens=usage.cache_write_tokens,
         web_search_requests=usage.web_search_requests, cost_usd=cost, charged=charged, usage_source="response",
@@ -263,4 +297,5 @@ def _event(
     )
 
 
-__all__ = ["MARKER_PREFIX", "marker_key", "reservation_id", "settle_batch", "submitted", "watch_results"]
+__all__ = ["ANTHROPIC", "MARKER_PREFIX", "BatchBook", "marker_key", "reservation_id", "settle_batch", "settle_tally",
+           "submitted", "tally_of", "watch_results"]

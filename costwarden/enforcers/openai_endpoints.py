@@ -6,7 +6,9 @@ those is logged once per endpoint, so spend the guard cannot see is never silent
 
 ``POST …/images/edits`` stays unguarded: its body is ``multipart/form-data`` (the prompt beside the
 image files), which the transport does not read (it judges JSON bodies). ``…/images/variations`` is
-DALL·E 2's only, priced per image, which genai-prices does not price."""
+DALL·E 2's only, priced per image, which genai-prices does not price. Batch API jobs
+(``POST …/batches``) are judged line by line when created and settled from their output file by
+:mod:`costwarden.enforcers.openai_batches`, which the transport calls before any of this."""
 
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ GUARDED = ("/chat/completions", "/responses", "/embeddings", "/completions", "/i
 
 UNGUARDED_SPEND = (
     "/images/edits", "/images/variations", "/audio/speech", "/audio/transcriptions",
-    "/audio/translations", "/batches", "/responses/compact", "/videos", "/fine_tuning/jobs",
+    "/audio/translations", "/responses/compact", "/videos", "/fine_tuning/jobs",
 )
 """Endpoints (path endings, ``POST``) that OpenAI bills but the guard does not judge. Moderations are free."""
 

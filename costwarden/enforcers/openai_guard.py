@@ -12,8 +12,9 @@ Guarded: ``POST …/chat/completions`` and ``POST …/responses`` (plain and str
 ``POST …/embeddings`` (``embeddings.create``: its estimated input is reserved, its
 ``usage.prompt_tokens`` settled; :mod:`costwarden.adapters.openai_embeddings`) and the legacy
 ``POST …/completions`` (``completions.create``, plain and streamed, as vLLM and TGI are called:
-:mod:`costwarden.adapters.openai_completions`); other requests pass through. Those of them that
-spend money (images, audio, Batch API jobs, Responses compaction, videos, fine-tuning jobs:
+:mod:`costwarden.adapters.openai_completions`) and Batch API jobs (``POST …/batches``, judged from
+their input file, settled when their output file is read: :mod:`.openai_batches`); other requests
+pass through. Those of them that spend money (images, audio, Responses compaction, videos, fine-tuning jobs:
 :data:`UNGUARDED_SPEND`) are neither judged, reserved, counted against budgets nor reported: each
 transport logs a warning naming the endpoint the first time one passes, so this is never silent
 (:mod:`.openai_endpoints`). ``provider=`` names an OpenAI-compatible API (``"vllm"``, ``"x-ai"``...)
@@ -44,9 +45,6 @@ import copy
 import hashlib
 import json
 import logging
-import math
-import sys
-import types
 from collections.abc import Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -55,14 +53,13 @@ import httpx2
 
 from costwarden.adapters import openai as adapter
 from costwarden.enforcers import background_responses as background
-from costwarden.enforcers.attempt import (
-    request_was_sent,
-    retry_after_s,
-    safely,
-    should_retry_status,
-)
+from costwarden.enforcers import openai_batch_reads as batch_reads
+from costwarden.enforcers import openai_batches as batches
+from costwarden.enforcers.attempt import safely
 from costwarden.enforcers.bodytap import AsyncTappedStream, BodyTap, TappedStream
 from costwarden.enforcers.guarded_call import GuardedCall, ProviderEdge
+from costwarden.enforcers.openai_attempt import attempt_of, error_answer, sdk_max_retries
+from costwarden.enforcers.openai_attempt import failed as _failed
 from costwarden.enforcers.openai_endpoints import (
     OPENAI,
     OPENAI_COMPLETIONS,
@@ -85,8 +82,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("costwarden.callguard")
 INCLUDE_USAGE = "add stream_options.include_usage"
-MAX_RETRY_AFTER_S = 120.0
-"""The ``openai`` SDK does not retry a response whose ``Retry-After`` asks for longer than this."""
 
 
 class GuardedTransport(httpx2.BaseTransport):
@@ -103,6 +98,9 @@ class GuardedTransport(httpx2.BaseTransport):
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         path = request.url.path
+        if batches.creates_batch(request.method, path):  # the Batch API: judged from its input file
+            return batches.create(self.guard, self.edges.chat.name, self._inner.handle_request, request,
+                                  self.max_retries)
         plan = _plan(self.guard, route(self.edges, path), request) if guarded_path(request.method, path) else None
         if plan is None:
             warn_unguarded_spend(self._warned, request)
@@ -110,6 +108,8 @@ class GuardedTransport(httpx2.BaseTransport):
             read = background.read_response_id(request.method, request.url.path)
             if read is not None:  # a read of a background response may settle it
                 background.watch(self.guard, self.edges.chat.name, read, response, TappedStream)
+            elif batch_reads.watched(request.method, path):  # a batch read, or its output file's, may settle it
+                batch_reads.watch(self.guard, self.edges.chat.name, request, response, TappedStream)
             return response
         call, outgoing, attempt, injected = plan
         try:
@@ -141,14 +141,20 @@ class AsyncGuardedTransport(httpx2.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         """As the sync transport; the steps that wait on the ledger or on sinks run in a worker
         thread when those do I/O (``CallGuard.offload``), so they never block the event loop."""
-        guard = self.guard
-        parts = _parts(request) if guarded_path(request.method, request.url.path) else None
+        guard, path = self.guard, request.url.path
+        if batches.creates_batch(request.method, path):  # the Batch API: judged from its input file
+            return await batches.create_async(guard, self.edges.chat.name, self._inner.handle_async_request, request,
+                                              self.max_retries)
+        parts = _parts(request) if guarded_path(request.method, path) else None
         if parts is None:
             warn_unguarded_spend(self._warned, request)
             response = await self._inner.handle_async_request(request)
             read = background.read_response_id(request.method, request.url.path)
             if read is not None:  # a read of a background response may settle it
                 await guard.offload(background.watch, guard, self.edges.chat.name, read, response, AsyncTappedStream)
+            elif batch_reads.watched(request.method, path):  # a batch read, or its output file's, may settle it
+                await guard.offload(batch_reads.watch, guard, self.edges.chat.name, request, response,
+                                    AsyncTappedStream)
             return response
         body, sent, key, attempt, injected = parts
         call = await guard.begin_async(route(self.edges, request.url.path), sent, key=key, attempt=attempt,
@@ -283,14 +289,7 @@ def _parts(request: httpx2.Request) -> tuple[Mapping[str, Any], Mapping[str, Any
         return None
     key = hashlib.blake2b(request.method.encode() + str(request.url).encode() + raw, digest_size=16).hexdigest()
     sent, injected = _with_include_usage(body, request.url.path)
-    return body, sent, key, _attempt(request), injected
-
-
-def _attempt(request: httpx2.Request) -> int:
-    try:
-        return int(request.headers.get("x-stainless-retry-count") or 0)
-    except ValueError:
-        return 0
+    return body, sent, key, attempt_of(request), injected
 
 
 def _with_include_usage(body: Mapping[str, Any], path: str) -> tuple[Mapping[str, Any], bool]:
@@ -312,41 +311,6 @@ def _rebuilt(request: httpx2.Request, body: Mapping[str, Any], *, identity: bool
     return httpx2.Request(request.method, request.url, headers=headers, content=content, extensions=request.extensions)
 
 
-def sdk_max_retries(fallback: int, *, depth: int = 64) -> int:
-    """The ``max_retries`` of the ``openai`` SDK retry loop this attempt is sent from, else ``fallback``.
-
-    A transport only knows the client it was built for, but ``client.with_options(max_retries=N)``
-    makes a copy sharing that transport whose retry loop runs N attempts: judged with the client's
-    count, a smaller N left the hold of a failed call to its TTL, a larger one split the call into
-    several reservations. The loop (``request`` in ``openai._base_client``) awaits or calls the
-    transport, so its frame is on this stack (awaited coroutines included); its local
-    ``max_retries`` is the count it uses. Read only after an attempt failed, in the transport's own
-    frame (never from a worker thread)."""
-    frame: types.FrameType | None = sys._getframe(1)
-    for _ in range(depth):
-        if frame is None:
-            break
-        code = frame.f_code
-        if code.co_name == "request" and "retries_taken" in code.co_varnames and \
-                str(frame.f_globals.get("__name__", "")).startswith("openai."):
-            value = frame.f_locals.get("max_retries")
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
-            break
-        frame = frame.f_back
-    return fallback
-
-
-_RETRIED = frozenset({"RequestError", "SSLError", "EndOfStream"})
-"""What the ``openai`` SDK retries of what a send raises (``request_exceptions`` and timeouts: httpx2's
-``RequestError``, ``ssl.SSLError``, ``anyio.EndOfStream``); anything else reaches the caller at once."""
-
-
-def _failed(call: GuardedCall, attempt: int, exc: BaseException, max_retries: int) -> None:
-    retried = isinstance(exc, Exception) and any(cls.__name__ in _RETRIED for cls in type(exc).__mro__)
-    call.failed(exc, sent=request_was_sent(exc), final=not retried or attempt >= max_retries)
-
-
 def _after(
     call: GuardedCall,
     attempt: int,
@@ -355,12 +319,7 @@ def _after(
     injected: bool,
     max_retries: int,
 ) -> None:
-    call.status_code = response.status_code
-    if not 200 <= response.status_code < 300:
-        after = retry_after_s(response.headers)
-        retry = should_retry_status(response.status_code, response.headers.get("x-should-retry")) and not (
-            after is not None and math.isfinite(after) and after > MAX_RETRY_AFTER_S)
-        call.error_status(response.status_code, final=not retry or attempt >= max_retries)
+    if error_answer(call, attempt, response, max_retries):
         return
     sse = "text/event-stream" in response.headers.get("content-type", "")
     observer = OpenAIStream(drop_usage_chunk=injected) if sse else None

@@ -14,6 +14,9 @@ That is the same settlement as any read: idempotent across processes, one cost e
 alerts. Batches still processing are left for the next sweep.
 
 The client may be any ``anthropic.Anthropic`` client with access to the batches, guarded or not.
+An ``openai.OpenAI`` client sweeps the OpenAI Batch API jobs instead
+(:func:`settle_pending_openai_batches`: their markers are ``costwarden-openai-batch:<id>``; an
+ended batch's output file is read and settled, ``openai_batch_reads.py``).
 When it is guarded by this guard, its own read settles the batch first, and the explicit settle
 finds nothing left to do. ``costwarden budget settle-batches`` runs a sweep from the command line,
 and ``costwarden budget settle-responses`` one of background Responses.
@@ -30,10 +33,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from costwarden.enforcers.batch_settle import MARKER_PREFIX, marker_key, settle_batch
+from costwarden.enforcers.batch_settle import MARKER_PREFIX, settle_batch
 from costwarden.errors import describe
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from costwarden.enforcers.callguard import CallGuard
 
 log = logging.getLogger("costwarden.callguard")
@@ -59,31 +64,66 @@ def pending_batch_ids(guard: CallGuard, *, now: datetime | None = None) -> list[
 
 
 def settle_pending_batches(guard: CallGuard, client: Any) -> PendingBatches:
-    """Read and settle every ended batch the guard's ledger still holds for; see the module."""
+    """Read and settle every ended batch the guard's ledger still holds for; see the module.
+    ``client`` is an ``anthropic.Anthropic`` (Message Batches) or an ``openai.OpenAI`` (Batch API)."""
+    if type(client).__module__.split(".")[0] == "openai":
+        return settle_pending_openai_batches(guard, client)
+
+    def read(batch_id: str) -> list[Any] | None:
+        batch = client.messages.batches.retrieve(batch_id)
+        if batch.processing_status != "ended":
+            return None
+        return [line.to_dict() for line in client.messages.batches.results(batch_id)]
+
+    return _sweep(guard, MARKER_PREFIX, read, lambda batch_id, lines: settle_batch(guard, batch_id, lines))
+
+
+def settle_pending_openai_batches(guard: CallGuard, client: Any, *, provider: str = "openai") -> PendingBatches:
+    """Read and settle every ended OpenAI batch the guard's ledger still holds for, through
+    ``client`` (an ``openai.OpenAI``): its batch object, then its output file, if it has one.
+    ``provider`` prices them (the name the transport was given, for an OpenAI-compatible API)."""
+    from costwarden.enforcers.openai_batch_reads import settle_openai_batch
+    from costwarden.enforcers.openai_batches import ENDED, MARKER_PREFIX
+
+    def read(batch_id: str) -> tuple[dict[str, Any], bytes] | None:
+        batch = client.batches.retrieve(batch_id).to_dict()
+        if batch.get("status") not in ENDED:
+            return None
+        output = batch.get("output_file_id")
+        return batch, client.files.content(output).content if output else b""
+
+    def settle(batch_id: str, read: tuple[dict[str, Any], bytes]) -> None:
+        settle_openai_batch(guard, read[0], read[1], provider=provider)
+
+    return _sweep(guard, MARKER_PREFIX, read, settle)
+
+
+def _sweep(
+    guard: CallGuard, prefix: str, read: Callable[[str], Any], settle: Callable[[str, Any], Any]
+) -> PendingBatches:
+    """For each batch whose marker under ``prefix`` still holds: ``read`` it (None while it is
+    processing), then ``settle`` what was read (which does nothing when a guarded client's own
+    read settled it first)."""
     settled: list[str] = []
     processing: list[str] = []
     failed: list[tuple[str, str]] = []
-    for batch_id in pending_batch_ids(guard):
+    for key in _held(guard, prefix, guard.clock()):
+        batch_id = key[len(prefix):]
         try:
-            batch = client.messages.batches.retrieve(batch_id)
-            if batch.processing_status != "ended":
-                processing.append(batch_id)
-                continue
-            lines = [line.to_dict() for line in client.messages.batches.results(batch_id)]
+            got = read(batch_id)
         except Exception as exc:  # an API or network error: this batch waits for the next sweep
             log.warning("batch %s: results not read (%s); its hold stays until its TTL", batch_id, describe(exc))
             failed.append((batch_id, describe(exc)))
             continue
-        settle_batch(guard, batch_id, lines)  # False when the client's own guarded read settled it
-        if _still_held(guard, batch_id):
+        if got is None:
+            processing.append(batch_id)
+            continue
+        settle(batch_id, got)
+        if key in _held(guard, key, guard.clock()):
             failed.append((batch_id, "the ledger did not settle it (see the log)"))
         else:
             settled.append(batch_id)
     return PendingBatches(tuple(settled), tuple(processing), tuple(failed))
-
-
-def _still_held(guard: CallGuard, batch_id: str) -> bool:
-    return marker_key(batch_id) in _held(guard, marker_key(batch_id), guard.clock())
 
 
 def settle_pending_responses(guard: CallGuard, client: Any, *, provider: str = "openai") -> PendingBatches:
@@ -128,4 +168,5 @@ def _held(guard: CallGuard, prefix: str, now: datetime) -> list[str]:
     return [r.key for r in status(prefix, now=now) if r.held_usd > 0]
 
 
-__all__ = ["PendingBatches", "pending_batch_ids", "settle_pending_batches", "settle_pending_responses"]
+__all__ = ["PendingBatches", "pending_batch_ids", "settle_pending_batches", "settle_pending_openai_batches",
+           "settle_pending_responses"]
