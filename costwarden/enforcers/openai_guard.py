@@ -12,14 +12,17 @@ Guarded: ``POST …/chat/completions`` and ``POST …/responses`` (plain and str
 ``POST …/embeddings`` (``embeddings.create``: its estimated input is reserved, its
 ``usage.prompt_tokens`` settled; :mod:`costwarden.adapters.openai_embeddings`) and the legacy
 ``POST …/completions`` (``completions.create``, plain and streamed, as vLLM and TGI are called:
-:mod:`costwarden.adapters.openai_completions`) and Batch API jobs (``POST …/batches``, judged from
+:mod:`costwarden.adapters.openai_completions`), ``POST …/images/generations`` (``images.generate``:
+its prompt and ``n`` images at their size and quality are reserved, its ``usage`` settled:
+:mod:`costwarden.adapters.openai_images`) and Batch API jobs (``POST …/batches``, judged from
 their input file, settled when their output file is read: :mod:`.openai_batches`); other requests
-pass through. Those of them that spend money (images, audio, Responses compaction, videos, fine-tuning jobs:
-:data:`UNGUARDED_SPEND`) are neither judged, reserved, counted against budgets nor reported: each
-transport logs a warning naming the endpoint the first time one passes, so this is never silent
-(:mod:`.openai_endpoints`). ``provider=`` names an OpenAI-compatible API (``"vllm"``, ``"x-ai"``...)
-for pricing. :func:`guard_openai` keeps a client's own ``http_client`` (proxies, certificates, a
-custom transport) by guarding each of its transports.
+pass through. Those of them that spend money (image edits and variations, audio, Responses
+compaction, videos, fine-tuning jobs: :data:`UNGUARDED_SPEND`) are neither judged, reserved,
+counted against budgets nor reported: each transport logs a warning naming the endpoint the first
+time one passes, so this is never silent (:mod:`.openai_endpoints`). ``provider=`` names an
+OpenAI-compatible API (``"vllm"``, ``"x-ai"``...) for pricing. :func:`guard_openai` keeps a
+client's own ``http_client`` (proxies, certificates, a custom transport) by guarding each of its
+transports.
 
 * Retries: the SDK's retry loop calls the transport once per attempt in the same thread or task;
   ``x-stainless-retry-count`` > 0 and the same method, URL and body mark a retry of the call.
