@@ -267,7 +267,8 @@ def usage_from_response(response: Mapping[str, Any]) -> TokenUsage:
 
     Cache reads (``*_tokens_details.cached_tokens``) and billed cache writes
     (``*_tokens_details.cache_write_tokens``, counted as 5m writes) are taken out of
-    ``input_tokens``; ``*_tokens_details.audio_tokens`` are the audio share of the input and output.
+    ``input_tokens``; ``*_tokens_details.audio_tokens`` and ``*_tokens_details.image_tokens`` are the
+    audio and image share of the input and output (input images; a GPT Image model's generated images).
     Output is ``max(completion_tokens, total_tokens - prompt_tokens)`` because
     some OpenAI-compatible APIs (xAI) leave reasoning tokens out of ``completion_tokens`` but bill them.
     """
@@ -320,16 +321,16 @@ def _usage(usage: Mapping[str, Any]) -> TokenUsage:
     written = optional_int(details, "cache_write_tokens", what) or 0
     if cached + written > prompt:
         raise AdapterError(f"{what}: cached ({cached}) + cache-write ({written}) tokens exceed input ({prompt})")
-    # audio tokens are part of the input and output counts, billed at the audio rates
-    audio_in = min(optional_int(details, "audio_tokens", what) or 0, prompt)
-    audio_out = min(optional_int(out_details, "audio_tokens", what) or 0, output)
+    # audio and image tokens are part of the input and output counts, billed at their own rates
     return TokenUsage(
         input_tokens=prompt - cached - written,
         output_tokens=output,
         cache_read_tokens=cached,
         cache_write_5m_tokens=written,
-        input_audio_tokens=audio_in,
-        output_audio_tokens=audio_out,
+        input_audio_tokens=min(optional_int(details, "audio_tokens", what) or 0, prompt),
+        output_audio_tokens=min(optional_int(out_details, "audio_tokens", what) or 0, output),
+        input_image_tokens=min(optional_int(details, "image_tokens", what) or 0, prompt),
+        output_image_tokens=min(optional_int(out_details, "image_tokens", what) or 0, output),
     )
 
 

@@ -3,8 +3,9 @@
 GPT Image models bill tokens: the prompt's text tokens (and, for edits, the input images' tokens)
 as input, each image generated as output tokens whose count is set by its ``size`` and
 ``quality``. The response reports them as ``usage: {input_tokens, output_tokens, total_tokens,
-input_tokens_details: {text_tokens, image_tokens}}``, which
-:func:`costwarden.adapters.openai.usage_from_response` reads (``input_tokens`` is the whole input)::
+input_tokens_details: {text_tokens, image_tokens}}`` (and, from ``gpt-image-1.5``, ``output_tokens_details:
+{image_tokens, text_tokens}``), which :func:`costwarden.adapters.openai.usage_from_response` reads
+(``input_tokens`` is the whole input; ``image_tokens`` its image share and the output's)::
 
     >>> call = subject_from_request({"model": "gpt-image-1", "prompt": "a fox", "n": 2,
     ...                              "size": "1024x1024", "quality": "medium"})
@@ -13,7 +14,10 @@ input_tokens_details: {text_tokens, image_tokens}}``, which
 
 The worst case a budget reserves is ``input + max_tokens × choices``, so the subject says it in
 those terms: ``max_tokens`` is the output tokens of one image (:data:`OUTPUT_TOKENS`) and
-``choices`` the images generated (``n``; a GIF's frames are each taken to cost an image). An
+``choices`` the images generated (``n``; a GIF's frames are each taken to cost an image), all of
+them image tokens (``output_image``): priced at the model's output image rate where it has one
+(``gpt-image-1.5``: $32 / M, where its text output is $10), at its output rate where that is its
+image rate (``gpt-image-1``). An
 ``auto`` (or omitted) size or quality is reserved as the largest image it may become. Where the
 table does not hold (a model it was not published for, a size or quality outside it),
 ``max_tokens`` is None and the budget reserves its clamp (``OUTPUT_TOKENS_CAP``) per image: more
@@ -94,6 +98,7 @@ def subject_from_request(
         input_tokens=estimate_input_tokens(body),
         batch=batch,
         choices=images_generated(body),
+        output_image=True,
     )
     usage = usage_from_response(response) if response is not None else None
     default_user = optional_str(body.get("safety_identifier")) or optional_str(body.get("user"))

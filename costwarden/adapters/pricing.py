@@ -16,8 +16,9 @@ genai-prices' ``input_tokens`` is the *total* input, cache reads and writes incl
 reproduces genai-prices' own: a cache unit without a price of its own is billed at its parent's
 (1h writes → writes → input; reads → input), and a tiered price applies to every token once the
 total input crosses the tier. Web searches cost genai-prices' per-search price (never batch-discounted:
-the discount is on tokens), and the audio share of input and output its audio rates. Importing this
-module does not import genai-prices.
+the discount is on tokens), and the audio and image shares of input and output their modality's rates
+(a model without such a rate bills the share at the text rate: ``gpt-image-1``'s output rate is its
+image rate). Importing this module does not import genai-prices.
 """
 
 from __future__ import annotations
@@ -37,7 +38,10 @@ _MAX_ENTRIES = 4_096
 _BATCH_CONTEXT = {"processing": "batch"}
 _Key = tuple[str, str, bool, tuple[tuple[str, str], ...]]
 _TOKEN_KEYS = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok", "cache_write_1h_mtok")
-_AUDIO_KEYS = ("input_audio_mtok", "output_audio_mtok", "cache_audio_read_mtok")
+_MODALITY_KEYS = {
+    "audio": ("input_audio_mtok", "output_audio_mtok", "cache_audio_read_mtok"),
+    "image": ("input_image_mtok", "output_image_mtok", "cache_image_read_mtok"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +62,38 @@ _ZERO = _Rate(0.0)
 
 
 @dataclass(frozen=True, slots=True)
+class _Modality:
+    """A modality's own rates for its share of uncached input, cache reads and output; None where
+    the model has none (its text rate applies)."""
+
+    input: _Rate | None = None
+    output: _Rate | None = None
+    cache_read: _Rate | None = None
+
+
+_TEXT_ONLY = _Modality()
+_Share = tuple[int, int, int]
+"""A modality's (uncached input, cache read, output) tokens."""
+
+
+def _modality_shares(usage: TokenUsage) -> tuple[_Share, _Share]:
+    """The audio and the image share of ``usage`` as (uncached input, cache read, output) tokens.
+    Which input tokens were cache reads is not reported per modality, so each share is taken to be
+    uncached first (audio and images cost more than text uncached), audio before images, and a share
+    never takes more than the tokens left."""
+    uncached, read, out = usage.input_tokens, usage.cache_read_tokens, usage.output_tokens
+    shares = []
+    for share_in, share_out in ((usage.input_audio_tokens, usage.output_audio_tokens),
+                                (usage.input_image_tokens, usage.output_image_tokens)):
+        fresh = min(share_in, uncached)
+        cached = min(share_in - fresh, read)
+        emitted = min(share_out, out)
+        uncached, read, out = uncached - fresh, read - cached, out - emitted
+        shares.append((fresh, cached, emitted))
+    return shares[0], shares[1]
+
+
+@dataclass(frozen=True, slots=True)
 class _Prices:
     """One model's compiled token prices, already scaled for batch when needed."""
 
@@ -72,9 +108,8 @@ class _Prices:
     has_output: bool
     label: str
     per_call: float = 0.0
-    input_audio: _Rate | None = None
-    output_audio: _Rate | None = None
-    cache_audio_read: _Rate | None = None
+    audio: _Modality = _TEXT_ONLY
+    image: _Modality = _TEXT_ONLY
     web_search: float = 0.0
     """USD per server-side web search; not scaled by ``factor`` (batch discounts are on tokens)."""
 
@@ -84,7 +119,8 @@ class _Prices:
         if usage.total_input_tokens and not self.has_input:
             raise PricingError(f"{self.label} has no input-token price, yet the usage has input tokens")
         searches = usage.web_search_requests * self.web_search
-        if self.tiered or usage.input_audio_tokens or usage.output_audio_tokens:
+        if (self.tiered or usage.input_audio_tokens or usage.output_audio_tokens or usage.input_image_tokens
+                or usage.output_image_tokens):
             return self._full_cost(usage) + searches
         return self.factor * (
             self.per_call
@@ -96,23 +132,24 @@ class _Prices:
         ) + searches
 
     def _full_cost(self, usage: TokenUsage) -> float:
-        """Tiered prices and the audio share of input and output at the audio rates. Which input
-        tokens were cache reads is not reported per modality, so the audio is taken to be uncached
-        first (audio costs more than text uncached, and the same as text from the cache)."""
+        """Tiered prices, and the audio and image shares of input and output (split by
+        :func:`_modality_shares`) at their modality's rates."""
         total = usage.total_input_tokens
-        audio_in = min(usage.input_audio_tokens, usage.input_tokens)
-        audio_read = min(usage.input_audio_tokens - audio_in, usage.cache_read_tokens)
-        audio_out = min(usage.output_audio_tokens, usage.output_tokens)
-        return self.factor * (
+        uncached, read, out = usage.input_tokens, usage.cache_read_tokens, usage.output_tokens
+        cost = (
             self.per_call
-            + (usage.input_tokens - audio_in) * self.input.at(total)
-            + audio_in * (self.input_audio or self.input).at(total)
-            + (usage.output_tokens - audio_out) * self.output.at(total)
-            + audio_out * (self.output_audio or self.output).at(total)
-            + (usage.cache_read_tokens - audio_read) * self.cache_read.at(total)
-            + audio_read * (self.cache_audio_read or self.cache_read).at(total)
             + usage.cache_write_5m_tokens * self.cache_write_5m.at(total)
             + usage.cache_write_1h_tokens * self.cache_write_1h.at(total)
+        )
+        for rates, (fresh, cached, emitted) in zip((self.audio, self.image), _modality_shares(usage), strict=True):
+            cost += (
+                fresh * (rates.input or self.input).at(total)
+                + cached * (rates.cache_read or self.cache_read).at(total)
+                + emitted * (rates.output or self.output).at(total)
+            )
+            uncached, read, out = uncached - fresh, read - cached, out - emitted
+        return self.factor * (
+            cost + uncached * self.input.at(total) + read * self.cache_read.at(total) + out * self.output.at(total)
         )
 
 
@@ -162,12 +199,12 @@ class GenaiPricer:
 
 
 def genai_usage(usage: TokenUsage) -> Any:
-    """``usage`` as a ``genai_prices.Usage``, whose ``input_tokens`` is the total input (input audio
-    taken to be uncached first, as :class:`GenaiPricer` prices it)."""
+    """``usage`` as a ``genai_prices.Usage``, whose ``input_tokens`` is the total input (the audio and
+    image shares split into uncached and cached as :class:`GenaiPricer` prices them:
+    :func:`_modality_shares`)."""
     from genai_prices import Usage
 
-    audio_read = min(usage.input_audio_tokens - min(usage.input_audio_tokens, usage.input_tokens),
-                     usage.cache_read_tokens)
+    (audio_in, audio_read, audio_out), (image_in, image_read, image_out) = _modality_shares(usage)
     return Usage(
         input_tokens=usage.total_input_tokens,
         output_tokens=usage.output_tokens,
@@ -176,9 +213,12 @@ def genai_usage(usage: TokenUsage) -> Any:
         cache_write_5m_tokens=usage.cache_write_5m_tokens,
         cache_write_1h_tokens=usage.cache_write_1h_tokens,
         web_searches=usage.web_search_requests,
-        input_audio_tokens=usage.input_audio_tokens,
-        output_audio_tokens=usage.output_audio_tokens,
+        input_audio_tokens=audio_in + audio_read,
+        output_audio_tokens=audio_out,
         cache_audio_read_tokens=audio_read,
+        input_image_tokens=image_in + image_read,
+        output_image_tokens=image_out,
+        cache_image_read_tokens=image_read,
     )
 
 
@@ -238,12 +278,9 @@ def _compile_prices(
     rates = {key: _rate(value) for key, value in values.items()}
     requests_kcount = getattr(price, "requests_kcount", None)
     web_searches_kcount = getattr(price, "web_searches_kcount", None)
-    audio = {key: _rate(getattr(price, key, None)) for key in _AUDIO_KEYS}
+    modalities = {name: _modality(price, keys, rates["cache_read_mtok"]) for name, keys in _MODALITY_KEYS.items()}
     input_rate = rates["input_mtok"] or _ZERO
     write = rates["cache_write_mtok"] or input_rate
-    # as genai-prices: a unit without a price of its own is billed at its most specific priced
-    # parent (audio cache reads: their own price, else cache reads, else input audio, else input)
-    input_audio = audio["input_audio_mtok"]
     return _Prices(
         input=input_rate,
         output=rates["output_mtok"] or _ZERO,
@@ -251,16 +288,29 @@ def _compile_prices(
         cache_write_5m=write,
         cache_write_1h=rates["cache_write_1h_mtok"] or write,
         factor=BATCH_DISCOUNT if batch and not has_batch_price else 1.0,
-        tiered=any(rate is not None and rate.tiers for rate in (*rates.values(), *audio.values())),
+        tiered=any(rate is not None and rate.tiers for rate in (*rates.values(), *_modality_rates(modalities))),
         has_input=free or rates["input_mtok"] is not None,
         has_output=free or rates["output_mtok"] is not None,
         label=label,
         per_call=float(requests_kcount) / 1_000 if requests_kcount is not None else 0.0,
-        input_audio=input_audio,
-        output_audio=audio["output_audio_mtok"],
-        cache_audio_read=audio["cache_audio_read_mtok"] or rates["cache_read_mtok"] or input_audio,
+        audio=modalities["audio"],
+        image=modalities["image"],
         web_search=float(web_searches_kcount) / 1_000 if web_searches_kcount is not None else 0.0,
     )
+
+
+def _modality(price: Any, keys: tuple[str, str, str], cache_read: _Rate | None) -> _Modality:
+    """A modality's rates from ``keys`` (input, output, cache read). As genai-prices, a unit without a
+    price of its own is billed at its most specific priced parent: the modality's cache reads at
+    their own price, else cache reads' (``cache_read``), else the modality's input price, else input."""
+    input_rate, output_rate, read_rate = (_rate(getattr(price, key, None)) for key in keys)
+    if input_rate is None and output_rate is None and read_rate is None:
+        return _TEXT_ONLY
+    return _Modality(input_rate, output_rate, read_rate or cache_read or input_rate)
+
+
+def _modality_rates(modalities: Mapping[str, _Modality]) -> list[_Rate | None]:
+    return [rate for m in modalities.values() for rate in (m.input, m.output, m.cache_read)]
 
 
 def _has_other_prices(price: Any) -> bool:

@@ -377,6 +377,8 @@ class GuardedCall:
             cache_write_tokens=usage.cache_write_tokens,
             input_audio_tokens=usage.input_audio_tokens,
             output_audio_tokens=usage.output_audio_tokens,
+            input_image_tokens=usage.input_image_tokens,
+            output_image_tokens=usage.output_image_tokens,
             web_search_requests=usage.web_search_requests,
             cost_usd=cost,
             estimated_cost_usd=self.estimate_usd,

@@ -6,6 +6,7 @@ cost here is exact."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -122,6 +123,84 @@ def test_the_body_safety_identifier_attributes_the_call(client: Any, sink: ListS
     (event,) = sink.events
     assert event.user == "u-body"
     assert spent_today(ledger, "u-body") == pytest.approx(cost(2, 272), abs=2e-6)
+
+
+# --- image tokens at their own rates ----------------------------------------------------------------
+
+
+def image_cost(model: str, text_in: int, image_in: int, output: int, image_out: int) -> float:
+    usage = TokenUsage(input_tokens=text_in + image_in, output_tokens=output, input_image_tokens=image_in,
+                       output_image_tokens=image_out)
+    return PRICER.cost("openai", model, usage)
+
+
+def test_gpt_image_1_5_is_reserved_and_settled_at_its_image_output_rate(
+    client: Any, ledger: CountingLedger, sink: ListSink
+) -> None:
+    """gpt-image-1.5 bills $10 / M text output but $32 / M image output: reserved and charged at
+    $10, each call was a third of its cost."""
+    with attribution(user="u-i13"):
+        result = client.images.generate(model="gpt-image-1.5", prompt=PROMPT, n=2, size="1024x1024",
+                                        quality="high")
+    assert result.usage.output_tokens_details.image_tokens == 2 * 4160  # the SDK reads the fake's split
+    (hold,) = ledger.calls[0][2]
+    assert hold.amount_usd == pytest.approx((4 * 5 + 2 * 4160 * 32) / 1e6)
+    (event,) = sink.events
+    assert (event.output_tokens, event.output_image_tokens, event.input_image_tokens) == (2 * 4160, 2 * 4160, 0)
+    assert event.cost_usd == pytest.approx((4 * 5 + 2 * 4160 * 32) / 1e6)
+    assert event.estimated_cost_usd == pytest.approx(hold.amount_usd)
+    assert spent_today(ledger, "u-i13") == pytest.approx(event.cost_usd, abs=2e-6)
+
+
+def test_the_text_share_of_gpt_image_1_5_output_is_settled_at_the_text_rate(client: Any, sink: ListSink) -> None:
+    usage = json.dumps({"output_tokens": 1100, "output_text_tokens": 44})
+    with attribution(user="u-i14"):
+        client.images.generate(model="gpt-image-1.5", prompt=PROMPT, size="1024x1024", quality="medium",
+                               extra_headers={"x-fake-usage": usage})
+    (event,) = sink.events
+    assert (event.output_tokens, event.output_image_tokens) == (1100, 1056)
+    assert event.cost_usd == pytest.approx((4 * 5 + 44 * 10 + 1056 * 32) / 1e6)
+
+
+@pytest.mark.parametrize(("model", "rate"), [("gpt-image-1", 10), ("gpt-image-1.5", 8)])
+def test_an_input_image_share_is_settled_at_the_input_image_rate(
+    client: Any, ledger: CountingLedger, sink: ListSink, model: str, rate: float
+) -> None:
+    with attribution(user="u-i15"):
+        client.images.generate(model=model, prompt=PROMPT, size="1024x1024", quality="low",
+                               extra_headers={"x-fake-usage": json.dumps({"image_tokens": 300})})
+    (event,) = sink.events
+    assert (event.input_tokens, event.input_image_tokens) == (304, 300)
+    image_out = 272 if model == "gpt-image-1.5" else 0  # gpt-image-1 does not split its output
+    out_rate = 32 if model == "gpt-image-1.5" else 40
+    assert event.output_image_tokens == image_out
+    assert event.cost_usd == pytest.approx((4 * 5 + 300 * rate + 272 * out_rate) / 1e6)
+    assert event.cost_usd == pytest.approx(image_cost(model, 4, 300, 272, image_out))
+    assert spent_today(ledger, "u-i15") == pytest.approx(event.cost_usd, abs=2e-6)
+
+
+def test_gpt_image_1_is_charged_as_before(client: Any, sink: ListSink) -> None:
+    """No output image rate: its $40 output rate is its image rate, split or not."""
+    with attribution(user="u-i16"):
+        client.images.generate(model=IMAGE, prompt=PROMPT, size="1024x1024", quality="high")
+    (event,) = sink.events
+    assert (event.output_tokens, event.output_image_tokens) == (4160, 0)
+    assert event.cost_usd == pytest.approx((4 * 5 + 4160 * 40) / 1e6)
+    assert event.estimated_cost_usd == pytest.approx((4 * 5 + 4160 * 40) / 1e6)
+
+
+def test_a_budget_holds_gpt_image_1_5_at_its_image_rate(server: FakeLlmServer, ledger: CountingLedger,
+                                                        sink: ListSink) -> None:
+    """$0.15 holds one high 1024x1024 gpt-image-1.5 image at $32 / M ($0.133), not two; at the $10
+    text rate ($0.042 each) it held three."""
+    guard = make_guard(ledger, sink, limit_usd=0.15)
+    with connect(server, guard) as client, attribution(user="u-i17"):
+        client.images.generate(model="gpt-image-1.5", prompt=PROMPT, size="1024x1024", quality="high")
+        with pytest.raises(BudgetExceeded):
+            client.images.generate(model="gpt-image-1.5", prompt=PROMPT, size="1024x1024", quality="high")
+    guard.close()
+    assert len(server.posts("/v1/images/generations")) == 1
+    assert [e.outcome for e in sink.events] == ["ok", "denied"]
 
 
 # --- refused before sending ------------------------------------------------------------------------

@@ -51,6 +51,10 @@ class CostEvent:
     """The audio share of the input (OpenAI audio models), priced at the audio rate."""
     output_audio_tokens: int = 0
     """The audio share of ``output_tokens``."""
+    input_image_tokens: int = 0
+    """The image share of the input (input images, GPT Image edits), priced at the image rate."""
+    output_image_tokens: int = 0
+    """The image share of ``output_tokens`` (GPT Image generation)."""
     web_search_requests: int = 0
     """Server-side web searches (Anthropic's web search tool), priced per search."""
     cost_usd: float = 0.0

@@ -9,7 +9,8 @@ guard's own name is ``costwarden.provider`` when it differs), ``gen_ai.request.m
 ``gen_ai.usage.input_tokens`` (all input, cache reads and writes included),
 ``gen_ai.usage.output_tokens``, ``gen_ai.usage.cache_read.input_tokens``,
 ``gen_ai.usage.cache_write.input_tokens``, ``gen_ai.usage.audio.input_tokens`` /
-``audio.output_tokens`` (when there were any), and — no standard cost attribute exists yet —
+``audio.output_tokens`` (when there were any), ``costwarden.usage.input_image_tokens`` /
+``output_image_tokens`` (likewise), and — no standard cost attribute exists yet —
 ``costwarden.cost_usd``, ``costwarden.estimated_cost_usd``, ``costwarden.outcome``,
 ``costwarden.feature``, ``costwarden.team`` and ``costwarden.rewrites``. The user is an attribute
 only with ``user_attribute=True``.
@@ -82,6 +83,8 @@ class OtelSink:
             "costwarden.estimated_cost_usd": event.estimated_cost_usd,
             "costwarden.usage.input_audio_tokens": event.input_audio_tokens or None,
             "costwarden.usage.output_audio_tokens": event.output_audio_tokens or None,
+            "costwarden.usage.input_image_tokens": event.input_image_tokens or None,
+            "costwarden.usage.output_image_tokens": event.output_image_tokens or None,
             "costwarden.usage.web_search_requests": event.web_search_requests or None,
             "costwarden.model_requested": event.model_requested if event.model_requested != event.model else None,
             "costwarden.feature": event.feature,

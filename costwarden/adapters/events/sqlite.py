@@ -44,6 +44,8 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
     ("cache_write_tokens", "INTEGER NOT NULL"),
     ("input_audio_tokens", "INTEGER NOT NULL DEFAULT 0"),
     ("output_audio_tokens", "INTEGER NOT NULL DEFAULT 0"),
+    ("input_image_tokens", "INTEGER NOT NULL DEFAULT 0"),
+    ("output_image_tokens", "INTEGER NOT NULL DEFAULT 0"),
     ("web_search_requests", "INTEGER NOT NULL DEFAULT 0"),
     ("cost_usd", "REAL NOT NULL"),
     ("estimated_cost_usd", "REAL"),

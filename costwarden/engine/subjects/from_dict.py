@@ -271,6 +271,8 @@ def _usage(r: _Reader) -> TokenUsage | None:
         web_search_requests=u.integer("web_search_requests", 0) or 0,
         input_audio_tokens=u.integer("input_audio_tokens", 0) or 0,
         output_audio_tokens=u.integer("output_audio_tokens", 0) or 0,
+        input_image_tokens=u.integer("input_image_tokens", 0) or 0,
+        output_image_tokens=u.integer("output_image_tokens", 0) or 0,
     )
 
 
@@ -298,6 +300,7 @@ def _llm_call(data: Mapping[str, Any]) -> LlmCall:
         max_web_searches=q.integer("max_web_searches", 0) or 0,
         output_audio=q.flag("output_audio"),
         cache_write_1h=q.flag("cache_write_1h"),
+        output_image=q.flag("output_image"),
     )
     return LlmCall(
         provider=r.text("provider", required=True),

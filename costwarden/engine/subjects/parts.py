@@ -109,7 +109,9 @@ class TokenUsage:
 
     ``input_audio_tokens`` and ``output_audio_tokens`` are the audio share of the input (of
     ``total_input_tokens``) and of ``output_tokens``, not counts on top of them (OpenAI's
-    ``*_tokens_details.audio_tokens``); ``web_search_requests`` counts server-side web searches
+    ``*_tokens_details.audio_tokens``); ``input_image_tokens`` and ``output_image_tokens`` the image
+    share alike (``*_tokens_details.image_tokens``: input images, GPT Image output), each share billed
+    at its modality's rates; ``web_search_requests`` counts server-side web searches
     (Anthropic's ``usage.server_tool_use.web_search_requests``), billed per search.
     """
 
@@ -121,6 +123,8 @@ class TokenUsage:
     web_search_requests: int = 0
     input_audio_tokens: int = 0
     output_audio_tokens: int = 0
+    input_image_tokens: int = 0
+    output_image_tokens: int = 0
 
     @property
     def cache_write_tokens(self) -> int:
@@ -140,6 +144,8 @@ class TokenUsage:
             "web_search_requests": self.web_search_requests,
             "input_audio_tokens": self.input_audio_tokens,
             "output_audio_tokens": self.output_audio_tokens,
+            "input_image_tokens": self.input_image_tokens,
+            "output_image_tokens": self.output_image_tokens,
         }
 
 
@@ -158,7 +164,9 @@ class LlmRequest:
     not 1.25x). ``max_web_searches`` is the server-side web searches the worst case holds (the web search
     tool's ``max_uses``; an assumed number, the adapter's, for a tool without a limit), 0 without the
     tool. ``output_audio`` is set when the
-    request asks for audio output (Chat Completions' ``modalities`` with ``"audio"``).
+    request asks for audio output (Chat Completions' ``modalities`` with ``"audio"``), ``output_image``
+    when its output is image tokens (GPT Image generation): the worst case bills its output at that
+    modality's rate.
     """
 
     api: str = "messages"
@@ -174,6 +182,7 @@ class LlmRequest:
     max_web_searches: int = 0
     output_audio: bool = False
     cache_write_1h: bool = False
+    output_image: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -190,6 +199,7 @@ class LlmRequest:
             "max_web_searches": self.max_web_searches,
             "output_audio": self.output_audio,
             "cache_write_1h": self.cache_write_1h,
+            "output_image": self.output_image,
         }
 
 

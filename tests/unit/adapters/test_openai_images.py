@@ -88,7 +88,8 @@ def test_outside_the_table_the_output_is_left_to_the_budgets_clamp(model: str, e
 def test_n_images_are_n_choices_and_the_worst_case_holds_them_all() -> None:
     call = images.subject_from_request(body(n=3, size="1024x1536", quality="medium"))
     assert (call.request.max_tokens, call.request.choices) == (1584, 3)
-    assert worst_case_usage(call) == TokenUsage(input_tokens=8, output_tokens=3 * 1584)
+    assert worst_case_usage(call) == TokenUsage(input_tokens=8, output_tokens=3 * 1584,
+                                                output_image_tokens=3 * 1584)  # all of it image tokens
 
 
 def test_gif_frames_are_each_reserved_as_an_image() -> None:

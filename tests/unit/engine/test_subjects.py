@@ -196,6 +196,21 @@ class TestLlmCall:
                               "&& subject.usage.output_audio_tokens == 50")
         assert program.evaluate_bool(s.as_cel)
 
+    def test_image_tokens_and_image_output_round_trip_and_reach_cel(self) -> None:
+        from costwarden.engine.cel import compile_cel
+
+        data = {**LLM_CALL, "request": {**LLM_CALL["request"], "output_image": True},
+                "usage": {**LLM_CALL["usage"], "input_image_tokens": 60, "output_image_tokens": 150}}
+        s = subject_from_dict(data)
+        assert isinstance(s, LlmCall) and s.usage is not None
+        assert (s.usage.input_image_tokens, s.usage.output_image_tokens) == (60, 150)
+        assert s.request.output_image and not s.request.output_audio
+        assert s.to_dict()["usage"]["output_image_tokens"] == 150 and s.to_dict()["request"]["output_image"]
+        assert subject_from_dict(s.to_dict()) == s
+        assert not subject_from_dict(LLM_CALL).request.output_image  # absent: text output
+        program = compile_cel("subject.usage.output_image_tokens == 150 && subject.request.output_image")
+        assert program.evaluate_bool(s.as_cel)
+
     def test_kind_name_namespace_are_derived(self) -> None:
         s = subject_from_dict(LLM_CALL)
         assert s.kind == "messages"
