@@ -41,6 +41,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from costwarden.adapters import openai as adapter
+from costwarden.adapters.events.event import usage_counts
 from costwarden.enforcers.attempt import complete_from_data, safely
 from costwarden.enforcers.batch_record import BatchRecord, recorded
 from costwarden.enforcers.bodytap import BodyTap
@@ -257,16 +258,11 @@ def _event(
     source: UsageSource,
 ) -> Any:
     served = data.get("model") if isinstance(data.get("model"), str) else None
-    used = usage if usage is not None else TokenUsage()
     return settled_event(
         guard, pending, now=now, served=served,
         provider=provider, api="responses", model=served or (pending.model_requested if pending else ""),
         outcome="ok" if data.get("status") in ("completed", "incomplete") else "error",
-        input_tokens=used.input_tokens, output_tokens=used.output_tokens, cache_read_tokens=used.cache_read_tokens,
-        cache_write_tokens=used.cache_write_tokens, input_audio_tokens=used.input_audio_tokens,
-        output_audio_tokens=used.output_audio_tokens, input_image_tokens=used.input_image_tokens,
-        output_image_tokens=used.output_image_tokens, web_search_requests=used.web_search_requests, cost_usd=cost,
-        charged=charged,
+        **usage_counts(usage), cost_usd=cost, charged=charged,
         usage_source=source if usage is not None else "estimate", alerts=tuple(str(a) for a in alerts),
         reservation_id=rid, error=error,
     )

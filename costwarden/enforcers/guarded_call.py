@@ -349,10 +349,9 @@ class GuardedCall:
         findings: tuple[str, ...],
         error: str | None,
     ) -> Any:
-        from costwarden.adapters.events.event import CostEvent
+        from costwarden.adapters.events.event import CostEvent, usage_counts
 
         s = self.subject
-        usage = usage or TokenUsage()
         record = self.guard.record_content
         return CostEvent(
             provider=self.edge.name,
@@ -371,15 +370,7 @@ class GuardedCall:
             stream=s.request.stream,
             batch=s.request.batch,
             batch_requests=self.batch_requests,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cache_read_tokens=usage.cache_read_tokens,
-            cache_write_tokens=usage.cache_write_tokens,
-            input_audio_tokens=usage.input_audio_tokens,
-            output_audio_tokens=usage.output_audio_tokens,
-            input_image_tokens=usage.input_image_tokens,
-            output_image_tokens=usage.output_image_tokens,
-            web_search_requests=usage.web_search_requests,
+            **usage_counts(usage),
             cost_usd=cost,
             estimated_cost_usd=self.estimate_usd,
             charged=charged,

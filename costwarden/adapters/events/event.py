@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from costwarden.engine.subjects import TokenUsage
+
 Outcome = Literal["ok", "denied", "error", "cancelled", "partial"]
 """``ok`` — the call returned its usage; ``partial`` — a stream ended before its final usage and
 was charged for what it used; ``error`` — the provider answered with an error or the connection
@@ -104,6 +106,23 @@ _PLAIN = frozenset({str, int, float, bool, type(None)})
 _CONTENT = frozenset({"prompt", "completion"})
 
 
+def usage_counts(usage: TokenUsage | None) -> dict[str, int]:
+    """The token and search counts of ``usage`` as :class:`CostEvent` fields (all 0 without usage):
+    every place that builds an event from a usage passes them alike."""
+    u = usage if usage is not None else TokenUsage()
+    return {
+        "input_tokens": u.input_tokens,
+        "output_tokens": u.output_tokens,
+        "cache_read_tokens": u.cache_read_tokens,
+        "cache_write_tokens": u.cache_write_tokens,
+        "input_audio_tokens": u.input_audio_tokens,
+        "output_audio_tokens": u.output_audio_tokens,
+        "input_image_tokens": u.input_image_tokens,
+        "output_image_tokens": u.output_image_tokens,
+        "web_search_requests": u.web_search_requests,
+    }
+
+
 @runtime_checkable
 class EventSink(Protocol):
     """Receives cost events. ``emit`` must not raise for a well-formed event; the guard logs and
@@ -132,4 +151,4 @@ class EventSink(Protocol):
     def close(self) -> None: ...
 
 
-__all__ = ["CostEvent", "EventSink", "Outcome", "UsageSource"]
+__all__ = ["CostEvent", "EventSink", "Outcome", "UsageSource", "usage_counts"]
