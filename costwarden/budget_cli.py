@@ -24,6 +24,11 @@ LedgerOpt = Annotated[
     str, typer.Option(envvar="COSTWARDEN_LEDGER", help="memory://, sqlite:///f.db, redis://..., postgresql://...")
 ]
 EventsOpt = Annotated[Path | None, typer.Option(help="Append the settlements' cost events to this JSONL file")]
+PoliciesOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--policies", "-p", help="The guard's policy files or folders (repeatable), for the prices of their "
+                                          "ModelCatalog documents. Default: the built-in library."),
+]
 
 budget_app = typer.Typer(help="Budgets kept in a ledger.", no_args_is_help=True)
 
@@ -146,6 +151,7 @@ def settle_batches_cmd(
     provider: Annotated[str, typer.Option(
         help="anthropic (Message Batches), or openai — or the provider guard_openai named — for OpenAI Batch API "
              "jobs")] = "anthropic",
+    policies: PoliciesOpt = None,
 ) -> None:
     """Read and settle the batches whose results nobody read (their worst case is still held).
 
@@ -153,10 +159,12 @@ def settle_batches_cmd(
     (``ANTHROPIC_API_KEY``, ``ANTHROPIC_BASE_URL``); with ``--provider openai`` the OpenAI Batch
     API jobs use the OpenAI API as the ``openai`` SDK does (``OPENAI_API_KEY``, ``OPENAI_BASE_URL``),
     and their output files are read. Batches still processing are left for the next run; run it
-    from a scheduled job more often than the guard's batch TTL (26 h by default)."""
+    from a scheduled job more often than the guard's batch TTL (26 h by default). Results are priced
+    as the guard prices them only when the command has its ``ModelCatalog`` prices: pass the
+    guard's policies with ``--policies`` (a model without a price is charged its reserved worst case)."""
     if provider != "anthropic":
         _sweep(ledger, events, fmt, _openai_client,
-               lambda guard, client: _openai_batches(guard, client, provider), "batch")
+               lambda guard, client: _openai_batches(guard, client, provider), "batch", policies)
         return
     import anthropic
 
@@ -170,7 +178,8 @@ def settle_batches_cmd(
             raise _fail("no Anthropic client: set ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN)")
         return client
 
-    _sweep(ledger, events, fmt, connect, lambda guard, client: guard.settle_pending_batches(client), "batch")
+    _sweep(ledger, events, fmt, connect, lambda guard, client: guard.settle_pending_batches(client), "batch",
+           policies)
 
 
 @budget_app.command("settle-responses")
@@ -179,6 +188,7 @@ def settle_responses_cmd(
     events: EventsOpt = None,
     fmt: FormatOpt = "text",
     provider: Annotated[str, typer.Option(help="The provider the guard named (guard_openai's provider=)")] = "openai",
+    policies: PoliciesOpt = None,
 ) -> None:
     """Read and settle the OpenAI background Responses that ended unread (their worst case is still held).
 
@@ -187,7 +197,7 @@ def settle_responses_cmd(
     unstored background response for about 10 minutes, so run it more often than that, and more
     often than the guard's reservation TTL (10 minutes by default)."""
     _sweep(ledger, events, fmt, _openai_client,
-           lambda guard, client: guard.settle_pending_responses(client, provider=provider), "response")
+           lambda guard, client: guard.settle_pending_responses(client, provider=provider), "response", policies)
 
 
 def _openai_client() -> Any:
@@ -212,17 +222,18 @@ def _sweep(
     connect: Callable[[], Any],
     settle: Callable[[CallGuard, Any], PendingBatches],
     noun: str,
+    policies: list[Path] | None = None,
 ) -> None:
-    """Open the ledger, the API client and the events file, run ``settle`` with a guard on them,
-    report, exit."""
+    """Open the ledger, the API client and the events file, run ``settle`` with a guard on them
+    (its prices from ``policies``' catalogs), report, exit."""
     from costwarden.adapters.events.jsonl import JsonlSink
     from costwarden.adapters.ledger import open_ledger
-    from costwarden.api import load_policies
     from costwarden.enforcers.callguard import CallGuard
     from costwarden.errors import CostwardenError
 
     _check_format(fmt)
     ledger = _existing(ledger)
+    policy_set = _policies(policies)
     client = connect()
     try:
         store = open_ledger(ledger)
@@ -235,7 +246,7 @@ def _sweep(
         store.close()
         client.close()
         raise _fail(f"cannot write cost events to {events}: {exc.strerror or exc}") from None
-    guard = CallGuard(load_policies(), ledger=store, sinks=sinks)
+    guard = CallGuard(policy_set, ledger=store, sinks=sinks)
     try:
         swept = settle(guard, client)
     except CostwardenError as exc:
@@ -262,6 +273,19 @@ def _sweep(
             plural = "batches" if noun == "batch" else f"{noun}s"
             typer.echo(f"no pending {plural} in {_shown(ledger)}")
     raise typer.Exit(EXIT_FAILED if swept.failed else EXIT_OK)
+
+
+def _policies(paths: list[Path] | None) -> Any:
+    """The policy set whose pricer (genai-prices with its ``ModelCatalog`` prices) settles what a sweep reads."""
+    from costwarden.api import load_policies
+    from costwarden.errors import PolicyError
+    from costwarden.validate_cli import print_policy_error
+
+    try:
+        return load_policies(*(paths or ()))
+    except PolicyError as exc:
+        print_policy_error(exc)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
 __all__ = ["budget_app"]

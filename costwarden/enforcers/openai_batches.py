@@ -11,8 +11,10 @@ a batch from it (``batches.create(input_file_id=..., endpoint=...)``), polls it
   Any denied request refuses the whole batch before it is created, as does a request that would
   pass only rewritten (an uploaded file cannot be rewritten). One reservation holds the worst case
   of all of them; once the API answers with the batch's id it moves to ``cw-oai-batch-<id>`` with a
-  marker hold on ``costwarden-openai-batch:<id>``, exactly as a Message Batch's does
-  (:func:`~costwarden.enforcers.batch_settle.submitted`, ``deferred.py``).
+  marker hold on ``costwarden-openai-batch:<id>`` (another provider's: ``costwarden-<provider>-batch:<id>``,
+  :func:`marker_prefix`), exactly as a Message Batch's does
+  (:func:`~costwarden.enforcers.batch_settle.submitted`, ``deferred.py``). Batches to Azure OpenAI
+  name their ``endpoint`` without ``/v1`` (``/chat/completions``): they are judged alike (:func:`endpoint_of`).
 * **A read of the input file that fails as the SDK retries** (429, 5xx) is answered as the creation
   attempt, so that the SDK retries the creation. **An input file that cannot be read or understood**
   (not found, not JSON Lines, a line
@@ -67,7 +69,8 @@ RESERVATION_PREFIX = "cw-oai-batch-"
 ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
 ENDPOINT_APIS = {"/v1/chat/completions": "chat", "/v1/responses": "chat", "/v1/embeddings": "embeddings",
                  "/v1/completions": "completions"}
-"""Batch endpoints the guard judges, and the subject builder (``openai_endpoints.edge``'s ``api``) of each."""
+"""Batch endpoints the guard judges, and the subject builder (``openai_endpoints.edge``'s ``api``) of
+each; Azure OpenAI names them without ``/v1`` (``/chat/completions``): :func:`endpoint_of`."""
 FREE_ENDPOINTS = frozenset({"/v1/moderations"})
 _NOT_COPIED = frozenset({"content-length", "content-type", "transfer-encoding", "accept", "idempotency-key"})
 _SKIPPED = {"batch_expired": "expired", "batch_cancelled": "canceled"}
@@ -96,7 +99,14 @@ def openai_line(line: Mapping[str, Any]) -> tuple[str, str, TokenUsage | None] |
 @lru_cache(maxsize=64)
 def book(provider: str = adapter.PROVIDER) -> BatchBook:
     """The ledger names and line reader of the batches a transport for ``provider`` creates."""
-    return BatchBook(provider, RESERVATION_PREFIX, MARKER_PREFIX, openai_line)
+    return BatchBook(provider, RESERVATION_PREFIX, marker_prefix(provider), openai_line)
+
+
+def marker_prefix(provider: str = adapter.PROVIDER) -> str:
+    """Where ``provider``'s batch markers live: :data:`MARKER_PREFIX` for OpenAI's, ``costwarden-<provider>-batch:``
+    for another OpenAI-compatible API's, so that a sweep lists only the batches its client can read
+    and prices them as its provider's."""
+    return MARKER_PREFIX if provider == adapter.PROVIDER else f"costwarden-{provider}-batch:"
 
 
 def _items(body: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
@@ -136,7 +146,7 @@ def job_of(provider: str, request: httpx2.Request) -> Job | None:
         return None
     if not isinstance(body, Mapping) or not isinstance(body.get("input_file_id"), str):
         return None  # the API answers 400: nothing is created, nothing spent
-    endpoint = str(body.get("endpoint"))
+    endpoint = endpoint_of(body.get("endpoint"))
     api = ENDPOINT_APIS.get(endpoint)
     if api is None:
         if endpoint not in FREE_ENDPOINTS:
@@ -145,6 +155,13 @@ def job_of(provider: str, request: httpx2.Request) -> Job | None:
         return None
     key = hashlib.blake2b(b"POST " + str(request.url).encode() + raw, digest_size=16).hexdigest()
     return Job(body["input_file_id"], batch_edge(provider, api), key, attempt_of(request))
+
+
+def endpoint_of(value: object) -> str:
+    """A batch's ``endpoint`` as OpenAI names it: Azure OpenAI's ``/chat/completions`` (its batches
+    take the path without ``/v1``) is ``/v1/chat/completions``; a trailing ``/`` is dropped."""
+    endpoint = str(value).rstrip("/")
+    return endpoint if endpoint.startswith("/v1/") else f"/v1{endpoint}" if endpoint.startswith("/") else endpoint
 
 
 def content_request(request: httpx2.Request, file_id: str) -> httpx2.Request:
@@ -162,6 +179,23 @@ def transient(fetched: httpx2.Response) -> bool:
     answer is then the creation attempt's, so the SDK retries the creation, file read included;
     nothing was judged, reserved or created."""
     return not fetched.is_success and should_retry_status(fetched.status_code, fetched.headers.get("x-should-retry"))
+
+
+def unread_retry(guard: CallGuard, job: Job) -> GuardedCall | None:
+    """The call an earlier attempt of this creation holds for, when this retry's read of the input
+    file failed (:func:`transient`): that answer is the retry's, so the call records it — kept
+    for the SDK's next retry, or, when the SDK retries no more, finished as a failed creation (one
+    sent before, which may have made a batch, is charged its worst case) instead of left held for
+    the batch TTL. None for a first attempt, or a retry of no call this guard holds."""
+    if job.attempt == 0:
+        return None
+    retried, _ = guard._pending(job.key, job.attempt)  # CallGuard has no public lookup of a retried call yet
+    return retried
+
+
+def answered(call: GuardedCall, attempt: int, response: httpx2.Response, max_retries: int) -> None:
+    """Record an error answer to an attempt of ``call`` (:func:`~.openai_attempt.error_answer`)."""
+    error_answer(call, attempt, response, max_retries)
 
 
 def input_requests(guard: CallGuard, job: Job, status: int, content: bytes) -> dict[str, Any] | None:
@@ -247,6 +281,9 @@ def create(
     finally:
         fetched.close()
     if transient(fetched):
+        retried = unread_retry(guard, job)
+        if retried is not None:
+            safely(retried, answered, retried, job.attempt, fetched, sdk_max_retries(max_retries))
         return fetched
     body = input_requests(guard, job, status, content)
     if body is None:
@@ -283,6 +320,11 @@ async def create_async(
     finally:
         await fetched.aclose()
     if transient(fetched):
+        retried = unread_retry(guard, job)
+        if retried is not None:
+            await guard.finish_async(retried, safely, retried, answered, retried, job.attempt, fetched,
+                                     sdk_max_retries(max_retries))
+            guard.expect_retry(retried, fetched.headers)
         return fetched
     body = input_requests(guard, job, status, content)
     if body is None:
@@ -308,4 +350,4 @@ async def create_async(
 
 
 __all__ = ["ENDED", "MARKER_PREFIX", "RESERVATION_PREFIX", "Job", "batch_edge", "book", "create", "create_async",
-           "creates_batch", "enforces_budgets", "openai_line"]
+           "creates_batch", "endpoint_of", "enforces_budgets", "marker_prefix", "openai_line"]

@@ -15,7 +15,8 @@ alerts. Batches still processing are left for the next sweep.
 
 The client may be any ``anthropic.Anthropic`` client with access to the batches, guarded or not.
 An ``openai.OpenAI`` client sweeps the OpenAI Batch API jobs instead
-(:func:`settle_pending_openai_batches`: their markers are ``costwarden-openai-batch:<id>``; an
+(:func:`settle_pending_openai_batches`: their markers are ``costwarden-openai-batch:<id>``, another
+OpenAI-compatible provider's ``costwarden-<provider>-batch:<id>``; an
 ended batch's output file is read and settled, ``openai_batch_reads.py``).
 When it is guarded by this guard, its own read settles the batch first, and the explicit settle
 finds nothing left to do. ``costwarden budget settle-batches`` runs a sweep from the command line,
@@ -81,9 +82,10 @@ def settle_pending_batches(guard: CallGuard, client: Any) -> PendingBatches:
 def settle_pending_openai_batches(guard: CallGuard, client: Any, *, provider: str = "openai") -> PendingBatches:
     """Read and settle every ended OpenAI batch the guard's ledger still holds for, through
     ``client`` (an ``openai.OpenAI``): its batch object, then its output file, if it has one.
-    ``provider`` prices them (the name the transport was given, for an OpenAI-compatible API)."""
+    ``provider`` (the name the transport was given, for an OpenAI-compatible API) says whose: only
+    the batches a transport for it created are read, and priced as its."""
     from costwarden.enforcers.openai_batch_reads import settle_openai_batch
-    from costwarden.enforcers.openai_batches import ENDED, MARKER_PREFIX
+    from costwarden.enforcers.openai_batches import ENDED, marker_prefix
 
     def read(batch_id: str) -> tuple[dict[str, Any], bytes] | None:
         batch = client.batches.retrieve(batch_id).to_dict()
@@ -95,7 +97,7 @@ def settle_pending_openai_batches(guard: CallGuard, client: Any, *, provider: st
     def settle(batch_id: str, read: tuple[dict[str, Any], bytes]) -> None:
         settle_openai_batch(guard, read[0], read[1], provider=provider)
 
-    return _sweep(guard, MARKER_PREFIX, read, settle)
+    return _sweep(guard, marker_prefix(provider), read, settle)
 
 
 def _sweep(

@@ -3,7 +3,8 @@
 * ``POST /v1/files`` (multipart, as ``client.files.create(file=..., purpose="batch")`` sends it),
   ``GET /v1/files/<id>`` and ``GET /v1/files/<id>/content`` (the bytes, chunked, so lines arrive split);
 * ``POST /v1/batches`` (``input_file_id`` must name an uploaded file: 404 otherwise), ``GET
-  /v1/batches/<id>`` and ``POST /v1/batches/<id>/cancel`` (``cancelling``).
+  /v1/batches/<id>`` and ``POST /v1/batches/<id>/cancel`` (``cancelling``); each delay in
+  ``state(server).late_creates`` answers the next creation that much later, the batch made already.
 
 A batch stays ``in_progress`` until a test ends it with :func:`complete_batch`, which writes its
 output file (a 200 response per request that ran, its usage deterministic per line) and its error
@@ -36,6 +37,8 @@ class OpenAIBatchState:
     files: dict[str, tuple[dict[str, Any], bytes]] = field(default_factory=dict)
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    late_creates: list[float] = field(default_factory=list)
+    """Seconds by which each next ``POST /v1/batches`` is answered late (after the batch is made)."""
 
     def add_file(self, content: bytes, purpose: str, filename: str = "batch.jsonl") -> dict[str, Any]:
         obj = {"id": f"file-{uuid.uuid4().hex[:24]}", "object": "file", "bytes": len(content),
@@ -180,6 +183,10 @@ class OpenAIBatchHandlers(WireHandler):
                  "error_file_id": None, "metadata": body.get("metadata"),
                  "request_counts": {"total": 0, "completed": 0, "failed": 0}}
         st.batches[batch["id"]] = batch
+        with st.lock:
+            late = st.late_creates.pop(0) if st.late_creates else 0.0
+        if late:  # created, then answered late: a client that times out leaves the batch behind
+            time.sleep(late)
         self._json(200, batch)
 
     def _recorded(self, method: str, body: Any) -> bool:

@@ -15,6 +15,7 @@ import json
 import logging
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -35,7 +36,11 @@ from costwarden.adapters.pricing import GenaiPricer  # noqa: E402
 from costwarden.enforcers.callguard import CallGuard, attribution  # noqa: E402
 from costwarden.enforcers.openai_batch_reads import settle_openai_batch  # noqa: E402
 from costwarden.enforcers.openai_batches import MARKER_PREFIX  # noqa: E402
-from costwarden.enforcers.openai_guard import guard_openai, openai_http_client  # noqa: E402
+from costwarden.enforcers.openai_guard import (  # noqa: E402
+    guard_openai,
+    openai_async_http_client,
+    openai_http_client,
+)
 from costwarden.engine.rules.budget import worst_case_usage  # noqa: E402
 from costwarden.engine.subjects import TokenUsage  # noqa: E402
 from costwarden.errors import AdapterError, BudgetExceeded, PolicyViolation  # noqa: E402
@@ -408,3 +413,174 @@ def test_a_failed_read_of_the_input_file_is_retried_as_the_creation(server: Fake
         assert [r.headers.get("x-stainless-retry-count") for r in reads] == ["0", "1"]
         assert figures(ledger, user_key("ob-retry")) == (0.0, pytest.approx(worst_case(lines), abs=2e-6))
         assert {r.key for r in ledger.status(MARKER_PREFIX, now=datetime.now(UTC))} == {MARKER_PREFIX + batch.id}
+
+
+@pytest.mark.parametrize("endpoint", ["/chat/completions", "/v1/chat/completions/"])
+def test_an_azure_batch_endpoint_without_v1_is_judged_and_settled(
+    server: FakeLlmServer, sqlite_url: str, endpoint: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Azure OpenAI's batches name their endpoint ``/chat/completions`` (no ``/v1``): such a batch
+    is held and settled like OpenAI's, not passed through unguarded."""
+    sink, lines = ListSink(), chat_lines(NANO, MINI)
+    with open_ledger(sqlite_url) as ledger, caplog.at_level(logging.WARNING, "costwarden.callguard"):
+        guard = CallGuard(compile_policies(budget_policy(1.0)), ledger=ledger, sinks=[sink])
+        with connect(server, guard) as client, attribution(user="ob-azure"):
+            batch = submit(client, lines, endpoint=endpoint)
+            assert figures(ledger, user_key("ob-azure")) == (0.0, pytest.approx(worst_case(lines), abs=2e-6))
+            done = complete_batch(server, batch.id)
+            client.batches.retrieve(batch.id)
+            client.files.content(done["output_file_id"]).read()
+        assert figures(ledger, user_key("ob-azure")) == (pytest.approx(real_cost(lines, range(2)), abs=2e-6), 0.0)
+        assert [e.usage_source for e in sink.events] == ["none", "response"]
+    assert "not guarded" not in caplog.text
+
+
+def test_an_azure_moderations_batch_passes_without_a_warning(
+    server: FakeLlmServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    guard = CallGuard(compile_policies(budget_policy(1.0)), ledger=open_ledger("memory://"))
+    lines = [{"custom_id": "m0", "method": "POST", "url": "/moderations", "body": {"input": "hello"}}]
+    with connect(server, guard) as client, caplog.at_level(logging.WARNING, "costwarden.callguard"):
+        submit(client, lines, endpoint="/moderations")
+    assert len(server.posts("/batches")) == 1 and "not guarded" not in caplog.text
+
+
+CATALOG = """
+apiVersion: costwarden.dev/v1
+kind: ModelCatalog
+metadata: {name: in-house}
+spec:
+  prices:
+    - {model: "meta-llama/*", provider: together, inputPerMTok: 200, outputPerMTok: 600}
+"""
+
+
+def test_the_settle_batches_command_prices_with_the_model_catalog_it_is_given(
+    server: FakeLlmServer, tmp_path: Path
+) -> None:
+    """A batch of a model only a ``ModelCatalog`` prices (an OpenAI-compatible provider's) is
+    settled by the command at its real usage when the command is given the policies holding that
+    catalog, not at the worst case it reserved (the built-in library has no such price)."""
+    ledger_url, events, policies = f"sqlite:///{tmp_path}/ledger.db", tmp_path / "events.jsonl", tmp_path / "p.yaml"
+    policies.write_text(budget_policy(50.0) + "---" + CATALOG)
+    lines = chat_lines("meta-llama/Llama-3.1-8B-Instruct", "meta-llama/Llama-3.1-8B-Instruct")
+    with open_ledger(ledger_url) as ledger:
+        guard = CallGuard(compile_policies(policies.read_text()), ledger=ledger)
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="test", max_retries=0,
+                               http_client=openai_http_client(guard, provider="together", max_retries=0))
+        with client, attribution(user="ob-cat"):
+            batch = submit(client, lines)
+    complete_batch(server, batch.id)
+    env = {"PATH": "/usr/bin:/bin", "NO_COLOR": "1", "CI": "true", "OPENAI_BASE_URL": server.url + "/v1",
+           "OPENAI_API_KEY": "test"}
+    command = [sys.executable, "-m", "costwarden.cli", "budget", "settle-batches", "--provider", "together",
+               "--policies", str(policies), "--ledger", ledger_url, "--format", "json", "--events", str(events)]
+    out = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2],
+                         timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    [event] = [json.loads(line) for line in events.read_text().splitlines()]
+    real = sum((line_usage(i)["input_tokens"] * 200 + line_usage(i)["output_tokens"] * 600) / 1e6 / 2 for i in (0, 1))
+    assert (event["provider"], event["error"]) == ("together", None)
+    assert event["cost_usd"] == pytest.approx(real)
+    with open_ledger(ledger_url) as ledger:
+        assert figures(ledger, user_key("ob-cat")) == (pytest.approx(real, abs=2e-6), 0.0)
+
+
+def test_a_sweep_for_one_provider_leaves_another_providers_batches_alone(
+    server: FakeLlmServer, sqlite_url: str
+) -> None:
+    """Batches of two OpenAI-compatible providers on one ledger: each sweep reads and prices only
+    its own provider's (the other's ids mean nothing to its API, and its prices are not the other's)."""
+    sink = ListSink()
+    ours, theirs = chat_lines("meta-llama/Llama-3.1-8B-Instruct"), chat_lines(NANO)
+    with open_ledger(sqlite_url) as ledger:
+        guard = CallGuard(compile_policies(budget_policy(50.0) + "---" + CATALOG), ledger=ledger, sinks=[sink])
+        together = openai.OpenAI(base_url=server.url + "/v1", api_key="test", max_retries=0,
+                                 http_client=openai_http_client(guard, provider="together", max_retries=0))
+        with together, connect(server, guard) as client, attribution(user="ob-two"):
+            mine = submit(together, ours)
+            other = submit(client, theirs)
+        complete_batch(server, mine.id)
+        complete_batch(server, other.id)
+        from costwarden.enforcers.pending_batches import settle_pending_openai_batches
+
+        with plain(server) as reader:
+            swept = settle_pending_openai_batches(guard, reader, provider="together")
+            assert (swept.settled, swept.failed) == ((mine.id,), ())
+            assert figures(ledger, user_key("ob-two"))[1] == pytest.approx(worst_case(theirs), abs=2e-6)
+            assert guard.settle_pending_batches(reader).settled == (other.id,)
+        real = (line_usage(0)["input_tokens"] * 200 + line_usage(0)["output_tokens"] * 600) / 1e6 / 2
+        assert figures(ledger, user_key("ob-two")) == (pytest.approx(real + real_cost(theirs, [0]), abs=2e-6), 0.0)
+        assert [(e.provider, e.error) for e in sink.events if e.usage_source == "response"] == [
+            ("together", None), ("openai", None)]
+
+
+def test_a_creation_retried_after_a_timeout_holds_once_and_never_twice(server: FakeLlmServer, sqlite_url: str) -> None:
+    """The first attempt times out after the batch was made; the SDK's retry (same body,
+    ``x-stainless-retry-count`` 1) reads the input file again and creates a batch: one hold, kept
+    under the batch the application got, and nothing left of the attempt that timed out."""
+    lines = chat_lines(NANO, NANO)
+    state(server).late_creates.append(1.5)
+    with open_ledger(sqlite_url) as ledger:
+        guard = CallGuard(compile_policies(budget_policy(1.0)), ledger=ledger)
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="test", max_retries=1, timeout=0.5,
+                               http_client=openai_http_client(guard, max_retries=1))
+        with client, attribution(user="ob-late"):
+            batch = submit(client, lines)
+        creations = server.posts("/batches")
+        assert [r.headers.get("x-stainless-retry-count") for r in creations] == ["0", "1"]
+        assert figures(ledger, user_key("ob-late")) == (0.0, pytest.approx(worst_case(lines), abs=2e-6))
+        assert {r.key for r in ledger.status(MARKER_PREFIX, now=datetime.now(UTC))} == {MARKER_PREFIX + batch.id}
+
+
+def test_a_timed_out_creation_whose_retry_cannot_read_the_file_is_not_held_for_a_day(
+    server: FakeLlmServer, sqlite_url: str
+) -> None:
+    """The first attempt times out after the batch was made, and the SDK's last retry finds the
+    input file unreadable (503): the SDK gives up. The batch the first attempt may have made is
+    charged its worst case at once, rather than left held for the batch TTL (26 h)."""
+    lines = chat_lines(NANO, NANO)
+    state(server).late_creates.append(1.5)
+    sink = ListSink()
+    with open_ledger(sqlite_url) as ledger:
+        guard = CallGuard(compile_policies(budget_policy(1.0)), ledger=ledger, sinks=[sink])
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="test", max_retries=1, timeout=0.5,
+                               http_client=openai_http_client(guard, max_retries=1))
+        with client, attribution(user="ob-lost"):
+            uploaded = client.files.create(file=("b.jsonl", io.BytesIO(jsonl(lines))), purpose="batch")
+            # once the first attempt has read the file and is waiting on its creation, the next read fails
+            retry_read_fails = threading.Timer(0.3, server.fail_next, (503,))
+            retry_read_fails.start()
+            with pytest.raises(openai.InternalServerError):
+                client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                      completion_window="24h")
+            retry_read_fails.join()
+        reads = [r for r in server.requests if r.path.endswith(f"/files/{uploaded.id}/content")]
+        assert len(reads) == 2 and len(server.posts("/batches")) == 1
+        assert figures(ledger, user_key("ob-lost")) == (pytest.approx(worst_case(lines), abs=2e-6), 0.0)
+        (event,) = sink.events
+        assert event.outcome == "error" and event.cost_usd == pytest.approx(worst_case(lines))
+
+
+def test_an_async_timed_out_creation_whose_retry_cannot_read_the_file_is_charged_at_once(
+    server: FakeLlmServer, sqlite_url: str
+) -> None:
+    lines = chat_lines(NANO, NANO)
+    state(server).late_creates.append(1.5)
+
+    async def run(guard: CallGuard) -> None:
+        client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="test", max_retries=1, timeout=0.5,
+                                    http_client=openai_async_http_client(guard, max_retries=1))
+        async with client:
+            with attribution(user="ob-alost"):
+                uploaded = await client.files.create(file=("b.jsonl", io.BytesIO(jsonl(lines))), purpose="batch")
+                asyncio.get_running_loop().call_later(0.3, server.fail_next, 503)
+                with pytest.raises(openai.InternalServerError):
+                    await client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                                completion_window="24h")
+
+    with open_ledger(sqlite_url) as ledger:
+        guard = CallGuard(compile_policies(budget_policy(1.0)), ledger=ledger)
+        asyncio.run(run(guard))
+        assert len(server.posts("/batches")) == 1
+        assert figures(ledger, user_key("ob-alost")) == (pytest.approx(worst_case(lines), abs=2e-6), 0.0)
