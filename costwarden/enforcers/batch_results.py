@@ -113,16 +113,7 @@ class ResultsTally:
         for _, u in self.used:
             if u is None:
                 continue
-            total = TokenUsage(
-                total.input_tokens + u.input_tokens,
-                total.output_tokens + u.output_tokens,
-                total.cache_read_tokens + u.cache_read_tokens,
-                total.cache_write_5m_tokens + u.cache_write_5m_tokens,
-                total.cache_write_1h_tokens + u.cache_write_1h_tokens,
-                total.web_search_requests + u.web_search_requests,
-                total.input_audio_tokens + u.input_audio_tokens,
-                total.output_audio_tokens + u.output_audio_tokens,
-            )
+            total = total.plus(u)
         return total
 
     def cost(self, pricer: LlmPricer, fallback_model: str | None) -> tuple[float, int]:

@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from costwarden.adapters import anthropic as adapter
+from costwarden.adapters.events.event import usage_counts
 from costwarden.enforcers.batch_record import BatchRecord, recorded
 from costwarden.enforcers.batch_results import RESULT_TYPES, JsonlTap, LineReader, ResultsTally, anthropic_line
 from costwarden.enforcers.bodytap import BodyTap
@@ -290,9 +291,8 @@ def _event(
     return settled_event(
         guard, pending, now=now, served=served,
         provider=book.provider, api="batch", model=pending.model if pending else served or "", outcome="ok",
-        batch=True, batch_requests=tally.lines, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-        cache_read_tokens=usage.cache_read_tokens, cache_write_tokens=usage.cache_write_tokens,
-        web_search_requests=usage.web_search_requests, cost_usd=cost, charged=charged, usage_source="response",
+        batch=True, batch_requests=tally.lines, **usage_counts(usage), cost_usd=cost, charged=charged,
+        usage_source="response",
         alerts=tuple(str(a) for a in alerts), reservation_id=rid, error=error,
     )
 

@@ -8,7 +8,7 @@ records their read-only mappings (``_EMPTY`` for an empty one).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import Any, Literal, NamedTuple, get_args
 
@@ -130,6 +130,10 @@ class TokenUsage:
     def cache_write_tokens(self) -> int:
         return self.cache_write_5m_tokens + self.cache_write_1h_tokens
 
+    def plus(self, other: TokenUsage) -> TokenUsage:
+        """The two usages summed field by field (a batch's lines, a call's attempts)."""
+        return TokenUsage(*(a + b for a, b in zip(_usage_values(self), _usage_values(other), strict=True)))
+
     @property
     def total_input_tokens(self) -> int:
         return self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
@@ -147,6 +151,10 @@ class TokenUsage:
             "input_image_tokens": self.input_image_tokens,
             "output_image_tokens": self.output_image_tokens,
         }
+
+
+def _usage_values(usage: TokenUsage) -> tuple[int, ...]:
+    return tuple(getattr(usage, f.name) for f in fields(TokenUsage))
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from genai_prices import Usage, calc_price
 
 from costwarden.adapters.pricing import GenaiPricer
 from costwarden.enforcers.batch_results import ResultsTally
+from costwarden.engine.subjects import TokenUsage
 
 HAIKU = "claude-haiku-4-5-20251001"
 
@@ -47,3 +48,13 @@ def test_a_results_download_that_cannot_be_decoded_is_marked_so_not_raised(encod
     chunk = b"\x00not compressed at all\xff" * 4
     assert tap.feed(chunk) == chunk  # the application still gets its bytes
     assert tap.undecodable and lines == []
+
+
+def test_a_tally_sums_the_audio_and_image_shares_of_its_lines() -> None:
+    """A batch's cost event carries every modality's tokens its lines used, not only text."""
+    tally = ResultsTally()
+    for images in (3, 4):
+        tally.used.append(("gpt-image-1", TokenUsage(input_tokens=10, output_tokens=images * 100,
+                                                     output_image_tokens=images * 100, input_audio_tokens=2)))
+    total = tally.usage()
+    assert (total.output_tokens, total.output_image_tokens, total.input_audio_tokens) == (700, 700, 4)

@@ -514,3 +514,11 @@ def test_a_call_that_generates_no_output_loads_with_zero_choices() -> None:
     call = subject_from_dict({**CALL, "request": {"api": "embeddings", "choices": 0}})
     assert isinstance(call, LlmCall)
     assert call.request.choices == 0
+
+
+def test_usages_sum_field_by_field_every_modality_included() -> None:
+    a = TokenUsage(1, 2, 3, 4, 5, 6, 7, 8, input_image_tokens=9, output_image_tokens=10)
+    b = TokenUsage(10, 20, 30, 40, 50, 60, 70, 80, input_image_tokens=90, output_image_tokens=100)
+    total = a.plus(b)
+    assert total.to_dict() == {k: a.to_dict()[k] + b.to_dict()[k] for k in a.to_dict()}
+    assert total.output_image_tokens == 110 and total.input_audio_tokens == 77
