@@ -1,14 +1,15 @@
 """Which OpenAI requests the call-guard's transport judges (``POST …/chat/completions``,
 ``POST …/responses``, ``POST …/embeddings``, the legacy ``POST …/completions`` and GPT Image's
-``POST …/images/generations``: :data:`GUARDED`) and through which provider edge (:func:`edges`,
-:func:`route`), and which billed ones it passes through unjudged (:data:`UNGUARDED_SPEND`): each of
-those is logged once per endpoint, so spend the guard cannot see is never silent.
+``POST …/images/generations`` and ``POST …/images/edits``: :data:`GUARDED`) and through which
+provider edge (:func:`edges`, :func:`route`), and which billed ones it passes through unjudged
+(:data:`UNGUARDED_SPEND`): each of those is logged once per endpoint, so spend the guard cannot see
+is never silent.
 
-``POST …/images/edits`` stays unguarded: its body is ``multipart/form-data`` (the prompt beside the
-image files), which the transport does not read (it judges JSON bodies). ``…/images/variations`` is
-DALL·E 2's only, priced per image, which genai-prices does not price. Batch API jobs
-(``POST …/batches``) are judged line by line when created and settled from their output file by
-:mod:`costwarden.enforcers.openai_batches`, which the transport calls before any of this."""
+An image edit's body is ``multipart/form-data`` (the prompt beside the image files): the transport
+reads that form (:func:`sends_form`), judges it and sends it as it came. ``…/images/variations``
+stays unguarded: it is DALL·E 2's only, priced per image, which genai-prices does not price. Batch
+API jobs (``POST …/batches``) are judged line by line when created and settled from their output
+file by :mod:`costwarden.enforcers.openai_batches`, which the transport calls before any of this."""
 
 from __future__ import annotations
 
@@ -22,15 +23,16 @@ import httpx2
 
 from costwarden.adapters import openai as adapter
 from costwarden.adapters import openai_completions, openai_embeddings, openai_images
+from costwarden.adapters.multipart import is_form
 from costwarden.enforcers.guarded_call import ProviderEdge
 
 log = logging.getLogger("costwarden.callguard")
 
-GUARDED = ("/chat/completions", "/responses", "/embeddings", "/completions", "/images/generations")
+GUARDED = ("/chat/completions", "/responses", "/embeddings", "/completions", "/images/generations", "/images/edits")
 """Endpoints (path endings, ``POST``) the guard judges, reserves, prices, settles and reports."""
 
 UNGUARDED_SPEND = (
-    "/images/edits", "/images/variations", "/audio/speech", "/audio/transcriptions",
+    "/images/variations", "/audio/speech", "/audio/transcriptions",
     "/audio/translations", "/responses/compact", "/videos", "/fine_tuning/jobs",
 )
 """Endpoints (path endings, ``POST``) that OpenAI bills but the guard does not judge. Moderations are free."""
@@ -49,7 +51,7 @@ class Edges(NamedTuple):
     chat: ProviderEdge  # Chat Completions and Responses (the body tells them apart)
     embeddings: ProviderEdge
     completions: ProviderEdge  # the legacy Completions API
-    images: ProviderEdge  # GPT Image generation (``images.generate``)
+    images: ProviderEdge  # GPT Image generation and edits (``images.generate``, ``images.edit``)
 
 
 def edge(provider: str = adapter.PROVIDER, *, api: str = "chat") -> ProviderEdge:
@@ -98,7 +100,7 @@ def path_api(path: str) -> str:
     parts = path.rstrip("/").split("/")
     if parts[-1] == "embeddings":
         return "embeddings"
-    if parts[-1] == "generations" and len(parts) >= 2 and parts[-2] == "images":
+    if parts[-1] in ("generations", "edits") and len(parts) >= 2 and parts[-2] == "images":
         return "images"
     if parts[-1] != "completions":
         return "chat"
@@ -109,6 +111,13 @@ def path_api(path: str) -> str:
 def is_embeddings(path: str) -> bool:
     """Whether a guarded request is an Embeddings call (:func:`path_api`)."""
     return path_api(path) == "embeddings"
+
+
+def sends_form(request: httpx2.Request) -> bool:
+    """Whether a guarded request is an image edit sent as ``multipart/form-data``: its form is read
+    (:func:`costwarden.adapters.openai_images.edit_body`) and it is sent byte for byte as it came."""
+    path = request.url.path.rstrip("/")
+    return path.endswith("/images/edits") and is_form(request.headers.get("content-type"))
 
 
 def usage_on_request(path: str, body: Mapping[str, Any]) -> bool:
@@ -133,7 +142,8 @@ def warn_unguarded_spend(warned: set[str], request: httpx2.Request) -> None:
         warned.add(end)
         log.warning("call-guard: POST %s is billed but not guarded: it is not judged, reserved, counted against "
                     "any budget or reported as a cost event (only chat/completions, responses, embeddings, "
-                    "completions and images/generations are); this is said once per endpoint", request.url.path)
+                    "completions, images/generations and images/edits are); this is said once per endpoint",
+                    request.url.path)
 
 
 __all__ = [
@@ -151,6 +161,7 @@ __all__ = [
     "is_guarded",
     "path_api",
     "route",
+    "sends_form",
     "unguarded_spend",
     "usage_on_request",
     "warn_unguarded_spend",

@@ -12,11 +12,12 @@ Guarded: ``POST …/chat/completions`` and ``POST …/responses`` (plain and str
 ``POST …/embeddings`` (``embeddings.create``: its estimated input is reserved, its
 ``usage.prompt_tokens`` settled; :mod:`costwarden.adapters.openai_embeddings`) and the legacy
 ``POST …/completions`` (``completions.create``, plain and streamed, as vLLM and TGI are called:
-:mod:`costwarden.adapters.openai_completions`), ``POST …/images/generations`` (``images.generate``:
-its prompt and ``n`` images at their size and quality are reserved, its ``usage`` settled:
+:mod:`costwarden.adapters.openai_completions`), ``POST …/images/generations`` and
+``POST …/images/edits`` (``images.generate`` / ``images.edit``: the prompt, each input image by its
+pixel size and ``n`` images at their size and quality are reserved, the ``usage`` settled:
 :mod:`costwarden.adapters.openai_images`) and Batch API jobs (``POST …/batches``, judged from
 their input file, settled when their output file is read: :mod:`.openai_batches`); other requests
-pass through. Those of them that spend money (image edits and variations, audio, Responses
+pass through. Those of them that spend money (image variations, audio, Responses
 compaction, videos, fine-tuning jobs: :data:`UNGUARDED_SPEND`) are neither judged, reserved,
 counted against budgets nor reported: each transport logs a warning naming the endpoint the first
 time one passes, so this is never silent (:mod:`.openai_endpoints`). ``provider=`` names an
@@ -31,7 +32,9 @@ transports.
   such calls at $0). The extra usage-only chunk (``choices: []``) is then removed from what the
   application reads, so code that indexes ``chunk.choices[0]`` keeps working; such requests are
   sent with ``Accept-Encoding: identity`` so the events can be filtered. The event lists the rewrite.
-* A rewritten body is re-serialised as compact JSON with a new ``Content-Length``.
+* A rewritten body is re-serialised as compact JSON with a new ``Content-Length``. An image edit's
+  ``multipart/form-data`` body is read (:mod:`costwarden.adapters.multipart`) and sent byte for
+  byte as it came: one that would pass only rewritten (a downgrade) is refused instead.
 * A response a transport answers from memory (whole, as test doubles do) is read as it arrives, filtered alike.
 * A Responses call in background mode keeps its hold until a read of the response
   (``responses.retrieve``) shows it ended, then settles its real usage (``background_responses.py``).
@@ -55,6 +58,8 @@ from typing import TYPE_CHECKING, Any
 import httpx2
 
 from costwarden.adapters import openai as adapter
+from costwarden.adapters.multipart import boundary_of, parse_form
+from costwarden.adapters.openai_images import edit_body
 from costwarden.enforcers import background_responses as background
 from costwarden.enforcers import openai_batch_reads as batch_reads
 from costwarden.enforcers import openai_batches as batches
@@ -73,12 +78,13 @@ from costwarden.enforcers.openai_endpoints import (
     guarded_path,
     is_guarded,
     route,
+    sends_form,
     unguarded_spend,
     usage_on_request,
     warn_unguarded_spend,
 )
 from costwarden.enforcers.openai_stream import OpenAIStream, stream_end
-from costwarden.errors import AdapterError
+from costwarden.errors import AdapterError, PolicyViolation
 
 if TYPE_CHECKING:
     from costwarden.enforcers.callguard import CallGuard
@@ -163,7 +169,12 @@ class AsyncGuardedTransport(httpx2.AsyncBaseTransport):
         call = await guard.begin_async(route(self.edges, request.url.path), sent, key=key, attempt=attempt,
                                        rewrites=(INCLUDE_USAGE,) if injected else ())
         _fit_reasoning(call, sent)
-        outgoing = request if call.body is body else _rebuilt(request, call.body, identity=injected)
+        refused = _unsendable(call, request)
+        if refused is not None:
+            await guard.finish_async(call, partial(call.failed, sent=False, final=True), refused)
+            raise refused
+        keep = call.body is body or sends_form(request)
+        outgoing = request if keep else _rebuilt(request, call.body, identity=injected)
         try:
             response = await self._inner.handle_async_request(outgoing)
         except BaseException as exc:
@@ -265,7 +276,11 @@ def _plan(
     body, sent, key, attempt, injected = parts
     call = guard.begin(edge, sent, key=key, attempt=attempt, rewrites=(INCLUDE_USAGE,) if injected else ())
     _fit_reasoning(call, sent)
-    if call.body is body:
+    refused = _unsendable(call, request)
+    if refused is not None:
+        call.failed(refused, sent=False, final=True)  # releases the hold, reports the refusal
+        raise refused
+    if call.body is body or sends_form(request):  # a retry's form: the call's first body is the one judged
         return call, request, attempt, injected
     return call, _rebuilt(request, call.body, identity=injected), attempt, injected
 
@@ -282,17 +297,34 @@ def _fit_reasoning(call: GuardedCall, sent: Mapping[str, Any]) -> None:
 
 def _parts(request: httpx2.Request) -> tuple[Mapping[str, Any], Mapping[str, Any], str, int, bool] | None:
     """(the body, the body to judge and send, the logical-call key, the attempt, whether
-    ``include_usage`` was added); None for a body that is not a JSON object."""
+    ``include_usage`` was added); None for a body that is not a JSON object. An image edit's form
+    is read into its body (:func:`~costwarden.adapters.openai_images.edit_body`)."""
     raw = request.read()
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise AdapterError(f"OpenAI request body is not JSON ({exc}); the call-guard cannot judge it") from None
+    keyed, content_type = raw, request.headers.get("content-type", "")
+    if sends_form(request):  # an image edit: its form is judged; a retry's form has a boundary of its own
+        body: Any = edit_body(parse_form(content_type, raw))
+        keyed = raw.replace(boundary_of(content_type), b"")
+    else:
+        try:
+            body = json.loads(raw)
+        except ValueError as exc:
+            raise AdapterError(f"OpenAI request body is not JSON ({exc}); the call-guard cannot judge it") from None
     if not isinstance(body, Mapping):
         return None
-    key = hashlib.blake2b(request.method.encode() + str(request.url).encode() + raw, digest_size=16).hexdigest()
+    key = hashlib.blake2b(request.method.encode() + str(request.url).encode() + keyed, digest_size=16).hexdigest()
     sent, injected = _with_include_usage(body, request.url.path)
     return body, sent, key, attempt_of(request), injected
+
+
+def _unsendable(call: GuardedCall, request: httpx2.Request) -> PolicyViolation | None:
+    """The refusal of a form that passes only rewritten: a ``multipart/form-data`` body is sent as
+    it came, never rebuilt, as a batch's uploaded file is not (:mod:`.openai_batches`)."""
+    if not call.rewrites or not sends_form(request):
+        return None
+    done = "; ".join(call.rewrites)
+    return PolicyViolation(call.decision, f"{call.edge.name} image edit refused before sending: it passes the policies "
+                           f"only rewritten ({done}); the call-guard does not rewrite a multipart/form-data body — "
+                           "send the request as the policies want it", request=call.body)
 
 
 def _with_include_usage(body: Mapping[str, Any], path: str) -> tuple[Mapping[str, Any], bool]:

@@ -81,7 +81,7 @@ from fake_anthropic import AnthropicHandlers, _batch_object
 from fake_bedrock import BEDROCK_STREAM, _platform_model, bedrock_chunk, eventstream_frame
 from fake_openai import OpenAIHandlers
 from fake_openai_batches import with_openai_batches
-from fake_openai_images import generate_images
+from fake_openai_images import generate_images, with_openai_image_edits
 from guard_support import (
     LOAD_PROMPT,
     CountingLedger,
@@ -114,7 +114,7 @@ class FakeLlmServer:
         self.responses: dict[str, dict[str, Any]] = {}  # background Responses, completed, by id
         self._failures: deque[int] = deque()
         self._lock = threading.Lock()
-        self._server = _Server(("127.0.0.1", 0), with_openai_batches(_Handler))
+        self._server = _Server(("127.0.0.1", 0), with_openai_image_edits(with_openai_batches(_Handler)))
         self._server.daemon_threads = True
         self._server.fake = self  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-llm", daemon=True)

@@ -213,6 +213,7 @@ def worst_case_usage(subject: LlmCall, *, output: bool = True) -> TokenUsage:
     when any breakpoint asks for it), plus ``max_tokens`` of output, clamped, for each of the completions it asks for
     (``request.choices``: Chat Completions' ``n``), all of it audio when the request asks for audio
     output and all of it image when its output is image tokens (``request.output_image``: GPT Image),
+    the image share of the input at its rate (``request.input_image_tokens``: an image edit's images),
     and the web searches it allows (``request.max_web_searches``); no output and no
     searches when ``output`` is False."""
     request = subject.request
@@ -220,7 +221,8 @@ def worst_case_usage(subject: LlmCall, *, output: bool = True) -> TokenUsage:
     out = cap * request.choices if output else 0
     more = {"web_search_requests": request.max_web_searches if output else 0,
             "output_audio_tokens": out if request.output_audio else 0,
-            "output_image_tokens": out if request.output_image else 0}
+            "output_image_tokens": out if request.output_image else 0,
+            "input_image_tokens": request.input_image_tokens}
     if not request.cache_breakpoints:
         return TokenUsage(input_tokens=request.input_tokens, output_tokens=out, **more)
     if request.cache_write_1h:

@@ -301,6 +301,7 @@ def _llm_call(data: Mapping[str, Any]) -> LlmCall:
         output_audio=q.flag("output_audio"),
         cache_write_1h=q.flag("cache_write_1h"),
         output_image=q.flag("output_image"),
+        input_image_tokens=q.integer("input_image_tokens", 0) or 0,
     )
     return LlmCall(
         provider=r.text("provider", required=True),

@@ -174,7 +174,8 @@ class LlmRequest:
     tool. ``output_audio`` is set when the
     request asks for audio output (Chat Completions' ``modalities`` with ``"audio"``), ``output_image``
     when its output is image tokens (GPT Image generation): the worst case bills its output at that
-    modality's rate.
+    modality's rate. ``input_image_tokens`` is the image share of ``input_tokens`` (the images an
+    image edit sends), reserved at the input image rate.
     """
 
     api: str = "messages"
@@ -191,6 +192,7 @@ class LlmRequest:
     output_audio: bool = False
     cache_write_1h: bool = False
     output_image: bool = False
+    input_image_tokens: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -208,6 +210,7 @@ class LlmRequest:
             "output_audio": self.output_audio,
             "cache_write_1h": self.cache_write_1h,
             "output_image": self.output_image,
+            "input_image_tokens": self.input_image_tokens,
         }
 
 

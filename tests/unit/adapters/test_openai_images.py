@@ -278,8 +278,8 @@ def test_only_an_images_generations_path_is_the_images_api(path: str, api: str) 
     assert endpoints.path_api(path) == api
 
 
-@pytest.mark.parametrize("path", ["/v1/images/edits", "/v1/images/variations"])
-def test_edits_and_variations_still_pass_with_their_warning(path: str) -> None:
+@pytest.mark.parametrize("path", ["/v1/images/variations"])
+def test_variations_still_pass_with_their_warning(path: str) -> None:
     assert not endpoints.guarded_path("POST", path)
     assert endpoints.unguarded_spend("POST", path) == path.removeprefix("/v1")
     assert "/images/generations" in endpoints.GUARDED and "/images/generations" not in endpoints.UNGUARDED_SPEND
