@@ -90,6 +90,25 @@ def subject_from_request(
         output_audio="audio" in _list(body.get("modalities")),
         max_web_searches=_max_web_searches(body, api),
     )
+    return call_subject(body, request, provider=provider, feature=feature, user=user, team=team, tags=tags,
+                        response=response, source=source)
+
+
+def call_subject(
+    body: Mapping[str, Any],
+    request: LlmRequest,
+    *,
+    provider: str,
+    feature: str | None,
+    user: str | None,
+    team: str | None,
+    tags: Mapping[str, str] | None,
+    response: Mapping[str, Any] | None,
+    source: SourceLocation | None,
+) -> LlmCall:
+    """The ``llm_call`` of an OpenAI body (any of its APIs) whose request facts are worked out:
+    ``user`` defaults to the body's ``safety_identifier``, then ``user``; ``phase="post"`` with the
+    usage of ``response``."""
     usage = usage_from_response(response) if response is not None else None
     default_user = optional_str(body.get("safety_identifier")) or optional_str(body.get("user"))
     return LlmCall(
@@ -366,6 +385,7 @@ def usage_from_sse(lines: Iterable[str]) -> TokenUsage:
 
 
 __all__ = [
+    "call_subject",
     "PROVIDER",
     "api_of",
     "estimate_input_tokens",

@@ -39,8 +39,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from costwarden.adapters.llm_payload import TokenTally, flag, optional_int, optional_str, require_body
-from costwarden.adapters.openai import PROVIDER, usage_from_response
+from costwarden.adapters.llm_payload import TokenTally, flag, optional_int, require_body
+from costwarden.adapters.openai import PROVIDER, call_subject
 from costwarden.engine.subjects import LlmCall, LlmRequest, SourceLocation
 from costwarden.errors import AdapterError
 
@@ -49,7 +49,6 @@ DEFAULT_MAX_TOKENS = 16
 """OpenAI's ``max_tokens`` when a Completions request sets none (provider ``"openai"`` only)."""
 CHARS_PER_TOKEN = 4  # an echoed token-id prompt comes back as text of about this many characters a token
 _WHAT = "OpenAI completions"
-_NO_SOURCE = SourceLocation()
 _PROMPT_SHAPES = "a string, a list of strings, a list of token ids or a list of token-id lists"
 
 
@@ -87,20 +86,8 @@ def subject_from_request(
         batch=batch,
         choices=0 if max_tokens == 0 else len(prompts) * completions_per_prompt(body),
     )
-    usage = usage_from_response(response) if response is not None else None
-    return LlmCall(
-        provider=provider,
-        model=body["model"],
-        feature=feature,
-        user=user if user is not None else optional_str(body.get("user")),
-        team=team,
-        tags=tags or {},
-        phase="post" if usage is not None else "pre",
-        request=request,
-        usage=usage,
-        body=body,
-        source=source or _NO_SOURCE,
-    )
+    return call_subject(body, request, provider=provider, feature=feature, user=user, team=team, tags=tags,
+                        response=response, source=source)
 
 
 def estimate_input_tokens(body: Mapping[str, Any]) -> int:

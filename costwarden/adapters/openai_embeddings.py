@@ -26,14 +26,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from costwarden.adapters.llm_payload import TokenTally, optional_str, require_body
-from costwarden.adapters.openai import PROVIDER, usage_from_response
+from costwarden.adapters.llm_payload import TokenTally, require_body
+from costwarden.adapters.openai import PROVIDER, call_subject
 from costwarden.engine.subjects import LlmCall, LlmRequest, SourceLocation
 from costwarden.errors import AdapterError
 
 API = "embeddings"
 _WHAT = "OpenAI embeddings"
-_NO_SOURCE = SourceLocation()
 _INPUT_SHAPES = "a string, a list of strings, a list of token ids or a list of token-id lists"
 
 
@@ -65,20 +64,8 @@ def subject_from_request(
         batch=batch,
         choices=0,
     )
-    usage = usage_from_response(response) if response is not None else None
-    return LlmCall(
-        provider=provider,
-        model=body["model"],
-        feature=feature,
-        user=user if user is not None else optional_str(body.get("user")),
-        team=team,
-        tags=tags or {},
-        phase="post" if usage is not None else "pre",
-        request=request,
-        usage=usage,
-        body=body,
-        source=source or _NO_SOURCE,
-    )
+    return call_subject(body, request, provider=provider, feature=feature, user=user, team=team, tags=tags,
+                        response=response, source=source)
 
 
 def estimate_input_tokens(body: Mapping[str, Any]) -> int:

@@ -48,15 +48,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from costwarden.adapters.image_size import image_size
-from costwarden.adapters.llm_payload import TokenTally, optional_int, optional_str, require_body
+from costwarden.adapters.llm_payload import TokenTally, optional_int, require_body
 from costwarden.adapters.multipart import Form, Part
-from costwarden.adapters.openai import PROVIDER, usage_from_response
+from costwarden.adapters.openai import PROVIDER, call_subject
 from costwarden.engine.subjects import LlmCall, LlmRequest, SourceLocation
 from costwarden.errors import AdapterError
 
 API = "images"
 _WHAT = "OpenAI images"
-_NO_SOURCE = SourceLocation()
 AUTO = "auto"
 DEFAULT_GIF_FRAMES = 9
 """The frames of a GIF whose request sets no ``frame_count`` (the API's default)."""
@@ -138,21 +137,8 @@ def subject_from_request(
         choices=images_generated(body),
         output_image=True,
     )
-    usage = usage_from_response(response) if response is not None else None
-    default_user = optional_str(body.get("safety_identifier")) or optional_str(body.get("user"))
-    return LlmCall(
-        provider=provider,
-        model=body["model"],
-        feature=feature,
-        user=user if user is not None else default_user,
-        team=team,
-        tags=tags or {},
-        phase="post" if usage is not None else "pre",
-        request=request,
-        usage=usage,
-        body=body,
-        source=source or _NO_SOURCE,
-    )
+    return call_subject(body, request, provider=provider, feature=feature, user=user, team=team, tags=tags,
+                        response=response, source=source)
 
 
 def estimate_input_tokens(body: Mapping[str, Any]) -> int:
