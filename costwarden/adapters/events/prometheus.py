@@ -2,12 +2,13 @@
 
 Labels are ``feature``, ``model`` and ``team`` (plus ``user`` only with ``user_label=True``, and
 ``outcome`` on the call counter). Each label keeps at most ``max_label_values`` distinct values;
-later new values are reported as ``other`` so a caller that puts request ids in ``feature``
-cannot blow up the time-series count. A value that is not valid UTF-8 text (a lone surrogate from a
-header decoded with ``surrogateescape``) is written with backslash escapes, and one longer than
-:data:`MAX_LABEL_LENGTH` characters is cut and suffixed with a hash of the whole: the exposition
-encodes every series as UTF-8, so one such value made every scrape fail, and backends such as
-Mimir discard series with overlong values. Metrics (``costwarden_`` prefix by default):
+later new values are reported as ``(other)`` so a caller that puts request ids in ``feature`` cannot
+blow up the time-series count; a missing value is ``(none)``. The parentheses keep both apart from a
+real feature, model or team named ``other`` or ``none``. A value that is not valid UTF-8 text (a
+lone surrogate from a header decoded with ``surrogateescape``) is written with backslash escapes,
+and one longer than :data:`MAX_LABEL_LENGTH` characters is cut and suffixed with a hash of the
+whole: the exposition encodes every series as UTF-8, so one such value made every scrape fail, and
+backends such as Mimir discard series with overlong values. Metrics (``costwarden_`` prefix by default):
 
 * ``llm_calls_total{feature,model,team,outcome}``
 * ``llm_cost_usd_total{feature,model,team}`` and ``llm_estimated_cost_usd_total{...}``
@@ -29,8 +30,8 @@ from costwarden.adapters.events.event import CostEvent
 from costwarden.engine.ledger import Alert
 from costwarden.engine.rules.budget import split_key
 
-OTHER = "other"
-NONE = "none"
+OTHER = "(other)"
+NONE = "(none)"
 MAX_LABEL_LENGTH = 256
 
 
@@ -45,7 +46,7 @@ def label_text(value: str) -> str:
 
 
 class _BoundedLabel:
-    """Maps label values to themselves until ``limit`` distinct values were seen, then to ``other``."""
+    """Maps label values to themselves until ``limit`` distinct values were seen, then to :data:`OTHER`."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit

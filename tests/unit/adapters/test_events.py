@@ -98,6 +98,22 @@ def test_sqlite_sink_rejects_a_bad_table_name(tmp_path: Path) -> None:
         SqliteSink(tmp_path / "x.db", table="x; DROP TABLE y")
 
 
+def test_prometheus_overflow_and_missing_values_are_not_real_values() -> None:
+    """A feature really named ``other`` or ``none`` stays its own series, apart from the overflow
+    bucket and from calls without a feature."""
+    prometheus_client = pytest.importorskip("prometheus_client")
+    from costwarden.adapters.events import PrometheusSink
+
+    registry = prometheus_client.CollectorRegistry()
+    sink = PrometheusSink(registry, max_label_values=4)
+    for feature in ("other", "none", None, "f-1", "f-2", "f-3"):
+        sink.emit(event(feature=feature))
+    calls = {s.labels["feature"]: s.value for m in registry.collect() for s in m.samples
+             if s.name == "costwarden_llm_calls_total"}
+    assert calls == {"other": 1, "none": 1, "(none)": 1, "f-1": 1, "(other)": 2}
+    sink.close()
+
+
 def test_prometheus_sink_counts_with_bounded_labels() -> None:
     prometheus_client = pytest.importorskip("prometheus_client")
     from costwarden.adapters.events import PrometheusSink
@@ -122,7 +138,7 @@ def test_prometheus_sink_counts_with_bounded_labels() -> None:
     for i in range(10):
         sink.emit(event(feature=f"f-{i}"))
     features = {s.labels["feature"] for m in registry.collect() for s in m.samples if "feature" in s.labels}
-    assert features == {"search", "f-0", "f-1", "other"}
+    assert features == {"search", "f-0", "f-1", "(other)"}
     sink.close()
 
 
@@ -206,7 +222,7 @@ def test_a_second_prometheus_sink_on_the_same_registry_shares_the_metrics() -> N
     labels = {"feature": "search", "model": "claude-haiku-4-5-20251001", "team": "growth"}
     value = registry.get_sample_value
     assert value("costwarden_llm_cost_usd_total", labels) == pytest.approx(2 * 0.0123)
-    assert value("costwarden_llm_calls_total", {**labels, "feature": "other", "outcome": "ok"}) == 1
+    assert value("costwarden_llm_calls_total", {**labels, "feature": "(other)", "outcome": "ok"}) == 1
     with pytest.raises(ValueError, match="already open"):
         PrometheusSink(registry, user_label=True)
     PrometheusSink(registry, user_label=True, namespace="other").close()
