@@ -27,10 +27,12 @@ framing (:mod:`costwarden.adapters.llm_payload`); the usage settles what it was.
 
 The images API has no field that caps output: ``max_tokens_field`` is empty, so ``maxOutputTokens``
 skips the call (size, quality and ``n`` set its output), and no rule downgrades it to a chat model.
-No cache breakpoints (OpenAI caches on its own). A streamed call (``stream: true``) is refused:
-its usage arrives in an ``image_generation.completed`` event the call-guard's stream reader does
-not read yet, so it could not be settled. DALL·E models bill per image, not per token, and genai-prices has no price
-for them: budgets refuse them as any unpriced model (they are retired).
+No cache breakpoints (OpenAI caches on its own). A streamed call (``stream: true``) reserves
+:data:`PARTIAL_IMAGE_TOKENS` more output a partial image it asks for (``partial_images``), and
+settles from the usage of its ``image_generation.completed`` / ``image_edit.completed`` events;
+cut before its last image, it is charged its worst case. DALL·E models bill per image, not per
+token, and genai-prices has no price for them: budgets refuse them as any unpriced model (they are
+retired).
 
 An edit (``images.edit``) is a generation with input images: its body is a ``multipart/form-data``
 form, which :func:`edit_body` turns into the body judged (text fields typed as JSON types them, each
@@ -58,6 +60,9 @@ API = "images"
 _WHAT = "OpenAI images"
 AUTO = "auto"
 DEFAULT_GIF_FRAMES = 9
+PARTIAL_IMAGE_TOKENS = 100
+"""Output tokens each partial image of a streamed call adds (``partial_images``: OpenAI's image
+generation guide, "Streaming": "each partial image costs an extra 100 output tokens")."""
 """The frames of a GIF whose request sets no ``frame_count`` (the API's default)."""
 
 OUTPUT_TOKENS: Mapping[tuple[str, str], int] = {
@@ -117,19 +122,19 @@ def subject_from_request(
     Takes the arguments of :func:`costwarden.adapters.openai.subject_from_request` (the call-guard
     calls both alike). ``user`` defaults to the body's ``safety_identifier``, then ``user``.
     Raises AdapterError for a body that is not an object, has no ``model``, whose ``prompt`` is not
-    a string, whose ``n`` or ``frame_count`` is not a count of at least 1, whose ``size`` or
-    ``quality`` is not a string, or that asks for a stream.
+    a string, whose ``n``, ``frame_count`` or ``partial_images`` is not a count, or whose ``size``
+    or ``quality`` is not a string.
     """
     body = require_body(body, _WHAT)
-    if body.get("stream") is True:
-        raise AdapterError(
-            f"{_WHAT}: a streamed call (stream: true) cannot be settled by the call-guard yet (its usage "
-            "comes in an image_generation.completed event it does not read); send it without stream"
-        )
     images_in = edit_image_tokens(body)
+    streamed = body.get("stream") is True
+    per_image = output_tokens_per_image(body)
+    if per_image is not None and streamed:
+        per_image += PARTIAL_IMAGE_TOKENS * partial_images(body)
     request = LlmRequest(
         api="batch" if batch else API,
-        max_tokens=output_tokens_per_image(body),
+        max_tokens=per_image,
+        stream=streamed,
         max_tokens_field="",  # no field caps an image's output
         input_tokens=estimate_input_tokens(body) + images_in,
         input_image_tokens=images_in,  # reserved at the input image rate
@@ -162,6 +167,16 @@ def output_tokens_per_image(body: Mapping[str, Any]) -> int | None:
     qualities = _QUALITIES if quality == AUTO else (quality,)
     counts = [OUTPUT_TOKENS.get((s, q)) for s in sizes for q in qualities]
     return None if None in counts else max(c for c in counts if c is not None)
+
+
+def partial_images(body: Mapping[str, Any]) -> int:
+    """The partial images a streamed call asks for (``partial_images``, 0 by default)."""
+    value = body.get("partial_images", 0)
+    if value is None:
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise AdapterError(f"{_WHAT}: 'partial_images' must be a count, got {value!r}")
+    return value
 
 
 def images_generated(body: Mapping[str, Any]) -> int:
@@ -285,11 +300,13 @@ __all__ = [
     "INPUT_IMAGE_TOKENS_SOURCE",
     "MAX_INPUT_IMAGE_TOKENS",
     "OUTPUT_TOKENS",
+    "PARTIAL_IMAGE_TOKENS",
     "edit_body",
     "edit_image_tokens",
     "estimate_input_tokens",
     "images_generated",
     "input_image_tokens",
     "output_tokens_per_image",
+    "partial_images",
     "subject_from_request",
 ]

@@ -29,12 +29,13 @@ as input, so the characters of the prompts echoed are not counted as output.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Mapping
 from typing import Any
 
 from costwarden.adapters import openai as adapter
-from costwarden.adapters import openai_completions
+from costwarden.adapters import openai_completions, openai_images
 from costwarden.enforcers.attempt import end_reason, finish_json_body
 from costwarden.enforcers.background_responses import complete_or_hold, hold_running
 from costwarden.enforcers.bodytap import BodyTap
@@ -46,6 +47,8 @@ from costwarden.errors import AdapterError
 
 CHARS_PER_TOKEN = 4
 _FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+_IMAGE_DONE_EVENTS = frozenset({"image_generation.completed", "image_edit.completed"})
+"""The event that ends each image of a streamed GPT Image call, with that image's ``usage``."""
 _DELTA_EVENTS = frozenset({"response.output_text.delta", "response.function_call_arguments.delta",
                            "response.reasoning_text.delta", "response.reasoning_summary_text.delta",
                            "response.refusal.delta"})
@@ -55,7 +58,7 @@ class OpenAIStream:
     """Reads usage and the served model from Chat Completions chunks or Responses events."""
 
     __slots__ = ("kept", "model", "finished", "output_chars", "drop_usage_chunk", "served", "response_id",
-                 "reasoned", "raw_reasoning", "searches")
+                 "reasoned", "raw_reasoning", "searches", "images")
 
     def __init__(self, *, drop_usage_chunk: bool = False) -> None:
         self.kept: list[Mapping[str, Any]] = []
@@ -68,6 +71,7 @@ class OpenAIStream:
         self.reasoned = False  # a Responses stream added a ``reasoning`` output item: hidden tokens were billed
         self.raw_reasoning = False  # ... unless it streams the raw chain of thought (open models' servers)
         self.searches: set[str] = set()  # the ``web_search_call`` items a Responses stream showed, by id
+        self.images: list[Mapping[str, Any]] = []  # an image stream's completed events, each with its usage
 
     def on_event(self, data: str) -> bool:
         if data == "[DONE]":
@@ -78,6 +82,14 @@ class OpenAIStream:
         kind = event.get("type")
         if kind is None:
             return self._chat_chunk(event)
+        if kind in _IMAGE_DONE_EVENTS:
+            self.images.append(event)
+            self.finished = True
+            return True
+        self._responses_event(kind, event)
+        return True
+
+    def _responses_event(self, kind: object, event: Mapping[str, Any]) -> None:
         response = event.get("response")
         if self.response_id is None and isinstance(response, Mapping) and isinstance(response.get("id"), str):
             self.response_id = response["id"]
@@ -98,7 +110,6 @@ class OpenAIStream:
                 self._searched(item.get("id"), event)
         elif isinstance(kind, str) and kind.startswith("response.web_search_call."):
             self._searched(event.get("item_id"), event)
-        return True
 
     def _searched(self, item_id: object, event: Mapping[str, Any]) -> None:
         """Count a web search call the stream showed, once whatever the events that show it (its
@@ -129,6 +140,12 @@ class OpenAIStream:
         return -(-max(self.output_chars - echoed_chars, 0) // CHARS_PER_TOKEN)
 
     def usage(self) -> TokenUsage | None:
+        if self.images:  # an image stream: each completed image carries its own usage
+            try:
+                used = [adapter.usage_from_response(event) for event in self.images]
+            except AdapterError:
+                return None
+            return functools.reduce(TokenUsage.plus, used)
         if not self.kept:
             return None
         try:
@@ -163,6 +180,11 @@ def stream_end(
             call.charge_estimate(error="response body closed before its end")
         return
     usage = observer.usage()
+    if call.subject.kind == openai_images.API and (
+            usage is None or (not complete and len(observer.images) < call.subject.request.choices)):
+        ended = f"image stream ended before its last image ({end_reason(complete, error)})"
+        _charge_unfinished_images(call, observer, ended)
+        return
     if usage is None and observer.response_id is not None and call.body.get("background") is True:
         hold_running(call, observer.response_id)  # OpenAI runs it to its end without the stream
         return
@@ -181,6 +203,13 @@ def stream_end(
                       response=observer.served)
         return
     call.complete(usage, served_model=observer.model, source="stream", response=observer.served)
+
+
+def _charge_unfinished_images(call: GuardedCall, observer: OpenAIStream, ended: str) -> None:
+    """Charge an image stream cut before its last image the worst case it was reserved for: an image
+    is billed once it is generated, and partial images tell nothing of the final one's tokens."""
+    call.complete(worst_case_usage(call.subject), served_model=observer.model, source="estimate", outcome="partial",
+                  response=observer.served, error=f"{ended}; charged the worst case reserved for its images")
 
 
 def _charge_hidden_reasoning(call: GuardedCall, observer: OpenAIStream, ended: str) -> None:

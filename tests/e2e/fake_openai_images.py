@@ -74,6 +74,9 @@ def generate_images(handler: Any, body: dict[str, Any], image_tokens: int = 0) -
     asked = {"image_tokens": image_tokens, **json.loads(handler.headers.get("x-fake-usage") or "{}")}
     usage, size, quality = images_usage(body, asked)
     n = int(body.get("n") or 1)
+    if body.get("stream") in (True, "true"):
+        stream_images(handler, body, usage, size, quality, n, edit=image_tokens > 0)
+        return
     handler._json(200, {
         "created": int(time.time()),
         "background": "opaque",
@@ -83,6 +86,26 @@ def generate_images(handler: Any, body: dict[str, Any], image_tokens: int = 0) -
         "size": size,
         "usage": usage,
     })
+
+
+def stream_images(handler: Any, body: dict[str, Any], usage: dict[str, Any], size: str, quality: str, n: int,
+                  *, edit: bool) -> None:
+    """A streamed answer: for each image, ``partial_images`` partial-image events, then its completed
+    event with its share of the usage (each partial image bills 100 output tokens more, as OpenAI's
+    do); ``x-fake-truncate`` cuts it after that many events."""
+    kind = "image_edit" if edit else "image_generation"
+    partials = int(body.get("partial_images") or 0)
+    common = {"background": "opaque", "output_format": body.get("output_format") or "png", "quality": quality,
+              "size": size, "created_at": int(time.time())}
+    events: list[tuple[str | None, Any]] = []
+    for _ in range(n):
+        events.extend((f"{kind}.partial_image", {"type": f"{kind}.partial_image", "b64_json": PNG,
+                                                 "partial_image_index": index, **common}) for index in range(partials))
+        share = {**usage, "input_tokens": usage["input_tokens"] // n,
+                 "output_tokens": usage["output_tokens"] // n + 100 * partials}
+        share["total_tokens"] = share["input_tokens"] + share["output_tokens"]
+        events.append((f"{kind}.completed", {"type": f"{kind}.completed", "b64_json": PNG, "usage": share, **common}))
+    handler._sse(events)
 
 
 def input_image_tokens(width: int, height: int, high_fidelity: bool) -> int:

@@ -300,10 +300,19 @@ def test_a_malformed_form_is_refused_before_sending(server: FakeLlmServer, guard
     assert server.posts() == [] and sink.events == []
 
 
-def test_a_streamed_edit_is_refused_before_sending(client: Any, server: FakeLlmServer, sink: ListSink) -> None:
-    with attribution(user="u-e10"), pytest.raises(AdapterError, match="stream"):
-        client.images.edit(model=IMAGE, prompt=PROMPT, image=("s.png", SQUARE, "image/png"), stream=True)
-    assert server.posts() == [] and sink.events == []
+def test_a_streamed_edit_settles_from_its_image_edit_completed_event(
+    client: Any, server: FakeLlmServer, ledger: CountingLedger, sink: ListSink
+) -> None:
+    with attribution(user="u-e10"):
+        events = list(client.images.edit(model=IMAGE, prompt=PROMPT, image=("s.png", SQUARE, "image/png"),
+                                          size="1024x1024", quality="low", stream=True, partial_images=1))
+    assert [e.type for e in events] == ["image_edit.partial_image", "image_edit.completed"]
+    (hold,) = ledger.calls[0][2]
+    assert hold.amount_usd == pytest.approx(cost(4 + 194, 272 + 100, image_in=194))
+    (event,) = sink.events
+    assert (event.outcome, event.usage_source, event.stream) == ("ok", "stream", True)
+    assert (event.input_image_tokens, event.output_tokens) == (194, 272 + 100)
+    assert event.cost_usd == pytest.approx(cost(4 + 194, 272 + 100, image_in=194))
 
 
 # --- retries ----------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from costwarden.adapters.pricing import GenaiPricer  # noqa: E402
 from costwarden.enforcers.callguard import CallGuard, attribution  # noqa: E402
 from costwarden.enforcers.openai_guard import guard_openai, openai_async_http_client, openai_http_client  # noqa: E402
 from costwarden.engine.subjects import TokenUsage  # noqa: E402
-from costwarden.errors import AdapterError, BudgetExceeded, PolicyViolation  # noqa: E402
+from costwarden.errors import BudgetExceeded, PolicyViolation  # noqa: E402
 
 IMAGE = "gpt-image-1"
 PRICER = GenaiPricer()
@@ -246,10 +246,39 @@ def test_an_unpriced_image_model_is_refused_never_priced_at_zero(
     assert f"no price for model '{model}'" in result.message
 
 
-def test_a_streamed_call_is_refused_before_sending(client: Any, server: FakeLlmServer, sink: ListSink) -> None:
-    with attribution(user="u-i7"), pytest.raises(AdapterError, match="stream"):
-        client.images.generate(model=IMAGE, prompt=PROMPT, stream=True, partial_images=2)
-    assert server.posts() == [] and sink.events == []
+def test_a_streamed_call_reserves_its_partial_images_and_settles_from_its_completed_events(
+    client: Any, server: FakeLlmServer, ledger: CountingLedger, sink: ListSink
+) -> None:
+    """Each partial image bills 100 output tokens more; the usage comes in each image's
+    ``image_generation.completed`` event, which the app reads as it always does."""
+    with attribution(user="u-i7"):
+        events = list(client.images.generate(model=IMAGE, prompt=PROMPT, n=2, size="1024x1024", quality="low",
+                                             stream=True, partial_images=2))
+    assert [e.type for e in events].count("image_generation.completed") == 2
+    assert [e.type for e in events].count("image_generation.partial_image") == 4
+    (hold,) = ledger.calls[0][2]
+    assert hold.amount_usd == pytest.approx(cost(4, 2 * (272 + 200)))
+    (event,) = sink.events
+    assert (event.outcome, event.usage_source, event.stream) == ("ok", "stream", True)
+    assert (event.input_tokens, event.output_tokens) == (2 * (4 // 2), 2 * (272 + 200))
+    assert event.cost_usd == pytest.approx(cost(4, 2 * (272 + 200)))
+    assert spent_today(ledger, "u-i7") == pytest.approx(event.cost_usd, abs=2e-6)
+
+
+def test_a_stream_cut_before_its_last_image_is_charged_its_worst_case(
+    client: Any, server: FakeLlmServer, ledger: CountingLedger, sink: ListSink
+) -> None:
+    """The image is billed once it is generated; its partial images tell nothing of its tokens."""
+    with attribution(user="u-i7c"), pytest.raises(openai.APIError):
+        for _ in client.images.generate(model=IMAGE, prompt=PROMPT, size="1024x1024", quality="low", stream=True,
+                                        partial_images=2, extra_headers={"x-fake-truncate": "1"}):
+            pass
+    (event,) = sink.events
+    assert (event.outcome, event.usage_source, event.charged) == ("partial", "estimate", True)
+    assert event.output_tokens == 272 + 200
+    assert event.cost_usd == pytest.approx(cost(4, 272 + 200))
+    assert "before its last image" in (event.error or "")
+    assert spent_today(ledger, "u-i7c") == pytest.approx(event.cost_usd, abs=2e-6)
 
 
 # --- failures ---------------------------------------------------------------------------------------

@@ -165,9 +165,9 @@ def test_a_generation_has_no_input_images() -> None:
     assert images.edit_image_tokens({"model": "gpt-image-1", "prompt": PROMPT}) == 0
 
 
-def test_a_streamed_edit_is_refused_as_a_streamed_generation_is() -> None:
-    with pytest.raises(AdapterError, match="stream"):
-        images.subject_from_request(edit(fields(stream="true"), [("image", ("a.png", png(8, 8), "image/png"))]))
+def test_a_streamed_edit_is_a_stream_as_a_streamed_generation_is() -> None:
+    call = images.subject_from_request(edit(fields(stream="true"), [("image", ("a.png", png(8, 8), "image/png"))]))
+    assert call.request.stream is True
 
 
 # --- the worst case ---------------------------------------------------------------------------------

@@ -147,10 +147,13 @@ def test_a_body_without_a_model_is_refused() -> None:
         images.subject_from_request({"prompt": "hi"})
 
 
-def test_a_streamed_call_is_refused_until_its_stream_can_be_settled() -> None:
-    with pytest.raises(AdapterError, match="stream"):
-        images.subject_from_request(body(stream=True, partial_images=2))
-    assert images.subject_from_request(body(stream=False)).request.stream is False
+def test_a_streamed_call_reserves_100_output_tokens_a_partial_image() -> None:
+    streamed = images.subject_from_request(body(size="1024x1024", quality="low", stream=True, partial_images=3))
+    assert (streamed.request.stream, streamed.request.max_tokens) == (True, 272 + 3 * images.PARTIAL_IMAGE_TOKENS)
+    plain = images.subject_from_request(body(size="1024x1024", quality="low", stream=False, partial_images=3))
+    assert (plain.request.stream, plain.request.max_tokens) == (False, 272)  # partial images only stream
+    with pytest.raises(AdapterError, match="partial_images"):
+        images.subject_from_request(body(stream=True, partial_images=-1))
 
 
 def test_provider_is_passed_through() -> None:
