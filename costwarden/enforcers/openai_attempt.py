@@ -1,10 +1,12 @@
 """One HTTP attempt of the ``openai`` SDK as the call-guard's transport sees it: which attempt of
-its call it is, whether the SDK retries a failed one, and with how many retries in all.
+its call it is, whether the SDK retries a failed one, and with how many retries in all, and
+whether a server refused what the guard changed in it (:func:`rejected_rewrites`).
 
 Shared by the transport (``openai_guard.py``) and the Batch API edge (``openai_batches.py``)."""
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import types
@@ -16,6 +18,8 @@ if TYPE_CHECKING:
     import httpx2
 
     from costwarden.enforcers.guarded_call import GuardedCall
+
+log = logging.getLogger("costwarden.callguard")
 
 MAX_RETRY_AFTER_S = 120.0
 """The ``openai`` SDK does not retry a response whose ``Retry-After`` asks for longer than this."""
@@ -64,16 +68,40 @@ def failed(call: GuardedCall, attempt: int, exc: BaseException, max_retries: int
     call.failed(exc, sent=request_was_sent(exc), final=not retried or attempt >= max_retries)
 
 
-def error_answer(call: GuardedCall, attempt: int, response: httpx2.Response, max_retries: int) -> bool:
-    """Record a non-2xx answer (final unless the SDK retries it); False for a 2xx one."""
-    call.status_code = response.status_code
-    if 200 <= response.status_code < 300:
+def error_answer(
+    call: GuardedCall, attempt: int, response: httpx2.Response, max_retries: int, warned: set[str] | None = None
+) -> bool:
+    """Record a non-2xx answer (final unless the SDK retries it); False for a 2xx one. ``warned``:
+    the transport's record of what it warned about (:func:`rejected_rewrites`)."""
+    status = call.status_code = response.status_code
+    if 200 <= status < 300:
         return False
     after = retry_after_s(response.headers)
-    retry = should_retry_status(response.status_code, response.headers.get("x-should-retry")) and not (
+    retry = should_retry_status(status, response.headers.get("x-should-retry")) and not (
         after is not None and math.isfinite(after) and after > MAX_RETRY_AFTER_S)
-    call.error_status(response.status_code, final=not retry or attempt >= max_retries)
+    note = None if retry or warned is None else rejected_rewrites(call, status, warned)
+    call.error_status(status, final=not retry or attempt >= max_retries, note=note)
     return True
 
 
-__all__ = ["MAX_RETRY_AFTER_S", "attempt_of", "error_answer", "failed", "sdk_max_retries"]
+def rejected_rewrites(call: GuardedCall, status: int, warned: set[str]) -> str | None:
+    """The note on a 4xx answer (not 429) to a request the guard changed, None for any other.
+
+    An OpenAI-compatible server that does not take a field the guard added (older vLLM and TGI
+    answer 400 to ``stream_options``) fails every streamed call it gets through the guard; the
+    application sees only the server's error, so the guard says what it changed: a warning once
+    per transport and rewrite (``warned``), and the same words in the call's cost event."""
+    if not call.rewrites or not 400 <= status < 500 or status == 429:
+        return None
+    done = "; ".join(call.rewrites)
+    note = f"the server rejected a request the call-guard changed ({done})"
+    fresh = [r for r in call.rewrites if f"rejected: {r}" not in warned]
+    if fresh:
+        warned.update(f"rejected: {r}" for r in fresh)
+        log.warning("call-guard: %s answered HTTP %d: %s; the application gets the server's error as it came. A "
+                    "server that does not take such a change fails every call the guard changes so (this is "
+                    "said once per change)", call.edge.name, status, note)
+    return note
+
+
+__all__ = ["MAX_RETRY_AFTER_S", "attempt_of", "error_answer", "failed", "rejected_rewrites", "sdk_max_retries"]

@@ -31,7 +31,8 @@ transports.
   rewritten to ask for it, because a stream without usage cannot be billed (other gateways record
   such calls at $0). The extra usage-only chunk (``choices: []``) is then removed from what the
   application reads, so code that indexes ``chunk.choices[0]`` keeps working; such requests are
-  sent with ``Accept-Encoding: identity`` so the events can be filtered. The event lists the rewrite.
+  sent with ``Accept-Encoding: identity`` so the events can be filtered. The event lists the rewrite;
+  a 4xx answer to a rewritten request is warned about and noted (:func:`.openai_attempt.rejected_rewrites`).
 * A rewritten body is re-serialised as compact JSON with a new ``Content-Length``. An image edit's
   ``multipart/form-data`` body is read (:mod:`costwarden.adapters.multipart`) and sent byte for
   byte as it came: one that would pass only rewritten (a downgrade) is refused instead.
@@ -127,7 +128,7 @@ class GuardedTransport(httpx2.BaseTransport):
             _failed(call, attempt, exc, sdk_max_retries(self.max_retries))
             raise
         retries = self.max_retries if response.is_success else sdk_max_retries(self.max_retries)
-        safely(call, _after, call, attempt, response, TappedStream, injected, retries)
+        safely(call, _after, call, attempt, response, TappedStream, injected, retries, self._warned)
         return response
 
     def close(self) -> None:
@@ -183,7 +184,7 @@ class AsyncGuardedTransport(httpx2.AsyncBaseTransport):
             raise
         retries = self.max_retries if response.is_success else sdk_max_retries(self.max_retries)
         await guard.finish_async(call, safely, call, _after, call, attempt, response, AsyncTappedStream, injected,
-                                 retries)
+                                 retries, self._warned)
         guard.expect_retry(call, response.headers)
         return response
 
@@ -353,8 +354,9 @@ def _after(
     stream_cls: type[Any],
     injected: bool,
     max_retries: int,
+    warned: set[str],
 ) -> None:
-    if error_answer(call, attempt, response, max_retries):
+    if error_answer(call, attempt, response, max_retries, warned):
         return
     sse = "text/event-stream" in response.headers.get("content-type", "")
     observer = OpenAIStream(drop_usage_chunk=injected) if sse else None

@@ -1,0 +1,130 @@
+"""A server that rejects the request the call-guard rewrote: the real ``openai`` SDK against the fake
+API answering 400 (``server.fail_next``), as an OpenAI-compatible server that does not take
+``stream_options`` (older vLLM, TGI) answers the guard's added ``stream_options.include_usage``.
+
+The application gets the server's error unchanged; the guard releases the hold, logs a warning
+once per transport and rewrite naming what it changed, and notes it in the cost event's error."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+openai = pytest.importorskip("openai")
+
+from fake_llm_server import CountingLedger, FakeLlmServer, ListSink, budget_policy, compile_policies  # noqa: E402
+
+from costwarden.adapters.ledger.memory import MemoryLedger  # noqa: E402
+from costwarden.enforcers.callguard import CallGuard, attribution  # noqa: E402
+from costwarden.enforcers.openai_guard import INCLUDE_USAGE, openai_async_http_client, openai_http_client  # noqa: E402
+
+HI = [{"role": "user", "content": "Hi"}]
+CAP_OUTPUT = """
+apiVersion: costwarden.dev/v1
+kind: Policy
+metadata: {name: cap-output}
+spec:
+  subject: llm_call
+  enforcement: {default: deny}
+  rules:
+    - name: cap
+      maxOutputTokens: {limit: 32}
+"""
+
+
+def connect(server: FakeLlmServer, guard: CallGuard) -> Any:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="test", max_retries=2,
+                         http_client=openai_http_client(guard, max_retries=2))
+
+
+def rejections(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.levelno == logging.WARNING and "rejected a request the call-guard changed" in r.getMessage()]
+
+
+def test_a_400_to_the_added_include_usage_is_warned_once_and_noted_in_the_event(
+    server: FakeLlmServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink, ledger = ListSink(), CountingLedger(MemoryLedger())
+    guard = CallGuard(compile_policies(budget_policy(5.0)), ledger=ledger, sinks=[sink])
+    with connect(server, guard) as client, attribution(user="u-rej"), \
+            caplog.at_level(logging.WARNING, logger="costwarden.callguard"):
+        for _ in range(2):
+            server.fail_next(400)
+            with pytest.raises(openai.BadRequestError) as caught:
+                client.chat.completions.create(model="gpt-4.1-mini", max_tokens=64, messages=HI, stream=True)
+            # what the application receives is the server's answer, unchanged
+            assert caught.value.status_code == 400 and "try again" in str(caught.value)
+    guard.close()
+    assert [r.body["stream_options"] for r in server.posts("/v1/chat/completions")] == [{"include_usage": True}] * 2
+    (warning,) = rejections(caplog)  # once per transport and rewrite, not once per call
+    assert "stream_options.include_usage" in warning and "400" in warning
+    assert [e.outcome for e in sink.events] == ["error", "error"]
+    for event in sink.events:
+        assert event.status_code == 400 and event.rewrites == (INCLUDE_USAGE,)
+        assert event.error is not None and event.error.startswith("HTTP 400")
+        assert "stream_options.include_usage" in event.error and "rejected" in event.error
+        assert event.cost_usd == 0.0 and not event.charged
+    assert (ledger.count("reserve"), ledger.count("release"), ledger.count("settle")) == (2, 2, 0)
+    assert [(r.spent_usd, r.held_usd) for r in ledger.status("budget:", now=guard.clock())] == [(0.0, 0.0)]
+
+
+def test_a_400_to_a_request_sent_as_asked_says_nothing_more(
+    server: FakeLlmServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = ListSink()
+    guard = CallGuard(compile_policies(budget_policy(5.0)), ledger=MemoryLedger(), sinks=[sink])
+    with connect(server, guard) as client, attribution(user="u-rej2"), \
+            caplog.at_level(logging.WARNING, logger="costwarden.callguard"):
+        server.fail_next(400)
+        with pytest.raises(openai.BadRequestError):
+            client.chat.completions.create(model="gpt-4.1-mini", max_tokens=64, messages=HI, stream=True,
+                                           stream_options={"include_usage": True})
+    guard.close()
+    assert rejections(caplog) == []
+    (event,) = sink.events
+    assert (event.outcome, event.error, event.rewrites) == ("error", "HTTP 400", ())
+
+
+def test_a_429_or_a_5xx_to_a_rewritten_request_is_no_rejection(
+    server: FakeLlmServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = ListSink()
+    guard = CallGuard(compile_policies(budget_policy(5.0)), ledger=MemoryLedger(), sinks=[sink])
+    with connect(server, guard) as client, attribution(user="u-rej3"), \
+            caplog.at_level(logging.WARNING, logger="costwarden.callguard"):
+        server.fail_next(429, 503, 500)
+        with pytest.raises(openai.InternalServerError):
+            client.chat.completions.create(model="gpt-4.1-mini", max_tokens=64, messages=HI, stream=True)
+    guard.close()
+    assert rejections(caplog) == []
+    (event,) = sink.events
+    assert (event.outcome, event.error) == ("error", "HTTP 500")
+
+
+def test_an_async_client_names_the_policy_fix_the_server_rejected(
+    server: FakeLlmServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncio
+
+    sink = ListSink()
+    guard = CallGuard(compile_policies(CAP_OUTPUT), ledger=MemoryLedger(), sinks=[sink])
+
+    async def run() -> None:
+        client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="test", max_retries=0,
+                                    http_client=openai_async_http_client(guard, max_retries=0))
+        async with client:
+            server.fail_next(422)
+            with pytest.raises(openai.UnprocessableEntityError):
+                await client.chat.completions.create(model="gpt-4.1-mini", max_tokens=500, messages=HI)
+
+    with caplog.at_level(logging.WARNING, logger="costwarden.callguard"):
+        asyncio.run(run())
+    guard.close()
+    assert server.posts("/v1/chat/completions")[-1].body["max_tokens"] == 32
+    (warning,) = rejections(caplog)
+    assert "clamp max_tokens to 32" in warning and "422" in warning
+    (event,) = sink.events
+    assert event.error is not None and event.error.startswith("HTTP 422") and "clamp max_tokens to 32" in event.error
