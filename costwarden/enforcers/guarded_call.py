@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from costwarden.engine.decision import Decision
+from costwarden.engine.decision import Decision, SubjectRef
 from costwarden.engine.ledger import Alert, Hold
 from costwarden.engine.pricing import cost_in_context, price_context
 from costwarden.engine.subjects import LlmCall, TokenUsage
@@ -127,7 +127,8 @@ class GuardedCall:
         first = subjects[0] if subjects else edge.subject({"model": "batch"}, batch=True)
         models = {s.model for s in subjects}
         results = tuple(r for d in decisions for r in d.results)
-        decision = Decision("runtime", decisions[0].subject if decisions else _ref(first), results)
+        ref = decisions[0].subject if decisions else SubjectRef(first.type, first.provider, first.kind, first.name)
+        decision = Decision("runtime", ref, results)
         estimates = [guard.estimate(s) for s in subjects]
         total = sum(e for e in estimates if e is not None) if all(e is not None for e in estimates) else None
         subject = dataclasses.replace(first, model=models.pop() if len(models) == 1 else "mixed")
@@ -163,11 +164,13 @@ class GuardedCall:
         """Usage made of the input estimate and ``output_tokens`` (a stream cut before its usage)."""
         return TokenUsage(input_tokens=self.subject.request.input_tokens, output_tokens=output_tokens)
 
-    def error_status(self, status: int, *, final: bool) -> None:
-        """The provider answered ``status`` (not billed); ``final`` when the SDK will not retry."""
+    def error_status(self, status: int, *, final: bool, note: str | None = None) -> None:
+        """The provider answered ``status`` (not billed); ``final`` when the SDK will not retry;
+        ``note`` adds to the event's error (a rewrite the server rejected)."""
         self.status_code = status
         if final:
-            self._finish("error", None, self.lost_usd, "none", error=f"HTTP {status}")
+            error = f"HTTP {status}: {note}" if note else f"HTTP {status}"
+            self._finish("error", None, self.lost_usd, "none", error=error)
         else:
             self.pending_retry = True
 
@@ -279,6 +282,8 @@ class GuardedCall:
             errors = "; ".join(e for e in (error, ledger_error) if e) or None
             guard.emit(self._event(outcome, usage, cost, source, served_model, completion, now, latency_ms,
                                    charged, alerts, tuple(findings), errors))
+        if self.batch_requests:  # finished, never retried: the guard's last call keeps no input file's requests
+            self.body, self.decision = {}, self.decision._replace(results=())
 
     def _settle(self, cost: float, now: datetime) -> tuple[bool, tuple[str, ...], str | None]:
         ledger = self.guard.ledger
@@ -385,12 +390,6 @@ class GuardedCall:
             prompt={k: self.body[k] for k in _CONTENT_KEYS if k in self.body} if record else None,
             completion=completion if record else None,
         )
-
-
-def _ref(subject: LlmCall) -> Any:
-    from costwarden.engine.decision import SubjectRef
-
-    return SubjectRef(subject.type, subject.provider, subject.kind, subject.name)
 
 
 __all__ = ["GuardedCall", "ProviderEdge", "SubjectBuilder", "merge_holds"]
