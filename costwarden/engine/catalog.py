@@ -350,7 +350,7 @@ class _CatalogPricer:
     ) -> float:
         override = self.catalog.price_override(provider, model)
         if override is not None:
-            return _override_cost(override, usage, batch, provider)
+            return _override_cost(override, usage, batch, provider, model)
         if self.fallback is None:
             raise PricingError(f"no price for model {model!r} ({provider}) and no price source configured; "
                                "give it one in a ModelCatalog document (spec.prices)")
@@ -362,7 +362,7 @@ class _CatalogPricer:
 _WRITE_MULTIPLIERS = {"anthropic": (1.25, 2.0)}
 
 
-def _override_cost(p: ModelPrice, usage: TokenUsage, batch: bool, provider: str) -> float:
+def _override_cost(p: ModelPrice, usage: TokenUsage, batch: bool, provider: str, model: str) -> float:
     read = p.cacheReadPerMTok if p.cacheReadPerMTok is not None else p.inputPerMTok
     five_min, one_hour = _WRITE_MULTIPLIERS.get(provider, (1.0, 1.0))
     write = p.cacheWritePerMTok if p.cacheWritePerMTok is not None else p.inputPerMTok * five_min
@@ -377,11 +377,15 @@ def _override_cost(p: ModelPrice, usage: TokenUsage, batch: bool, provider: str)
     audio_out = min(usage.output_audio_tokens, usage.output_tokens)
     audio_in_price = p.inputAudioPerMTok if p.inputAudioPerMTok is not None else p.inputPerMTok
     audio_out_price = p.outputAudioPerMTok if p.outputAudioPerMTok is not None else p.outputPerMTok
+    text_out = usage.output_tokens - audio_out
+    if (text_out and p.outputPerMTok is None) or (audio_out and audio_out_price is None):  # as genai-prices
+        raise PricingError(f"model {model!r} ({provider}; ModelCatalog price {p.model!r}) has no output-token "
+                           "price, yet the usage has output tokens")
     total = (
         (usage.input_tokens - audio_in) * p.inputPerMTok
         + audio_in * audio_in_price
-        + (usage.output_tokens - audio_out) * p.outputPerMTok
-        + audio_out * audio_out_price
+        + text_out * (p.outputPerMTok or 0.0)
+        + audio_out * (audio_out_price or 0.0)
         + usage.cache_read_tokens * read
         + usage.cache_write_5m_tokens * write
         + usage.cache_write_1h_tokens * write_1h

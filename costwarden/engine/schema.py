@@ -239,7 +239,10 @@ class ModelPrice(Strict):
     model: str = Field(description="model glob (with a '/', it matches the whole id: meta-llama/*)")
     provider: str | None = None
     inputPerMTok: Annotated[float, Field(ge=0)]
-    outputPerMTok: Annotated[float, Field(ge=0)]
+    outputPerMTok: Annotated[float, Field(ge=0)] | None = Field(
+        default=None, description="unset: no output price (an embeddings model); output tokens then fail to "
+        "price, as for a genai-prices model without one, never at $0"
+    )
     cacheReadPerMTok: Annotated[float, Field(ge=0)] | None = None
     cacheWritePerMTok: Annotated[float, Field(ge=0)] | None = Field(
         default=None, description="5-minute cache writes; unset: the input price, 1.25x it for provider anthropic"

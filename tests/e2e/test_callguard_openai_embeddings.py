@@ -268,3 +268,49 @@ def test_the_sqlite_ledger_keeps_the_settled_cost(server: FakeLlmServer, sink: L
         assert spent_today(reopened, "u-e11") == pytest.approx(cost(12), abs=2e-6)
     (event,) = sink.events
     assert (event.charged, event.input_tokens, event.cost_usd) == (True, 12, pytest.approx(cost(12)))
+
+
+# --- a ModelCatalog price without an output price -----------------------------------------------------
+
+INPUT_ONLY_CATALOG = """
+apiVersion: costwarden.dev/v1
+kind: ModelCatalog
+metadata: {name: input-only}
+spec:
+  prices:
+    - {model: "BAAI/bge-*", provider: vllm, inputPerMTok: 20}
+    - {model: "meta-llama/*", provider: vllm, inputPerMTok: 0.2}
+"""
+
+
+def test_a_catalog_embeddings_price_needs_no_output_price(server: FakeLlmServer, sink: ListSink) -> None:
+    ledger = CountingLedger(_memory())
+    guard = CallGuard(compile_policies(budget_policy(5.0) + "---" + INPUT_ONLY_CATALOG), ledger=ledger, sinks=[sink])
+    with guard_openai(openai.OpenAI(base_url=server.url + "/v1", api_key="test"), guard, provider="vllm") as c, \
+            attribution(user="u-e-bge"):
+        c.embeddings.create(model="BAAI/bge-m3", input=["one two three", "four"])  # 4 words billed
+    guard.close()
+    (hold,) = ledger.calls[0][2]
+    estimated = subject_from_request({"model": "BAAI/bge-m3", "input": ["one two three", "four"]}).request.input_tokens
+    assert hold.amount_usd == pytest.approx(estimated * 20 / 1e6) and hold.amount_usd > 0
+    (event,) = sink.events
+    assert (event.provider, event.api, event.outcome, event.error) == ("vllm", "embeddings", "ok", None)
+    assert (event.input_tokens, event.output_tokens) == (4, 0)
+    assert event.cost_usd == pytest.approx(4 * 20 / 1e6) and event.charged
+    assert spent_today(ledger, "u-e-bge") == pytest.approx(4 * 20 / 1e6, abs=2e-6)
+
+
+def test_a_chat_model_without_an_output_price_is_refused_not_priced_at_zero(
+    server: FakeLlmServer, sink: ListSink
+) -> None:
+    guard = CallGuard(compile_policies(budget_policy(5.0) + "---" + INPUT_ONLY_CATALOG), ledger=_memory(), sinks=[sink])
+    with guard_openai(openai.OpenAI(base_url=server.url + "/v1", api_key="test"), guard, provider="vllm") as c, \
+            attribution(user="u-e-llama"), pytest.raises(PolicyViolation) as caught:
+        c.chat.completions.create(model="meta-llama/Llama-3.1-8B", max_tokens=64,
+                                  messages=[{"role": "user", "content": "Hi"}])
+    guard.close()
+    assert server.posts() == []
+    (result,) = caught.value.decision.blocking
+    assert (result.policy, result.result) == ("user-budget", "error")
+    assert "no output-token price" in result.message and "meta-llama/Llama-3.1-8B" in result.message
+    assert [e.outcome for e in sink.events] == ["denied"]
