@@ -47,6 +47,7 @@ from costwarden.enforcers.anthropic_stream import AnthropicStream, completion, s
 from costwarden.enforcers.attempt import (
     charge_json_body,
     max_retries_of,
+    rejected_rewrites,
     request_was_sent,
     retryable_exception,
     safely,
@@ -102,6 +103,7 @@ def edge_for(method: str, url: str) -> ProviderEdge | None:
 
 
 _EDGES: dict[tuple[str, str], ProviderEdge | None] = {}
+_WARNED: set[str] = set()  # the rewrites a server was seen to reject, warned about once per process
 
 
 def _edge_for(method: str, url: str) -> ProviderEdge | None:
@@ -304,7 +306,8 @@ def _after(
     if not http.is_success:
         retry = should_retry_status(http.status_code, http.headers.get("x-should-retry"))
         final = not retry or request.retries_taken >= _max_retries(guard, request, call_next)
-        call.error_status(http.status_code, final=final)
+        note = rejected_rewrites(call, http.status_code, _WARNED) if final else None
+        call.error_status(http.status_code, final=final, note=note)
         return
     if call.batch_requests or call.edge is BATCHES:
         batch_settle.submitted(guard, call, http)

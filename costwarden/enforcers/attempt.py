@@ -163,12 +163,34 @@ def complete_from_data(
                   response=data if isinstance(data, Mapping) else None)
 
 
+def rejected_rewrites(call: GuardedCall, status: int, warned: set[str]) -> str | None:
+    """The note on a 4xx answer (not 429) to a request the guard changed, None for any other.
+
+    A server that does not take what the guard changed (older vLLM and TGI answer 400 to the
+    ``stream_options`` the OpenAI edge adds; a proxy may refuse an added ``cache_control``) fails
+    every call the guard changes so; the application sees only the server's error, so the guard
+    says what it changed: a warning once per rewrite in ``warned`` (a transport's, or the Anthropic
+    edge's), and the same words in the call's cost event."""
+    if not call.rewrites or not 400 <= status < 500 or status == 429:
+        return None
+    done = "; ".join(call.rewrites)
+    note = f"the server rejected a request the call-guard changed ({done})"
+    fresh = [r for r in call.rewrites if f"rejected: {r}" not in warned]
+    if fresh:
+        warned.update(f"rejected: {r}" for r in fresh)
+        log.warning("call-guard: %s answered HTTP %d: %s; the application gets the server's error as it came. A "
+                    "server that does not take such a change fails every call the guard changes so (this is "
+                    "said once per change)", call.edge.name, status, note)
+    return note
+
+
 __all__ = [
     "charge_json_body",
     "complete_from_data",
     "finish_json_body",
     "end_reason",
     "max_retries_of",
+    "rejected_rewrites",
     "request_was_sent",
     "retry_after_s",
     "retry_wait_s",

@@ -12,7 +12,7 @@ import sys
 import types
 from typing import TYPE_CHECKING
 
-from costwarden.enforcers.attempt import request_was_sent, retry_after_s, should_retry_status
+from costwarden.enforcers.attempt import rejected_rewrites, request_was_sent, retry_after_s, should_retry_status
 
 if TYPE_CHECKING:
     import httpx2
@@ -82,26 +82,6 @@ def error_answer(
     note = None if retry or warned is None else rejected_rewrites(call, status, warned)
     call.error_status(status, final=not retry or attempt >= max_retries, note=note)
     return True
-
-
-def rejected_rewrites(call: GuardedCall, status: int, warned: set[str]) -> str | None:
-    """The note on a 4xx answer (not 429) to a request the guard changed, None for any other.
-
-    An OpenAI-compatible server that does not take a field the guard added (older vLLM and TGI
-    answer 400 to ``stream_options``) fails every streamed call it gets through the guard; the
-    application sees only the server's error, so the guard says what it changed: a warning once
-    per transport and rewrite (``warned``), and the same words in the call's cost event."""
-    if not call.rewrites or not 400 <= status < 500 or status == 429:
-        return None
-    done = "; ".join(call.rewrites)
-    note = f"the server rejected a request the call-guard changed ({done})"
-    fresh = [r for r in call.rewrites if f"rejected: {r}" not in warned]
-    if fresh:
-        warned.update(f"rejected: {r}" for r in fresh)
-        log.warning("call-guard: %s answered HTTP %d: %s; the application gets the server's error as it came. A "
-                    "server that does not take such a change fails every call the guard changes so (this is "
-                    "said once per change)", call.edge.name, status, note)
-    return note
 
 
 __all__ = ["MAX_RETRY_AFTER_S", "attempt_of", "error_answer", "failed", "rejected_rewrites", "sdk_max_retries"]

@@ -32,7 +32,7 @@ transports.
   such calls at $0). The extra usage-only chunk (``choices: []``) is then removed from what the
   application reads, so code that indexes ``chunk.choices[0]`` keeps working; such requests are
   sent with ``Accept-Encoding: identity`` so the events can be filtered. The event lists the rewrite;
-  a 4xx answer to a rewritten request is warned about and noted (:func:`.openai_attempt.rejected_rewrites`).
+  a 4xx answer to a rewritten request is warned about and noted (:func:`.attempt.rejected_rewrites`).
 * A rewritten body is re-serialised as compact JSON with a new ``Content-Length``. An image edit's
   ``multipart/form-data`` body is read (:mod:`costwarden.adapters.multipart`) and sent byte for
   byte as it came: one that would pass only rewritten (a downgrade) is refused instead.

@@ -1,6 +1,7 @@
 """A server that rejects the request the call-guard rewrote: the real ``openai`` SDK against the fake
 API answering 400 (``server.fail_next``), as an OpenAI-compatible server that does not take
-``stream_options`` (older vLLM, TGI) answers the guard's added ``stream_options.include_usage``.
+``stream_options`` (older vLLM, TGI) answers the guard's added ``stream_options.include_usage``;
+and the real ``anthropic`` SDK, whose request the guard clamped.
 
 The application gets the server's error unchanged; the guard releases the hold, logs a warning
 once per transport and rewrite naming what it changed, and notes it in the cost event's error."""
@@ -128,3 +129,25 @@ def test_an_async_client_names_the_policy_fix_the_server_rejected(
     assert "clamp max_tokens to 32" in warning and "422" in warning
     (event,) = sink.events
     assert event.error is not None and event.error.startswith("HTTP 422") and "clamp max_tokens to 32" in event.error
+
+
+def test_the_anthropic_edge_names_the_fix_the_server_rejected(
+    server: FakeLlmServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same on the Anthropic middleware: a server (a proxy, say) that answers 400 to a request
+    whose ``max_tokens`` the guard clamped gets it back unchanged, and the guard says what it did."""
+    anthropic = pytest.importorskip("anthropic")
+    sink, ledger = ListSink(), CountingLedger(MemoryLedger())
+    guard = CallGuard(compile_policies(budget_policy(5.0) + "\n---\n" + CAP_OUTPUT), ledger=ledger, sinks=[sink])
+    with anthropic.Anthropic(base_url=server.url, api_key="test", max_retries=0, middleware=[guard]) as client, \
+            attribution(user="u-rej-a"), caplog.at_level(logging.WARNING, logger="costwarden.callguard"):
+        server.fail_next(400)
+        with pytest.raises(anthropic.BadRequestError):
+            client.messages.create(model="claude-haiku-4-5", max_tokens=64, messages=HI)
+    guard.close()
+    (event,) = sink.events
+    assert event.outcome == "error" and not event.charged
+    assert event.error is not None and "rejected a request the call-guard changed" in event.error
+    assert "clamp max_tokens to 32" in event.error
+    assert any("clamp max_tokens to 32" in m for m in rejections(caplog))
+    assert ledger.count("reserve") == 1 and ledger.count("release") == 1
