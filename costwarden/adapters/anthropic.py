@@ -148,7 +148,7 @@ def cache_breakpoints(body: Mapping[str, Any]) -> tuple[int, bool]:
     _marks(body.get("tools"), marks)
     _marks(body.get("system"), marks)
     for message in _list(body.get("messages")):
-        if isinstance(message, Mapping):
+        if message.__class__ is dict or isinstance(message, Mapping):
             _marks(message.get("content"), marks)
     return len(marks), any(isinstance(m, Mapping) and m.get("ttl") == "1h" for m in marks)
 
@@ -170,8 +170,10 @@ def max_web_searches(body: Mapping[str, Any]) -> int:
 
 
 def _marks(blocks: object, marks: list[object]) -> None:
-    for block in _list(blocks):
-        if isinstance(block, Mapping):
+    if not isinstance(blocks, list):  # None or a string: no blocks
+        return
+    for block in blocks:
+        if block.__class__ is dict or isinstance(block, Mapping):
             if control := block.get("cache_control"):
                 marks.append(control)
             if block.get("type") == "tool_result":
@@ -179,7 +181,10 @@ def _marks(blocks: object, marks: list[object]) -> None:
 
 
 def _list(value: object) -> list[Any]:
-    return value if isinstance(value, list) else []
+    return value if isinstance(value, list) else _NO_ITEMS
+
+
+_NO_ITEMS: list[Any] = []  # never appended to: read-only by convention
 
 
 def _image_tokens(block: Mapping[str, Any]) -> int:
@@ -210,7 +215,7 @@ def _add_messages(tally: TokenTally, body: Mapping[str, Any]) -> None:
         raise AdapterError(f"{_WHAT}: 'messages' must be a list, got {type(messages).__name__}")
     for message in messages or ():
         tally.fixed(MESSAGE_TOKENS)
-        if isinstance(message, Mapping):
+        if message.__class__ is dict or isinstance(message, Mapping):
             content = message.get("content")
             tally.content(content, _image_tokens)
             for block in _list(content):

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from costwarden.errors import AdapterError
@@ -176,7 +177,7 @@ def _attachment_tokens(block: Mapping[str, Any]) -> int:
 
 def require_body(body: object, what: str) -> Mapping[str, Any]:
     """``body`` as a Mapping with a non-empty string ``model``, or AdapterError saying what is wrong."""
-    if not isinstance(body, Mapping):
+    if body.__class__ is not dict and not isinstance(body, Mapping):  # dict first: ABC checks cost a call
         raise AdapterError(f"{what} request body must be a JSON object, got {type(body).__name__}")
     model = body.get("model")
     if not isinstance(model, str) or not model.strip():
@@ -209,7 +210,12 @@ def flag(body: Mapping[str, Any], key: str) -> bool:
 
 def mapping(value: object) -> Mapping[str, Any]:
     """``value`` if it is a Mapping, else an empty one (for optional nested objects)."""
-    return value if isinstance(value, Mapping) else {}
+    if value.__class__ is dict:
+        return value
+    return value if value is not None and isinstance(value, Mapping) else _EMPTY
+
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 # --- streams ---------------------------------------------------------------------------------

@@ -56,6 +56,7 @@ from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from costwarden.enforcers import anthropic_guard
 from costwarden.enforcers.attempt import retry_wait_s
 from costwarden.enforcers.attribution import Attribution, attribution, current_attribution
 from costwarden.enforcers.guarded_call import GuardedCall, ProviderEdge
@@ -170,13 +171,9 @@ class CallGuard(_MiddlewareBase):
     # --- the anthropic middleware interface (the edge lives in anthropic_guard) ----------------
 
     def handle(self, request: APIRequest, call_next: CallNext) -> APIResponse[Any]:
-        from costwarden.enforcers import anthropic_guard
-
         return anthropic_guard.handle(self, request, call_next)
 
     async def handle_async(self, request: APIRequest, call_next: AsyncCallNext) -> AsyncAPIResponse[Any]:
-        from costwarden.enforcers import anthropic_guard
-
         return await anthropic_guard.handle_async(self, request, call_next)
 
     # --- the provider-independent core ---------------------------------------------------------

@@ -137,7 +137,8 @@ class LeasedLedger(LeaseBook):
                     drained = self._drained()  # slices this replaced, so the store has their room back
             if local is None:
                 self._remember(reservation_id, None)
-        self._return(drained, now)
+        if drained:
+            self._return(drained, now)
         if local is not None:
             return local.outcome
         return self._direct(self.inner.reserve, reservation_id, holds, ttl_s=ttl_s, now=now, keep_s=keep_s)
@@ -230,6 +231,15 @@ class LeasedLedger(LeaseBook):
         self, rid: str, holds: Sequence[Hold], amounts: Sequence[int], ttl_s: float, now: datetime, mono: float
     ) -> LocalCall | None:
         """Admit from this process's slices, taking new ones where needed (the lock is held)."""
+        if len(holds) == 1:  # the usual call: one budget, its slice open with room
+            lease = self._open.get(slot(holds[0]))
+            if lease is not None and lease.admits(now, mono, ttl_s, amounts[0]):
+                lease.held += amounts[0]
+                lease.calls += 1
+                local = LocalCall(tuple(holds), (lease,), tuple(amounts), ttl_s, Reservation(rid, True),
+                                  lease.admit_until_mono + ttl_s)
+                self._held[rid] = local
+                return local
         leases: list[Lease | None] = []
         for hold, amount in zip(holds, amounts, strict=True):
             lease = self._open.get(slot(hold))

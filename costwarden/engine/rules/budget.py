@@ -67,15 +67,19 @@ class Budget(RuleParams):
 def budget_key(policy: str, rule: str, subject: LlmCall, per: list[str]) -> str | None:
     """The window-less ledger key for a call, or None if an attribution dimension is missing.
     Each value is made safe for every store by :func:`key_value`."""
-    attribution = subject.attribution
+    tags = subject.tags
     parts = []
     for dim in per:
         name = dim[4:] if dim.startswith("tag:") else dim
-        value = attribution.get(name)
+        # as ``subject.attribution`` has it (the field over the tag), without building that mapping
+        value = (getattr(subject, name) or tags.get(name)) if name in _FIELDS else tags.get(name)
         if not value:
             return None
         parts.append(f"{name}={key_value(value)}")
     return f"budget:{policy}/{rule}:{','.join(parts)}"
+
+
+_FIELDS = frozenset({"feature", "user", "team"})
 
 
 def key_value(value: str) -> str:
@@ -219,15 +223,18 @@ def worst_case_usage(subject: LlmCall, *, output: bool = True) -> TokenUsage:
     request = subject.request
     cap = OUTPUT_TOKENS_CAP if request.max_tokens is None else min(request.max_tokens, OUTPUT_TOKENS_CAP)
     out = cap * request.choices if output else 0
-    more = {"web_search_requests": request.max_web_searches if output else 0,
-            "output_audio_tokens": out if request.output_audio else 0,
-            "output_image_tokens": out if request.output_image else 0,
-            "input_image_tokens": request.input_image_tokens}
-    if not request.cache_breakpoints:
-        return TokenUsage(input_tokens=request.input_tokens, output_tokens=out, **more)
-    if request.cache_write_1h:
-        return TokenUsage(cache_write_1h_tokens=request.input_tokens, output_tokens=out, **more)
-    return TokenUsage(cache_write_5m_tokens=request.input_tokens, output_tokens=out, **more)
+    tokens = request.input_tokens
+    cached = request.cache_breakpoints
+    return TokenUsage(
+        input_tokens=0 if cached else tokens,
+        output_tokens=out,
+        cache_write_5m_tokens=tokens if cached and not request.cache_write_1h else 0,
+        cache_write_1h_tokens=tokens if cached and request.cache_write_1h else 0,
+        web_search_requests=request.max_web_searches if output else 0,
+        output_audio_tokens=out if request.output_audio else 0,
+        output_image_tokens=out if request.output_image else 0,
+        input_image_tokens=request.input_image_tokens,
+    )
 
 
 KIND = RuleKind("budget", Budget, ("llm_call",), compile, "spend per attribution key over a window stays under a limit")
