@@ -94,9 +94,7 @@ class GuardedCall:
         self.model = subject.model
         self.started = started
         self.started_at = started_at
-        holds = decision.holds
-        # the budget rules priced the worst case already: reuse it rather than price twice
-        self._estimate: float | None | object = holds[0].amount_usd if holds else _UNSET
+        self._estimate: float | None | object = _UNSET  # read when reported (estimate_usd)
         self.batch_requests = 0
         self.reservation_id: str | None = None
         self.held = False
@@ -141,7 +139,8 @@ class GuardedCall:
     def estimate_usd(self) -> float | None:
         """The worst case reserved for the call (estimated input plus clamped max output)."""
         if self._estimate is _UNSET:
-            self._estimate = self.guard.estimate(self.subject)
+            holds = self.decision.holds  # the budget rules priced the worst case already: not twice
+            self._estimate = holds[0].amount_usd if holds else self.guard.estimate(self.subject)
         return self._estimate  # type: ignore[return-value]
 
     @property
