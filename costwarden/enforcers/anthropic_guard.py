@@ -127,11 +127,13 @@ def handle(guard: CallGuard, request: APIRequest, call_next: CallNext) -> APIRes
         response = call_next(attempt)
     except BaseException as exc:
         _failed(guard, call, request, exc, call_next)
+        guard.attempt_ended(call)
         raise
     if _unread_batch(call, response.http_response):
         with contextlib.suppress(Exception):  # unreadable: submitted() charges the worst case
             response.http_response.read()
     safely(call, _after, guard, call, request, response.http_response, TappedStream, call_next)
+    guard.attempt_ended(call)
     return response
 
 
@@ -151,6 +153,7 @@ async def handle_async(guard: CallGuard, request: APIRequest, call_next: AsyncCa
     except BaseException as exc:
         await guard.finish_async(call, _failed, guard, call, request, exc, call_next)
         guard.expect_retry(call, _response_headers(exc))
+        guard.attempt_ended(call)
         raise
     if _unread_batch(call, response.http_response):
         with contextlib.suppress(Exception):  # unreadable: submitted() charges the worst case
@@ -158,6 +161,7 @@ async def handle_async(guard: CallGuard, request: APIRequest, call_next: AsyncCa
     await guard.finish_async(call, safely, call, _after, guard, call, request, response.http_response,
                              AsyncTappedStream, call_next)
     guard.expect_retry(call, response.http_response.headers)
+    guard.attempt_ended(call)
     return response
 
 

@@ -237,6 +237,12 @@ class CallGuard(_MiddlewareBase):
         self._active.set(call)
         return call
 
+    def attempt_ended(self, call: GuardedCall) -> None:
+        """An attempt of ``call`` has its answer: unless the SDK retries it, this thread or task no
+        longer keeps the call (and its body) for a retry to find until its next call."""
+        if not call.pending_retry:
+            self._active.set(None)
+
     def expect_retry(self, call: GuardedCall, headers: Mapping[str, str] | None = None) -> None:
         """An async attempt failed and the SDK may retry it after its back-off (the ``headers`` of the
         response, if any, may name it: :func:`~.attempt.retry_wait_s`). A task

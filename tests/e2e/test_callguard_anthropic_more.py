@@ -3,6 +3,7 @@ Vertex clients, token counting. The real SDK against the local fake API."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from typing import Any
 
@@ -223,3 +224,43 @@ def test_a_cut_stream_without_thinking_is_still_charged_what_it_showed(
             pass
     (event,) = sink.events
     assert event.outcome == "partial" and event.output_tokens < 1500 and "max_tokens" not in (event.error or "")
+
+
+# --- what the guard keeps after a call ----------------------------------------------------------
+
+
+def _calls_holding(marker: str) -> list[Any]:
+    from costwarden.enforcers.guarded_call import GuardedCall
+
+    gc.collect()
+    return [o for o in gc.get_objects() if isinstance(o, GuardedCall) and marker in str(o.body)]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_finished_call_and_its_prompt_are_not_kept_by_the_guard(server: FakeLlmServer, guard: CallGuard,
+                                                                  stream: bool) -> None:
+    marker = f"secret-prompt-{stream}"
+    client = connect(server, guard)
+    messages = [{"role": "user", "content": marker}]
+    with attribution(user="u-1"):
+        if stream:
+            with client.messages.stream(model="claude-haiku-4-5", max_tokens=64, messages=messages) as events:
+                events.until_done()
+            del events  # the application's own handle on the response
+        else:
+            client.messages.create(model="claude-haiku-4-5", max_tokens=64, messages=messages)
+        guard.flush()
+        assert _calls_holding(marker) == []  # not even for a retry in this thread: none can follow
+
+
+def test_a_call_that_will_be_retried_is_kept_until_its_retry(server: FakeLlmServer, guard: CallGuard,
+                                                             ledger: CountingLedger) -> None:
+    server.fail_next(529)  # overloaded: the SDK retries
+    client = connect(server, guard, max_retries=1)
+    with attribution(user="u-1"):
+        client.messages.create(model="claude-haiku-4-5", max_tokens=64, messages=HI)
+    guard.flush()
+    assert len(server.posts("/v1/messages")) == 2
+    # the retry found the call: one reservation for both attempts, settled once
+    assert [op for op, _, _ in ledger.calls] == ["reserve", "settle"]
+    assert _calls_holding("Hello there") == []
