@@ -241,10 +241,11 @@ def _estimate(body: Mapping[str, Any], api: str) -> tuple[int, int]:
         raise AdapterError(f"{_WHAT}: '{key}' must be a list, got {type(items).__name__}")
     leading = True
     for item in items or ():
-        leading = leading and isinstance(item, Mapping) and item.get("role") in _PREFIX_ROLES
+        is_map = item.__class__ is dict or isinstance(item, Mapping)  # dict first: an ABC check costs a call
+        leading = leading and is_map and item.get("role") in _PREFIX_ROLES
         tally = prefix if leading else rest
         tally.fixed(MESSAGE_TOKENS)
-        if isinstance(item, Mapping):
+        if is_map:
             tally.block(item, _image_tokens)
     return prefix.total, prefix.total + rest.total
 
