@@ -66,6 +66,10 @@ class CountingLedger:
     def count(self, op: str) -> int:
         return sum(1 for name, _, _ in self.calls if name == op)
 
+    def counts(self) -> tuple[int, int, int]:
+        """How many reserve, settle and release calls were made so far, in that order."""
+        return self.count("reserve"), self.count("settle"), self.count("release")
+
 
 def compile_policies(text: str) -> Any:
     """Inline policy YAML compiled with the real genai-prices pricer."""

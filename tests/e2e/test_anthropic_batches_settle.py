@@ -87,21 +87,6 @@ def figures(ledger: Any, key: str) -> tuple[float, float]:
     return row.spent_usd, row.held_usd
 
 
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/ledger.db"
-
-
-@pytest.fixture(params=["sqlite", "redis", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    unique = uuid.uuid4().hex[:8]
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/ledger.db"
-    if request.param == "redis":
-        return f"{REDIS_URL}?prefix={request.getfixturevalue('redis_run')}-{unique}&timeout=2"
-    return f"{request.getfixturevalue('postgres_db')}?table_prefix=b{unique}_"
-
-
 def connect(server: FakeLlmServer, guard: CallGuard) -> Any:
     return anthropic.Anthropic(base_url=server.url, api_key="test", middleware=[guard], max_retries=0)
 

@@ -16,7 +16,6 @@ import logging
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +26,8 @@ import pytest
 openai = pytest.importorskip("openai")
 from fake_llm_server import FakeLlmServer, ListSink, budget_policy, compile_policies  # noqa: E402
 from fake_openai_batches import complete_batch, line_usage, state  # noqa: E402
-from ledger_backends import REDIS_URL  # noqa: E402
+from openai_guard_support import budget_guard, connect_async, model_catalog, unguarded  # noqa: E402
+from openai_guard_support import connect as connect_retrying  # noqa: E402
 
 from costwarden.adapters import openai as openai_adapter  # noqa: E402
 from costwarden.adapters import openai_embeddings  # noqa: E402
@@ -36,11 +36,7 @@ from costwarden.adapters.pricing import GenaiPricer  # noqa: E402
 from costwarden.enforcers.callguard import CallGuard, attribution  # noqa: E402
 from costwarden.enforcers.openai_batch_reads import settle_openai_batch  # noqa: E402
 from costwarden.enforcers.openai_batches import MARKER_PREFIX  # noqa: E402
-from costwarden.enforcers.openai_guard import (  # noqa: E402
-    guard_openai,
-    openai_async_http_client,
-    openai_http_client,
-)
+from costwarden.enforcers.openai_guard import guard_openai  # noqa: E402
 from costwarden.engine.rules.budget import worst_case_usage  # noqa: E402
 from costwarden.engine.subjects import TokenUsage  # noqa: E402
 from costwarden.errors import AdapterError, BudgetExceeded, PolicyViolation  # noqa: E402
@@ -86,13 +82,13 @@ def figures(ledger: Any, key: str) -> tuple[float, float]:
     return rows[key].spent_usd, rows[key].held_usd
 
 
-def connect(server: FakeLlmServer, guard: CallGuard) -> Any:
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="test", max_retries=0,
-                         http_client=openai_http_client(guard, max_retries=0))
+def connect(server: FakeLlmServer, guard: CallGuard, provider: str = "openai") -> Any:
+    """A guarded client that does not retry (a test that needs the SDK's retries says so)."""
+    return connect_retrying(server, guard, provider=provider, max_retries=0)
 
 
 def plain(server: FakeLlmServer) -> Any:
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="test", max_retries=0)
+    return unguarded(server, max_retries=0)
 
 
 def submit(client: Any, lines: list[dict[str, Any]], endpoint: str = "/v1/chat/completions") -> Any:
@@ -100,19 +96,12 @@ def submit(client: Any, lines: list[dict[str, Any]], endpoint: str = "/v1/chat/c
     return client.batches.create(input_file_id=uploaded.id, endpoint=endpoint, completion_window="24h")
 
 
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/ledger.db"
-
-
-@pytest.fixture(params=["sqlite", "redis", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    unique = uuid.uuid4().hex[:8]
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/ledger.db"
-    if request.param == "redis":
-        return f"{REDIS_URL}?prefix={request.getfixturevalue('redis_run')}-{unique}&timeout=2"
-    return f"{request.getfixturevalue('postgres_db')}?table_prefix=o{unique}_"
+def settle_batches_command(server: FakeLlmServer, *args: str) -> subprocess.CompletedProcess[str]:
+    """``costwarden budget settle-batches`` with ``args``, its OpenAI client on the fake API."""
+    env = {"PATH": "/usr/bin:/bin", "NO_COLOR": "1", "CI": "true", "OPENAI_BASE_URL": server.url + "/v1",
+           "OPENAI_API_KEY": "test"}
+    return subprocess.run([sys.executable, "-m", "costwarden.cli", "budget", "settle-batches", *args],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2], timeout=120, env=env)
 
 
 def test_a_batch_holds_its_worst_case_and_its_output_settles_the_real_cost(
@@ -120,7 +109,7 @@ def test_a_batch_holds_its_worst_case_and_its_output_settles_the_real_cost(
 ) -> None:
     sink, lines = ListSink(), chat_lines(MINI, NANO, MINI, MINI)
     with open_ledger(store_url) as ledger:
-        guard = CallGuard(compile_policies(budget_policy(1.0)), ledger=ledger, sinks=[sink])
+        guard = budget_guard(1.0, ledger=ledger, sink=sink)
         with connect(server, guard) as client:
             with attribution(user="ob-1", feature="labels"):
                 batch = submit(client, lines)
@@ -158,7 +147,7 @@ def test_a_batch_holds_its_worst_case_and_its_output_settles_the_real_cost(
 def test_an_output_file_read_twice_settles_once(server: FakeLlmServer, sqlite_url: str) -> None:
     sink, lines = ListSink(), chat_lines(NANO, NANO)
     with open_ledger(sqlite_url) as ledger:
-        guard = CallGuard(compile_policies(budget_policy(1.0)), ledger=ledger, sinks=[sink])
+        guard = budget_guard(1.0, ledger=ledger, sink=sink)
         with connect(server, guard) as client, attribution(user="ob-2"):
             batch = submit(client, lines)
             done = complete_batch(server, batch.id)
@@ -179,7 +168,7 @@ def test_a_batch_over_budget_is_refused_before_it_is_created(server: FakeLlmServ
     sink, lines = ListSink(), chat_lines(*[MINI] * 50, max_tokens=4000)
     assert worst_case(lines) > 0.01
     with open_ledger(sqlite_url) as ledger:
-        guard = CallGuard(compile_policies(budget_policy(0.01)), ledger=ledger, sinks=[sink])
+        guard = budget_guard(0.01, ledger=ledger, sink=sink)
         with connect(server, guard) as client, attribution(user="ob-3"), pytest.raises(BudgetExceeded):
             submit(client, lines)
         assert server.posts("/batches") == []  # nothing was created
@@ -201,7 +190,7 @@ spec:
       maxOutputTokens: {limit: 100}
 """
     with open_ledger(sqlite_url) as ledger:
-        guard = CallGuard(compile_policies(budget_policy(1.0) + "---" + clamp), ledger=ledger)
+        guard = budget_guard(1.0, clamp, ledger=ledger)
         with connect(server, guard) as client, attribution(user="ob-4"):
             with pytest.raises(PolicyViolation, match="cannot be rewritten"):
                 submit(client, chat_lines(NANO, max_tokens=500))
@@ -216,7 +205,7 @@ def test_an_input_file_that_cannot_be_judged_refuses_the_batch(
     server: FakeLlmServer, sqlite_url: str, content: bytes | None
 ) -> None:
     with open_ledger(sqlite_url) as ledger:
-        guard = CallGuard(compile_policies(budget_policy(1.0)), ledger=ledger)
+        guard = budget_guard(1.0, ledger=ledger)
         with connect(server, guard) as client:
             file_id = "file-missing"
             if content is not None:
@@ -230,7 +219,7 @@ def test_an_input_file_that_cannot_be_judged_refuses_the_batch(
 def test_without_an_enforced_budget_an_unreadable_file_goes_ahead_with_a_warning(
     server: FakeLlmServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    guard = CallGuard(compile_policies(budget_policy(1.0)))  # no ledger: no budget can refuse
+    guard = budget_guard(1.0)  # no ledger: no budget can refuse
     with connect(server, guard) as client, caplog.at_level(logging.WARNING, "costwarden.callguard"):
         uploaded = client.files.create(file=("b.jsonl", io.BytesIO(b"nope\n")), purpose="batch")
         client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
@@ -242,7 +231,7 @@ def test_a_sweep_settles_the_batches_nobody_read(server: FakeLlmServer, store_ur
     sink = ListSink()
     ended_lines, running_lines = chat_lines(NANO, MINI), chat_lines(MINI)
     with open_ledger(store_url) as ledger:
-        guard = CallGuard(compile_policies(budget_policy(5.0)), ledger=ledger, sinks=[sink])
+        guard = budget_guard(5.0, ledger=ledger, sink=sink)
         with connect(server, guard) as client, attribution(user="ob-sweep"):
             ended = submit(client, ended_lines)
             running = submit(client, running_lines)
@@ -273,7 +262,7 @@ def test_a_sweep_settles_the_batches_nobody_read(server: FakeLlmServer, store_ur
 def test_a_sweep_through_the_guarded_client_settles_once(server: FakeLlmServer, sqlite_url: str) -> None:
     sink, lines = ListSink(), chat_lines(NANO)
     with open_ledger(sqlite_url) as ledger:
-        guard = CallGuard(compile_policies(budget_policy(5.0)), ledger=ledger, sinks=[sink])
+        guard = budget_guard(5.0, ledger=ledger, sink=sink)
         with guard_openai(plain(server), guard) as client, attribution(user="ob-sweep2"):
             batch = submit(client, lines)
             complete_batch(server, batch.id)
@@ -286,7 +275,7 @@ def test_a_sweep_through_the_guarded_client_settles_once(server: FakeLlmServer, 
 def test_a_batch_that_ended_early_is_charged_what_ran(server: FakeLlmServer, sqlite_url: str, status: str) -> None:
     sink, lines = ListSink(), chat_lines(NANO, NANO, NANO)
     with open_ledger(sqlite_url) as ledger:
-        guard = CallGuard(compile_policies(budget_policy(1.0)), ledger=ledger, sinks=[sink])
+        guard = budget_guard(1.0, ledger=ledger, sink=sink)
         with connect(server, guard) as client, attribution(user=f"ob-{status}"):
             batch = submit(client, lines)
             if status == "cancelled":
@@ -302,7 +291,7 @@ def test_a_batch_that_ended_early_is_charged_what_ran(server: FakeLlmServer, sql
 def test_a_batch_that_failed_validation_is_released_when_read(server: FakeLlmServer, sqlite_url: str) -> None:
     sink, lines = ListSink(), chat_lines(MINI, MINI)
     with open_ledger(sqlite_url) as ledger:
-        guard = CallGuard(compile_policies(budget_policy(1.0)), ledger=ledger, sinks=[sink])
+        guard = budget_guard(1.0, ledger=ledger, sink=sink)
         with connect(server, guard) as client, attribution(user="ob-failed"):
             batch = submit(client, lines)
             complete_batch(server, batch.id, status="failed")
@@ -322,7 +311,7 @@ def test_embeddings_batches_reserve_their_input_and_settle_it(server: FakeLlmSer
         return {"input_tokens": 6000 + index, "output_tokens": 0}
 
     with open_ledger(sqlite_url) as ledger:
-        guard = CallGuard(compile_policies(budget_policy(1.0)), ledger=ledger, sinks=[sink])
+        guard = budget_guard(1.0, ledger=ledger, sink=sink)
         with connect(server, guard) as client, attribution(user="ob-emb"):
             batch = submit(client, lines, endpoint="/v1/embeddings")
             assert figures(ledger, user_key("ob-emb"))[1] == pytest.approx(
@@ -338,12 +327,12 @@ def test_embeddings_batches_reserve_their_input_and_settle_it(server: FakeLlmSer
 def test_a_restarted_process_settles_from_the_ledger(server: FakeLlmServer, sqlite_url: str) -> None:
     sink, lines = ListSink(), chat_lines(NANO)
     with open_ledger(sqlite_url) as ledger:
-        creator = CallGuard(compile_policies(budget_policy(1.0)), ledger=ledger)
+        creator = budget_guard(1.0, ledger=ledger)
         with connect(server, creator) as client, attribution(user="ob-restart", feature="nightly"):
             batch = submit(client, lines)
     done = complete_batch(server, batch.id)
     with open_ledger(sqlite_url) as ledger:
-        reader = CallGuard(compile_policies(budget_policy(1.0)), ledger=ledger, sinks=[sink])
+        reader = budget_guard(1.0, ledger=ledger, sink=sink)
         with connect(server, reader) as client:
             client.batches.retrieve(batch.id)
             client.files.content(done["output_file_id"]).read()
@@ -368,7 +357,7 @@ def test_async_clients_are_guarded_alike(server: FakeLlmServer, sqlite_url: str)
             await (await client.files.content(done["output_file_id"])).aread()
 
     with open_ledger(sqlite_url) as ledger:
-        guard = CallGuard(compile_policies(budget_policy(1.0)), ledger=ledger, sinks=[sink])
+        guard = budget_guard(1.0, ledger=ledger, sink=sink)
         asyncio.run(run(guard))
         assert figures(ledger, user_key("ob-async")) == (pytest.approx(real_cost(lines, range(2)), abs=2e-6), 0.0)
         assert [e.usage_source for e in sink.events] == ["none", "response"]
@@ -378,16 +367,12 @@ def test_the_settle_batches_command_sweeps_openai_batches(server: FakeLlmServer,
     ledger_url, events = f"sqlite:///{tmp_path}/ledger.db", tmp_path / "events.jsonl"
     lines = chat_lines(NANO, NANO)
     with open_ledger(ledger_url) as ledger:
-        guard = CallGuard(compile_policies(budget_policy(5.0)), ledger=ledger)
+        guard = budget_guard(5.0, ledger=ledger)
         with connect(server, guard) as client, attribution(user="ob-cli", team="data"):
             batch = submit(client, lines)
     complete_batch(server, batch.id)
-    env = {"PATH": "/usr/bin:/bin", "NO_COLOR": "1", "CI": "true", "OPENAI_BASE_URL": server.url + "/v1",
-           "OPENAI_API_KEY": "test"}
-    command = [sys.executable, "-m", "costwarden.cli", "budget", "settle-batches", "--provider", "openai",
-               "--ledger", ledger_url, "--format", "json", "--events", str(events)]
-    out = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2],
-                         timeout=120, env=env)
+    out = settle_batches_command(server, "--provider", "openai", "--ledger", ledger_url, "--format", "json",
+                                 "--events", str(events))
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == {"settled": [batch.id], "processing": [], "failed": []}
     [event] = [json.loads(line) for line in events.read_text().splitlines()]
@@ -400,9 +385,8 @@ def test_the_settle_batches_command_sweeps_openai_batches(server: FakeLlmServer,
 def test_a_failed_read_of_the_input_file_is_retried_as_the_creation(server: FakeLlmServer, sqlite_url: str) -> None:
     lines = chat_lines(NANO)
     with open_ledger(sqlite_url) as ledger:
-        guard = CallGuard(compile_policies(budget_policy(1.0)), ledger=ledger)
-        client = openai.OpenAI(base_url=server.url + "/v1", api_key="test", max_retries=1,
-                               http_client=openai_http_client(guard, max_retries=1))
+        guard = budget_guard(1.0, ledger=ledger)
+        client = connect_retrying(server, guard, max_retries=1)
         with client, attribution(user="ob-retry"):
             uploaded = client.files.create(file=("b.jsonl", io.BytesIO(jsonl(lines))), purpose="batch")
             server.fail_next(503)  # the guard's read of the input file
@@ -423,7 +407,7 @@ def test_an_azure_batch_endpoint_without_v1_is_judged_and_settled(
     is held and settled like OpenAI's, not passed through unguarded."""
     sink, lines = ListSink(), chat_lines(NANO, MINI)
     with open_ledger(sqlite_url) as ledger, caplog.at_level(logging.WARNING, "costwarden.callguard"):
-        guard = CallGuard(compile_policies(budget_policy(1.0)), ledger=ledger, sinks=[sink])
+        guard = budget_guard(1.0, ledger=ledger, sink=sink)
         with connect(server, guard) as client, attribution(user="ob-azure"):
             batch = submit(client, lines, endpoint=endpoint)
             assert figures(ledger, user_key("ob-azure")) == (0.0, pytest.approx(worst_case(lines), abs=2e-6))
@@ -438,21 +422,15 @@ def test_an_azure_batch_endpoint_without_v1_is_judged_and_settled(
 def test_an_azure_moderations_batch_passes_without_a_warning(
     server: FakeLlmServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    guard = CallGuard(compile_policies(budget_policy(1.0)), ledger=open_ledger("memory://"))
+    guard = budget_guard(1.0, ledger=open_ledger("memory://"))
     lines = [{"custom_id": "m0", "method": "POST", "url": "/moderations", "body": {"input": "hello"}}]
     with connect(server, guard) as client, caplog.at_level(logging.WARNING, "costwarden.callguard"):
         submit(client, lines, endpoint="/moderations")
     assert len(server.posts("/batches")) == 1 and "not guarded" not in caplog.text
 
 
-CATALOG = """
-apiVersion: costwarden.dev/v1
-kind: ModelCatalog
-metadata: {name: in-house}
-spec:
-  prices:
-    - {model: "meta-llama/*", provider: together, inputPerMTok: 200, outputPerMTok: 600}
-"""
+CATALOG = model_catalog("in-house",
+                        '{model: "meta-llama/*", provider: together, inputPerMTok: 200, outputPerMTok: 600}')
 
 
 def test_the_settle_batches_command_prices_with_the_model_catalog_it_is_given(
@@ -466,17 +444,12 @@ def test_the_settle_batches_command_prices_with_the_model_catalog_it_is_given(
     lines = chat_lines("meta-llama/Llama-3.1-8B-Instruct", "meta-llama/Llama-3.1-8B-Instruct")
     with open_ledger(ledger_url) as ledger:
         guard = CallGuard(compile_policies(policies.read_text()), ledger=ledger)
-        client = openai.OpenAI(base_url=server.url + "/v1", api_key="test", max_retries=0,
-                               http_client=openai_http_client(guard, provider="together", max_retries=0))
+        client = connect(server, guard, provider="together")
         with client, attribution(user="ob-cat"):
             batch = submit(client, lines)
     complete_batch(server, batch.id)
-    env = {"PATH": "/usr/bin:/bin", "NO_COLOR": "1", "CI": "true", "OPENAI_BASE_URL": server.url + "/v1",
-           "OPENAI_API_KEY": "test"}
-    command = [sys.executable, "-m", "costwarden.cli", "budget", "settle-batches", "--provider", "together",
-               "--policies", str(policies), "--ledger", ledger_url, "--format", "json", "--events", str(events)]
-    out = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2],
-                         timeout=120, env=env)
+    out = settle_batches_command(server, "--provider", "together", "--policies", str(policies), "--ledger", ledger_url,
+                                 "--format", "json", "--events", str(events))
     assert out.returncode == 0, out.stderr
     [event] = [json.loads(line) for line in events.read_text().splitlines()]
     real = sum((line_usage(i)["input_tokens"] * 200 + line_usage(i)["output_tokens"] * 600) / 1e6 / 2 for i in (0, 1))
@@ -494,9 +467,8 @@ def test_a_sweep_for_one_provider_leaves_another_providers_batches_alone(
     sink = ListSink()
     ours, theirs = chat_lines("meta-llama/Llama-3.1-8B-Instruct"), chat_lines(NANO)
     with open_ledger(sqlite_url) as ledger:
-        guard = CallGuard(compile_policies(budget_policy(50.0) + "---" + CATALOG), ledger=ledger, sinks=[sink])
-        together = openai.OpenAI(base_url=server.url + "/v1", api_key="test", max_retries=0,
-                                 http_client=openai_http_client(guard, provider="together", max_retries=0))
+        guard = budget_guard(50.0, CATALOG, ledger=ledger, sink=sink)
+        together = connect(server, guard, provider="together")
         with together, connect(server, guard) as client, attribution(user="ob-two"):
             mine = submit(together, ours)
             other = submit(client, theirs)
@@ -522,9 +494,8 @@ def test_a_creation_retried_after_a_timeout_holds_once_and_never_twice(server: F
     lines = chat_lines(NANO, NANO)
     state(server).late_creates.append(1.5)
     with open_ledger(sqlite_url) as ledger:
-        guard = CallGuard(compile_policies(budget_policy(1.0)), ledger=ledger)
-        client = openai.OpenAI(base_url=server.url + "/v1", api_key="test", max_retries=1, timeout=0.5,
-                               http_client=openai_http_client(guard, max_retries=1))
+        guard = budget_guard(1.0, ledger=ledger)
+        client = connect_retrying(server, guard, max_retries=1, timeout=0.5)
         with client, attribution(user="ob-late"):
             batch = submit(client, lines)
         creations = server.posts("/batches")
@@ -543,9 +514,8 @@ def test_a_timed_out_creation_whose_retry_cannot_read_the_file_is_not_held_for_a
     state(server).late_creates.append(1.5)
     sink = ListSink()
     with open_ledger(sqlite_url) as ledger:
-        guard = CallGuard(compile_policies(budget_policy(1.0)), ledger=ledger, sinks=[sink])
-        client = openai.OpenAI(base_url=server.url + "/v1", api_key="test", max_retries=1, timeout=0.5,
-                               http_client=openai_http_client(guard, max_retries=1))
+        guard = budget_guard(1.0, ledger=ledger, sink=sink)
+        client = connect_retrying(server, guard, max_retries=1, timeout=0.5)
         with client, attribution(user="ob-lost"):
             uploaded = client.files.create(file=("b.jsonl", io.BytesIO(jsonl(lines))), purpose="batch")
             # once the first attempt has read the file and is waiting on its creation, the next read fails
@@ -569,8 +539,7 @@ def test_an_async_timed_out_creation_whose_retry_cannot_read_the_file_is_charged
     state(server).late_creates.append(1.5)
 
     async def run(guard: CallGuard) -> None:
-        client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="test", max_retries=1, timeout=0.5,
-                                    http_client=openai_async_http_client(guard, max_retries=1))
+        client = connect_async(server, guard, max_retries=1, timeout=0.5)
         async with client:
             with attribution(user="ob-alost"):
                 uploaded = await client.files.create(file=("b.jsonl", io.BytesIO(jsonl(lines))), purpose="batch")
@@ -580,7 +549,7 @@ def test_an_async_timed_out_creation_whose_retry_cannot_read_the_file_is_charged
                                                 completion_window="24h")
 
     with open_ledger(sqlite_url) as ledger:
-        guard = CallGuard(compile_policies(budget_policy(1.0)), ledger=ledger)
+        guard = budget_guard(1.0, ledger=ledger)
         asyncio.run(run(guard))
         assert len(server.posts("/batches")) == 1
         assert figures(ledger, user_key("ob-alost")) == (pytest.approx(worst_case(lines), abs=2e-6), 0.0)

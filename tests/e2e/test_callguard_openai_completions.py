@@ -8,48 +8,40 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 openai = pytest.importorskip("openai")
 
-from fake_llm_server import (  # noqa: E402
-    CountingLedger,
-    FakeLlmServer,
-    ListSink,
-    budget_policy,
-    compile_policies,
-    spent_today,
+from fake_llm_server import CountingLedger, FakeLlmServer, ListSink, spent_today  # noqa: E402
+from openai_guard_support import (  # noqa: E402
+    budget_guard,
+    connect,
+    connect_async,
+    model_catalog,
+    own_client,
+    refused_unpriced,
+    reserved_once_and_settled,
+    retried_then_exhausted,
+    unguarded,
+    wrapped_async_call,
 )
 
 from costwarden.adapters.ledger.memory import MemoryLedger  # noqa: E402
 from costwarden.adapters.openai_completions import subject_from_request  # noqa: E402
 from costwarden.adapters.pricing import GenaiPricer  # noqa: E402
 from costwarden.enforcers.callguard import CallGuard, attribution  # noqa: E402
-from costwarden.enforcers.openai_guard import (  # noqa: E402
-    INCLUDE_USAGE,
-    guard_openai,
-    openai_async_http_client,
-    openai_http_client,
-)
+from costwarden.enforcers.openai_guard import INCLUDE_USAGE, guard_openai  # noqa: E402
 from costwarden.enforcers.openai_stream import CHARS_PER_TOKEN  # noqa: E402
 from costwarden.engine.rules.budget import OUTPUT_TOKENS_CAP, worst_case_usage  # noqa: E402
 from costwarden.engine.subjects import TokenUsage  # noqa: E402
-from costwarden.errors import BudgetExceeded, PolicyViolation  # noqa: E402
+from costwarden.errors import BudgetExceeded  # noqa: E402
 
 INSTRUCT = "gpt-3.5-turbo-instruct"
 LLAMA = "meta-llama/Llama-3.1-8B"
 PRICER = GenaiPricer()
-CATALOG = """
-apiVersion: costwarden.dev/v1
-kind: ModelCatalog
-metadata: {name: in-house}
-spec:
-  prices:
-    - {model: "meta-llama/*", provider: vllm, inputPerMTok: 0.2, outputPerMTok: 0.6}
-"""
+CATALOG = model_catalog("in-house", '{model: "meta-llama/*", provider: vllm, inputPerMTok: 0.2, outputPerMTok: 0.6}')
 
 
 def cost(input_tokens: int, output_tokens: int, model: str = INSTRUCT) -> float:
@@ -63,17 +55,6 @@ def llama_cost(input_tokens: int, output_tokens: int) -> float:
 def reserved(provider: str = "openai", **body: Any) -> TokenUsage:
     """The worst case the guard reserves for a Completions body."""
     return worst_case_usage(subject_from_request({"model": INSTRUCT, **body}, provider=provider))
-
-
-def connect(server: FakeLlmServer, guard: CallGuard, *, provider: str = "openai", max_retries: int = 2) -> Any:
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="test", max_retries=max_retries,
-                         http_client=openai_http_client(guard, provider=provider, max_retries=max_retries))
-
-
-@pytest.fixture
-def client(server: FakeLlmServer, guard: CallGuard) -> Iterator[Any]:
-    with connect(server, guard) as c:
-        yield c
 
 
 # --- reserve, send, settle from usage ---------------------------------------------------------------
@@ -90,14 +71,11 @@ def test_a_call_is_reserved_for_every_completion_then_settled_from_its_usage(
         (i, "word word word word word", "length") for i in range(4)]
     (sent,) = server.posts("/v1/completions")
     assert sent.body == {"model": INSTRUCT, "prompt": prompts, "max_tokens": 5, "n": 2}  # sent as asked
-    (hold,) = ledger.calls[0][2]
     assert reserved(prompt=prompts, max_tokens=5, n=2) == TokenUsage(input_tokens=7, output_tokens=5 * 2 * 2)
-    assert ledger.calls[0][0] == "reserve" and hold.amount_usd == pytest.approx(cost(7, 20))
-    assert (ledger.count("reserve"), ledger.count("settle"), ledger.count("release")) == (1, 1, 0)
-    (event,) = sink.events
+    hold, event = reserved_once_and_settled(ledger, sink)
+    assert hold.amount_usd == pytest.approx(cost(7, 20))
     assert (event.provider, event.api, event.model_requested, event.model, event.model_served) == (
         "openai", "completions", INSTRUCT, INSTRUCT, INSTRUCT)
-    assert (event.outcome, event.verdict, event.usage_source, event.charged) == ("ok", "allow", "response", True)
     assert (event.input_tokens, event.output_tokens, event.user, event.feature) == (5, 20, "u-c1", "ac")
     assert event.cost_usd == pytest.approx(cost(5, 20)) and event.cost_usd > 0
     assert event.estimated_cost_usd == pytest.approx(cost(7, 20))
@@ -161,12 +139,10 @@ def test_scoring_with_echo_and_no_output_holds_the_input_alone(
 def test_a_budget_that_cannot_hold_the_worst_case_refuses_before_sending(
     server: FakeLlmServer, ledger: CountingLedger, sink: ListSink
 ) -> None:
-    guard = CallGuard(compile_policies(budget_policy(0.0005)), ledger=ledger, sinks=[sink])
-    with connect(server, guard) as client, attribution(user="u-c5"):
+    with own_client(server, budget_guard(0.0005, ledger=ledger, sink=sink)) as client, attribution(user="u-c5"):
         client.completions.create(model=INSTRUCT, prompt="hi", max_tokens=16)  # $0.000034 fits
         with pytest.raises(BudgetExceeded) as caught:  # 4 × 100 output tokens: $0.0008 does not
             client.completions.create(model=INSTRUCT, prompt=["a", "b"], max_tokens=100, best_of=2)
-    guard.close()
     assert len(server.posts("/v1/completions")) == 1  # the refused call never reached the API
     assert caught.value.decision.blocking[0].policy == "user-budget"
     assert [(e.api, e.outcome) for e in sink.events] == [("completions", "ok"), ("completions", "denied")]
@@ -229,14 +205,13 @@ def test_a_cut_stream_of_a_reasoning_model_is_charged_what_it_showed_not_its_wor
     billed and hidden); a Completions one shows all it generated as text, so only that is charged."""
     ledger = CountingLedger(MemoryLedger())
     catalog = CATALOG.replace('"meta-llama/*"', '"openai/gpt-oss-*"')
-    guard = CallGuard(compile_policies(budget_policy(5.0) + "---" + catalog), ledger=ledger, sinks=[sink])
+    guard = budget_guard(5.0, catalog, ledger=ledger, sink=sink)
     shown = ""
-    with connect(server, guard, provider="vllm", max_retries=0) as client, attribution(user="u-oss"), \
+    with own_client(server, guard, provider="vllm", max_retries=0) as client, attribution(user="u-oss"), \
             pytest.raises(openai.APIConnectionError):
         for chunk in client.completions.create(model="openai/gpt-oss-20b", prompt="Think step by step:",
                                                max_tokens=4000, stream=True, extra_headers={"x-fake-truncate": "4"}):
             shown += chunk.choices[0].text
-    guard.close()
     (event,) = sink.events
     assert shown == "word word word word"
     assert (event.outcome, event.input_tokens, event.output_tokens) == ("partial", 5, 5)  # 19 chars shown: 5
@@ -263,15 +238,9 @@ def test_a_stream_closed_by_the_application_is_charged_what_it_showed(
 def test_retries_reserve_once_and_exhausted_retries_release(
     client: Any, server: FakeLlmServer, ledger: CountingLedger, sink: ListSink
 ) -> None:
-    server.fail_next(500, 429)
-    with attribution(user="u-c9"):
-        client.completions.create(model=INSTRUCT, prompt="retried call", max_tokens=3)
-    assert len(server.posts("/v1/completions")) == 3
-    server.fail_next(500, 500, 500)
-    with attribution(user="u-c9"), pytest.raises(openai.InternalServerError):
-        client.completions.create(model=INSTRUCT, prompt="failed call", max_tokens=3)
-    assert (ledger.count("reserve"), ledger.count("settle"), ledger.count("release")) == (2, 1, 1)
-    assert [(e.outcome, e.cost_usd) for e in sink.events] == [("ok", pytest.approx(cost(2, 3))), ("error", 0.0)]
+    retried_then_exhausted(server, ledger, sink, "/v1/completions",
+                           lambda text: client.completions.create(model=INSTRUCT, prompt=text, max_tokens=3),
+                           cost(2, 3), user="u-c9")
 
 
 # --- async --------------------------------------------------------------------------------------------
@@ -280,8 +249,7 @@ def test_retries_reserve_once_and_exhausted_retries_release(
 def test_the_async_client_is_guarded_alike(server: FakeLlmServer, guard: CallGuard, ledger: CountingLedger,
                                            sink: ListSink) -> None:
     async def main() -> tuple[Any, list[Any]]:
-        async with openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="test",
-                                      http_client=openai_async_http_client(guard)) as client:
+        async with connect_async(server, guard) as client:
             with attribution(user="u-c10"):
                 server.fail_next(500)
                 first = await client.completions.create(model=INSTRUCT, prompt=["a b c", "d"], max_tokens=4)
@@ -306,17 +274,8 @@ def test_the_async_client_is_guarded_alike(server: FakeLlmServer, guard: CallGua
 
 def test_guard_openai_wraps_an_async_client_for_completions(server: FakeLlmServer, guard: CallGuard,
                                                             sink: ListSink) -> None:
-    async def main() -> None:
-        base = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="test")
-        client = guard_openai(base, guard)
-        try:
-            with attribution(user="u-c11"):
-                await client.completions.create(model=INSTRUCT, prompt="wrapped async call", max_tokens=7)
-        finally:
-            await client.close()
-            await base.close()
-
-    asyncio.run(main())
+    wrapped_async_call(server, guard, lambda c: c.completions.create(model=INSTRUCT, prompt="wrapped async call",
+                                                                     max_tokens=7), user="u-c11")
     (event,) = sink.events
     assert (event.api, event.input_tokens, event.output_tokens, event.charged) == ("completions", 3, 7, True)
 
@@ -326,9 +285,8 @@ def test_guard_openai_wraps_an_async_client_for_completions(server: FakeLlmServe
 
 def test_vllm_is_priced_by_a_model_catalog_price(server: FakeLlmServer, sink: ListSink) -> None:
     ledger = CountingLedger(MemoryLedger())
-    guard = CallGuard(compile_policies(budget_policy(5.0) + "---" + CATALOG), ledger=ledger, sinks=[sink])
-    with guard_openai(openai.OpenAI(base_url=server.url + "/v1", api_key="test"), guard, provider="vllm") as client, \
-            attribution(user="u-c12"):
+    guard = budget_guard(5.0, CATALOG, ledger=ledger, sink=sink)
+    with guard_openai(unguarded(server), guard, provider="vllm") as client, attribution(user="u-c12"):
         client.completions.create(model=LLAMA, prompt=["one two", "three"], max_tokens=6, n=2)
         client.completions.create(model=LLAMA, prompt="no cap given")  # vLLM's default is no 16: the clamp
     guard.close()
@@ -344,15 +302,10 @@ def test_vllm_is_priced_by_a_model_catalog_price(server: FakeLlmServer, sink: Li
 
 
 def test_vllm_without_a_price_is_refused_before_sending(server: FakeLlmServer, sink: ListSink) -> None:
-    guard = CallGuard(compile_policies(budget_policy(5.0)), ledger=MemoryLedger(), sinks=[sink])
-    with connect(server, guard, provider="vllm") as client, attribution(user="u-c13"), \
-            pytest.raises(PolicyViolation) as caught:
-        client.completions.create(model="my-own-llm", prompt="hello", max_tokens=5)
-    guard.close()
-    assert server.posts() == []
-    (result,) = caught.value.decision.blocking
-    assert (result.policy, result.result) == ("user-budget", "error")
-    assert "no price for model 'my-own-llm'" in result.message
+    message = refused_unpriced(server, sink, lambda c: c.completions.create(model="my-own-llm", prompt="hello",
+                                                                            max_tokens=5),
+                               user="u-c13", provider="vllm")
+    assert "no price for model 'my-own-llm'" in message
     assert [(e.provider, e.api, e.outcome) for e in sink.events] == [("vllm", "completions", "denied")]
 
 
@@ -364,15 +317,11 @@ def test_the_builtin_library_allows_a_normal_completions_call(server: FakeLlmSer
     gpt-4.1-mini would be a 400 there); its budgets hold and charge the call; OpenAI's implied
     ``max_tokens`` of 16 is reserved and not written into the request."""
     sink, ledger = ListSink(), CountingLedger(MemoryLedger())
-    guard = CallGuard(builtin_policies, ledger=ledger, sinks=[sink])
-    try:
-        with connect(server, guard) as client:
-            with attribution(feature="autocomplete", user="u-c14"):
-                client.completions.create(model=INSTRUCT, prompt="def fibonacci(n):", max_tokens=64)
-            with attribution(feature="classify", user="u-c15"):
-                client.completions.create(model=INSTRUCT, prompt="Label: refund please ->")
-    finally:
-        guard.close()
+    with own_client(server, CallGuard(builtin_policies, ledger=ledger, sinks=[sink])) as client:
+        with attribution(feature="autocomplete", user="u-c14"):
+            client.completions.create(model=INSTRUCT, prompt="def fibonacci(n):", max_tokens=64)
+        with attribution(feature="classify", user="u-c15"):
+            client.completions.create(model=INSTRUCT, prompt="Label: refund please ->")
     first, second = server.posts("/v1/completions")[-2:]
     assert (first.body["model"], first.body["max_tokens"]) == (INSTRUCT, 64)
     assert second.body == {"model": INSTRUCT, "prompt": "Label: refund please ->"}

@@ -4,9 +4,7 @@ token array's length, so every cost here is exact."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,37 +12,32 @@ import pytest
 
 openai = pytest.importorskip("openai")
 
-from fake_llm_server import (  # noqa: E402
-    CountingLedger,
-    FakeLlmServer,
-    ListSink,
-    budget_policy,
-    compile_policies,
-    spent_today,
+from fake_llm_server import CountingLedger, FakeLlmServer, ListSink, budget_policy, spent_today  # noqa: E402
+from llm_call_support import SMALL_EMBEDDINGS_ONLY as ONLY_SMALL  # noqa: E402
+from openai_guard_support import (  # noqa: E402
+    async_retried_then_refused,
+    budget_error,
+    budget_guard,
+    model_catalog,
+    own_client,
+    refused_unpriced,
+    reserved_once_and_settled,
+    retried_then_exhausted,
+    unguarded,
+    wrapped_async_call,
 )
 
 from costwarden.adapters.ledger import open_ledger  # noqa: E402
+from costwarden.adapters.ledger.memory import MemoryLedger  # noqa: E402
 from costwarden.adapters.openai_embeddings import subject_from_request  # noqa: E402
 from costwarden.adapters.pricing import GenaiPricer  # noqa: E402
 from costwarden.enforcers.callguard import CallGuard, attribution  # noqa: E402
-from costwarden.enforcers.openai_guard import guard_openai, openai_async_http_client, openai_http_client  # noqa: E402
+from costwarden.enforcers.openai_guard import guard_openai  # noqa: E402
 from costwarden.engine.subjects import TokenUsage  # noqa: E402
 from costwarden.errors import BudgetExceeded, PolicyViolation  # noqa: E402
 
 SMALL = "text-embedding-3-small"
 PRICER = GenaiPricer()
-ONLY_SMALL = """
-apiVersion: costwarden.dev/v1
-kind: Policy
-metadata: {name: embedders}
-spec:
-  subject: llm_call
-  match: {kinds: [embeddings]}
-  enforcement: {default: deny}
-  rules:
-    - name: small-only
-      allowedModels: {default: ["text-embedding-3-small"], onViolation: deny}
-"""
 
 
 def cost(tokens: int, model: str = SMALL) -> float:
@@ -56,27 +49,10 @@ def reserved(**body: Any) -> float:
     return cost(subject_from_request({"model": SMALL, **body}).request.input_tokens, body.get("model", SMALL))
 
 
-def make_guard(ledger: Any, sink: ListSink, limit_usd: float = 5.0, *, background: bool = False) -> CallGuard:
-    return CallGuard(compile_policies(budget_policy(limit_usd) + "---" + ONLY_SMALL), ledger=ledger, sinks=[sink],
-                     settle_in_background=background)
-
-
-@pytest.fixture(params=["inline", "background"])
-def guard(ledger: CountingLedger, sink: ListSink, request: pytest.FixtureRequest) -> Iterator[CallGuard]:
-    guard = make_guard(ledger, sink, background=request.param == "background")
-    yield guard
-    guard.close()
-
-
-def connect(server: FakeLlmServer, guard: CallGuard, max_retries: int = 2) -> Any:
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="test", max_retries=max_retries,
-                         http_client=openai_http_client(guard, max_retries=max_retries))
-
-
 @pytest.fixture
-def client(server: FakeLlmServer, guard: CallGuard) -> Iterator[Any]:
-    with connect(server, guard) as c:
-        yield c
+def guard_policies() -> str:
+    """The guard's (``conftest.py``): the $5 budget and the allowlist of embeddings models."""
+    return budget_policy(5.0) + "\n---\n" + ONLY_SMALL
 
 
 # --- reserve, send, settle from usage ---------------------------------------------------------------
@@ -92,13 +68,10 @@ def test_a_call_is_reserved_then_settled_from_its_usage(
     assert all(isinstance(x, float) for x in result.data[0].embedding)
     (sent,) = server.posts("/v1/embeddings")
     assert sent.body == {"model": SMALL, "input": texts, "encoding_format": "base64"}
-    (hold,) = ledger.calls[0][2]
-    assert ledger.calls[0][0] == "reserve" and hold.amount_usd == pytest.approx(reserved(input=texts))
-    assert (ledger.count("reserve"), ledger.count("settle"), ledger.count("release")) == (1, 1, 0)
-    (event,) = sink.events
+    hold, event = reserved_once_and_settled(ledger, sink)
+    assert hold.amount_usd == pytest.approx(reserved(input=texts))
     assert (event.provider, event.api, event.model_requested, event.model, event.model_served) == (
         "openai", "embeddings", SMALL, SMALL, SMALL)
-    assert (event.outcome, event.verdict, event.usage_source, event.charged) == ("ok", "allow", "response", True)
     assert (event.input_tokens, event.output_tokens, event.cache_read_tokens) == (10, 0, 0)
     assert (event.user, event.feature, event.stream) == ("u-e1", "rag", False)
     assert event.cost_usd == pytest.approx(cost(10)) and event.cost_usd > 0
@@ -143,12 +116,11 @@ def test_the_body_user_attributes_the_call(client: Any, sink: ListSink, ledger: 
 def test_a_budget_that_cannot_hold_the_input_refuses_before_sending(
     server: FakeLlmServer, ledger: CountingLedger, sink: ListSink
 ) -> None:
-    guard = make_guard(ledger, sink, limit_usd=0.00001)  # 500 tokens of $0.02/MTok fit, 1,000 do not
-    with connect(server, guard) as client, attribution(user="u-e4"):
+    guard = budget_guard(0.00001, ONLY_SMALL, ledger=ledger, sink=sink)  # 500 tokens of $0.02/MTok fit, 1,000 do not
+    with own_client(server, guard) as client, attribution(user="u-e4"):
         client.embeddings.create(model=SMALL, input=[[1] * 400])
         with pytest.raises(BudgetExceeded) as caught:
             client.embeddings.create(model=SMALL, input=[[1] * 1000])
-    guard.close()
     assert len(server.posts("/v1/embeddings")) == 1  # the refused call never reached the API
     assert caught.value.decision.blocking[0].policy == "user-budget"
     assert [e.outcome for e in sink.events] == ["ok", "denied"]
@@ -165,20 +137,9 @@ def test_an_allowlist_on_the_model_applies(client: Any, server: FakeLlmServer, s
 
 
 def test_an_unknown_model_is_refused_not_priced_at_zero(server: FakeLlmServer, sink: ListSink) -> None:
-    guard = CallGuard(compile_policies(budget_policy(5.0)), ledger=_memory(), sinks=[sink])  # as for chat:
-    with connect(server, guard) as c, attribution(user="u-e6"), pytest.raises(PolicyViolation) as caught:
-        c.embeddings.create(model="text-embedding-9-secret", input="hello")  # the budget errs, onError denies
-    guard.close()
-    assert server.posts() == []
-    (result,) = caught.value.decision.blocking
-    assert (result.policy, result.result) == ("user-budget", "error")
-    assert "no price for model 'text-embedding-9-secret'" in result.message
-
-
-def _memory() -> Any:
-    from costwarden.adapters.ledger.memory import MemoryLedger
-
-    return MemoryLedger()
+    message = refused_unpriced(server, sink, lambda c: c.embeddings.create(model="text-embedding-9-secret",
+                                                                           input="hello"), user="u-e6")  # as for chat
+    assert "no price for model 'text-embedding-9-secret'" in message
 
 
 # --- failures ---------------------------------------------------------------------------------------
@@ -187,26 +148,17 @@ def _memory() -> Any:
 def test_retries_reserve_once_and_exhausted_retries_release(
     client: Any, server: FakeLlmServer, ledger: CountingLedger, sink: ListSink
 ) -> None:
-    server.fail_next(500, 429)
-    with attribution(user="u-e7"):
-        client.embeddings.create(model=SMALL, input="retried call")
-    assert len(server.posts("/v1/embeddings")) == 3
-    server.fail_next(500, 500, 500)
-    with attribution(user="u-e7"), pytest.raises(openai.InternalServerError):
-        client.embeddings.create(model=SMALL, input="failed call")
-    assert (ledger.count("reserve"), ledger.count("settle"), ledger.count("release")) == (2, 1, 1)
-    assert [(e.outcome, e.cost_usd) for e in sink.events] == [("ok", pytest.approx(cost(2))), ("error", 0.0)]
+    retried_then_exhausted(server, ledger, sink, "/v1/embeddings",
+                           lambda text: client.embeddings.create(model=SMALL, input=text), cost(2), user="u-e7")
     assert spent_today(ledger, "u-e7") == pytest.approx(cost(2), abs=2e-6)
 
 
 def test_a_timeout_after_sending_is_charged_the_input(server: FakeLlmServer, ledger: CountingLedger,
                                                       sink: ListSink) -> None:
-    guard = make_guard(ledger, sink)
-    with openai.OpenAI(base_url=server.url + "/v1", api_key="test", max_retries=0, timeout=0.3,
-                       http_client=openai_http_client(guard, max_retries=0)) as client, attribution(user="u-e8"), \
+    guard = budget_guard(5.0, ONLY_SMALL, ledger=ledger, sink=sink)
+    with own_client(server, guard, max_retries=0, timeout=0.3) as client, attribution(user="u-e8"), \
             pytest.raises(openai.APITimeoutError):
         client.embeddings.create(model=SMALL, input=[[3] * 300], extra_headers={"x-fake-delay-ms": "1500"})
-    guard.close()
     (event,) = sink.events
     assert (event.outcome, event.usage_source) == ("error", "estimate")
     assert event.cost_usd == pytest.approx(cost(300))
@@ -217,17 +169,9 @@ def test_a_timeout_after_sending_is_charged_the_input(server: FakeLlmServer, led
 
 def test_the_async_client_is_guarded_alike(server: FakeLlmServer, guard: CallGuard, ledger: CountingLedger,
                                            sink: ListSink) -> None:
-    async def main() -> Any:
-        async with openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="test",
-                                      http_client=openai_async_http_client(guard)) as client:
-            with attribution(user="u-e9"):
-                server.fail_next(500)
-                first = await client.embeddings.create(model=SMALL, input=["a b c", "d"])
-                with pytest.raises(PolicyViolation):
-                    await client.embeddings.create(model="text-embedding-3-large", input="e")
-                return first
-
-    result = asyncio.run(main())
+    result = async_retried_then_refused(
+        server, guard, lambda client: client.embeddings.create(model=SMALL, input=["a b c", "d"]),
+        lambda client: client.embeddings.create(model="text-embedding-3-large", input="e"), user="u-e9")
     assert [len(d.embedding) for d in result.data] == [8, 8]
     assert len(server.posts("/v1/embeddings")) == 2  # the failed attempt and its retry; the refused call none
     assert [(e.api, e.outcome, e.input_tokens) for e in sink.events] == [
@@ -239,17 +183,8 @@ def test_the_async_client_is_guarded_alike(server: FakeLlmServer, guard: CallGua
 
 def test_guard_openai_wraps_an_async_client_for_embeddings(server: FakeLlmServer, guard: CallGuard,
                                                            sink: ListSink) -> None:
-    async def main() -> None:
-        base = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="test")
-        client = guard_openai(base, guard)
-        try:
-            with attribution(user="u-e10"):
-                await client.embeddings.create(model=SMALL, input="wrapped async call", encoding_format="float")
-        finally:
-            await client.close()
-            await base.close()
-
-    asyncio.run(main())
+    wrapped_async_call(server, guard, lambda c: c.embeddings.create(model=SMALL, input="wrapped async call",
+                                                                    encoding_format="float"), user="u-e10")
     (event,) = sink.events
     assert (event.api, event.input_tokens, event.charged) == ("embeddings", 3, True)
 
@@ -260,10 +195,9 @@ def test_guard_openai_wraps_an_async_client_for_embeddings(server: FakeLlmServer
 def test_the_sqlite_ledger_keeps_the_settled_cost(server: FakeLlmServer, sink: ListSink, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     with open_ledger(url) as ledger:
-        guard = make_guard(ledger, sink)
-        with connect(server, guard) as client, attribution(user="u-e11"):
+        guard = budget_guard(5.0, ONLY_SMALL, ledger=ledger, sink=sink)
+        with own_client(server, guard) as client, attribution(user="u-e11"):
             client.embeddings.create(model=SMALL, input=["one two three"] * 4)
-        guard.close()
     with open_ledger(url) as reopened:
         assert spent_today(reopened, "u-e11") == pytest.approx(cost(12), abs=2e-6)
     (event,) = sink.events
@@ -272,22 +206,14 @@ def test_the_sqlite_ledger_keeps_the_settled_cost(server: FakeLlmServer, sink: L
 
 # --- a ModelCatalog price without an output price -----------------------------------------------------
 
-INPUT_ONLY_CATALOG = """
-apiVersion: costwarden.dev/v1
-kind: ModelCatalog
-metadata: {name: input-only}
-spec:
-  prices:
-    - {model: "BAAI/bge-*", provider: vllm, inputPerMTok: 20}
-    - {model: "meta-llama/*", provider: vllm, inputPerMTok: 0.2}
-"""
+INPUT_ONLY_CATALOG = model_catalog("input-only", '{model: "BAAI/bge-*", provider: vllm, inputPerMTok: 20}',
+                                   '{model: "meta-llama/*", provider: vllm, inputPerMTok: 0.2}')
 
 
 def test_a_catalog_embeddings_price_needs_no_output_price(server: FakeLlmServer, sink: ListSink) -> None:
-    ledger = CountingLedger(_memory())
-    guard = CallGuard(compile_policies(budget_policy(5.0) + "---" + INPUT_ONLY_CATALOG), ledger=ledger, sinks=[sink])
-    with guard_openai(openai.OpenAI(base_url=server.url + "/v1", api_key="test"), guard, provider="vllm") as c, \
-            attribution(user="u-e-bge"):
+    ledger = CountingLedger(MemoryLedger())
+    guard = budget_guard(5.0, INPUT_ONLY_CATALOG, ledger=ledger, sink=sink)
+    with guard_openai(unguarded(server), guard, provider="vllm") as c, attribution(user="u-e-bge"):
         c.embeddings.create(model="BAAI/bge-m3", input=["one two three", "four"])  # 4 words billed
     guard.close()
     (hold,) = ledger.calls[0][2]
@@ -303,14 +229,12 @@ def test_a_catalog_embeddings_price_needs_no_output_price(server: FakeLlmServer,
 def test_a_chat_model_without_an_output_price_is_refused_not_priced_at_zero(
     server: FakeLlmServer, sink: ListSink
 ) -> None:
-    guard = CallGuard(compile_policies(budget_policy(5.0) + "---" + INPUT_ONLY_CATALOG), ledger=_memory(), sinks=[sink])
-    with guard_openai(openai.OpenAI(base_url=server.url + "/v1", api_key="test"), guard, provider="vllm") as c, \
+    guard = budget_guard(5.0, INPUT_ONLY_CATALOG, ledger=MemoryLedger(), sink=sink)
+    with guard_openai(unguarded(server), guard, provider="vllm") as c, \
             attribution(user="u-e-llama"), pytest.raises(PolicyViolation) as caught:
         c.chat.completions.create(model="meta-llama/Llama-3.1-8B", max_tokens=64,
                                   messages=[{"role": "user", "content": "Hi"}])
     guard.close()
-    assert server.posts() == []
-    (result,) = caught.value.decision.blocking
-    assert (result.policy, result.result) == ("user-budget", "error")
-    assert "no output-token price" in result.message and "meta-llama/Llama-3.1-8B" in result.message
+    message = budget_error(server, caught.value)
+    assert "no output-token price" in message and "meta-llama/Llama-3.1-8B" in message
     assert [e.outcome for e in sink.events] == ["denied"]

@@ -19,24 +19,20 @@ import pytest
 
 openai = pytest.importorskip("openai")
 
-from fake_llm_server import (  # noqa: E402
-    CountingLedger,
-    FakeLlmServer,
-    ListSink,
-    budget_policy,
-    compile_policies,
-    spent_today,
+from fake_llm_server import CountingLedger, FakeLlmServer, ListSink, spent_today  # noqa: E402
+from llm_call_support import llm_call_policy  # noqa: E402
+from openai_guard_support import (  # noqa: E402
+    budget_guard,
+    connect_async,
+    own_client,
+    refused_unpriced,
+    reserved_once_and_settled,
 )
 
 from costwarden.adapters.ledger.memory import MemoryLedger  # noqa: E402
 from costwarden.adapters.pricing import GenaiPricer  # noqa: E402
 from costwarden.enforcers.callguard import CallGuard, attribution  # noqa: E402
-from costwarden.enforcers.openai_guard import (  # noqa: E402
-    AsyncGuardedTransport,
-    GuardedTransport,
-    openai_async_http_client,
-    openai_http_client,
-)
+from costwarden.enforcers.openai_guard import AsyncGuardedTransport, GuardedTransport, openai_http_client  # noqa: E402
 from costwarden.engine.rules import base as rule_base  # noqa: E402
 from costwarden.engine.subjects import TokenUsage  # noqa: E402
 from costwarden.errors import AdapterError, BudgetExceeded, PolicyViolation  # noqa: E402
@@ -67,10 +63,6 @@ def cost(input_tokens: int, output_tokens: int, image_in: int = 0, model: str = 
     return PRICER.cost("openai", model, usage)
 
 
-def make_guard(ledger: Any, sink: ListSink, limit_usd: float = 5.0, policies: str = "") -> CallGuard:
-    return CallGuard(compile_policies(budget_policy(limit_usd) + policies), ledger=ledger, sinks=[sink])
-
-
 class Recording(httpx2.BaseTransport):
     """In front of the guard: the bytes each request had as the SDK built it, before the guard saw it."""
 
@@ -99,19 +91,10 @@ class AsyncRecording(httpx2.AsyncBaseTransport):
 
 @pytest.fixture
 def guard(ledger: CountingLedger, sink: ListSink) -> Iterator[CallGuard]:
-    guard = make_guard(ledger, sink)
+    """The guard of ``conftest.py``, settling inline only."""
+    guard = budget_guard(5.0, ledger=ledger, sink=sink)
     yield guard
     guard.close()
-
-
-def connect(server: FakeLlmServer, guard: CallGuard) -> Any:
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="test", http_client=openai_http_client(guard))
-
-
-@pytest.fixture
-def client(server: FakeLlmServer, guard: CallGuard) -> Iterator[Any]:
-    with connect(server, guard) as c:
-        yield c
 
 
 # --- reserve, send unchanged, settle from usage ------------------------------------------------------
@@ -128,13 +111,11 @@ def test_an_edit_is_reserved_for_its_prompt_image_and_outputs_then_settled_from_
     assert sent.body["fields"] == {"prompt": PROMPT, "model": IMAGE, "n": "2", "size": "1024x1024",
                                    "quality": "medium"}
     assert sent.body["files"] == [("image", "fox.png", "image/png", FOX)]
-    (hold,) = ledger.calls[0][2]  # 4 text + 323 image tokens in, the image share at the input image rate
-    assert ledger.calls[0][0] == "reserve" and hold.amount_usd == pytest.approx(cost(4 + 323, 2 * 1056, image_in=323))
+    hold, event = reserved_once_and_settled(ledger, sink)  # and settled as allowed
+    # 4 text + 323 image tokens in, the image share at the input image rate
+    assert hold.amount_usd == pytest.approx(cost(4 + 323, 2 * 1056, image_in=323))
     assert hold.amount_usd == pytest.approx((4 * 5 + 323 * 10 + 2 * 1056 * 40) / 1e6)
-    assert (ledger.count("reserve"), ledger.count("settle"), ledger.count("release")) == (1, 1, 0)
-    (event,) = sink.events
-    assert (event.api, event.model, event.outcome, event.usage_source, event.charged) == (
-        "images", IMAGE, "ok", "response", True)
+    assert (event.api, event.model) == ("images", IMAGE)
     assert (event.input_tokens, event.input_image_tokens, event.output_tokens) == (4 + 323, 323, 2 * 1056)
     assert event.cost_usd == pytest.approx((4 * 5 + 323 * 10 + 2 * 1056 * 40) / 1e6)  # image input at $10 / M
     assert event.cost_usd == pytest.approx(cost(4 + 323, 2 * 1056, image_in=323))
@@ -205,14 +186,13 @@ def test_an_image_whose_size_the_guard_cannot_read_is_reserved_at_the_most(
 def test_a_budget_that_cannot_hold_the_edit_refuses_before_sending(
     server: FakeLlmServer, ledger: CountingLedger, sink: ListSink
 ) -> None:
-    guard = make_guard(ledger, sink, limit_usd=0.2)  # one high 1024x1024 edit ($0.168) fits, not a second
-    with connect(server, guard) as client, attribution(user="u-e6"):
+    guard = budget_guard(0.2, ledger=ledger, sink=sink)  # one high 1024x1024 edit ($0.168) fits, not a second
+    with own_client(server, guard) as client, attribution(user="u-e6"):
         client.images.edit(model=IMAGE, prompt=PROMPT, image=("s.png", SQUARE, "image/png"), size="1024x1024",
                            quality="high")
         with pytest.raises(BudgetExceeded, match="would exceed budget budget:user-budget/cap:user=u-e6"):
             client.images.edit(model=IMAGE, prompt=PROMPT, image=("s.png", SQUARE, "image/png"), size="1024x1024",
                                quality="high")
-    guard.close()
     assert len(server.posts(EDITS)) == 1
     assert [e.outcome for e in sink.events] == ["ok", "denied"]
     assert spent_today(ledger, "u-e6") == pytest.approx(cost(4 + 194, 4160, image_in=194), abs=2e-6)
@@ -221,31 +201,23 @@ def test_a_budget_that_cannot_hold_the_edit_refuses_before_sending(
 def test_the_input_images_alone_can_put_an_edit_over_its_budget(server: FakeLlmServer, sink: ListSink) -> None:
     """$0.05 holds four low images out ($0.0435) with a low-fidelity input, not with a high-fidelity one
     (4,290 tokens more in): the input images are part of the worst case."""
-    guard = make_guard(MemoryLedger(), sink, limit_usd=0.05)
-    with connect(server, guard) as client, attribution(user="u-e7"):
+    with own_client(server, budget_guard(0.05, ledger=MemoryLedger(), sink=sink)) as client, attribution(user="u-e7"):
         with pytest.raises(BudgetExceeded):
             client.images.edit(model=IMAGE, prompt=PROMPT, image=("s.png", SQUARE, "image/png"), n=4,
                                size="1024x1024", quality="low", input_fidelity="high")
         client.images.edit(model=IMAGE, prompt=PROMPT, image=("s.png", SQUARE, "image/png"), n=4,
                            size="1024x1024", quality="low", input_fidelity="low")
-    guard.close()
     assert [r.body["fields"]["input_fidelity"] for r in server.posts(EDITS)] == ["low"]
 
 
 @pytest.mark.parametrize("model", ["dall-e-2", "gpt-image-9-secret"])
 def test_an_unpriced_model_is_refused_never_priced_at_zero(server: FakeLlmServer, sink: ListSink, model: str) -> None:
-    guard = CallGuard(compile_policies(budget_policy(5.0)), ledger=MemoryLedger(), sinks=[sink])
-    with connect(server, guard) as c, attribution(user="u-e8"), pytest.raises(PolicyViolation) as caught:
-        c.images.edit(model=model, prompt="hello", image=("s.png", SQUARE, "image/png"))
-    guard.close()
-    assert server.posts() == []
-    (result,) = caught.value.decision.blocking
-    assert (result.policy, result.result) == ("user-budget", "error")
-    assert f"no price for model '{model}'" in result.message
+    message = refused_unpriced(server, sink, lambda c: c.images.edit(model=model, prompt="hello",
+                                                                     image=("s.png", SQUARE, "image/png")), user="u-e8")
+    assert f"no price for model '{model}'" in message
 
 
 IMAGE_TIERS = """
----
 apiVersion: costwarden.dev/v1
 kind: ModelCatalog
 metadata: {name: image-tiers}
@@ -254,17 +226,8 @@ spec:
     - {name: image-mini, models: ["gpt-image-1-mini"], downgradeTo: {openai: gpt-image-1-mini}}
     - {name: image-full, models: ["gpt-image-1", "gpt-image-1.5"]}
 ---
-apiVersion: costwarden.dev/v1
-kind: Policy
-metadata: {name: mini-images}
-spec:
-  subject: llm_call
-  match: {kinds: [images]}
-  enforcement: {default: deny}
-  rules:
-    - name: mini-only
-      allowedModels: {default: ["tier:image-mini"], onViolation: downgrade}
-"""
+""" + llm_call_policy("mini-images", {"mini-only": 'allowedModels: {default: ["tier:image-mini"], '
+                                                  "onViolation: downgrade}"}, match="{kinds: [images]}")
 
 
 @pytest.fixture
@@ -278,12 +241,11 @@ def image_downgrades(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_an_edit_that_passes_only_rewritten_is_refused_never_rewritten(
     server: FakeLlmServer, ledger: CountingLedger, sink: ListSink
 ) -> None:
-    guard = make_guard(ledger, sink, policies=IMAGE_TIERS)
-    with connect(server, guard) as client, attribution(user="u-e9"):
+    guard = budget_guard(5.0, IMAGE_TIERS, ledger=ledger, sink=sink)
+    with own_client(server, guard) as client, attribution(user="u-e9"):
         client.images.generate(model=IMAGE, prompt=PROMPT, size="1024x1024", quality="low")  # JSON: rewritten
         with pytest.raises(PolicyViolation, match="does not rewrite a multipart/form-data body") as caught:
             client.images.edit(model=IMAGE, prompt=PROMPT, image=("s.png", SQUARE, "image/png"))
-    guard.close()
     assert "downgrade model to gpt-image-1-mini" in str(caught.value)
     assert [r.body["model"] for r in server.posts("/v1/images/generations")] == ["gpt-image-1-mini"]
     assert server.posts(EDITS) == []  # nothing sent
@@ -368,11 +330,10 @@ def test_the_async_client_is_guarded_alike(server: FakeLlmServer, guard: CallGua
 @pytest.mark.usefixtures("image_downgrades")
 def test_the_async_client_refuses_a_rewritten_edit_alike(server: FakeLlmServer, sink: ListSink) -> None:
     ledger = CountingLedger(MemoryLedger())
-    guard = make_guard(ledger, sink, policies=IMAGE_TIERS)
+    guard = budget_guard(5.0, IMAGE_TIERS, ledger=ledger, sink=sink)
 
     async def main() -> None:
-        async with openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="test",
-                                      http_client=openai_async_http_client(guard)) as client:
+        async with connect_async(server, guard) as client:
             with attribution(user="u-e13"), pytest.raises(PolicyViolation, match="multipart/form-data"):
                 await client.images.edit(model=IMAGE, prompt=PROMPT, image=("s.png", SQUARE, "image/png"))
 

@@ -5,31 +5,30 @@ cost here is exact."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 openai = pytest.importorskip("openai")
 
-from fake_llm_server import (  # noqa: E402
-    CountingLedger,
-    FakeLlmServer,
-    ListSink,
-    budget_policy,
-    compile_policies,
-    spent_today,
+from fake_llm_server import CountingLedger, FakeLlmServer, ListSink, spent_today  # noqa: E402
+from openai_guard_support import (  # noqa: E402
+    async_retried_then_refused,
+    budget_guard,
+    own_client,
+    refused_unpriced,
+    reserved_once_and_settled,
+    retried_then_exhausted,
+    wrapped_async_call,
 )
 
 from costwarden.adapters.ledger.memory import MemoryLedger  # noqa: E402
 from costwarden.adapters.pricing import GenaiPricer  # noqa: E402
 from costwarden.enforcers.callguard import CallGuard, attribution  # noqa: E402
-from costwarden.enforcers.openai_guard import guard_openai, openai_async_http_client, openai_http_client  # noqa: E402
 from costwarden.engine.subjects import TokenUsage  # noqa: E402
-from costwarden.errors import BudgetExceeded, PolicyViolation  # noqa: E402
+from costwarden.errors import BudgetExceeded  # noqa: E402
 
 IMAGE = "gpt-image-1"
 PRICER = GenaiPricer()
@@ -38,28 +37,6 @@ PROMPT = "a small red fox"  # 15 chars: 4 tokens estimated; 4 words billed by th
 
 def cost(input_tokens: int, output_tokens: int, model: str = IMAGE) -> float:
     return PRICER.cost("openai", model, TokenUsage(input_tokens=input_tokens, output_tokens=output_tokens))
-
-
-def make_guard(ledger: Any, sink: ListSink, limit_usd: float = 5.0, *, background: bool = False) -> CallGuard:
-    return CallGuard(compile_policies(budget_policy(limit_usd)), ledger=ledger, sinks=[sink],
-                     settle_in_background=background)
-
-
-@pytest.fixture(params=["inline", "background"])
-def guard(ledger: CountingLedger, sink: ListSink, request: pytest.FixtureRequest) -> Iterator[CallGuard]:
-    guard = make_guard(ledger, sink, background=request.param == "background")
-    yield guard
-    guard.close()
-
-
-def connect(server: FakeLlmServer, guard: CallGuard) -> Any:
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="test", http_client=openai_http_client(guard))
-
-
-@pytest.fixture
-def client(server: FakeLlmServer, guard: CallGuard) -> Iterator[Any]:
-    with connect(server, guard) as c:
-        yield c
 
 
 # --- reserve, send, settle from usage ---------------------------------------------------------------
@@ -74,12 +51,9 @@ def test_a_call_is_reserved_for_its_images_then_settled_from_its_usage(
     assert result.usage.output_tokens == 2 * 1584
     (sent,) = server.posts("/v1/images/generations")
     assert sent.body == {"model": IMAGE, "prompt": PROMPT, "n": 2, "size": "1024x1536", "quality": "medium"}
-    (hold,) = ledger.calls[0][2]
-    assert ledger.calls[0][0] == "reserve" and hold.amount_usd == pytest.approx(cost(4, 2 * 1584))
-    assert (ledger.count("reserve"), ledger.count("settle"), ledger.count("release")) == (1, 1, 0)
-    (event,) = sink.events
+    hold, event = reserved_once_and_settled(ledger, sink)
+    assert hold.amount_usd == pytest.approx(cost(4, 2 * 1584))
     assert (event.provider, event.api, event.model_requested, event.model) == ("openai", "images", IMAGE, IMAGE)
-    assert (event.outcome, event.verdict, event.usage_source, event.charged) == ("ok", "allow", "response", True)
     assert (event.input_tokens, event.output_tokens, event.cache_read_tokens) == (4, 2 * 1584, 0)
     assert (event.user, event.feature, event.stream) == ("u-i1", "art", False)
     assert event.cost_usd == pytest.approx(4 * 5 / 1e6 + 2 * 1584 * 40 / 1e6)  # $5 / M text in, $40 / M out
@@ -193,12 +167,10 @@ def test_a_budget_holds_gpt_image_1_5_at_its_image_rate(server: FakeLlmServer, l
                                                         sink: ListSink) -> None:
     """$0.15 holds one high 1024x1024 gpt-image-1.5 image at $32 / M ($0.133), not two; at the $10
     text rate ($0.042 each) it held three."""
-    guard = make_guard(ledger, sink, limit_usd=0.15)
-    with connect(server, guard) as client, attribution(user="u-i17"):
+    with own_client(server, budget_guard(0.15, ledger=ledger, sink=sink)) as client, attribution(user="u-i17"):
         client.images.generate(model="gpt-image-1.5", prompt=PROMPT, size="1024x1024", quality="high")
         with pytest.raises(BudgetExceeded):
             client.images.generate(model="gpt-image-1.5", prompt=PROMPT, size="1024x1024", quality="high")
-    guard.close()
     assert len(server.posts("/v1/images/generations")) == 1
     assert [e.outcome for e in sink.events] == ["ok", "denied"]
 
@@ -209,12 +181,11 @@ def test_a_budget_holds_gpt_image_1_5_at_its_image_rate(server: FakeLlmServer, l
 def test_a_budget_that_cannot_hold_the_images_refuses_before_sending(
     server: FakeLlmServer, ledger: CountingLedger, sink: ListSink
 ) -> None:
-    guard = make_guard(ledger, sink, limit_usd=0.2)  # one high 1024x1024 image ($0.17) fits, not a second
-    with connect(server, guard) as client, attribution(user="u-i4"):
+    guard = budget_guard(0.2, ledger=ledger, sink=sink)  # one high 1024x1024 image ($0.17) fits, not a second
+    with own_client(server, guard) as client, attribution(user="u-i4"):
         client.images.generate(model=IMAGE, prompt=PROMPT, size="1024x1024", quality="high")
         with pytest.raises(BudgetExceeded) as caught:
             client.images.generate(model=IMAGE, prompt=PROMPT, size="1024x1024", quality="high")
-    guard.close()
     assert len(server.posts("/v1/images/generations")) == 1  # the refused call never reached the API
     assert "would exceed budget budget:user-budget/cap:user=u-i4" in str(caught.value)  # the atomic reserve refused
     assert [e.outcome for e in sink.events] == ["ok", "denied"]
@@ -223,12 +194,11 @@ def test_a_budget_that_cannot_hold_the_images_refuses_before_sending(
 
 
 def test_n_images_are_refused_when_n_of_them_do_not_fit(server: FakeLlmServer, sink: ListSink) -> None:
-    guard = make_guard(MemoryLedger(), sink, limit_usd=0.05)  # four low images ($0.0435) fit, five do not
-    with connect(server, guard) as client, attribution(user="u-i5"):
+    guard = budget_guard(0.05, ledger=MemoryLedger(), sink=sink)  # four low images ($0.0435) fit, five do not
+    with own_client(server, guard) as client, attribution(user="u-i5"):
         client.images.generate(model=IMAGE, prompt=PROMPT, size="1024x1024", quality="low", n=4)
         with pytest.raises(BudgetExceeded):
             client.images.generate(model=IMAGE, prompt=PROMPT, size="1024x1024", quality="low", n=5)
-    guard.close()
     assert [r.body["n"] for r in server.posts("/v1/images/generations")] == [4]
 
 
@@ -236,14 +206,9 @@ def test_n_images_are_refused_when_n_of_them_do_not_fit(server: FakeLlmServer, s
 def test_an_unpriced_image_model_is_refused_never_priced_at_zero(
     server: FakeLlmServer, sink: ListSink, model: str
 ) -> None:
-    guard = CallGuard(compile_policies(budget_policy(5.0)), ledger=MemoryLedger(), sinks=[sink])
-    with connect(server, guard) as c, attribution(user="u-i6"), pytest.raises(PolicyViolation) as caught:
-        c.images.generate(model=model, prompt="hello", size="1024x1024")  # the budget errs, onError denies
-    guard.close()
-    assert server.posts() == []
-    (result,) = caught.value.decision.blocking
-    assert (result.policy, result.result) == ("user-budget", "error")
-    assert f"no price for model '{model}'" in result.message
+    message = refused_unpriced(server, sink, lambda c: c.images.generate(model=model, prompt="hello",
+                                                                         size="1024x1024"), user="u-i6")
+    assert f"no price for model '{model}'" in message  # the budget errs, onError denies
 
 
 def test_a_streamed_call_reserves_its_partial_images_and_settles_from_its_completed_events(
@@ -287,15 +252,10 @@ def test_a_stream_cut_before_its_last_image_is_charged_its_worst_case(
 def test_retries_reserve_once_and_exhausted_retries_release(
     client: Any, server: FakeLlmServer, ledger: CountingLedger, sink: ListSink
 ) -> None:
-    server.fail_next(500, 429)
-    with attribution(user="u-i9"):
-        client.images.generate(model=IMAGE, prompt=PROMPT, size="1024x1024", quality="low")
-    assert len(server.posts("/v1/images/generations")) == 3
-    server.fail_next(500, 500, 500)
-    with attribution(user="u-i9"), pytest.raises(openai.InternalServerError):
-        client.images.generate(model=IMAGE, prompt=PROMPT, size="1024x1024", quality="low")
-    assert (ledger.count("reserve"), ledger.count("settle"), ledger.count("release")) == (2, 1, 1)
-    assert [(e.outcome, e.cost_usd) for e in sink.events] == [("ok", pytest.approx(cost(4, 272))), ("error", 0.0)]
+    def generate(_: str) -> object:  # the same image each time
+        return client.images.generate(model=IMAGE, prompt=PROMPT, size="1024x1024", quality="low")
+
+    retried_then_exhausted(server, ledger, sink, "/v1/images/generations", generate, cost(4, 272), user="u-i9")
     assert spent_today(ledger, "u-i9") == pytest.approx(cost(4, 272), abs=2e-6)
 
 
@@ -304,18 +264,10 @@ def test_retries_reserve_once_and_exhausted_retries_release(
 
 def test_the_async_client_is_guarded_alike(server: FakeLlmServer, guard: CallGuard, ledger: CountingLedger,
                                            sink: ListSink) -> None:
-    async def main() -> Any:
-        async with openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="test",
-                                      http_client=openai_async_http_client(guard)) as client:
-            with attribution(user="u-i10"):
-                server.fail_next(500)
-                first = await client.images.generate(model=IMAGE, prompt=PROMPT, size="1536x1024", quality="low",
-                                                     n=2)
-                with pytest.raises(PolicyViolation):
-                    await client.images.generate(model="dall-e-3", prompt="e")
-                return first
-
-    result = asyncio.run(main())
+    result = async_retried_then_refused(
+        server, guard, lambda client: client.images.generate(model=IMAGE, prompt=PROMPT, size="1536x1024",
+                                                             quality="low", n=2),
+        lambda client: client.images.generate(model="dall-e-3", prompt="e"), user="u-i10")
     assert len(result.data) == 2
     assert len(server.posts("/v1/images/generations")) == 2  # the failed attempt and its retry; the refused call none
     # a settler thread may report the first call after the refusal of the second
@@ -329,18 +281,8 @@ def test_the_async_client_is_guarded_alike(server: FakeLlmServer, guard: CallGua
 
 def test_guard_openai_wraps_an_async_client_for_images(server: FakeLlmServer, guard: CallGuard,
                                                        sink: ListSink) -> None:
-    async def main() -> None:
-        base = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="test")
-        client = guard_openai(base, guard)
-        try:
-            with attribution(user="u-i11"):
-                await client.images.generate(model=IMAGE, prompt="wrapped async call", size="1024x1024",
-                                             quality="high")
-        finally:
-            await client.close()
-            await base.close()
-
-    asyncio.run(main())
+    wrapped_async_call(server, guard, lambda c: c.images.generate(model=IMAGE, prompt="wrapped async call",
+                                                                  size="1024x1024", quality="high"), user="u-i11")
     (event,) = sink.events
     assert (event.api, event.input_tokens, event.output_tokens, event.charged) == ("images", 3, 4160, True)
     assert event.cost_usd == pytest.approx(cost(3, 4160))
@@ -359,11 +301,8 @@ def test_the_builtin_library_sends_an_images_request_unrewritten(
     import costwarden
 
     guard = CallGuard(costwarden.load_policies(), ledger=MemoryLedger(), sinks=[sink])
-    try:
-        with connect(server, guard) as client, attribution(user="u-i12", feature="art"):
-            client.images.generate(model=IMAGE, prompt=PROMPT, **options)
-    finally:
-        guard.close()
+    with own_client(server, guard) as client, attribution(user="u-i12", feature="art"):
+        client.images.generate(model=IMAGE, prompt=PROMPT, **options)
     (sent,) = server.posts()
     assert sent.body["model"] == IMAGE and "max_tokens" not in sent.body
     (event,) = sink.events

@@ -9,35 +9,33 @@ once per transport and rewrite naming what it changed, and notes it in the cost 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
 openai = pytest.importorskip("openai")
 
-from fake_llm_server import CountingLedger, FakeLlmServer, ListSink, budget_policy, compile_policies  # noqa: E402
+from fake_llm_server import CountingLedger, FakeLlmServer, ListSink, compile_policies  # noqa: E402
+from llm_call_support import llm_call_policy  # noqa: E402
+from openai_guard_support import budget_guard, connect_async, own_client  # noqa: E402
 
 from costwarden.adapters.ledger.memory import MemoryLedger  # noqa: E402
 from costwarden.enforcers.callguard import CallGuard, attribution  # noqa: E402
-from costwarden.enforcers.openai_guard import INCLUDE_USAGE, openai_async_http_client, openai_http_client  # noqa: E402
+from costwarden.enforcers.openai_guard import INCLUDE_USAGE  # noqa: E402
 
 HI = [{"role": "user", "content": "Hi"}]
-CAP_OUTPUT = """
-apiVersion: costwarden.dev/v1
-kind: Policy
-metadata: {name: cap-output}
-spec:
-  subject: llm_call
-  enforcement: {default: deny}
-  rules:
-    - name: cap
-      maxOutputTokens: {limit: 32}
-"""
+CAP_OUTPUT = llm_call_policy("cap-output", {"cap": "maxOutputTokens: {limit: 32}"})
 
 
-def connect(server: FakeLlmServer, guard: CallGuard) -> Any:
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="test", max_retries=2,
-                         http_client=openai_http_client(guard, max_retries=2))
+@contextmanager
+def watched_client(server: FakeLlmServer, sink: ListSink, caplog: pytest.LogCaptureFixture,
+                   user: str) -> Iterator[openai.OpenAI]:
+    """A client through a guard of a $5 budget on a memory ledger, calling as ``user``, the guard's
+    warnings captured."""
+    with own_client(server, budget_guard(5.0, ledger=MemoryLedger(), sink=sink)) as client, \
+            attribution(user=user), caplog.at_level(logging.WARNING, logger="costwarden.callguard"):
+        yield client
 
 
 def rejections(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -49,8 +47,8 @@ def test_a_400_to_the_added_include_usage_is_warned_once_and_noted_in_the_event(
     server: FakeLlmServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     sink, ledger = ListSink(), CountingLedger(MemoryLedger())
-    guard = CallGuard(compile_policies(budget_policy(5.0)), ledger=ledger, sinks=[sink])
-    with connect(server, guard) as client, attribution(user="u-rej"), \
+    guard = budget_guard(5.0, ledger=ledger, sink=sink)
+    with own_client(server, guard) as client, attribution(user="u-rej"), \
             caplog.at_level(logging.WARNING, logger="costwarden.callguard"):
         for _ in range(2):
             server.fail_next(400)
@@ -58,7 +56,6 @@ def test_a_400_to_the_added_include_usage_is_warned_once_and_noted_in_the_event(
                 client.chat.completions.create(model="gpt-4.1-mini", max_tokens=64, messages=HI, stream=True)
             # what the application receives is the server's answer, unchanged
             assert caught.value.status_code == 400 and "try again" in str(caught.value)
-    guard.close()
     assert [r.body["stream_options"] for r in server.posts("/v1/chat/completions")] == [{"include_usage": True}] * 2
     (warning,) = rejections(caplog)  # once per transport and rewrite, not once per call
     assert "stream_options.include_usage" in warning and "400" in warning
@@ -76,14 +73,11 @@ def test_a_400_to_a_request_sent_as_asked_says_nothing_more(
     server: FakeLlmServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     sink = ListSink()
-    guard = CallGuard(compile_policies(budget_policy(5.0)), ledger=MemoryLedger(), sinks=[sink])
-    with connect(server, guard) as client, attribution(user="u-rej2"), \
-            caplog.at_level(logging.WARNING, logger="costwarden.callguard"):
+    with watched_client(server, sink, caplog, "u-rej2") as client:
         server.fail_next(400)
         with pytest.raises(openai.BadRequestError):
             client.chat.completions.create(model="gpt-4.1-mini", max_tokens=64, messages=HI, stream=True,
                                            stream_options={"include_usage": True})
-    guard.close()
     assert rejections(caplog) == []
     (event,) = sink.events
     assert (event.outcome, event.error, event.rewrites) == ("error", "HTTP 400", ())
@@ -93,13 +87,10 @@ def test_a_429_or_a_5xx_to_a_rewritten_request_is_no_rejection(
     server: FakeLlmServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     sink = ListSink()
-    guard = CallGuard(compile_policies(budget_policy(5.0)), ledger=MemoryLedger(), sinks=[sink])
-    with connect(server, guard) as client, attribution(user="u-rej3"), \
-            caplog.at_level(logging.WARNING, logger="costwarden.callguard"):
+    with watched_client(server, sink, caplog, "u-rej3") as client:
         server.fail_next(429, 503, 500)
         with pytest.raises(openai.InternalServerError):
             client.chat.completions.create(model="gpt-4.1-mini", max_tokens=64, messages=HI, stream=True)
-    guard.close()
     assert rejections(caplog) == []
     (event,) = sink.events
     assert (event.outcome, event.error) == ("error", "HTTP 500")
@@ -114,9 +105,7 @@ def test_an_async_client_names_the_policy_fix_the_server_rejected(
     guard = CallGuard(compile_policies(CAP_OUTPUT), ledger=MemoryLedger(), sinks=[sink])
 
     async def run() -> None:
-        client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="test", max_retries=0,
-                                    http_client=openai_async_http_client(guard, max_retries=0))
-        async with client:
+        async with connect_async(server, guard, max_retries=0) as client:
             server.fail_next(422)
             with pytest.raises(openai.UnprocessableEntityError):
                 await client.chat.completions.create(model="gpt-4.1-mini", max_tokens=500, messages=HI)
@@ -138,7 +127,7 @@ def test_the_anthropic_edge_names_the_fix_the_server_rejected(
     whose ``max_tokens`` the guard clamped gets it back unchanged, and the guard says what it did."""
     anthropic = pytest.importorskip("anthropic")
     sink, ledger = ListSink(), CountingLedger(MemoryLedger())
-    guard = CallGuard(compile_policies(budget_policy(5.0) + "\n---\n" + CAP_OUTPUT), ledger=ledger, sinks=[sink])
+    guard = budget_guard(5.0, CAP_OUTPUT, ledger=ledger, sink=sink)
     with anthropic.Anthropic(base_url=server.url, api_key="test", max_retries=0, middleware=[guard]) as client, \
             attribution(user="u-rej-a"), caplog.at_level(logging.WARNING, logger="costwarden.callguard"):
         server.fail_next(400)

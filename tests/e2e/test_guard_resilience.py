@@ -31,7 +31,6 @@ import pytest
 
 anthropic = pytest.importorskip("anthropic")
 from fake_llm_server import LOAD_PROMPT, FakeLlmServer, ListSink, budget_policy, compile_policies  # noqa: E402
-from ledger_backends import REDIS_URL  # noqa: E402
 
 from costwarden.adapters.anthropic import estimate_input_tokens  # noqa: E402
 from costwarden.adapters.ledger import open_ledger  # noqa: E402
@@ -69,16 +68,6 @@ def figures(ledger: Any, user: str) -> tuple[float, float]:
 def call(client: Any, user: str, **headers: str) -> None:
     with attribution(user=user):
         client.messages.create(model=MODEL, max_tokens=MAX_TOKENS, messages=MESSAGES, extra_headers=headers)
-
-
-@pytest.fixture(params=["sqlite", "redis", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    unique = uuid.uuid4().hex[:8]
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/ledger.db"
-    if request.param == "redis":
-        return f"{REDIS_URL}?prefix={request.getfixturevalue('redis_run')}-{unique}&timeout=2"
-    return f"{request.getfixturevalue('postgres_db')}?table_prefix=g{unique}_"
 
 
 # --- kill -9 a guarded process ------------------------------------------------------------------

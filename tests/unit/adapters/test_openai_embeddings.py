@@ -3,23 +3,28 @@ reserves (input only), the price, and how the built-in policy library judges suc
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from llm_call_support import (
+    MIXED_LISTS,
+    SMALL_EMBEDDINGS_ONLY,
+    USER_BUDGET,
+    WRONG_TYPES,
+    judge,
+    llm_call_policy,
+    results,
+)
+from policy_support import compile_text
 
-import costwarden
 from costwarden.adapters import openai_embeddings as embeddings
-from costwarden.adapters.ledger.memory import MemoryLedger
 from costwarden.adapters.pricing import GenaiPricer
-from costwarden.engine.compile import compile_documents
-from costwarden.engine.loader import load_text
+from costwarden.engine.evaluate import PolicySet
 from costwarden.engine.rules.budget import worst_case_usage
 from costwarden.engine.subjects import TokenUsage
 from costwarden.errors import AdapterError, PricingError
 
 PRICER = GenaiPricer()
-NOW = datetime(2026, 11, 30, 12, tzinfo=UTC)
 
 
 def body(value: Any, model: str = "text-embedding-3-small", **extra: Any) -> dict[str, Any]:
@@ -46,19 +51,7 @@ def test_input_tokens_are_estimated_from_each_input_shape(value: Any, tokens: in
     assert embeddings.subject_from_request(body(value)).request.input_tokens == tokens
 
 
-@pytest.mark.parametrize(
-    ("value", "says"),
-    [
-        (None, "got NoneType"),
-        (42, "got int"),
-        ({"text": "hi"}, "got dict"),
-        (["hi", 1], "a list of str, int"),
-        ([1, True], "a list of int, bool"),  # a bool is not a token id
-        ([1, -2], "a list of int"),
-        ([[1, 2], "hi"], "a list of list, str"),
-        ([[1, 2.5]], "a list of list"),
-    ],
-)
+@pytest.mark.parametrize(("value", "says"), [(None, "got NoneType"), *WRONG_TYPES, *MIXED_LISTS])
 def test_an_input_of_no_shape_the_api_takes_is_refused(value: Any, says: str) -> None:
     with pytest.raises(AdapterError, match="'input' must be a string, a list of strings") as caught:
         embeddings.subject_from_request(body(value))
@@ -134,53 +127,14 @@ def test_an_unknown_embeddings_model_is_never_priced_at_zero() -> None:
 
 # --- policies -------------------------------------------------------------------------------------
 
-BUDGET_AND_ALLOWLIST = """
-apiVersion: costwarden.dev/v1
-kind: Policy
-metadata: {name: spend}
-spec:
-  subject: llm_call
-  enforcement: {default: deny}
-  onError: deny
-  rules:
-    - name: cap
-      budget: {per: [user], limitUsd: 1, window: day}
----
-apiVersion: costwarden.dev/v1
-kind: Policy
-metadata: {name: embedders}
-spec:
-  subject: llm_call
-  match: {kinds: [embeddings]}
-  enforcement: {default: deny}
-  rules:
-    - name: small-only
-      allowedModels: {default: ["text-embedding-3-small"], onViolation: deny}
----
-apiVersion: costwarden.dev/v1
-kind: Policy
-metadata: {name: caching}
-spec:
-  subject: llm_call
-  enforcement: {default: deny}
-  rules:
-    - name: cache-long-prefixes
-      requirePromptCaching: {minTokens: 1000, fix: true}
-"""
-
-
-def judge(policies: Any, call: Any) -> Any:
-    return policies.evaluate(call, "runtime", now=NOW, ledger=MemoryLedger(), reserving=True)
-
-
-def results(decision: Any) -> dict[str, str]:
-    return {f"{r.policy}/{r.rule}": r.result for r in decision.results}
-
-
 @pytest.fixture(scope="module")
-def policies() -> Any:
-    loaded = load_text(BUDGET_AND_ALLOWLIST, file="inline.yaml")
-    return compile_documents(loaded.documents, pricer=PRICER, diagnostics=loaded.diagnostics)
+def policies() -> PolicySet:
+    """A $1 daily budget per user, an allowlist of embeddings models, and a prompt-caching rule."""
+    return compile_text(
+        llm_call_policy("spend", {"cap": USER_BUDGET}, on_error="deny"),
+        SMALL_EMBEDDINGS_ONLY,
+        llm_call_policy("caching", {"cache-long-prefixes": "requirePromptCaching: {minTokens: 1000, fix: true}"}),
+        pricer=PRICER)
 
 
 def test_a_budget_holds_the_input_cost_and_caching_rules_do_not_fire(policies: Any) -> None:
@@ -205,14 +159,9 @@ def test_an_unknown_model_is_an_error_the_budget_denies_on(policies: Any) -> Non
     assert not decision.allowed
 
 
-@pytest.fixture(scope="module")
-def library() -> Any:
-    return costwarden.load_policies()
-
-
-def test_the_builtin_library_holds_both_budgets_for_the_input_alone(library: Any) -> None:
+def test_the_builtin_library_holds_both_budgets_for_the_input_alone(builtin_policies: PolicySet) -> None:
     call = embeddings.subject_from_request(body([[1] * 500] * 2), feature="search", user="u-lib")
-    decision = judge(library, call)
+    decision = judge(builtin_policies, call)
     by_rule = results(decision)
     assert by_rule["feature-monthly-budget/monthly-feature-cap"] == "pass"
     assert by_rule["user-daily-budget/daily-user-cap"] == "pass"
@@ -220,9 +169,9 @@ def test_the_builtin_library_holds_both_budgets_for_the_input_alone(library: Any
     assert [h.amount_usd for h in decision.holds] == pytest.approx([1000 * 0.02 / 1e6] * 2)
 
 
-def test_the_builtin_library_allows_an_embeddings_call(library: Any) -> None:
+def test_the_builtin_library_allows_an_embeddings_call(builtin_policies: PolicySet) -> None:
     for feature in ("search", "classify", "code"):
         call = embeddings.subject_from_request(body("hello world"), feature=feature, user="u-lib")
-        decision = judge(library, call)
+        decision = judge(builtin_policies, call)
         assert decision.allowed, decision.summary()
         assert decision.fixes() == []

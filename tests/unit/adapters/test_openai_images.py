@@ -4,25 +4,22 @@ case and of the usage, and how policies and the built-in library judge such a ca
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from llm_call_support import USER_BUDGET, judge, llm_call_policy, results
+from policy_support import compile_text
 
-import costwarden
 from costwarden.adapters import openai_images as images
-from costwarden.adapters.ledger.memory import MemoryLedger
 from costwarden.adapters.openai import usage_from_response
 from costwarden.adapters.pricing import GenaiPricer
 from costwarden.enforcers import openai_endpoints as endpoints
-from costwarden.engine.compile import compile_documents
-from costwarden.engine.loader import load_text
+from costwarden.engine.evaluate import PolicySet
 from costwarden.engine.rules.budget import OUTPUT_TOKENS_CAP, worst_case_usage
 from costwarden.engine.subjects import TokenUsage
 from costwarden.errors import AdapterError, PricingError
 
 PRICER = GenaiPricer()
-NOW = datetime(2026, 11, 30, 12, tzinfo=UTC)
 PROMPT = "a watercolour fox in the snow"  # 29 chars: 8 tokens by the prose estimate
 
 
@@ -198,32 +195,10 @@ def test_dall_e_models_have_no_token_price_and_are_never_priced_at_zero(model: s
 
 # --- policies -------------------------------------------------------------------------------------
 
-BUDGET = """
-apiVersion: costwarden.dev/v1
-kind: Policy
-metadata: {name: spend}
-spec:
-  subject: llm_call
-  enforcement: {default: deny}
-  onError: deny
-  rules:
-    - name: cap
-      budget: {per: [user], limitUsd: 1, window: day}
-"""
-
-
-def judge(policies: Any, call: Any) -> Any:
-    return policies.evaluate(call, "runtime", now=NOW, ledger=MemoryLedger(), reserving=True)
-
-
-def results(decision: Any) -> dict[str, str]:
-    return {f"{r.policy}/{r.rule}": r.result for r in decision.results}
-
-
 @pytest.fixture(scope="module")
-def policies() -> Any:
-    loaded = load_text(BUDGET, file="inline.yaml")
-    return compile_documents(loaded.documents, pricer=PRICER, diagnostics=loaded.diagnostics)
+def policies() -> PolicySet:
+    """A $1 daily budget per user."""
+    return compile_text(llm_call_policy("spend", {"cap": USER_BUDGET}, on_error="deny"), pricer=PRICER)
 
 
 def test_a_budget_holds_the_worst_case_of_n_images(policies: Any) -> None:
@@ -248,14 +223,9 @@ def test_an_unpriced_image_model_is_an_error_the_budget_denies_on(policies: Any,
     assert not decision.allowed
 
 
-@pytest.fixture(scope="module")
-def library() -> Any:
-    return costwarden.load_policies()
-
-
-def test_the_builtin_library_holds_both_budgets_for_the_worst_case(library: Any) -> None:
+def test_the_builtin_library_holds_both_budgets_for_the_worst_case(builtin_policies: PolicySet) -> None:
     call = images.subject_from_request(body(size="1024x1024", quality="low"), feature="art", user="u-lib")
-    by_rule = results(judge(library, call))
+    by_rule = results(judge(builtin_policies, call))
     assert by_rule["feature-monthly-budget/monthly-feature-cap"] == "pass"
     assert by_rule["user-daily-budget/daily-user-cap"] == "pass"
     assert by_rule["require-llm-attribution/feature-and-user"] == "pass"
