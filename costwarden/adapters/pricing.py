@@ -18,7 +18,11 @@ reproduces genai-prices' own: a cache unit without a price of its own is billed 
 total input crosses the tier. Web searches cost genai-prices' per-search price (never batch-discounted:
 the discount is on tokens), and the audio and image shares of input and output their modality's rates
 (a model without such a rate bills the share at the text rate: ``gpt-image-1``'s output rate is its
-image rate). Importing this module does not import genai-prices.
+image rate). Models billed by other units price them from genai-prices too: seconds of input audio
+(``whisper-1``: ``input_audio_hours``) and characters of input text
+(``tts-1``: ``input_mchars``); such a model takes the full path (as a tiered one does), so pricing
+a chat call does no extra work, and units a model has no price for raise PricingError, never $0.
+Importing this module does not import genai-prices.
 """
 
 from __future__ import annotations
@@ -112,11 +116,15 @@ class _Prices:
     image: _Modality = _TEXT_ONLY
     web_search: float = 0.0
     """USD per server-side web search; not scaled by ``factor`` (batch discounts are on tokens)."""
+    audio_second: float | None = None
+    """USD per second of input audio (``whisper-1``); None where the model has no such price."""
+    input_character: float | None = None
+    """USD per character of input text (``tts-1``); None where the model has no such price."""
 
     def cost(self, usage: TokenUsage) -> float:
-        if usage.output_tokens and not self.has_output:
+        if not self.has_output and usage.output_tokens:
             raise PricingError(f"{self.label} has no output-token price, yet the usage has output tokens")
-        if usage.total_input_tokens and not self.has_input:
+        if not self.has_input and usage.total_input_tokens:
             raise PricingError(f"{self.label} has no input-token price, yet the usage has input tokens")
         searches = usage.web_search_requests * self.web_search
         if (self.tiered or usage.input_audio_tokens or usage.output_audio_tokens or usage.input_image_tokens
@@ -141,6 +149,8 @@ class _Prices:
             + usage.cache_write_5m_tokens * self.cache_write_5m.at(total)
             + usage.cache_write_1h_tokens * self.cache_write_1h.at(total)
         )
+        if usage.audio_seconds or usage.input_characters:
+            cost += self._unit_cost(usage)
         for rates, (fresh, cached, emitted) in zip((self.audio, self.image), _modality_shares(usage), strict=True):
             cost += (
                 fresh * (rates.input or self.input).at(total)
@@ -151,6 +161,16 @@ class _Prices:
         return self.factor * (
             cost + uncached * self.input.at(total) + read * self.cache_read.at(total) + out * self.output.at(total)
         )
+
+    def _unit_cost(self, usage: TokenUsage) -> float:
+        """Seconds of input audio and characters of input text at the model's prices for them."""
+        cost = 0.0
+        for count, rate, unit in ((usage.audio_seconds, self.audio_second, "seconds of input audio"),
+                                  (usage.input_characters, self.input_character, "input characters")):
+            if count and rate is None:
+                raise PricingError(f"{self.label} has no price for {unit}, yet the usage has {count}")
+            cost += count * (rate or 0.0)
+        return cost
 
 
 class GenaiPricer:
@@ -219,7 +239,19 @@ def genai_usage(usage: TokenUsage) -> Any:
         input_image_tokens=image_in + image_read,
         output_image_tokens=image_out,
         cache_image_read_tokens=image_read,
+        **_unit_usage(usage),
     )
+
+
+def _unit_usage(usage: TokenUsage) -> dict[str, int]:
+    """genai-prices' keys for the units of ``usage`` other than tokens (only those it has: a parent
+    duration key must come with its child)."""
+    units: dict[str, int] = {}
+    if usage.audio_seconds:
+        units.update(audio_seconds=usage.audio_seconds, input_audio_seconds=usage.audio_seconds)
+    if usage.input_characters:
+        units["input_characters"] = usage.input_characters
+    return units
 
 
 def _snapshot() -> object:
@@ -272,7 +304,9 @@ def _compile_prices(
     price = info.get_prices(now, price_context or None)
     label = f"model {model!r} ({found_provider.id}/{info.id})"
     values = {key: getattr(price, key) for key in _TOKEN_KEYS}
-    free = all(value is None for value in values.values())  # an empty price: a free model
+    per_second, per_character = _unit_rates(price)
+    metered = per_second is not None or per_character is not None  # billed by seconds or characters
+    free = all(value is None for value in values.values()) and not metered  # an empty price: a free model
     if free and _has_other_prices(price):
         raise PricingError(f"{label} is not priced per token ({price}); it cannot be priced from token usage")
     rates = {key: _rate(value) for key, value in values.items()}
@@ -288,7 +322,9 @@ def _compile_prices(
         cache_write_5m=write,
         cache_write_1h=rates["cache_write_1h_mtok"] or write,
         factor=BATCH_DISCOUNT if batch and not has_batch_price else 1.0,
-        tiered=any(rate is not None and rate.tiers for rate in (*rates.values(), *_modality_rates(modalities))),
+        # a model billed by other units takes the full path, as a tiered one does
+        tiered=metered or any(rate is not None and rate.tiers
+                              for rate in (*rates.values(), *_modality_rates(modalities))),
         has_input=free or rates["input_mtok"] is not None,
         has_output=free or rates["output_mtok"] is not None,
         label=label,
@@ -296,7 +332,22 @@ def _compile_prices(
         audio=modalities["audio"],
         image=modalities["image"],
         web_search=float(web_searches_kcount) / 1_000 if web_searches_kcount is not None else 0.0,
+        audio_second=per_second,
+        input_character=per_character,
     )
+
+
+def _unit_rates(price: Any) -> tuple[float | None, float | None]:
+    """(USD per second of input audio, USD per input character): genai-prices' ``input_audio_hours``
+    and ``input_mchars``; None where the model has no such price. ``audio_hours`` alone (a live
+    model's session audio, either way) is not taken for input audio. Tiered unit prices are not
+    known to genai-prices' data; one would raise rather than be misread."""
+    hourly = getattr(price, "input_audio_hours", None)
+    per_million = getattr(price, "input_mchars", None)
+    if getattr(hourly, "tiers", None) is not None or getattr(per_million, "tiers", None) is not None:
+        raise PricingError(f"tiered audio-duration or character prices are not supported ({price})")
+    return (float(hourly) / 3600 if hourly is not None else None,
+            float(per_million) / 1e6 if per_million is not None else None)
 
 
 def _modality(price: Any, keys: tuple[str, str, str], cache_read: _Rate | None) -> _Modality:

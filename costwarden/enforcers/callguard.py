@@ -61,6 +61,7 @@ from costwarden.enforcers.attempt import retry_wait_s
 from costwarden.enforcers.attribution import Attribution, attribution, current_attribution
 from costwarden.enforcers.guarded_call import GuardedCall, ProviderEdge
 from costwarden.enforcers.judging import post_call_policies, refusal_event, subject_of
+from costwarden.enforcers.openai_audio import audio_estimate
 from costwarden.enforcers.preparation import prepare_call
 from costwarden.enforcers.settler import Settler
 from costwarden.engine.decision import Decision
@@ -349,8 +350,10 @@ class CallGuard(_MiddlewareBase):
     def estimate(self, subject: LlmCall, *, output: bool = True) -> float | None:
         """Worst-case USD of a call (estimated input plus clamped max output), or input only; None
         when the model has no price (the budget rule then reports the error and denies)."""
-        usage = worst_case_usage(subject, output=output)
         try:
+            if subject.request.api == "audio" and subject.body is not None:  # seconds, characters or tokens
+                return audio_estimate(self.pricer, subject, output=output)
+            usage = worst_case_usage(subject, output=output)
             return cost_in_context(self.pricer, subject.provider, subject.model, usage, batch=subject.request.batch,
                                    context=price_context(subject.body))
         except Exception:  # an unknown price is judged by the budget rule, never priced at $0 here

@@ -15,9 +15,12 @@ Guarded: ``POST …/chat/completions`` and ``POST …/responses`` (plain and str
 :mod:`costwarden.adapters.openai_completions`), ``POST …/images/generations`` and
 ``POST …/images/edits`` (``images.generate`` / ``images.edit``: the prompt, each input image by its
 pixel size and ``n`` images at their size and quality are reserved, the ``usage`` settled:
-:mod:`costwarden.adapters.openai_images`) and Batch API jobs (``POST …/batches``, judged from
+:mod:`costwarden.adapters.openai_images`), the Audio API (``POST …/audio/transcriptions``,
+``…/audio/translations``, ``…/audio/speech``: seconds, characters or tokens reserved, settled from
+the usage or a documented estimate: :mod:`costwarden.adapters.openai_audio`, :mod:`.openai_audio`)
+and Batch API jobs (``POST …/batches``, judged from
 their input file, settled when their output file is read: :mod:`.openai_batches`); other requests
-pass through. Those of them that spend money (image variations, audio, Responses
+pass through. Those of them that spend money (image variations, Responses
 compaction, videos, fine-tuning jobs: :data:`UNGUARDED_SPEND`) are neither judged, reserved,
 counted against budgets nor reported: each transport logs a warning naming the endpoint the first
 time one passes, so this is never silent (:mod:`.openai_endpoints`). ``provider=`` names an
@@ -60,7 +63,6 @@ import httpx2
 
 from costwarden.adapters import openai as adapter
 from costwarden.adapters.multipart import boundary_of, parse_form
-from costwarden.adapters.openai_images import edit_body
 from costwarden.enforcers import background_responses as background
 from costwarden.enforcers import openai_batch_reads as batch_reads
 from costwarden.enforcers import openai_batches as batches
@@ -69,6 +71,7 @@ from costwarden.enforcers.bodytap import AsyncTappedStream, BodyTap, TappedStrea
 from costwarden.enforcers.guarded_call import GuardedCall, ProviderEdge
 from costwarden.enforcers.openai_attempt import attempt_of, error_answer, sdk_max_retries
 from costwarden.enforcers.openai_attempt import failed as _failed
+from costwarden.enforcers.openai_audio import audio_tap
 from costwarden.enforcers.openai_endpoints import (
     OPENAI,
     OPENAI_COMPLETIONS,
@@ -76,6 +79,7 @@ from costwarden.enforcers.openai_endpoints import (
     UNGUARDED_SPEND,
     edge,
     edges,
+    form_body,
     guarded_path,
     is_guarded,
     route,
@@ -100,7 +104,7 @@ class GuardedTransport(httpx2.BaseTransport):
     def __init__(self, guard: CallGuard, transport: httpx2.BaseTransport | None = None, *,
                  provider: str = adapter.PROVIDER, max_retries: int | None = None, close_inner: bool = True) -> None:
         self.guard = guard
-        self.edges = edges(provider)
+        self.edges = edges(provider, pricer=guard.pricer)
         self.max_retries = guard.max_retries if max_retries is None else max_retries
         self._inner = transport if transport is not None else httpx2.HTTPTransport()
         self._close_inner = close_inner
@@ -126,9 +130,11 @@ class GuardedTransport(httpx2.BaseTransport):
             response = self._inner.handle_request(outgoing)
         except BaseException as exc:
             _failed(call, attempt, exc, sdk_max_retries(self.max_retries))
+            self.guard.attempt_ended(call)
             raise
-        retries = self.max_retries if response.is_success else sdk_max_retries(self.max_retries)
+        retries = self.max_retries if 200 <= response.status_code < 300 else sdk_max_retries(self.max_retries)
         safely(call, _after, call, attempt, response, TappedStream, injected, retries, self._warned)
+        self.guard.attempt_ended(call)
         return response
 
     def close(self) -> None:
@@ -142,7 +148,7 @@ class AsyncGuardedTransport(httpx2.AsyncBaseTransport):
     def __init__(self, guard: CallGuard, transport: httpx2.AsyncBaseTransport | None = None, *,
                  provider: str = adapter.PROVIDER, max_retries: int | None = None, close_inner: bool = True) -> None:
         self.guard = guard
-        self.edges = edges(provider)
+        self.edges = edges(provider, pricer=guard.pricer)
         self.max_retries = guard.max_retries if max_retries is None else max_retries
         self._inner = transport if transport is not None else httpx2.AsyncHTTPTransport()
         self._close_inner = close_inner
@@ -173,6 +179,7 @@ class AsyncGuardedTransport(httpx2.AsyncBaseTransport):
         refused = _unsendable(call, request)
         if refused is not None:
             await guard.finish_async(call, partial(call.failed, sent=False, final=True), refused)
+            guard.attempt_ended(call)
             raise refused
         keep = call.body is body or sends_form(request)
         outgoing = request if keep else _rebuilt(request, call.body, identity=injected)
@@ -181,11 +188,13 @@ class AsyncGuardedTransport(httpx2.AsyncBaseTransport):
         except BaseException as exc:
             await guard.finish_async(call, _failed, call, attempt, exc, sdk_max_retries(self.max_retries))
             guard.expect_retry(call)
+            guard.attempt_ended(call)
             raise
-        retries = self.max_retries if response.is_success else sdk_max_retries(self.max_retries)
+        retries = self.max_retries if 200 <= response.status_code < 300 else sdk_max_retries(self.max_retries)
         await guard.finish_async(call, safely, call, _after, call, attempt, response, AsyncTappedStream, injected,
                                  retries, self._warned)
         guard.expect_retry(call, response.headers)
+        guard.attempt_ended(call)
         return response
 
     async def aclose(self) -> None:
@@ -280,6 +289,7 @@ def _plan(
     refused = _unsendable(call, request)
     if refused is not None:
         call.failed(refused, sent=False, final=True)  # releases the hold, reports the refusal
+        guard.attempt_ended(call)
         raise refused
     if call.body is body or sends_form(request):  # a retry's form: the call's first body is the one judged
         return call, request, attempt, injected
@@ -301,9 +311,10 @@ def _parts(request: httpx2.Request) -> tuple[Mapping[str, Any], Mapping[str, Any
     ``include_usage`` was added); None for a body that is not a JSON object. An image edit's form
     is read into its body (:func:`~costwarden.adapters.openai_images.edit_body`)."""
     raw = request.read()
-    keyed, content_type = raw, request.headers.get("content-type", "")
-    if sends_form(request):  # an image edit: its form is judged; a retry's form has a boundary of its own
-        body: Any = edit_body(parse_form(content_type, raw))
+    keyed = raw
+    if sends_form(request):  # an image edit or an audio file: its form is judged; a retry's has a boundary of its own
+        content_type = request.headers.get("content-type", "")
+        body: Any = form_body(request.url.path, parse_form(content_type, raw))
         keyed = raw.replace(boundary_of(content_type), b"")
     else:
         try:
@@ -359,13 +370,18 @@ def _after(
     if error_answer(call, attempt, response, max_retries, warned):
         return
     sse = "text/event-stream" in response.headers.get("content-type", "")
-    observer = OpenAIStream(drop_usage_chunk=injected) if sse else None
+    observer: Any
+    if call.subject.kind == "audio":  # transcriptions and speech: usage in their own shapes, or none
+        observer, on_end = audio_tap(call, sse)
+    else:
+        observer = OpenAIStream(drop_usage_chunk=injected) if sse else None
+        on_end = partial(stream_end, call, observer)
     read = response.is_closed  # answered from memory (a test double's transport): its body is decoded
     tap = BodyTap(
         sse=sse,
         content_encoding=None if read else response.headers.get("content-encoding"),
         observer=observer,
-        on_end=partial(stream_end, call, observer),
+        on_end=on_end,
         filtering=injected,
         blocking=call.guard.finishing_blocks,
     )

@@ -63,8 +63,10 @@ Every request is recorded (``server.requests``) so a test can assert that none w
 The handlers live beside this module, one per API family: ``fake_wire.py`` (the plumbing they
 share), ``fake_anthropic.py`` (Messages, Message Batches), ``fake_bedrock.py`` (the Bedrock and
 Vertex paths, Bedrock's event-stream frames), ``fake_openai.py`` (Chat Completions, Responses,
-Embeddings, legacy Completions); ``guard_support.py`` holds what the call-guard tests share (sinks,
-ledgers, policies, the load of the concurrency proof). Every name tests and benchmarks import is importable from here.
+Embeddings, legacy Completions), ``fake_openai_images.py`` (GPT Image generations and edits),
+``fake_openai_audio.py`` (transcriptions, translations, speech); ``guard_support.py`` holds what the
+call-guard tests share (sinks, ledgers, policies, the load of the concurrency proof). Every name
+tests and benchmarks import is importable from here.
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ from typing import Any
 from fake_anthropic import AnthropicHandlers, _batch_object
 from fake_bedrock import BEDROCK_STREAM, _platform_model, bedrock_chunk, eventstream_frame
 from fake_openai import OpenAIHandlers
+from fake_openai_audio import with_openai_audio
 from fake_openai_batches import with_openai_batches
 from fake_openai_images import generate_images, with_openai_image_edits
 from guard_support import (
@@ -114,7 +117,8 @@ class FakeLlmServer:
         self.responses: dict[str, dict[str, Any]] = {}  # background Responses, completed, by id
         self._failures: deque[int] = deque()
         self._lock = threading.Lock()
-        self._server = _Server(("127.0.0.1", 0), with_openai_image_edits(with_openai_batches(_Handler)))
+        self._server = _Server(("127.0.0.1", 0),
+                               with_openai_audio(with_openai_image_edits(with_openai_batches(_Handler))))
         self._server.daemon_threads = True
         self._server.fake = self  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-llm", daemon=True)

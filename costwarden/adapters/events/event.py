@@ -59,6 +59,10 @@ class CostEvent:
     """The image share of ``output_tokens`` (GPT Image generation)."""
     web_search_requests: int = 0
     """Server-side web searches (Anthropic's web search tool), priced per search."""
+    audio_seconds: int = 0
+    """Seconds of input audio billed by duration (``whisper-1`` transcriptions and translations)."""
+    input_characters: int = 0
+    """Characters of input text billed per character (``tts-1`` / ``tts-1-hd`` speech)."""
     cost_usd: float = 0.0
     """What the call cost and, when it held budget, what the ledger was charged."""
     estimated_cost_usd: float | None = None
@@ -107,7 +111,7 @@ _CONTENT = frozenset({"prompt", "completion"})
 
 
 def usage_counts(usage: TokenUsage | None) -> dict[str, int]:
-    """The token and search counts of ``usage`` as :class:`CostEvent` fields (all 0 without usage):
+    """The token, search and other unit counts of ``usage`` as :class:`CostEvent` fields (all 0 without usage):
     every place that builds an event from a usage passes them alike."""
     u = usage if usage is not None else TokenUsage()
     return {
@@ -120,6 +124,8 @@ def usage_counts(usage: TokenUsage | None) -> dict[str, int]:
         "input_image_tokens": u.input_image_tokens,
         "output_image_tokens": u.output_image_tokens,
         "web_search_requests": u.web_search_requests,
+        "audio_seconds": u.audio_seconds,
+        "input_characters": u.input_characters,
     }
 
 

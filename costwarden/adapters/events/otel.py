@@ -10,7 +10,8 @@ guard's own name is ``costwarden.provider`` when it differs), ``gen_ai.request.m
 ``gen_ai.usage.output_tokens``, ``gen_ai.usage.cache_read.input_tokens``,
 ``gen_ai.usage.cache_write.input_tokens``, ``gen_ai.usage.audio.input_tokens`` /
 ``audio.output_tokens`` (when there were any), ``costwarden.usage.input_image_tokens`` /
-``output_image_tokens`` (likewise), and — no standard cost attribute exists yet —
+``output_image_tokens``, ``costwarden.usage.audio_seconds`` and ``input_characters`` (likewise: the
+units ``whisper-1`` and ``tts-1`` bill), and — no standard cost attribute exists yet —
 ``costwarden.cost_usd``, ``costwarden.estimated_cost_usd``, ``costwarden.outcome``,
 ``costwarden.feature``, ``costwarden.team`` and ``costwarden.rewrites``. The user is an attribute
 only with ``user_attribute=True``.
@@ -30,7 +31,11 @@ from typing import Any
 
 from costwarden.adapters.events.event import CostEvent
 
-_OPERATION = {"messages": "chat", "chat.completions": "chat", "responses": "chat", "batch": "chat"}
+_OPERATION = {"messages": "chat", "chat.completions": "chat", "responses": "chat", "batch": "chat",
+              "completions": "text_completion", "images": "generate_content", "audio": "generate_content"}
+"""The conventions' well-known ``gen_ai.operation.name`` of each API (one that applies MUST be used):
+the legacy Completions API is ``text_completion``; GPT Image and the Audio API (speech, transcriptions)
+generate content across modalities. ``embeddings`` is its own name already."""
 
 _PROVIDER = {
     "bedrock": "aws.bedrock",
@@ -86,6 +91,8 @@ class OtelSink:
             "costwarden.usage.input_image_tokens": event.input_image_tokens or None,
             "costwarden.usage.output_image_tokens": event.output_image_tokens or None,
             "costwarden.usage.web_search_requests": event.web_search_requests or None,
+            "costwarden.usage.audio_seconds": event.audio_seconds or None,
+            "costwarden.usage.input_characters": event.input_characters or None,
             "costwarden.model_requested": event.model_requested if event.model_requested != event.model else None,
             "costwarden.feature": event.feature,
             "costwarden.team": event.team,

@@ -47,6 +47,8 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
     ("input_image_tokens", "INTEGER NOT NULL DEFAULT 0"),
     ("output_image_tokens", "INTEGER NOT NULL DEFAULT 0"),
     ("web_search_requests", "INTEGER NOT NULL DEFAULT 0"),
+    ("audio_seconds", "INTEGER NOT NULL DEFAULT 0"),
+    ("input_characters", "INTEGER NOT NULL DEFAULT 0"),
     ("cost_usd", "REAL NOT NULL"),
     ("estimated_cost_usd", "REAL"),
     ("charged", "INTEGER NOT NULL"),

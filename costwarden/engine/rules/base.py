@@ -127,7 +127,7 @@ Check = Callable[[Subject, EvalContext], "Outcome | list[Outcome]"]
 MEMO_LIMIT = 2048
 
 
-NOT_CHAT_APIS = frozenset({"embeddings", "completions", "images"})
+NOT_CHAT_APIS = frozenset({"embeddings", "completions", "images", "audio"})
 """LLM APIs a chat model does not serve: a tier's downgrade target (a chat model) cannot stand in there."""
 
 

@@ -273,6 +273,8 @@ def _usage(r: _Reader) -> TokenUsage | None:
         output_audio_tokens=u.integer("output_audio_tokens", 0) or 0,
         input_image_tokens=u.integer("input_image_tokens", 0) or 0,
         output_image_tokens=u.integer("output_image_tokens", 0) or 0,
+        audio_seconds=u.integer("audio_seconds", 0) or 0,
+        input_characters=u.integer("input_characters", 0) or 0,
     )
 
 

@@ -113,6 +113,9 @@ class TokenUsage:
     share alike (``*_tokens_details.image_tokens``: input images, GPT Image output), each share billed
     at its modality's rates; ``web_search_requests`` counts server-side web searches
     (Anthropic's ``usage.server_tool_use.web_search_requests``), billed per search.
+    ``audio_seconds`` and ``input_characters`` are units some models bill instead of tokens: seconds
+    of input audio (``whisper-1``, whole seconds) and characters of input text (``tts-1``); 0 for
+    every other call.
     """
 
     input_tokens: int = 0
@@ -125,6 +128,8 @@ class TokenUsage:
     output_audio_tokens: int = 0
     input_image_tokens: int = 0
     output_image_tokens: int = 0
+    audio_seconds: int = 0
+    input_characters: int = 0
 
     @property
     def cache_write_tokens(self) -> int:
@@ -150,6 +155,8 @@ class TokenUsage:
             "output_audio_tokens": self.output_audio_tokens,
             "input_image_tokens": self.input_image_tokens,
             "output_image_tokens": self.output_image_tokens,
+            "audio_seconds": self.audio_seconds,
+            "input_characters": self.input_characters,
         }
 
 
