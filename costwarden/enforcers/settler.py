@@ -151,6 +151,8 @@ class Settler:
             except Exception:
                 log.exception("call-guard: a background settlement step failed")
             finally:
+                # not kept while waiting for the next step: the call (and its prompt) can go now
+                item = fn = args = None  # type: ignore[assignment]
                 with self._lock:
                     self._pending -= 1
                     if self._pending == 0:

@@ -512,3 +512,40 @@ def test_reading_a_response_that_was_not_in_background_reports_nothing_more(
     if ledger is not None:
         assert user_spent(ledger, "u-read") == pytest.approx(event.cost_usd, abs=2e-6)
         assert ledger.count("settle") == 1
+
+
+# --- what the guard keeps after a call ----------------------------------------------------------
+
+
+def _calls_holding(marker: str) -> list[Any]:
+    import gc
+
+    from costwarden.enforcers.guarded_call import GuardedCall
+
+    gc.collect()
+    return [o for o in gc.get_objects() if isinstance(o, GuardedCall) and marker in str(o.body)]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_finished_call_and_its_prompt_are_not_kept_by_the_transport(client: Any, guard: CallGuard,
+                                                                      stream: bool) -> None:
+    marker = f"secret-prompt-{stream}"
+    with attribution(user="u-keep"):
+        answer = client.chat.completions.create(model="gpt-4.1-mini", max_tokens=64, stream=stream,
+                                                messages=[{"role": "user", "content": marker}])
+        if stream:
+            list(answer)
+        del answer  # the application's own handle on the response
+        guard.flush()
+        assert _calls_holding(marker) == []
+
+
+def test_a_call_the_sdk_retries_is_found_by_its_retry(client: Any, server: FakeLlmServer, guard: CallGuard,
+                                                      ledger: CountingLedger) -> None:
+    server.fail_next(500)
+    with attribution(user="u-retried"):
+        client.chat.completions.create(model="gpt-4.1-mini", max_tokens=64, messages=HI)
+    guard.flush()
+    assert len(server.posts("/v1/chat/completions")) == 2
+    assert (ledger.count("reserve"), ledger.count("settle"), ledger.count("release")) == (1, 1, 0)
+    assert _calls_holding(HI[0]["content"]) == []
