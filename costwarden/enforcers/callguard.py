@@ -198,11 +198,15 @@ class CallGuard(_MiddlewareBase):
             return retried
         if abandoned is not None:
             abandoned.abandon("the SDK stopped retrying")
-        if self.settler is None:
+        settler = self.settler
+        if settler is None:
             call = prepare_call(self, edge, body, key=key, batch=batch, rewrites=tuple(rewrites))
         else:
-            with self.settler.busy():
+            settler.enter_busy()  # the settler holds off meanwhile (not ``with``: a context manager costs ~1 µs)
+            try:
                 call = prepare_call(self, edge, body, key=key, batch=batch, rewrites=tuple(rewrites))
+            finally:
+                settler.leave_busy()
         self._active.set(call)
         return call
 

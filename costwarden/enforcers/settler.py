@@ -101,14 +101,15 @@ class Settler:
 
     def busy(self) -> _Busy:
         """``with settler.busy():`` marks a call being prepared (judged and reserved): the settler
-        holds off meanwhile. (A plain context manager: a generator-based one costs a few µs a call.)"""
+        holds off meanwhile. (A plain context manager: a generator-based one costs a few µs a call;
+        the call-guard's own path calls :meth:`enter_busy` / :meth:`leave_busy` directly.)"""
         return _Busy(self)
 
-    def _enter_busy(self) -> None:
+    def enter_busy(self) -> None:
         with self._lock:
             self._busy += 1
 
-    def _leave_busy(self) -> None:
+    def leave_busy(self) -> None:
         with self._lock:
             self._busy -= 1
 
@@ -189,10 +190,10 @@ class _Busy:
         self.settler = settler
 
     def __enter__(self) -> None:
-        self.settler._enter_busy()
+        self.settler.enter_busy()
 
     def __exit__(self, *exc: object) -> None:
-        self.settler._leave_busy()
+        self.settler.leave_busy()
 
 
 _LIVE: weakref.WeakSet[Settler] = weakref.WeakSet()

@@ -277,7 +277,10 @@ class Catalog:
         return price.spotUsd * factor * max(workload.replicas, 0)
 
     def pricer(self, fallback: LlmPricer | None) -> LlmPricer:
-        """An LlmPricer that uses this catalog's overrides first, then ``fallback``."""
+        """An LlmPricer that uses this catalog's overrides first, then ``fallback`` (``fallback``
+        itself when the catalog overrides no price: one layer less on every priced call)."""
+        if not self.prices and fallback is not None:
+            return fallback
         return _CatalogPricer(self, fallback)
 
 

@@ -258,9 +258,10 @@ def test_a_call_that_will_be_retried_is_kept_until_its_retry(server: FakeLlmServ
     server.fail_next(529)  # overloaded: the SDK retries
     client = connect(server, guard, max_retries=1)
     with attribution(user="u-1"):
-        client.messages.create(model="claude-haiku-4-5", max_tokens=64, messages=HI)
+        client.messages.create(model="claude-haiku-4-5", max_tokens=64,
+                               messages=[{"role": "user", "content": "retried-prompt"}])
     guard.flush()
     assert len(server.posts("/v1/messages")) == 2
     # the retry found the call: one reservation for both attempts, settled once
     assert [op for op, _, _ in ledger.calls] == ["reserve", "settle"]
-    assert _calls_holding("Hello there") == []
+    assert _calls_holding("retried-prompt") == []

@@ -543,9 +543,11 @@ def test_a_finished_call_and_its_prompt_are_not_kept_by_the_transport(client: An
 def test_a_call_the_sdk_retries_is_found_by_its_retry(client: Any, server: FakeLlmServer, guard: CallGuard,
                                                       ledger: CountingLedger) -> None:
     server.fail_next(500)
+    marker = "retried-prompt"
     with attribution(user="u-retried"):
-        client.chat.completions.create(model="gpt-4.1-mini", max_tokens=64, messages=HI)
+        client.chat.completions.create(model="gpt-4.1-mini", max_tokens=64,
+                                       messages=[{"role": "user", "content": marker}])
     guard.flush()
     assert len(server.posts("/v1/chat/completions")) == 2
     assert (ledger.count("reserve"), ledger.count("settle"), ledger.count("release")) == (1, 1, 0)
-    assert _calls_holding(HI[0]["content"]) == []
+    assert _calls_holding(marker) == []
