@@ -154,10 +154,10 @@ def is_embeddings(path: str) -> bool:
     return path_api(path) == "embeddings"
 
 
-def sends_form(request: httpx2.Request) -> bool:
+def sends_form(request: httpx2.Request, path: str | None = None) -> bool:
     """Whether a guarded request is an image edit, a transcription or a translation sent as
     ``multipart/form-data``: its form is read (:func:`form_body`) and it is sent byte for byte as it came."""
-    path = request.url.path.rstrip("/")
+    path = (request.url.path if path is None else path).rstrip("/")
     return path.endswith(_FORM_PATHS) and is_form(request.headers.get("content-type"))
 
 

@@ -115,7 +115,7 @@ class GuardedTransport(httpx2.BaseTransport):
         if batches.creates_batch(request.method, path):  # the Batch API: judged from its input file
             return batches.create(self.guard, self.edges.chat.name, self._inner.handle_request, request,
                                   self.max_retries)
-        plan = _plan(self.guard, route(self.edges, path), request) if guarded_path(request.method, path) else None
+        plan = _plan(self.guard, route(self.edges, path), request, path) if guarded_path(request.method, path) else None
         if plan is None:
             warn_unguarded_spend(self._warned, request)
             response = self._inner.handle_request(request)
@@ -161,7 +161,7 @@ class AsyncGuardedTransport(httpx2.AsyncBaseTransport):
         if batches.creates_batch(request.method, path):  # the Batch API: judged from its input file
             return await batches.create_async(guard, self.edges.chat.name, self._inner.handle_async_request, request,
                                               self.max_retries)
-        parts = _parts(request) if guarded_path(request.method, path) else None
+        parts = _parts(request, path) if guarded_path(request.method, path) else None
         if parts is None:
             warn_unguarded_spend(self._warned, request)
             response = await self._inner.handle_async_request(request)
@@ -173,7 +173,7 @@ class AsyncGuardedTransport(httpx2.AsyncBaseTransport):
                                     AsyncTappedStream)
             return response
         body, sent, key, attempt, injected = parts
-        call = await guard.begin_async(route(self.edges, request.url.path), sent, key=key, attempt=attempt,
+        call = await guard.begin_async(route(self.edges, path), sent, key=key, attempt=attempt,
                                        rewrites=(INCLUDE_USAGE,) if injected else ())
         _fit_reasoning(call, sent)
         refused = _unsendable(call, request)
@@ -181,7 +181,7 @@ class AsyncGuardedTransport(httpx2.AsyncBaseTransport):
             await guard.finish_async(call, partial(call.failed, sent=False, final=True), refused)
             guard.attempt_ended(call)
             raise refused
-        keep = call.body is body or sends_form(request)
+        keep = call.body is body or sends_form(request, path)
         outgoing = request if keep else _rebuilt(request, call.body, identity=injected)
         try:
             response = await self._inner.handle_async_request(outgoing)
@@ -278,9 +278,9 @@ def _guarded_copy(http: Any, guard: CallGuard, provider: str, retries: int, is_a
 
 
 def _plan(
-    guard: CallGuard, edge: ProviderEdge, request: httpx2.Request
+    guard: CallGuard, edge: ProviderEdge, request: httpx2.Request, path: str
 ) -> tuple[GuardedCall, httpx2.Request, int, bool] | None:
-    parts = _parts(request)
+    parts = _parts(request, path)
     if parts is None:
         return None
     body, sent, key, attempt, injected = parts
@@ -291,7 +291,7 @@ def _plan(
         call.failed(refused, sent=False, final=True)  # releases the hold, reports the refusal
         guard.attempt_ended(call)
         raise refused
-    if call.body is body or sends_form(request):  # a retry's form: the call's first body is the one judged
+    if call.body is body or sends_form(request, path):  # a retry's form: the call's first body is the one judged
         return call, request, attempt, injected
     return call, _rebuilt(request, call.body, identity=injected), attempt, injected
 
@@ -306,15 +306,16 @@ def _fit_reasoning(call: GuardedCall, sent: Mapping[str, Any]) -> None:
         call.rewrites = (*call.rewrites, note)
 
 
-def _parts(request: httpx2.Request) -> tuple[Mapping[str, Any], Mapping[str, Any], str, int, bool] | None:
+def _parts(request: httpx2.Request, path: str) -> tuple[Mapping[str, Any], Mapping[str, Any], str, int, bool] | None:
     """(the body, the body to judge and send, the logical-call key, the attempt, whether
     ``include_usage`` was added); None for a body that is not a JSON object. An image edit's form
-    is read into its body (:func:`~costwarden.adapters.openai_images.edit_body`)."""
+    is read into its body (:func:`~costwarden.adapters.openai_images.edit_body`). ``path`` is the
+    request's URL path (read once: httpx unquotes it on every read)."""
     raw = request.read()
     keyed = raw
-    if sends_form(request):  # an image edit or an audio file: its form is judged; a retry's has a boundary of its own
+    if sends_form(request, path):  # an image edit or an audio file; a retry's form has a boundary of its own
         content_type = request.headers.get("content-type", "")
-        body: Any = form_body(request.url.path, parse_form(content_type, raw))
+        body: Any = form_body(path, parse_form(content_type, raw))
         keyed = raw.replace(boundary_of(content_type), b"")
     else:
         try:
@@ -324,7 +325,7 @@ def _parts(request: httpx2.Request) -> tuple[Mapping[str, Any], Mapping[str, Any
     if not isinstance(body, Mapping):
         return None
     key = hashlib.blake2b(request.method.encode() + str(request.url).encode() + keyed, digest_size=16).hexdigest()
-    sent, injected = _with_include_usage(body, request.url.path)
+    sent, injected = _with_include_usage(body, path)
     return body, sent, key, attempt_of(request), injected
 
 
