@@ -57,6 +57,7 @@ from costwarden.enforcers.bedrock_stream import BedrockStreamTap
 from costwarden.enforcers.bodytap import AsyncTappedStream, BodyTap, TappedStream
 from costwarden.enforcers.guarded_call import GuardedCall, ProviderEdge
 from costwarden.enforcers.judging import replace_item
+from costwarden.enforcers.raw_headers import content_headers
 from costwarden.errors import AdapterError
 
 if TYPE_CHECKING:
@@ -336,7 +337,7 @@ def _after(
         # not looked up, which costs httpx a scan of every header)
         _charge_read(call, http)
         return
-    content_type = http.headers.get("content-type", "")
+    content_type, content_encoding = content_headers(http.headers)
     framed = EVENT_STREAM in content_type  # an AnthropicBedrock stream: the same events, in AWS frames
     streamed = framed or "text/event-stream" in content_type
     content: bytes | None = None
@@ -352,7 +353,7 @@ def _after(
     observer = AnthropicStream() if streamed else None
     tap_cls = BedrockStreamTap if framed else partial(BodyTap, sse=streamed)
     tap = tap_cls(
-        content_encoding=None if content is not None else http.headers.get("content-encoding"),
+        content_encoding=None if content is not None else content_encoding,
         observer=observer,
         on_end=partial(stream_end, call, observer),
         blocking=guard.finishing_blocks,

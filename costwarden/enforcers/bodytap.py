@@ -46,7 +46,9 @@ def _codings(content_encoding: str | None) -> list[str] | None:
     """The codings of a Content-Encoding to undo, in the order applied, read as httpx reads them:
     comma-separated, case-insensitive, ``identity`` and unknown values passed over; None when one
     of them cannot be decoded here (br or zstd without the package the client would decode it with)."""
-    codings = [part.strip().lower() for part in (content_encoding or "").split(",")]
+    if not content_encoding:
+        return []  # the usual answer: nothing to undo
+    codings = [part.strip().lower() for part in content_encoding.split(",")]
     codings = [coding for coding in codings if coding in _CLIENT_CODINGS]
     return codings if all(c in _ZLIB_CODINGS or _client_decoder(c) is not None for c in codings) else None
 

@@ -13,6 +13,7 @@ import types
 from typing import TYPE_CHECKING
 
 from costwarden.enforcers.attempt import rejected_rewrites, request_was_sent, retry_after_s, should_retry_status
+from costwarden.enforcers.raw_headers import raw_header
 
 if TYPE_CHECKING:
     import httpx2
@@ -32,7 +33,7 @@ _RETRIED = frozenset({"RequestError", "SSLError", "EndOfStream"})
 def attempt_of(request: httpx2.Request) -> int:
     """The SDK's retry count of this attempt (``x-stainless-retry-count``; 0 for the first)."""
     try:
-        return int(request.headers.get("x-stainless-retry-count") or 0)
+        return int(raw_header(request.headers, b"x-stainless-retry-count") or 0)
     except ValueError:
         return 0
 
@@ -62,10 +63,21 @@ def sdk_max_retries(fallback: int, *, depth: int = 64) -> int:
     return fallback
 
 
+def retries_exception(exc: BaseException) -> bool:
+    """Whether the SDK retries an attempt that raised ``exc`` (when it has retries left)."""
+    return isinstance(exc, Exception) and any(cls.__name__ in _RETRIED for cls in type(exc).__mro__)
+
+
+def retries_answer(response: httpx2.Response) -> bool:
+    """Whether the SDK retries an attempt answered with this error ``response`` (when it has retries left)."""
+    after = retry_after_s(response.headers)
+    return should_retry_status(response.status_code, response.headers.get("x-should-retry")) and not (
+        after is not None and math.isfinite(after) and after > MAX_RETRY_AFTER_S)
+
+
 def failed(call: GuardedCall, attempt: int, exc: BaseException, max_retries: int) -> None:
     """The attempt raised: final unless the SDK retries what it raised and has retries left."""
-    retried = isinstance(exc, Exception) and any(cls.__name__ in _RETRIED for cls in type(exc).__mro__)
-    call.failed(exc, sent=request_was_sent(exc), final=not retried or attempt >= max_retries)
+    call.failed(exc, sent=request_was_sent(exc), final=not retries_exception(exc) or attempt >= max_retries)
 
 
 def error_answer(
@@ -76,12 +88,11 @@ def error_answer(
     status = call.status_code = response.status_code
     if 200 <= status < 300:
         return False
-    after = retry_after_s(response.headers)
-    retry = should_retry_status(status, response.headers.get("x-should-retry")) and not (
-        after is not None and math.isfinite(after) and after > MAX_RETRY_AFTER_S)
+    retry = retries_answer(response)
     note = None if retry or warned is None else rejected_rewrites(call, status, warned)
     call.error_status(status, final=not retry or attempt >= max_retries, note=note)
     return True
 
 
-__all__ = ["MAX_RETRY_AFTER_S", "attempt_of", "error_answer", "failed", "rejected_rewrites", "sdk_max_retries"]
+__all__ = ["MAX_RETRY_AFTER_S", "attempt_of", "error_answer", "failed", "rejected_rewrites", "retries_answer",
+           "retries_exception", "sdk_max_retries"]

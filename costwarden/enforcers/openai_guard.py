@@ -89,6 +89,7 @@ from costwarden.enforcers.openai_endpoints import (
     warn_unguarded_spend,
 )
 from costwarden.enforcers.openai_stream import OpenAIStream, stream_end
+from costwarden.enforcers.raw_headers import content_headers
 from costwarden.errors import AdapterError, PolicyViolation
 
 if TYPE_CHECKING:
@@ -331,7 +332,8 @@ def _parts(request: httpx2.Request, path: str) -> tuple[Mapping[str, Any], Mappi
 
 def _unsendable(call: GuardedCall, request: httpx2.Request) -> PolicyViolation | None:
     """The refusal of a form that passes only rewritten: a ``multipart/form-data`` body is sent as
-    it came, never rebuilt, as a batch's uploaded file is not (:mod:`.openai_batches`)."""
+    it came, never rebuilt (a batch's input file is another matter: a rewritten copy is uploaded,
+    :mod:`.openai_batch_upload`)."""
     if not call.rewrites or not sends_form(request):
         return None
     done = "; ".join(call.rewrites)
@@ -370,7 +372,8 @@ def _after(
 ) -> None:
     if error_answer(call, attempt, response, max_retries, warned):
         return
-    sse = "text/event-stream" in response.headers.get("content-type", "")
+    content_type, content_encoding = content_headers(response.headers)
+    sse = "text/event-stream" in content_type
     observer: Any
     if call.subject.kind == "audio":  # transcriptions and speech: usage in their own shapes, or none
         observer, on_end = audio_tap(call, sse)
@@ -380,7 +383,7 @@ def _after(
     read = response.is_closed  # answered from memory (a test double's transport): its body is decoded
     tap = BodyTap(
         sse=sse,
-        content_encoding=None if read else response.headers.get("content-encoding"),
+        content_encoding=None if read else content_encoding,
         observer=observer,
         on_end=on_end,
         filtering=injected,
