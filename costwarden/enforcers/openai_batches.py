@@ -8,13 +8,25 @@ a batch from it (``batches.create(input_file_id=..., endpoint=...)``), polls it
   request, ``GET …/files/<input_file_id>/content`` through the same inner transport with the
   same credentials — and judges each line's ``body`` with the subject builder of the batch's
   ``endpoint`` (Chat Completions, Responses, Embeddings, legacy Completions) at the batch rate.
-  Any denied request refuses the whole batch before it is created, as does a request that would
-  pass only rewritten (an uploaded file cannot be rewritten). One reservation holds the worst case
-  of all of them; once the API answers with the batch's id it moves to ``cw-oai-batch-<id>`` with a
+  Any denied request refuses the whole batch before it is created. One reservation holds the worst
+  case of all of them; once the API answers with the batch's id it moves to ``cw-oai-batch-<id>`` with a
   marker hold on ``costwarden-openai-batch:<id>`` (another provider's: ``costwarden-<provider>-batch:<id>``,
   :func:`marker_prefix`), exactly as a Message Batch's does
   (:func:`~costwarden.enforcers.batch_settle.submitted`, ``deferred.py``). Batches to Azure OpenAI
   name their ``endpoint`` without ``/v1`` (``/chat/completions``): they are judged alike (:func:`endpoint_of`).
+* **Requests that pass only rewritten** (a ``maxOutputTokens`` clamp, a downgrade, with the
+  reasoning parameters a downgraded model refuses dropped) are sent rewritten, as a single call's
+  are: the transport uploads a rewritten copy of the input file (``POST …/files``, ``purpose=batch``,
+  through the same inner transport with the same credentials) and sends the creation naming it
+  (``openai_batch_upload.py``); the reservation holds the rewritten requests' worst case and the
+  cost events list the rewrites (``/requests/<i>/params: clamp max_tokens to 256``). An upload that
+  fails refuses the batch (``PolicyViolation``); nothing is created. ``CallGuard(apply_fixes=False)``
+  refuses such a batch instead, as it refuses such a call.
+* **Attempts that failed once sent** (a timeout, a dropped connection, a 5xx) may each have made a
+  batch: the SDK sends no idempotency key. When the call ends — a retry succeeded, or the SDK gave
+  up — the transport lists the recent batches and holds each other one made from the same input
+  file since the creation began as a created batch, settled from its own output
+  (``openai_batch_duplicates.py``, which also says what happens when the listing fails).
 * **A read of the input file that fails as the SDK retries** (429, 5xx) is answered as the creation
   attempt, so that the SDK retries the creation. **An input file that cannot be read or understood**
   (not found, not JSON Lines, a line
@@ -46,17 +58,27 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, NamedTuple
-from urllib.parse import quote
 
 import httpx2
 
 from costwarden.adapters import openai as adapter
-from costwarden.enforcers.attempt import safely, should_retry_status
+from costwarden.enforcers import openai_batch_duplicates as duplicates
+from costwarden.enforcers import openai_batch_upload as upload
+from costwarden.enforcers.attempt import safely
 from costwarden.enforcers.batch_settle import BatchBook, submitted
-from costwarden.enforcers.openai_attempt import attempt_of, error_answer, failed, sdk_max_retries
+from costwarden.enforcers.openai_attempt import (
+    attempt_of,
+    error_answer,
+    failed,
+    retries_answer,
+    retries_exception,
+    sdk_max_retries,
+)
+from costwarden.enforcers.openai_batch_input import enforces_budgets, input_requests, transient, unread_retry
+from costwarden.enforcers.openai_batch_requests import content_request, run, run_async, with_input_file
 from costwarden.enforcers.openai_endpoints import edge
 from costwarden.engine.subjects import TokenUsage
-from costwarden.errors import AdapterError, PolicyViolation
+from costwarden.errors import PolicyViolation
 
 if TYPE_CHECKING:
     from costwarden.enforcers.callguard import CallGuard
@@ -72,7 +94,6 @@ ENDPOINT_APIS = {"/v1/chat/completions": "chat", "/v1/responses": "chat", "/v1/e
 """Batch endpoints the guard judges, and the subject builder (``openai_endpoints.edge``'s ``api``) of
 each; Azure OpenAI names them without ``/v1`` (``/chat/completions``): :func:`endpoint_of`."""
 FREE_ENDPOINTS = frozenset({"/v1/moderations"})
-_NOT_COPIED = frozenset({"content-length", "content-type", "transfer-encoding", "accept", "idempotency-key"})
 _SKIPPED = {"batch_expired": "expired", "batch_cancelled": "canceled"}
 
 
@@ -128,12 +149,14 @@ def creates_batch(method: str, path: str) -> bool:
 
 
 class Job(NamedTuple):
-    """A batch creation the guard judges: its input file, the edge of its endpoint, its call key."""
+    """A batch creation the guard judges: its input file, the edge of its endpoint, its call key,
+    the attempt, and its ``endpoint`` as sent."""
 
     file_id: str
     edge: ProviderEdge
     key: str
     attempt: int
+    endpoint: str
 
 
 def job_of(provider: str, request: httpx2.Request) -> Job | None:
@@ -154,7 +177,7 @@ def job_of(provider: str, request: httpx2.Request) -> Job | None:
                         "against any budget or reported", endpoint)
         return None
     key = hashlib.blake2b(b"POST " + str(request.url).encode() + raw, digest_size=16).hexdigest()
-    return Job(body["input_file_id"], batch_edge(provider, api), key, attempt_of(request))
+    return Job(body["input_file_id"], batch_edge(provider, api), key, attempt_of(request), str(body.get("endpoint")))
 
 
 def endpoint_of(value: object) -> str:
@@ -164,105 +187,41 @@ def endpoint_of(value: object) -> str:
     return endpoint if endpoint.startswith("/v1/") else f"/v1{endpoint}" if endpoint.startswith("/") else endpoint
 
 
-def content_request(request: httpx2.Request, file_id: str) -> httpx2.Request:
-    """``GET …/files/<file_id>/content`` beside the batch create ``request``, with its credentials
-    (``Authorization``, Azure's ``api-key``, organisation and project headers) and query (``api-version``)."""
-    base = request.url.path.rstrip("/")[: -len("/batches")]
-    url = request.url.copy_with(path=f"{base}/files/{quote(file_id, safe='')}/content")
-    headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() not in _NOT_COPIED]
-    headers.append(("accept", "application/binary"))
-    return httpx2.Request("GET", url, headers=headers, extensions=request.extensions)
-
-
-def transient(fetched: httpx2.Response) -> bool:
-    """Whether the input file's read failed as the SDK retries (429, 5xx, ``x-should-retry``): that
-    answer is then the creation attempt's, so the SDK retries the creation, file read included;
-    nothing was judged, reserved or created."""
-    return not fetched.is_success and should_retry_status(fetched.status_code, fetched.headers.get("x-should-retry"))
-
-
-def unread_retry(guard: CallGuard, job: Job) -> GuardedCall | None:
-    """The call an earlier attempt of this creation holds for, when this retry's read of the input
-    file failed (:func:`transient`): that answer is the retry's, so the call records it — kept
-    for the SDK's next retry, or, when the SDK retries no more, finished as a failed creation (one
-    sent before, which may have made a batch, is charged its worst case) instead of left held for
-    the batch TTL. None for a first attempt, or a retry of no call this guard holds."""
-    if job.attempt == 0:
-        return None
-    retried, _ = guard._pending(job.key, job.attempt)  # CallGuard has no public lookup of a retried call yet
-    return retried
-
-
-def answered(call: GuardedCall, attempt: int, response: httpx2.Response, max_retries: int) -> None:
-    """Record an error answer to an attempt of ``call`` (:func:`~.openai_attempt.error_answer`)."""
+def answered(call: GuardedCall, attempt: int, response: httpx2.Response, max_retries: int,
+             listed: duplicates.Listed | None = None) -> None:
+    """Record an error answer to an attempt of ``call`` (:func:`~.openai_attempt.error_answer`); ``listed``:
+    the batches listed as the SDK gives up after earlier attempts failed once sent (``openai_batch_duplicates``)."""
+    made = duplicates.creation(call)
+    if listed is not None and made is not None:
+        duplicates.account(call, made, listed, returned=None, gave_up=True, book=book(call.edge.name))
     error_answer(call, attempt, response, max_retries)
 
 
-def input_requests(guard: CallGuard, job: Job, status: int, content: bytes) -> dict[str, Any] | None:
-    """The input file's requests as one body (``{"requests": [{"custom_id", "params"}, ...]}``);
-    None when it cannot be read and no budget is enforced (the batch goes ahead unjudged).
-    Raises AdapterError when it cannot be read and a budget is enforced (fail closed)."""
-    try:
-        if not 200 <= status < 300:
-            raise ValueError(f"could not be read (HTTP {status})")
-        return _requests(content)
-    except ValueError as exc:
-        _unjudged(guard, job.file_id, str(exc))
-        return None
+def gave_up(call: GuardedCall, exc: BaseException, listed: duplicates.Listed) -> None:
+    """The last attempt of ``call`` raised ``exc``: hold the batches ``listed`` shows, charge the rest."""
+    duplicates.gave_up(call, exc, listed, book(call.edge.name))
 
 
-def _requests(content: bytes) -> dict[str, Any]:
-    requests: list[dict[str, Any]] = []
-    for number, raw in enumerate(content.splitlines(), 1):
-        if not raw.strip():
-            continue
-        try:
-            line = json.loads(raw)
-        except ValueError:
-            raise ValueError(f"line {number} is not JSON") from None
-        body = line.get("body") if isinstance(line, Mapping) else None
-        if not isinstance(body, Mapping):
-            raise ValueError(f"line {number} has no 'body' object")
-        requests.append({"custom_id": line.get("custom_id"), "params": body})
-    if not requests:
-        raise ValueError("has no requests")
-    return {"requests": requests}
-
-
-def enforces_budgets(guard: CallGuard) -> bool:
-    """Whether a budget of the guard can refuse a call (a ledger, and a budget that does not only warn)."""
-    return guard.ledger is not None and bool(guard.budget_rules - guard.warn_only_budgets)
-
-
-def _unjudged(guard: CallGuard, file_id: str, reason: str) -> None:
-    if enforces_budgets(guard):
-        raise AdapterError(
-            f"OpenAI batch refused before it was created: its input file {file_id} {reason}, so the call-guard "
-            "cannot judge its requests, and enforced budgets fail closed"
-        )
-    log.warning("call-guard: an OpenAI batch goes ahead unjudged and unreserved: its input file %s %s (no budget "
-                "is enforced)", file_id, reason)
-
-
-def rewritten(call: GuardedCall) -> PolicyViolation | None:
-    """The refusal of a batch whose requests pass the policies only rewritten: the requests are in
-    a file already uploaded, which the guard does not replace."""
-    if not call.rewrites:
-        return None
-    return PolicyViolation(
-        call.decision,
-        f"{call.edge.name} batch refused before it was created: its requests pass the policies only rewritten "
-        f"({'; '.join(call.rewrites)}); a batch's uploaded input file cannot be rewritten — upload the "
-        "rewritten requests instead",
-    )
+def outgoing(call: GuardedCall, job: Job, request: httpx2.Request,
+             file_id: str | None) -> tuple[duplicates.Creation, httpx2.Request]:
+    """The creation as this attempt sends it: naming the input file the call sends (``file_id``,
+    uploaded by this attempt, for a new call's rewritten copy), and the call's creation record."""
+    made = duplicates.creation(call) or duplicates.begin(call, file_id or job.file_id, job.endpoint)
+    return made, request if made.file_id == job.file_id else with_input_file(request, made.file_id)
 
 
 def refuse(call: GuardedCall, err: PolicyViolation) -> None:
     call.failed(err, sent=False, final=True)  # releases the reservation, reports the refusal
 
 
-def created(call: GuardedCall, attempt: int, response: httpx2.Response, max_retries: int, provider: str) -> None:
-    """The answer to the batch creation: keep the hold under the batch's id, or record the error."""
+def created(call: GuardedCall, attempt: int, response: httpx2.Response, max_retries: int, provider: str,
+            listed: duplicates.Listed | None = None) -> None:
+    """The answer to the batch creation: keep the hold under the batch's id, or record the error;
+    first hold the other batches ``listed`` shows the call made (``openai_batch_duplicates``)."""
+    made = duplicates.creation(call)
+    if listed is not None and made is not None:
+        duplicates.account(call, made, listed, returned=duplicates.batch_id(response),
+                           gave_up=not response.is_success, book=book(provider))
     if not error_answer(call, attempt, response, max_retries):
         submitted(call.guard, call, response, book(provider))
 
@@ -283,26 +242,42 @@ def create(
     if transient(fetched):
         retried = unread_retry(guard, job)
         if retried is not None:
-            safely(retried, answered, retried, job.attempt, fetched, sdk_max_retries(max_retries))
+            retries = sdk_max_retries(max_retries)
+            made = duplicates.due(retried, not retries_answer(fetched) or job.attempt >= retries)
+            listed = duplicates.list_batches(send, request, made) if made else None
+            safely(retried, answered, retried, job.attempt, fetched, retries, listed)
         return fetched
     body = input_requests(guard, job, status, content)
     if body is None:
         return send(request)
     call = guard.begin(job.edge, body, key=job.key, attempt=job.attempt)
-    err = rewritten(call)
-    if err is not None:
-        refuse(call, err)
-        raise err
+    steps = None if duplicates.creation(call) else upload.first(call, job.file_id, request, body, content)
     try:
-        response = send(request)
+        file_id = run(steps, send) if steps is not None else None
+    except Exception as exc:
+        err = upload.upload_refusal(call, job.file_id, exc)
+        refuse(call, err)
+        raise err from exc
+    made, sending = outgoing(call, job, request, file_id)
+    try:
+        response = send(sending)
     except BaseException as exc:
-        failed(call, job.attempt, exc, sdk_max_retries(max_retries))
+        retries = sdk_max_retries(max_retries)
+        made.failed(exc=exc)
+        if not duplicates.due(call, isinstance(exc, Exception) and (not retries_exception(exc) or
+                                                                    job.attempt >= retries)):
+            failed(call, job.attempt, exc, retries)
+        else:
+            safely(call, gave_up, call, exc, duplicates.list_batches(send, request, made))
         raise
     retries = max_retries if response.is_success else sdk_max_retries(max_retries)
     if response.is_success:
         with contextlib.suppress(Exception):  # unreadable: submitted() charges the worst case
             response.read()
-    safely(call, created, call, job.attempt, response, retries, provider)
+    made.failed(status=response.status_code)
+    due = duplicates.due(call, response.is_success or not retries_answer(response) or job.attempt >= retries)
+    listed = duplicates.list_batches(send, request, due) if due else None
+    safely(call, created, call, job.attempt, response, retries, provider, listed)
     return response
 
 
@@ -322,29 +297,46 @@ async def create_async(
     if transient(fetched):
         retried = unread_retry(guard, job)
         if retried is not None:
-            await guard.finish_async(retried, safely, retried, answered, retried, job.attempt, fetched,
-                                     sdk_max_retries(max_retries))
+            retries = sdk_max_retries(max_retries)
+            made = duplicates.due(retried, not retries_answer(fetched) or job.attempt >= retries)
+            listed = await duplicates.list_batches_async(send, request, made) if made else None
+            await guard.finish_async(retried, safely, retried, answered, retried, job.attempt, fetched, retries,
+                                     listed)
             guard.expect_retry(retried, fetched.headers)
         return fetched
     body = input_requests(guard, job, status, content)
     if body is None:
         return await send(request)
     call = await guard.begin_async(job.edge, body, key=job.key, attempt=job.attempt)
-    err = rewritten(call)
-    if err is not None:
-        await guard.finish_async(call, refuse, call, err)
-        raise err
+    steps = None if duplicates.creation(call) else upload.first(call, job.file_id, request, body, content)
     try:
-        response = await send(request)
+        file_id = await run_async(steps, send) if steps is not None else None
+    except Exception as exc:
+        err = upload.upload_refusal(call, job.file_id, exc)
+        await guard.finish_async(call, refuse, call, err)
+        raise err from exc
+    made, sending = outgoing(call, job, request, file_id)
+    try:
+        response = await send(sending)
     except BaseException as exc:
-        await guard.finish_async(call, failed, call, job.attempt, exc, sdk_max_retries(max_retries))
-        guard.expect_retry(call)
+        retries = sdk_max_retries(max_retries)
+        made.failed(exc=exc)
+        if not duplicates.due(call, isinstance(exc, Exception) and (not retries_exception(exc) or
+                                                                    job.attempt >= retries)):
+            await guard.finish_async(call, failed, call, job.attempt, exc, retries)
+            guard.expect_retry(call)
+        else:
+            listed = await duplicates.list_batches_async(send, request, made)
+            await guard.finish_async(call, safely, call, gave_up, call, exc, listed)
         raise
     retries = max_retries if response.is_success else sdk_max_retries(max_retries)
     if response.is_success:
         with contextlib.suppress(Exception):  # unreadable: submitted() charges the worst case
             await response.aread()
-    await guard.finish_async(call, safely, call, created, call, job.attempt, response, retries, provider)
+    made.failed(status=response.status_code)
+    due = duplicates.due(call, response.is_success or not retries_answer(response) or job.attempt >= retries)
+    listed = await duplicates.list_batches_async(send, request, due) if due else None
+    await guard.finish_async(call, safely, call, created, call, job.attempt, response, retries, provider, listed)
     guard.expect_retry(call, response.headers)
     return response
 

@@ -4,7 +4,14 @@
   ``GET /v1/files/<id>`` and ``GET /v1/files/<id>/content`` (the bytes, chunked, so lines arrive split);
 * ``POST /v1/batches`` (``input_file_id`` must name an uploaded file: 404 otherwise), ``GET
   /v1/batches/<id>`` and ``POST /v1/batches/<id>/cancel`` (``cancelling``); each delay in
-  ``state(server).late_creates`` answers the next creation that much later, the batch made already.
+  ``state(server).late_creates`` answers the next creation that much later, the batch made already,
+  as does the request header ``x-fake-delay-ms`` (every attempt that carries it: a client that
+  times out leaves a batch behind each time);
+* ``GET /v1/batches?limit=N&after=<id>`` lists the batches newest first (``limit`` 20 by default, at
+  most 100), a page after the batch ``after`` names, with ``first_id``, ``last_id`` and ``has_more``;
+* failures of the next requests of one kind: ``state(server).fail_uploads`` (``POST /v1/files``),
+  ``fail_creates`` (``POST /v1/batches``, no batch made) and ``fail_lists`` (``GET /v1/batches``)
+  hold the statuses they answer, one each, in order.
 
 A batch stays ``in_progress`` until a test ends it with :func:`complete_batch`, which writes its
 output file (a 200 response per request that ran, its usage deterministic per line) and its error
@@ -26,6 +33,7 @@ from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import default as email_policy
 from typing import Any
+from urllib.parse import parse_qs
 
 from fake_wire import WireHandler
 
@@ -39,6 +47,16 @@ class OpenAIBatchState:
     lock: threading.Lock = field(default_factory=threading.Lock)
     late_creates: list[float] = field(default_factory=list)
     """Seconds by which each next ``POST /v1/batches`` is answered late (after the batch is made)."""
+    fail_uploads: list[int] = field(default_factory=list)
+    """Statuses the next ``POST /v1/files`` answer instead of storing the file."""
+    fail_creates: list[int] = field(default_factory=list)
+    """Statuses the next ``POST /v1/batches`` answer without making a batch."""
+    fail_lists: list[int] = field(default_factory=list)
+    """Statuses the next ``GET /v1/batches`` (listings) answer."""
+
+    def failure(self, queue: list[int]) -> int | None:
+        with self.lock:
+            return queue.pop(0) if queue else None
 
     def add_file(self, content: bytes, purpose: str, filename: str = "batch.jsonl") -> dict[str, Any]:
         obj = {"id": f"file-{uuid.uuid4().hex[:24]}", "object": "file", "bytes": len(content),
@@ -128,13 +146,15 @@ class OpenAIBatchHandlers(WireHandler):
 
     def do_GET(self) -> None:
         parts = self.path.split("?")[0].strip("/").split("/")
-        if parts[:2] not in (["v1", "files"], ["v1", "batches"]) or len(parts) < 3:
+        if parts[:2] not in (["v1", "files"], ["v1", "batches"]) or len(parts) < 2 + (parts[1] == "files"):
             super().do_GET()  # type: ignore[misc]
             return
         if self._recorded("GET", None):
             return
         st = state(self.server)
-        if parts[1] == "batches" and len(parts) == 3 and parts[2] in st.batches:
+        if parts[1] == "batches" and len(parts) == 2:
+            self._list(st)
+        elif parts[1] == "batches" and len(parts) == 3 and parts[2] in st.batches:
             self._json(200, st.batches[parts[2]])
         elif parts[1] == "files" and parts[2] in st.files and len(parts) == 3:
             self._json(200, st.files[parts[2]][0])
@@ -157,8 +177,13 @@ class OpenAIBatchHandlers(WireHandler):
             fields = _multipart(self.headers.get("content-type", ""), raw)
             upload, filename = fields.get("file", (b"", "batch.jsonl"))
             purpose = fields.get("purpose", (b"", None))[0].decode()
-            if not self._recorded("POST", {"purpose": purpose, "filename": filename}):
-                self._json(200, st.add_file(upload, purpose, filename or "batch.jsonl"))
+            if self._recorded("POST", {"purpose": purpose, "filename": filename}):
+                return
+            failure = st.failure(st.fail_uploads)
+            if failure is not None:
+                self._json(failure, {"error": {"type": "server_error", "message": "upload failed"}})
+                return
+            self._json(200, st.add_file(upload, purpose, filename or "batch.jsonl"))
             return
         body = json.loads(raw) if raw else {}
         if self._recorded("POST", body):
@@ -177,17 +202,39 @@ class OpenAIBatchHandlers(WireHandler):
         if body.get("input_file_id") not in st.files:
             self._not_found()
             return
+        failure = st.failure(st.fail_creates)
+        if failure is not None:
+            self._json(failure, {"error": {"type": "server_error", "message": "bad gateway"}}, {"retry-after-ms": "1"})
+            return
         batch = {"id": f"batch_{uuid.uuid4().hex[:24]}", "object": "batch", "endpoint": body.get("endpoint"),
                  "input_file_id": body["input_file_id"], "completion_window": body.get("completion_window", "24h"),
                  "status": "in_progress", "created_at": int(time.time()), "output_file_id": None,
                  "error_file_id": None, "metadata": body.get("metadata"),
                  "request_counts": {"total": 0, "completed": 0, "failed": 0}}
-        st.batches[batch["id"]] = batch
         with st.lock:
+            st.batches[batch["id"]] = batch
             late = st.late_creates.pop(0) if st.late_creates else 0.0
+        late += int(self.headers.get("x-fake-delay-ms") or 0) / 1000
         if late:  # created, then answered late: a client that times out leaves the batch behind
             time.sleep(late)
         self._json(200, batch)
+
+    def _list(self, st: OpenAIBatchState) -> None:
+        """``GET /v1/batches``: newest first, ``limit`` a page, the page after the batch ``after`` names."""
+        failure = st.failure(st.fail_lists)
+        if failure is not None:
+            self._json(failure, {"error": {"type": "server_error", "message": "listing failed"}})
+            return
+        query = parse_qs(self.path.partition("?")[2])
+        limit = min(int(query.get("limit", ["20"])[0]), 100)
+        with st.lock:
+            newest = list(reversed(st.batches.values()))
+        after = query.get("after", [None])[0]
+        ids = [b["id"] for b in newest]
+        start = ids.index(after) + 1 if after in ids else 0
+        page = newest[start : start + limit]
+        self._json(200, {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
+                         "last_id": page[-1]["id"] if page else None, "has_more": start + limit < len(newest)})
 
     def _recorded(self, method: str, body: Any) -> bool:
         """Record the request as the server does; True when a queued failure answered it."""

@@ -4,7 +4,9 @@
 
 A batch is judged from its input file at the batch rate and holds its worst case from creation;
 reading its output file settles the real usage at the batch rate (requests that failed or never
-ran cost nothing), once, however often and wherever it is read.
+ran cost nothing), once, however often and wherever it is read. Batches whose requests pass only
+rewritten: ``test_callguard_openai_batch_rewrites.py``; batches made by creation attempts that
+failed once sent: ``test_callguard_openai_batch_duplicates.py``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import json
 import logging
 import subprocess
 import sys
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +27,7 @@ import pytest
 openai = pytest.importorskip("openai")
 from fake_llm_server import FakeLlmServer, ListSink, budget_policy, compile_policies  # noqa: E402
 from fake_openai_batches import complete_batch, line_usage, state  # noqa: E402
-from openai_guard_support import budget_guard, connect_async, model_catalog, unguarded  # noqa: E402
+from openai_guard_support import budget_guard, model_catalog, unguarded  # noqa: E402
 from openai_guard_support import connect as connect_retrying  # noqa: E402
 
 from costwarden.adapters import openai as openai_adapter  # noqa: E402
@@ -39,7 +40,7 @@ from costwarden.enforcers.openai_batches import MARKER_PREFIX  # noqa: E402
 from costwarden.enforcers.openai_guard import guard_openai  # noqa: E402
 from costwarden.engine.rules.budget import worst_case_usage  # noqa: E402
 from costwarden.engine.subjects import TokenUsage  # noqa: E402
-from costwarden.errors import AdapterError, BudgetExceeded, PolicyViolation  # noqa: E402
+from costwarden.errors import AdapterError, BudgetExceeded  # noqa: E402
 
 PRICER = GenaiPricer()
 MINI, NANO, SMALL = "gpt-4.1-mini", "gpt-4.1-nano", "text-embedding-3-small"
@@ -175,29 +176,6 @@ def test_a_batch_over_budget_is_refused_before_it_is_created(server: FakeLlmServ
         assert ledger.spent([user_key("ob-3")], now=datetime.now(UTC)) == [0.0]  # nothing held or spent
         (denied,) = sink.events
         assert (denied.outcome, denied.verdict, denied.api, denied.batch) == ("denied", "deny", "batch", True)
-
-
-def test_a_batch_whose_requests_would_be_rewritten_is_refused(server: FakeLlmServer, sqlite_url: str) -> None:
-    clamp = """
-apiVersion: costwarden.dev/v1
-kind: Policy
-metadata: {name: short}
-spec:
-  subject: llm_call
-  enforcement: {default: deny}
-  rules:
-    - name: clamp
-      maxOutputTokens: {limit: 100}
-"""
-    with open_ledger(sqlite_url) as ledger:
-        guard = budget_guard(1.0, clamp, ledger=ledger)
-        with connect(server, guard) as client, attribution(user="ob-4"):
-            with pytest.raises(PolicyViolation, match="cannot be rewritten"):
-                submit(client, chat_lines(NANO, max_tokens=500))
-            fine = submit(client, chat_lines(NANO, max_tokens=50))
-        assert [r.body["input_file_id"] for r in server.posts("/batches")] == [fine.input_file_id]
-        assert figures(ledger, user_key("ob-4"))[1] == pytest.approx(worst_case(chat_lines(NANO, max_tokens=50)),
-                                                                     abs=2e-6)
 
 
 @pytest.mark.parametrize("content", [None, b"not json\n", b'{"custom_id": "r0", "method": "POST"}\n', b"\n"])
@@ -485,71 +463,3 @@ def test_a_sweep_for_one_provider_leaves_another_providers_batches_alone(
         assert figures(ledger, user_key("ob-two")) == (pytest.approx(real + real_cost(theirs, [0]), abs=2e-6), 0.0)
         assert [(e.provider, e.error) for e in sink.events if e.usage_source == "response"] == [
             ("together", None), ("openai", None)]
-
-
-def test_a_creation_retried_after_a_timeout_holds_once_and_never_twice(server: FakeLlmServer, sqlite_url: str) -> None:
-    """The first attempt times out after the batch was made; the SDK's retry (same body,
-    ``x-stainless-retry-count`` 1) reads the input file again and creates a batch: one hold, kept
-    under the batch the application got, and nothing left of the attempt that timed out."""
-    lines = chat_lines(NANO, NANO)
-    state(server).late_creates.append(1.5)
-    with open_ledger(sqlite_url) as ledger:
-        guard = budget_guard(1.0, ledger=ledger)
-        client = connect_retrying(server, guard, max_retries=1, timeout=0.5)
-        with client, attribution(user="ob-late"):
-            batch = submit(client, lines)
-        creations = server.posts("/batches")
-        assert [r.headers.get("x-stainless-retry-count") for r in creations] == ["0", "1"]
-        assert figures(ledger, user_key("ob-late")) == (0.0, pytest.approx(worst_case(lines), abs=2e-6))
-        assert {r.key for r in ledger.status(MARKER_PREFIX, now=datetime.now(UTC))} == {MARKER_PREFIX + batch.id}
-
-
-def test_a_timed_out_creation_whose_retry_cannot_read_the_file_is_not_held_for_a_day(
-    server: FakeLlmServer, sqlite_url: str
-) -> None:
-    """The first attempt times out after the batch was made, and the SDK's last retry finds the
-    input file unreadable (503): the SDK gives up. The batch the first attempt may have made is
-    charged its worst case at once, rather than left held for the batch TTL (26 h)."""
-    lines = chat_lines(NANO, NANO)
-    state(server).late_creates.append(1.5)
-    sink = ListSink()
-    with open_ledger(sqlite_url) as ledger:
-        guard = budget_guard(1.0, ledger=ledger, sink=sink)
-        client = connect_retrying(server, guard, max_retries=1, timeout=0.5)
-        with client, attribution(user="ob-lost"):
-            uploaded = client.files.create(file=("b.jsonl", io.BytesIO(jsonl(lines))), purpose="batch")
-            # once the first attempt has read the file and is waiting on its creation, the next read fails
-            retry_read_fails = threading.Timer(0.3, server.fail_next, (503,))
-            retry_read_fails.start()
-            with pytest.raises(openai.InternalServerError):
-                client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
-                                      completion_window="24h")
-            retry_read_fails.join()
-        reads = [r for r in server.requests if r.path.endswith(f"/files/{uploaded.id}/content")]
-        assert len(reads) == 2 and len(server.posts("/batches")) == 1
-        assert figures(ledger, user_key("ob-lost")) == (pytest.approx(worst_case(lines), abs=2e-6), 0.0)
-        (event,) = sink.events
-        assert event.outcome == "error" and event.cost_usd == pytest.approx(worst_case(lines))
-
-
-def test_an_async_timed_out_creation_whose_retry_cannot_read_the_file_is_charged_at_once(
-    server: FakeLlmServer, sqlite_url: str
-) -> None:
-    lines = chat_lines(NANO, NANO)
-    state(server).late_creates.append(1.5)
-
-    async def run(guard: CallGuard) -> None:
-        client = connect_async(server, guard, max_retries=1, timeout=0.5)
-        async with client:
-            with attribution(user="ob-alost"):
-                uploaded = await client.files.create(file=("b.jsonl", io.BytesIO(jsonl(lines))), purpose="batch")
-                asyncio.get_running_loop().call_later(0.3, server.fail_next, 503)
-                with pytest.raises(openai.InternalServerError):
-                    await client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
-                                                completion_window="24h")
-
-    with open_ledger(sqlite_url) as ledger:
-        guard = budget_guard(1.0, ledger=ledger)
-        asyncio.run(run(guard))
-        assert len(server.posts("/batches")) == 1
-        assert figures(ledger, user_key("ob-alost")) == (pytest.approx(worst_case(lines), abs=2e-6), 0.0)
