@@ -194,3 +194,14 @@ def _load_call(provider: str, client: Any) -> None:
         client.messages.create(model="claude-haiku-4-5", max_tokens=50, messages=messages)
     else:
         client.chat.completions.create(model="gpt-4.1-mini", max_tokens=50, messages=messages)
+
+
+def calls_holding(marker: str) -> list[Any]:
+    """Every live ``GuardedCall`` whose body holds ``marker``, after a collection: what a guard (or
+    its settler) still keeps of a call, and of its prompt."""
+    import gc
+
+    from costwarden.enforcers.guarded_call import GuardedCall
+
+    gc.collect()
+    return [o for o in gc.get_objects() if isinstance(o, GuardedCall) and marker in str(o.body)]

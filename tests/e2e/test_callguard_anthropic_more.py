@@ -3,7 +3,6 @@ Vertex clients, token counting. The real SDK against the local fake API."""
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +17,7 @@ from fake_llm_server import (  # noqa: E402
     budget_policy,
     compile_policies,
 )
+from guard_support import calls_holding  # noqa: E402
 
 from costwarden.adapters.pricing import GenaiPricer  # noqa: E402
 from costwarden.enforcers.callguard import CallGuard, attribution  # noqa: E402
@@ -229,13 +229,6 @@ def test_a_cut_stream_without_thinking_is_still_charged_what_it_showed(
 # --- what the guard keeps after a call ----------------------------------------------------------
 
 
-def _calls_holding(marker: str) -> list[Any]:
-    from costwarden.enforcers.guarded_call import GuardedCall
-
-    gc.collect()
-    return [o for o in gc.get_objects() if isinstance(o, GuardedCall) and marker in str(o.body)]
-
-
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_finished_call_and_its_prompt_are_not_kept_by_the_guard(server: FakeLlmServer, guard: CallGuard,
                                                                   stream: bool) -> None:
@@ -250,7 +243,7 @@ def test_a_finished_call_and_its_prompt_are_not_kept_by_the_guard(server: FakeLl
         else:
             client.messages.create(model="claude-haiku-4-5", max_tokens=64, messages=messages)
         guard.flush()
-        assert _calls_holding(marker) == []  # not even for a retry in this thread: none can follow
+        assert calls_holding(marker) == []  # not even for a retry in this thread: none can follow
 
 
 def test_a_call_that_will_be_retried_is_kept_until_its_retry(server: FakeLlmServer, guard: CallGuard,
@@ -264,4 +257,4 @@ def test_a_call_that_will_be_retried_is_kept_until_its_retry(server: FakeLlmServ
     assert len(server.posts("/v1/messages")) == 2
     # the retry found the call: one reservation for both attempts, settled once
     assert [op for op, _, _ in ledger.calls] == ["reserve", "settle"]
-    assert _calls_holding("retried-prompt") == []
+    assert calls_holding("retried-prompt") == []

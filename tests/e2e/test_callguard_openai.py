@@ -25,6 +25,7 @@ from fake_llm_server import (  # noqa: E402
 from fake_llm_server import (  # noqa: E402
     spent_today as user_spent,
 )
+from guard_support import calls_holding  # noqa: E402
 
 from costwarden.adapters.events.jsonl import read_events  # noqa: E402
 from costwarden.adapters.ledger import open_ledger  # noqa: E402
@@ -517,15 +518,6 @@ def test_reading_a_response_that_was_not_in_background_reports_nothing_more(
 # --- what the guard keeps after a call ----------------------------------------------------------
 
 
-def _calls_holding(marker: str) -> list[Any]:
-    import gc
-
-    from costwarden.enforcers.guarded_call import GuardedCall
-
-    gc.collect()
-    return [o for o in gc.get_objects() if isinstance(o, GuardedCall) and marker in str(o.body)]
-
-
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_finished_call_and_its_prompt_are_not_kept_by_the_transport(client: Any, guard: CallGuard,
                                                                       stream: bool) -> None:
@@ -537,7 +529,7 @@ def test_a_finished_call_and_its_prompt_are_not_kept_by_the_transport(client: An
             list(answer)
         del answer  # the application's own handle on the response
         guard.flush()
-        assert _calls_holding(marker) == []
+        assert calls_holding(marker) == []
 
 
 def test_a_call_the_sdk_retries_is_found_by_its_retry(client: Any, server: FakeLlmServer, guard: CallGuard,
@@ -550,4 +542,4 @@ def test_a_call_the_sdk_retries_is_found_by_its_retry(client: Any, server: FakeL
     guard.flush()
     assert len(server.posts("/v1/chat/completions")) == 2
     assert (ledger.count("reserve"), ledger.count("settle"), ledger.count("release")) == (1, 1, 0)
-    assert _calls_holding(marker) == []
+    assert calls_holding(marker) == []
