@@ -128,7 +128,7 @@ class _Prices:
             raise PricingError(f"{self.label} has no input-token price, yet the usage has input tokens")
         searches = usage.web_search_requests * self.web_search
         if (self.tiered or usage.input_audio_tokens or usage.output_audio_tokens or usage.input_image_tokens
-                or usage.output_image_tokens):
+                or usage.output_image_tokens or usage.audio_seconds or usage.input_characters):
             return self._full_cost(usage) + searches
         return self.factor * (
             self.per_call

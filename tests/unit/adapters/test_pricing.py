@@ -252,3 +252,16 @@ def test_agrees_with_calc_price_on_audio_and_searches(pricer: GenaiPricer, provi
             assert pricer.cost(provider_id, model.id, usage) == pytest.approx(reference, rel=1e-9), (model.id, usage)
             compared += 1
     assert compared > 20
+
+
+@pytest.mark.parametrize("usage", [TokenUsage(audio_seconds=60), TokenUsage(input_characters=1_000),
+                                   TokenUsage(input_tokens=10, audio_seconds=60)])
+def test_seconds_or_characters_on_a_model_priced_by_the_token_raise_never_cost_nothing(
+        pricer: GenaiPricer, usage: TokenUsage) -> None:
+    with pytest.raises(PricingError, match="has no price for"):
+        pricer.cost("openai", "gpt-4.1-mini", usage)
+
+
+def test_seconds_and_characters_on_the_models_billed_by_them(pricer: GenaiPricer) -> None:
+    assert pricer.cost("openai", "whisper-1", TokenUsage(audio_seconds=60)) == pytest.approx(0.006)
+    assert pricer.cost("openai", "tts-1", TokenUsage(input_characters=1_000)) == pytest.approx(0.015)
