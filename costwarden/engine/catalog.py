@@ -381,6 +381,9 @@ def _override_cost(p: ModelPrice, usage: TokenUsage, batch: bool, provider: str,
     audio_in_price = p.inputAudioPerMTok if p.inputAudioPerMTok is not None else p.inputPerMTok
     audio_out_price = p.outputAudioPerMTok if p.outputAudioPerMTok is not None else p.outputPerMTok
     text_out = usage.output_tokens - audio_out
+    if usage.audio_seconds or usage.input_characters:  # a ModelCatalog price is per token only: never $0 for them
+        raise PricingError(f"model {model!r} ({provider}; ModelCatalog price {p.model!r}) is priced per token, "
+                           "yet the usage is billed in seconds of audio or characters of text")
     if (text_out and p.outputPerMTok is None) or (audio_out and audio_out_price is None):  # as genai-prices
         raise PricingError(f"model {model!r} ({provider}; ModelCatalog price {p.model!r}) has no output-token "
                            "price, yet the usage has output tokens")

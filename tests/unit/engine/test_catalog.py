@@ -327,6 +327,12 @@ class TestCatalogPricer:
         one_hour = TokenUsage(cache_write_5m_tokens=1_000_000, cache_write_1h_tokens=1_000_000)
         assert pricer.cost("x", "shared-model", one_hour) == pytest.approx(2 + 8)
 
+    @pytest.mark.parametrize("usage", [TokenUsage(audio_seconds=60), TokenUsage(input_tokens=5, input_characters=9)])
+    def test_an_override_never_prices_seconds_or_characters_at_nothing(self, usage: TokenUsage) -> None:
+        pricer = self.catalog().pricer(None)  # a self-hosted whisper priced per token, say
+        with pytest.raises(PricingError, match="seconds of audio or characters"):
+            pricer.cost("vllm", "my-llama-70b", usage)
+
     def test_anthropic_cache_writes_default_to_its_write_premiums(self) -> None:
         # Anthropic bills 5-minute writes at 1.25x input and 1-hour writes at 2x: an override that
         # names only input and output prices must not bill them as plain input
