@@ -308,22 +308,24 @@ class PolicySet:
             and self._exemption_index.lookup(policy.name, rule.name, subject, ctx.now)[0] is not None
         ):
             holds = _unchecked(holds)  # (the spend still counts)
-        return RuleResult(
-            policy=policy.name,
-            rule=rule.name,
-            result=kind,
-            effect=effect,
-            severity=rule.severity,
-            message=message,
-            path=o.path,
-            expected=o.expected,
-            actual=o.actual,
-            exemption=exemption,
-            fix=o.fix,
-            savings_usd_month=o.savings_usd_month,
-            savings_usd_per_call=o.savings_usd_per_call,
-            holds=holds if kind == "pass" or not (effect == "deny" and kind in ("fail", "error")) else (),
-        )
+        # every field in RuleResult's order, built as the tuple it is (its keyword ``__new__`` is a
+        # Python call of its own, once per rule on every judged call)
+        return tuple.__new__(RuleResult, (
+            policy.name,  # policy
+            rule.name,  # rule
+            kind,  # result
+            effect,  # effect
+            rule.severity,  # severity
+            message,  # message
+            o.path,  # path
+            o.expected,  # expected
+            o.actual,  # actual
+            exemption,  # exemption
+            o.fix,  # fix
+            o.savings_usd_month,  # savings_usd_month
+            o.savings_usd_per_call,  # savings_usd_per_call
+            holds if kind == "pass" or not (effect == "deny" and kind in ("fail", "error")) else (),  # holds
+        ))
 
 
 def _unchecked(holds: tuple[Hold, ...]) -> tuple[Hold, ...]:

@@ -492,3 +492,24 @@ def test_clock_defaults_to_utc_now(compile_policies: CompilePolicies) -> None:
     assert ps.evaluate(res()).verdict == "allow"
     expired = compile_policies(policy(), exemption(expires=(datetime.now(UTC) - timedelta(days=1)).isoformat()))
     assert expired.evaluate(res()).verdict == "deny"
+
+
+def test_every_result_has_every_field_of_its_kind(builtin_policies: PolicySet) -> None:
+    """Results are built as plain tuples on the hot path: each must still hold all of RuleResult's
+    fields, in their order (a field added to RuleResult without its builder fails here)."""
+    from costwarden.adapters.anthropic import subject_from_request
+    from costwarden.engine.decision import RuleResult
+
+    body = {"model": "claude-opus-4-1", "max_tokens": 64_000, "messages": [{"role": "user", "content": "hi"}]}
+    decision = builtin_policies.evaluate(subject_from_request(body, feature="classify", user="u"), "runtime",
+                                         ledger=MemoryLedger(), reserving=True)
+    assert len(decision.results) >= 5
+    for result in decision.results:
+        assert len(result) == len(RuleResult._fields)
+        policy = builtin_policies.get(result.policy)  # each field where its name says
+        assert policy is not None and result.rule in [r.name for r in policy.rules]
+        assert result.result in ("pass", "fail", "warn", "skip", "error") and result.effect in (
+            "deny", "warn", "audit", "off")
+        assert result.severity in ("info", "low", "medium", "high", "critical") and isinstance(result.message, str)
+        assert isinstance(result.holds, tuple) and (result.fix is None or result.fix.patch)
+        assert all(h.key.startswith("budget:") for h in result.holds)
