@@ -51,7 +51,7 @@ import contextvars
 import functools
 import importlib.util
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -184,12 +184,13 @@ class CallGuard(_MiddlewareBase):
         edge: ProviderEdge,
         body: Mapping[str, Any],
         *,
-        key: str,
+        key: Hashable,
         attempt: int = 0,
         batch: bool = False,
         rewrites: Sequence[str] = (),
     ) -> GuardedCall:
-        """Start a logical call, or find the one this attempt retries.
+        """Start a logical call, or find the one this attempt retries: ``key`` ties the attempts of
+        one logical call (an SDK's idempotency key, or the request itself), compared with ``==``.
 
         Raises PolicyViolation / BudgetExceeded when the call may not be made; nothing is sent then.
         """
@@ -215,7 +216,7 @@ class CallGuard(_MiddlewareBase):
         edge: ProviderEdge,
         body: Mapping[str, Any],
         *,
-        key: str,
+        key: Hashable,
         attempt: int = 0,
         batch: bool = False,
         rewrites: Sequence[str] = (),
@@ -313,7 +314,7 @@ class CallGuard(_MiddlewareBase):
             return fn(*args)
         return await asyncio.to_thread(fn, *args)
 
-    def _pending(self, key: str, attempt: int) -> tuple[GuardedCall | None, GuardedCall | None]:
+    def _pending(self, key: Hashable, attempt: int) -> tuple[GuardedCall | None, GuardedCall | None]:
         """(the call this attempt retries, or None; the call the SDK stopped retrying, or None)."""
         active = self._active.get()
         if active is None or not active.pending_retry:

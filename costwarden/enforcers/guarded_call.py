@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -74,7 +74,7 @@ class GuardedCall:
         self,
         guard: CallGuard,
         edge: ProviderEdge,
-        key: str,
+        key: Hashable,
         body: Mapping[str, Any],
         subject: LlmCall,
         decision: Decision,
@@ -113,7 +113,7 @@ class GuardedCall:
         cls,
         guard: CallGuard,
         edge: ProviderEdge,
-        key: str,
+        key: Hashable,
         body: Mapping[str, Any],
         subjects: Sequence[LlmCall],
         decisions: Sequence[Decision],

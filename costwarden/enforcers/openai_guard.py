@@ -52,10 +52,9 @@ transports.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -307,7 +306,9 @@ def _fit_reasoning(call: GuardedCall, sent: Mapping[str, Any]) -> None:
         call.rewrites = (*call.rewrites, note)
 
 
-def _parts(request: httpx2.Request, path: str) -> tuple[Mapping[str, Any], Mapping[str, Any], str, int, bool] | None:
+def _parts(
+    request: httpx2.Request, path: str
+) -> tuple[Mapping[str, Any], Mapping[str, Any], Hashable, int, bool] | None:
     """(the body, the body to judge and send, the logical-call key, the attempt, whether
     ``include_usage`` was added); None for a body that is not a JSON object. An image edit's form
     is read into its body (:func:`~costwarden.adapters.openai_images.edit_body`). ``path`` is the
@@ -325,7 +326,9 @@ def _parts(request: httpx2.Request, path: str) -> tuple[Mapping[str, Any], Mappi
             raise AdapterError(f"OpenAI request body is not JSON ({exc}); the call-guard cannot judge it") from None
     if not isinstance(body, Mapping):
         return None
-    key = hashlib.blake2b(request.method.encode() + str(request.url).encode() + keyed, digest_size=16).hexdigest()
+    # the logical call's key, compared with an SDK retry's (method, URL and body alike): no hash is
+    # taken, since keys are only ever compared, and only when a retry comes
+    key = (request.method, request.url, keyed)
     sent, injected = _with_include_usage(body, path)
     return body, sent, key, attempt_of(request), injected
 

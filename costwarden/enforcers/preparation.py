@@ -7,7 +7,7 @@ request by request at the batch rate, under one reservation (:func:`prepare_batc
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 
 def prepare_call(
-    guard: CallGuard, edge: ProviderEdge, body: Mapping[str, Any], *, key: str, batch: bool, rewrites: tuple[str, ...]
+    guard: CallGuard, edge: ProviderEdge, body: Mapping[str, Any], *, key: Hashable, batch: bool,
+    rewrites: tuple[str, ...],
 ) -> GuardedCall:
     """Judge ``body`` (fixing what can be fixed) and reserve its budget holds: a new logical call.
 
@@ -49,7 +50,7 @@ def prepare_call(
 
 
 def prepare_batch(
-    guard: CallGuard, edge: ProviderEdge, body: Mapping[str, Any], *, key: str, who: Attribution, now: datetime,
+    guard: CallGuard, edge: ProviderEdge, body: Mapping[str, Any], *, key: Hashable, who: Attribution, now: datetime,
     started: float,
 ) -> GuardedCall:
     """Judge every request of a batch at the batch rate; one reservation holds them all."""
