@@ -21,7 +21,9 @@ a batch from it (``batches.create(input_file_id=..., endpoint=...)``), polls it
   (``openai_batch_upload.py``); the reservation holds the rewritten requests' worst case and the
   cost events list the rewrites (``/requests/<i>/params: clamp max_tokens to 256``). An upload that
   fails refuses the batch (``PolicyViolation``); nothing is created. ``CallGuard(apply_fixes=False)``
-  refuses such a batch instead, as it refuses such a call.
+  refuses such a batch instead, as it refuses such a call. A copy that no batch was made from (the
+  creation failed) is deleted (``DELETE …/files/<id>``); that of a batch that was created is kept,
+  even once it has settled: the batch names it (``openai_batch_upload.py`` says why).
 * **Attempts that failed once sent** (a timeout, a dropped connection, a 5xx) may each have made a
   batch: the SDK sends no idempotency key. When the call ends — a retry succeeded, or the SDK gave
   up — the transport lists the recent batches and holds each other one made from the same input
@@ -64,7 +66,7 @@ import httpx2
 from costwarden.adapters import openai as adapter
 from costwarden.enforcers import openai_batch_duplicates as duplicates
 from costwarden.enforcers import openai_batch_upload as upload
-from costwarden.enforcers.attempt import safely
+from costwarden.enforcers.attempt import request_was_sent, safely
 from costwarden.enforcers.batch_settle import BatchBook, submitted
 from costwarden.enforcers.openai_attempt import (
     attempt_of,
@@ -243,9 +245,12 @@ def create(
         retried = unread_retry(guard, job)
         if retried is not None:
             retries = sdk_max_retries(max_retries)
-            made = duplicates.due(retried, not retries_answer(fetched) or job.attempt >= retries)
+            final = not retries_answer(fetched) or job.attempt >= retries
+            made = duplicates.due(retried, final)
             listed = duplicates.list_batches(send, request, made) if made else None
             safely(retried, answered, retried, job.attempt, fetched, retries, listed)
+            if final:  # this attempt made nothing: its creation was not sent
+                upload.discard(send, request, duplicates.creation(retried), job.file_id, answered=True, listed=listed)
         return fetched
     body = input_requests(guard, job, status, content)
     if body is None:
@@ -264,20 +269,26 @@ def create(
     except BaseException as exc:
         retries = sdk_max_retries(max_retries)
         made.failed(exc=exc)
-        if not duplicates.due(call, isinstance(exc, Exception) and (not retries_exception(exc) or
-                                                                    job.attempt >= retries)):
+        final = isinstance(exc, Exception) and (not retries_exception(exc) or job.attempt >= retries)
+        listed = duplicates.list_batches(send, request, made) if duplicates.due(call, final) else None
+        if listed is None:
             failed(call, job.attempt, exc, retries)
         else:
-            safely(call, gave_up, call, exc, duplicates.list_batches(send, request, made))
+            safely(call, gave_up, call, exc, listed)
+        if final:
+            upload.discard(send, request, made, job.file_id, answered=not request_was_sent(exc), listed=listed)
         raise
     retries = max_retries if response.is_success else sdk_max_retries(max_retries)
     if response.is_success:
         with contextlib.suppress(Exception):  # unreadable: submitted() charges the worst case
             response.read()
     made.failed(status=response.status_code)
-    due = duplicates.due(call, response.is_success or not retries_answer(response) or job.attempt >= retries)
+    final = response.is_success or not retries_answer(response) or job.attempt >= retries
+    due = duplicates.due(call, final)
     listed = duplicates.list_batches(send, request, due) if due else None
     safely(call, created, call, job.attempt, response, retries, provider, listed)
+    if final and not response.is_success:
+        upload.discard(send, request, made, job.file_id, answered=True, listed=listed)
     return response
 
 
@@ -298,11 +309,15 @@ async def create_async(
         retried = unread_retry(guard, job)
         if retried is not None:
             retries = sdk_max_retries(max_retries)
-            made = duplicates.due(retried, not retries_answer(fetched) or job.attempt >= retries)
+            final = not retries_answer(fetched) or job.attempt >= retries
+            made = duplicates.due(retried, final)
             listed = await duplicates.list_batches_async(send, request, made) if made else None
             await guard.finish_async(retried, safely, retried, answered, retried, job.attempt, fetched, retries,
                                      listed)
             guard.expect_retry(retried, fetched.headers)
+            if final:
+                await upload.discard_async(send, request, duplicates.creation(retried), job.file_id, answered=True,
+                                           listed=listed)
         return fetched
     body = input_requests(guard, job, status, content)
     if body is None:
@@ -321,23 +336,29 @@ async def create_async(
     except BaseException as exc:
         retries = sdk_max_retries(max_retries)
         made.failed(exc=exc)
-        if not duplicates.due(call, isinstance(exc, Exception) and (not retries_exception(exc) or
-                                                                    job.attempt >= retries)):
+        final = isinstance(exc, Exception) and (not retries_exception(exc) or job.attempt >= retries)
+        listed = await duplicates.list_batches_async(send, request, made) if duplicates.due(call, final) else None
+        if listed is None:
             await guard.finish_async(call, failed, call, job.attempt, exc, retries)
             guard.expect_retry(call)
         else:
-            listed = await duplicates.list_batches_async(send, request, made)
             await guard.finish_async(call, safely, call, gave_up, call, exc, listed)
+        if final:
+            await upload.discard_async(send, request, made, job.file_id, answered=not request_was_sent(exc),
+                                       listed=listed)
         raise
     retries = max_retries if response.is_success else sdk_max_retries(max_retries)
     if response.is_success:
         with contextlib.suppress(Exception):  # unreadable: submitted() charges the worst case
             await response.aread()
     made.failed(status=response.status_code)
-    due = duplicates.due(call, response.is_success or not retries_answer(response) or job.attempt >= retries)
+    final = response.is_success or not retries_answer(response) or job.attempt >= retries
+    due = duplicates.due(call, final)
     listed = await duplicates.list_batches_async(send, request, due) if due else None
     await guard.finish_async(call, safely, call, created, call, job.attempt, response, retries, provider, listed)
     guard.expect_retry(call, response.headers)
+    if final and not response.is_success:
+        await upload.discard_async(send, request, made, job.file_id, answered=True, listed=listed)
     return response
 
 

@@ -83,6 +83,7 @@ from fake_anthropic import AnthropicHandlers, _batch_object
 from fake_bedrock import BEDROCK_STREAM, _platform_model, bedrock_chunk, eventstream_frame
 from fake_openai import OpenAIHandlers
 from fake_openai_audio import with_openai_audio
+from fake_openai_batches import clear as clear_openai_batches
 from fake_openai_batches import with_openai_batches
 from fake_openai_images import generate_images, with_openai_image_edits
 from guard_support import (
@@ -148,9 +149,11 @@ class FakeLlmServer:
             self._failures.extend(statuses)
 
     def reset(self) -> None:
+        """Forget the requests, the queued failures and the OpenAI Batch API's files and batches."""
         with self._lock:
             self.requests.clear()
             self._failures.clear()
+        clear_openai_batches(self)
 
     def posts(self, suffix: str = "") -> list[Recorded]:
         with self._lock:

@@ -1,7 +1,9 @@
 """The fake OpenAI Batch API: files and batches, enough for the real ``openai`` SDK.
 
 * ``POST /v1/files`` (multipart, as ``client.files.create(file=..., purpose="batch")`` sends it),
-  ``GET /v1/files/<id>`` and ``GET /v1/files/<id>/content`` (the bytes, chunked, so lines arrive split);
+  ``GET /v1/files/<id>`` and ``GET /v1/files/<id>/content`` (the bytes, chunked, so lines arrive split),
+  ``DELETE /v1/files/<id>`` (the file is gone, its id added to ``state(server).deleted``; 404 for
+  an unknown one);
 * ``POST /v1/batches`` (``input_file_id`` must name an uploaded file: 404 otherwise), ``GET
   /v1/batches/<id>`` and ``POST /v1/batches/<id>/cancel`` (``cancelling``); each delay in
   ``state(server).late_creates`` answers the next creation that much later, the batch made already,
@@ -10,8 +12,11 @@
 * ``GET /v1/batches?limit=N&after=<id>`` lists the batches newest first (``limit`` 20 by default, at
   most 100), a page after the batch ``after`` names, with ``first_id``, ``last_id`` and ``has_more``;
 * failures of the next requests of one kind: ``state(server).fail_uploads`` (``POST /v1/files``),
-  ``fail_creates`` (``POST /v1/batches``, no batch made) and ``fail_lists`` (``GET /v1/batches``)
-  hold the statuses they answer, one each, in order.
+  ``fail_creates`` (``POST /v1/batches``, no batch made), ``fail_lists`` (``GET /v1/batches``) and
+  ``fail_deletes`` (``DELETE /v1/files/<id>``, the file kept) hold the statuses they answer, one
+  each, in order.
+
+``FakeLlmServer.reset()`` forgets all of it (:func:`clear`): each test starts with no files and no batches.
 
 A batch stays ``in_progress`` until a test ends it with :func:`complete_batch`, which writes its
 output file (a 200 response per request that ran, its usage deterministic per line) and its error
@@ -53,6 +58,10 @@ class OpenAIBatchState:
     """Statuses the next ``POST /v1/batches`` answer without making a batch."""
     fail_lists: list[int] = field(default_factory=list)
     """Statuses the next ``GET /v1/batches`` (listings) answer."""
+    fail_deletes: list[int] = field(default_factory=list)
+    """Statuses the next ``DELETE /v1/files/<id>`` answer instead of deleting the file."""
+    deleted: list[str] = field(default_factory=list)
+    """The ids of the files deleted, in order."""
 
     def failure(self, queue: list[int]) -> int | None:
         with self.lock:
@@ -66,10 +75,19 @@ class OpenAIBatchState:
         return obj
 
 
+_STATE = "openai_batch_state"
+
+
 def state(server: Any) -> OpenAIBatchState:
     """The batch state of a ``FakeLlmServer`` (made on first use)."""
     fake = getattr(server, "fake", server)  # the handler's ``self.server`` or the FakeLlmServer itself
-    return fake.__dict__.setdefault("openai_batch_state", OpenAIBatchState())  # type: ignore[no-any-return]
+    return fake.__dict__.setdefault(_STATE, OpenAIBatchState())  # type: ignore[no-any-return]
+
+
+def clear(server: Any) -> None:
+    """Forget the server's files, batches, deletions and queued failures and delays: a fresh state
+    is made on next use (a request still running for an earlier test writes into the old one)."""
+    getattr(server, "fake", server).__dict__.pop(_STATE, None)
 
 
 def line_usage(index: int) -> dict[str, int]:
@@ -198,6 +216,27 @@ class OpenAIBatchHandlers(WireHandler):
         else:
             self._not_found()
 
+    def do_DELETE(self) -> None:
+        parts = self.path.split("?")[0].strip("/").split("/")
+        if parts[:2] != ["v1", "files"] or len(parts) != 3:
+            self._not_found()  # no other handler deletes anything
+            return
+        if self._recorded("DELETE", None):
+            return
+        st = state(self.server)
+        failure = st.failure(st.fail_deletes)
+        if failure is not None:
+            self._json(failure, {"error": {"type": "server_error", "message": "delete failed"}})
+            return
+        with st.lock:
+            found = st.files.pop(parts[2], None)
+            if found is not None:
+                st.deleted.append(parts[2])
+        if found is None:
+            self._not_found()
+        else:
+            self._json(200, {"id": parts[2], "object": "file", "deleted": True})
+
     def _create(self, st: OpenAIBatchState, body: dict[str, Any]) -> None:
         if body.get("input_file_id") not in st.files:
             self._not_found()
@@ -277,4 +316,5 @@ def with_openai_batches(handler: type) -> type:
     return type(handler.__name__, (OpenAIBatchHandlers, handler), {})
 
 
-__all__ = ["OpenAIBatchHandlers", "OpenAIBatchState", "complete_batch", "line_usage", "state", "with_openai_batches"]
+__all__ = ["OpenAIBatchHandlers", "OpenAIBatchState", "clear", "complete_batch", "line_usage", "state",
+           "with_openai_batches"]

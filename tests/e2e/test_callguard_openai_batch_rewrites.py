@@ -115,15 +115,23 @@ def test_a_batch_that_passes_only_rewritten_is_created_from_a_rewritten_copy(
 def test_a_retried_creation_reuses_the_rewritten_copy(server: FakeLlmServer, sqlite_url: str) -> None:
     """A creation that timed out is retried by the SDK naming the same rewritten copy: one upload,
     so that the batch the timed-out attempt made is found among the copy's (``…_batch_duplicates``)."""
-    lines = chat_lines(NANO, max_tokens=500)
+    lines, sink = chat_lines(NANO, max_tokens=500), ListSink()
     state(server).late_creates.append(1.5)
     with open_ledger(sqlite_url) as ledger:
-        guard = budget_guard(1.0, CLAMP, ledger=ledger)
+        guard = budget_guard(1.0, CLAMP, ledger=ledger, sink=sink)
         with connect_retrying(server, guard, max_retries=1, timeout=0.5) as client, attribution(user="rw-retry"):
             batch = submit(client, lines)
         copy, _ = uploaded_by_guard(server, batch.input_file_id)
         assert [r.body["input_file_id"] for r in server.posts("/batches")] == [copy["id"]] * 2
         assert len(server.posts("/files")) == 2  # the caller's upload, and the guard's copy once
+        # the batch the timed-out attempt made has a creation event of its own, rewrites and all
+        (other,) = [b for b in state(server).batches if b != batch.id]
+        events = {e.reservation_id: e for e in sink.events}
+        assert set(events) == {f"cw-oai-batch-{batch.id}", f"cw-oai-batch-{other}"}
+        mine, made = events[f"cw-oai-batch-{batch.id}"], events[f"cw-oai-batch-{other}"]
+        assert made.rewrites == mine.rewrites == ("/requests/0/params: clamp max_tokens to 100",)
+        assert made.estimated_cost_usd == mine.estimated_cost_usd == pytest.approx(worst_case(clamped(lines)))
+        assert (made.verdict, made.model_requested, made.user) == (mine.verdict, mine.model_requested, "rw-retry")
 
 
 def test_async_clients_upload_the_rewritten_copy_alike(server: FakeLlmServer, sqlite_url: str) -> None:
