@@ -8,6 +8,7 @@ stream may be closed by the application and collected by the garbage collector a
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import threading
@@ -215,6 +216,17 @@ class GuardedCall:
         results, :mod:`.batch_settle`, which moved the hold); the event has no cost."""
         self.held = False
         self._finish("ok", None, 0.0, "none")
+
+    def defer_beside(self, reservation_id: str | None) -> None:
+        """Report deferred work this call made besides its own (a duplicate batch that an SDK retry
+        created, held under ``reservation_id``), as :meth:`defer` reports the call's: the same
+        decision, rewrites, attribution and worst case, no cost, nothing held or settled here. Call
+        it before this call finishes (the twin starts from this call's state)."""
+        twin = copy.copy(self)
+        twin._lock, twin._done = threading.Lock(), False
+        twin.reservation_id, twin.held, twin.holds, twin.lost_usd = reservation_id, False, (), 0.0
+        twin.status_code, twin.pending_retry, twin.retry_token, twin.ended = None, False, None, None
+        twin.defer()
 
     def price(
         self, usage: TokenUsage, served_model: str | None, response: Mapping[str, Any] | None = None

@@ -13,7 +13,9 @@ from the same input file for the same endpoint since the first attempt began (le
 (:func:`duplicates`). Each is held exactly as a created batch is (:func:`hold`): its own
 ``cw-oai-batch-<id>`` reservation with the call's holds, a marker hold at the batch's worst case
 and the creation record, so the same reads and sweeps settle it from its own output file; a
-warning names it (it runs and is billed: cancel it if it is not wanted).
+warning names it (it runs and is billed: cancel it if it is not wanted). Each one held has its
+creation event too, as the batch the call returned has (:func:`report`): the call's decision,
+rewrites and attribution, its worst case as the estimate, no cost, and its own reservation.
 
 * **A retry succeeded**: the batch it returned takes the call's hold as before; the others found
   are held beside it. The listing is made after every earlier attempt was answered or abandoned,
@@ -206,6 +208,8 @@ def account(call: GuardedCall, made: Creation, listed: Listed, *, returned: str 
     if not gave_up and returned is None:  # a 2xx answer without a readable id: its batch, the newest, is
         found = found[1:]  # charged its worst case under the call's reservation (batch_settle.submitted)
     held = [batch_id for batch_id in found if hold(call, batch_id, book)]
+    for batch_id in held:
+        report(call, batch_id, book)
     if found:
         log.warning("call-guard: OpenAI batch creation from input file %s was retried after an attempt that failed "
                     "once sent, and %s made from it too (%s): held for its worst case and settled from its own "
@@ -253,6 +257,14 @@ def hold(call: GuardedCall, batch_id: str, book: BatchBook) -> bool:
     return True
 
 
+def report(call: GuardedCall, batch_id: str, book: BatchBook) -> None:
+    """Emit the creation event of ``batch_id``, held beside ``call`` (:func:`hold`): the event a
+    call that created a batch finishes with (``deferred.keep_for_later``: ``GuardedCall.defer``),
+    from a twin of ``call`` that holds nothing, named after the batch's reservation. Runs before
+    ``call`` finishes (its twin would be finished already otherwise)."""
+    call.defer_beside(book.reservation_id(batch_id) if call.guard.ledger is not None else None)
+
+
 def hold_unlisted(call: GuardedCall, attempts: int) -> None:
     """Hold ``attempts`` times the call's worst case, unchecked, under ``<its reservation>-unlisted``
     until the batch TTL: the batches that attempts which failed once sent may have made."""
@@ -270,4 +282,5 @@ def hold_unlisted(call: GuardedCall, attempts: int) -> None:
 
 
 __all__ = ["LIST_LIMIT", "MAX_PAGES", "SKEW_S", "Creation", "Listed", "account", "batch_id", "begin", "creation", "due",
-           "duplicates", "gave_up", "hold", "hold_unlisted", "list_batches", "list_batches_async", "listing_steps"]
+           "duplicates", "gave_up", "hold", "hold_unlisted", "list_batches", "list_batches_async", "listing_steps",
+           "report"]

@@ -81,8 +81,13 @@ def test_a_timed_out_creation_whose_retry_succeeds_holds_and_settles_both_batche
             (listing,) = [r for r in server.requests if r.method == "GET" and r.path.startswith("/v1/batches?")]
             assert "limit=100" in listing.path and listing.headers.get("authorization") == "Bearer test"
             assert other in caplog.text and batch.input_file_id in caplog.text
-            (created,) = sink.events
-            assert created.cost_usd == 0.0 and created.reservation_id == f"cw-oai-batch-{batch.id}"
+            # a creation event for the batch returned, and one for the batch the timed-out attempt made
+            created = sink.events
+            assert sorted(e.reservation_id or "" for e in created) == sorted(f"cw-oai-batch-{b}" for b in (batch.id,
+                                                                                                          other))
+            assert all((e.outcome, e.cost_usd, e.charged, e.usage_source, e.batch_requests, e.user) ==
+                       ("ok", 0.0, False, "none", 2, "dup-1") for e in created)
+            assert [e.estimated_cost_usd for e in created] == [pytest.approx(worst_case(LINES))] * 2
 
             read_outputs(client, server, [batch.id, other])
         cost = 2 * real_cost(LINES, range(2))
@@ -134,8 +139,11 @@ def test_every_attempt_timed_out_but_each_made_a_batch(server: FakeLlmServer, st
             made = made_from(server, uploaded.id)
             assert len(made) == 2 and markers(ledger) == set(made)
             assert figures(ledger, user_key("dup-all")) == (0.0, pytest.approx(2 * worst_case(LINES), abs=2e-6))
-            (failed,) = sink.events
-            assert (failed.outcome, failed.cost_usd, failed.charged) == ("error", 0.0, False)
+            (failed,) = [e for e in sink.events if e.outcome == "error"]
+            assert (failed.cost_usd, failed.charged) == (0.0, False)
+            held = [e for e in sink.events if e is not failed]  # a creation event for each batch held
+            assert sorted(e.reservation_id or "" for e in held) == sorted(f"cw-oai-batch-{b}" for b in made)
+            assert all(e.cost_usd == 0.0 and e.estimated_cost_usd == pytest.approx(worst_case(LINES)) for e in held)
             read_outputs(client, server, made)
         cost = 2 * real_cost(LINES, range(2))
         assert figures(ledger, user_key("dup-all")) == (pytest.approx(cost, abs=2e-6), 0.0)
@@ -145,6 +153,8 @@ def test_every_attempt_timed_out_but_each_made_a_batch(server: FakeLlmServer, st
 def test_an_async_creation_whose_every_attempt_timed_out_holds_its_batches(
     server: FakeLlmServer, sqlite_url: str
 ) -> None:
+    sink = ListSink()
+
     async def run(guard: CallGuard) -> str:
         async with connect_async(server, guard, max_retries=1, timeout=0.5) as client:
             with attribution(user="dup-aall"):
@@ -155,10 +165,13 @@ def test_an_async_creation_whose_every_attempt_timed_out_holds_its_batches(
                 return uploaded.id
 
     with open_ledger(sqlite_url) as ledger:
-        guard = budget_guard(1.0, ledger=ledger)
+        guard = budget_guard(1.0, ledger=ledger, sink=sink)
         made = made_from(server, asyncio.run(run(guard)))
         assert len(made) == 2 and markers(ledger) == set(made)
         assert figures(ledger, user_key("dup-aall")) == (0.0, pytest.approx(2 * worst_case(LINES), abs=2e-6))
+        held = [e for e in sink.events if e.outcome == "ok"]
+        assert sorted(e.reservation_id or "" for e in held) == sorted(f"cw-oai-batch-{b}" for b in made)
+        assert len(sink.events) == 3
 
 
 def test_a_creation_retried_after_a_500_that_made_nothing_holds_once(server: FakeLlmServer, sqlite_url: str) -> None:
@@ -216,8 +229,9 @@ def test_a_timed_out_creation_whose_retry_cannot_read_the_file_holds_the_batch_i
             (made,) = made_from(server, uploaded.id)
             assert markers(ledger) == {made}
             assert figures(ledger, user_key("dup-lost")) == (0.0, pytest.approx(worst_case(LINES), abs=2e-6))
-            (event,) = sink.events
+            event, held = sorted(sink.events, key=lambda e: e.outcome)
             assert (event.outcome, event.cost_usd) == ("error", 0.0)
+            assert (held.outcome, held.cost_usd, held.reservation_id) == ("ok", 0.0, f"cw-oai-batch-{made}")
             read_outputs(client, server, [made])
         assert figures(ledger, user_key("dup-lost")) == (pytest.approx(real_cost(LINES, range(2)), abs=2e-6), 0.0)
 
