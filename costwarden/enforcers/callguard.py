@@ -368,9 +368,11 @@ class CallGuard(_MiddlewareBase):
         self, edge: ProviderEdge, body: Mapping[str, Any], exc: PolicyViolation, model_requested: str,
         now: datetime, started: float, *, batch: bool = False,
     ) -> None:
-        """Report a call refused before sending to the sinks."""
+        """Report a call refused before sending to the sinks: the event is built here (it reads the
+        caller's attribution) and emitted as a finished call's is (:meth:`later`), so that with a
+        settler thread the sinks still see the events in the order the calls ended."""
         if self.sinks:
-            self.emit(refusal_event(self, edge, body, exc, model_requested, now, started, batch=batch))
+            self.later(self.emit, refusal_event(self, edge, body, exc, model_requested, now, started, batch=batch))
 
     def alert(self, alert: Alert) -> None:
         """A budget crossed an alert threshold: log it, hand it to ``on_alert`` and to every sink

@@ -17,6 +17,7 @@ from fake_llm_server import FakeLlmServer, ListSink, budget_policy, compile_poli
 
 from costwarden.adapters.ledger import open_ledger  # noqa: E402
 from costwarden.enforcers.callguard import CallGuard, attribution  # noqa: E402
+from costwarden.errors import PolicyViolation  # noqa: E402
 
 HI = [{"role": "user", "content": "Hello there"}]
 
@@ -111,6 +112,21 @@ def test_a_stream_read_to_its_end_settles_in_the_background(
     reserved, charged = held_then_settled(guard, ledger, "bg-3")
     (event,) = sink.events
     assert event.usage_source == "stream" and reserved > charged == pytest.approx(event.cost_usd, abs=1e-6)
+
+
+def test_a_refusal_is_reported_after_the_calls_that_ended_before_it(
+    server: FakeLlmServer, guard: CallGuard, ledger: GatedLedger, sink: ListSink
+) -> None:
+    """A refused call's event waits its turn behind the settlements still queued, so sinks see
+    events in the order the calls ended (the first call's settlement waits on the ledger here)."""
+    with anthropic.Anthropic(base_url=server.url, api_key="test", middleware=[guard]) as client, \
+            attribution(user="bg-order"):
+        client.messages.create(model="claude-haiku-4-5", max_tokens=64, messages=HI)
+        with pytest.raises(PolicyViolation, match="no price"):  # every budget refuses an unpriced model
+            client.messages.create(model="claude-unpriced-9", max_tokens=64, messages=HI)
+    ledger.gate.set()
+    assert guard.flush(10)
+    assert [(e.model, e.outcome) for e in sink.events] == [("claude-haiku-4-5", "ok"), ("claude-unpriced-9", "denied")]
 
 
 def test_an_error_status_releases_in_the_background(
