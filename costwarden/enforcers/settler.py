@@ -10,7 +10,9 @@ response is there. What it changes, and what it does not:
 * **Nothing lost on a clean exit.** ``CallGuard.flush()`` waits for the queue; ``CallGuard.close()``
   flushes; an ``atexit`` hook flushes every settler (up to ``EXIT_FLUSH_S``). A process killed with
   SIGKILL loses what was queued, as it loses a call in flight: the reservation is released at its
-  TTL. The queue stays short — past ``max_pending`` queued calls, callers settle inline.
+  TTL; so does one ended by a signal Python leaves to its default action (SIGTERM: no ``atexit``),
+  unless the program handles it (gunicorn and uvicorn do; else call ``CallGuard.close()`` from the
+  handler). The queue stays short — past ``max_pending`` queued calls, callers settle inline.
 * **Latency and time are the call's.** A call's end time and latency are taken when its response
   (or failure) arrives, not when the settlement runs.
 * A fork starts the child with an empty settler: the parent settles what it queued.
