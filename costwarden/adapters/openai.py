@@ -217,6 +217,13 @@ def estimate_input_tokens(body: Mapping[str, Any]) -> int:
     return _estimate(body, api_of(body))[1]
 
 
+def estimate_responses_input(body: Mapping[str, Any]) -> tuple[int, int]:
+    """(tokens of the cacheable prefix, tokens of the whole input) of ``body`` estimated as a
+    Responses body whatever keys it has (``instructions``, ``input``, ``tools``, ``text.format``),
+    for an endpoint whose path says it takes one (``…/responses/compact``)."""
+    return _estimate(body, "responses")
+
+
 def _estimate(body: Mapping[str, Any], api: str) -> tuple[int, int]:
     """(tokens of the cacheable prefix, tokens of the whole input)."""
     prefix = TokenTally()
@@ -390,6 +397,7 @@ __all__ = [
     "PROVIDER",
     "api_of",
     "estimate_input_tokens",
+    "estimate_responses_input",
     "fit_reasoning",
     "hides_reasoning",
     "subject_from_request",

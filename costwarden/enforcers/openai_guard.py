@@ -17,11 +17,12 @@ Guarded: ``POST …/chat/completions`` and ``POST …/responses`` (plain and str
 pixel size and ``n`` images at their size and quality are reserved, the ``usage`` settled:
 :mod:`costwarden.adapters.openai_images`), the Audio API (``POST …/audio/transcriptions``,
 ``…/audio/translations``, ``…/audio/speech``: seconds, characters or tokens reserved, settled from
-the usage or a documented estimate: :mod:`costwarden.adapters.openai_audio`, :mod:`.openai_audio`)
+the usage or a documented estimate: :mod:`costwarden.adapters.openai_audio`, :mod:`.openai_audio`),
+Responses compaction (``POST …/responses/compact``: :mod:`costwarden.adapters.openai_compaction`)
 and Batch API jobs (``POST …/batches``, judged from
 their input file, settled when their output file is read: :mod:`.openai_batches`); other requests
-pass through. Those of them that spend money (image variations, Responses
-compaction, videos, fine-tuning jobs: :data:`UNGUARDED_SPEND`) are neither judged, reserved,
+pass through. Those of them that spend money (image variations, videos,
+fine-tuning jobs: :data:`UNGUARDED_SPEND`) are neither judged, reserved,
 counted against budgets nor reported: each transport logs a warning naming the endpoint the first
 time one passes, so this is never silent (:mod:`.openai_endpoints`). ``provider=`` names an
 OpenAI-compatible API (``"vllm"``, ``"x-ai"``...) for pricing. :func:`guard_openai` keeps a

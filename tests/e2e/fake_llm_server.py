@@ -10,7 +10,10 @@ Endpoints: ``POST /v1/messages`` (JSON, or SSE shaped like the recorded streams 
 ``POST /v1/chat/completions`` (JSON, or SSE chunks with the usage chunk last when
 ``stream_options.include_usage``), ``POST /v1/responses`` (JSON, or SSE events in OpenAI's order:
 ``response.created``, ``response.in_progress``, each output item's ``output_item.added`` ... ``done``
-with a message's content-part and text events between, ``response.completed``), ``POST /v1/embeddings``
+with a message's content-part and text events between, ``response.completed``),
+``POST /v1/responses/compact`` (a ``CompactedResponse``: the input's user messages, then a
+``compaction`` item; ``input_tokens`` the words of ``instructions`` and of the input's texts, plus
+200 with a ``previous_response_id``: ``fake_openai.compaction_input_tokens``), ``POST /v1/embeddings``
 (an embedding per input, floats or, with ``encoding_format: base64``, base64 float32 bytes;
 ``usage.prompt_tokens`` is each token array's length plus each string's whitespace-separated words:
 ``fake_openai.embedding_tokens``), ``POST /v1/completions`` (legacy ``text_completion`` objects:
@@ -224,6 +227,7 @@ class _Handler(AnthropicHandlers, OpenAIHandlers):
             "/v1/messages/batches": self._batches,
             "/v1/chat/completions": self._chat,
             "/v1/responses": self._responses,
+            "/v1/responses/compact": self._compact,
             "/v1/embeddings": self._embeddings,
             "/v1/completions": self._completions,
             "/v1/images/generations": lambda sent: generate_images(self, sent),

@@ -1,5 +1,5 @@
 """The fake OpenAI API: Chat Completions, Responses and legacy Completions, JSON or streamed in
-OpenAI's event order; Embeddings, with usage counted from the input."""
+OpenAI's event order; Embeddings and Responses compaction, with usage counted from the input."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ REASONING_WORDS = 16  # words of reasoning text a delta carries (``x-fake-reason
 EMBEDDING_DIMENSIONS = 8  # without ``dimensions``: short vectors keep the answers small
 COMPLETION_TOKENS = 10  # the most tokens a legacy completion generates (fewer under a smaller ``max_tokens``)
 DEFAULT_MAX_TOKENS = 16  # OpenAI's ``max_tokens`` when a Completions request sets none
+COMPACTION_TOKENS = 12  # the output tokens a compaction bills (its encrypted item), unless ``x-fake-usage`` says
+PREVIOUS_RESPONSE_TOKENS = 200  # the input tokens a ``previous_response_id`` adds to a compaction (stored context)
 
 
 def embedding_tokens(item: str | list[int]) -> int:
@@ -26,8 +28,8 @@ def embedding_tokens(item: str | list[int]) -> int:
 
 
 class OpenAIHandlers(WireHandler):
-    """``POST /v1/chat/completions``, ``/v1/responses``, ``/v1/embeddings`` and ``/v1/completions``
-    (see the ``fake_llm_server`` docstring)."""
+    """``POST /v1/chat/completions``, ``/v1/responses``, ``/v1/responses/compact``, ``/v1/embeddings``
+    and ``/v1/completions`` (see the ``fake_llm_server`` docstring)."""
 
     def _openai_usage(self, body: dict[str, Any], responses: bool) -> tuple[dict[str, Any], int]:
         """The usage object to report, and how many of its output tokens are visible text (the rest,
@@ -112,6 +114,35 @@ class OpenAIHandlers(WireHandler):
             self.server.fake.responses[resp_id] = {**done, "background": True}
         self._sse(_response_events(done))
 
+    def _compact(self, body: dict[str, Any]) -> None:
+        """A ``CompactedResponse`` (``object: "response.compaction"``): the input's user messages,
+        then one ``compaction`` item. Usage: ``input_tokens`` is the words of ``instructions`` and of
+        every text in ``input`` (:func:`compaction_input_tokens`), plus :data:`PREVIOUS_RESPONSE_TOKENS`
+        with a ``previous_response_id``; ``output_tokens`` :data:`COMPACTION_TOKENS`; ``x-fake-usage``
+        sets any of ``input_tokens``, ``cached_tokens`` (of the input), ``output_tokens`` and
+        ``reasoning_tokens`` (of the output). No ``model`` or an ``input`` of no shape: 400."""
+        items = [{"role": "user", "content": body["input"]}] if isinstance(body.get("input"), str) \
+            else body.get("input") or []  # none: the stored thread of ``previous_response_id`` alone
+        if not body.get("model") or not isinstance(items, list):
+            param = "input" if body.get("model") else "model"
+            self._json(400, {"error": {"message": f"'{param}' is not valid", "type": "invalid_request_error",
+                                       "param": param, "code": None}})
+            return
+        asked = json.loads(self.headers.get("x-fake-usage") or "{}")
+        prompt = int(asked.get("input_tokens", compaction_input_tokens(body)))
+        cached, output = int(asked.get("cached_tokens", 0)), int(asked.get("output_tokens", COMPACTION_TOKENS))
+        usage = {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": cached},
+                 "output_tokens": output, "output_tokens_details": {"reasoning_tokens": int(asked.get(
+                     "reasoning_tokens", 0))}, "total_tokens": prompt + output}
+        kept = [{"type": "message", "id": f"msg_{uuid.uuid4().hex[:12]}", "status": "completed", "role": "user",
+                 "content": _input_parts(item.get("content"))}
+                for item in items if isinstance(item, dict) and item.get("role") == "user"]
+        compacted = {"type": "compaction", "id": f"cmp_{uuid.uuid4().hex[:12]}",
+                     "encrypted_content": base64.b64encode(json.dumps(items).encode()).decode()}
+        self._json(200, {"id": f"resp_{uuid.uuid4().hex[:20]}", "object": "response.compaction",
+                         "created_at": int(time.time()), "model": self._model(body), "output": [*kept, compacted],
+                         "usage": usage, **self._served("service_tier")})
+
     def _embeddings(self, body: dict[str, Any]) -> None:
         """An embedding per input, as OpenAI answers: floats, or with ``encoding_format: base64``
         (the SDK's default) the little-endian float32 bytes in base64; ``usage.prompt_tokens`` is
@@ -194,6 +225,28 @@ class OpenAIHandlers(WireHandler):
     def _resumed_stream(self, done: dict[str, Any]) -> None:
         """A stored response's events again, as ``GET /v1/responses/<id>?stream=true`` sends them."""
         self._sse(_response_events(done))
+
+
+def compaction_input_tokens(body: dict[str, Any]) -> int:
+    """The input tokens the fake compaction bills: the whitespace-separated words of ``instructions``
+    and of each text in ``input`` (a string, or items whose ``content`` is a string or text parts),
+    plus :data:`PREVIOUS_RESPONSE_TOKENS` for a ``previous_response_id``."""
+    value = body.get("input")
+    items = [{"content": value}] if isinstance(value, str) else value if isinstance(value, list) else []
+    texts = [str(body.get("instructions") or "")]
+    for item in items:
+        content = item.get("content") if isinstance(item, dict) else None
+        parts = [{"text": content}] if isinstance(content, str) else content if isinstance(content, list) else []
+        texts += [str(part.get("text") or "") for part in parts if isinstance(part, dict)]
+    stored = PREVIOUS_RESPONSE_TOKENS if body.get("previous_response_id") else 0
+    return sum(len(text.split()) for text in texts) + stored
+
+
+def _input_parts(content: Any) -> list[dict[str, Any]]:
+    """A user message's ``content`` as the ``input_text`` parts a compacted output item carries."""
+    if isinstance(content, str):
+        return [{"type": "input_text", "text": content}]
+    return [part for part in content if isinstance(part, dict)] if isinstance(content, list) else []
 
 
 def _embedding_inputs(value: Any) -> list[str | list[int]] | None:

@@ -111,13 +111,13 @@ def test_billed_endpoints_the_guard_passes_are_named_once_each(
     with caplog.at_level(logging.WARNING, logger="costwarden.callguard"), attribution(user="u-pass"):
         for _ in range(2):
             with pytest.raises(openai.NotFoundError):  # the fake API has none of them
-                client.responses.compact(model="gpt-4.1-mini", input="hello")
+                client.post("/videos", body={"model": "sora-2", "prompt": "a cat"}, cast_to=object)
             with pytest.raises(openai.NotFoundError):
                 client.fine_tuning.jobs.create(model="gpt-4.1-mini", training_file="file-1")
         with pytest.raises(openai.NotFoundError):
             client.moderations.create(model="omni-moderation-latest", input="hello")  # free: nothing to say
     said = [r.getMessage() for r in caplog.records if "billed but not guarded" in r.getMessage()]
-    assert [m.split()[2] for m in said] == ["/v1/responses/compact", "/v1/fine_tuning/jobs"]
+    assert [m.split()[2] for m in said] == ["/v1/videos", "/v1/fine_tuning/jobs"]
     assert sink.events == []
 
 

@@ -31,11 +31,13 @@ from typing import Any
 
 from costwarden.adapters.events.event import CostEvent
 
-_OPERATION = {"messages": "chat", "chat.completions": "chat", "responses": "chat", "batch": "chat",
-              "completions": "text_completion", "images": "generate_content", "audio": "generate_content"}
+_OPERATION = {"messages": "chat", "chat.completions": "chat", "responses": "chat", "responses.compact": "chat",
+              "batch": "chat", "completions": "text_completion", "images": "generate_content",
+              "audio": "generate_content"}
 """The conventions' well-known ``gen_ai.operation.name`` of each API (one that applies MUST be used):
 the legacy Completions API is ``text_completion``; GPT Image and the Audio API (speech, transcriptions)
-generate content across modalities. ``embeddings`` is its own name already."""
+generate content across modalities; a Responses compaction (``responses.compact``) is a chat
+model's generation over a conversation, as a Responses call is. ``embeddings`` is its own name already."""
 
 _PROVIDER = {
     "bedrock": "aws.bedrock",

@@ -2,7 +2,8 @@
 
 A call that generates no output (``request.choices == 0``: an embeddings call) has nothing to cap,
 and one whose API has no field that caps output (``request.max_tokens_field`` empty: image
-generation) cannot be capped: both are skipped, as adding ``max_tokens`` would break the request."""
+generation, where size and quality set it; Responses compaction) cannot be capped: both are
+skipped, as adding ``max_tokens`` would break the request."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def compile(params: MaxOutputTokens, env: CompileEnv) -> Check:
 
 
 _NO_OUTPUT = Outcome("skip", "the call generates no output (an embeddings call): nothing to cap", static=True)
-_NO_FIELD = Outcome("skip", "the API has no field that caps output (image generation: size and quality set it)",
+_NO_FIELD = Outcome("skip", "the API has no field that caps output (image generation, Responses compaction)",
                     static=True)
 
 
