@@ -51,7 +51,7 @@ from costwarden.enforcers.openai_endpoints import (  # noqa: E402
 from costwarden.enforcers.openai_guard import guard_openai  # noqa: E402
 from costwarden.engine.rules.budget import OUTPUT_TOKENS_CAP  # noqa: E402
 from costwarden.engine.subjects import TokenUsage  # noqa: E402
-from costwarden.errors import BudgetExceeded, PolicyViolation  # noqa: E402
+from costwarden.errors import AdapterError, BudgetExceeded, PolicyViolation  # noqa: E402
 
 MINI = "gpt-5-mini"
 PRICER = GenaiPricer()
@@ -172,6 +172,16 @@ def test_a_model_the_policy_refuses_is_refused_before_sending(client: Any, serve
     assert server.posts() == []
     assert caught.value.decision.blocking[0].policy == "compactors"
     assert [(e.api, e.outcome, e.model) for e in sink.events] == [("responses.compact", "denied", "o3")]
+    assert ledger.count("reserve") == 0
+
+
+def test_a_compaction_without_a_model_is_refused_before_sending(client: Any, server: FakeLlmServer,
+                                                               ledger: CountingLedger) -> None:
+    """``model=None`` (the previous response's model) cannot be judged or priced, and the answer
+    names no model to settle at: refused, with a message that says what to do."""
+    with attribution(user="u-c5b"), pytest.raises(AdapterError, match="model name string is required"):
+        client.responses.compact(model=None, previous_response_id="resp_earlier")
+    assert server.posts() == []
     assert ledger.count("reserve") == 0
 
 
